@@ -1,0 +1,23 @@
+"""The learning core: per-stream recurrent models learning online by exact truncated BPTT (pure PyTorch)."""
+
+from .config import StreamConfig
+from .engine import (
+    Engine,
+    Hidden,
+    InvalidObservation,
+    StepResult,
+    StreamExists,
+    StreamMetrics,
+    StreamNotFound,
+)
+
+__all__ = [
+    "Engine",
+    "Hidden",
+    "InvalidObservation",
+    "StepResult",
+    "StreamConfig",
+    "StreamExists",
+    "StreamMetrics",
+    "StreamNotFound",
+]

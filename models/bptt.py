@@ -1,0 +1,67 @@
+"""The exact TBPTT gradient of a window, by replaying it from its stored detached start state.
+
+The live step runs without autograd. At an update, the last ``W <= k2`` inputs are replayed from the
+hidden state stored before them (detached: no gradient crosses it) with the current weights, and the
+gradient of the losses of the last ``k1`` steps is computed by hand-written BPTT for every stream of the
+batch at once. With k1 == k2 the weights have not changed since the previous update, so the replay equals
+the live forward and this is exactly the textbook loop's gradient; with k2 > k1 it is the gradient of
+Williams & Peng's BPTT(h; h') recomputed from the stored state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .cells import Cell, Saved
+from .layout import Layout
+from .losses import step_loss, step_loss_grad
+
+
+@dataclass
+class Window:
+    """The replayed steps of ``n`` streams, oldest first."""
+
+    inputs: Tensor  # (n, W, I): what the network saw
+    targets: Tensor  # (n, W, O): in the units the network trains in
+    loss_mask: Tensor  # (n, W) bool: steps whose loss is part of this update
+    state0: Tensor  # (n, L, C*H): the detached state before the first step
+
+
+def window_gradient(layout: Layout, cell: Cell, loss: str, flat: Tensor, window: Window) -> tuple[Tensor, Tensor]:
+    """(sum of the masked step losses (n,), gradient (n, P)) for the parameter rows ``flat`` (n, P)."""
+    net = layout.views(flat)
+    grad = torch.empty_like(flat)
+    grads = layout.views(grad)
+
+    layer_inputs: list[Tensor] = []
+    saved: list[Saved] = []
+    u = window.inputs
+    for layer, w in enumerate(net.layers):
+        gi = torch.baddbmm(w.b_ih, u, w.w_ih)  # (n, W, G*H), every step at once
+        out, s = cell.forward_sequence(gi, window.state0[:, layer : layer + 1], w.w_hh, w.b_hh)
+        layer_inputs.append(u)
+        saved.append(s)
+        u = out  # (n, W, H)
+    y_hat = torch.baddbmm(net.head_b, u, net.head_w)  # (n, W, O)
+
+    diff = y_hat - window.targets
+    mask = window.loss_mask
+    losses = torch.where(mask, step_loss(loss, diff), 0.0)  # (n, W)
+    d_y = torch.where(mask.unsqueeze(-1), step_loss_grad(loss, diff), 0.0)  # (n, W, O)
+
+    grads.head_w.copy_(torch.bmm(u.transpose(1, 2), d_y))
+    grads.head_b.copy_(d_y.sum(dim=1, keepdim=True))
+    d_out = torch.bmm(d_y, net.head_w.transpose(1, 2))  # (n, W, H)
+    for layer in range(len(net.layers) - 1, -1, -1):
+        w, g, s = net.layers[layer], grads.layers[layer], saved[layer]
+        d_in, d_hid = cell.backward_sequence(d_out, s, w.w_hh)
+        g.w_ih.copy_(torch.bmm(layer_inputs[layer].transpose(1, 2), d_in))
+        g.b_ih.copy_(d_in.sum(dim=1, keepdim=True))
+        g.w_hh.copy_(torch.bmm(s.h_prev.transpose(1, 2), d_hid))
+        g.b_hh.copy_(d_hid.sum(dim=1, keepdim=True))
+        if layer:
+            d_out = torch.bmm(d_in, w.w_ih.transpose(1, 2))
+    return losses.sum(dim=1), grad

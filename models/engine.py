@@ -1,0 +1,292 @@
+"""The engine: many streams, each with its own recurrent model, stepped together in fleets.
+
+>>> engine = Engine()
+>>> engine.add_stream("pump-7", StreamConfig(input_size=3))
+>>> result = engine.observe("pump-7", x=[0.1, 0.2, 0.3], y=1.5)   # predicts, then learns
+>>> results = engine.observe_many([("pump-7", [0.2, 0.1, 0.0], 1.4), ("pump-7", [0.3, 0.1, 0.1], 1.2)])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import StreamConfig
+from .fleet import Fleet
+
+Hidden = Tensor | tuple[Tensor, Tensor]
+Values = float | Sequence[float]
+Item = tuple[str, Values, Values | None]  # (stream id, x, y)
+
+STATE_VERSION = 1
+
+
+class StreamNotFound(KeyError):
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id)
+        self.stream_id = stream_id
+
+    def __str__(self) -> str:
+        return f"stream {self.stream_id!r} not found"
+
+
+class StreamExists(ValueError):
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"stream {stream_id!r} already exists")
+        self.stream_id = stream_id
+
+
+class InvalidObservation(ValueError):
+    """An observation that does not fit its stream; ``index`` is its position in the batch."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(f"observation {index}: {field}: {message}")
+        self.index, self.field, self.message = index, field, message
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    step: int  # observations the stream has applied, this one included
+    prediction: list[float]  # made before learning from this observation, in the caller's units
+    loss: float | None  # the loss this observation revealed (training units), None if none
+    updated: bool  # whether a TBPTT update ran
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMetrics:
+    steps: int
+    updates: int
+    skipped_updates: int
+    last_update_loss: float | None  # mean step loss of the last applied update
+    loss_ewma: float | None
+    prequential_n: int  # predictions whose target is known
+    mae: float | None  # prequential, in the caller's units
+    rmse: float | None
+    grad_norm: float | None  # of the last applied update, before clipping
+
+
+@dataclass
+class _Stream:
+    config: StreamConfig
+    fleet: Fleet
+    slot: int
+
+
+_Parsed = tuple[_Stream, list[float], "list[float] | None"]
+
+
+class Engine:
+    """Streams by id; observations in, predictions out, learning by TBPTT in between."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, _Stream] = {}
+        self._fleets: dict[StreamConfig, Fleet] = {}
+
+    # -- streams -------------------------------------------------------------------------------------------
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._streams
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def stream_ids(self) -> list[str]:
+        return list(self._streams)
+
+    def config(self, stream_id: str) -> StreamConfig:
+        return self._get(stream_id).config
+
+    def add_stream(self, stream_id: str, config: StreamConfig) -> None:
+        if stream_id in self._streams:
+            raise StreamExists(stream_id)
+        fleet = self._fleets.get(config.fleet_key)
+        if fleet is None:
+            fleet = self._fleets[config.fleet_key] = Fleet(config.fleet_key)
+        self._streams[stream_id] = _Stream(config, fleet, fleet.add(config.seed))
+
+    def remove_stream(self, stream_id: str) -> None:
+        stream = self._get(stream_id)
+        stream.fleet.remove(stream.slot)
+        del self._streams[stream_id]
+
+    def reset_hidden(self, stream_id: str) -> None:
+        stream = self._get(stream_id)
+        stream.fleet.reset_hidden(stream.slot)
+
+    def reset_weights(self, stream_id: str) -> None:
+        stream = self._get(stream_id)
+        stream.fleet.reset_weights(stream.slot, stream.config.seed)
+
+    # -- observations --------------------------------------------------------------------------------------
+
+    def observe(self, stream_id: str, x: Values, y: Values | None = None) -> StepResult:
+        return self.observe_many([(stream_id, x, y)])[0]
+
+    def observe_many(self, items: Sequence[Item]) -> list[StepResult]:
+        """Apply observations in order within each stream, different streams stepped together.
+
+        Every item is validated before any is applied: a bad one raises and nothing changes.
+        """
+        parsed = [self._parse(i, item) for i, item in enumerate(items)]
+        runs: dict[int, dict[int, list[int]]] = {}  # fleet -> slot -> item indices, in order
+        for i, (stream, _, _) in enumerate(parsed):
+            runs.setdefault(id(stream.fleet), {}).setdefault(stream.slot, []).append(i)
+        results: list[StepResult | None] = [None] * len(items)
+        for by_slot in runs.values():
+            self._observe_fleet(parsed, by_slot, results)
+        return results  # type: ignore[return-value]
+
+    def _parse(self, index: int, item: Item) -> _Parsed:
+        stream_id, x, y = item
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamNotFound(stream_id)
+        c = stream.config
+        xs = _vector(index, "x", x, c.input_size)
+        if not all(math.isfinite(v) for v in xs):
+            raise InvalidObservation(index, "x", "values must be finite")
+        if y is None:
+            return stream, xs, None
+        if c.target == "next":
+            raise InvalidObservation(index, "y", "must be null: the target is the next observation's x")
+        assert c.output_size is not None
+        return stream, xs, _vector(index, "y", y, c.output_size)
+
+    def _observe_fleet(self, parsed: list[_Parsed], by_slot: dict[int, list[int]], results: list) -> None:
+        """Step one fleet's slots through their runs (padded to the longest) in one call."""
+        slot_list = sorted(by_slot)
+        runs = [by_slot[slot] for slot in slot_list]
+        fleet = parsed[runs[0][0]][0].fleet
+        c = fleet.config
+        assert c.output_size is not None
+        n, t_max = len(runs), max(len(run) for run in runs)
+        x = np.zeros((n, t_max, c.input_size))
+        y = np.full((n, t_max, c.output_size), np.nan)
+        has_y = np.zeros((n, t_max), dtype=bool)
+        for k, run in enumerate(runs):
+            x[k, : len(run)] = [parsed[i][1] for i in run]
+            for t, i in enumerate(run):
+                target = parsed[i][2]
+                if target is not None:
+                    y[k, t] = target
+                    has_y[k, t] = True
+        lengths = np.fromiter((len(run) for run in runs), dtype=np.int64, count=n)
+        out = fleet.observe(np.array(slot_list, dtype=np.int64), x, y, has_y, lengths)
+        steps, predictions = out.steps.tolist(), out.predictions.tolist()
+        losses, updated = out.losses.tolist(), out.updated.tolist()
+        for k, run in enumerate(runs):
+            for t, i in enumerate(run):
+                loss = losses[k][t]
+                results[i] = StepResult(steps[k][t], predictions[k][t], None if loss != loss else loss, updated[k][t])
+
+    # -- inspection ----------------------------------------------------------------------------------------
+
+    def metrics(self, stream_id: str) -> StreamMetrics:
+        stream = self._get(stream_id)
+        s, slot = stream.fleet.slots, stream.slot
+        n = int(s["err_count"][slot])
+        return StreamMetrics(
+            steps=int(s["steps"][slot]),
+            updates=int(s["updates"][slot]),
+            skipped_updates=int(s["skipped_updates"][slot]),
+            last_update_loss=_finite_or_none(s["last_update_loss"][slot]),
+            loss_ewma=_finite_or_none(s["loss_ewma"][slot]),
+            prequential_n=n,
+            mae=float(s["err_abs"][slot]) / n if n else None,
+            rmse=math.sqrt(float(s["err_sq"][slot]) / n) if n else None,
+            grad_norm=_finite_or_none(s["grad_norm"][slot]),
+        )
+
+    def hidden(self, stream_id: str) -> Hidden:
+        """The carried state as torch.nn's modules take it unbatched: (L, H), or the pair (h, c) for LSTM."""
+        stream = self._get(stream_id)
+        state = stream.fleet.slots["hidden"][stream.slot].clone()
+        if stream.config.cell == "lstm":
+            h, c = state.split(stream.config.hidden_size, dim=-1)
+            return h.contiguous(), c.contiguous()
+        return state
+
+    # -- weights and whole-stream state --------------------------------------------------------------------
+
+    def export_weights(self, stream_id: str) -> dict[str, Tensor]:
+        """The weights under torch.nn names: ``rnn.weight_ih_l0``, ..., ``head.weight``, ``head.bias``."""
+        stream = self._get(stream_id)
+        return stream.fleet.layout.export(stream.fleet.slots["params"][stream.slot])
+
+    def import_weights(self, stream_id: str, weights: dict[str, Tensor]) -> None:
+        """Replace the weights (names, shapes, dtype and finiteness checked); optimizer and hidden state reset."""
+        stream = self._get(stream_id)
+        dtype = stream.config.torch_dtype
+        for name, tensor in weights.items():
+            if tensor.dtype != dtype:
+                raise ValueError(f"{name} must be {stream.config.dtype}, got {str(tensor.dtype).removeprefix('torch.')}")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} has non-finite values")
+        row = stream.fleet.layout.flatten(weights, dtype)
+        stream.fleet.reset_weights(stream.slot, stream.config.seed)
+        stream.fleet.slots["params"][stream.slot] = row
+        stream.fleet.reset_hidden(stream.slot)
+
+    def state_dict(self, stream_id: str) -> dict:
+        """Everything about the stream: save, load, continue equals never having stopped."""
+        stream = self._get(stream_id)
+        arrays = stream.fleet.slots
+        return {
+            "version": STATE_VERSION,
+            "config": stream.config.to_dict(),
+            "tensors": {name: arrays.row(name, stream.slot) for name in arrays.names()},
+        }
+
+    def load_state_dict(self, stream_id: str, state: dict) -> None:
+        """Create the stream ``stream_id`` (replacing any) from a ``state_dict``."""
+        for key in ("version", "config", "tensors"):
+            if key not in state:
+                raise ValueError(f"stream state lacks {key!r}")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"unsupported stream state version {state['version']!r}")
+        config = StreamConfig.from_dict(state["config"])
+        tensors = state["tensors"]
+        if stream_id in self._streams:
+            self.remove_stream(stream_id)
+        self.add_stream(stream_id, config)
+        stream = self._streams[stream_id]
+        arrays = stream.fleet.slots
+        missing = sorted(set(arrays.names()) - set(tensors))
+        if missing:
+            self.remove_stream(stream_id)
+            raise ValueError(f"stream state lacks tensors {missing}")
+        try:
+            for name in arrays.names():
+                arrays.set_row(name, stream.slot, tensors[name])
+        except ValueError:
+            self.remove_stream(stream_id)
+            raise
+
+    def _get(self, stream_id: str) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise StreamNotFound(stream_id) from None
+
+
+def _vector(index: int, field: str, value: Values, size: int) -> list[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        values = [float(value)]
+    else:
+        try:
+            values = [float(v) for v in value]  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise InvalidObservation(index, field, "must be a number or a list of numbers") from None
+    if len(values) != size:
+        raise InvalidObservation(index, field, f"expected {size} values, got {len(values)}")
+    return values
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

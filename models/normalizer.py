@@ -1,0 +1,61 @@
+"""Online standardization: per-slot running mean and variance, in float64 whatever the model dtype.
+
+Raw sensor readings come in arbitrary units; the network sees ``(v - mean) / std``. The statistics are
+shifted sums (``sum(v - shift)``, ``sum((v - shift)**2)`` with ``shift`` the first value seen, which keeps
+them accurate for large offsets). Sums are accumulated strictly in order, so a block of T values gives
+bit for bit the statistics of T single steps: how observations are grouped never changes a result.
+Until two values are seen the std is 1; a tiny std is floored relative to the mean, so a constant signal
+never divides by zero. These are numpy arrays: tiny per-block operations, where numpy's call cost is a
+fraction of torch's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_RELATIVE_FLOOR = 1e-9  # std below this fraction of the mean counts as no variation
+
+
+@dataclass
+class Moments:
+    """Statistics of n slots (``shift``, ``s1``, ``s2``: (n, d); ``count``: (n,)), or their history over a
+    block (``s1``, ``s2``: (n, m+1, d); ``count``: (n, m+1); index k = after the block's first k values)."""
+
+    shift: np.ndarray
+    s1: np.ndarray
+    s2: np.ndarray
+    count: np.ndarray
+
+    def accumulate(self, values: np.ndarray, valid: np.ndarray) -> Moments:
+        """The history of these statistics as ``values`` (n, m, d) arrive; rows where ``valid`` (n, m) is
+        False are left out. The result's last index is the final state."""
+        if not values.shape[1]:
+            return self.as_history()
+        first = valid.argmax(axis=1)
+        starts = (self.count == 0) & valid.any(axis=1)
+        picked = values[np.arange(len(values)), first]
+        shift = np.where(starts[:, None], picked, self.shift)
+        delta = np.where(valid[..., None], values - shift[:, None], 0.0)
+        s1 = np.add.accumulate(np.concatenate([self.s1[:, None], delta], axis=1), axis=1)
+        s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
+        count = np.add.accumulate(np.concatenate([self.count[:, None], valid], axis=1, dtype=np.float64), axis=1)
+        return Moments(shift, s1, s2, count)
+
+    def as_history(self) -> Moments:
+        """These statistics as a history of one state."""
+        return Moments(self.shift, self.s1[:, None], self.s2[:, None], self.count[:, None])
+
+    def final(self) -> Moments:
+        """The last state of a history."""
+        return Moments(self.shift, self.s1[:, -1], self.s2[:, -1], self.count[:, -1])
+
+    def scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of a history, each (n, m+1, d)."""
+        n = np.maximum(self.count, 1)[..., None]
+        m1 = self.s1 / n
+        mean = np.where(self.count[..., None] > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
+        std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
+        std = np.maximum(std, _RELATIVE_FLOOR * np.maximum(np.abs(mean), 1.0))
+        return mean, np.where(self.count[..., None] >= 2, std, 1.0)

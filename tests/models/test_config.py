@@ -1,0 +1,50 @@
+"""Configs: complete defaults, and errors that name the field and the value."""
+
+from __future__ import annotations
+
+import pytest
+
+from models import StreamConfig
+
+
+def test_defaults_fill_in():
+    c = StreamConfig(input_size=4)
+    assert (c.output_size, c.k2, c.cell, c.target, c.normalize, c.residual) == (1, c.k1, "gru", "explicit", True, True)
+    assert StreamConfig(input_size=4, target="next").output_size == 4
+    assert StreamConfig(input_size=4, k1=3).k2 == 3
+
+
+def test_round_trip_through_a_dict():
+    c = StreamConfig(input_size=2, cell="lstm", k1=4, k2=9, betas=[0.8, 0.9], clip_grad_norm=1.0)
+    assert StreamConfig.from_dict(c.to_dict()) == c
+    assert c.to_dict()["betas"] == [0.8, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(cell="transformer"), "cell must be one of rnn, gru, lstm; got 'transformer'"),
+        (dict(input_size=0), "input_size must be an integer >= 1, got 0"),
+        (dict(num_layers=5), "num_layers must be <= 4, got 5"),
+        (dict(k1=0), "k1 must be an integer >= 1, got 0"),
+        (dict(k1=8, k2=4), r"k2 must be >= k1 \(8\), got 4"),
+        (dict(target="next", output_size=2), r"output_size must equal input_size \(3\) when target is 'next', got 2"),
+        (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
+        (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
+        (dict(momentum=1.0), r"momentum must be a number in \[0.0, 1.0\), got 1.0"),
+        (dict(betas=(0.9, 1.5)), r"betas\[1\] must be a number in \[0.0, 1.0\), got 1.5"),
+        (dict(loss="hinge"), "loss must be one of mse, l1, huber; got 'hinge'"),
+        (dict(dtype="float16"), "dtype must be one of float32, float64; got 'float16'"),
+        (dict(clip_grad_norm=-1.0), "clip_grad_norm must be a finite number > 0, got -1.0"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(normalize="yes"), "normalize must be a bool, got 'yes'"),
+    ],
+)
+def test_invalid_values_are_named(fields, message):
+    with pytest.raises(ValueError, match=message):
+        StreamConfig(**{"input_size": 3, **fields})
+
+
+def test_unknown_fields_are_refused():
+    with pytest.raises(ValueError, match="unknown config fields: colour"):
+        StreamConfig.from_dict({"input_size": 1, "colour": "red"})

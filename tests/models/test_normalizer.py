@@ -1,0 +1,44 @@
+"""Running statistics: accurate, stable for large offsets, safe for constant signals."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.normalizer import Moments
+
+
+def empty(n: int, d: int) -> Moments:
+    return Moments(np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), np.zeros(n))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    offset=st.sampled_from([0.0, 1e3, 1e6]),
+    scale=st.sampled_from([1e-2, 1.0, 50.0]),  # std at least 1e-8 of the mean
+    cut=st.integers(1, 99),
+)
+def test_mean_and_std_match_numpy_whatever_the_offset(offset, scale, cut):
+    values = offset + scale * np.random.default_rng(0).normal(size=(2, 100, 3))
+    valid = np.ones((2, 100), dtype=bool)
+    first = empty(2, 3).accumulate(values[:, :cut], valid[:, :cut]).final()
+    history = first.accumulate(values[:, cut:], valid[:, cut:])
+    mean, std = history.scale()
+    np.testing.assert_allclose(mean[:, -1], values.mean(axis=1), rtol=1e-12, atol=1e-9 * scale)
+    np.testing.assert_allclose(std[:, -1], values.std(axis=1), rtol=1e-6)
+
+
+def test_invalid_rows_are_left_out():
+    values = np.array([[[1.0], [100.0], [3.0]]])
+    history = empty(1, 1).accumulate(values, np.array([[True, False, True]]))
+    mean, std = history.scale()
+    assert history.count.tolist() == [[0, 1, 1, 2]]
+    assert mean[0, -1, 0] == 2.0 and std[0, -1, 0] == 1.0
+
+
+def test_unknown_and_constant_scales_never_divide_by_zero():
+    history = empty(1, 1).accumulate(np.full((1, 5, 1), 7.0), np.ones((1, 5), dtype=bool))
+    mean, std = history.scale()
+    assert std[0, :2, 0].tolist() == [1.0, 1.0]  # fewer than two values: unit scale
+    assert np.all(std[0, 2:, 0] > 0) and np.all(np.isfinite((7.0 - mean) / std))

@@ -1,0 +1,26 @@
+"""The learning core is pure PyTorch: it never imports the web layer."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+WEB = {"fastapi", "starlette", "pydantic", "pydantic_settings", "uvicorn", "httpx", "service"}
+CORE = Path(__file__).parents[2] / "models"
+
+
+def test_no_module_of_the_core_imports_the_web_layer():
+    for path in CORE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            assert not {n.split(".")[0] for n in names} & WEB, f"{path.name} imports {names}"
+
+
+def test_importing_the_core_loads_no_web_module():
+    code = "import sys, models; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not set(eval(loaded)) & WEB

@@ -1,0 +1,137 @@
+"""Independent reference loops, written plainly with torch.nn modules, torch.optim and autograd.
+
+Nothing here shares code with ``models``: these are the loops a careful user would write, used to check
+the engine parameter by parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models import StreamConfig
+
+MODULES = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}
+
+
+@dataclass
+class ReferenceRun:
+    predictions: list[list[float]]
+    weights: dict[str, torch.Tensor]
+    updates: int
+
+
+def build(config: StreamConfig, dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, torch.nn.Linear]:
+    """The network of DESIGN.md, initialized as ``torch.manual_seed(seed)`` then the modules in the config's
+    dtype; then cast to ``dtype`` (so a float32 stream can be followed exactly in float64)."""
+    torch.manual_seed(config.seed)
+    rnn = MODULES[config.cell](config.input_size, config.hidden_size, config.num_layers, dtype=config.torch_dtype)
+    head = torch.nn.Linear(config.hidden_size, config.output_size, dtype=config.torch_dtype)
+    dtype = dtype or config.torch_dtype
+    return rnn.to(dtype), head.to(dtype)
+
+
+def optimizer(config: StreamConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+
+
+def weights(rnn: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {f"rnn.{k}": v.detach().clone() for k, v in rnn.state_dict().items()}
+    out.update({f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+    return out
+
+
+def zero_state(config: StreamConfig, dtype: torch.dtype):
+    h = torch.zeros(config.num_layers, config.hidden_size, dtype=dtype)
+    return (h, h.clone()) if config.cell == "lstm" else h
+
+
+def detach(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def textbook(
+    config: StreamConfig, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float] | None], dtype=None
+) -> ReferenceRun:
+    """TBPTT(K, K) exactly as DESIGN.md writes it:
+    ``error += loss; if t % K == 0: error.backward(); opt.step(); opt.zero_grad(); error = 0; H = H.detach()``.
+    """
+    assert config.k1 == config.k2
+    dtype = dtype or config.torch_dtype
+    rnn, head = build(config, dtype)
+    params = [*rnn.parameters(), *head.parameters()]
+    opt = optimizer(config, params)
+    loss_fn = LOSSES[config.loss]
+    hidden = zero_state(config, dtype)
+    error, terms, updates, predictions = 0, 0, 0, []
+    for t, (x, y) in enumerate(zip(xs, ys), start=1):
+        out, hidden = rnn(torch.tensor([x], dtype=dtype), hidden)
+        prediction = head(out[-1])
+        predictions.append(prediction.tolist())
+        if y is not None:
+            error = error + loss_fn(prediction, torch.tensor(y, dtype=dtype))
+            terms += 1
+        if t % config.k1 == 0:
+            if terms:  # a segment without a single target has nothing to learn
+                error.backward()
+                if config.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+                opt.step()
+                opt.zero_grad()
+                updates += 1
+            error, terms = 0, 0
+            hidden = detach(hidden)
+    return ReferenceRun(predictions, weights(rnn, head), updates)
+
+
+def recompute(
+    config: StreamConfig, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float] | None], dtype=None
+) -> ReferenceRun:
+    """TBPTT(K1, K2), K2 >= K1, by recomputing from stored state: the live forward runs without a graph;
+    at every t % K1 == 0 the last K2 inputs are run again, with gradients, from the detached live state
+    stored before them (zeros at the start), and the losses of the last K1 steps are backpropagated."""
+    dtype = dtype or config.torch_dtype
+    rnn, head = build(config, dtype)
+    params = [*rnn.parameters(), *head.parameters()]
+    opt = optimizer(config, params)
+    loss_fn = LOSSES[config.loss]
+    hidden = zero_state(config, dtype)
+    inputs = torch.tensor(xs, dtype=dtype)
+    before: dict[int, object] = {}
+    updates, predictions = 0, []
+    for t in range(1, len(xs) + 1):
+        before[t] = hidden
+        with torch.no_grad():
+            out, hidden = rnn(inputs[t - 1 : t], hidden)
+            predictions.append(head(out[-1]).tolist())
+        if t % config.k1:
+            continue
+        start = max(1, t - config.k2 + 1)
+        out, _ = rnn(inputs[start - 1 : t], before[start])
+        outputs = head(out)
+        terms = [
+            loss_fn(outputs[s - start], torch.tensor(ys[s - 1], dtype=dtype))
+            for s in range(max(start, t - config.k1 + 1), t + 1)
+            if ys[s - 1] is not None
+        ]
+        if terms:
+            sum(terms).backward()
+            if config.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+            opt.step()
+            opt.zero_grad()
+            updates += 1
+    return ReferenceRun(predictions, weights(rnn, head), updates)
+
+
+def reference(config: StreamConfig, xs, ys, dtype=None) -> ReferenceRun:
+    """The textbook loop where it applies (K1 == K2), else the recompute loop."""
+    run = textbook if config.k1 == config.k2 else recompute
+    return run(config, xs, ys, dtype)
