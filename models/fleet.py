@@ -15,6 +15,7 @@ Per observation, in the order of DESIGN.md's learning semantics:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch import Tensor
 from . import optim
 from .bptt import Window, window_gradient
 from .cells import make_cell
+from .cells import per_step
 from .config import StreamConfig
 from .layout import Layout
 from .losses import step_loss
@@ -63,6 +65,7 @@ class Fleet:
             "ring_x": ArraySpec((k2, inp), dtype),  # the inputs the network saw
             "ring_y": ArraySpec((k2, out), dtype),  # the targets in training units
             "ring_state": ArraySpec((k2, *state), dtype),  # the state before each step
+            "ring_extra": ArraySpec((k2, config.num_layers, self.cell.extras_size), dtype),  # see cells
             "ring_loss": ArraySpec((k2,), np.bool_),  # whether the step's loss counts
             **_moment_specs("x", inp),  # of inputs
             **_moment_specs("y", out),  # of targets, or of changes when residual
@@ -71,6 +74,7 @@ class Fleet:
             "pending_pred": ArraySpec((out,), f64),
             "steps": ArraySpec((), i64),
             "valid_from": ArraySpec((), i64, 1),  # the first step a window may replay (after a reset)
+            "fresh_from": ArraySpec((), i64, 1),  # the first step forwarded with the current weights
             "opt_steps": ArraySpec((), f64),
             "updates": ArraySpec((), i64),
             "skipped_updates": ArraySpec((), i64),
@@ -84,6 +88,7 @@ class Fleet:
         }
         self.slots = SlotArrays(specs)
         self._offsets = np.arange(k2)
+        self._grad = torch.empty(0, self.layout.size, dtype=dtype)
 
     # -- slots ---------------------------------------------------------------------------------------------
 
@@ -106,6 +111,7 @@ class Fleet:
         for name in optim.state_names(self.config):
             self.slots[name][slot] = 0
         self.slots["opt_steps"][slot] = 0
+        self.slots["fresh_from"][slot] = self.slots["steps"][slot] + 1
 
     # -- observing -----------------------------------------------------------------------------------------
 
@@ -249,23 +255,33 @@ class Fleet:
         inputs = torch.from_numpy(seen).to(c.torch_dtype)  # (n, T, I)
         net = self.layout.views(rows.take(s["params"]))
         state = rows.take(s["hidden"])  # (n, L, C*H)
-        states, outputs = [], []
-        for u in inputs.split(1, dim=1):  # one step at a time: (n, 1, I)
+        states, outputs, extras = [], [], []
+        single = c.num_layers == 1  # then the state is the layer's state: no slicing on the hot path
+        h_only = self.cell.state_parts == 1  # then the state is the output
+        for u in per_step(inputs):  # one step at a time: (n, 1, I)
             states.append(state)
-            new = []
+            new, extra = [], []
             for layer, w in enumerate(net.layers):
                 gi = torch.baddbmm(w.b_ih, u, w.w_ih)
-                layer_state = self.cell.step(gi, state[:, layer : layer + 1], w.w_hh, w.b_hh)  # (n, 1, C*H)
-                new.append(layer_state)
-                u = layer_state[..., : c.hidden_size]
-            state = new[0] if len(new) == 1 else torch.cat(new, dim=1)
+                layer_state, layer_extra = self.cell.step(
+                    gi, state if single else state[:, layer : layer + 1], w.w_hh, w.b_hh
+                )
+                new.append(layer_state)  # (n, 1, C*H)
+                extra.extend(layer_extra)
+                u = layer_state if h_only else layer_state[..., : c.hidden_size]
+            state = new[0] if single else torch.cat(new, dim=1)
             outputs.append(torch.baddbmm(net.head_b, u, net.head_w))
+            extras.append(extra)
         ring = self._ring_index(rows, steps)
         _ring_rows(s["ring_x"]).index_copy_(0, ring, inputs.reshape(-1, c.input_size))
         # Before the hidden state is stored: the first state may be a view of it.
         _ring_rows(s["ring_state"]).index_copy_(0, ring, torch.stack(states, dim=1).flatten(0, 1))
+        if self.cell.extras_size:
+            parts = [_cat_steps(list(part)) for part in zip(*extras)]  # each (n, T, ...), layer-major
+            merged = torch.cat(parts, dim=-1).view(len(ring), c.num_layers, -1)
+            _ring_rows(s["ring_extra"]).index_copy_(0, ring, merged)
         rows.put(s["hidden"], state)
-        yhat = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        yhat = _cat_steps(outputs)
         return yhat.to(torch.float64).numpy()  # (n, T, O)
 
     def _resolve(
@@ -300,13 +316,17 @@ class Fleet:
         return losses
 
     def _record_losses(self, sl: np.ndarray, losses: np.ndarray) -> None:
+        """The loss EWMA, a recurrence: plain Python floats (IEEE doubles, as numpy's) step by step."""
         s = self.slots
-        ewma, count = s["loss_ewma"][sl], s["loss_count"][sl]
-        for loss in losses.T:  # in order: an EWMA is a recurrence
-            known = np.isfinite(loss)
-            ewma = np.where(known, np.where(count == 0, loss, ewma + EWMA_ALPHA * (loss - ewma)), ewma)
-            count = count + known
-        s["loss_ewma"][sl], s["loss_count"][sl] = ewma, count
+        ewmas, counts = s["loss_ewma"][sl].tolist(), s["loss_count"][sl].tolist()
+        for k, row in enumerate(losses.tolist()):
+            ewma, count = ewmas[k], counts[k]
+            for loss in row:
+                if math.isfinite(loss):
+                    ewma = loss if count == 0 else ewma + EWMA_ALPHA * (loss - ewma)
+                    count += 1
+            ewmas[k], counts[k] = ewma, count
+        s["loss_ewma"][sl], s["loss_count"][sl] = ewmas, counts
 
     def _ring_index(self, rows: Rows, steps: np.ndarray) -> Tensor:
         """Rows of the flattened (slots * k2) ring buffers that hold ``steps`` (n, T), flattened."""
@@ -334,13 +354,15 @@ class Fleet:
             return updated
         ends, slots = done[at], rows.slots[at]
         lengths = np.minimum(c.k2, ends - self.slots["valid_from"][slots] + 1)
-        for length in np.unique(lengths):
+        # Windows whose every step ran with the current weights reuse the live forward.
+        live = ends - lengths + 1 >= self.slots["fresh_from"][slots]
+        for length, reuse in sorted(set(zip(lengths.tolist(), live.tolist()))):
             if length > 0:
-                group = lengths == length
-                updated[at[group]] = self._update(Rows(slots[group]), ends[group], int(length))
+                group = (lengths == length) & (live == reuse)
+                updated[at[group]] = self._update(Rows(slots[group]), ends[group], length, reuse)
         return updated
 
-    def _update(self, rows: Rows, ends: np.ndarray, length: int) -> np.ndarray:
+    def _update(self, rows: Rows, ends: np.ndarray, length: int, reuse: bool) -> np.ndarray:
         """One TBPTT update of each slot over its last ``length`` steps; which slots applied it."""
         c, s = self.config, self.slots
         n = len(rows)
@@ -348,13 +370,19 @@ class Fleet:
         ring = self._ring_index(rows, steps)
         in_segment = self._offsets[:length] >= length - c.k1  # the last k1 steps carry the loss
         loss_mask = s["ring_loss"].reshape(-1)[ring.numpy()].reshape(n, length) & in_segment
+        states = _ring_rows(s["ring_state"]).index_select(0, ring)
         window = Window(
             inputs=_ring_rows(s["ring_x"]).index_select(0, ring).view(n, length, -1),
             targets=_ring_rows(s["ring_y"]).index_select(0, ring).view(n, length, -1),
             loss_mask=torch.from_numpy(loss_mask),
-            state0=_ring_rows(s["ring_state"]).index_select(0, ring.view(n, length)[:, 0]),
+            states=states.view(n, length, *states.shape[1:]),
+            final=rows.take(s["hidden"]),
+            extras=_ring_rows(s["ring_extra"]).index_select(0, ring).view(n, length, *s["ring_extra"].shape[2:])
+            if reuse
+            else None,
         )
-        loss_sum, grad = window_gradient(self.layout, self.cell, c.loss, rows.take(s["params"]), window)
+        grad = self._workspace(n)
+        loss_sum = window_gradient(self.layout, self.cell, c.loss, rows.take(s["params"]), window, grad)
         norm = torch.linalg.vector_norm(grad, dim=1)  # (n,)
         loss_np, norm_np = loss_sum.to(torch.float64).numpy(), norm.to(torch.float64).numpy()
         count = loss_mask.sum(axis=1)
@@ -369,10 +397,17 @@ class Fleet:
         if applied is not rows:
             grad = grad[torch.from_numpy(ok)]
         self._optimizer_step(applied, grad)
+        s["fresh_from"][applied.slots] = ends[ok] + 1
         s["updates"][applied.slots] += 1
         s["last_update_loss"][applied.slots] = loss_np[ok] / count[ok]
         s["grad_norm"][applied.slots] = norm_np[ok]
         return ok
+
+    def _workspace(self, rows: int) -> Tensor:
+        """A reusable (rows, P) gradient buffer: a fresh one of that size would cost page faults each time."""
+        if self._grad.shape[0] < rows:
+            self._grad = torch.empty(max(rows, 2 * self._grad.shape[0]), self.layout.size, dtype=self.config.torch_dtype)
+        return self._grad[:rows]
 
     def _optimizer_step(self, rows: Rows, grad: Tensor) -> None:
         s = self.slots
@@ -396,8 +431,13 @@ def _moment_specs(prefix: str, dim: int) -> dict[str, ArraySpec]:
 
 
 def _ring_rows(ring: Tensor) -> Tensor:
-    """A (slots, k2, ...) ring buffer as (slots * k2, ...) rows."""
-    return ring.view(-1, *ring.shape[2:])
+    """A (slots, k2, ...) ring buffer as (slots * k2, ...) rows: a view, writes go through."""
+    return ring.flatten(0, 1)
+
+
+def _cat_steps(steps: list[Tensor]) -> Tensor:
+    """Per-step (n, 1, ...) tensors as one (n, T, ...) tensor."""
+    return steps[0] if len(steps) == 1 else torch.cat(steps, dim=1)
 
 
 def _add_in_order(total: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:

@@ -19,6 +19,7 @@ from torch import Tensor
 from .config import StreamConfig
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+_VIEW_CACHE = 16
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,25 @@ class Layout:
         add("head.bias", (config.output_size,))
         self.specs = tuple(specs)
         self.size = offset  # P
+        self._views: dict[tuple, NetViews] = {}
 
     def views(self, flat: Tensor) -> NetViews:
-        """Named views into ``flat`` (n, P); writing through them writes ``flat``."""
-        v = [spec.view(flat) for spec in self.specs]
-        layers = tuple(LayerViews(*v[4 * i : 4 * i + 4]) for i in range(self.num_layers))
-        return NetViews(layers, v[-2], v[-1])
+        """Named views into ``flat`` (n, P); writing through them writes ``flat``.
+
+        Cached per (storage address, shape, stride): building them costs dozens of tensor calls, and the
+        hot path asks for the same few (a fleet's rows, its gradient workspace) again and again. A cached
+        view keeps its storage alive, so an address cannot be reused by another tensor while cached.
+        """
+        key = (flat.data_ptr(), flat.shape, flat.stride(), flat.dtype)
+        views = self._views.get(key)
+        if views is None:
+            v = [spec.view(flat) for spec in self.specs]
+            layers = tuple(LayerViews(*v[4 * i : 4 * i + 4]) for i in range(self.num_layers))
+            views = NetViews(layers, v[-2], v[-1])
+            if len(self._views) >= _VIEW_CACHE:
+                self._views.pop(next(iter(self._views)))
+            self._views[key] = views
+        return views
 
     def export(self, row: Tensor) -> dict[str, Tensor]:
         """One stream's flat row (P,) as a torch-named state dict of fresh tensors."""

@@ -1,0 +1,120 @@
+"""From a list of (stream, x, y) items to padded per-fleet arrays, and from the fleets' outcomes back.
+
+A request mixes streams and may hold several observations of one stream: each fleet gets its streams'
+runs as ``(n, T, ...)`` arrays padded to the longest run, built with a few numpy calls rather than a Python
+loop over numbers. Validation happens here, for every item, before anything is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .fleet import Fleet, Outcome
+
+
+class InvalidObservation(ValueError):
+    """An observation that does not fit its stream; ``index`` is its position in the batch."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(f"observation {index}: {field}: {message}")
+        self.index, self.field, self.message = index, field, message
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    step: int  # observations the stream has applied, this one included
+    prediction: list[float]  # made before learning from this observation, in the caller's units
+    loss: float | None  # the loss this observation revealed (training units), None if none
+    updated: bool  # whether a TBPTT update ran
+
+
+@dataclass
+class FleetBatch:
+    """One fleet's share of a request: ``items`` (m,) are request positions; item k is observation
+    ``position[k]`` of the run of row ``rank[k]``."""
+
+    fleet: Fleet
+    items: list[int]
+    slots: np.ndarray  # (n,) sorted, distinct
+    rank: np.ndarray  # (m,)
+    position: np.ndarray  # (m,)
+    x: np.ndarray  # (n, T, I)
+    y: np.ndarray  # (n, T, O), NaN where no target
+    has_y: np.ndarray  # (n, T)
+    lengths: np.ndarray  # (n,)
+
+    def apply(self) -> list[StepResult]:
+        """Step the fleet; the results in the order of ``items``."""
+        out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths)
+        at = (self.rank, self.position)
+        steps, predictions = out.steps[at].tolist(), out.predictions[at].tolist()
+        losses, updated = out.losses[at].tolist(), out.updated[at].tolist()
+        return [
+            StepResult(s, p, None if loss != loss else loss, u)  # NaN: no loss
+            for s, p, loss, u in zip(steps, predictions, losses, updated)
+        ]
+
+
+def prepare(fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any], ys: list[Any]) -> FleetBatch:
+    """Validate and pad one fleet's items (request positions ``items``, stream ``slots``, raw x and y)."""
+    c = fleet.config
+    assert c.output_size is not None
+    x = _matrix(items, "x", xs, c.input_size)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise InvalidObservation(items[int(np.argmin(finite))], "x", "values must be finite")
+    has_y = np.fromiter((v is not None for v in ys), dtype=bool, count=len(ys))
+    y = np.full((len(items), c.output_size), np.nan)
+    if has_y.any():
+        given = np.flatnonzero(has_y)
+        if c.target == "next":
+            raise InvalidObservation(items[given[0]], "y", "must be null: the target is the next observation's x")
+        y[given] = _matrix([items[k] for k in given], "y", [ys[k] for k in given], c.output_size)
+
+    slot_of = np.asarray(slots, dtype=np.int64)
+    unique, rank, counts = np.unique(slot_of, return_inverse=True, return_counts=True)
+    if len(unique) == len(items):  # one observation per stream: no padding
+        position = np.zeros(len(items), dtype=np.int64)
+    else:  # position of each item within its stream's run, in request order
+        order = np.argsort(rank, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        position = np.empty(len(items), dtype=np.int64)
+        position[order] = np.arange(len(items)) - starts[rank[order]]
+    n, t_max = len(unique), int(counts.max())
+    x_pad = np.zeros((n, t_max, c.input_size))
+    y_pad = np.full((n, t_max, c.output_size), np.nan)
+    has_y_pad = np.zeros((n, t_max), dtype=bool)
+    x_pad[rank, position], y_pad[rank, position], has_y_pad[rank, position] = x, y, has_y
+    return FleetBatch(fleet, items, unique, rank, position, x_pad, y_pad, has_y_pad, counts)
+
+
+def _matrix(items: list[int], field: str, values: list[Any], size: int) -> np.ndarray:
+    """``values`` (numbers, or lists of ``size`` numbers) as an (m, size) float64 matrix."""
+    try:
+        array = np.array(values)
+    except ValueError:  # ragged
+        array = None
+    if array is not None and array.dtype.kind in "iuf":
+        if array.ndim == 1 and size == 1:  # plain numbers
+            return array.astype(np.float64)[:, None]
+        if array.ndim == 2 and array.shape[1] == size:
+            return array.astype(np.float64)
+    for index, value in zip(items, values):  # find and name the first bad item
+        _vector(index, field, value, size)
+    raise InvalidObservation(items[0], field, "must be a number or a list of numbers")
+
+
+def _vector(index: int, field: str, value: Any, size: int) -> None:
+    values = [value] if _is_number(value) else value
+    if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
+        raise InvalidObservation(index, field, "must be a number or a list of numbers")
+    if len(values) != size:
+        raise InvalidObservation(index, field, f"expected {size} values, got {len(values)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
