@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -69,7 +72,11 @@ def engine_streams(n: int, run_length: int) -> tuple[Engine, Callable[[list], No
     def prepare(xs: torch.Tensor, ys: torch.Tensor) -> list:
         x, y = xs.squeeze(2).tolist(), ys.tolist()  # (T, n, I), (T, n, 1)
         return [
-            [(sid, x[t][i], y[t][i]) for i, sid in enumerate(ids) for t in range(start, min(start + run_length, len(x)))]
+            [
+                (sid, x[t][i], y[t][i])
+                for i, sid in enumerate(ids)
+                for t in range(start, min(start + run_length, len(x)))
+            ]
             for start in range(0, len(x), run_length)
         ]
 
@@ -104,18 +111,28 @@ def rss_bytes() -> int:
 
 
 def memory_per_stream(n: int) -> tuple[float, float, float]:
-    """(steps/s, resident bytes per stream, the bytes a stream's state needs) at n streams."""
+    """(steps/s, resident bytes per stream, the bytes a stream's state needs) at n streams, measured in a
+    fresh process so that memory freed by earlier rows cannot be reused and hide the cost."""
+    code = f"import json, bench.core as b; print(json.dumps(b.measure_memory({n})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rate, per_stream, needed = json.loads(out.strip().splitlines()[-1])
+    return rate, per_stream, needed
+
+
+def measure_memory(n: int) -> tuple[float, float, float]:
+    torch.set_num_threads(1)
+    engine, run, prepare = engine_streams(1, 1)  # warm up torch's and numpy's own allocations
+    steps_per_second(run, 1, 2 * K, 1, prepare)
     gc.collect()
     before = rss_bytes()
     engine, run, prepare = engine_streams(n, 1)
     rate = steps_per_second(run, n, 2 * K, 1, prepare)
     gc.collect()
     per_stream = (rss_bytes() - before) / n
-    fleet = engine._streams["s0"].fleet
-    s = fleet.slots
+    s = engine._streams["s0"].fleet.slots
     needed = sum(
         s[name][0].nelement() * s[name][0].element_size()
-        for name in ("params", "exp_avg", "exp_avg_sq", "hidden", "ring_x", "ring_y", "ring_state")
+        for name in ("params", "exp_avg", "exp_avg_sq", "hidden", "ring_x", "ring_y", "ring_state", "ring_extra")
     )
     return rate, per_stream, needed
 
@@ -136,8 +153,12 @@ def main() -> None:
         eng_runs.append(engine_rate(1, 100, one, 1))
     b1 = statistics.median(base_one)
     rows.append(("textbook loop, 1 stream", b1, 1.0))
-    rows.append(("engine, 1 stream, 1 observation per call", statistics.median(eng_single), statistics.median(eng_single) / b1))
-    rows.append(("engine, 1 stream, runs of 100 per call", statistics.median(eng_runs), statistics.median(eng_runs) / b1))
+    rows.append(
+        ("engine, 1 stream, 1 observation per call", statistics.median(eng_single), statistics.median(eng_single) / b1)
+    )
+    rows.append(
+        ("engine, 1 stream, runs of 100 per call", statistics.median(eng_runs), statistics.median(eng_runs) / b1)
+    )
 
     many, many_steps = 1000, 2 * K
     base_many = steps_per_second(textbook_streams(many), many, many_steps if not args.quick else K, 1)

@@ -32,9 +32,7 @@ class Window:
     extras: Tensor | None  # (n, W, L, E): the live steps' extras, if they all ran with the current weights
 
 
-def window_gradient(
-    layout: Layout, cell: Cell, loss: str, flat: Tensor, window: Window, grad: Tensor
-) -> Tensor:
+def window_gradient(layout: Layout, cell: Cell, loss: str, flat: Tensor, window: Window, grad: Tensor) -> Tensor:
     """The sum of the masked step losses (n,); the gradient of the parameter rows ``flat`` (n, P) is
     written into ``grad`` (n, P)."""
     net = layout.views(flat)
@@ -59,16 +57,17 @@ def window_gradient(
     losses = torch.where(mask, step_loss(loss, diff), 0.0)  # (n, W)
     d_y = torch.where(mask.unsqueeze(-1), step_loss_grad(loss, diff), 0.0)  # (n, W, O)
 
-    grads.head_w.copy_(torch.bmm(u.transpose(1, 2), d_y))
-    grads.head_b.copy_(d_y.sum(dim=1, keepdim=True))
+    # Weight gradients are written straight into the workspace's views: no temporaries of their size.
+    torch.bmm(u.transpose(1, 2), d_y, out=grads.head_w)
+    torch.sum(d_y, dim=1, keepdim=True, out=grads.head_b)
     d_out = torch.bmm(d_y, net.head_w.transpose(1, 2))  # (n, W, H)
     for layer in range(len(net.layers) - 1, -1, -1):
         w, g, s = net.layers[layer], grads.layers[layer], saved[layer]
         d_in, d_hid = cell.backward_sequence(d_out, s, w.w_hh)
-        g.w_ih.copy_(torch.bmm(layer_inputs[layer].transpose(1, 2), d_in))
-        g.b_ih.copy_(d_in.sum(dim=1, keepdim=True))
-        g.w_hh.copy_(torch.bmm(s.h_prev.transpose(1, 2), d_hid))
-        g.b_hh.copy_(d_hid.sum(dim=1, keepdim=True))
+        torch.bmm(layer_inputs[layer].transpose(1, 2), d_in, out=g.w_ih)
+        torch.sum(d_in, dim=1, keepdim=True, out=g.b_ih)
+        torch.bmm(s.h_prev.transpose(1, 2), d_hid, out=g.w_hh)
+        torch.sum(d_hid, dim=1, keepdim=True, out=g.b_hh)
         if layer:
             d_out = torch.bmm(d_in, w.w_ih.transpose(1, 2))
     return losses.sum(dim=1)

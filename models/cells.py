@@ -134,14 +134,14 @@ class GRUCell(_Cell):
         w_hh_t = w_hh.transpose(1, 2)
         d_gh: list[Tensor] = []
         dhs: list[Tensor] = []
-        carry = None
-        for t, d_out_t in reversed(list(enumerate(per_step(d_out)))):
-            dh = d_out_t if carry is None else d_out_t + carry
+        d_outs = per_step(d_out)
+        dh = d_outs[-1]  # the total gradient reaching h_t, from the loss and from step t + 1
+        for t in range(len(d_outs) - 1, -1, -1):
             dgh = (to_gh[t] * dh.unsqueeze(2)).view(n_, 1, 3 * h)  # (n, 1, 3, H) -> (n, 1, 3H)
             d_gh.append(dgh)
             dhs.append(dh)
-            if t:
-                carry = torch.baddbmm(dh * zs[t], dgh, w_hh_t)
+            if t:  # dh_{t-1} = dL/dy_{t-1} + z_t dh_t + dgh_t w_hh^T
+                dh = torch.baddbmm(torch.addcmul(d_outs[t - 1], dh, zs[t]), dgh, w_hh_t)
         d_hidden = torch.cat(d_gh[::-1], dim=1)  # (n, T, 3H)
         dh_all = torch.cat(dhs[::-1], dim=1)  # (n, T, H)
         d_input = torch.cat([d_hidden[..., : 2 * self.h], dh_all * to_a_n], dim=-1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .batch import InvalidObservation, StepResult, prepare
+from .batch import StepResult, prepare
 from .config import StreamConfig
 from .fleet import Fleet
 
@@ -59,8 +59,6 @@ class _Stream:
     config: StreamConfig
     fleet: Fleet
     slot: int
-
-
 
 
 class Engine:
@@ -180,7 +178,9 @@ class Engine:
         dtype = stream.config.torch_dtype
         for name, tensor in weights.items():
             if tensor.dtype != dtype:
-                raise ValueError(f"{name} must be {stream.config.dtype}, got {str(tensor.dtype).removeprefix('torch.')}")
+                raise ValueError(
+                    f"{name} must be {stream.config.dtype}, got {str(tensor.dtype).removeprefix('torch.')}"
+                )
             if not torch.isfinite(tensor).all():
                 raise ValueError(f"{name} has non-finite values")
         row = stream.fleet.layout.flatten(weights, dtype)

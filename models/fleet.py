@@ -24,8 +24,7 @@ from torch import Tensor
 
 from . import optim
 from .bptt import Window, window_gradient
-from .cells import make_cell
-from .cells import per_step
+from .cells import make_cell, per_step
 from .config import StreamConfig
 from .layout import Layout
 from .losses import step_loss
@@ -34,6 +33,7 @@ from .slots import ArraySpec, Rows, SlotArrays
 
 EWMA_ALPHA = 0.02  # the loss EWMA forgets with a horizon of about 50 steps
 _CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
+MAX_UPDATE_ROWS = 1024  # streams updated in one batch: bounds the gradient workspace and temporaries
 
 
 @dataclass
@@ -115,7 +115,9 @@ class Fleet:
 
     # -- observing -----------------------------------------------------------------------------------------
 
-    def observe(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, lengths: np.ndarray) -> Outcome:
+    def observe(
+        self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, lengths: np.ndarray
+    ) -> Outcome:
         """Apply to each of ``slots`` (n,), sorted and distinct, its run of ``lengths`` (n,) observations.
 
         ``x`` (n, T, I) and ``y`` (n, T, O) are float64 in the caller's units, padded to the longest run;
@@ -132,7 +134,7 @@ class Fleet:
         while done < t_max:
             active = lengths > done
             rows = Rows(slots[active])
-            first = self.slots["steps"][rows.slots] + 1
+            first = rows.take(self.slots["steps"]) + 1
             # A block ends at the first k1 boundary: the weights cannot change inside it.
             to_boundary = (first + k1 - 1) // k1 * k1 - first + 1
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
@@ -147,10 +149,12 @@ class Fleet:
             done += size
         return out
 
-    def _explicit_block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
+    def _explicit_block(
+        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray
+    ) -> Outcome:
         c = self.config
         steps = first[:, None] + np.arange(x.shape[1])  # (n, T) network steps, one per observation
-        self.slots["steps"][rows.slots] = steps[:, -1]
+        rows.put(self.slots["steps"], steps[:, -1])
         yhat = self._forward(rows, steps, self._standardize_inputs(rows, x)[0])
         finite = has_y & np.isfinite(y).all(axis=-1)
         if c.normalize:
@@ -167,7 +171,7 @@ class Fleet:
         return Outcome(steps, pred, losses, updated)
 
     def _forecast_block(self, rows: Rows, first: np.ndarray, x: np.ndarray) -> Outcome:
-        c, s = self.config, self.slots
+        s = self.slots
         n, size = x.shape[:2]
         steps = first[:, None] + np.arange(size)
         losses = np.full((n, size), np.nan)
@@ -176,7 +180,7 @@ class Fleet:
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
             losses[pending, 0], updated[pending, 0] = self._resolve_pending(sub, first[pending] - 1, x[pending, :1])
-        s["steps"][rows.slots] = steps[:, -1]
+        rows.put(s["steps"], steps[:, -1])
         truth = x[:, 1:]  # the targets of this block's steps but its last
         if self.residual:
             yhat, pred, target, warm = self._forecast_changes(rows, steps, x)
@@ -194,9 +198,9 @@ class Fleet:
         losses[:, 1:] = self._resolve(
             rows, steps[:, :-1], yhat[:, :-1], pred[:, :-1], target, truth, known, known, warm
         )
-        s["pending_yhat"][rows.slots] = yhat[:, -1]
-        s["pending_pred"][rows.slots] = pred[:, -1]
-        s["last_x"][rows.slots] = x[:, -1]
+        rows.put(s["pending_yhat"], yhat[:, -1])
+        rows.put(s["pending_pred"], pred[:, -1])
+        rows.put(s["last_x"], x[:, -1])
         return Outcome(steps, pred, losses, updated)
 
     def _forecast_changes(
@@ -209,7 +213,7 @@ class Fleet:
         """
         c = self.config
         change = x[:, 1:] - x[:, :-1]  # the targets of this block's steps but its last
-        since_last = np.where((steps[:, 0] > 1)[:, None], x[:, 0] - self.slots["last_x"][rows.slots], 0.0)
+        since_last = np.where((steps[:, 0] > 1)[:, None], x[:, 0] - rows.take(self.slots["last_x"]), 0.0)
         changes = np.concatenate([since_last[:, None], change], axis=1)  # (n, T, I): the inputs
         if not c.normalize:
             yhat = self._forward(rows, steps, changes)
@@ -311,21 +315,29 @@ class Fleet:
         errors = np.where(finite, np.abs(pred - truth).mean(axis=-1), 0.0)
         _add_in_order(s["err_abs"], rows.slots, errors)
         _add_in_order(s["err_sq"], rows.slots, errors * errors)
-        s["err_count"][rows.slots] += finite.sum(axis=1)
+        rows.put(s["err_count"], rows.take(s["err_count"]) + finite.sum(axis=1))
         self._record_losses(rows.slots, losses)
         return losses
 
     def _record_losses(self, sl: np.ndarray, losses: np.ndarray) -> None:
-        """The loss EWMA, a recurrence: plain Python floats (IEEE doubles, as numpy's) step by step."""
+        """The loss EWMA: a recurrence, so computed step by step, across slots at once when there are many
+        (numpy) or slot by slot when a few slots run long blocks (Python floats). Both are the same IEEE
+        double arithmetic, so the result does not depend on which ran."""
         s = self.slots
+        if len(sl) >= losses.shape[1]:
+            ewma, count = s["loss_ewma"][sl], s["loss_count"][sl]
+            for loss in losses.T:
+                known = np.isfinite(loss)
+                ewma = np.where(known, np.where(count == 0, loss, ewma + EWMA_ALPHA * (loss - ewma)), ewma)
+                count = count + known
+            s["loss_ewma"][sl], s["loss_count"][sl] = ewma, count
+            return
         ewmas, counts = s["loss_ewma"][sl].tolist(), s["loss_count"][sl].tolist()
         for k, row in enumerate(losses.tolist()):
-            ewma, count = ewmas[k], counts[k]
             for loss in row:
                 if math.isfinite(loss):
-                    ewma = loss if count == 0 else ewma + EWMA_ALPHA * (loss - ewma)
-                    count += 1
-            ewmas[k], counts[k] = ewma, count
+                    ewmas[k] = loss if counts[k] == 0 else ewmas[k] + EWMA_ALPHA * (loss - ewmas[k])
+                    counts[k] += 1
         s["loss_ewma"][sl], s["loss_count"][sl] = ewmas, counts
 
     def _ring_index(self, rows: Rows, steps: np.ndarray) -> Tensor:
@@ -335,13 +347,13 @@ class Fleet:
         return torch.from_numpy((rows.slots[:, None] * k2 + (steps - 1) % k2).reshape(-1))
 
     def _moments(self, prefix: str, rows: Rows) -> Moments:
-        s, sl = self.slots, rows.slots
-        return Moments(s[f"{prefix}_shift"][sl], s[f"{prefix}_s1"][sl], s[f"{prefix}_s2"][sl], s[f"{prefix}_count"][sl])
+        s = self.slots
+        return Moments(*(rows.take(s[f"{prefix}_{part}"]) for part in ("shift", "s1", "s2", "count")))
 
     def _store_moments(self, prefix: str, rows: Rows, m: Moments) -> None:
-        s, sl = self.slots, rows.slots
-        s[f"{prefix}_shift"][sl], s[f"{prefix}_s1"][sl], s[f"{prefix}_s2"][sl] = m.shift, m.s1, m.s2
-        s[f"{prefix}_count"][sl] = m.count
+        s = self.slots
+        for part, value in (("shift", m.shift), ("s1", m.s1), ("s2", m.s2), ("count", m.count)):
+            rows.put(s[f"{prefix}_{part}"], value)
 
     # -- updates -------------------------------------------------------------------------------------------
 
@@ -357,9 +369,11 @@ class Fleet:
         # Windows whose every step ran with the current weights reuse the live forward.
         live = ends - lengths + 1 >= self.slots["fresh_from"][slots]
         for length, reuse in sorted(set(zip(lengths.tolist(), live.tolist()))):
-            if length > 0:
-                group = (lengths == length) & (live == reuse)
-                updated[at[group]] = self._update(Rows(slots[group]), ends[group], length, reuse)
+            if length <= 0:
+                continue
+            group = np.flatnonzero((lengths == length) & (live == reuse))
+            for chunk in np.array_split(group, -(-len(group) // MAX_UPDATE_ROWS)):  # bounded working memory
+                updated[at[chunk]] = self._update(Rows(slots[chunk]), ends[chunk], length, reuse)
         return updated
 
     def _update(self, rows: Rows, ends: np.ndarray, length: int, reuse: bool) -> np.ndarray:
@@ -406,7 +420,9 @@ class Fleet:
     def _workspace(self, rows: int) -> Tensor:
         """A reusable (rows, P) gradient buffer: a fresh one of that size would cost page faults each time."""
         if self._grad.shape[0] < rows:
-            self._grad = torch.empty(max(rows, 2 * self._grad.shape[0]), self.layout.size, dtype=self.config.torch_dtype)
+            self._grad = torch.empty(
+                max(rows, 2 * self._grad.shape[0]), self.layout.size, dtype=self.config.torch_dtype
+            )
         return self._grad[:rows]
 
     def _optimizer_step(self, rows: Rows, grad: Tensor) -> None:

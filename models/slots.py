@@ -75,7 +75,9 @@ class SlotArrays:
         target[slot] = value.to(spec.dtype) if isinstance(target, Tensor) else value.numpy()
 
     def nbytes(self) -> int:
-        return sum(a.element_size() * a.nelement() if isinstance(a, Tensor) else a.nbytes for a in self._arrays.values())
+        return sum(
+            a.element_size() * a.nelement() if isinstance(a, Tensor) else a.nbytes for a in self._arrays.values()
+        )
 
     def _grow(self, capacity: int) -> None:
         for name, spec in self._specs.items():
@@ -86,9 +88,11 @@ class SlotArrays:
 
 
 def _new(spec: ArraySpec, rows: int) -> Any:
+    """Uninitialized: rows are filled when handed out, so spare capacity is never touched and never
+    becomes resident memory (the OS maps pages on first write)."""
     if isinstance(spec.dtype, torch.dtype):
-        return torch.full((rows, *spec.shape), spec.fill, dtype=spec.dtype)
-    return np.full((rows, *spec.shape), spec.fill, dtype=spec.dtype)
+        return torch.empty((rows, *spec.shape), dtype=spec.dtype)
+    return np.empty((rows, *spec.shape), dtype=spec.dtype)
 
 
 class Rows:

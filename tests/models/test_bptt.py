@@ -18,8 +18,17 @@ from tests.conftest import sequence
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_reused_live_forward_equals_replay(cell, layers):
-    config = StreamConfig(cell=cell, input_size=3, hidden_size=5, num_layers=layers, output_size=2, k1=10,
-                          dtype="float64", normalize=False, loss="mse")
+    config = StreamConfig(
+        cell=cell,
+        input_size=3,
+        hidden_size=5,
+        num_layers=layers,
+        output_size=2,
+        k1=10,
+        dtype="float64",
+        normalize=False,
+        loss="mse",
+    )
     engine = Engine()
     for k in range(3):
         engine.add_stream(f"s{k}", dataclasses.replace(config, seed=k))
@@ -39,7 +48,10 @@ def test_reused_live_forward_equals_replay(cell, layers):
         final=s["hidden"][:3],
         extras=extras.view(3, 9, *extras.shape[1:]),
     )
-    reused, replayed = torch.empty(3, fleet.layout.size, dtype=torch.float64), torch.empty(3, fleet.layout.size, dtype=torch.float64)
+    reused, replayed = (
+        torch.empty(3, fleet.layout.size, dtype=torch.float64),
+        torch.empty(3, fleet.layout.size, dtype=torch.float64),
+    )
     loss_reused = window_gradient(fleet.layout, fleet.cell, "mse", s["params"][:3], window, reused)
     loss_replayed = window_gradient(
         fleet.layout, fleet.cell, "mse", s["params"][:3], dataclasses.replace(window, extras=None), replayed

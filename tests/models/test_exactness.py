@@ -44,8 +44,18 @@ def assert_matches_reference(config: StreamConfig, xs, ys, tol: float = 1e-10) -
 def test_matches_reference_loop(cell, opt, schedule, clip):
     k1, k2 = SCHEDULES[schedule]
     config = StreamConfig(
-        cell=cell, input_size=3, hidden_size=6, output_size=2, k1=k1, k2=k2, clip_grad_norm=clip,
-        loss="mse", dtype="float64", normalize=False, seed=7, **OPTIMIZERS[opt],
+        cell=cell,
+        input_size=3,
+        hidden_size=6,
+        output_size=2,
+        k1=k1,
+        k2=k2,
+        clip_grad_norm=clip,
+        loss="mse",
+        dtype="float64",
+        normalize=False,
+        seed=7,
+        **OPTIMIZERS[opt],
     )
     xs, ys = sequence(3, 2, STEPS, seed=1, missing_every=7)
     assert_matches_reference(config, xs, ys)
@@ -55,8 +65,20 @@ def test_matches_reference_loop(cell, opt, schedule, clip):
 @pytest.mark.parametrize(("loss", "opt"), [("l1", "adamw"), ("huber", "adam"), ("huber", "sgd")])
 def test_stacked_layers_losses_and_weight_decay(cell, loss, opt):
     config = StreamConfig(
-        cell=cell, input_size=2, hidden_size=5, num_layers=3, output_size=1, k1=6, k2=9, loss=loss,
-        optimizer=opt, lr=0.01, weight_decay=0.05, dtype="float64", normalize=False, seed=3,
+        cell=cell,
+        input_size=2,
+        hidden_size=5,
+        num_layers=3,
+        output_size=1,
+        k1=6,
+        k2=9,
+        loss=loss,
+        optimizer=opt,
+        lr=0.01,
+        weight_decay=0.05,
+        dtype="float64",
+        normalize=False,
+        seed=3,
     )
     xs, ys = sequence(2, 1, STEPS, seed=2, missing_every=5)
     assert_matches_reference(config, xs, ys)

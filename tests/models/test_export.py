@@ -22,8 +22,9 @@ def test_initial_weights_are_those_of_seeded_torch_modules(cell, dtype):
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_exported_weights_load_into_torch_and_predict_the_same(cell):
-    config = StreamConfig(cell=cell, input_size=3, hidden_size=6, num_layers=2, output_size=2, k1=5,
-                          dtype="float64", normalize=False)
+    config = StreamConfig(
+        cell=cell, input_size=3, hidden_size=6, num_layers=2, output_size=2, k1=5, dtype="float64", normalize=False
+    )
     engine = Engine()
     engine.add_stream("s", config)
     xs, ys = sequence(3, 2, 50, seed=3)
@@ -40,7 +41,9 @@ def test_exported_weights_load_into_torch_and_predict_the_same(cell):
     with torch.no_grad():
         out, _ = rnn(torch.tensor(more, dtype=torch.float64), hidden)
         expected = head(out).tolist()
-    torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(got, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0
+    )
 
 
 def test_import_replaces_weights_and_resets_optimizer_and_hidden():

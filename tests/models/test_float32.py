@@ -23,8 +23,18 @@ def max_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 @pytest.mark.parametrize(("opt", "k1", "k2"), [("sgd", 5, 5), ("adam", 16, 16), ("sgd", 4, 12)])
 def test_float32_within_float32_rounding_of_exact(cell, opt, k1, k2):
     config = StreamConfig(
-        cell=cell, input_size=3, hidden_size=8, output_size=2, k1=k1, k2=k2, optimizer=opt, lr=0.01,
-        loss="mse", dtype="float32", normalize=False, seed=5,
+        cell=cell,
+        input_size=3,
+        hidden_size=8,
+        output_size=2,
+        k1=k1,
+        k2=k2,
+        optimizer=opt,
+        lr=0.01,
+        loss="mse",
+        dtype="float32",
+        normalize=False,
+        seed=5,
     )
     xs, ys = sequence(3, 2, 203, seed=9, missing_every=6)
     exact = reference(config, xs, ys, dtype=torch.float64)  # same initial weights, exact arithmetic

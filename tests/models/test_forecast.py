@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -21,7 +23,7 @@ def test_forecast_equals_explicit_on_shifted_sequence(cell, k1, k2):
     f.add_stream("s", forecast)
     e.add_stream("s", explicit)
     got = [f.observe("s", x) for x in xs]
-    want = [e.observe("s", x, y) for x, y in zip(xs[:-1], xs[1:])]
+    want = [e.observe("s", x, y) for x, y in itertools.pairwise(xs)]
     # Observation t+1 reports the loss of step t and the update step t completes.
     for t in range(len(xs) - 1):
         assert got[t].prediction == want[t].prediction

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,7 +35,7 @@ def run(config: StreamConfig, cuts: list[int], streams: int = 2):
     seqs = [data(config, seed=k) for k in range(streams)]
     results = {f"s{k}": [] for k in range(streams)}
     bounds = [0, *sorted(set(cuts)), STEPS]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         items = [(f"s{k}", seqs[k][0][t], seqs[k][1][t]) for k in range(streams) for t in range(a, b)]
         for (stream, _, _), result in zip(items, engine.observe_many(items)):
             results[stream].append(result)

@@ -11,7 +11,7 @@ import torch
 from models import Engine, StreamConfig
 from models.fleet import EWMA_ALPHA
 from tests.conftest import assert_identical, sequence
-from tests.reference import build, optimizer, weights, zero_state, LOSSES
+from tests.reference import LOSSES, build, optimizer, weights, zero_state
 
 
 def test_prequential_metrics_follow_the_returned_predictions():

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import StreamConfig
-from models import optim
+from models import StreamConfig, optim
 
 CONFIGS = [
     dict(optimizer="sgd", lr=0.1),
