@@ -76,6 +76,16 @@ class Engine:
     def __len__(self) -> int:
         return len(self._streams)
 
+    @property
+    def update_seconds(self) -> float:
+        """Total time spent in TBPTT updates, across fleets (for monitoring)."""
+        return sum(fleet.update_seconds for fleet in self._fleets.values())
+
+    @property
+    def skipped_updates(self) -> int:
+        """Updates skipped for a non-finite loss or gradient, across fleets (for monitoring)."""
+        return sum(fleet.skipped_total for fleet in self._fleets.values())
+
     def stream_ids(self) -> list[str]:
         return list(self._streams)
 

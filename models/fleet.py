@@ -16,6 +16,7 @@ Per observation, in the order of DESIGN.md's learning semantics:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,8 @@ class Fleet:
         self.slots = SlotArrays(specs)
         self._offsets = np.arange(k2)
         self._grad = torch.empty(0, self.layout.size, dtype=dtype)
+        self.update_seconds = 0.0  # time spent in TBPTT updates, for monitoring
+        self.skipped_total = 0  # updates skipped for a non-finite loss or gradient, for monitoring
 
     # -- slots ---------------------------------------------------------------------------------------------
 
@@ -364,6 +367,7 @@ class Fleet:
         at = np.flatnonzero(done % c.k1 == 0)
         if not at.size:
             return updated
+        started = time.perf_counter()
         ends, slots = done[at], rows.slots[at]
         lengths = np.minimum(c.k2, ends - self.slots["valid_from"][slots] + 1)
         # Windows whose every step ran with the current weights reuse the live forward.
@@ -374,6 +378,7 @@ class Fleet:
             group = np.flatnonzero((lengths == length) & (live == reuse))
             for chunk in np.array_split(group, -(-len(group) // MAX_UPDATE_ROWS)):  # bounded working memory
                 updated[at[chunk]] = self._update(Rows(slots[chunk]), ends[chunk], length, reuse)
+        self.update_seconds += time.perf_counter() - started
         return updated
 
     def _update(self, rows: Rows, ends: np.ndarray, length: int, reuse: bool) -> np.ndarray:
@@ -402,7 +407,9 @@ class Fleet:
         count = loss_mask.sum(axis=1)
         learns = count > 0  # a segment without a single target has nothing to learn
         ok = learns & np.isfinite(loss_np) & np.isfinite(norm_np)
-        s["skipped_updates"][rows.slots] += learns & ~ok
+        skipped = learns & ~ok
+        s["skipped_updates"][rows.slots] += skipped
+        self.skipped_total += int(skipped.sum())
         if not ok.any():
             return ok
         if c.clip_grad_norm is not None:

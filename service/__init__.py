@@ -1,0 +1,1 @@
+"""tbptt-service: the HTTP and WebSocket service around the learning core (``models``)."""

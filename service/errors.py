@@ -1,0 +1,87 @@
+"""Domain errors: small classes carrying data, mapped to HTTP status codes in one place (``install``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    status = 500
+
+    def detail(self) -> Any:
+        return str(self)
+
+
+class StreamNotFound(ServiceError):
+    status = 404
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"stream {stream!r} not found")
+
+
+class StreamConflict(ServiceError):
+    status = 409
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"stream {stream!r} exists with another config; delete it first or use another id")
+
+
+class Invalid(ServiceError):
+    """Input that passed the schema but breaks a rule that depends on the stream (FastAPI's list form)."""
+
+    status = 422
+
+    def __init__(self, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
+        super().__init__(msg)
+        self.errors = [{"loc": list(loc), "msg": msg, "type": type_}]
+
+    def detail(self) -> Any:
+        return self.errors
+
+
+class StorageFull(ServiceError):
+    """The store refused a write; nothing was applied and reads keep working."""
+
+    status = 507
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"storage unavailable, nothing was applied: {reason}")
+
+
+class Unavailable(ServiceError):
+    status = 503
+
+
+UNION_TAGS = {"single-observation", "observation-batch"}  # which branch of a body union: not a field
+
+
+def validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI's 422 list, without the offending input: echoing it could fail (a NaN is not JSON) or leak."""
+    return [
+        {
+            "loc": [part for part in e.get("loc", ()) if part not in UNION_TAGS],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)

@@ -1,0 +1,39 @@
+"""A stream's model as a safetensors file: torch.nn names, the complete config as JSON metadata."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from ..deps import HubDep, StreamId, Tenant
+from ..schemas import StreamInfo
+
+router = APIRouter(prefix="/v1/streams", tags=["model"])
+
+SAFETENSORS = "application/octet-stream"
+BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "a safetensors file, as GET .../model returns",
+    }
+}
+
+
+@router.get(
+    "/{stream_id}/model",
+    response_class=Response,
+    responses={200: {"content": {SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def get_model(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> Response:
+    """Export the weights (safetensors; loads into torch.nn.GRU/LSTM/RNN + Linear)."""
+    data = await hub.call(hub.export_model, tenant, stream_id)
+    return Response(
+        data, media_type=SAFETENSORS, headers={"Content-Disposition": f'attachment; filename="{stream_id}.safetensors"'}
+    )
+
+
+@router.put("/{stream_id}/model", response_model=StreamInfo, openapi_extra=BINARY_BODY)
+async def put_model(stream_id: StreamId, request: Request, hub: HubDep, tenant: Tenant) -> StreamInfo:
+    """Import weights (names, shapes, dtype and finiteness checked); optimizer and hidden state reset."""
+    data = await request.body()
+    return await hub.call(hub.import_model, tenant, stream_id, data)

@@ -1,0 +1,62 @@
+"""Observations: one or a batch for a stream, or many streams in one request (for gateways)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import Discriminator, Tag
+
+from ..deps import HubDep, StreamId, Tenant
+from ..fastjson import JSONBody, reply
+from ..hub import Hub
+from ..schemas import CrossStreamBatch, CrossStreamResults, Observation, ObservationBatch, StreamResults
+from ..validation import incoming
+
+router = APIRouter(tags=["observations"])
+
+ONE, MANY = "single-observation", "observation-batch"  # tags of the body union, stripped from errors
+
+
+def _kind(body: Any) -> str:
+    return MANY if isinstance(body, dict) and "observations" in body else ONE
+
+
+ObservationsIn = Annotated[
+    Annotated[Observation, Tag(ONE)] | Annotated[ObservationBatch, Tag(MANY)], Discriminator(_kind)
+]
+STREAM_BODY = JSONBody(
+    ObservationsIn, "ObservationsIn", [{"x": [0.5, 1.2, -0.3], "y": 2.0, "seq": 17}, {"observations": [{"x": 1.0}]}]
+)
+CROSS_BODY = JSONBody(CrossStreamBatch, "CrossStreamBatch", [{"observations": [{"stream": "a", "x": 1.0}]}])
+
+
+@router.post("/v1/streams/{stream_id}/observations", response_model=StreamResults, openapi_extra=STREAM_BODY.openapi)
+async def post_observations(stream_id: StreamId, request: Request, hub: HubDep, tenant: Tenant) -> Response:
+    """Send one observation, or a batch applied in order; each answered with the prediction made before
+    learning from it. A batch is checked whole first: one bad item and nothing is applied."""
+    body = await STREAM_BODY.parse(request)
+    return reply({"stream": stream_id, "results": await observe_stream(hub, tenant, stream_id, body)})
+
+
+@router.post("/v1/observations", response_model=CrossStreamResults, openapi_extra=CROSS_BODY.openapi)
+async def post_cross_stream(request: Request, hub: HubDep, tenant: Tenant) -> Response:
+    """Observations for many streams in one request, answered in request order; checked whole first."""
+    body: CrossStreamBatch = await CROSS_BODY.parse(request)
+    parts = [
+        (obs.stream, [incoming(hub.config(tenant, obs.stream), obs, ("body", "observations", i))])
+        for i, obs in enumerate(body.observations)
+    ]
+    answers = await hub.observe(tenant, parts)
+    return reply({"results": [{"stream": stream, **part[0]} for (stream, _), part in zip(parts, answers)]})
+
+
+async def observe_stream(hub: Hub, tenant: str, stream: str, body: Observation | ObservationBatch) -> list:
+    """Check ``body`` against the stream and apply it; shared by HTTP and WebSocket."""
+    config = hub.config(tenant, stream)
+    if isinstance(body, ObservationBatch):
+        observations = [incoming(config, o, ("body", "observations", i)) for i, o in enumerate(body.observations)]
+    else:
+        observations = [incoming(config, body, ("body",))]
+    (results,) = await hub.observe(tenant, [(stream, observations)])
+    return results

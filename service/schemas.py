@@ -1,0 +1,253 @@
+"""Request and response bodies of the HTTP and WebSocket API v1.
+
+Families per resource (``StreamConfig``, ``StreamInfo``, ...); every request model forbids unknown fields and
+rejects non-finite numbers. Integers stay within 2**53 - 1, the largest a JSON client surely holds exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from models import StreamConfig as CoreConfig
+
+MAX_SAFE_INT = 2**53 - 1
+MAX_VALUE = 1e15  # observations beyond this are refused: their squares would overflow float32 training
+STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+CORE_DEFAULTS = CoreConfig(input_size=1)
+
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+_NUMBER = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
+
+
+def _as_list(value: Any) -> Any:
+    """A plain number stands for a one-element vector."""
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# Validated as a list (errors then name the element: ["x", 2]), documented as "number or list of numbers".
+Vector = Annotated[
+    list[Finite],
+    BeforeValidator(_as_list),
+    Field(min_length=1, max_length=4096),
+    WithJsonSchema({"anyOf": [_NUMBER, {"type": "array", "items": _NUMBER, "minItems": 1, "maxItems": 4096}]}),
+]
+
+
+class _Strict(BaseModel):
+    """Requests: unknown fields refused, no coercion (true is not 1, "1" is not 1), no NaN or Infinity."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+# -- stream configuration ------------------------------------------------------------------------------------
+
+
+class ModelSpec(_Strict):
+    cell: Literal["rnn", "gru", "lstm"] = CORE_DEFAULTS.cell
+    input_size: int = Field(ge=1, le=4096)
+    hidden_size: int = Field(CORE_DEFAULTS.hidden_size, ge=1, le=1024)
+    num_layers: int = Field(CORE_DEFAULTS.num_layers, ge=1, le=4)
+    output_size: int | None = Field(None, ge=1, le=4096, description="default: 1, or input_size when target is next")
+
+
+class TBPTTSpec(_Strict):
+    k1: int = Field(CORE_DEFAULTS.k1, ge=1, le=1024, description="an update after every k1 steps")
+    k2: int | None = Field(None, ge=1, le=1024, description="backpropagated through the last k2 steps; default k1")
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = CORE_DEFAULTS.optimizer
+    lr: float = Field(CORE_DEFAULTS.lr, gt=0, le=10)
+    momentum: float = Field(CORE_DEFAULTS.momentum, ge=0, lt=1, description="sgd only")
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = list(
+        CORE_DEFAULTS.betas
+    )
+    eps: float = Field(CORE_DEFAULTS.eps, gt=0, le=1)
+    weight_decay: float = Field(CORE_DEFAULTS.weight_decay, ge=0, le=10)
+
+
+class StreamConfig(_Strict):
+    """Everything that defines a stream; every field has a default except ``model.input_size``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"model": {"input_size": 3}}, {"model": {"input_size": 1}, "target": "next"}]},
+    )
+
+    model: ModelSpec
+    tbptt: TBPTTSpec = TBPTTSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    loss: Literal["mse", "l1", "huber"] = CORE_DEFAULTS.loss
+    clip_grad_norm: float | None = Field(CORE_DEFAULTS.clip_grad_norm, gt=0, le=1e6)
+    target: Literal["explicit", "next"] = Field(
+        CORE_DEFAULTS.target, description="next: the target of each observation is the following observation's x"
+    )
+    normalize: bool = Field(CORE_DEFAULTS.normalize, description="online standardization of inputs and targets")
+    residual: bool = Field(CORE_DEFAULTS.residual, description="forecast mode: predict the change from the last x")
+    dtype: Literal["float32", "float64"] = CORE_DEFAULTS.dtype
+    seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
+
+    @model_validator(mode="after")
+    def _rules_across_fields(self) -> StreamConfig:
+        if self.tbptt.k2 is not None and self.tbptt.k2 < self.tbptt.k1:
+            raise ValueError(f"tbptt.k2 must be >= tbptt.k1 ({self.tbptt.k1}), got {self.tbptt.k2}")
+        size = self.model.output_size
+        if self.target == "next" and size is not None and size != self.model.input_size:
+            raise ValueError(
+                f"model.output_size must equal model.input_size ({self.model.input_size}) when target is 'next', "
+                f"got {size}"
+            )
+        return self
+
+    def to_core(self) -> CoreConfig:
+        m, t, o = self.model, self.tbptt, self.optimizer
+        return CoreConfig(
+            input_size=m.input_size, cell=m.cell, hidden_size=m.hidden_size, num_layers=m.num_layers,
+            output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
+            betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
+            target=self.target, normalize=self.normalize, residual=self.residual, dtype=self.dtype, seed=self.seed,
+        )  # fmt: skip
+
+    @classmethod
+    def from_core(cls, c: CoreConfig) -> StreamConfig:
+        return cls(
+            model=ModelSpec(
+                cell=c.cell, input_size=c.input_size, hidden_size=c.hidden_size, num_layers=c.num_layers,
+                output_size=c.output_size,
+            ),
+            tbptt=TBPTTSpec(k1=c.k1, k2=c.k2),
+            optimizer=OptimizerSpec(
+                name=c.optimizer, lr=c.lr, momentum=c.momentum, betas=list(c.betas), eps=c.eps, weight_decay=c.weight_decay
+            ),
+            loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
+            residual=c.residual, dtype=c.dtype, seed=c.seed,
+        )  # fmt: skip
+
+
+class StreamInfo(BaseModel):
+    id: str
+    config: StreamConfig = Field(description="complete: every default filled in")
+    steps: int = Field(description="observations applied")
+    updates: int
+    last_seq: int | None = Field(description="the last applied seq; null before the first observation")
+    created_at: str = Field(description="ISO 8601, UTC")
+
+
+class StreamList(BaseModel):
+    streams: list[StreamInfo]
+
+
+class ResetRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"hidden": True, "weights": False}]}
+    )
+
+    hidden: bool = Field(True, description="zero the hidden state (pending losses of the segment are dropped)")
+    weights: bool = Field(False, description="back to the initial weights, with a fresh optimizer")
+
+
+# -- observations --------------------------------------------------------------------------------------------
+
+
+class Observation(_Strict):
+    """One timestep. ``x`` may be a plain number when the stream's input_size is 1 (``y`` likewise)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"x": [0.5, 1.2, -0.3], "y": 2.0, "seq": 17}, {"x": 21.4}]},
+    )
+
+    x: Vector
+    y: Vector | None = Field(None, description="the target; null or absent: none (and in forecast mode)")
+    seq: Seq | None = Field(
+        None, description="client sequence number; a seq not above the last applied one is a duplicate"
+    )
+
+
+class ObservationBatch(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"observations": [{"x": [1.0], "y": 2.0}, {"x": [1.5]}]}]},
+    )
+
+    observations: list[Observation] = Field(min_length=1, max_length=10_000)
+
+
+class StreamObservation(Observation):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"stream": "pump-7", "x": 3.2}]},
+    )
+
+    stream: str = Field(pattern=STREAM_ID)
+
+
+class CrossStreamBatch(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"observations": [{"stream": "a", "x": 1.0}, {"stream": "b", "x": 2.0}]}]},
+    )
+
+    observations: list[StreamObservation] = Field(min_length=1, max_length=10_000)
+
+
+class Result(BaseModel):
+    seq: int
+    step: int = Field(description="observations the stream has applied, this one included")
+    prediction: list[float] = Field(description="made before learning from this observation; [] for an old duplicate")
+    loss: float | None = Field(description="the loss this observation revealed, in training units")
+    updated: bool = Field(description="whether a TBPTT update ran")
+    duplicate: bool
+
+
+class StreamResults(BaseModel):
+    stream: str
+    results: list[Result]
+
+
+class StreamResult(Result):
+    stream: str
+
+
+class CrossStreamResults(BaseModel):
+    results: list[StreamResult]
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+
+
+class LossMetrics(BaseModel):
+    last_update: float | None = Field(description="mean step loss of the last applied update")
+    ewma: float | None = Field(description="exponentially weighted moving average of the step loss")
+
+
+class PrequentialMetrics(BaseModel):
+    n: int = Field(description="predictions whose target is known")
+    mae: float | None = Field(description="in the caller's units")
+    rmse: float | None
+
+
+class StreamMetrics(BaseModel):
+    steps: int
+    updates: int
+    skipped_updates: int = Field(description="updates skipped for a non-finite loss or gradient")
+    last_seq: int | None
+    duplicates: int
+    loss: LossMetrics
+    prequential: PrequentialMetrics
+    grad_norm: float | None = Field(description="of the last applied update, before clipping")
+
+
+class Status(BaseModel):
+    status: str

@@ -1,0 +1,267 @@
+"""The durable store: SQLite (WAL) under the data directory, owned by the engine thread.
+
+- ``streams``: one row per stream incarnation (``uid``): a stream deleted and created again is a new one.
+- ``checkpoints``: per stream the newest two, each with a SHA-256 of its bytes, so a corrupt one falls back
+  to the other; each remembers ``mark``, the last log batch written before it.
+- ``log``: one row per engine batch (group commit), a compact binary record of every observation it applied
+  (and, as single-record batches, of resets and imports), with a CRC. A stream's records after its
+  checkpoint are replayed at restart; batches no stream needs any more are trimmed.
+
+``fsync`` policy (see the README):
+- ``always``: every commit reaches the disk before it returns (``synchronous=FULL``);
+- ``interval``: commits reach the OS at once and the disk at most ``fsync_interval`` seconds later;
+- ``never``: the OS decides.
+A process crash loses nothing acknowledged under any policy: a commit has been written to the OS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import struct
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    uid INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, id TEXT NOT NULL, config TEXT NOT NULL,
+    created_at TEXT NOT NULL, mark INTEGER NOT NULL, UNIQUE (tenant, id)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, mark INTEGER NOT NULL,
+    data BLOB NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (uid, step, ord)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (batch INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);
+"""
+KEPT_CHECKPOINTS = 2
+SYNCHRONOUS = {"always": "FULL", "interval": "NORMAL", "never": "OFF"}
+_HEADER = struct.Struct("<qqq")  # records, x values, y values
+
+
+class StoreUnavailable(Exception):
+    """A write failed (disk full, read-only directory, I/O error): nothing was written."""
+
+
+class CorruptLog(Exception):
+    """A committed log batch fails its CRC: what follows it cannot be replayed exactly."""
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    uid: int
+    tenant: str
+    stream: str
+    config: str  # JSON
+    created_at: str
+    mark: int  # the last log batch before the stream existed
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int  # observations it holds
+    ord: int  # events after observation ``step`` it holds
+    mark: int  # the last log batch written before it
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One engine batch: record k is observation ``steps[k]`` (seq ``seqs[k]``) of stream ``uids[k]``."""
+
+    uids: np.ndarray  # (m,) int64
+    steps: np.ndarray
+    seqs: np.ndarray
+    xs: list[np.ndarray]  # float64 values
+    ys: list[np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A reset (``payload``: the flags) or an import (``payload``: the model file) between observations:
+    the ``ord``-th event after observation ``step``."""
+
+    uid: int
+    step: int
+    ord: int
+    kind: str
+    payload: bytes
+
+
+class Store:
+    def __init__(self, data_dir: Path, fsync: str = "interval", fsync_interval: float = 1.0) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "tbptt.sqlite3"
+        self._fsync, self._interval = fsync, fsync_interval
+        self._synced_at = time.monotonic()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS[fsync]}")
+        self._db.executescript(SCHEMA)
+        self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
+
+    def close(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # closing anyway: what is committed is safe in the WAL
+            log.warning("final WAL checkpoint failed: %s", exc)
+        self._db.close()
+
+    # -- writes: each is one transaction; a failure leaves the store as it was ----------------------------
+
+    def add_stream(self, tenant: str, stream: str, config: str, created_at: str) -> int:
+        """The new stream's uid."""
+        row = (tenant, stream, config, created_at, self.last_batch)
+        uid = self._write(
+            [("INSERT INTO streams (tenant, id, config, created_at, mark) VALUES (?, ?, ?, ?, ?)", [row])]
+        )
+        assert uid is not None
+        return uid
+
+    def delete_stream(self, uid: int) -> None:
+        self._write(
+            [("DELETE FROM streams WHERE uid = ?", [(uid,)]), ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)])]
+        )
+
+    def append(self, batch: Observations | Event) -> int:
+        """One log row (group commit for a whole engine batch); its batch number."""
+        if isinstance(batch, Event):
+            kind, data = batch.kind, _encode_event(batch)
+        else:
+            kind, data = "obs", _encode_observations(batch)
+        number = self.last_batch + 1
+        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", [(number, kind, data, zlib.crc32(data))])])
+        self.last_batch = number
+        return number
+
+    def checkpoint(self, uid: int, step: int, ord: int, data: bytes) -> int:
+        """Write a checkpoint and keep the newest two; the mark it carries."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                    [(uid, step, ord, self.last_batch, data, digest)],
+                ),
+                (
+                    "DELETE FROM checkpoints WHERE uid = ? AND (step, ord) NOT IN "
+                    "(SELECT step, ord FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC LIMIT ?)",
+                    [(uid, uid, KEPT_CHECKPOINTS)],
+                ),
+            ]
+        )
+        return self.last_batch
+
+    def trim(self, needed_from: int) -> None:
+        """Drop the log batches up to ``needed_from``: no stream needs them to recover."""
+        self._write([("DELETE FROM log WHERE batch <= ?", [(needed_from,)])])
+
+    def sync_if_due(self) -> None:
+        """With fsync=interval: push the WAL to the disk when the interval has passed."""
+        if self._fsync == "interval" and time.monotonic() - self._synced_at >= self._interval:
+            self.sync()
+
+    def sync(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # fsyncs the WAL before copying it back
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._synced_at = time.monotonic()
+
+    def _write(self, statements: list[tuple[str, list[tuple]]]) -> int | None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = None
+                for sql, rows in statements:
+                    cursor = self._db.executemany(sql, rows) if len(rows) != 1 else self._db.execute(sql, rows[0])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return cursor.lastrowid if cursor is not None else None
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def streams(self) -> list[StreamRow]:
+        rows = self._db.execute("SELECT uid, tenant, id, config, created_at, mark FROM streams ORDER BY uid")
+        return [StreamRow(*row) for row in rows]
+
+    def checkpoints(self, uid: int) -> Iterator[Checkpoint]:
+        """Valid checkpoints, newest first; a corrupt one is logged and skipped."""
+        rows = self._db.execute(
+            "SELECT step, ord, mark, data, digest FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC", (uid,)
+        )
+        for step, order, mark, data, digest in rows.fetchall():
+            if hashlib.sha256(data).hexdigest() == digest:
+                yield Checkpoint(step, order, mark, data)
+            else:
+                log.error(
+                    "checkpoint of stream uid %d at step %d is corrupt: falling back to an older state", uid, step
+                )
+
+    def batches(self, after: int) -> Iterator[tuple[int, Observations | Event]]:
+        """The log after batch ``after``, in order."""
+        rows = self._db.execute("SELECT batch, kind, data, crc FROM log WHERE batch > ? ORDER BY batch", (after,))
+        while chunk := rows.fetchmany(256):
+            for number, kind, data, crc in chunk:
+                if zlib.crc32(data) != crc:
+                    raise CorruptLog(f"log batch {number} is corrupt")
+                yield number, _decode_observations(data) if kind == "obs" else _decode_event(kind, data)
+
+
+def _encode_observations(batch: Observations) -> bytes:
+    x_len = np.fromiter((len(x) for x in batch.xs), dtype=np.int32, count=len(batch.xs))
+    y_len = np.fromiter((-1 if y is None else len(y) for y in batch.ys), dtype=np.int32, count=len(batch.ys))
+    xs = np.concatenate(batch.xs) if batch.xs else np.empty(0)
+    given = [y for y in batch.ys if y is not None]
+    ys = np.concatenate(given) if given else np.empty(0)
+    parts: Sequence[bytes] = [
+        _HEADER.pack(len(batch.uids), len(xs), len(ys)),
+        np.ascontiguousarray(batch.uids, dtype=np.int64).tobytes(),
+        np.ascontiguousarray(batch.steps, dtype=np.int64).tobytes(),
+        np.ascontiguousarray(batch.seqs, dtype=np.int64).tobytes(),
+        x_len.tobytes(),
+        y_len.tobytes(),
+        np.ascontiguousarray(xs, dtype=np.float64).tobytes(),
+        np.ascontiguousarray(ys, dtype=np.float64).tobytes(),
+    ]
+    return b"".join(parts)
+
+
+def _decode_observations(data: bytes) -> Observations:
+    m, nx, ny = _HEADER.unpack_from(data)
+    at = _HEADER.size
+
+    def take(dtype: type, count: int) -> np.ndarray:
+        nonlocal at
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=at)
+        at += array.nbytes
+        return array
+
+    uids, steps, seqs = take(np.int64, m), take(np.int64, m), take(np.int64, m)
+    x_len, y_len = take(np.int32, m), take(np.int32, m)
+    xs, ys = take(np.float64, nx), take(np.float64, ny)
+    x_split = np.split(xs, np.cumsum(x_len)[:-1]) if m else []
+    given = np.split(ys, np.cumsum(y_len[y_len >= 0])[:-1]) if (y_len >= 0).any() else []
+    it = iter(given)
+    y_list = [None if n < 0 else next(it) for n in y_len.tolist()]
+    return Observations(uids, steps, seqs, x_split, y_list)
+
+
+def _encode_event(event: Event) -> bytes:
+    return struct.pack("<qqq", event.uid, event.step, event.ord) + event.payload
+
+
+def _decode_event(kind: str, data: bytes) -> Event:
+    uid, step, order = struct.unpack_from("<qqq", data)
+    return Event(uid, step, order, kind, data[24:])

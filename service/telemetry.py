@@ -1,0 +1,52 @@
+"""Prometheus metrics: counts and latencies for the whole service, never labelled per stream."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # the *_created series add nothing a scraper needs
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Telemetry:
+    """The service's metrics in its own registry (one per app, so tests can build many apps)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.observations = Counter("tbptt_observations", "Observations applied", registry=r)
+        self.updates = Counter("tbptt_updates", "TBPTT updates applied", registry=r)
+        self.skipped = Counter("tbptt_skipped_updates", "Updates skipped for a non-finite loss or gradient", registry=r)
+        self.write_failures = Counter("tbptt_store_write_failures", "Store writes that failed", registry=r)
+        self.batch_seconds = Histogram(
+            "tbptt_engine_batch_seconds", "Time to step one engine batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.update_seconds = Histogram(
+            "tbptt_update_duration_seconds", "Time spent in TBPTT updates per engine batch", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.live_streams = Gauge("tbptt_streams", "Streams known to the service", registry=r)
+        self.requests = Counter("tbptt_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
+        self.latency = Histogram(
+            "tbptt_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def observed(self, observations: int, updates: int, batch_seconds: float, update_seconds: float) -> None:
+        if observations:
+            self.observations.inc(observations)
+            self.batch_seconds.observe(batch_seconds)
+        if updates:
+            self.updates.inc(updates)
+            self.update_seconds.observe(update_seconds)
+
+    def skipped_updates(self, count: int) -> None:
+        if count:
+            self.skipped.inc(count)
+
+    def write_failed(self) -> None:
+        self.write_failures.inc()
+
+    def streams(self, count: int) -> None:
+        self.live_streams.set(count)

@@ -1,0 +1,102 @@
+"""WebSockets: stream observations in, one reply per message; or watch a stream's results.
+
+Close codes: 1008 (policy: unknown stream), 1013 (try again later: a watcher too slow to keep up),
+1001 (going away: the service shuts down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocketState
+
+from .deps import HubDep, StreamId, Tenant
+from .errors import ServiceError, StreamNotFound, validation_errors
+from .routes.observations import ObservationsIn, observe_stream
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+POLICY_VIOLATION, TRY_AGAIN_LATER = 1008, 1013
+MESSAGE = TypeAdapter(ObservationsIn)
+
+
+@router.websocket("/v1/streams/{stream_id}/ws")
+async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, tenant: Tenant) -> None:
+    """Each text message is an Observation or {"observations": [...]}; each gets exactly one reply, in order:
+    the same JSON as the POST response, or {"detail": ...} for a bad message (the socket stays open)."""
+    if not await _accept_known(websocket, hub, tenant, stream_id):
+        return
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            reply = await _answer(hub, tenant, stream_id, message.get("text"), message.get("bytes"))
+            await websocket.send_text(reply)
+    except WebSocketDisconnect:
+        return
+
+
+async def _answer(hub, tenant: str, stream: str, text: str | None, data: bytes | None) -> str:
+    if text is None:
+        return json.dumps({"detail": [{"loc": [], "msg": "messages must be text (JSON)", "type": "message_type"}]})
+    try:
+        body = MESSAGE.validate_json(text)
+        results = await observe_stream(hub, tenant, stream, body)
+    except ValidationError as exc:
+        return json.dumps({"detail": validation_errors(exc.errors())})
+    except ServiceError as exc:
+        return json.dumps({"detail": exc.detail()})
+    return orjson.dumps({"stream": stream, "results": results}).decode()
+
+
+@router.websocket("/v1/streams/{stream_id}/watch")
+async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, tenant: Tenant) -> None:
+    """Receive {"stream", "results"} for every batch applied to the stream by any client; a watcher too slow
+    to keep up is dropped (close 1013) and never slows the stream."""
+    if not await _accept_known(websocket, hub, tenant, stream_id):
+        return
+    batches = hub.watch(tenant, stream_id, hub.settings.watch_queue)
+    closed = asyncio.ensure_future(_until_closed(websocket))
+    try:
+        while True:
+            ready = asyncio.ensure_future(batches.get())
+            done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if closed in done:
+                ready.cancel()
+                return
+            batch = ready.result()
+            if batch is None:
+                await websocket.close(TRY_AGAIN_LATER, "too slow to keep up")
+                return
+            await websocket.send_text(orjson.dumps(batch).decode())
+    except WebSocketDisconnect:
+        return
+    finally:
+        closed.cancel()
+        hub.unwatch(tenant, stream_id, batches)
+
+
+async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> bool:
+    await websocket.accept()
+    try:
+        hub.config(tenant, stream)
+    except StreamNotFound as exc:
+        await websocket.close(POLICY_VIOLATION, str(exc))
+        return False
+    return True
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while websocket.application_state != WebSocketState.DISCONNECTED:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return

@@ -1,0 +1,357 @@
+"""Every endpoint of the v1 contract, and every error it promises, through the real app (TestClient)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from tests.service.conftest import make_stream
+
+DEFAULTS = {
+    "model": {"cell": "gru", "input_size": 2, "hidden_size": 32, "num_layers": 1, "output_size": 1},
+    "tbptt": {"k1": 8, "k2": 8},
+    "optimizer": {
+        "name": "adam",
+        "lr": 0.01,
+        "momentum": 0.0,
+        "betas": [0.9, 0.999],
+        "eps": 1e-08,
+        "weight_decay": 0.0,
+    },
+    "loss": "huber",
+    "clip_grad_norm": None,
+    "target": "explicit",
+    "normalize": True,
+    "residual": True,
+    "dtype": "float32",
+    "seed": 0,
+}
+
+
+def errors(response) -> list[dict]:
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and all(set(e) == {"loc", "msg", "type"} for e in detail)
+    return detail
+
+
+# -- streams --------------------------------------------------------------------------------------------------
+
+
+def test_put_creates_then_confirms_then_conflicts(client):
+    r = client.put("/v1/streams/pump-7", json={"model": {"input_size": 2}})
+    assert r.status_code == 201
+    info = r.json()
+    assert info["config"] == DEFAULTS  # complete: every default filled in
+    assert (info["id"], info["steps"], info["updates"], info["last_seq"]) == ("pump-7", 0, 0, None)
+    assert info["created_at"].endswith("Z")
+    assert client.put("/v1/streams/pump-7", json={"model": {"input_size": 2}}).status_code == 200
+    assert client.put("/v1/streams/pump-7", json=DEFAULTS).status_code == 200  # the same, spelled out
+    r = client.put("/v1/streams/pump-7", json={"model": {"input_size": 3}})
+    assert r.status_code == 409 and "another config" in r.json()["detail"]
+
+
+def test_forecast_defaults_and_k2(client):
+    info = make_stream(client, "f", model={"input_size": 3}, target="next", tbptt={"k1": 4})
+    assert info["config"]["model"]["output_size"] == 3 and info["config"]["tbptt"] == {"k1": 4, "k2": 4}
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({}, ["body", "model"]),
+        ({"model": {}}, ["body", "model", "input_size"]),
+        ({"model": {"input_size": 0}}, ["body", "model", "input_size"]),
+        ({"model": {"input_size": 1, "cell": "transformer"}}, ["body", "model", "cell"]),
+        ({"model": {"input_size": 1, "num_layers": 5}}, ["body", "model", "num_layers"]),
+        ({"model": {"input_size": 1}, "tbptt": {"k1": 8, "k2": 4}}, ["body"]),
+        ({"model": {"input_size": 2, "output_size": 1}, "target": "next"}, ["body"]),
+        ({"model": {"input_size": 1}, "optimizer": {"lr": -1}}, ["body", "optimizer", "lr"]),
+        ({"model": {"input_size": 1}, "seed": 2**53}, ["body", "seed"]),
+        ({"model": {"input_size": 1}, "colour": "red"}, ["body", "colour"]),
+    ],
+)
+def test_invalid_configs_name_the_field(client, body, loc):
+    detail = errors(client.put("/v1/streams/s", json=body))
+    assert detail[0]["loc"] == loc, detail
+
+
+def test_get_list_delete(client):
+    make_stream(client, "b")
+    make_stream(client, "a")
+    assert [s["id"] for s in client.get("/v1/streams").json()["streams"]] == ["a", "b"]
+    assert client.get("/v1/streams/a").json()["id"] == "a"
+    assert client.delete("/v1/streams/a").status_code == 204
+    assert client.get("/v1/streams/a").status_code == 404
+    assert [s["id"] for s in client.get("/v1/streams").json()["streams"]] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/v1/streams/nope"),
+        ("delete", "/v1/streams/nope"),
+        ("post", "/v1/streams/nope/reset"),
+        ("get", "/v1/streams/nope/predictions"),
+        ("get", "/v1/streams/nope/metrics"),
+        ("get", "/v1/streams/nope/model"),
+    ],
+)
+def test_unknown_stream_is_404(client, method, path):
+    r = getattr(client, method)(path)
+    assert r.status_code == 404 and r.json() == {"detail": "stream 'nope' not found"}
+
+
+@pytest.mark.parametrize("bad", ["-starts-with-dash", "has/slash", "x" * 129, "sp ace"])
+def test_invalid_ids_are_refused(client, bad):
+    r = client.put(f"/v1/streams/{bad}", json={"model": {"input_size": 1}})
+    assert r.status_code in (404, 422)  # a slash never reaches the route
+
+
+# -- observations ---------------------------------------------------------------------------------------------
+
+
+def test_single_observation_result(client):
+    make_stream(client, "s")
+    r = client.post("/v1/streams/s/observations", json={"x": [1.0, 2.0], "y": 0.5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["stream"] == "s"
+    (result,) = body["results"]
+    assert set(result) == {"seq", "step", "prediction", "loss", "updated", "duplicate"}
+    assert (result["seq"], result["step"], result["duplicate"], result["updated"]) == (1, 1, False, False)
+    assert len(result["prediction"]) == 1
+
+
+def test_plain_numbers_for_size_one(client):
+    make_stream(client, "one", model={"input_size": 1})
+    r = client.post("/v1/streams/one/observations", json={"x": 3.5, "y": 1})
+    assert r.status_code == 200 and r.json()["results"][0]["step"] == 1
+
+
+def test_batch_in_order_with_updates_at_k1_boundaries(client):
+    make_stream(client, "s", tbptt={"k1": 4})
+    obs = [{"x": [i, -i], "y": i % 3} for i in range(10)]
+    results = client.post("/v1/streams/s/observations", json={"observations": obs}).json()["results"]
+    assert [r["step"] for r in results] == list(range(1, 11))
+    assert [r["seq"] for r in results] == list(range(1, 11))
+    assert [r["updated"] for r in results] == [s % 4 == 0 for s in range(1, 11)]
+    assert client.get("/v1/streams/s").json()["updates"] == 2
+
+
+def test_a_batch_is_validated_whole_before_anything_is_applied(client):
+    make_stream(client, "s")
+    obs = [{"x": [1, 2]}, {"x": [1, 2]}, {"x": [1, 2, 3]}, {"x": [1, 2]}]
+    detail = errors(client.post("/v1/streams/s/observations", json={"observations": obs}))
+    assert detail == [
+        {
+            "loc": ["body", "observations", 2, "x"],
+            "msg": "expected 2 values (the stream's input_size), got 3",
+            "type": "value_error",
+        }
+    ]
+    assert client.get("/v1/streams/s").json()["steps"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"x": [1, 2], "y": [1, 2]}, ["body", "y"]),
+        ({"x": []}, ["body", "x"]),
+        ({"x": "high"}, ["body", "x"]),
+        ({"x": [1, True]}, ["body", "x", 1]),
+        ({"x": [1, 2], "seq": -1}, ["body", "seq"]),
+        ({"x": [1, 2], "seq": 2**53}, ["body", "seq"]),
+        ({"x": [1, 2], "extra": 1}, ["body", "extra"]),
+        ({"x": [1, 1e16]}, ["body", "x", 1]),
+        ({"observations": []}, ["body", "observations"]),
+        ({"observations": [{"x": [1, 2]}, {"x": [1, "a"]}]}, ["body", "observations", 1, "x", 1]),
+    ],
+)
+def test_bad_observations_are_422_naming_the_field(client, body, loc):
+    make_stream(client, "s")
+    detail = errors(client.post("/v1/streams/s/observations", json=body))
+    assert detail[0]["loc"] == loc, detail
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"x": [NaN, 1]}', b'{"x": [Infinity, 1]}', b'{"x": [1e999, 1]}', b'{"x": [-Infinity, 1]}']
+)
+def test_non_finite_numbers_are_422_not_500(client, raw):
+    make_stream(client, "s")
+    r = client.post("/v1/streams/s/observations", content=raw, headers={"content-type": "application/json"})
+    assert errors(r)[0]["loc"] == ["body", "x", 0]
+    assert "NaN" not in r.text and "Infinity" not in r.text
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe\x00", b"", b"[1, 2]"])
+def test_malformed_bodies_are_422(client, raw):
+    make_stream(client, "s")
+    r = client.post("/v1/streams/s/observations", content=raw, headers={"content-type": "application/json"})
+    assert errors(r)
+
+
+def test_forecast_streams_refuse_targets(client):
+    make_stream(client, "f", model={"input_size": 2}, target="next")
+    detail = errors(client.post("/v1/streams/f/observations", json={"x": [1, 2], "y": [1, 2]}))
+    assert detail[0]["loc"] == ["body", "y"]
+
+
+def test_seq_duplicates_and_gaps(client):
+    make_stream(client, "s")
+    post = lambda obs: client.post("/v1/streams/s/observations", json={"observations": obs}).json()["results"]  # noqa: E731
+    first = post([{"x": [1, 2], "seq": 5}, {"x": [2, 3], "seq": 9}])  # a gap is fine
+    assert [r["step"] for r in first] == [1, 2]
+    again = post([{"x": [1, 2], "seq": 5}, {"x": [2, 3], "seq": 9}, {"x": [3, 4]}])
+    assert again[0] == {**first[0], "duplicate": True}
+    assert again[1] == {**first[1], "duplicate": True}
+    assert (again[2]["seq"], again[2]["step"], again[2]["duplicate"]) == (10, 3, False)  # last seq + 1
+    never_seen = post([{"x": [1, 2], "seq": 7}])[0]  # below the last seq: a duplicate, but unknown
+    assert never_seen == {"seq": 7, "step": 3, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+    metrics = client.get("/v1/streams/s/metrics").json()
+    assert (metrics["steps"], metrics["last_seq"], metrics["duplicates"]) == (3, 10, 3)
+
+
+def test_duplicates_beyond_retention_answer_empty(client):
+    make_stream(client, "s", model={"input_size": 1})
+    obs = [{"x": float(i)} for i in range(1500)]
+    client.post("/v1/streams/s/observations", json={"observations": obs})
+    kept = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1400}).json()["results"][0]
+    assert kept["duplicate"] and kept["step"] == 1400 and len(kept["prediction"]) == 1
+    old = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1}).json()["results"][0]
+    if old["prediction"]:  # retained (the default keeps 10,000)
+        assert old["step"] == 1
+    else:
+        assert old == {"seq": 1, "step": 1500, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+
+
+def test_cross_stream_observations_in_request_order(client):
+    make_stream(client, "a")
+    make_stream(client, "b", model={"input_size": 1})
+    body = {
+        "observations": [{"stream": "a", "x": [1, 2]}, {"stream": "b", "x": 3}, {"stream": "a", "x": [0, 1], "y": 1}]
+    }
+    results = client.post("/v1/observations", json=body).json()["results"]
+    assert [(r["stream"], r["step"]) for r in results] == [("a", 1), ("b", 1), ("a", 2)]
+
+
+def test_cross_stream_batch_is_all_or_nothing(client):
+    make_stream(client, "a")
+    r = client.post("/v1/observations", json={"observations": [{"stream": "a", "x": [1, 2]}, {"stream": "zz", "x": 1}]})
+    assert r.status_code == 404 and r.json() == {"detail": "stream 'zz' not found"}
+    r = client.post("/v1/observations", json={"observations": [{"stream": "a", "x": [1, 2]}, {"stream": "a", "x": 1}]})
+    assert errors(r)[0]["loc"] == ["body", "observations", 1, "x"]
+    assert client.get("/v1/streams/a").json()["steps"] == 0
+
+
+# -- reset, predictions, metrics --------------------------------------------------------------------------------
+
+
+def test_reset_hidden_and_weights(client):
+    make_stream(client, "s", tbptt={"k1": 2})
+    model = client.get("/v1/streams/s/model").content
+    client.post("/v1/streams/s/observations", json={"observations": [{"x": [i, 1], "y": i} for i in range(8)]})
+    assert client.get("/v1/streams/s/model").content != model
+    info = client.post("/v1/streams/s/reset", json={"hidden": True, "weights": True}).json()
+    assert info["steps"] == 8
+    assert client.get("/v1/streams/s/model").content == model  # initial weights again
+    assert client.post("/v1/streams/s/reset").status_code == 200  # defaults: hidden only
+    assert errors(client.post("/v1/streams/s/reset", json={"hidden": "maybe"}))[0]["loc"] == ["body", "hidden"]
+
+
+def test_predictions_most_recent_oldest_first(client):
+    make_stream(client, "s", model={"input_size": 1})
+    client.post("/v1/streams/s/observations", json={"observations": [{"x": float(i)} for i in range(150)]})
+    default = client.get("/v1/streams/s/predictions").json()
+    assert default["stream"] == "s" and [r["step"] for r in default["results"]] == list(range(51, 151))
+    assert [r["step"] for r in client.get("/v1/streams/s/predictions?limit=3").json()["results"]] == [148, 149, 150]
+    for bad in ("0", "10001", "many"):
+        assert errors(client.get(f"/v1/streams/s/predictions?limit={bad}"))[0]["loc"] == ["query", "limit"]
+
+
+def test_metrics_shape_and_values(client):
+    make_stream(client, "s", tbptt={"k1": 4})
+    client.post("/v1/streams/s/observations", json={"observations": [{"x": [i, 1], "y": i % 2} for i in range(20)]})
+    m = client.get("/v1/streams/s/metrics").json()
+    assert set(m) >= {
+        "steps",
+        "updates",
+        "skipped_updates",
+        "last_seq",
+        "duplicates",
+        "loss",
+        "prequential",
+        "grad_norm",
+    }
+    assert set(m["loss"]) == {"last_update", "ewma"} and set(m["prequential"]) == {"n", "mae", "rmse"}
+    assert (m["steps"], m["updates"], m["skipped_updates"], m["last_seq"], m["prequential"]["n"]) == (20, 5, 0, 20, 20)
+    assert m["grad_norm"] > 0 and m["loss"]["ewma"] > 0 and m["prequential"]["rmse"] >= m["prequential"]["mae"]
+
+
+# -- model files ----------------------------------------------------------------------------------------------
+
+
+def test_model_export_names_shapes_and_config(client):
+    make_stream(client, "s", model={"input_size": 2, "cell": "lstm", "num_layers": 2, "hidden_size": 5})
+    r = client.get("/v1/streams/s/model")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    tensors = load_tensors(r.content)
+    assert tensors["rnn.weight_ih_l0"].shape == (20, 2) and tensors["rnn.weight_hh_l1"].shape == (20, 5)
+    assert tensors["head.weight"].shape == (1, 5)
+    header = json.loads(r.content[8 : 8 + int.from_bytes(r.content[:8], "little")])
+    assert json.loads(header["__metadata__"]["config"])["model"]["cell"] == "lstm"
+    lstm = torch.nn.LSTM(2, 5, 2)
+    lstm.load_state_dict({k.removeprefix("rnn."): v for k, v in tensors.items() if k.startswith("rnn.")})
+
+
+def test_model_import_round_trip_and_checks(client):
+    make_stream(client, "s")
+    tensors = load_tensors(client.get("/v1/streams/s/model").content)
+    new = {k: torch.full_like(v, 0.25) for k, v in tensors.items()}
+    r = client.put("/v1/streams/s/model", content=save_tensors(new))
+    assert r.status_code == 200 and r.json()["id"] == "s"
+    assert torch.equal(load_tensors(client.get("/v1/streams/s/model").content)["head.bias"], new["head.bias"])
+    bad = {**new, "head.bias": torch.tensor([float("nan")])}
+    assert "non-finite" in errors(client.put("/v1/streams/s/model", content=save_tensors(bad)))[0]["msg"]
+    wrong = {**new, "head.bias": torch.zeros(2)}
+    assert "shape" in errors(client.put("/v1/streams/s/model", content=save_tensors(wrong)))[0]["msg"]
+    double = {k: v.double() for k, v in new.items()}
+    assert "float32" in errors(client.put("/v1/streams/s/model", content=save_tensors(double)))[0]["msg"]
+    assert errors(client.put("/v1/streams/s/model", content=b"\x80\x04K\x01."))  # a pickle: refused
+    assert torch.equal(load_tensors(client.get("/v1/streams/s/model").content)["head.bias"], new["head.bias"])
+
+
+# -- health, metrics, docs ------------------------------------------------------------------------------------
+
+
+def test_health_ready_and_prometheus(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ok"}
+    make_stream(client, "s")
+    client.post("/v1/streams/s/observations", json={"observations": [{"x": [1, 2], "y": 1}] * 8})
+    text = client.get("/metrics").text
+    for name in (
+        "tbptt_observations_total 8.0",
+        "tbptt_updates_total 1.0",
+        "tbptt_skipped_updates_total 0.0",
+        "tbptt_update_duration_seconds_count 1.0",
+        "tbptt_streams 1.0",
+        'tbptt_http_requests_total{method="POST",route="/v1/streams/{stream_id}/observations",status="200"} 1.0',
+    ):
+        assert name in text, name
+    assert "/v1/streams/s/" not in text  # no per-stream labels
+
+
+def test_openapi_documents_every_body_with_examples(client):
+    spec = client.get("/openapi.json").json()
+    assert client.get("/docs").status_code == 200
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            assert op.get("summary"), (method, path)
+    schemas = spec["components"]["schemas"]
+    for name in ("StreamConfig", "Observation", "ObservationBatch", "CrossStreamBatch", "ResetRequest"):
+        assert schemas[name].get("examples"), name
