@@ -101,9 +101,19 @@ class Engine:
         self._streams[stream_id] = _Stream(config, fleet, fleet.add(config.seed))
 
     def remove_stream(self, stream_id: str) -> None:
+        """Remove a stream; a fleet left mostly empty gives its memory back."""
         stream = self._get(stream_id)
-        stream.fleet.remove(stream.slot)
+        fleet = stream.fleet
+        fleet.remove(stream.slot)
         del self._streams[stream_id]
+        slots = fleet.slots
+        if slots.live == 0:
+            del self._fleets[fleet.config]
+        elif slots.capacity >= 64 and slots.live < slots.capacity // 4:
+            moved = fleet.compact()
+            for other in self._streams.values():
+                if other.fleet is fleet and other.slot in moved:
+                    other.slot = moved[other.slot]
 
     def reset_hidden(self, stream_id: str) -> None:
         stream = self._get(stream_id)

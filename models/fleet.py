@@ -96,9 +96,19 @@ class Fleet:
     # -- slots ---------------------------------------------------------------------------------------------
 
     def add(self, seed: int) -> int:
+        capacity = self.slots.capacity
         slot = self.slots.allocate()
+        if self.slots.capacity != capacity:  # reallocated
+            self.layout.forget_views()
         self.slots["params"][slot] = self.layout.initial_row(seed, self.config.torch_dtype)
         return slot
+
+    def compact(self) -> dict[int, int]:
+        """Give back the memory of freed slots; {old slot: new slot} for the slots that moved."""
+        moved = self.slots.compact()
+        self.layout.forget_views()
+        self._grad = self._grad[:0].clone()
+        return moved
 
     def remove(self, slot: int) -> None:
         self.slots.release(slot)

@@ -104,6 +104,10 @@ class Layout:
             self._views[key] = views
         return views
 
+    def forget_views(self) -> None:
+        """Drop cached views: they keep their storage alive, and the storage was just replaced."""
+        self._views.clear()
+
     def export(self, row: Tensor) -> dict[str, Tensor]:
         """One stream's flat row (P,) as a torch-named state dict of fresh tensors."""
         out = {}

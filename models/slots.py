@@ -6,6 +6,7 @@ metrics) is numpy, whose per-call cost on a few numbers is a fraction of torch's
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,25 @@ class SlotArrays:
         self.clear(slot)
         self._free.append(slot)
 
+    @property
+    def live(self) -> int:
+        return self.used - len(self._free)
+
+    def compact(self) -> dict[int, int]:
+        """Move the live rows to the front and shrink the arrays to fit them (with room to grow once);
+        returns {old slot: new slot} for the rows that moved. Freed memory goes back to the OS."""
+        free = set(self._free)
+        live = [slot for slot in range(self.used) if slot not in free]
+        capacity = max(1, 2 * len(live))
+        order = np.array(live, dtype=np.int64)
+        for name, spec in self._specs.items():
+            old, new = self._arrays[name], _new(spec, capacity)
+            new[: len(live)] = old[torch.from_numpy(order)] if isinstance(old, Tensor) else old[order]
+            self._arrays[name] = new
+        self.capacity, self.used, self._free = capacity, len(live), []
+        _release_free_memory()
+        return {old: new for new, old in enumerate(live) if old != new}
+
     def clear(self, slot: int) -> None:
         for name, spec in self._specs.items():
             self._arrays[name][slot] = spec.fill
@@ -85,6 +105,15 @@ class SlotArrays:
             new[: self.capacity] = old
             self._arrays[name] = new
         self.capacity = capacity
+
+
+def _release_free_memory() -> None:
+    """Ask glibc to hand freed heap memory back to the OS: arrays below its (adaptive) mmap threshold live
+    on the heap, and freeing them alone leaves the pages resident. A no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _new(spec: ArraySpec, rows: int) -> Any:

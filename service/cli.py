@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .app import create_app
+    from .ws import close_all
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
     settings = Settings(**overrides)
@@ -38,14 +39,22 @@ def _serve(args: argparse.Namespace) -> None:
     # uvicorn shuts down gracefully on SIGTERM (final checkpoints included), then re-raises the signal for the
     # previous handler: a stop that was asked for and done cleanly exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+
+    class GracefulServer(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+            await close_all(app)  # 1001 "going away", before uvicorn drops what is left (1012)
+            await super().shutdown(sockets)
+
+    GracefulServer(config).run()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from models import Engine
 from models import StreamConfig as CoreConfig
 
 from .errors import ServiceError, StorageFull, StreamConflict, StreamNotFound, Unavailable
+from .faults import Faults
 from .modelfile import read_weights, write_weights
 from .results import Result, ResultLog
 from .schemas import LossMetrics, PrequentialMetrics, StreamInfo, StreamMetrics
@@ -40,7 +41,9 @@ from .telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (tenant, stream id)
-HOUSEKEEPING_SECONDS = 0.5
+HOUSEKEEPING_SECONDS = 0.5  # how often: syncs, due checkpoints, evictions, log trims
+HOUSEKEEPING_BUDGET = 0.1  # seconds of checkpointing and evicting per pass: requests wait meanwhile
+CHECKPOINT_GROUP = 64  # streams checkpointed per transaction
 REPLAY_CHUNK = 20_000  # observations per engine call while recovering
 
 
@@ -89,6 +92,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = threading.Event()
         self._trimmed = 0  # log batches up to here are gone
+        self._housekept = 0.0
 
     # -- lifecycle (event loop side) -----------------------------------------------------------------------
 
@@ -163,7 +167,10 @@ class Hub:
         try:
             torch.set_num_threads(self.settings.torch_threads)
             started = time.monotonic()
-            self.store = Store(self.settings.data_dir, self.settings.fsync, self.settings.fsync_interval)
+            faults = Faults.from_environment()
+            faults.install_in_engine()
+            self.store = Store(self.settings.data_dir, self.settings.fsync, self.settings.fsync_interval, faults)
+            self.store.start_syncing()
             replayed = self._recover()
             log.info(
                 "recovered %d streams (%d observations replayed) in %.2f s",
@@ -206,14 +213,25 @@ class Hub:
                 batch.append(job)
                 continue
             if batch:
-                self._observe(batch)
+                self._observe_safely(batch)
                 batch = []
             try:
                 job.resolve(job.call())
             except Exception as exc:
                 job.resolve(error=exc if isinstance(exc, ServiceError) else _internal(exc))
         if batch:
-            self._observe(batch)
+            self._observe_safely(batch)
+
+    def _observe_safely(self, jobs: list[_Job]) -> None:
+        """A bug must not leave requests hanging. After the commit the engine may hold half a batch:
+        then the service stops taking work (503) and a restart recovers exactly from the log."""
+        try:
+            self._observe(jobs)
+        except Exception as exc:
+            self.failure = exc
+            log.exception("an engine batch failed; refusing work until restarted")
+            for job in jobs:
+                job.resolve(error=Unavailable("internal error: the service must be restarted"))
 
     def _observe(self, jobs: list[_Job]) -> None:
         plans: list[tuple[_Job, list[tuple[StreamState, list[tuple[bool, int]]]]]] = []
@@ -226,8 +244,8 @@ class Hub:
         for job in jobs:
             try:  # every stream of the request first: all or nothing
                 states = [self._loaded(*key) for key, _ in job.parts]
-            except ServiceError as exc:
-                job.resolve(error=exc)
+            except Exception as exc:  # nothing written yet: only this request fails
+                job.resolve(error=exc if isinstance(exc, ServiceError) else _internal(exc))
                 continue
             part_plans = []
             for state, (key, observations) in zip(states, job.parts):
@@ -248,7 +266,7 @@ class Hub:
                 part_plans.append((state, entries))
             plans.append((job, part_plans))
 
-        if items:
+        if items and self.settings.log:
             record = Observations(
                 np.fromiter((s.uid for s in owners), dtype=np.int64, count=len(owners)),
                 np.array(steps, dtype=np.int64),
@@ -530,30 +548,45 @@ class Hub:
         if state.loaded and state.dirty and (force or due):
             self._checkpoint(state)
 
-    def _checkpoint(self, state: StreamState) -> None:
-        data = pack(self.engine, state)
+    def _checkpoint(self, *states: StreamState) -> bool:
+        """Checkpoint these streams in one transaction; False if the store refused (the log still holds
+        everything: the next attempt will do)."""
+        if not states:
+            return True
+        packed = [(s.uid, s.steps, s.events, pack(self.engine, s)) for s in states]
         try:
-            mark = self._write(lambda s: s.checkpoint(state.uid, state.steps, state.events, data))
-        except ServiceError as exc:  # the log still holds everything: try again later
-            log.warning("checkpoint of %s failed: %s", state.key, exc)
-            return
-        state.checkpointed(mark)
+            mark = self._write(lambda store: store.checkpoint(packed))
+        except ServiceError as exc:
+            log.warning("checkpoint of %d streams failed: %s", len(states), exc)
+            return False
+        for state in states:
+            state.checkpointed(mark)
+        return True
 
     def _housekeeping(self) -> None:
-        assert self.store is not None
-        try:
-            self.store.sync_if_due()
-        except StoreUnavailable as exc:
-            log.warning("sync failed: %s", exc)
+        """Due checkpoints and evictions, a few dozen streams per transaction, within a time budget; then
+        the log behind every stream's fallback checkpoint is trimmed."""
         now = time.monotonic()
-        for state in list(self._streams.values()):
-            if not state.loaded:
-                continue
-            if now - state.last_active >= self.settings.idle_seconds:
-                self._evict(state)
-            elif state.dirty and now - state.checkpoint_time >= self.settings.checkpoint_seconds:
-                self._checkpoint(state)
-        needed = min((s.fallback_mark for s in self._streams.values()), default=self.store.last_batch)
+        if now - self._housekept < HOUSEKEEPING_SECONDS:
+            return
+        self._housekept = now
+        s = self.settings
+        idle = [st for st in self._streams.values() if st.loaded and now - st.last_active >= s.idle_seconds]
+        due = [
+            st for st in self._streams.values()
+            if st.loaded and st.dirty and now - st.last_active < s.idle_seconds and now - st.checkpoint_time >= s.checkpoint_seconds
+        ]  # fmt: skip
+        for start in range(0, len(idle), CHECKPOINT_GROUP):
+            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
+                break  # the rest next time
+            self._evict(idle[start : start + CHECKPOINT_GROUP])
+        for start in range(0, len(due), CHECKPOINT_GROUP):
+            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
+                break
+            self._checkpoint(*due[start : start + CHECKPOINT_GROUP])
+        self.telemetry.in_memory(len(self.engine))
+        assert self.store is not None
+        needed = min((st.fallback_mark for st in self._streams.values()), default=self.store.last_batch)
         if needed > self._trimmed:
             try:
                 self.store.trim(needed)
@@ -561,15 +594,14 @@ class Hub:
             except StoreUnavailable as exc:
                 log.warning("log trim failed: %s", exc)
 
-    def _evict(self, state: StreamState) -> None:
-        """Checkpoint and drop from memory; the next request restores it transparently."""
-        if state.dirty:
-            self._checkpoint(state)
-            if state.dirty:
-                return  # the checkpoint failed: keep it in memory
-        self.engine.remove_stream(state.key)
-        state.loaded = False
-        state.results = ResultLog(state.results.capacity, state.results.output_size)
+    def _evict(self, states: list[StreamState]) -> None:
+        """Checkpoint and drop from memory; the next request restores them transparently."""
+        if not self._checkpoint(*[st for st in states if st.dirty]):
+            return  # keep them in memory
+        for state in states:
+            self.engine.remove_stream(state.key)
+            state.loaded = False
+            state.results = ResultLog(state.results.capacity, state.results.output_size)
 
     def _shutdown(self) -> None:
         self._stopped.set()
@@ -583,8 +615,9 @@ class Hub:
         if self.store is None:
             return
         if self.failure is None:
-            for state in self._streams.values():
-                self._maybe_checkpoint(state, force=True)
+            dirty = [st for st in self._streams.values() if st.loaded and st.dirty]
+            for start in range(0, len(dirty), CHECKPOINT_GROUP):
+                self._checkpoint(*dirty[start : start + CHECKPOINT_GROUP])
         self.store.close()
 
     def _write(self, action: Callable[[Store], Any]) -> Any:

@@ -26,6 +26,8 @@ class ResultLog:
     ) -> None:
         """Append m results (arrays of length m; ``prediction`` (m, O); NaN loss: none), dropping the oldest."""
         m = len(seq)
+        if not m:
+            return
         if m > self.capacity:
             seq, step, prediction, loss, updated = (a[-self.capacity :] for a in (seq, step, prediction, loss, updated))
             m = self.capacity

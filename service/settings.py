@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         "interval", description="when the log reaches the disk (see README: what each can lose on power failure)"
     )
     fsync_interval: float = Field(1.0, gt=0, description="seconds between syncs when fsync=interval")
+    log: bool = Field(
+        True,
+        description="keep the observation log; off only for benchmarks: a crash then loses everything since "
+        "the last checkpoint",
+    )
     checkpoint_updates: int = Field(100, ge=1, description="checkpoint a stream after this many updates")
     checkpoint_seconds: float = Field(60.0, gt=0, description="... or this many seconds after its last checkpoint")
     idle_seconds: float = Field(

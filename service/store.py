@@ -20,13 +20,15 @@ import hashlib
 import logging
 import sqlite3
 import struct
-import time
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .faults import Faults
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +98,15 @@ class Event:
 
 
 class Store:
-    def __init__(self, data_dir: Path, fsync: str = "interval", fsync_interval: float = 1.0) -> None:
+    def __init__(
+        self, data_dir: Path, fsync: str = "interval", fsync_interval: float = 1.0, faults: Faults | None = None
+    ) -> None:
+        self._faults = faults or Faults(None)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "tbptt.sqlite3"
         self._fsync, self._interval = fsync, fsync_interval
-        self._synced_at = time.monotonic()
+        self._closing = threading.Event()
+        self._syncer: threading.Thread | None = None
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS[fsync]}")
@@ -108,6 +114,9 @@ class Store:
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
 
     def close(self) -> None:
+        self._closing.set()
+        if self._syncer is not None:
+            self._syncer.join()
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:  # closing anyway: what is committed is safe in the WAL
@@ -141,21 +150,23 @@ class Store:
         self.last_batch = number
         return number
 
-    def checkpoint(self, uid: int, step: int, ord: int, data: bytes) -> int:
-        """Write a checkpoint and keep the newest two; the mark it carries."""
-        digest = hashlib.sha256(data).hexdigest()
+    def checkpoint(self, checkpoints: Sequence[tuple[int, int, int, bytes]]) -> int:
+        """Write checkpoints (uid, step, ord, data), in one transaction, keeping the newest two per stream;
+        the mark they carry (the last log batch before them)."""
+        rows = [
+            (uid, step, order, self.last_batch, data, hashlib.sha256(data).hexdigest())
+            for uid, step, order, data in checkpoints
+        ]
         self._write(
             [
-                (
-                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
-                    [(uid, step, ord, self.last_batch, data, digest)],
-                ),
+                ("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)", rows),
                 (
                     "DELETE FROM checkpoints WHERE uid = ? AND (step, ord) NOT IN "
                     "(SELECT step, ord FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC LIMIT ?)",
-                    [(uid, uid, KEPT_CHECKPOINTS)],
+                    [(uid, uid, KEPT_CHECKPOINTS) for uid, *_ in checkpoints],
                 ),
-            ]
+            ],
+            point="checkpoint",
         )
         return self.last_batch
 
@@ -163,25 +174,34 @@ class Store:
         """Drop the log batches up to ``needed_from``: no stream needs them to recover."""
         self._write([("DELETE FROM log WHERE batch <= ?", [(needed_from,)])])
 
-    def sync_if_due(self) -> None:
-        """With fsync=interval: push the WAL to the disk when the interval has passed."""
-        if self._fsync == "interval" and time.monotonic() - self._synced_at >= self._interval:
-            self.sync()
+    def start_syncing(self) -> None:
+        """With fsync=interval: a thread with its own connection pushes the WAL to the disk every interval
+        (a passive WAL checkpoint syncs the WAL first), so the engine thread never waits for the disk."""
+        if self._fsync == "interval" and self._syncer is None:
+            self._syncer = threading.Thread(target=self._sync_forever, name="store-sync", daemon=True)
+            self._syncer.start()
 
-    def sync(self) -> None:
+    def _sync_forever(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # fsyncs the WAL before copying it back
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        self._synced_at = time.monotonic()
+            while not self._closing.wait(self._interval):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # a full disk: the next round tries again
+                    log.warning("WAL sync failed: %s", exc)
+        finally:
+            db.close()
 
-    def _write(self, statements: list[tuple[str, list[tuple]]]) -> int | None:
+    def _write(self, statements: list[tuple[str, list[tuple]]], point: str = "write") -> int | None:
+        if self._faults.disk_full():
+            raise StoreUnavailable("database or disk is full (injected)")
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cursor = None
                 for sql, rows in statements:
                     cursor = self._db.executemany(sql, rows) if len(rows) != 1 else self._db.execute(sql, rows[0])
+                self._faults.reached(point)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

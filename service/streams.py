@@ -20,7 +20,7 @@ from models import StreamConfig as CoreConfig
 from .results import ResultLog
 from .schemas import StreamConfig, StreamInfo
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def now_iso() -> str:
@@ -79,12 +79,20 @@ class StreamState:
 
 
 def pack(engine: Engine, stream: StreamState) -> bytes:
-    """Everything needed to continue the stream exactly, as safetensors bytes."""
+    """Everything needed to continue the stream exactly, as safetensors bytes: the engine's and the
+    results' arrays grouped into one buffer per dtype (a few tensors, not dozens: much faster to write)."""
     state = engine.state_dict(stream.key)
-    tensors = {f"engine.{name}": t.contiguous() for name, t in state["tensors"].items()}
-    tensors.update(
+    arrays = {f"engine.{name}": t for name, t in state["tensors"].items()}
+    arrays.update(
         {f"results.{name}": torch.from_numpy(np.ascontiguousarray(a)) for name, a in stream.results.arrays().items()}
     )
+    buffers: dict[str, list[torch.Tensor]] = {}
+    layout = []
+    for name, tensor in arrays.items():
+        group = buffers.setdefault(str(tensor.dtype).removeprefix("torch."), [])
+        offset = sum(t.numel() for t in group)
+        layout.append([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset])
+        group.append(tensor.reshape(-1))
     meta = {
         "version": CHECKPOINT_VERSION,
         "engine_version": state["version"],
@@ -95,7 +103,9 @@ def pack(engine: Engine, stream: StreamState) -> bytes:
         "updates": stream.updates,
         "duplicates": stream.duplicates,
         "events": stream.events,
+        "layout": layout,
     }
+    tensors = {dtype: torch.cat(group) for dtype, group in buffers.items()}
     return save_tensors(tensors, metadata={"meta": json.dumps(meta)})
 
 
@@ -114,10 +124,15 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
         tensors = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error types for malformed bytes
         raise ValueError(f"unreadable checkpoint: {exc}") from exc
-    engine_tensors = {k.removeprefix("engine."): v for k, v in tensors.items() if k.startswith("engine.")}
+    arrays = {}
+    for name, dtype, shape, offset in meta["layout"]:
+        buffer = tensors[dtype]
+        count = int(np.prod(shape))
+        arrays[name] = buffer[offset : offset + count].reshape(shape)
+    engine_tensors = {k.removeprefix("engine."): v for k, v in arrays.items() if k.startswith("engine.")}
     state = {"version": meta["engine_version"], "config": meta["config"], "tensors": engine_tensors}
     engine.load_state_dict(stream.key, state)
-    results = {k.removeprefix("results."): v.numpy() for k, v in tensors.items() if k.startswith("results.")}
+    results = {k.removeprefix("results."): v.numpy() for k, v in arrays.items() if k.startswith("results.")}
     stream.results = ResultLog(stream.results.capacity, stream.results.output_size)
     stream.results.load(results)
     stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]

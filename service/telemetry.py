@@ -27,6 +27,7 @@ class Telemetry:
             registry=r,
         )  # fmt: skip
         self.live_streams = Gauge("tbptt_streams", "Streams known to the service", registry=r)
+        self.loaded_streams = Gauge("tbptt_streams_in_memory", "Streams in memory (the others are evicted)", registry=r)
         self.requests = Counter("tbptt_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
         self.latency = Histogram(
             "tbptt_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
@@ -50,3 +51,6 @@ class Telemetry:
 
     def streams(self, count: int) -> None:
         self.live_streams.set(count)
+
+    def in_memory(self, count: int) -> None:
+        self.loaded_streams.set(count)

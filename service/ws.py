@@ -23,7 +23,7 @@ from .routes.observations import ObservationsIn, observe_stream
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-POLICY_VIOLATION, TRY_AGAIN_LATER = 1008, 1013
+GOING_AWAY, POLICY_VIOLATION, TRY_AGAIN_LATER = 1001, 1008, 1013
 MESSAGE = TypeAdapter(ObservationsIn)
 
 
@@ -40,8 +40,10 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
                 return
             reply = await _answer(hub, tenant, stream_id, message.get("text"), message.get("bytes"))
             await websocket.send_text(reply)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: closed by the server meanwhile
         return
+    finally:
+        open_sockets(websocket.app).discard(websocket)
 
 
 async def _answer(hub, tenant: str, stream: str, text: str | None, data: bytes | None) -> str:
@@ -82,6 +84,7 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
     finally:
         closed.cancel()
         hub.unwatch(tenant, stream_id, batches)
+        open_sockets(websocket.app).discard(websocket)
 
 
 async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> bool:
@@ -91,7 +94,21 @@ async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> 
     except StreamNotFound as exc:
         await websocket.close(POLICY_VIOLATION, str(exc))
         return False
+    open_sockets(websocket.app).add(websocket)
     return True
+
+
+def open_sockets(app) -> set[WebSocket]:
+    """The app's open WebSockets, so that a shutdown can say goodbye (1001) before the server drops them."""
+    if not hasattr(app.state, "websockets"):
+        app.state.websockets = set()
+    return app.state.websockets
+
+
+async def close_all(app, reason: str = "the server is shutting down") -> None:
+    for websocket in list(open_sockets(app)):
+        with contextlib.suppress(Exception):  # already gone
+            await websocket.close(GOING_AWAY, reason)
 
 
 async def _until_closed(websocket: WebSocket) -> None:

@@ -73,3 +73,28 @@ def test_streams_with_other_configs_live_in_other_fleets():
     engine.add_stream("c", config(lr=0.5))
     assert engine._streams["a"].fleet is engine._streams["b"].fleet
     assert engine._streams["a"].fleet is not engine._streams["c"].fleet
+
+
+def test_a_mostly_empty_fleet_shrinks_and_its_streams_carry_on_exactly():
+    engine, twin = Engine(), Engine()
+    for i in range(100):
+        engine.add_stream(f"s{i}", config(seed=i))
+    for i in range(0, 100, 10):
+        twin.add_stream(f"s{i}", config(seed=i))
+    xs, ys = sequence(3, 1, 12, seed=5)
+    for x, y in zip(xs[:6], ys[:6]):
+        engine.observe_many([(f"s{i}", x, y) for i in range(100)])
+        twin.observe_many([(f"s{i}", x, y) for i in range(0, 100, 10)])
+    for i in range(100):
+        if i % 10:
+            engine.remove_stream(f"s{i}")
+    fleet = engine._streams["s0"].fleet
+    assert fleet.slots.capacity < 64 and fleet.slots.live == 10  # from 128
+    for x, y in zip(xs[6:], ys[6:]):
+        got = engine.observe_many([(f"s{i}", x, y) for i in range(0, 100, 10)])
+        assert got == twin.observe_many([(f"s{i}", x, y) for i in range(0, 100, 10)])
+    for i in range(0, 100, 10):
+        assert_identical(engine.state_dict(f"s{i}")["tensors"], twin.state_dict(f"s{i}")["tensors"])
+    for i in range(0, 100, 10):
+        engine.remove_stream(f"s{i}")
+    assert not engine._fleets

@@ -1,0 +1,424 @@
+"""No acknowledged observation is ever lost; restarts remember everything, bit for bit.
+
+Each test drives a real server (``tbptt serve``) and compares it with an "uncrashed run": the learning core,
+in process, fed exactly the observations the server acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load as load_tensors
+from websockets.sync.client import connect
+
+from models import Engine
+from service.schemas import StreamConfig
+from service.store import Observations, Store
+from tests.conftest import sequence
+from tests.service.server import Server
+
+CONFIGS = {
+    "gru64": {"model": {"input_size": 3, "hidden_size": 6}, "tbptt": {"k1": 3}, "dtype": "float64"},
+    "lstm64": {"model": {"input_size": 3, "hidden_size": 5, "num_layers": 2, "cell": "lstm"}, "tbptt": {"k1": 4, "k2": 6},
+               "dtype": "float64"},
+    "rnn32": {"model": {"input_size": 3, "hidden_size": 4, "cell": "rnn"}, "tbptt": {"k1": 2}, "target": "next"},
+}  # fmt: skip
+FAST_CHECKPOINTS = {"TBPTT_CHECKPOINT_UPDATES": "3", "TBPTT_CHECKPOINT_SECONDS": "0.5"}
+
+
+class Client:
+    """Sends observations, remembers exactly what the server acknowledged, and after a crash retries what
+    was in flight with the same seqs, as a client should: then everything sent is acknowledged once."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.acked: dict[str, dict[int, tuple[list[float], list[float] | None]]] = {s: {} for s in CONFIGS}
+        self.results: dict[str, dict[int, dict]] = {s: {} for s in CONFIGS}
+        self.in_flight: dict[str, list[dict]] = {s: [] for s in CONFIGS}
+
+    def create_all(self) -> None:
+        for stream, config in CONFIGS.items():
+            assert httpx.put(f"{self.server.url}/v1/streams/{stream}", json=config).status_code == 201
+
+    def observation(self, stream: str, k: int) -> dict:
+        xs, ys = sequence(3, 1, 1, seed=1000 * list(CONFIGS).index(stream) + k)
+        y = None if CONFIGS[stream].get("target") == "next" or k % 5 == 4 else ys[0]
+        return {"x": xs[0], "y": y, "seq": k + 1}
+
+    def post(self, stream: str, ks: list[int]) -> bool:
+        """POST a batch; False (nothing acknowledged) if the server is gone."""
+        return self._post(stream, [self.observation(stream, k) for k in ks])
+
+    def _post(self, stream: str, body: list[dict]) -> bool:
+        self.in_flight[stream] = body
+        try:
+            response = httpx.post(
+                f"{self.server.url}/v1/streams/{stream}/observations", json={"observations": body}, timeout=30
+            )
+        except httpx.TransportError:
+            return False
+        assert response.status_code == 200, response.text
+        self._ack(stream, body, response.json()["results"])
+        return True
+
+    def send_ws(self, stream: str, ks: list[int]) -> bool:
+        try:
+            with connect(f"{self.server.ws_url}/v1/streams/{stream}/ws") as ws:
+                for k in ks:
+                    obs = self.observation(stream, k)
+                    self.in_flight[stream] = [obs]
+                    ws.send(json.dumps(obs))
+                    self._ack(stream, [obs], json.loads(ws.recv(timeout=30))["results"])
+        except AssertionError:
+            raise
+        except Exception:  # the server died mid-stream
+            return False
+        return True
+
+    def retry_in_flight(self) -> None:
+        for stream, body in self.in_flight.items():
+            if body:
+                assert self._post(stream, body)
+
+    def _ack(self, stream: str, body: list[dict], results: list[dict]) -> None:
+        for obs, result in zip(body, results, strict=True):
+            self.acked[stream].setdefault(obs["seq"], (obs["x"], obs["y"]))
+            if not result["duplicate"] or obs["seq"] not in self.results[stream]:
+                self.results[stream][obs["seq"]] = {**result, "duplicate": False}
+        self.in_flight[stream] = []
+
+    def uncrashed(self) -> Engine:
+        engine = Engine()
+        for stream, config in CONFIGS.items():
+            engine.add_stream(stream, StreamConfig.model_validate(config).to_core())
+            observations = [self.acked[stream][seq] for seq in sorted(self.acked[stream])]
+            if observations:
+                engine.observe_many([(stream, x, y) for x, y in observations])
+        return engine
+
+    def assert_same_as_uncrashed(self) -> None:
+        engine = self.uncrashed()
+        for stream in CONFIGS:
+            info = httpx.get(f"{self.server.url}/v1/streams/{stream}").json()
+            assert info["steps"] == len(self.acked[stream]), stream
+            exported = load_tensors(httpx.get(f"{self.server.url}/v1/streams/{stream}/model").content)
+            for name, value in engine.export_weights(stream).items():
+                assert torch.equal(exported[name], value), f"{stream}: {name} differs from the uncrashed run"
+
+    def assert_duplicates_recognized(self) -> None:
+        for stream in CONFIGS:
+            if not self.acked[stream]:
+                continue
+            seq = max(self.acked[stream])
+            x, y = self.acked[stream][seq]
+            again = httpx.post(f"{self.server.url}/v1/streams/{stream}/observations", json={"x": x, "y": y, "seq": seq})
+            assert again.json()["results"][0] == {**self.results[stream][seq], "duplicate": True}
+
+
+def run_until_gone(client: Client, rounds: int = 40) -> None:
+    """Interleave HTTP batches, single POSTs and WebSocket messages over the streams."""
+    k = 0
+    for _ in range(rounds):
+        if not client.post("gru64", [k, k + 1, k + 2]):
+            return
+        if not client.send_ws("lstm64", [k, k + 1]):
+            return
+        if not client.post("rnn32", [k]):
+            return
+        if not client.post("lstm64", [k + 2]):
+            return
+        k += 3
+
+
+def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path):
+    server = Server(tmp_path / "data", **FAST_CHECKPOINTS).start()
+    client = Client(server)
+    client.create_all()
+    run_until_gone(client, rounds=25)
+    server.kill()
+    client.server = Server(tmp_path / "data").start()
+    try:
+        client.retry_in_flight()
+        client.assert_same_as_uncrashed()
+        client.assert_duplicates_recognized()
+        run_until_gone(client, rounds=3)  # and it carries on
+    finally:
+        client.server.stop()
+
+
+@pytest.mark.parametrize("fault", ["die_in_checkpoint=4", "die_in_update=30"])
+def test_a_crash_inside_a_checkpoint_or_an_update_loses_nothing(tmp_path, fault):
+    server = Server(tmp_path / "data", TBPTT_FAULTS=fault, **FAST_CHECKPOINTS).start()
+    client = Client(server)
+    client.create_all()
+    run_until_gone(client, rounds=400)
+    assert server.process.wait(30) == -9, "the fault did not fire"
+    server.log.close()
+    client.server = Server(tmp_path / "data").start()
+    try:
+        client.retry_in_flight()  # committed before the crash (a duplicate now) or not (applied now)
+        client.assert_same_as_uncrashed()
+        client.assert_duplicates_recognized()
+    finally:
+        client.server.stop()
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_the_log(tmp_path):
+    server = Server(tmp_path / "data", **FAST_CHECKPOINTS).start()
+    client = Client(server)
+    client.create_all()
+    run_until_gone(client, rounds=30)
+    server.kill()
+    db = sqlite3.connect(tmp_path / "data" / "tbptt.sqlite3")
+    flipped = 0
+    for uid in [row[0] for row in db.execute("SELECT uid FROM streams")]:
+        rows = db.execute("SELECT step, ord, data FROM checkpoints WHERE uid = ? ORDER BY step DESC", (uid,)).fetchall()
+        assert len(rows) == 2, "expected a newest and a previous checkpoint"
+        step, order, data = rows[0]
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0x01
+        db.execute(
+            "UPDATE checkpoints SET data = ? WHERE uid = ? AND step = ? AND ord = ?", (bytes(data), uid, step, order)
+        )
+        flipped += 1
+    db.commit()
+    db.close()
+    client.server = Server(tmp_path / "data").start()
+    try:
+        client.assert_same_as_uncrashed()
+        assert "is corrupt: falling back" in client.server.output()
+        assert flipped == 3
+    finally:
+        client.server.stop()
+
+
+def test_a_torn_log_tail_is_dropped_at_every_byte_offset(tmp_path):
+    """The last transaction, written but cut short anywhere: the store sees it whole or not at all."""
+    store = Store(tmp_path / "data", fsync="never")
+    for k in range(3):
+        store.append(_batch(k))
+    wal = tmp_path / "data" / "tbptt.sqlite3-wal"
+    before = wal.stat().st_size
+    store.append(_batch(3))  # the write in flight at the crash
+    after = wal.stat().st_size
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(tmp_path / "data", snapshot)
+    store._db.close()
+    assert after > before
+    for offset in range(before, after + 1):
+        torn = tmp_path / "torn"
+        shutil.rmtree(torn, ignore_errors=True)
+        shutil.copytree(snapshot, torn)
+        (torn / "tbptt.sqlite3-shm").unlink(missing_ok=True)
+        with open(torn / "tbptt.sqlite3-wal", "r+b") as f:
+            f.truncate(offset)
+        reopened = Store(torn, fsync="never")
+        batches = [number for number, _ in reopened.batches(0)]
+        reopened._db.close()
+        assert batches == ([1, 2, 3, 4] if offset == after else [1, 2, 3]), offset
+
+
+def _batch(k: int) -> Observations:
+    return Observations(np.array([1]), np.array([k + 1]), np.array([k + 1]), [np.full(3, float(k))], [None])
+
+
+@pytest.mark.parametrize("where", ["middle", "last byte"])
+def test_a_torn_tail_after_acknowledged_observations_restarts_with_exactly_those(tmp_path, where):
+    server = Server(tmp_path / "data").start()
+    client = Client(server)
+    client.create_all()
+    run_until_gone(client, rounds=5)
+    server.kill()
+    wal = tmp_path / "data" / "tbptt.sqlite3-wal"
+    before = wal.stat().st_size
+    store = Store(tmp_path / "data", fsync="never")  # a write in flight at the crash: never acknowledged
+    uid = store.streams()[0].uid
+    store.append(Observations(np.array([uid]), np.array([999]), np.array([999]), [np.zeros(3)], [np.zeros(1)]))
+    after = wal.stat().st_size
+    crashed = tmp_path / "crashed"  # the files as a crash leaves them, the connection still open
+    shutil.copytree(tmp_path / "data", crashed, ignore=shutil.ignore_patterns("*-shm"))
+    store._db.close()
+    assert after > before
+    with open(crashed / "tbptt.sqlite3-wal", "r+b") as f:
+        f.truncate((before + after) // 2 if where == "middle" else after - 1)
+    client.server = Server(crashed).start()
+    try:
+        client.assert_same_as_uncrashed()
+    finally:
+        client.server.stop()
+
+
+def test_disk_full_refuses_writes_keeps_reads_and_recovers_without_restart(tmp_path):
+    full = tmp_path / "disk-is-full"
+    server = Server(tmp_path / "data", TBPTT_FAULTS=f"disk_full_while={full}").start()
+    client = Client(server)
+    client.create_all()
+    run_until_gone(client, rounds=3)
+    full.touch()
+    steps = httpx.get(f"{server.url}/v1/streams/gru64").json()["steps"]
+    refused = httpx.post(f"{server.url}/v1/streams/gru64/observations", json=client.observation("gru64", 100))
+    assert refused.status_code == 507 and "nothing was applied" in refused.json()["detail"]
+    assert httpx.put(f"{server.url}/v1/streams/new", json={"model": {"input_size": 1}}).status_code == 507
+    assert httpx.get(f"{server.url}/v1/streams/gru64").json()["steps"] == steps  # reads work, nothing applied
+    assert httpx.get(f"{server.url}/v1/streams/gru64/predictions").status_code == 200
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    full.unlink()
+    run_until_gone(client, rounds=3)  # writes resume, no restart
+    server.kill()
+    client.server = Server(tmp_path / "data").start()
+    try:
+        client.assert_same_as_uncrashed()
+    finally:
+        client.server.stop()
+
+
+def test_every_observation_three_times_interleaved_equals_each_once(tmp_path):
+    server = Server(tmp_path / "data", **FAST_CHECKPOINTS).start()
+    client = Client(server)
+    client.create_all()
+    try:
+        for k in range(0, 30, 3):  # each window sent three times, overlapping the next
+            for stream in ("gru64", "lstm64"):
+                client.post(stream, [k, k + 1, k + 2])
+                client.post(stream, [k + 1, k])
+                client.post(stream, [k, k + 1, k + 2])
+        assert len(client.acked["gru64"]) == 30 and not any(client.in_flight.values())
+        client.assert_same_as_uncrashed()
+        duplicates = httpx.get(f"{server.url}/v1/streams/gru64/metrics").json()["duplicates"]
+        assert duplicates == 50
+    finally:
+        server.stop()
+
+
+def test_sigterm_checkpoints_everything_and_says_goodbye_with_1001(tmp_path):
+    server = Server(tmp_path / "data").start()
+    client = Client(server)
+    client.create_all()
+    run_until_gone(client, rounds=4)
+    with connect(f"{server.ws_url}/v1/streams/gru64/ws") as ws:
+        assert server.stop() == 0
+        with pytest.raises(Exception):  # noqa: B017 - the connection closes
+            ws.recv(timeout=10)
+        assert ws.close_code == 1001
+    assert "Application shutdown complete" in server.output()
+    client.server = Server(tmp_path / "data").start()
+    try:
+        assert "(0 observations replayed)" in client.server.output()  # everything was in the checkpoints
+        client.assert_same_as_uncrashed()
+    finally:
+        client.server.stop()
+
+
+def test_readyz_is_503_until_recovery_is_done(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.hub import Hub
+    from service.settings import Settings
+
+    recover = Hub._recover
+
+    def slow(self):
+        time.sleep(1.0)
+        return recover(self)
+
+    monkeypatch.setattr(Hub, "_recover", slow)
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
+        assert c.get("/readyz").status_code == 503
+        assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 503
+        deadline = time.monotonic() + 10
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
+
+
+def in_memory(client: httpx.Client) -> int:
+    metrics = client.get("/metrics").text
+    return int(
+        float(next(line.split()[1] for line in metrics.splitlines() if line.startswith("tbptt_streams_in_memory ")))
+    )
+
+
+def server_rss(server: Server) -> int:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_idle_streams_are_evicted_and_come_back_exactly(tmp_path):
+    """10,000 streams, 90% of them idle: memory drops after eviction, and an evicted stream's next
+    observation gives exactly the result it would have given had it stayed in memory."""
+    server = Server(tmp_path / "data", TBPTT_IDLE_SECONDS="3", TBPTT_CHECKPOINT_SECONDS="3600").start()
+    config = {"model": {"input_size": 4}}
+    ids = [f"s{i}" for i in range(10_000)]
+    reference = Engine()
+    core = StreamConfig.model_validate(config).to_core()
+    gen = torch.Generator().manual_seed(0)
+    try:
+
+        def create(chunk: list[str]) -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                for stream in chunk:
+                    assert c.put(f"/v1/streams/{stream}", json=config).status_code == 201
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, [ids[k::8] for k in range(8)]))
+        for stream in ids:
+            reference.add_stream(stream, core)
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+
+            def send(streams: list[str]) -> list[dict]:
+                xs = torch.randn(len(streams), 4, generator=gen).tolist()
+                items = [{"stream": s, "x": x, "y": x[0]} for s, x in zip(streams, xs)]
+                results = c.post("/v1/observations", json={"observations": items}).json()["results"]
+                expected = reference.observe_many([(s, x, x[0]) for s, x in zip(streams, xs)])
+                assert [r["prediction"] for r in results] == [e.prediction for e in expected]
+                return results
+
+            for _ in range(9):  # every stream learns: a full update (k1 = 8) and Adam state
+                for start in range(0, 10_000, 2_000):
+                    send(ids[start : start + 2_000])
+            everyone = server_rss(server)
+            active = ids[:1_000]
+            deadline = time.monotonic() + 120  # the other 9,000 sit idle past TBPTT_IDLE_SECONDS
+            while in_memory(c) > 1_000:
+                assert time.monotonic() < deadline, f"{in_memory(c)} streams still in memory"
+                send(active)
+                time.sleep(0.5)
+            evicted = server_rss(server)
+            comeback = send(["s5000", "s9999"])  # checked against the reference inside send()
+            print(f"\nresident memory: {everyone / 2**20:.0f} MiB with 10,000 streams in memory, "
+                  f"{evicted / 2**20:.0f} MiB once 9,000 idle ones were evicted")  # fmt: skip
+            assert evicted < 0.6 * everyone
+            assert [r["step"] for r in comeback] == [10, 10]
+    finally:
+        server.stop()
+
+
+def test_a_failing_batch_answers_its_requests_and_the_service_refuses_work_until_restarted(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.service.conftest import wait_ready
+
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
+        wait_ready(c)
+        assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
+        hub = c.app.state.hub
+        monkeypatch.setattr(hub.engine, "observe_many", lambda items: 1 / 0)
+        r = c.post("/v1/streams/s/observations", json={"x": 1.0})
+        assert r.status_code == 503 and "restarted" in r.json()["detail"]
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200
