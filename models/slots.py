@@ -6,6 +6,7 @@ metrics) is numpy, whose per-call cost on a few numbers is a fraction of torch's
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,10 +111,8 @@ class SlotArrays:
 def _release_free_memory() -> None:
     """Ask glibc to hand freed heap memory back to the OS: arrays below its (adaptive) mmap threshold live
     on the heap, and freeing them alone leaves the pages resident. A no-op elsewhere."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _new(spec: ArraySpec, rows: int) -> Any:
