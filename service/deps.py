@@ -17,9 +17,13 @@ async def get_hub(connection: HTTPConnection) -> Hub:  # async: no threadpool ho
     return connection.app.state.hub
 
 
-async def get_tenant(connection: HTTPConnection) -> str:
+def tenant_of(connection: HTTPConnection) -> str:
     """The tenant the caller acts for (one, ``default``, while no API keys are configured)."""
     return getattr(connection.state, "tenant", DEFAULT_TENANT)
+
+
+async def get_tenant(connection: HTTPConnection) -> str:  # async: no threadpool hop
+    return tenant_of(connection)
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]

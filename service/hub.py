@@ -66,15 +66,21 @@ class _Job:
     call: Callable[[], Any] | None = None
 
     def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
-        def settle() -> None:
-            if self.future.done():  # the client went away
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(value)
+        self.loop.call_soon_threadsafe(self.settle, value, error)
 
-        self.loop.call_soon_threadsafe(settle)
+    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        """On the event loop."""
+        if self.future.done():  # the client went away
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(value)
+
+
+def _settle_all(answers: list[tuple[_Job, Any]]) -> None:
+    for job, value in answers:
+        job.settle(value)
 
 
 class Hub:
@@ -267,12 +273,8 @@ class Hub:
             plans.append((job, part_plans))
 
         if items and self.settings.log:
-            record = Observations(
-                np.fromiter((s.uid for s in owners), dtype=np.int64, count=len(owners)),
-                np.array(steps, dtype=np.int64),
-                np.array(seqs, dtype=np.int64),
-                [np.array(x, dtype=np.float64) for _, x, _ in items],
-                [None if y is None else np.array(y, dtype=np.float64) for _, _, y in items],
+            record = Observations.of(
+                [s.uid for s in owners], steps, seqs, [x for _, x, _ in items], [y for _, _, y in items]
             )
             try:
                 assert self.store is not None
@@ -292,6 +294,7 @@ class Hub:
         self.telemetry.skipped_updates(self.engine.skipped_updates - skipped)
 
         touched: dict[Key, list[Result]] = {}
+        settled: list[tuple[_Job, Any]] = []
         for job, part_plans in plans:
             answers = []
             for state, entries in part_plans:
@@ -307,24 +310,36 @@ class Hub:
                     part.append(result)
                     touched.setdefault((state.tenant, state.id), []).append(result)
                 answers.append(part)
-            job.resolve(answers)
+            settled.append((job, answers))
+        if settled:  # one wake-up of the event loop for the whole batch
+            settled[0][0].loop.call_soon_threadsafe(_settle_all, settled)
         for key, applied in touched.items():
             if key in self._watchers and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._publish, key, {"stream": key[1], "results": applied})
-            self._maybe_checkpoint(self._streams[key])
+            state = self._streams[key]
+            if state.updates - state.checkpoint_updates >= self.settings.checkpoint_updates:
+                self._checkpoint(state)  # (time-based checkpoints: housekeeping)
 
     def _record(self, owners: list[StreamState], seqs: list[int], results: list) -> None:
         """Per stream: new last seq, step and update counts, and the results kept for duplicates."""
-        by_stream: dict[int, list[int]] = {}
-        for k, state in enumerate(owners):
-            by_stream.setdefault(id(state), []).append(k)
         now = time.monotonic()
-        for ks in by_stream.values():
+        runs: dict[int, list[int]] = {}
+        for k, state in enumerate(owners):
+            run = runs.get(id(state))
+            if run is None:
+                runs[id(state)] = [k]
+            else:
+                run.append(k)
+        for ks in runs.values():
             state = owners[ks[0]]
+            last = results[ks[-1]]
+            state.last_seq, state.steps, state.events, state.last_active = seqs[ks[-1]], last.step, 0, now
+            if len(ks) == 1:
+                state.updates += last.updated
+                state.results.append(seqs[ks[0]], last.step, last.prediction, last.loss, last.updated)
+                continue
             rs = [results[k] for k in ks]
-            state.last_seq, state.steps, state.events = seqs[ks[-1]], rs[-1].step, 0
             state.updates += sum(r.updated for r in rs)
-            state.last_active = now
             state.results.extend(
                 np.array([seqs[k] for k in ks], dtype=np.int64),
                 np.array([r.step for r in rs], dtype=np.int64),
@@ -511,9 +526,7 @@ class Hub:
                     flush()
                     self._apply_event(state, batch)
                 continue
-            for uid, step, seq, x, y in zip(
-                batch.uids.tolist(), batch.steps.tolist(), batch.seqs.tolist(), batch.xs, batch.ys
-            ):
+            for uid, step, seq, x, y in batch.records():
                 state = by_uid.get(uid)
                 if state is not None and self._news(state, step, 0):
                     chunk.append((state, seq, x, y))
@@ -540,13 +553,6 @@ class Hub:
         else:
             self.engine.import_weights(state.key, read_weights(event.payload, state.config))
         state.events = event.ord
-
-    def _maybe_checkpoint(self, state: StreamState, force: bool = False) -> None:
-        s = self.settings
-        due = state.updates - state.checkpoint_updates >= s.checkpoint_updates
-        due = due or time.monotonic() - state.checkpoint_time >= s.checkpoint_seconds
-        if state.loaded and state.dirty and (force or due):
-            self._checkpoint(state)
 
     def _checkpoint(self, *states: StreamState) -> bool:
         """Checkpoint these streams in one transaction; False if the store refused (the log still holds

@@ -45,6 +45,19 @@ class ResultLog:
         self._start = (self._start + overflow) % self._size
         self.count = min(self._size, self.count + m)
 
+    def append(self, seq: int, step: int, prediction: list[float], loss: float | None, updated: bool) -> None:
+        """One result: the common case (one observation per stream per batch), without building arrays."""
+        if self.count == self._size and self._size < self.capacity:
+            self._grow(min(self.capacity, max(16, 2 * self._size)))
+        at = (self._start + self.count) % self._size
+        if self.count == self._size:  # full: overwrite the oldest
+            self._start = (self._start + 1) % self._size
+        else:
+            self.count += 1
+        self._seq[at], self._step[at], self._updated[at] = seq, step, updated
+        self._loss[at] = np.nan if loss is None else loss
+        self._pred[at] = prediction
+
     def find(self, seq: int) -> Result | None:
         """The result of ``seq`` if still kept."""
         seqs = self._ordered(self._seq)

@@ -24,6 +24,7 @@ import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +77,44 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Observations:
-    """One engine batch: record k is observation ``steps[k]`` (seq ``seqs[k]``) of stream ``uids[k]``."""
+    """One engine batch: record k is observation ``steps[k]`` (seq ``seqs[k]``) of stream ``uids[k]``; the
+    x values of all records one after the other in ``x`` (record k's length in ``x_len``), likewise y
+    (length -1: no target)."""
 
     uids: np.ndarray  # (m,) int64
     steps: np.ndarray
     seqs: np.ndarray
-    xs: list[np.ndarray]  # float64 values
-    ys: list[np.ndarray | None]
+    x: np.ndarray  # float64
+    x_len: np.ndarray  # (m,) int32
+    y: np.ndarray
+    y_len: np.ndarray
+
+    @classmethod
+    def of(
+        cls, uids: list[int], steps: list[int], seqs: list[int], xs: list[list[float]], ys: list[list[float] | None]
+    ) -> Observations:
+        """From Python lists, in a few bulk calls (this runs for every batch)."""
+        count = len(uids)
+        given = [y for y in ys if y is not None]
+        return cls(
+            np.array(uids, dtype=np.int64),
+            np.array(steps, dtype=np.int64),
+            np.array(seqs, dtype=np.int64),
+            np.fromiter(chain.from_iterable(xs), dtype=np.float64),
+            np.fromiter(map(len, xs), dtype=np.int32, count=count),
+            np.fromiter(chain.from_iterable(given), dtype=np.float64),
+            np.fromiter((-1 if y is None else len(y) for y in ys), dtype=np.int32, count=count),
+        )
+
+    def records(self) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]]:
+        """(uid, step, seq, x, y) per record."""
+        x_at = np.concatenate([[0], np.cumsum(self.x_len)])
+        y_at = np.concatenate([[0], np.cumsum(np.maximum(self.y_len, 0))])
+        for k, (uid, step, seq, has_y) in enumerate(
+            zip(self.uids.tolist(), self.steps.tolist(), self.seqs.tolist(), (self.y_len >= 0).tolist())
+        ):
+            y = self.y[y_at[k] : y_at[k + 1]] if has_y else None
+            yield uid, step, seq, self.x[x_at[k] : x_at[k + 1]], y
 
 
 @dataclass(frozen=True)
@@ -240,21 +272,11 @@ class Store:
 
 
 def _encode_observations(batch: Observations) -> bytes:
-    x_len = np.fromiter((len(x) for x in batch.xs), dtype=np.int32, count=len(batch.xs))
-    y_len = np.fromiter((-1 if y is None else len(y) for y in batch.ys), dtype=np.int32, count=len(batch.ys))
-    xs = np.concatenate(batch.xs) if batch.xs else np.empty(0)
-    given = [y for y in batch.ys if y is not None]
-    ys = np.concatenate(given) if given else np.empty(0)
     parts: Sequence[bytes] = [
-        _HEADER.pack(len(batch.uids), len(xs), len(ys)),
-        np.ascontiguousarray(batch.uids, dtype=np.int64).tobytes(),
-        np.ascontiguousarray(batch.steps, dtype=np.int64).tobytes(),
-        np.ascontiguousarray(batch.seqs, dtype=np.int64).tobytes(),
-        x_len.tobytes(),
-        y_len.tobytes(),
-        np.ascontiguousarray(xs, dtype=np.float64).tobytes(),
-        np.ascontiguousarray(ys, dtype=np.float64).tobytes(),
-    ]
+        _HEADER.pack(len(batch.uids), len(batch.x), len(batch.y)),
+        batch.uids.tobytes(), batch.steps.tobytes(), batch.seqs.tobytes(),
+        batch.x_len.tobytes(), batch.y_len.tobytes(), batch.x.tobytes(), batch.y.tobytes(),
+    ]  # fmt: skip
     return b"".join(parts)
 
 
@@ -270,12 +292,7 @@ def _decode_observations(data: bytes) -> Observations:
 
     uids, steps, seqs = take(np.int64, m), take(np.int64, m), take(np.int64, m)
     x_len, y_len = take(np.int32, m), take(np.int32, m)
-    xs, ys = take(np.float64, nx), take(np.float64, ny)
-    x_split = np.split(xs, np.cumsum(x_len)[:-1]) if m else []
-    given = np.split(ys, np.cumsum(y_len[y_len >= 0])[:-1]) if (y_len >= 0).any() else []
-    it = iter(given)
-    y_list = [None if n < 0 else next(it) for n in y_len.tolist()]
-    return Observations(uids, steps, seqs, x_split, y_list)
+    return Observations(uids, steps, seqs, take(np.float64, nx), x_len, take(np.float64, ny), y_len)
 
 
 def _encode_event(event: Event) -> bytes:

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as load_tensors
@@ -228,7 +227,7 @@ def test_a_torn_log_tail_is_dropped_at_every_byte_offset(tmp_path):
 
 
 def _batch(k: int) -> Observations:
-    return Observations(np.array([1]), np.array([k + 1]), np.array([k + 1]), [np.full(3, float(k))], [None])
+    return Observations.of([1], [k + 1], [k + 1], [[float(k)] * 3], [None])
 
 
 @pytest.mark.parametrize("where", ["middle", "last byte"])
@@ -242,7 +241,7 @@ def test_a_torn_tail_after_acknowledged_observations_restarts_with_exactly_those
     before = wal.stat().st_size
     store = Store(tmp_path / "data", fsync="never")  # a write in flight at the crash: never acknowledged
     uid = store.streams()[0].uid
-    store.append(Observations(np.array([uid]), np.array([999]), np.array([999]), [np.zeros(3)], [np.zeros(1)]))
+    store.append(Observations.of([uid], [999], [999], [[0.0, 0.0, 0.0]], [[0.0]]))
     after = wal.stat().st_size
     crashed = tmp_path / "crashed"  # the files as a crash leaves them, the connection still open
     shutil.copytree(tmp_path / "data", crashed, ignore=shutil.ignore_patterns("*-shm"))

@@ -191,3 +191,36 @@ def test_a_watcher_that_stops_reading_is_dropped_and_never_slows_the_stream(tmp_
         print(f"\n40 batches applied in {elapsed:.1f} s with a stuck watcher; it got {received} before 1013")
     finally:
         assert server.stop() == 0
+
+
+def test_exact_under_micro_batching_with_many_streams_interleaved(tmp_path):
+    """Concurrent clients on 12 streams (4 per cell type), the engine waiting 2 ms to batch them together:
+    every prediction and the final weights still equal each stream's own reference loop."""
+    server = Server(tmp_path / "data", TBPTT_BATCH_WAIT_MS="2").start()
+    cells = [cell for cell in ("rnn", "gru", "lstm") for _ in range(4)]
+    streams = [f"mb-{k}" for k in range(len(cells))]
+    data = {s: sequence(3, 2, 300, seed=40 + k, missing_every=7) for k, s in enumerate(streams)}
+    try:
+        for stream, cell in zip(streams, cells):
+            create(server, stream, exact_config(cell))
+
+        async def client(stream: str) -> list[list[float]]:
+            xs, ys = data[stream]
+            predictions = []
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+                for start in range(0, 300, 3):  # small batches, so requests of all streams overlap
+                    chunk = [{"x": x, "y": y} for x, y in zip(xs[start : start + 3], ys[start : start + 3])]
+                    r = await c.post(f"/v1/streams/{stream}/observations", json={"observations": chunk})
+                    predictions += [res["prediction"] for res in r.json()["results"]]
+            return predictions
+
+        async def everyone():
+            return await asyncio.gather(*(client(s) for s in streams))
+
+        for stream, cell, predictions in zip(streams, cells, asyncio.run(everyone())):
+            assert_exact(server, stream, cell, predictions, *data[stream])
+        batches = float(next(line.split()[1] for line in httpx.get(f"{server.url}/metrics").text.splitlines()
+                             if line.startswith("tbptt_engine_batch_seconds_count")))  # fmt: skip
+        assert batches < 1200, "requests were not batched together"  # 1,200 requests in all
+    finally:
+        server.stop()

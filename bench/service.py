@@ -1,0 +1,291 @@
+"""The service under load, started the way users start it, each figure against a baseline of the same run.
+
+    python -m bench.service            # about 6 minutes; needs wrk (apt-get install wrk)
+    python -m bench.service --quick    # shorter runs
+
+Throughput (issue "service throughput"):
+  a) single-observation POSTs, 16 connections, round robin over 1,000 streams: observations/s against a bare
+     FastAPI endpoint validating the same body and answering a constant; p50/p99 at half our peak rate;
+  b) WebSocket, 100 clients on 100 streams, one observation per message: messages/s against a bare FastAPI
+     WebSocket echo (same client);
+  c) cross-stream batches, 1,000 observations on 1,000 streams per request: observations/s against the
+     textbook per-stream loop in process on the same data;
+  d) one stream, batches of 1,000 observations: observations/s against the textbook loop in process;
+  e) resident memory per stream at 10,000 streams.
+Durability (issue "durability"): the load of a) with TBPTT_FSYNC=interval and =never, against no log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import torch
+
+from bench.core import steps_per_second, textbook_streams
+
+STREAM_INPUT = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(command: list[str], env: dict[str, str] | None = None):
+    """A server process on a free loopback port; yields its base URL and process."""
+    port = free_port()
+    data = Path(tempfile.mkdtemp(prefix="bench-"))
+    full = [c.format(port=port, data=data) for c in command]
+    process = subprocess.Popen(
+        full, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if (
+                    httpx.get(
+                        f"{url}/readyz"
+                        if "tbptt" in " ".join(full) or "service.cli" in " ".join(full)
+                        else f"{url}/docs",
+                        timeout=1,
+                    ).status_code
+                    == 200
+                ):
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"server did not start: {full}")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def tbptt(env: dict[str, str] | None = None):
+    return server([sys.executable, "-m", "service.cli", "serve", "--port", "{port}", "--data-dir", "{data}"], env)
+
+
+def bare():
+    return server([sys.executable, "-m", "uvicorn", "bench.bare:app", "--port", "{port}", "--no-access-log",
+                   "--log-level", "warning"])  # fmt: skip
+
+
+def create_streams(url: str, count: int, config: dict) -> None:
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i in range(count):
+            r = c.put(f"/v1/streams/s{i}", json=config)
+            assert r.status_code in (200, 201), r.text
+
+
+# -- wrk -------------------------------------------------------------------------------------------------------
+
+
+def lua_single(streams: int, delay_ms: float = 0.0) -> str:
+    """Round robin over ``streams`` streams, one observation per request, a few different bodies."""
+    gen = torch.Generator().manual_seed(0)
+    bodies = [json.dumps({"x": x, "y": x[0]}) for x in torch.randn(64, STREAM_INPUT, generator=gen).tolist()]
+    return f"""
+local bodies = {{{", ".join("[[" + b + "]]" for b in bodies)}}}
+local n = 0
+local headers = {{["Content-Type"] = "application/json"}}
+request = function()
+  n = n + 1
+  return wrk.format("POST", "/v1/streams/s" .. (n % {streams}) .. "/observations", headers, bodies[(n % #bodies) + 1])
+end
+{"delay = function() return " + str(delay_ms) + " end" if delay_ms else ""}
+"""
+
+
+def lua_fixed(path: str, bodies: list[str]) -> str:
+    return f"""
+local bodies = {{{", ".join("[[" + b + "]]" for b in bodies)}}}
+local n = 0
+local headers = {{["Content-Type"] = "application/json"}}
+request = function()
+  n = n + 1
+  return wrk.format("POST", "{path}", headers, bodies[(n % #bodies) + 1])
+end
+"""
+
+
+def wrk(url: str, script: str, seconds: float, connections: int = 16) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", f.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(f.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} failed responses:\n{out}")
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+# -- WebSocket load: client processes of asyncio connections ---------------------------------------------------
+
+
+def _ws_client(url: str, streams: list[str], seconds: float, counter) -> None:
+    from websockets.asyncio.client import connect
+
+    body = json.dumps({"x": [0.5] * STREAM_INPUT, "y": 1.0})
+
+    async def one(stream: str) -> int:
+        sent = 0
+        async with connect(f"{url.replace('http', 'ws')}/v1/streams/{stream}/ws") as ws:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                await ws.send(body)
+                await ws.recv()
+                sent += 1
+        return sent
+
+    async def all_() -> int:
+        return sum(await asyncio.gather(*(one(s) for s in streams)))
+
+    total = asyncio.run(all_())
+    with counter.get_lock():
+        counter.value += total
+
+
+def ws_rate(url: str, clients: int, seconds: float) -> float:
+    counter = multiprocessing.Value("q", 0)
+    streams = [f"s{i}" for i in range(clients)]
+    workers = [
+        multiprocessing.Process(target=_ws_client, args=(url, streams[k::2], seconds, counter)) for k in range(2)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return counter.value / seconds
+
+
+# -- in-process baselines ------------------------------------------------------------------------------------
+
+
+def textbook_rate(streams: int, steps: int, rounds: int = 3) -> float:
+    """The median of a few runs: this machine's speed drifts by tens of percent within minutes."""
+    return statistics.median(steps_per_second(textbook_streams(streams), streams, steps, 1) for _ in range(rounds))
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cross_bodies(streams: int, count: int) -> list[str]:
+    gen = torch.Generator().manual_seed(1)
+    return [
+        json.dumps({"observations": [{"stream": f"s{i}", "x": x, "y": x[0]} for i, x in enumerate(xs)]})
+        for xs in (torch.randn(streams, STREAM_INPUT, generator=gen).tolist() for _ in range(count))
+    ]
+
+
+def run(seconds: float) -> list[tuple[str, str, str, str]]:
+    torch.set_num_threads(1)
+    config = {"model": {"input_size": STREAM_INPUT}}
+    rows: list[tuple[str, str, str, str]] = []
+
+    with bare() as (url, _):
+        floor = wrk(url, lua_single(1000), seconds)
+        echo = ws_rate(url, 100, seconds)
+    with tbptt() as (url, _):
+        create_streams(url, 1000, config)
+        ours = wrk(url, lua_single(1000), seconds)
+        half = ours["rate"] / 2
+        paced = wrk(url, lua_single(1000, delay_ms=16 * 1000 / half), seconds)  # 16 connections
+        ws = ws_rate(url, 100, seconds)
+        cross = wrk(url, lua_fixed("/v1/observations", cross_bodies(1000, 8)), seconds, connections=4)
+    textbook_many = textbook_rate(1000, 16)
+    rows.append(("a) 1-observation POSTs, 1,000 streams", f"{ours['rate']:,.0f} obs/s",
+                 f"bare FastAPI {floor['rate']:,.0f} req/s", f"{ours['rate'] / floor['rate']:.2f}x"))  # fmt: skip
+    rows.append(("   latency at half peak", f"p50 {paced['p50']:.1f} ms, p99 {paced['p99']:.1f} ms",
+                 f"at {paced['rate']:,.0f} req/s", ""))  # fmt: skip
+    rows.append(("b) WebSocket, 100 clients", f"{ws:,.0f} msg/s", f"bare echo {echo:,.0f} msg/s", f"{ws / echo:.2f}x"))
+    cross_rate = cross["rate"] * 1000
+    rows.append(("c) cross-stream batches of 1,000", f"{cross_rate:,.0f} obs/s",
+                 f"textbook loop {textbook_many:,.0f} steps/s", f"{cross_rate / textbook_many:.1f}x"))  # fmt: skip
+
+    with tbptt() as (url, _):
+        create_streams(url, 1, config)
+        gen = torch.Generator().manual_seed(2)
+        bodies = [json.dumps({"observations": [{"x": x, "y": x[0]} for x in torch.randn(1000, STREAM_INPUT, generator=gen).tolist()]})
+                  for _ in range(4)]  # fmt: skip
+        one = wrk(url, lua_fixed("/v1/streams/s0/observations", bodies), seconds, connections=1)
+    textbook_one = textbook_rate(1, 800)
+    rows.append(("d) one stream, batches of 1,000", f"{one['rate'] * 1000:,.0f} obs/s",
+                 f"textbook loop {textbook_one:,.0f} steps/s", f"{one['rate'] * 1000 / textbook_one:.1f}x"))  # fmt: skip
+
+    with tbptt() as (url, process):
+        before = rss(process.pid)
+        create_streams(url, 10_000, config)
+        bodies = cross_bodies(10_000, 1)
+        with httpx.Client(base_url=url, timeout=120) as c:
+            for _ in range(2):
+                for start in range(0, 10_000, 2_000):
+                    items = json.loads(bodies[0])["observations"][start : start + 2_000]
+                    c.post("/v1/observations", json={"observations": items}).raise_for_status()
+        per_stream = (rss(process.pid) - before) / 10_000
+    rows.append(("e) memory at 10,000 streams", f"{per_stream / 1024:,.1f} KiB/stream", "", ""))
+
+    durable = {}
+    for name, env in (("no log", {"TBPTT_LOG": "false"}), ("interval", {"TBPTT_FSYNC": "interval"}),
+                      ("never", {"TBPTT_FSYNC": "never"})):  # fmt: skip
+        with tbptt(env) as (url, _):
+            create_streams(url, 1000, config)
+            durable[name] = wrk(url, lua_single(1000), seconds)["rate"]
+    for name in ("interval", "never"):
+        rows.append((f"durability: fsync={name}", f"{durable[name]:,.0f} obs/s", f"no log {durable['no log']:,.0f} obs/s",
+                     f"{durable[name] / durable['no log']:.2f}x"))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench.service needs wrk: apt-get install wrk")
+    rows = run(seconds=4 if args.quick else 10)
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    main()
