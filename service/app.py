@@ -13,8 +13,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException  # the base class: FastAPI raises both kinds
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors, fastjson
+from . import errors, fastjson, limits
+from .auth import Authenticate, Keys
 from .hub import Hub
+from .ratelimit import RateLimit
 from .routes import health, model, observations, streams
 from .settings import Settings
 from .telemetry import Telemetry
@@ -44,7 +46,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await hub.stop()
 
-    app = FastAPI(title="tbptt-service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    keys = Keys.from_settings(settings)
+    app = FastAPI(
+        title="tbptt-service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
     app.state.settings = settings
     app.state.telemetry = telemetry
     errors.install(app)
@@ -54,24 +63,77 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # e.g. not UTF-8
             detail = [{"loc": ["body"], "msg": "the body is not valid UTF-8 JSON", "type": "json_invalid"}]
             return JSONResponse({"detail": detail}, status_code=422)
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette lists the first matching route's methods only
+            headers["Allow"] = ", ".join(_methods_for(app, request.url.path))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     # The hot router first: FastAPI tries routes in order, and matching is a real share of a small request.
-    for router in (observations.router, streams.router, model.router, health.router, ws_router):
+    routers = (
+        observations.router,
+        streams.router,
+        model.make_router(settings.max_model_bytes),
+        health.router,
+        ws_router,
+    )
+    for router in routers:
         app.include_router(router)
-    _document_raw_bodies(app)
+    _document(app, settings)
+    app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
+    app.add_middleware(Authenticate, keys=keys)  # added last: runs first
     app.add_middleware(RequestMetrics, telemetry=telemetry)
     return app
 
 
-def _document_raw_bodies(app: FastAPI) -> None:
-    """Bodies validated from raw bytes (fastjson) are not seen by FastAPI: add their schemas."""
+def _methods_for(app: FastAPI, path: str) -> list[str]:
+    """Every method some route offers for ``path``."""
+    methods: set[str] = set()
+    todo = list(app.router.routes)
+    while todo:
+        route = todo.pop()
+        if hasattr(route, "original_router"):  # an included router
+            todo += route.original_router.routes
+        elif getattr(route, "methods", None) and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
+DETAIL = {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+ERRORS = {  # what any /v1 operation may answer besides its own
+    "401": "No valid API key (Authorization: Bearer <key>)",
+    "403": "A limit on streams is reached",
+    "404": "No such stream for this tenant",
+    "409": "The stream exists with another config",
+    "413": "The body is too large",
+    "422": "Invalid input, naming the field",
+    "429": "Too many requests from this tenant; see Retry-After",
+    "503": "Starting, shutting down, or too many connections",
+    "507": "Storage full: nothing was applied",
+}
+
+
+def _document(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI document: bodies validated from raw bytes (fastjson) are not seen by FastAPI, so their
+    schemas are added; the configured limits replace the schema's defaults; the bearer scheme is declared."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(fastjson.SCHEMAS)
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(fastjson.SCHEMAS)
+            limits.document(components["schemas"], settings)
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            components["schemas"]["Detail"] = {
+                "type": "object", "properties": {"detail": {}}, "required": ["detail"], "title": "Detail"
+            }  # fmt: skip
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+                        responses = operation.setdefault("responses", {})
+                        for status, description in ERRORS.items():
+                            responses.setdefault(status, {"description": description, "content": DETAIL})
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .app import create_app
+    from .auth import Keys, check_exposure
     from .ws import close_all
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
@@ -39,6 +40,7 @@ def _serve(args: argparse.Namespace) -> None:
     # uvicorn shuts down gracefully on SIGTERM (final checkpoints included), then re-raises the signal for the
     # previous handler: a stop that was asked for and done cleanly exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    check_exposure(settings, Keys.from_settings(settings), settings.host)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -47,6 +49,8 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        ws_max_size=settings.max_ws_message_bytes,  # close 1009 beyond
+        limit_concurrency=settings.max_connections,  # 503 beyond, rather than hanging
     )
 
     class GracefulServer(uvicorn.Server):

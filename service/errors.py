@@ -34,6 +34,12 @@ class StreamConflict(ServiceError):
         super().__init__(f"stream {stream!r} exists with another config; delete it first or use another id")
 
 
+class LimitReached(ServiceError):
+    """A quota (streams per tenant, in all) would be exceeded."""
+
+    status = 403
+
+
 class Invalid(ServiceError):
     """Input that passed the schema but breaks a rule that depends on the stream (FastAPI's list form)."""
 

@@ -28,7 +28,7 @@ import torch
 from models import Engine
 from models import StreamConfig as CoreConfig
 
-from .errors import ServiceError, StorageFull, StreamConflict, StreamNotFound, Unavailable
+from .errors import LimitReached, ServiceError, StorageFull, StreamConflict, StreamNotFound, Unavailable
 from .faults import Faults
 from .modelfile import read_weights, write_weights
 from .results import Result, ResultLog
@@ -362,6 +362,7 @@ class Hub:
             if state.config != config:
                 raise StreamConflict(stream)
             return state.info(), False
+        self._check_room(tenant)
         created_at = now_iso()
         uid = self._write(lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at))
         state = self._new_state(uid, tenant, stream, config, created_at)
@@ -372,6 +373,15 @@ class Hub:
         self._streams[(tenant, stream)] = state
         self.telemetry.streams(len(self._streams))
         return state.info(), True
+
+    def _check_room(self, tenant: str) -> None:
+        s = self.settings
+        if len(self._streams) >= s.max_streams:
+            raise LimitReached(f"the service holds its limit of {s.max_streams} streams (TBPTT_MAX_STREAMS)")
+        if sum(1 for t, _ in self._streams if t == tenant) >= s.max_streams_per_tenant:
+            raise LimitReached(
+                f"this tenant holds its limit of {s.max_streams_per_tenant} streams (TBPTT_MAX_STREAMS_PER_TENANT)"
+            )
 
     def info(self, tenant: str, stream: str) -> StreamInfo:
         return self._get(tenant, stream).info()

@@ -41,5 +41,31 @@ class Settings(BaseSettings):
         0.0, ge=0, le=100, description="how long the engine waits for more observations to batch with (ms)"
     )
     torch_threads: int = Field(1, ge=1, le=64, description="threads for tensor work (the server shares the cores)")
+
+    # -- access ------------------------------------------------------------------------------------------
+    api_keys: str = Field("", description="comma-separated tenant:key pairs; empty: no keys (loopback only)")
+    api_keys_file: Path | None = Field(None, description="a file of tenant:key lines, added to api_keys")
+    trust_network: bool = Field(False, description="allow listening beyond loopback without API keys")
+    allowed_origins: str = Field(
+        "", description="comma-separated Origins allowed on WebSockets besides the service's own; * for any"
+    )
+
+    # -- limits ------------------------------------------------------------------------------------------
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="request body limit (413 beyond)")
+    max_model_bytes: int = Field(64 << 20, ge=1024, description="model file upload limit (413 beyond)")
+    max_ws_message_bytes: int = Field(1 << 20, ge=1024, description="WebSocket message limit (close 1009 beyond)")
+    max_batch: int = Field(10_000, ge=1, le=10_000, description="observations per request")
+    max_streams_per_tenant: int = Field(100_000, ge=1, description="streams a tenant may create")
+    max_streams: int = Field(1_000_000, ge=1, description="streams in all")
+    max_input_size: int = Field(1024, ge=1, le=4096, description="model.input_size at most")
+    max_output_size: int = Field(1024, ge=1, le=4096, description="model.output_size at most")
+    max_hidden_size: int = Field(256, ge=1, le=1024, description="model.hidden_size at most")
+    max_num_layers: int = Field(4, ge=1, le=4, description="model.num_layers at most")
+    max_k2: int = Field(1024, ge=1, le=1024, description="tbptt.k2 (and k1) at most")
+    max_connections: int = Field(1024, ge=1, description="concurrent connections (503 beyond)")
+    rate_limit: float = Field(0.0, ge=0, description="requests per second per tenant (429 beyond); 0: no limit")
+    rate_burst: int = Field(100, ge=1, description="requests a tenant may send at once before the rate applies")
+    ws_idle_seconds: float = Field(300.0, gt=0, description="close a WebSocket silent for this long")
+    ws_send_timeout: float = Field(10.0, gt=0, description="close a WebSocket whose client stops reading this long")
     watch_queue: int = Field(64, ge=1, le=10_000, description="batches a watcher may fall behind before it is dropped")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

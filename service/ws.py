@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import json
 import logging
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
+from .auth import subprotocol
 from .deps import HubDep, StreamId, Tenant
 from .errors import ServiceError, StreamNotFound, validation_errors
 from .routes.observations import ObservationsIn, observe_stream
@@ -23,7 +25,7 @@ from .routes.observations import ObservationsIn, observe_stream
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-GOING_AWAY, POLICY_VIOLATION, TRY_AGAIN_LATER = 1001, 1008, 1013
+NORMAL, GOING_AWAY, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1000, 1001, 1008, 1009, 1013
 MESSAGE = TypeAdapter(ObservationsIn)
 
 
@@ -33,14 +35,23 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
     the same JSON as the POST response, or {"detail": ...} for a bad message (the socket stays open)."""
     if not await _accept_known(websocket, hub, tenant, stream_id):
         return
+    s = hub.settings
     try:
         while True:
-            message = await websocket.receive()
+            try:
+                message = await asyncio.wait_for(websocket.receive(), s.ws_idle_seconds)
+            except TimeoutError:
+                await websocket.close(NORMAL, f"idle for {s.ws_idle_seconds:g} s")
+                return
             if message["type"] == "websocket.disconnect":
                 return
-            reply = await _answer(hub, tenant, stream_id, message.get("text"), message.get("bytes"))
-            await websocket.send_text(reply)
-    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: closed by the server meanwhile
+            text, data = message.get("text"), message.get("bytes")
+            if len(text or data or "") > s.max_ws_message_bytes:
+                await websocket.close(TOO_BIG, f"messages are limited to {s.max_ws_message_bytes} bytes")
+                return
+            reply = await _answer(hub, tenant, stream_id, text, data)
+            await asyncio.wait_for(websocket.send_text(reply), s.ws_send_timeout)  # a client that stops reading
+    except (WebSocketDisconnect, RuntimeError, TimeoutError):  # RuntimeError: closed by the server meanwhile
         return
     finally:
         open_sockets(websocket.app).discard(websocket)
@@ -78,8 +89,8 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
             if batch is None:
                 await websocket.close(TRY_AGAIN_LATER, "too slow to keep up")
                 return
-            await websocket.send_text(orjson.dumps(batch).decode())
-    except WebSocketDisconnect:
+            await asyncio.wait_for(websocket.send_text(orjson.dumps(batch).decode()), hub.settings.ws_send_timeout)
+    except (WebSocketDisconnect, RuntimeError, TimeoutError):
         return
     finally:
         closed.cancel()
@@ -88,7 +99,10 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
 
 
 async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> bool:
-    await websocket.accept()
+    if not _origin_allowed(websocket, hub.settings.allowed_origins):
+        await websocket.close(POLICY_VIOLATION, "origin not allowed")  # before accepting: a 403
+        return False
+    await websocket.accept(subprotocol=subprotocol(websocket.scope))
     try:
         hub.config(tenant, stream)
     except StreamNotFound as exc:
@@ -96,6 +110,18 @@ async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> 
         return False
     open_sockets(websocket.app).add(websocket)
     return True
+
+
+def _origin_allowed(websocket: WebSocket, allowed: str) -> bool:
+    """Browsers send Origin: allow our own, and those listed in TBPTT_ALLOWED_ORIGINS ("*": any).
+    Clients that send none (not a browser) are not subject to it."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    listed = {o.strip().rstrip("/") for o in allowed.split(",") if o.strip()}
+    if "*" in listed or origin.rstrip("/") in listed:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host")
 
 
 def open_sockets(app) -> set[WebSocket]:

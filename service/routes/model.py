@@ -7,33 +7,39 @@ from fastapi import APIRouter, Request, Response
 from ..deps import HubDep, StreamId, Tenant
 from ..schemas import StreamInfo
 
-router = APIRouter(prefix="/v1/streams", tags=["model"])
-
 SAFETENSORS = "application/octet-stream"
+BINARY = {"schema": {"type": "string", "format": "binary"}}
 BINARY_BODY = {
     "requestBody": {
         "required": True,
-        "content": {SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}},
+        "content": {SAFETENSORS: BINARY},
         "description": "a safetensors file, as GET .../model returns",
     }
 }
 
 
-@router.get(
-    "/{stream_id}/model",
-    response_class=Response,
-    responses={200: {"content": {SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}}}},
-)
 async def get_model(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> Response:
     """Export the weights (safetensors; loads into torch.nn.GRU/LSTM/RNN + Linear)."""
     data = await hub.call(hub.export_model, tenant, stream_id)
-    return Response(
-        data, media_type=SAFETENSORS, headers={"Content-Disposition": f'attachment; filename="{stream_id}.safetensors"'}
-    )
+    disposition = f'attachment; filename="{stream_id}.safetensors"'
+    return Response(data, media_type=SAFETENSORS, headers={"Content-Disposition": disposition})
 
 
-@router.put("/{stream_id}/model", response_model=StreamInfo, openapi_extra=BINARY_BODY)
 async def put_model(stream_id: StreamId, request: Request, hub: HubDep, tenant: Tenant) -> StreamInfo:
     """Import weights (names, shapes, dtype and finiteness checked); optimizer and hidden state reset."""
     data = await request.body()
     return await hub.call(hub.import_model, tenant, stream_id, data)
+
+
+def make_router(max_bytes: int) -> APIRouter:
+    """The model routes: uploads may be larger than other bodies (``max_bytes``, TBPTT_MAX_MODEL_BYTES)."""
+    router = APIRouter(prefix="/v1/streams", tags=["model"])
+    router.add_api_route(
+        "/{stream_id}/model", get_model, methods=["GET"], response_class=Response,
+        responses={200: {"content": {SAFETENSORS: BINARY}}},
+    )  # fmt: skip
+    router.add_api_route(
+        "/{stream_id}/model", put_model, methods=["PUT"], response_model=StreamInfo, openapi_extra=BINARY_BODY,
+        max_body_size=max_bytes, responses={413: {"description": "the file is larger than TBPTT_MAX_MODEL_BYTES"}},
+    )  # fmt: skip
+    return router

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import Discriminator, Tag
 
+from .. import limits
 from ..deps import StreamId, tenant_of
 from ..fastjson import JSONBody, reply
 from ..hub import Hub
@@ -49,6 +50,7 @@ async def post_cross_stream(request: Request) -> Response:
     """Observations for many streams in one request, answered in request order; checked whole first."""
     hub, tenant = request.app.state.hub, tenant_of(request)
     body: CrossStreamBatch = await CROSS_BODY.parse(request)
+    limits.check_batch(len(body.observations), hub.settings)
     parts = [
         (obs.stream, [incoming(hub.config(tenant, obs.stream), obs, ("body", "observations", i))])
         for i, obs in enumerate(body.observations)
@@ -61,6 +63,7 @@ async def observe_stream(hub: Hub, tenant: str, stream: str, body: Observation |
     """Check ``body`` against the stream and apply it; shared by HTTP and WebSocket."""
     config = hub.config(tenant, stream)
     if isinstance(body, ObservationBatch):
+        limits.check_batch(len(body.observations), hub.settings)
         observations = [incoming(config, o, ("body", "observations", i)) for i, o in enumerate(body.observations)]
     else:
         observations = [incoming(config, body, ("body",))]

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from .. import limits
 from ..deps import HubDep, StreamId, Tenant
 from ..errors import Invalid
 from ..fastjson import reply
@@ -31,6 +32,7 @@ async def put_stream(
         core = config.to_core()
     except ValueError as exc:  # a rule across fields the schema cannot express
         raise Invalid(["body"], str(exc)) from exc
+    limits.check_model(core, hub.settings)
     info, created = await hub.call(hub.create, tenant, stream_id, core)
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -1,0 +1,52 @@
+"""Per-tenant request rate: a token bucket per tenant; beyond it, 429 with Retry-After. Off when rate is 0.
+
+A throttled request is answered only when its retry time comes (at most a second later): a client that
+floods without waiting then waits on its own connections, instead of costing the event loop a rejection
+per request, which is what would slow the other tenants down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+MAX_HOLD = 1.0  # seconds a throttled request is held before its 429
+
+
+class RateLimit:
+    """ASGI middleware after authentication: counts /v1 requests and WebSocket connections per tenant."""
+
+    def __init__(self, app: ASGIApp, rate: float, burst: int) -> None:
+        self.app, self.rate, self.burst = app, rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tenant = scope.get("state", {}).get("tenant")
+        if not self.rate or tenant is None or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        wait = self._take(tenant)
+        if not wait:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013, "reason": "rate limit: try again later"})
+        else:
+            await asyncio.sleep(min(wait, MAX_HOLD))
+            retry = str(max(1, math.ceil(wait)))
+            body = {"detail": f"rate limit of {self.rate:g} requests/s exceeded; retry in {retry} s"}
+            await JSONResponse(body, status_code=429, headers={"Retry-After": retry})(scope, receive, send)
+
+    def _take(self, tenant: str) -> float:
+        """0 if a token was taken, else the seconds until one is available."""
+        now = time.monotonic()
+        tokens, at = self._buckets.get(tenant, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens >= 1:
+            self._buckets[tenant] = (tokens - 1, now)
+            return 0.0
+        self._buckets[tenant] = (tokens, now)
+        return (1 - tokens) / self.rate

@@ -1,0 +1,379 @@
+"""Keys and tenants, limits, safe model files, hostile input."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import socket
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+from websockets.sync.client import connect
+
+from service.app import create_app
+from service.auth import Keys, check_exposure
+from service.settings import Settings
+from tests.service.conftest import wait_ready
+from tests.service.server import Server
+
+KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"
+KEYS = f"alpha:{KEY_A},beta:{KEY_B}"
+A, B = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"}
+WRONG = {"Authorization": "Bearer not-a-key-not-a-key"}
+
+
+def client_with(tmp_path: Path, **settings) -> TestClient:
+    return TestClient(create_app(Settings(data_dir=tmp_path / "data", **settings)))
+
+
+def routes(app) -> list:
+    """Every route of the app, however FastAPI nests included routers."""
+    found, todo = [], list(app.router.routes)
+    while todo:
+        route = todo.pop()
+        if hasattr(route, "original_router"):
+            todo += route.original_router.routes
+        else:
+            found.append(route)
+    return found
+
+
+def path_of(route) -> str:
+    return route.path.replace("{stream_id}", "s")
+
+
+# -- keys and tenants ------------------------------------------------------------------------------------------
+
+
+def test_auth_matrix_over_every_route(tmp_path):
+    with client_with(tmp_path, api_keys=KEYS) as c:
+        wait_ready(c)
+        assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
+        http = [r for r in routes(c.app) if isinstance(r, APIRoute) and r.path.startswith("/v1/")]
+        sockets = [r for r in routes(c.app) if isinstance(r, APIWebSocketRoute)]
+        assert len(http) >= 11 and len(sockets) == 2  # a new route is covered without touching this test
+        for route in http:
+            for method in route.methods:
+                path = path_of(route)
+                for headers in ({}, WRONG):
+                    r = c.request(method, path, headers=headers, json={})
+                    assert r.status_code == 401, (method, path, r.status_code)
+                    assert r.headers["www-authenticate"] == "Bearer"
+                    assert KEY_A not in r.text
+                other = c.request(method, path, headers=B, json={"model": {"input_size": 1}} if method == "PUT" else {})
+                if "{stream_id}" in route.path:
+                    # tenant beta cannot see alpha's stream: 404 (or its own new stream, for PUT)
+                    assert other.status_code in (404, 422, 201), (method, path, other.status_code)
+                    if other.status_code == 201:
+                        assert c.get("/v1/streams/s", headers=B).json()["steps"] == 0
+                elif route.path == "/v1/streams":
+                    assert [s["id"] for s in other.json()["streams"]] in ([], ["s"])
+        for route in sockets:
+            path = path_of(route)
+            for headers in ({}, WRONG):
+                with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect(path, headers=headers) as ws:
+                    ws.receive_text()
+                assert refused.value.code == 1008
+        c.delete("/v1/streams/s", headers=B)
+        for route in sockets:  # beta's key: alpha's stream does not exist for beta
+            with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect(path_of(route), headers=B) as ws:
+                ws.receive_text()
+            assert refused.value.code == 1008 and "not found" in refused.value.reason
+        assert c.get("/v1/streams/s", headers=A).json()["id"] == "s"  # untouched by all of the above
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200  # open
+
+
+def test_browsers_send_the_key_as_a_websocket_subprotocol(tmp_path):
+    with client_with(tmp_path, api_keys=KEYS) as c:
+        wait_ready(c)
+        c.put("/v1/streams/s", json={"model": {"input_size": 1}}, headers=A)
+        with c.websocket_connect("/v1/streams/s/ws", subprotocols=["tbptt", f"bearer.{KEY_A}"]) as ws:
+            assert ws.accepted_subprotocol == "tbptt"  # the key is never echoed
+            ws.send_text('{"x": 1.0}')
+            assert ws.receive_json()["results"][0]["step"] == 1
+
+
+def test_keys_file_and_bad_entries(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"# ops\ngamma:{'g' * 20}\n")
+    loaded = Keys.from_settings(Settings(api_keys=KEYS, api_keys_file=keys))
+    assert loaded.tenant("g" * 20) == "gamma" and loaded.tenant(KEY_A) == "alpha" and loaded.tenant("nope") is None
+    with pytest.raises(ValueError, match="entry 1"):
+        Keys.from_settings(Settings(api_keys="alpha:short"))
+
+
+def test_without_keys_only_loopback_unless_the_network_is_trusted():
+    none = Keys({})
+    check_exposure(Settings(), none, "127.0.0.1")
+    check_exposure(Settings(), none, "::1")
+    with pytest.raises(SystemExit, match=r"refusing to listen on 0\.0\.0\.0 without API keys"):
+        check_exposure(Settings(), none, "0.0.0.0")
+    check_exposure(Settings(trust_network=True), none, "0.0.0.0")
+    check_exposure(Settings(), Keys({KEY_A: "alpha"}), "0.0.0.0")
+
+
+def test_serve_refuses_to_start_on_a_public_address_without_keys(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode != 0 and "without API keys" in r.stderr
+
+
+# -- limits ----------------------------------------------------------------------------------------------------
+
+
+def test_body_size_limit_with_and_without_content_length(tmp_path):
+    with client_with(tmp_path, max_body_bytes=4096) as c:
+        wait_ready(c)
+        c.put("/v1/streams/s", json={"model": {"input_size": 1}})
+        big = b'{"observations": [' + b",".join([b'{"x": 1.0}'] * 1000) + b"]}"
+        assert c.post("/v1/streams/s/observations", content=big).status_code == 413
+
+        def chunks():
+            yield big[:2000]
+            yield big[2000:]
+
+        assert c.post("/v1/streams/s/observations", content=chunks()).status_code == 413  # no Content-Length
+        assert c.get("/v1/streams/s").json()["steps"] == 0
+
+
+def test_batch_length_model_size_and_stream_count_limits(tmp_path):
+    with client_with(tmp_path, max_batch=5, max_hidden_size=32, max_streams_per_tenant=2, max_streams=3,
+                     api_keys=KEYS) as c:  # fmt: skip
+        wait_ready(c)
+        r = c.put("/v1/streams/big", json={"model": {"input_size": 1, "hidden_size": 33}}, headers=A)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "model", "hidden_size"]
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["ModelSpec"]["properties"]["hidden_size"]
+        assert schema["maximum"] == 32  # the document shows the configured bound
+        for stream in ("s1", "s2"):
+            assert c.put(f"/v1/streams/{stream}", json={"model": {"input_size": 1}}, headers=A).status_code == 201
+        r = c.put("/v1/streams/s3", json={"model": {"input_size": 1}}, headers=A)
+        assert r.status_code == 403 and "TBPTT_MAX_STREAMS_PER_TENANT" in r.json()["detail"]
+        assert c.put("/v1/streams/t1", json={"model": {"input_size": 1}}, headers=B).status_code == 201
+        r = c.put("/v1/streams/t2", json={"model": {"input_size": 1}}, headers=B)
+        assert r.status_code == 403 and "TBPTT_MAX_STREAMS" in r.json()["detail"]
+        r = c.post("/v1/streams/s1/observations", json={"observations": [{"x": 1.0}] * 6}, headers=A)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "observations"]
+        r = c.post("/v1/observations", json={"observations": [{"stream": "s1", "x": 1.0}] * 6}, headers=A)
+        assert r.status_code == 422
+
+
+def test_rate_limit_per_tenant_answers_429_with_retry_after(tmp_path):
+    with client_with(tmp_path, api_keys=KEYS, rate_limit=5, rate_burst=3) as c:
+        wait_ready(c)
+        codes = [c.get("/v1/streams", headers=A).status_code for _ in range(6)]
+        assert codes[:3] == [200, 200, 200] and 429 in codes[3:]
+        limited = next(r for r in (c.get("/v1/streams", headers=A) for _ in range(3)) if r.status_code == 429)
+        assert int(limited.headers["retry-after"]) >= 1
+        assert c.get("/v1/streams", headers=B).status_code == 200  # another tenant is not throttled
+        time.sleep(0.5)
+        assert c.get("/v1/streams", headers=A).status_code == 200
+
+
+def test_websocket_message_size_origin_and_idle_limits(tmp_path):
+    with client_with(
+        tmp_path, max_ws_message_bytes=1024, ws_idle_seconds=0.5, allowed_origins="https://ok.example"
+    ) as c:
+        wait_ready(c)
+        c.put("/v1/streams/s", json={"model": {"input_size": 1}})
+        with c.websocket_connect("/v1/streams/s/ws") as ws:
+            ws.send_text('{"observations": [' + ",".join(['{"x": 1.0}'] * 200) + "]}")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == 1009
+        for origin, allowed in (
+            ("https://evil.example", False),
+            ("https://ok.example", True),
+            ("http://testserver", True),
+        ):
+            if allowed:
+                with c.websocket_connect("/v1/streams/s/ws", headers={"origin": origin}) as ws:
+                    ws.send_text('{"x": 1.0}')
+                    assert "results" in ws.receive_json()
+            else:
+                with (
+                    pytest.raises(WebSocketDisconnect),
+                    c.websocket_connect("/v1/streams/s/ws", headers={"origin": origin}) as ws,
+                ):
+                    ws.receive_text()
+        with c.websocket_connect("/v1/streams/s/ws") as ws, pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()  # silent: closed after ws_idle_seconds
+        assert closed.value.code == 1000 and "idle" in closed.value.reason
+
+
+# -- model files -----------------------------------------------------------------------------------------------
+
+
+class Payload:
+    """Unpickling this would run a command: it must never be unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_sent_as_a_model_is_refused_and_never_runs(tmp_path, client):
+    marker = tmp_path / "pwned"
+    client.put("/v1/streams/s", json={"model": {"input_size": 1}})
+    before = client.get("/v1/streams/s/model").content
+    for payload in (pickle.dumps(Payload(marker)), b"PK\x03\x04" + pickle.dumps(Payload(marker))):  # also a "zip"
+        r = client.put("/v1/streams/s/model", content=payload, headers={"content-type": "application/octet-stream"})
+        assert r.status_code == 422
+    assert not marker.exists()
+    assert client.get("/v1/streams/s/model").content == before
+
+
+def test_nothing_in_the_project_unpickles():
+    import ast
+
+    unsafe = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("torch.jit", "load"), ("numpy", "load")}
+    root = Path(__file__).parents[2]
+    for path in [*root.glob("models/*.py"), *root.glob("service/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = ast.unparse(node.func.value)
+                assert (owner, node.func.attr) not in unsafe, f"{path}: {owner}.{node.func.attr}"
+
+
+def test_oversized_model_uploads_are_refused(tmp_path):
+    with client_with(tmp_path, max_model_bytes=2048) as c:
+        wait_ready(c)
+        c.put("/v1/streams/s", json={"model": {"input_size": 1}})
+        assert c.put("/v1/streams/s/model", content=b"\0" * 4096).status_code == 413
+
+
+# -- hostile bytes on a real socket ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("security") / "data", TBPTT_MAX_CONNECTIONS="8").start()
+    httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}})
+    yield s
+    assert s.stop() == 0
+
+
+def raw_websocket(server: Server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /v1/streams/s/ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b"101" in sock.recv(4096).split(b"\r\n")[0]
+    return sock
+
+
+def frame(opcode: int, payload: bytes, rsv: int = 0) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | rsv | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [frame(0x1, b'{"x": "\xff\xfe"}'), frame(0x1, b'{"x": 1}', rsv=0x40), frame(0xB, b"?"), b'\x81\x08{"x": 1}'],
+    ids=["invalid-utf8", "reserved-bits", "unknown-opcode", "unmasked"],
+)
+def test_malformed_frames_close_only_that_socket(server, bad):
+    with connect(f"{server.ws_url}/v1/streams/s/ws") as good:
+        good.send('{"x": 1.0}')
+        good.recv(timeout=10)
+        sock = raw_websocket(server)
+        sock.sendall(bad)
+        sock.settimeout(10)
+        reply = b""
+        try:
+            while chunk := sock.recv(4096):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        sock.close()
+        assert reply[:1] == b"\x88" or reply == b""  # a close frame, or the connection dropped
+        good.send('{"x": 2.0}')  # the other client keeps streaming
+        assert "results" in good.recv(timeout=10)
+
+
+def test_too_many_connections_get_503_not_a_hang(server):
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(12)]
+    try:
+        for sock in held:  # half-sent requests keep their connections busy
+            sock.sendall(b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.5)
+        r = httpx.get(f"{server.url}/v1/streams", timeout=10)
+        assert r.status_code == 503
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/v1/streams", timeout=10).status_code == 200
+
+
+def test_a_flooding_tenant_does_not_slow_another_one(tmp_path):
+    """Tenant alpha floods (rate-limited to 100 requests/s); beta's p99 stays within 2x of unloaded."""
+    import subprocess
+    import sys
+
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_RATE_LIMIT="100", TBPTT_RATE_BURST="20").start()
+    try:
+        for headers in (A, B):
+            httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=headers)
+
+        def beta_p99() -> float:
+            latencies = []
+            with httpx.Client(base_url=s.url, headers=B, timeout=10) as c:
+                for i in range(300):
+                    started = time.perf_counter()
+                    assert c.post("/v1/streams/s/observations", json={"x": float(i)}).status_code == 200
+                    latencies.append(time.perf_counter() - started)
+                    time.sleep(0.01)
+            return statistics.quantiles(latencies, n=100)[98]
+
+        quiet = beta_p99()
+        flood = subprocess.Popen(
+            ["wrk", "-t1", "-c32", "-d30s", "-H", f"Authorization: Bearer {KEY_A}", "-s", "/dev/null",
+             f"{s.url}/v1/streams/s"], stdout=subprocess.DEVNULL,
+        ) if _has_wrk() else subprocess.Popen(
+            [sys.executable, "-c", _FLOOD, s.url, KEY_A], stdout=subprocess.DEVNULL
+        )  # fmt: skip
+        time.sleep(1)
+        try:
+            loaded = beta_p99()
+        finally:
+            flood.terminate()
+            flood.wait(10)
+        print(f"\nbeta p99: {quiet * 1000:.1f} ms alone, {loaded * 1000:.1f} ms while alpha floods")
+        assert loaded <= 2 * max(quiet, 0.005)
+    finally:
+        s.stop()
+
+
+def _has_wrk() -> bool:
+    import shutil
+
+    return shutil.which("wrk") is not None
+
+
+_FLOOD = """
+import sys, httpx, concurrent.futures as cf
+url, key = sys.argv[1], sys.argv[2]
+def hammer(_):
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+        while True:
+            c.get("/v1/streams/s")
+with cf.ThreadPoolExecutor(16) as pool:
+    list(pool.map(hammer, range(16)))
+"""
