@@ -17,7 +17,7 @@ from . import errors, fastjson, limits
 from .auth import Authenticate, Keys
 from .hub import Hub
 from .ratelimit import RateLimit
-from .routes import health, model, observations, streams
+from .routes import dashboard, health, model, observations, streams
 from .settings import Settings
 from .telemetry import Telemetry
 from .ws import router as ws_router
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model.make_router(settings.max_model_bytes),
         health.router,
         ws_router,
+        dashboard.router,
     )
     for router in routers:
         app.include_router(router)

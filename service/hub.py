@@ -294,6 +294,7 @@ class Hub:
         self.telemetry.skipped_updates(self.engine.skipped_updates - skipped)
 
         touched: dict[Key, list[Result]] = {}
+        observed: dict[Key, list[dict]] = {}  # what watchers are also told: the values behind the results
         settled: list[tuple[_Job, Any]] = []
         for job, part_plans in plans:
             answers = []
@@ -309,13 +310,17 @@ class Hub:
                               "updated": r.updated, "duplicate": False}  # fmt: skip
                     part.append(result)
                     touched.setdefault((state.tenant, state.id), []).append(result)
+                    if (state.tenant, state.id) in self._watchers:
+                        _, x, y = items[ref]
+                        observed.setdefault((state.tenant, state.id), []).append({"seq": seqs[ref], "x": x, "y": y})
                 answers.append(part)
             settled.append((job, answers))
         if settled:  # one wake-up of the event loop for the whole batch
             settled[0][0].loop.call_soon_threadsafe(_settle_all, settled)
         for key, applied in touched.items():
             if key in self._watchers and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._publish, key, {"stream": key[1], "results": applied})
+                payload = {"stream": key[1], "results": applied, "observations": observed.get(key, [])}
+                self._loop.call_soon_threadsafe(self._publish, key, payload)
             state = self._streams[key]
             if state.updates - state.checkpoint_updates >= self.settings.checkpoint_updates:
                 self._checkpoint(state)  # (time-based checkpoints: housekeeping)

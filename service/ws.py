@@ -72,8 +72,9 @@ async def _answer(hub, tenant: str, stream: str, text: str | None, data: bytes |
 
 @router.websocket("/v1/streams/{stream_id}/watch")
 async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, tenant: Tenant) -> None:
-    """Receive {"stream", "results"} for every batch applied to the stream by any client; a watcher too slow
-    to keep up is dropped (close 1013) and never slows the stream."""
+    """Receive {"stream", "results", "observations"} for every batch applied to the stream by any client
+    (``observations``: the x and y behind each result); a watcher too slow to keep up is dropped (close 1013)
+    and never slows the stream."""
     if not await _accept_known(websocket, hub, tenant, stream_id):
         return
     batches = hub.watch(tenant, stream_id, hub.settings.watch_queue)

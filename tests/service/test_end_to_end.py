@@ -16,6 +16,7 @@ from safetensors.torch import load as load_tensors
 from websockets.sync.client import connect
 
 from models import StreamConfig
+from service.client import Client
 from tests.conftest import sequence
 from tests.reference import textbook
 from tests.service.server import Server
@@ -31,8 +32,8 @@ def server(tmp_path_factory):
 
 
 def create(server: Server, stream: str, config: dict) -> None:
-    r = httpx.put(f"{server.url}/v1/streams/{stream}", json=config)
-    assert r.status_code == 201, r.text
+    with Client(server.url) as tbptt:
+        assert tbptt.create(stream, config)["steps"] == 0
 
 
 def exact_config(cell: str) -> dict:

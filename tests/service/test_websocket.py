@@ -64,6 +64,7 @@ def test_watchers_see_every_batch_from_any_client(client):
         first, second = watch.receive_json(), watch.receive_json()
     assert first["stream"] == "s" and [r["step"] for r in first["results"]] == [1, 2]
     assert [r["step"] for r in second["results"]] == [3]
+    assert second["observations"] == [{"seq": 3, "x": [3.0, 4.0], "y": None}]
 
 
 def test_a_watcher_that_falls_behind_is_dropped_and_never_slows_the_stream(client):

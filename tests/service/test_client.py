@@ -1,0 +1,60 @@
+"""The Python client (service.client) against a real server: the same verbs sync and async, WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from safetensors.torch import load as load_tensors
+
+from service.client import AsyncClient, Client, ServiceError
+from tests.service.server import Server
+
+KEY = "client-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("client") / "data", TBPTT_API_KEYS=f"team:{KEY}").start()
+    yield s
+    assert s.stop() == 0
+
+
+def test_sync_client_covers_the_api(server):
+    with Client(server.url, api_key=KEY) as tbptt:
+        info = tbptt.create("pump-7", {"model": {"input_size": 2}, "tbptt": {"k1": 2}, "normalize": False})
+        assert info["id"] == "pump-7" and tbptt.create(
+            "pump-7", {"model": {"input_size": 2}, "tbptt": {"k1": 2}, "normalize": False}
+        )
+        results = tbptt.observe("pump-7", [{"x": [1, 2], "y": 0.5}, {"x": [2, 3], "y": 0.7}])
+        assert [r["step"] for r in results] == [1, 2] and results[1]["updated"]
+        assert tbptt.observe_many([{"stream": "pump-7", "x": [0, 1]}])[0]["stream"] == "pump-7"
+        assert [s["id"] for s in tbptt.streams()] == ["pump-7"]
+        assert tbptt.metrics("pump-7")["steps"] == 3 and len(tbptt.predictions("pump-7", limit=2)) == 2
+        model = tbptt.export_model("pump-7")
+        assert "head.weight" in load_tensors(model) and tbptt.import_model("pump-7", model)["id"] == "pump-7"
+        assert tbptt.reset("pump-7", weights=True)["steps"] == 3
+        with tbptt.stream("pump-7") as ws:
+            assert ws.send({"x": [3, 4]})[0]["step"] == 4
+            assert [r["step"] for r in ws.send([{"x": [4, 5]}, {"x": [5, 6]}])] == [5, 6]
+            with pytest.raises(ServiceError):
+                ws.send({"x": [1, 2, 3]})
+        with pytest.raises(ServiceError) as missing:
+            tbptt.info("nope")
+        assert missing.value.status == 404
+        tbptt.delete("pump-7")
+    with Client(server.url, api_key="wrong-key-wrong-key") as stranger, pytest.raises(ServiceError) as refused:
+        stranger.streams()
+    assert refused.value.status == 401
+
+
+def test_async_client(server):
+    async def go():
+        async with AsyncClient(server.url, api_key=KEY) as tbptt:
+            await tbptt.create("a", {"model": {"input_size": 1}})
+            results = await asyncio.gather(*(tbptt.observe("a", [{"x": float(i)}]) for i in range(10)))
+            assert sorted(r[0]["step"] for r in results) == list(range(1, 11))
+            assert (await tbptt.metrics("a"))["steps"] == 10
+            await tbptt.delete("a")
+
+    asyncio.run(go())

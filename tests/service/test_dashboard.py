@@ -1,0 +1,55 @@
+"""The live dashboard in a real headless browser (Debian's chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.server import Server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+KEY = "viewer-key-0123456789"
+
+if CHROMIUM is None and os.environ.get("CI"):
+    pytest.fail("CI needs chromium for the dashboard test (.ci/run installs it)", pytrace=False)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
+
+
+def test_the_chart_follows_observations_as_they_are_posted(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    server = Server(tmp_path / "data", TBPTT_API_KEYS=f"ops:{KEY}").start()
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        httpx.put(f"{server.url}/v1/streams/boiler", json={"model": {"input_size": 1}, "target": "next"}, headers=auth)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 700})
+            page.goto(server.url + "/")
+            expect(page.locator("#status")).to_have_text("an API key is needed")
+            page.fill("#key", KEY)
+            page.dispatch_event("#key", "change")
+            page.click("button[data-stream=boiler]")
+            expect(page.locator("#live")).to_contain_text("live: waiting")
+            readings = [{"x": 20 + 5 * ((k % 24) / 12 - 1) ** 2} for k in range(120)]
+            for start in range(0, 120, 10):
+                r = httpx.post(f"{server.url}/v1/streams/boiler/observations",
+                               json={"observations": readings[start : start + 10]}, headers=auth)  # fmt: skip
+                assert r.status_code == 200
+            expect(page.locator("#live")).to_have_text("live: 120 observations received")
+            expect(page.locator("#stats")).to_contain_text("steps 120")
+            points = int(page.locator("body").get_attribute("data-points"))
+            assert points >= 100  # the loss chart drew the losses it got
+            screenshot = Path(os.environ.get("TBPTT_SCREENSHOTS", tmp_path)) / "dashboard.png"
+            page.screenshot(path=str(screenshot))
+            assert screenshot.stat().st_size > 10_000
+            print(f"\nscreenshot: {screenshot}")
+            browser.close()
+    finally:
+        server.stop()
