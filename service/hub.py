@@ -98,6 +98,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = threading.Event()
         self._trimmed = 0  # log batches up to here are gone
+        self._per_tenant: dict[str, int] = {}
         self._housekept = 0.0
 
     # -- lifecycle (event loop side) -----------------------------------------------------------------------
@@ -375,15 +376,14 @@ class Hub:
         state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
         self.engine.add_stream(state.key, config)
         state.loaded = True
-        self._streams[(tenant, stream)] = state
-        self.telemetry.streams(len(self._streams))
+        self._add(state)
         return state.info(), True
 
     def _check_room(self, tenant: str) -> None:
         s = self.settings
         if len(self._streams) >= s.max_streams:
             raise LimitReached(f"the service holds its limit of {s.max_streams} streams (TBPTT_MAX_STREAMS)")
-        if sum(1 for t, _ in self._streams if t == tenant) >= s.max_streams_per_tenant:
+        if self._per_tenant.get(tenant, 0) >= s.max_streams_per_tenant:
             raise LimitReached(
                 f"this tenant holds its limit of {s.max_streams_per_tenant} streams (TBPTT_MAX_STREAMS_PER_TENANT)"
             )
@@ -400,6 +400,7 @@ class Hub:
         if state.loaded:
             self.engine.remove_stream(state.key)
         del self._streams[(tenant, stream)]
+        self._per_tenant[tenant] -= 1
         self.telemetry.streams(len(self._streams))
 
     def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
@@ -451,6 +452,11 @@ class Hub:
         assert config.output_size is not None
         results = ResultLog(self.settings.results_retained, config.output_size)
         return StreamState(uid, tenant, stream, config, created_at, results)
+
+    def _add(self, state: StreamState) -> None:
+        self._streams[(state.tenant, state.id)] = state
+        self._per_tenant[state.tenant] = self._per_tenant.get(state.tenant, 0) + 1
+        self.telemetry.streams(len(self._streams))
 
     def _get(self, tenant: str, stream: str) -> StreamState:
         state = self._streams.get((tenant, stream))
@@ -508,9 +514,9 @@ class Hub:
                     state.checkpoint_step, state.checkpoint_events = newest.step, newest.ord
                 except ValueError as exc:
                     log.error("checkpoint of %s unreadable: %s", state.key, exc)
-            self._streams[(row.tenant, row.stream)] = by_uid[row.uid] = state
+            self._add(state)
+            by_uid[row.uid] = state
         self._trimmed = min((s.fallback_mark for s in by_uid.values()), default=self.store.last_batch)
-        self.telemetry.streams(len(self._streams))
         try:  # from the oldest state any stream might have to restart from: records it holds are skipped
             return self._replay(by_uid, self._trimmed)
         except CorruptLog as exc:

@@ -51,10 +51,10 @@ class StreamState:
     fallback_mark: int = 0  # recovery may need the log after this batch (the older checkpoint's)
     damaged: str | None = None  # why it cannot be restored, if so
 
-    @property
-    def key(self) -> str:
-        """The engine's id: stream ids are namespaced per tenant (ids cannot hold '/')."""
-        return f"{self.tenant}/{self.id}"
+    key: str = field(init=False)  # the engine's id: namespaced per tenant (ids cannot hold '/')
+
+    def __post_init__(self) -> None:
+        self.key = f"{self.tenant}/{self.id}"
 
     @property
     def dirty(self) -> bool:

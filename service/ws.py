@@ -90,8 +90,13 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
             if batch is None:
                 await websocket.close(TRY_AGAIN_LATER, "too slow to keep up")
                 return
-            await asyncio.wait_for(websocket.send_text(orjson.dumps(batch).decode()), hub.settings.ws_send_timeout)
-    except (WebSocketDisconnect, RuntimeError, TimeoutError):
+            try:
+                await asyncio.wait_for(websocket.send_text(orjson.dumps(batch).decode()), hub.settings.ws_send_timeout)
+            except TimeoutError:  # not reading at all: say why if it ever reads again, and go
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(websocket.close(TRY_AGAIN_LATER, "too slow to keep up"), 1)
+                return
+    except (WebSocketDisconnect, RuntimeError):
         return
     finally:
         closed.cancel()

@@ -57,6 +57,13 @@ def detach(state):
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
+def _start(config: StreamConfig, dtype: torch.dtype):
+    """Modules, their parameters, the optimizer, the loss function and the zero state."""
+    rnn, head = build(config, dtype)
+    params = [*rnn.parameters(), *head.parameters()]
+    return rnn, head, params, optimizer(config, params), LOSSES[config.loss], zero_state(config, dtype)
+
+
 def textbook(
     config: StreamConfig, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float] | None], dtype=None
 ) -> ReferenceRun:
@@ -65,11 +72,7 @@ def textbook(
     """
     assert config.k1 == config.k2
     dtype = dtype or config.torch_dtype
-    rnn, head = build(config, dtype)
-    params = [*rnn.parameters(), *head.parameters()]
-    opt = optimizer(config, params)
-    loss_fn = LOSSES[config.loss]
-    hidden = zero_state(config, dtype)
+    rnn, head, params, opt, loss_fn, hidden = _start(config, dtype)
     error, terms, updates, predictions = 0, 0, 0, []
     for t, (x, y) in enumerate(zip(xs, ys), start=1):
         out, hidden = rnn(torch.tensor([x], dtype=dtype), hidden)
@@ -98,11 +101,7 @@ def recompute(
     at every t % K1 == 0 the last K2 inputs are run again, with gradients, from the detached live state
     stored before them (zeros at the start), and the losses of the last K1 steps are backpropagated."""
     dtype = dtype or config.torch_dtype
-    rnn, head = build(config, dtype)
-    params = [*rnn.parameters(), *head.parameters()]
-    opt = optimizer(config, params)
-    loss_fn = LOSSES[config.loss]
-    hidden = zero_state(config, dtype)
+    rnn, head, params, opt, loss_fn, hidden = _start(config, dtype)
     inputs = torch.tensor(xs, dtype=dtype)
     before: dict[int, object] = {}
     updates, predictions = 0, []

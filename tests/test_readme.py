@@ -21,3 +21,11 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
     assert len(commands) == 2 and commands[0].endswith("tbptt serve")
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1] in ci
+
+
+def test_every_setting_is_in_the_readme_table():
+    from service.settings import Settings
+
+    text = README.read_text()
+    for name in Settings.model_fields:
+        assert f"| `TBPTT_{name.upper()}` |" in text, name

@@ -187,7 +187,9 @@ def test_a_watcher_that_stops_reading_is_dropped_and_never_slows_the_stream(tmp_
                     received += 1
             except Exception:  # closed
                 code = watcher.close_code
-        assert code == 1013 and received < 40, (code, received)
+        # Dropped: with 1013 if it reads again before the server gives up on it, else the connection is
+        # simply gone (1006): a client that does not read cannot be told.
+        assert code in (1013, 1006) and received < 40, (code, received)
         assert httpx.get(f"{server.url}/v1/streams/wide").json()["steps"] == 20_000
         print(f"\n40 batches applied in {elapsed:.1f} s with a stuck watcher; it got {received} before 1013")
     finally:
