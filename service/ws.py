@@ -35,23 +35,31 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
     the same JSON as the POST response, or {"detail": ...} for a bad message (the socket stays open)."""
     if not await _accept_known(websocket, hub, tenant, stream_id):
         return
-    s = hub.settings
+    s, loop = hub.settings, asyncio.get_running_loop()
+    waiting_for = "a message"
     try:
-        while True:
-            try:
-                message = await asyncio.wait_for(websocket.receive(), s.ws_idle_seconds)
-            except TimeoutError:
+        # One deadline per connection, moved at each phase: far cheaper than a wait_for (a task) per message.
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                waiting_for = "a message"
+                deadline.reschedule(loop.time() + s.ws_idle_seconds)
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text, data = message.get("text"), message.get("bytes")
+                if len(text or data or "") > s.max_ws_message_bytes:
+                    await websocket.close(TOO_BIG, f"messages are limited to {s.max_ws_message_bytes} bytes")
+                    return
+                deadline.reschedule(None)  # the engine's own work is not the client's idleness
+                reply = await _answer(hub, tenant, stream_id, text, data)
+                waiting_for = "the client to read"  # a client that stops reading is dropped
+                deadline.reschedule(loop.time() + s.ws_send_timeout)
+                await websocket.send_text(reply)
+    except TimeoutError:
+        if waiting_for == "a message":
+            with contextlib.suppress(Exception):
                 await websocket.close(NORMAL, f"idle for {s.ws_idle_seconds:g} s")
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            text, data = message.get("text"), message.get("bytes")
-            if len(text or data or "") > s.max_ws_message_bytes:
-                await websocket.close(TOO_BIG, f"messages are limited to {s.max_ws_message_bytes} bytes")
-                return
-            reply = await _answer(hub, tenant, stream_id, text, data)
-            await asyncio.wait_for(websocket.send_text(reply), s.ws_send_timeout)  # a client that stops reading
-    except (WebSocketDisconnect, RuntimeError, TimeoutError):  # RuntimeError: closed by the server meanwhile
+    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: closed by the server meanwhile
         return
     finally:
         open_sockets(websocket.app).discard(websocket)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -13,7 +15,11 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load as load_tensors
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
 from models import StreamConfig
 from service.client import Client
@@ -192,6 +198,47 @@ def test_a_watcher_that_stops_reading_is_dropped_and_never_slows_the_stream(tmp_
         assert code in (1013, 1006) and received < 40, (code, received)
         assert httpx.get(f"{server.url}/v1/streams/wide").json()["steps"] == 20_000
         print(f"\n40 batches applied in {elapsed:.1f} s with a stuck watcher; it got {received} before 1013")
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_streaming_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path):
+    """A raw client (websockets' sans-I/O protocol over a plain socket: no library thread that could
+    block on our behalf) sends batches whose replies it does not read: the server gives up on it after
+    TBPTT_WS_SEND_TIMEOUT, flushes what it had written and closes; the stream is never held up."""
+    server = Server(tmp_path / "data", TBPTT_WS_SEND_TIMEOUT="1").start()
+    try:
+        create(server, "wide", {"model": {"input_size": 64, "hidden_size": 4}, "target": "next"})
+        gen = torch.Generator().manual_seed(0)
+        messages = [
+            json.dumps({"observations": [{"x": x} for x in torch.randn(500, 64, generator=gen).tolist()]})
+            for _ in range(4)
+        ]  # about 0.7 MB of results per message
+        protocol = ClientProtocol(parse_uri(f"{server.ws_url}/v1/streams/wide/ws"), max_size=None)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+            protocol.send_request(protocol.connect())
+            sock.sendall(b"".join(protocol.data_to_send()))
+            while protocol.state is State.CONNECTING:
+                protocol.receive_data(sock.recv(65536))
+            sent = 0
+            with contextlib.suppress(TimeoutError, ConnectionResetError):  # it stopped reading us, or dropped us
+                for i in range(40):
+                    protocol.send_text(messages[i % 4].encode())
+                    sock.sendall(b"".join(protocol.data_to_send()))
+                    sent += 1
+            time.sleep(3)  # not reading: the server's send times out after 1 s
+            started = time.monotonic()
+            with httpx.Client(base_url=server.url, timeout=10) as c:  # the stream itself is not held up
+                assert c.post("/v1/streams/wide/observations", json={"x": [0.0] * 64}).status_code == 200
+            assert time.monotonic() - started < 2
+            replies = 0
+            sock.settimeout(10)  # a TimeoutError here: the server never gave up on us
+            with contextlib.suppress(ConnectionResetError):  # closed with our unread messages: a reset
+                while data := sock.recv(1 << 20):
+                    protocol.receive_data(data)
+                    replies += sum(isinstance(e, Frame) and e.opcode is Opcode.TEXT for e in protocol.events_received())
+        assert replies < sent, (replies, sent)
+        print(f"\nsent {sent} batches without reading; dropped after {replies} replies")
     finally:
         assert server.stop() == 0
 
