@@ -10,7 +10,9 @@ import json
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -83,6 +85,15 @@ class Client:
             return False
         return True
 
+    @contextmanager
+    def restarted(self, data_dir: Path) -> Iterator[Server]:
+        """A new server on the data the old one left behind, stopped after the checks inside the block."""
+        self.server = Server(data_dir).start()
+        try:
+            yield self.server
+        finally:
+            self.server.stop()
+
     def retry_in_flight(self) -> None:
         for stream, body in self.in_flight.items():
             if body:
@@ -144,14 +155,11 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path):
     client.create_all()
     run_until_gone(client, rounds=25)
     server.kill()
-    client.server = Server(tmp_path / "data").start()
-    try:
+    with client.restarted(tmp_path / "data"):
         client.retry_in_flight()
         client.assert_same_as_uncrashed()
         client.assert_duplicates_recognized()
         run_until_gone(client, rounds=3)  # and it carries on
-    finally:
-        client.server.stop()
 
 
 @pytest.mark.parametrize("fault", ["die_in_checkpoint=4", "die_in_update=30"])
@@ -162,13 +170,10 @@ def test_a_crash_inside_a_checkpoint_or_an_update_loses_nothing(tmp_path, fault)
     run_until_gone(client, rounds=400)
     assert server.process.wait(30) == -9, "the fault did not fire"
     server.log.close()
-    client.server = Server(tmp_path / "data").start()
-    try:
+    with client.restarted(tmp_path / "data"):
         client.retry_in_flight()  # committed before the crash (a duplicate now) or not (applied now)
         client.assert_same_as_uncrashed()
         client.assert_duplicates_recognized()
-    finally:
-        client.server.stop()
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_the_log(tmp_path):
@@ -191,13 +196,10 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_the_log(
         flipped += 1
     db.commit()
     db.close()
-    client.server = Server(tmp_path / "data").start()
-    try:
+    with client.restarted(tmp_path / "data") as restarted:
         client.assert_same_as_uncrashed()
-        assert "is corrupt: falling back" in client.server.output()
+        assert "is corrupt: falling back" in restarted.output()
         assert flipped == 3
-    finally:
-        client.server.stop()
 
 
 def test_a_torn_log_tail_is_dropped_at_every_byte_offset(tmp_path):
@@ -252,11 +254,8 @@ def test_a_torn_tail_after_acknowledged_observations_restarts_with_exactly_those
     end = len(after) if len(after) > len(before) else changed[-1] + 1
     with open(crashed / "tbptt.sqlite3-wal", "r+b") as f:
         f.truncate((start + end) // 2 if where == "middle" else end - 1)
-    client.server = Server(crashed).start()
-    try:
+    with client.restarted(crashed):
         client.assert_same_as_uncrashed()
-    finally:
-        client.server.stop()
 
 
 def test_disk_full_refuses_writes_keeps_reads_and_recovers_without_restart(tmp_path):
@@ -276,11 +275,8 @@ def test_disk_full_refuses_writes_keeps_reads_and_recovers_without_restart(tmp_p
     full.unlink()
     run_until_gone(client, rounds=3)  # writes resume, no restart
     server.kill()
-    client.server = Server(tmp_path / "data").start()
-    try:
+    with client.restarted(tmp_path / "data"):
         client.assert_same_as_uncrashed()
-    finally:
-        client.server.stop()
 
 
 def test_every_observation_three_times_interleaved_equals_each_once(tmp_path):
@@ -312,12 +308,9 @@ def test_sigterm_checkpoints_everything_and_says_goodbye_with_1001(tmp_path):
             ws.recv(timeout=10)
         assert ws.close_code == 1001
     assert "Application shutdown complete" in server.output()
-    client.server = Server(tmp_path / "data").start()
-    try:
-        assert "(0 observations replayed)" in client.server.output()  # everything was in the checkpoints
+    with client.restarted(tmp_path / "data") as restarted:
+        assert "(0 observations replayed)" in restarted.output()  # everything was in the checkpoints
         client.assert_same_as_uncrashed()
-    finally:
-        client.server.stop()
 
 
 def test_readyz_is_503_until_recovery_is_done(tmp_path, monkeypatch):
