@@ -52,7 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.telemetry = telemetry
@@ -72,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         observations.router,
         streams.router,
-        model.make_router(settings.max_model_bytes),
+        model.router,
         health.router,
         ws_router,
         dashboard.router,
@@ -81,8 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     _document(app, settings)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
-    app.add_middleware(Authenticate, keys=keys)  # added last: runs first
-    app.add_middleware(RequestMetrics, telemetry=telemetry)
+    app.add_middleware(Authenticate, keys=keys)
+    app.add_middleware(limits.BodyLimit, settings=settings)
+    app.add_middleware(RequestMetrics, telemetry=telemetry)  # added last: runs first
     return app
 
 

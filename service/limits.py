@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from models import StreamConfig as CoreConfig
 
 from .errors import Invalid
@@ -49,3 +54,38 @@ def document(schemas: dict[str, Any], settings: Settings) -> None:
         for variant in field.get("anyOf", [field]):
             if "maximum" in variant:
                 variant["maximum"] = getattr(settings, setting)
+
+
+class BodyLimit:
+    """413 beyond TBPTT_MAX_BODY_BYTES (TBPTT_MAX_MODEL_BYTES for model uploads), with and without a
+    Content-Length, answered as JSON ``{"detail": ...}`` like every other error. (Starlette's own limit
+    answers plain text, and replaces whatever the app answers to a request whose Content-Length is over it.)
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        model = scope["method"] == "PUT" and scope["path"].endswith("/model")  # ids hold no "/"
+        setting = "max_model_bytes" if model else "max_body_bytes"
+        limit = getattr(self.settings, setting)
+        too_large = f"the body is larger than {limit} bytes (TBPTT_{setting.upper()})"
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # an HTTPException: FastAPI's body parsing lets it through as it is
+                    raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, receive_within_limit, send)

@@ -31,15 +31,12 @@ async def put_model(stream_id: StreamId, request: Request, hub: HubDep, tenant: 
     return await hub.call(hub.import_model, tenant, stream_id, data)
 
 
-def make_router(max_bytes: int) -> APIRouter:
-    """The model routes: uploads may be larger than other bodies (``max_bytes``, TBPTT_MAX_MODEL_BYTES)."""
-    router = APIRouter(prefix="/v1/streams", tags=["model"])
-    router.add_api_route(
-        "/{stream_id}/model", get_model, methods=["GET"], response_class=Response,
-        responses={200: {"content": {SAFETENSORS: BINARY}}},
-    )  # fmt: skip
-    router.add_api_route(
-        "/{stream_id}/model", put_model, methods=["PUT"], response_model=StreamInfo, openapi_extra=BINARY_BODY,
-        max_body_size=max_bytes, responses={413: {"description": "the file is larger than TBPTT_MAX_MODEL_BYTES"}},
-    )  # fmt: skip
-    return router
+router = APIRouter(prefix="/v1/streams", tags=["model"])
+router.add_api_route(
+    "/{stream_id}/model", get_model, methods=["GET"], response_class=Response,
+    responses={200: {"content": {SAFETENSORS: BINARY}}},
+)  # fmt: skip
+router.add_api_route(
+    "/{stream_id}/model", put_model, methods=["PUT"], response_model=StreamInfo, openapi_extra=BINARY_BODY,
+    responses={413: {"description": "the file is larger than TBPTT_MAX_MODEL_BYTES"}},
+)  # fmt: skip

@@ -138,13 +138,18 @@ def test_body_size_limit_with_and_without_content_length(tmp_path):
         wait_ready(c)
         c.put("/v1/streams/s", json={"model": {"input_size": 1}})
         big = b'{"observations": [' + b",".join([b'{"x": 1.0}'] * 1000) + b"]}"
-        assert c.post("/v1/streams/s/observations", content=big).status_code == 413
 
         def chunks():
             yield big[:2000]
             yield big[2000:]
 
-        assert c.post("/v1/streams/s/observations", content=chunks()).status_code == 413  # no Content-Length
+        for path in ("/v1/streams/s/observations", "/v1/observations", "/v1/streams/s/reset"):
+            for body in (big, chunks()):  # with a Content-Length, and without one (chunked)
+                r = c.post(path, content=body)
+                assert r.status_code == 413 and r.headers["content-type"] == "application/json", (path, r.text)
+                assert "TBPTT_MAX_BODY_BYTES" in r.json()["detail"]
+        r = c.put("/v1/streams/t", content=big)  # FastAPI parses this body itself
+        assert r.status_code == 413 and "TBPTT_MAX_BODY_BYTES" in r.json()["detail"]
         assert c.get("/v1/streams/s").json()["steps"] == 0
 
 
@@ -252,7 +257,10 @@ def test_oversized_model_uploads_are_refused(tmp_path):
     with client_with(tmp_path, max_model_bytes=2048) as c:
         wait_ready(c)
         c.put("/v1/streams/s", json={"model": {"input_size": 1}})
-        assert c.put("/v1/streams/s/model", content=b"\0" * 4096).status_code == 413
+        for body in (b"\0" * 4096, iter([b"\0" * 2000, b"\0" * 2000])):
+            r = c.put("/v1/streams/s/model", content=body)
+            assert r.status_code == 413 and "TBPTT_MAX_MODEL_BYTES" in r.json()["detail"]
+        assert c.put("/v1/streams/s/model", content=b"\0" * 1500).status_code == 422  # under the limit: read
 
 
 # -- hostile bytes on a real socket ------------------------------------------------------------------------------
