@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from service.schemas import STREAM_ID, CrossStreamBatch, Observation, ObservationBatch
+from tbptt.service.schemas import STREAM_ID, CrossStreamBatch, Observation, ObservationBatch
 
 app = FastAPI()
 CONSTANT = {"stream": "s", "results": [{"seq": 1, "step": 1, "prediction": [0.0], "loss": None, "updated": False,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 
 INPUT, HIDDEN, OUTPUT, K = 8, 32, 1, 16
 CONFIG = StreamConfig(input_size=INPUT, hidden_size=HIDDEN, output_size=OUTPUT, k1=K, loss="mse", lr=1e-3)

@@ -65,7 +65,7 @@ def server(command: list[str], env: dict[str, str] | None = None):
                 if (
                     httpx.get(
                         f"{url}/readyz"
-                        if "tbptt" in " ".join(full) or "service.cli" in " ".join(full)
+                        if "tbptt" in " ".join(full) or "tbptt.service.cli" in " ".join(full)
                         else f"{url}/docs",
                         timeout=1,
                     ).status_code
@@ -85,7 +85,7 @@ def server(command: list[str], env: dict[str, str] | None = None):
 
 
 def tbptt(env: dict[str, str] | None = None):
-    return server([sys.executable, "-m", "service.cli", "serve", "--port", "{port}", "--data-dir", "{data}"], env)
+    return server([sys.executable, "-m", "tbptt.service.cli", "serve", "--port", "{port}", "--data-dir", "{data}"], env)
 
 
 def bare():

@@ -1,6 +1,6 @@
 """A small client for the service, over httpx (sync and async) and websockets.
 
-    from service.client import Client
+    from tbptt.service.client import Client
 
     with Client("http://127.0.0.1:8000", api_key=None) as tbptt:
         tbptt.create("pump-7", {"model": {"input_size": 3}})

@@ -43,7 +43,7 @@ class Faults:
         """Mark the middle of every TBPTT update (only when asked: the core knows nothing of this)."""
         if "update" not in self._die:
             return
-        from models import optim
+        from tbptt.models import optim
 
         apply = optim.apply
 

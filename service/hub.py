@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import Engine
-from models import StreamConfig as CoreConfig
+from tbptt.models import Engine
+from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import LimitReached, ServiceError, StorageFull, StreamConflict, StreamNotFound, Unavailable
 from .faults import Faults

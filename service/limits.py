@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models import StreamConfig as CoreConfig
+from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid
 from .settings import Settings

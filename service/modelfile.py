@@ -14,8 +14,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from models import StreamConfig as CoreConfig
-from models.layout import Layout
+from tbptt.models import StreamConfig as CoreConfig
+from tbptt.models.layout import Layout
 
 from .errors import Invalid
 from .schemas import StreamConfig

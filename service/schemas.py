@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from models import StreamConfig as CoreConfig
+from tbptt.models import StreamConfig as CoreConfig
 
 MAX_SAFE_INT = 2**53 - 1
 MAX_VALUE = 1e15  # observations beyond this are refused: their squares would overflow float32 training

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from models import Engine
-from models import StreamConfig as CoreConfig
+from tbptt.models import Engine
+from tbptt.models import StreamConfig as CoreConfig
 
 from .results import ResultLog
 from .schemas import StreamConfig, StreamInfo

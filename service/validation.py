@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models import StreamConfig as CoreConfig
+from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid
 from .hub import Incoming

@@ -10,7 +10,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 def test_library_example_runs():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    (example,) = [b for b in blocks if "from models import" in b]
+    (example,) = [b for b in blocks if "from tbptt.models import" in b]
     exec(compile(example, "README.md", "exec"), {})
 
 
@@ -24,7 +24,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
 
 
 def test_every_setting_is_in_the_readme_table():
-    from service.settings import Settings
+    from tbptt.service.settings import Settings
 
     text = README.read_text()
     for name in Settings.model_fields:

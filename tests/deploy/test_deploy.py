@@ -107,7 +107,7 @@ def test_replay_of_the_shipped_csv_reports_and_plots(tmp_path):
     try:
         plot = tmp_path / "elnino.png"
         result = subprocess.run(
-            [sys.executable, "-m", "service.cli", "replay", str(ROOT / "examples" / "elnino.csv"), "--stream", "elnino",
+            [sys.executable, "-m", "tbptt.service.cli", "replay", str(ROOT / "examples" / "elnino.csv"), "--stream", "elnino",
              "--url", server.url, "--plot", str(plot)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip

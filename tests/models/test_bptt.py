@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import Engine, StreamConfig
-from models.bptt import Window, window_gradient
-from models.fleet import _ring_rows
-from models.slots import Rows
+from tbptt.models import Engine, StreamConfig
+from tbptt.models.bptt import Window, window_gradient
+from tbptt.models.fleet import _ring_rows
+from tbptt.models.slots import Rows
 from tests.conftest import sequence
 
 

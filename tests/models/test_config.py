@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import StreamConfig
+from tbptt.models import StreamConfig
 
 
 def test_defaults_fill_in():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 from tests.reference import MODULES, build, weights
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import sequence
 from tests.reference import reference
 

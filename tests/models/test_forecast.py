@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 from tests.reference import build, reference
 

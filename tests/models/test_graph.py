@@ -7,7 +7,7 @@ import resource
 
 import torch
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 
 
 def rss_mib() -> float:

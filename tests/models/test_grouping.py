@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 CONFIGS = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 
 DATA = Path(__file__).parent / "data"
 SERIES = ["sunspots", "co2", "elnino", "elec_equip"]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 

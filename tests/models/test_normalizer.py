@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.normalizer import Moments
+from tbptt.models.normalizer import Moments
 
 
 def empty(n: int, d: int) -> Moments:

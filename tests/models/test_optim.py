@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import StreamConfig, optim
+from tbptt.models import StreamConfig, optim
 
 CONFIGS = [
     dict(optimizer="sgd", lr=0.1),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 MODES = {

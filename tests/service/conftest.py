@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from tbptt.service.app import create_app
+from tbptt.service.settings import Settings
 
 
 def wait_ready(client: TestClient, timeout: float = 30.0) -> None:

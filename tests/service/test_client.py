@@ -1,4 +1,4 @@
-"""The Python client (service.client) against a real server: the same verbs sync and async, WebSockets."""
+"""The Python client (tbptt.service.client) against a real server: the same verbs sync and async, WebSockets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from safetensors.torch import load as load_tensors
 
-from service.client import AsyncClient, Client, ServiceError
+from tbptt.service.client import AsyncClient, Client, ServiceError
 from tests.service.server import Server
 
 KEY = "client-key-0123456789"

@@ -21,8 +21,8 @@ from websockets.protocol import State
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
-from models import StreamConfig
-from service.client import Client
+from tbptt.models import StreamConfig
+from tbptt.service.client import Client
 from tests.conftest import sequence
 from tests.reference import textbook
 from tests.service.server import Server

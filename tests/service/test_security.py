@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect
 
-from service.app import create_app
-from service.auth import Keys, check_exposure
-from service.settings import Settings
+from tbptt.service.app import create_app
+from tbptt.service.auth import Keys, check_exposure
+from tbptt.service.settings import Settings
 from tests.service.conftest import wait_ready
 from tests.service.server import Server
 
@@ -124,7 +124,7 @@ def test_serve_refuses_to_start_on_a_public_address_without_keys(tmp_path):
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "tbptt.service.cli", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode != 0 and "without API keys" in r.stderr
