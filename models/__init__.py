@@ -1,13 +1,17 @@
 """The learning core: per-stream recurrent models learning online by exact truncated BPTT (pure PyTorch)."""
 
-from .batch import InvalidObservation, StepResult
+from .batch import StepResult
 from .config import StreamConfig
-from .engine import Engine, Hidden, StreamExists, StreamMetrics, StreamNotFound
+from .engine import Engine, Hidden, StreamMetrics
+from .errors import CoreError, InvalidConfig, InvalidObservation, InvalidState, StreamExists, StreamNotFound
 
 __all__ = [
+    "CoreError",
     "Engine",
     "Hidden",
+    "InvalidConfig",
     "InvalidObservation",
+    "InvalidState",
     "StepResult",
     "StreamConfig",
     "StreamExists",

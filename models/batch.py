@@ -13,15 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .fleet import Fleet, Outcome
-
-
-class InvalidObservation(ValueError):
-    """An observation that does not fit its stream; ``index`` is its position in the batch."""
-
-    def __init__(self, index: int, field: str, message: str) -> None:
-        super().__init__(f"observation {index}: {field}: {message}")
-        self.index, self.field, self.message = index, field, message
+from .errors import InvalidObservation
+from .fleet import Fleet
+from .targets import Outcome
 
 
 @dataclass(frozen=True, slots=True)

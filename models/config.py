@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import torch
 
+from .errors import InvalidConfig
+
 Cell = Literal["rnn", "gru", "lstm"]
 OptimizerName = Literal["sgd", "adam", "adamw"]
 LossName = Literal["mse", "l1", "huber"]
@@ -82,7 +84,7 @@ class StreamConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+            raise InvalidConfig(f"unknown config fields: {', '.join(unknown)}")
         return cls(**data)
 
 
@@ -96,21 +98,21 @@ def _validate(c: StreamConfig) -> None:
     _int_at_least("hidden_size", c.hidden_size, 1)
     _int_at_least("num_layers", c.num_layers, 1)
     if c.num_layers > MAX_LAYERS:
-        raise ValueError(f"num_layers must be <= {MAX_LAYERS}, got {c.num_layers}")
+        raise InvalidConfig(f"num_layers must be <= {MAX_LAYERS}, got {c.num_layers}")
     _int_at_least("output_size", c.output_size, 1)
     _int_at_least("k1", c.k1, 1)
     _int_at_least("k2", c.k2, 1)
     assert c.k2 is not None  # set in __post_init__
     if c.k2 < c.k1:
-        raise ValueError(f"k2 must be >= k1 ({c.k1}), got {c.k2}")
+        raise InvalidConfig(f"k2 must be >= k1 ({c.k1}), got {c.k2}")
     if c.target == "next" and c.output_size != c.input_size:
-        raise ValueError(
+        raise InvalidConfig(
             f"output_size must equal input_size ({c.input_size}) when target is 'next', got {c.output_size}"
         )
     _positive_finite("lr", c.lr)
     _in_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
     if len(c.betas) != 2:
-        raise ValueError(f"betas must have two values, got {list(c.betas)}")
+        raise InvalidConfig(f"betas must have two values, got {list(c.betas)}")
     for i, beta in enumerate(c.betas):
         _in_range(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
     _positive_finite("eps", c.eps)
@@ -119,23 +121,23 @@ def _validate(c: StreamConfig) -> None:
         _positive_finite("clip_grad_norm", c.clip_grad_norm)
     for name in ("normalize", "residual"):
         if not isinstance(getattr(c, name), bool):
-            raise ValueError(f"{name} must be a bool, got {getattr(c, name)!r}")
+            raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}")
     _int_at_least("seed", c.seed, 0)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InvalidConfig(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _int_at_least(name: str, value: object, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise InvalidConfig(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _positive_finite(name: str, value: object) -> None:
     if not _is_number(value) or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InvalidConfig(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _in_range(name: str, value: object, low: float, high: float, *, high_open: bool = False) -> None:
@@ -143,7 +145,7 @@ def _in_range(name: str, value: object, low: float, high: float, *, high_open: b
     ok = ok and (value < high if high_open else value <= high)  # type: ignore[operator]
     if not ok:
         bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
+        raise InvalidConfig(f"{name} must be a number in {bound}, got {value!r}")
 
 
 def _is_number(value: object) -> bool:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .batch import StepResult, prepare
 from .config import StreamConfig
+from .errors import InvalidState, StreamExists, StreamNotFound
 from .fleet import Fleet
 
 Hidden = Tensor | tuple[Tensor, Tensor]
@@ -24,21 +25,6 @@ Values = float | Sequence[float]
 Item = tuple[str, Values, Values | None]  # (stream id, x, y)
 
 STATE_VERSION = 1
-
-
-class StreamNotFound(KeyError):
-    def __init__(self, stream_id: str) -> None:
-        super().__init__(stream_id)
-        self.stream_id = stream_id
-
-    def __str__(self) -> str:
-        return f"stream {self.stream_id!r} not found"
-
-
-class StreamExists(ValueError):
-    def __init__(self, stream_id: str) -> None:
-        super().__init__(f"stream {stream_id!r} already exists")
-        self.stream_id = stream_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +65,12 @@ class Engine:
     @property
     def update_seconds(self) -> float:
         """Total time spent in TBPTT updates, across fleets (for monitoring)."""
-        return sum(fleet.update_seconds for fleet in self._fleets.values())
+        return sum(fleet.updater.update_seconds for fleet in self._fleets.values())
 
     @property
     def skipped_updates(self) -> int:
         """Updates skipped for a non-finite loss or gradient, across fleets (for monitoring)."""
-        return sum(fleet.skipped_total for fleet in self._fleets.values())
+        return sum(fleet.updater.skipped_total for fleet in self._fleets.values())
 
     def stream_ids(self) -> list[str]:
         return list(self._streams)
@@ -163,23 +149,23 @@ class Engine:
     def metrics(self, stream_id: str) -> StreamMetrics:
         stream = self._get(stream_id)
         s, slot = stream.fleet.slots, stream.slot
-        n = int(s["err_count"][slot])
+        n = int(s.err_count[slot])
         return StreamMetrics(
-            steps=int(s["steps"][slot]),
-            updates=int(s["updates"][slot]),
-            skipped_updates=int(s["skipped_updates"][slot]),
-            last_update_loss=_finite_or_none(s["last_update_loss"][slot]),
-            loss_ewma=_finite_or_none(s["loss_ewma"][slot]),
+            steps=int(s.steps[slot]),
+            updates=int(s.updates[slot]),
+            skipped_updates=int(s.skipped_updates[slot]),
+            last_update_loss=_finite_or_none(s.last_update_loss[slot]),
+            loss_ewma=_finite_or_none(s.loss_ewma[slot]),
             prequential_n=n,
-            mae=float(s["err_abs"][slot]) / n if n else None,
-            rmse=math.sqrt(float(s["err_sq"][slot]) / n) if n else None,
-            grad_norm=_finite_or_none(s["grad_norm"][slot]),
+            mae=float(s.err_abs[slot]) / n if n else None,
+            rmse=math.sqrt(float(s.err_sq[slot]) / n) if n else None,
+            grad_norm=_finite_or_none(s.grad_norm[slot]),
         )
 
     def hidden(self, stream_id: str) -> Hidden:
         """The carried state as torch.nn's modules take it unbatched: (L, H), or the pair (h, c) for LSTM."""
         stream = self._get(stream_id)
-        state = stream.fleet.slots["hidden"][stream.slot].clone()
+        state = stream.fleet.slots.hidden[stream.slot].clone()
         if stream.config.cell == "lstm":
             h, c = state.split(stream.config.hidden_size, dim=-1)
             return h.contiguous(), c.contiguous()
@@ -190,7 +176,7 @@ class Engine:
     def export_weights(self, stream_id: str) -> dict[str, Tensor]:
         """The weights under torch.nn names: ``rnn.weight_ih_l0``, ..., ``head.weight``, ``head.bias``."""
         stream = self._get(stream_id)
-        return stream.fleet.layout.export(stream.fleet.slots["params"][stream.slot])
+        return stream.fleet.layout.export(stream.fleet.slots.params[stream.slot])
 
     def import_weights(self, stream_id: str, weights: dict[str, Tensor]) -> None:
         """Replace the weights (names, shapes, dtype and finiteness checked); optimizer and hidden state reset."""
@@ -198,14 +184,14 @@ class Engine:
         dtype = stream.config.torch_dtype
         for name, tensor in weights.items():
             if tensor.dtype != dtype:
-                raise ValueError(
+                raise InvalidState(
                     f"{name} must be {stream.config.dtype}, got {str(tensor.dtype).removeprefix('torch.')}"
                 )
             if not torch.isfinite(tensor).all():
-                raise ValueError(f"{name} has non-finite values")
+                raise InvalidState(f"{name} has non-finite values")
         row = stream.fleet.layout.flatten(weights, dtype)
         stream.fleet.reset_weights(stream.slot, stream.config.seed)
-        stream.fleet.slots["params"][stream.slot] = row
+        stream.fleet.slots.params[stream.slot] = row
         stream.fleet.reset_hidden(stream.slot)
 
     def state_dict(self, stream_id: str) -> dict:
@@ -222,9 +208,9 @@ class Engine:
         """Create the stream ``stream_id`` (replacing any) from a ``state_dict``."""
         for key in ("version", "config", "tensors"):
             if key not in state:
-                raise ValueError(f"stream state lacks {key!r}")
+                raise InvalidState(f"stream state lacks {key!r}")
         if state["version"] != STATE_VERSION:
-            raise ValueError(f"unsupported stream state version {state['version']!r}")
+            raise InvalidState(f"unsupported stream state version {state['version']!r}")
         config = StreamConfig.from_dict(state["config"])
         tensors = state["tensors"]
         if stream_id in self._streams:
@@ -235,11 +221,11 @@ class Engine:
         missing = sorted(set(arrays.names()) - set(tensors))
         if missing:
             self.remove_stream(stream_id)
-            raise ValueError(f"stream state lacks tensors {missing}")
+            raise InvalidState(f"stream state lacks tensors {missing}")
         try:
             for name in arrays.names():
                 arrays.set_row(name, stream.slot, tensors[name])
-        except ValueError:
+        except InvalidState:
             self.remove_stream(stream_id)
             raise
 

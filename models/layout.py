@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .config import StreamConfig
+from .errors import InvalidState
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 _VIEW_CACHE = 16
@@ -124,12 +125,12 @@ class Layout:
         expected = {spec.name for spec in self.specs}
         missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         if missing or unexpected:
-            raise ValueError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+            raise InvalidState(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
         row = torch.empty(self.size, dtype=dtype)
         for spec in self.specs:
             t = tensors[spec.name]
             if tuple(t.shape) != spec.torch_shape:
-                raise ValueError(f"{spec.name} must have shape {list(spec.torch_shape)}, got {list(t.shape)}")
+                raise InvalidState(f"{spec.name} must have shape {list(spec.torch_shape)}, got {list(t.shape)}")
             stored = t.t() if spec.transposed else t
             row[spec.offset : spec.offset + spec.numel] = stored.reshape(-1)
         return row

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import InvalidState
+
 
 @dataclass(frozen=True)
 class ArraySpec:
@@ -25,20 +27,23 @@ class ArraySpec:
 
 
 class SlotArrays:
-    """Named arrays of ``capacity`` rows; ``allocate`` hands out a fresh row, ``release`` takes it back."""
+    """Arrays of ``capacity`` rows, one attribute per array; ``allocate`` hands out a fresh row, ``release``
+    takes it back. Subclasses declare the attributes (typed), and pass the specs that size them."""
 
     def __init__(self, specs: dict[str, ArraySpec]) -> None:
         self._specs = specs
-        self._arrays: dict[str, Any] = {name: _new(spec, 0) for name, spec in specs.items()}
+        for name, spec in specs.items():
+            setattr(self, name, _new(spec, 0))
         self._free: list[int] = []
         self.capacity = 0
         self.used = 0  # rows ever handed out; rows >= used have never been used
 
-    def __getitem__(self, name: str) -> Any:
-        return self._arrays[name]
-
     def names(self) -> Iterator[str]:
         return iter(self._specs)
+
+    def array(self, name: str) -> Any:
+        """An array by name (state dicts, which name every array)."""
+        return getattr(self, name)
 
     def is_torch(self, name: str) -> bool:
         return isinstance(self._specs[name].dtype, torch.dtype)
@@ -72,40 +77,132 @@ class SlotArrays:
         capacity = max(1, 2 * len(live))
         order = np.array(live, dtype=np.int64)
         for name, spec in self._specs.items():
-            old, new = self._arrays[name], _new(spec, capacity)
+            old, new = getattr(self, name), _new(spec, capacity)
             new[: len(live)] = old[torch.from_numpy(order)] if isinstance(old, Tensor) else old[order]
-            self._arrays[name] = new
+            setattr(self, name, new)
         self.capacity, self.used, self._free = capacity, len(live), []
         _release_free_memory()
         return {old: new for new, old in enumerate(live) if old != new}
 
     def clear(self, slot: int) -> None:
         for name, spec in self._specs.items():
-            self._arrays[name][slot] = spec.fill
+            getattr(self, name)[slot] = spec.fill
 
     def row(self, name: str, slot: int) -> Tensor:
         """A copy of one row as a torch tensor (numpy rows converted)."""
-        value = self._arrays[name][slot]
+        value = getattr(self, name)[slot]
         return value.clone() if isinstance(value, Tensor) else torch.from_numpy(np.array(value))
 
     def set_row(self, name: str, slot: int, value: Tensor) -> None:
         spec = self._specs[name]
         if tuple(value.shape) != spec.shape:
-            raise ValueError(f"state '{name}' must have shape {list(spec.shape)}, got {list(value.shape)}")
-        target = self._arrays[name]
+            raise InvalidState(f"state '{name}' must have shape {list(spec.shape)}, got {list(value.shape)}")
+        target = getattr(self, name)
         target[slot] = value.to(spec.dtype) if isinstance(target, Tensor) else value.numpy()
 
     def nbytes(self) -> int:
-        return sum(
-            a.element_size() * a.nelement() if isinstance(a, Tensor) else a.nbytes for a in self._arrays.values()
-        )
+        arrays = [getattr(self, name) for name in self._specs]
+        return sum(a.element_size() * a.nelement() if isinstance(a, Tensor) else a.nbytes for a in arrays)
 
     def _grow(self, capacity: int) -> None:
         for name, spec in self._specs.items():
-            old, new = self._arrays[name], _new(spec, capacity)
+            old, new = getattr(self, name), _new(spec, capacity)
             new[: self.capacity] = old
-            self._arrays[name] = new
+            setattr(self, name, new)
         self.capacity = capacity
+
+
+class FleetSlots(SlotArrays):
+    """Every per-slot array of a fleet, by name (the names are also the keys of a stream's state dict)."""
+
+    # torch, in the model's dtype: what the network touches
+    params: Tensor  # (P,) the flat weights (see layout)
+    hidden: Tensor  # (L, C*H) the carried state
+    ring_x: Tensor  # (k2, I) the inputs the network saw, the last k2 steps (ring buffer by step)
+    ring_y: Tensor  # (k2, O) their targets, in training units
+    ring_state: Tensor  # (k2, L, C*H) the state before each step
+    ring_extra: Tensor  # (k2, L, E) what each live step computed that its backward needs (see cells)
+    # the optimizer's per-parameter state: the names in optim.state_names(config), each (P,)
+    # numpy: per-step bookkeeping
+    ring_loss: np.ndarray  # (k2,) whether the step's loss counts
+    x_shift: np.ndarray  # (I,) the inputs' statistics (see normalizer.Moments) ...
+    x_s1: np.ndarray
+    x_s2: np.ndarray
+    x_count: np.ndarray  # ()
+    y_shift: np.ndarray  # (O,) ... and the targets' (of the changes, in residual mode)
+    y_s1: np.ndarray
+    y_s2: np.ndarray
+    y_count: np.ndarray
+    last_x: np.ndarray  # (I,) forecast: the reading a residual is added to
+    pending_yhat: np.ndarray  # (O,) forecast: the output awaiting its target
+    pending_pred: np.ndarray  # (O,) ... in the caller's units
+    steps: np.ndarray  # () observations applied (network steps)
+    valid_from: np.ndarray  # the first step a window may replay (after a reset)
+    fresh_from: np.ndarray  # the first step forwarded with the current weights
+    opt_steps: np.ndarray  # the optimizer's step count (float64, as torch's)
+    updates: np.ndarray
+    skipped_updates: np.ndarray
+    err_abs: np.ndarray  # prequential errors in the caller's units: sum |e|, sum e^2, count
+    err_sq: np.ndarray
+    err_count: np.ndarray
+    loss_count: np.ndarray  # losses seen, and their EWMA
+    loss_ewma: np.ndarray
+    last_update_loss: np.ndarray
+    grad_norm: np.ndarray
+
+    def __init__(
+        self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
+        dtype: torch.dtype,
+    ) -> None:  # fmt: skip
+        f64, i64, nan = np.float64, np.int64, float("nan")
+        specs = {
+            "params": ArraySpec((params,), dtype),
+            **{name: ArraySpec((params,), dtype) for name in optim},
+            "hidden": ArraySpec(state, dtype),
+            "ring_x": ArraySpec((k2, inp), dtype),
+            "ring_y": ArraySpec((k2, out), dtype),
+            "ring_state": ArraySpec((k2, *state), dtype),
+            "ring_extra": ArraySpec((k2, state[0], extras), dtype),
+            "ring_loss": ArraySpec((k2,), np.bool_),
+            **_moment_specs("x", inp),
+            **_moment_specs("y", out),
+            "last_x": ArraySpec((inp,), f64),
+            "pending_yhat": ArraySpec((out,), f64),
+            "pending_pred": ArraySpec((out,), f64),
+            "steps": ArraySpec((), i64),
+            "valid_from": ArraySpec((), i64, 1),
+            "fresh_from": ArraySpec((), i64, 1),
+            "opt_steps": ArraySpec((), f64),
+            "updates": ArraySpec((), i64),
+            "skipped_updates": ArraySpec((), i64),
+            "err_abs": ArraySpec((), f64),
+            "err_sq": ArraySpec((), f64),
+            "err_count": ArraySpec((), i64),
+            "loss_count": ArraySpec((), i64),
+            "loss_ewma": ArraySpec((), f64, nan),
+            "last_update_loss": ArraySpec((), f64, nan),
+            "grad_norm": ArraySpec((), f64, nan),
+        }
+        super().__init__(specs)
+
+
+def _moment_specs(prefix: str, dim: int) -> dict[str, ArraySpec]:
+    return {
+        f"{prefix}_shift": ArraySpec((dim,), np.float64),
+        f"{prefix}_s1": ArraySpec((dim,), np.float64),
+        f"{prefix}_s2": ArraySpec((dim,), np.float64),
+        f"{prefix}_count": ArraySpec((), np.float64),
+    }
+
+
+def ring_rows(ring: Tensor) -> Tensor:
+    """A (slots, k2, ...) ring buffer as (slots * k2, ...) rows: a view, writes go through."""
+    return ring.flatten(0, 1)
+
+
+def ring_index(slots: np.ndarray, steps: np.ndarray, k2: int) -> Tensor:
+    """Rows of the flattened (slots * k2) ring buffers that hold ``steps`` (n, T) of ``slots`` (n,), flattened."""
+    return torch.from_numpy((slots[:, None] * k2 + (steps - 1) % k2).reshape(-1))
 
 
 def _release_free_memory() -> None:

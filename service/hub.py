@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from tbptt.models import Engine
 from tbptt.models import StreamConfig as CoreConfig
 

@@ -13,7 +13,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models.layout import Layout
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
-
 from tbptt.models import StreamConfig as CoreConfig
 
 MAX_SAFE_INT = 2**53 - 1

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-
 from tbptt.models import Engine
 from tbptt.models import StreamConfig as CoreConfig
 

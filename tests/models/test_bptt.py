@@ -7,11 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from tbptt.models import Engine, StreamConfig
-from tbptt.models.bptt import Window, window_gradient
-from tbptt.models.fleet import _ring_rows
 from tbptt.models.slots import Rows
+from tbptt.models.update import window_gradient
+
 from tests.conftest import sequence
 
 
@@ -36,25 +35,16 @@ def test_reused_live_forward_equals_replay(cell, layers):
     for x, y in zip(xs, ys):  # 9 steps: the window of the coming update is in the ring, no update yet
         engine.observe_many([(f"s{k}", x, y) for k in range(3)])
     fleet = engine._streams["s0"].fleet
-    s, rows = fleet.slots, Rows(np.arange(3))
-    ring = fleet._ring_index(rows, np.tile(np.arange(1, 10), (3, 1)))
-    states = _ring_rows(s["ring_state"]).index_select(0, ring)
-    extras = _ring_rows(s["ring_extra"]).index_select(0, ring)
-    window = Window(
-        inputs=_ring_rows(s["ring_x"]).index_select(0, ring).view(3, 9, -1),
-        targets=_ring_rows(s["ring_y"]).index_select(0, ring).view(3, 9, -1),
-        loss_mask=torch.ones(3, 9, dtype=torch.bool),
-        states=states.view(3, 9, *states.shape[1:]),
-        final=s["hidden"][:3],
-        extras=extras.view(3, 9, *extras.shape[1:]),
-    )
+    s = fleet.slots
+    window = fleet.updater.window(Rows(np.arange(3)), np.full(3, 9), length=9, reuse=True)
+    assert window.loss_mask.all()  # k1 = 10: every step of the window carries its loss
     reused, replayed = (
         torch.empty(3, fleet.layout.size, dtype=torch.float64),
         torch.empty(3, fleet.layout.size, dtype=torch.float64),
     )
-    loss_reused = window_gradient(fleet.layout, fleet.cell, "mse", s["params"][:3], window, reused)
+    loss_reused = window_gradient(fleet.layout, fleet.cell, "mse", s.params[:3], window, reused)
     loss_replayed = window_gradient(
-        fleet.layout, fleet.cell, "mse", s["params"][:3], dataclasses.replace(window, extras=None), replayed
+        fleet.layout, fleet.cell, "mse", s.params[:3], dataclasses.replace(window, extras=None), replayed
     )
     torch.testing.assert_close(loss_reused, loss_replayed, atol=1e-12, rtol=0)
     torch.testing.assert_close(reused, replayed, atol=1e-12, rtol=0)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from tbptt.models import StreamConfig
+from tbptt.models import CoreError, InvalidConfig, StreamConfig
 
 
 def test_defaults_fill_in():
@@ -41,10 +40,15 @@ def test_round_trip_through_a_dict():
     ],
 )
 def test_invalid_values_are_named(fields, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidConfig, match=message):
         StreamConfig(**{"input_size": 3, **fields})
 
 
 def test_unknown_fields_are_refused():
-    with pytest.raises(ValueError, match="unknown config fields: colour"):
+    with pytest.raises(InvalidConfig, match="unknown config fields: colour"):
         StreamConfig.from_dict({"input_size": 1, "colour": "red"})
+
+
+def test_every_refusal_of_the_core_shares_one_root():
+    with pytest.raises(CoreError):
+        StreamConfig(input_size=0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tbptt.models import Engine, InvalidState, StreamConfig
 
-from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 from tests.reference import MODULES, build, weights
 
@@ -76,6 +76,6 @@ def test_import_checks_names_shapes_dtype_and_finiteness(change, message):
     before = engine.state_dict("s")["tensors"]
     bad = engine.export_weights("s")
     change(bad)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidState, match=message):
         engine.import_weights("s", bad)
     assert_identical(engine.state_dict("s")["tensors"], before)

@@ -6,7 +6,6 @@ import gc
 import resource
 
 import torch
-
 from tbptt.models import Engine, StreamConfig
 
 
@@ -26,7 +25,9 @@ def test_no_carried_tensor_has_a_graph():
         tensors += list(hidden) if isinstance(hidden, tuple) else [hidden]
         assert all(t.grad_fn is None and not t.requires_grad for t in tensors)
         fleet = engine._streams["s"].fleet
-        assert all(fleet.slots[name].grad_fn is None for name in fleet.slots.names() if fleet.slots.is_torch(name))
+        assert all(
+            fleet.slots.array(name).grad_fn is None for name in fleet.slots.names() if fleet.slots.is_torch(name)
+        )
 
 
 def test_memory_stays_flat_over_100000_steps():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from tbptt.models import Engine, InvalidObservation, StreamConfig
 
-from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 
@@ -54,6 +54,6 @@ def test_a_loss_that_overflows_skips_the_update():
 def test_non_finite_inputs_are_refused_before_anything_changes():
     engine = stream()
     state = engine.state_dict("s")
-    with pytest.raises(ValueError, match="observation 1: x: values must be finite"):
+    with pytest.raises(InvalidObservation, match="observation 1: x: values must be finite"):
         engine.observe_many([("s", [1.0, 2.0], [1.0]), ("s", [math.nan, 0.0], [1.0])])
     assert_identical(engine.state_dict("s")["tensors"], state["tensors"])

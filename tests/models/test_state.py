@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from tbptt.models import Engine, InvalidState, StreamConfig
 
-from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 MODES = {
@@ -45,14 +45,14 @@ def test_load_rejects_incomplete_or_foreign_state():
     engine = Engine()
     engine.add_stream("s", StreamConfig(input_size=1))
     state = engine.state_dict("s")
-    with pytest.raises(ValueError, match="lacks 'tensors'"):
+    with pytest.raises(InvalidState, match="lacks 'tensors'"):
         Engine().load_state_dict("t", {k: v for k, v in state.items() if k != "tensors"})
     broken = {**state, "tensors": {k: v for k, v in state["tensors"].items() if k != "hidden"}}
     other = Engine()
-    with pytest.raises(ValueError, match="hidden"):
+    with pytest.raises(InvalidState, match="hidden"):
         other.load_state_dict("t", broken)
     assert "t" not in other
     wrong = {**state, "tensors": {**state["tensors"], "params": state["tensors"]["params"][:-1]}}
-    with pytest.raises(ValueError, match="params"):
+    with pytest.raises(InvalidState, match="params"):
         other.load_state_dict("t", wrong)
     assert "t" not in other

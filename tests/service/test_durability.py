@@ -19,11 +19,11 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load as load_tensors
-from websockets.sync.client import connect
-
 from tbptt.models import Engine
 from tbptt.service.schemas import StreamConfig
 from tbptt.service.store import Observations, Store
+from websockets.sync.client import connect
+
 from tests.conftest import sequence
 from tests.service.server import Server
 
@@ -315,7 +315,6 @@ def test_sigterm_checkpoints_everything_and_says_goodbye_with_1001(tmp_path):
 
 def test_readyz_is_503_until_recovery_is_done(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
-
     from tbptt.service.app import create_app
     from tbptt.service.hub import Hub
     from tbptt.service.settings import Settings
@@ -403,9 +402,9 @@ def test_idle_streams_are_evicted_and_come_back_exactly(tmp_path):
 
 def test_a_failing_batch_answers_its_requests_and_the_service_refuses_work_until_restarted(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
-
     from tbptt.service.app import create_app
     from tbptt.service.settings import Settings
+
     from tests.service.conftest import wait_ready
 
     with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:

@@ -1,0 +1,182 @@
+"""Target modes: how a block of observations becomes what the network sees and what it learns to predict.
+
+- ``Explicit``: each observation brings its target ``y_t``; ``x_t`` is forwarded, ``y_t`` resolves step t.
+- ``Forecast`` (``target="next"``): the target of step t is ``x_{t+1}``, so ``x_t`` first resolves the
+  pending step t-1 (and runs the update that step completes), then is forwarded.
+- ``Residual`` (forecast with ``residual``): the network sees the change since the previous reading and
+  predicts the next change; the prediction is reported as a level.
+
+Each with ``normalize``: online standardization (``normalizer.Moments``) of the inputs and of the targets
+(of the changes, in residual mode); predictions are reported in the caller's units, and learning waits
+until a target's scale is known (two values seen). A block never crosses a k1 boundary (see ``fleet``), so
+the statistics of a whole block are computed at once, in order, bit for bit as step by step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .normalizer import Moments
+from .slots import Rows
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+
+@dataclass
+class Outcome:
+    """What a run of T observations did, per slot and observation."""
+
+    steps: np.ndarray  # (n, T) observations applied, this one included
+    predictions: np.ndarray  # (n, T, O) in the caller's units
+    losses: np.ndarray  # (n, T) the loss that became known, NaN where none
+    updated: np.ndarray  # (n, T) bool
+
+
+class TargetMode:
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet, self.config, self.slots = fleet, fleet.config, fleet.slots
+
+    def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
+        """Apply one block: ``x`` (n, T, I), ``y`` (n, T, O) and ``has_y`` (n, T) from step ``first`` (n,)."""
+        raise NotImplementedError
+
+    def _standardized_inputs(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, Moments | None]:
+        """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block."""
+        if not self.config.normalize:
+            return x, None
+        history = self._moments("x", rows).accumulate(x, np.ones(x.shape[:2], dtype=bool))
+        self._store_moments("x", rows, history.final())
+        mean, std = history.scale()
+        return (x - mean[:, 1:]) / std[:, 1:], history
+
+    def _moments(self, of: str, rows: Rows) -> Moments:
+        """The statistics of the inputs (``of="x"``) or of the targets (``"y"``) of these rows."""
+        s = self.slots
+        return Moments(*(rows.take(s.array(f"{of}_{part}")) for part in ("shift", "s1", "s2", "count")))
+
+    def _store_moments(self, of: str, rows: Rows, m: Moments) -> None:
+        s = self.slots
+        for part, value in (("shift", m.shift), ("s1", m.s1), ("s2", m.s2), ("count", m.count)):
+            rows.put(s.array(f"{of}_{part}"), value)
+
+
+class Explicit(TargetMode):
+    def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
+        fleet = self.fleet
+        steps = first[:, None] + np.arange(x.shape[1])  # (n, T) network steps, one per observation
+        rows.put(self.slots.steps, steps[:, -1])
+        yhat = fleet.forward(rows, steps, self._standardized_inputs(rows, x)[0])
+        finite = has_y & np.isfinite(y).all(axis=-1)
+        if self.config.normalize:
+            history = self._moments("y", rows).accumulate(y, finite)
+            self._store_moments("y", rows, history.final())
+            mean, std = history.scale()
+            mean, std, count = mean[:, :-1], std[:, :-1], history.count[:, :-1]  # before each target
+            pred, target, warm = mean + std * yhat, (y - mean) / std, count >= 2
+        else:
+            pred, target, warm = yhat, y, np.ones_like(has_y)
+        losses = fleet.resolve(rows, steps, yhat, pred, target, y, has_y, finite, warm)
+        updated = np.zeros_like(has_y)
+        updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
+        return Outcome(steps, pred, losses, updated)
+
+
+class Forecast(TargetMode):
+    """Levels: the network sees the (standardized) readings and predicts the next one."""
+
+    def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
+        s, fleet = self.slots, self.fleet
+        n, size = x.shape[:2]
+        steps = first[:, None] + np.arange(size)
+        losses = np.full((n, size), np.nan)
+        updated = np.zeros((n, size), dtype=bool)
+        pending = first > 1
+        if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
+            sub = rows.subset(pending)
+            losses[pending, 0], updated[pending, 0] = self._resolve_pending(sub, first[pending] - 1, x[pending, :1])
+        rows.put(s.steps, steps[:, -1])
+        yhat, pred, target, warm = self._network(rows, steps, x)
+        truth = x[:, 1:]  # the targets of this block's steps but its last
+        known = np.ones(truth.shape[:2], dtype=bool)
+        losses[:, 1:] = fleet.resolve(
+            rows, steps[:, :-1], yhat[:, :-1], pred[:, :-1], target, truth, known, known, warm
+        )
+        rows.put(s.pending_yhat, yhat[:, -1])
+        rows.put(s.pending_pred, pred[:, -1])
+        rows.put(s.last_x, x[:, -1])
+        return Outcome(steps, pred, losses, updated)
+
+    def _network(
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Forward the block: the outputs, the predictions in the caller's units, and the targets in training
+        units of the block's steps but its last (with ``warm``: whether their scale is known)."""
+        truth = x[:, 1:]
+        seen, history = self._standardized_inputs(rows, x)
+        yhat = self.fleet.forward(rows, steps, seen)
+        if history is None:
+            return yhat, yhat, truth, np.ones(truth.shape[:2], dtype=bool)
+        mean, std = history.scale()
+        mean, std, count = mean[:, 1:], std[:, 1:], history.count[:, 1:]  # after each input
+        return yhat, mean + std * yhat, (truth - mean[:, :-1]) / std[:, :-1], count[:, :-1] >= 2
+
+    def _resolve_pending(self, rows: Rows, step: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,); its loss, and whether the
+        update that step completes applied."""
+        s, sl = self.slots, rows.slots
+        yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
+        target, warm = self._pending_target(rows, x)
+        known = np.ones(x.shape[:2], dtype=bool)
+        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm)
+        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step)
+
+    def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pending step's target in training units: in the inputs' statistics, which ``x`` joins when it
+        is forwarded."""
+        if not self.config.normalize:
+            return x, np.ones(x.shape[:2], dtype=bool)
+        history = self._moments("x", rows).as_history()
+        mean, std = history.scale()
+        return (x - mean[:, :1]) / std[:, :1], history.count[:, :1] >= 2
+
+
+class Residual(Forecast):
+    """Changes: the network sees the change since the last reading and predicts the next change.
+    Measured on the series under tests/models/data, changes as inputs beat levels."""
+
+    def _network(
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        change = x[:, 1:] - x[:, :-1]  # the targets of this block's steps but its last
+        since_last = np.where((steps[:, 0] > 1)[:, None], x[:, 0] - rows.take(self.slots.last_x), 0.0)
+        changes = np.concatenate([since_last[:, None], change], axis=1)  # (n, T, I): the inputs
+        if not self.config.normalize:
+            yhat = self.fleet.forward(rows, steps, changes)
+            return yhat, x + yhat, change, np.ones(change.shape[:2], dtype=bool)
+        history = self._moments("y", rows).accumulate(change, np.ones(change.shape[:2], dtype=bool))
+        self._store_moments("y", rows, history.final())
+        mean, std = history.scale()  # index k: with the change into step k, before the next one
+        yhat = self.fleet.forward(rows, steps, (changes - mean) / std)
+        target = (change - mean[:, :-1]) / std[:, :-1]
+        return yhat, x + mean + std * yhat, target, history.count[:, :-1] >= 2
+
+    def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raw = x - self.slots.last_x[rows.slots][:, None]
+        known = np.ones(x.shape[:2], dtype=bool)
+        if not self.config.normalize:
+            return raw, known
+        history = self._moments("y", rows).accumulate(raw, known)
+        self._store_moments("y", rows, history.final())
+        mean, std = history.scale()
+        return (raw - mean[:, :1]) / std[:, :1], history.count[:, :1] >= 2
+
+
+def target_mode(fleet: Fleet) -> TargetMode:
+    c = fleet.config
+    if c.target != "next":
+        return Explicit(fleet)
+    return Residual(fleet) if c.residual else Forecast(fleet)
