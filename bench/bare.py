@@ -4,6 +4,7 @@ constant (HTTP), or echo (WebSocket). ``uvicorn bench.bare:app``"""
 from __future__ import annotations
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
 from tbptt.service.schemas import STREAM_ID, CrossStreamBatch, Observation, ObservationBatch
 
 app = FastAPI()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
+
 from tbptt.models import Engine, StreamConfig
 
 INPUT, HIDDEN, OUTPUT, K = 8, 32, 1, 16

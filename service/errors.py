@@ -1,4 +1,7 @@
-"""Domain errors: small classes carrying data, mapped to HTTP status codes in one place (``install``)."""
+"""Domain errors: small classes carrying data, mapped to HTTP status codes in one place (``install``), with
+the learning core's own errors (``tbptt.models.CoreError``) that reach a client.
+
+WebSockets answer the same ``detail`` in a reply, or close with the codes named in ``ws``."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tbptt.models import CoreError, StreamNotFound
+
 log = logging.getLogger(__name__)
 
 
@@ -18,13 +23,6 @@ class ServiceError(Exception):
 
     def detail(self) -> Any:
         return str(self)
-
-
-class StreamNotFound(ServiceError):
-    status = 404
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(f"stream {stream!r} not found")
 
 
 class StreamConflict(ServiceError):
@@ -81,12 +79,22 @@ def validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def status_and_detail(exc: ServiceError | CoreError) -> tuple[int, Any]:
+    """The HTTP status and ``detail`` of a domain error (the core's: 404 for an unknown stream, else 422)."""
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.detail()
+    return (404 if isinstance(exc, StreamNotFound) else 422), str(exc)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        if exc.status >= 500:
+    @app.exception_handler(CoreError)
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError | CoreError)
+        status, detail = status_and_detail(exc)
+        if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": exc.detail()}, status_code=exc.status)
+        return JSONResponse({"detail": detail}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,17 +13,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
+
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models.layout import Layout
 
 from .errors import Invalid
-from .schemas import StreamConfig
+from .schemas import StreamCreate
 
 MAX_HEADER = 1 << 20  # a model file's JSON header; real ones are a few KB
 
 
 def write_weights(weights: dict[str, torch.Tensor], config: CoreConfig) -> bytes:
-    config_json = StreamConfig.from_core(config).model_dump_json()
+    config_json = StreamCreate.from_core(config).model_dump_json()
     return save_tensors({k: v.contiguous() for k, v in weights.items()}, metadata={"config": config_json})
 
 
@@ -56,7 +57,7 @@ def read_weights(data: bytes, config: CoreConfig) -> dict[str, torch.Tensor]:
 
 def _check_architecture(raw: str, config: CoreConfig) -> None:
     try:
-        theirs = StreamConfig.model_validate_json(raw).to_core()
+        theirs = StreamCreate.model_validate_json(raw).to_core()
     except ValueError as exc:
         raise Invalid(["body", "config"], f"the file's config is invalid: {exc}") from exc
     for name in ("cell", "input_size", "hidden_size", "num_layers", "output_size", "dtype"):

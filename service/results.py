@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
-Result = dict  # {"seq", "step", "prediction", "loss", "updated", "duplicate"}: plain, for speed
+
+class Result(TypedDict):
+    """What one observation got back (a plain dict: thousands are built per batch, and orjson writes them)."""
+
+    seq: int
+    step: int  # observations the stream has applied, this one included
+    prediction: list[float]  # made before learning from this observation; [] for a duplicate no longer kept
+    loss: float | None  # the loss this observation revealed, in training units
+    updated: bool  # whether a TBPTT update ran
+    duplicate: bool
 
 
 class ResultLog:

@@ -1,6 +1,7 @@
 """Request and response bodies of the HTTP and WebSocket API v1.
 
-Families per resource (``StreamConfig``, ``StreamInfo``, ...); every request model forbids unknown fields and
+Families per resource, as the FastAPI template names them: ``StreamCreate`` (a request), ``StreamPublic``
+(a response), ``StreamsPublic`` (a list) ...; every request model forbids unknown fields and
 rejects non-finite numbers. Integers stay within 2**53 - 1, the largest a JSON client surely holds exactly.
 """
 
@@ -9,7 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
 from tbptt.models import StreamConfig as CoreConfig
+from tbptt.models import StreamMetrics
+
+from .streams import StreamInfo
 
 MAX_SAFE_INT = 2**53 - 1
 MAX_VALUE = 1e15  # observations beyond this are refused: their squares would overflow float32 training
@@ -68,7 +73,7 @@ class OptimizerSpec(_Strict):
     weight_decay: float = Field(CORE_DEFAULTS.weight_decay, ge=0, le=10)
 
 
-class StreamConfig(_Strict):
+class StreamCreate(_Strict):
     """Everything that defines a stream; every field has a default except ``model.input_size``."""
 
     model_config = ConfigDict(
@@ -92,7 +97,7 @@ class StreamConfig(_Strict):
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
     @model_validator(mode="after")
-    def _rules_across_fields(self) -> StreamConfig:
+    def _rules_across_fields(self) -> StreamCreate:
         if self.tbptt.k2 is not None and self.tbptt.k2 < self.tbptt.k1:
             raise ValueError(f"tbptt.k2 must be >= tbptt.k1 ({self.tbptt.k1}), got {self.tbptt.k2}")
         size = self.model.output_size
@@ -113,7 +118,7 @@ class StreamConfig(_Strict):
         )  # fmt: skip
 
     @classmethod
-    def from_core(cls, c: CoreConfig) -> StreamConfig:
+    def from_core(cls, c: CoreConfig) -> StreamCreate:
         return cls(
             model=ModelSpec(
                 cell=c.cell, input_size=c.input_size, hidden_size=c.hidden_size, num_layers=c.num_layers,
@@ -128,20 +133,27 @@ class StreamConfig(_Strict):
         )  # fmt: skip
 
 
-class StreamInfo(BaseModel):
+class StreamPublic(BaseModel):
     id: str
-    config: StreamConfig = Field(description="complete: every default filled in")
+    config: StreamCreate = Field(description="complete: every default filled in")
     steps: int = Field(description="observations applied")
     updates: int
     last_seq: int | None = Field(description="the last applied seq; null before the first observation")
     created_at: str = Field(description="ISO 8601, UTC")
 
+    @classmethod
+    def of(cls, info: StreamInfo) -> StreamPublic:
+        return cls(
+            id=info.id, config=StreamCreate.from_core(info.config), steps=info.steps, updates=info.updates,
+            last_seq=info.last_seq, created_at=info.created_at,
+        )  # fmt: skip
 
-class StreamList(BaseModel):
-    streams: list[StreamInfo]
+
+class StreamsPublic(BaseModel):
+    streams: list[StreamPublic]
 
 
-class ResetRequest(_Strict):
+class StreamReset(_Strict):
     model_config = ConfigDict(
         extra="forbid", strict=True, json_schema_extra={"examples": [{"hidden": True, "weights": False}]}
     )
@@ -201,7 +213,7 @@ class CrossStreamBatch(_Strict):
     observations: list[StreamObservation] = Field(min_length=1, max_length=10_000)
 
 
-class Result(BaseModel):
+class ResultPublic(BaseModel):
     seq: int
     step: int = Field(description="observations the stream has applied, this one included")
     prediction: list[float] = Field(description="made before learning from this observation; [] for an old duplicate")
@@ -212,40 +224,48 @@ class Result(BaseModel):
 
 class StreamResults(BaseModel):
     stream: str
-    results: list[Result]
+    results: list[ResultPublic]
 
 
-class StreamResult(Result):
+class StreamResultPublic(ResultPublic):
     stream: str
 
 
 class CrossStreamResults(BaseModel):
-    results: list[StreamResult]
+    results: list[StreamResultPublic]
 
 
 # -- metrics -------------------------------------------------------------------------------------------------
 
 
-class LossMetrics(BaseModel):
+class LossPublic(BaseModel):
     last_update: float | None = Field(description="mean step loss of the last applied update")
     ewma: float | None = Field(description="exponentially weighted moving average of the step loss")
 
 
-class PrequentialMetrics(BaseModel):
+class PrequentialPublic(BaseModel):
     n: int = Field(description="predictions whose target is known")
     mae: float | None = Field(description="in the caller's units")
     rmse: float | None
 
 
-class StreamMetrics(BaseModel):
+class MetricsPublic(BaseModel):
     steps: int
     updates: int
     skipped_updates: int = Field(description="updates skipped for a non-finite loss or gradient")
     last_seq: int | None
     duplicates: int
-    loss: LossMetrics
-    prequential: PrequentialMetrics
+    loss: LossPublic
+    prequential: PrequentialPublic
     grad_norm: float | None = Field(description="of the last applied update, before clipping")
+
+    @classmethod
+    def of(cls, info: StreamInfo, m: StreamMetrics) -> MetricsPublic:
+        return cls(
+            steps=m.steps, updates=m.updates, skipped_updates=m.skipped_updates, last_seq=info.last_seq,
+            duplicates=info.duplicates, loss=LossPublic(last_update=m.last_update_loss, ewma=m.loss_ewma),
+            prequential=PrequentialPublic(n=m.prequential_n, mae=m.mae, rmse=m.rmse), grad_norm=m.grad_norm,
+        )  # fmt: skip
 
 
 class Status(BaseModel):

@@ -1,29 +1,39 @@
-"""A stream as the service sees it: the engine's model plus ids, sequence numbers and recent results, and
-how all of it is packed into a checkpoint (safetensors: tensors and JSON metadata, nothing executable)."""
+"""A stream as the service sees it: the engine's model plus ids, sequence numbers and recent results.
+
+``StreamState`` is owned by the engine thread; ``StreamInfo`` is the immutable snapshot of it that crosses to
+the event loop (routes build their response schemas from it)."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
-from tbptt.models import Engine
+
+from tbptt.models import StepResult
 from tbptt.models import StreamConfig as CoreConfig
 
 from .results import ResultLog
-from .schemas import StreamConfig, StreamInfo
 
-CHECKPOINT_VERSION = 2
+Key = tuple[str, str]  # (tenant, stream id)
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream's identity, config and counters at one moment."""
+
+    id: str
+    config: CoreConfig
+    steps: int  # observations applied
+    updates: int
+    last_seq: int | None
+    duplicates: int
+    created_at: str  # ISO 8601, UTC
 
 
 @dataclass
@@ -66,87 +76,41 @@ class StreamState:
         self.checkpoint_step, self.checkpoint_events, self.checkpoint_updates = self.steps, self.events, self.updates
         self.checkpoint_time = time.monotonic()
 
+    @property
+    def tenant_key(self) -> Key:
+        return (self.tenant, self.id)
+
     def info(self) -> StreamInfo:
         return StreamInfo(
-            id=self.id,
-            config=StreamConfig.from_core(self.config),
-            steps=self.steps,
-            updates=self.updates,
-            last_seq=self.last_seq,
-            created_at=self.created_at,
+            self.id, self.config, self.steps, self.updates, self.last_seq, self.duplicates, self.created_at
         )
 
 
-def pack(engine: Engine, stream: StreamState) -> bytes:
-    """Everything needed to continue the stream exactly, as safetensors bytes: the engine's and the
-    results' arrays grouped into one buffer per dtype (a few tensors, not dozens: much faster to write)."""
-    state = engine.state_dict(stream.key)
-    arrays = {f"engine.{name}": t for name, t in state["tensors"].items()}
-    arrays.update(
-        {f"results.{name}": torch.from_numpy(np.ascontiguousarray(a)) for name, a in stream.results.arrays().items()}
-    )
-    buffers: dict[str, list[torch.Tensor]] = {}
-    layout = []
-    for name, tensor in arrays.items():
-        group = buffers.setdefault(str(tensor.dtype).removeprefix("torch."), [])
-        offset = sum(t.numel() for t in group)
-        layout.append([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset])
-        group.append(tensor.reshape(-1))
-    meta = {
-        "version": CHECKPOINT_VERSION,
-        "engine_version": state["version"],
-        "config": state["config"],
-        "created_at": stream.created_at,
-        "last_seq": stream.last_seq,
-        "steps": stream.steps,
-        "updates": stream.updates,
-        "duplicates": stream.duplicates,
-        "events": stream.events,
-        "layout": layout,
-    }
-    tensors = {dtype: torch.cat(group) for dtype, group in buffers.items()}
-    return save_tensors(tensors, metadata={"meta": json.dumps(meta)})
-
-
-def summary(data: bytes, stream: StreamState) -> None:
-    """Set the stream's counters from a checkpoint's metadata, without loading its tensors."""
-    meta = _meta(data, stream)
-    stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
-    stream.updates, stream.duplicates, stream.events = meta["updates"], meta["duplicates"], meta["events"]
-
-
-def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
-    """Restore a checkpoint into the engine and ``stream``; raises ValueError if it does not fit (and then
-    leaves the engine without the stream)."""
-    meta = _meta(data, stream)
-    try:
-        tensors = load_tensors(data)
-    except Exception as exc:  # safetensors raises its own error types for malformed bytes
-        raise ValueError(f"unreadable checkpoint: {exc}") from exc
-    arrays = {}
-    for name, dtype, shape, offset in meta["layout"]:
-        buffer = tensors[dtype]
-        count = int(np.prod(shape))
-        arrays[name] = buffer[offset : offset + count].reshape(shape)
-    engine_tensors = {k.removeprefix("engine."): v for k, v in arrays.items() if k.startswith("engine.")}
-    state = {"version": meta["engine_version"], "config": meta["config"], "tensors": engine_tensors}
-    engine.load_state_dict(stream.key, state)
-    results = {k.removeprefix("results."): v.numpy() for k, v in arrays.items() if k.startswith("results.")}
-    stream.results = ResultLog(stream.results.capacity, stream.results.output_size)
-    stream.results.load(results)
-    stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
-    stream.updates, stream.duplicates, stream.events = meta["updates"], meta["duplicates"], meta["events"]
-
-
-def _meta(data: bytes, stream: StreamState) -> dict[str, Any]:
-    """The checkpoint's metadata (in the safetensors header: JSON after an 8-byte length), checked."""
-    try:
-        length = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8 : 8 + length])["__metadata__"]["meta"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"unreadable checkpoint: {exc}") from exc
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"unsupported checkpoint version {meta.get('version')!r}")
-    if CoreConfig.from_dict(meta["config"]) != stream.config:
-        raise ValueError("checkpoint config differs from the stream's")
-    return meta
+def record_results(owners: list[StreamState], seqs: list[int], results: list[StepResult]) -> None:
+    """Per stream: the new last seq, step and update counts, and the results kept for duplicates.
+    ``results[k]`` is what observation ``seqs[k]`` of ``owners[k]`` got, in order within each stream."""
+    now = time.monotonic()
+    runs: dict[int, list[int]] = {}
+    for k, state in enumerate(owners):
+        run = runs.get(id(state))
+        if run is None:
+            runs[id(state)] = [k]
+        else:
+            run.append(k)
+    for ks in runs.values():
+        state = owners[ks[0]]
+        last = results[ks[-1]]
+        state.last_seq, state.steps, state.events, state.last_active = seqs[ks[-1]], last.step, 0, now
+        if len(ks) == 1:
+            state.updates += last.updated
+            state.results.append(seqs[ks[0]], last.step, last.prediction, last.loss, last.updated)
+            continue
+        rs = [results[k] for k in ks]
+        state.updates += sum(r.updated for r in rs)
+        state.results.extend(
+            np.array([seqs[k] for k in ks], dtype=np.int64),
+            np.array([r.step for r in rs], dtype=np.int64),
+            np.array([r.prediction for r in rs], dtype=np.float64),
+            np.array([np.nan if r.loss is None else r.loss for r in rs], dtype=np.float64),
+            np.array([r.updated for r in rs], dtype=bool),
+        )

@@ -17,9 +17,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
+from tbptt.models import CoreError, StreamNotFound
+
 from .auth import subprotocol
 from .deps import HubDep, StreamId, Tenant
-from .errors import ServiceError, StreamNotFound, validation_errors
+from .errors import ServiceError, status_and_detail, validation_errors
 from .routes.observations import ObservationsIn, observe_stream
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,8 @@ async def _answer(hub, tenant: str, stream: str, text: str | None, data: bytes |
         results = await observe_stream(hub, tenant, stream, body)
     except ValidationError as exc:
         return json.dumps({"detail": validation_errors(exc.errors())})
-    except ServiceError as exc:
-        return json.dumps({"detail": exc.detail()})
+    except (ServiceError, CoreError) as exc:
+        return json.dumps({"detail": status_and_detail(exc)[1]})
     return orjson.dumps({"stream": stream, "results": results}).decode()
 
 
@@ -85,7 +87,7 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
     and never slows the stream."""
     if not await _accept_known(websocket, hub, tenant, stream_id):
         return
-    batches = hub.watch(tenant, stream_id, hub.settings.watch_queue)
+    batches = hub.watch(tenant, stream_id)
     closed = asyncio.ensure_future(_until_closed(websocket))
     try:
         while True:
@@ -118,9 +120,12 @@ async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> 
         return False
     await websocket.accept(subprotocol=subprotocol(websocket.scope))
     try:
-        hub.config(tenant, stream)
+        await hub.info(tenant, stream)
     except StreamNotFound as exc:
         await websocket.close(POLICY_VIOLATION, str(exc))
+        return False
+    except ServiceError as exc:  # recovering or stopping: worth another try
+        await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
         return False
     open_sockets(websocket.app).add(websocket)
     return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from ..deps import HubDep, StreamId, Tenant
-from ..schemas import StreamInfo
+from ..schemas import StreamPublic
 
 SAFETENSORS = "application/octet-stream"
 router = APIRouter(prefix="/v1/streams", tags=["model"])
@@ -23,16 +23,16 @@ BINARY_BODY = {
 @router.get("/{stream_id}/model", response_class=Response, responses={200: {"content": {SAFETENSORS: BINARY}}})
 async def get_model(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> Response:
     """Export the weights (safetensors; loads into torch.nn.GRU/LSTM/RNN + Linear)."""
-    data = await hub.call(hub.export_model, tenant, stream_id)
+    data = await hub.export_model(tenant, stream_id)
     disposition = f'attachment; filename="{stream_id}.safetensors"'
     return Response(data, media_type=SAFETENSORS, headers={"Content-Disposition": disposition})
 
 
 @router.put(
-    "/{stream_id}/model", response_model=StreamInfo, openapi_extra=BINARY_BODY,
+    "/{stream_id}/model", response_model=StreamPublic, openapi_extra=BINARY_BODY,
     responses={413: {"description": "the file is larger than TBPTT_MAX_MODEL_BYTES"}},
 )  # fmt: skip
-async def put_model(stream_id: StreamId, request: Request, hub: HubDep, tenant: Tenant) -> StreamInfo:
+async def put_model(stream_id: StreamId, request: Request, hub: HubDep, tenant: Tenant) -> StreamPublic:
     """Import weights (names, shapes, dtype and finiteness checked); optimizer and hidden state reset."""
     data = await request.body()
-    return await hub.call(hub.import_model, tenant, stream_id, data)
+    return StreamPublic.of(await hub.import_model(tenant, stream_id, data))

@@ -11,8 +11,8 @@ from .. import limits
 from ..deps import StreamId, tenant_of
 from ..fastjson import JSONBody, reply
 from ..hub import Hub
+from ..ingest import Incoming, Part
 from ..schemas import CrossStreamBatch, CrossStreamResults, Observation, ObservationBatch, StreamResults
-from ..validation import incoming
 
 router = APIRouter(tags=["observations"])
 
@@ -52,20 +52,20 @@ async def post_cross_stream(request: Request) -> Response:
     body: CrossStreamBatch = await CROSS_BODY.parse(request)
     limits.check_batch(len(body.observations), hub.settings)
     parts = [
-        (obs.stream, [incoming(hub.config(tenant, obs.stream), obs, ("body", "observations", i))])
+        Part(obs.stream, [Incoming(obs.x, obs.y, obs.seq)], ("body", "observations", i))
         for i, obs in enumerate(body.observations)
     ]
     answers = await hub.observe(tenant, parts)
-    return reply({"results": [{"stream": stream, **part[0]} for (stream, _), part in zip(parts, answers)]})
+    return reply({"results": [{"stream": part.stream, **answer[0]} for part, answer in zip(parts, answers)]})
 
 
 async def observe_stream(hub: Hub, tenant: str, stream: str, body: Observation | ObservationBatch) -> list:
-    """Check ``body`` against the stream and apply it; shared by HTTP and WebSocket."""
-    config = hub.config(tenant, stream)
+    """Apply ``body`` to the stream (checked against it on the engine thread); shared by HTTP and WebSocket."""
     if isinstance(body, ObservationBatch):
         limits.check_batch(len(body.observations), hub.settings)
-        observations = [incoming(config, o, ("body", "observations", i)) for i, o in enumerate(body.observations)]
+        observations = [Incoming(o.x, o.y, o.seq) for o in body.observations]
+        part = Part(stream, observations, ("body", "observations"), indexed=True)
     else:
-        observations = [incoming(config, body, ("body",))]
-    (results,) = await hub.observe(tenant, [(stream, observations)])
+        part = Part(stream, [Incoming(body.x, body.y, body.seq)])
+    (results,) = await hub.observe(tenant, [part])
     return results

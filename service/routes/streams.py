@@ -6,64 +6,66 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from tbptt.models import InvalidConfig
+
 from .. import limits
 from ..deps import HubDep, StreamId, Tenant
 from ..errors import Invalid
 from ..fastjson import reply
-from ..schemas import ResetRequest, StreamConfig, StreamInfo, StreamList, StreamMetrics, StreamResults
+from ..schemas import MetricsPublic, StreamCreate, StreamPublic, StreamReset, StreamResults, StreamsPublic
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
 
 @router.put(
     "/{stream_id}",
-    response_model=StreamInfo,
+    response_model=StreamPublic,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": StreamInfo, "description": "Exists with the same config"},
+        200: {"model": StreamPublic, "description": "Exists with the same config"},
         409: {"description": "Exists with another config"},
     },
 )
 async def put_stream(
-    stream_id: StreamId, config: StreamConfig, hub: HubDep, tenant: Tenant, response: Response
-) -> StreamInfo:
+    stream_id: StreamId, config: StreamCreate, hub: HubDep, tenant: Tenant, response: Response
+) -> StreamPublic:
     """Create a stream (201), or confirm one with the same config (200)."""
     try:
         core = config.to_core()
-    except ValueError as exc:  # a rule across fields the schema cannot express
+    except InvalidConfig as exc:  # a rule across fields the schema cannot express
         raise Invalid(["body"], str(exc)) from exc
     limits.check_model(core, hub.settings)
-    info, created = await hub.call(hub.create, tenant, stream_id, core)
+    info, created = await hub.create(tenant, stream_id, core)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return info
+    return StreamPublic.of(info)
 
 
-@router.get("", response_model=StreamList)
-async def list_streams(hub: HubDep, tenant: Tenant) -> StreamList:
+@router.get("", response_model=StreamsPublic)
+async def list_streams(hub: HubDep, tenant: Tenant) -> StreamsPublic:
     """List the streams."""
-    return StreamList(streams=await hub.call(hub.list, tenant))
+    return StreamsPublic(streams=[StreamPublic.of(info) for info in await hub.streams(tenant)])
 
 
-@router.get("/{stream_id}", response_model=StreamInfo)
-async def get_stream(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> StreamInfo:
+@router.get("/{stream_id}", response_model=StreamPublic)
+async def get_stream(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> StreamPublic:
     """Read a stream: its complete config and counters."""
-    return await hub.call(hub.info, tenant, stream_id)
+    return StreamPublic.of(await hub.info(tenant, stream_id))
 
 
 @router.delete("/{stream_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_stream(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> None:
     """Delete a stream, its model, log and checkpoints."""
-    await hub.call(hub.delete, tenant, stream_id)
+    await hub.delete(tenant, stream_id)
 
 
-@router.post("/{stream_id}/reset", response_model=StreamInfo)
+@router.post("/{stream_id}/reset", response_model=StreamPublic)
 async def reset_stream(
-    stream_id: StreamId, hub: HubDep, tenant: Tenant, body: ResetRequest | None = None
-) -> StreamInfo:
+    stream_id: StreamId, hub: HubDep, tenant: Tenant, body: StreamReset | None = None
+) -> StreamPublic:
     """Reset the hidden state and/or the weights (with a fresh optimizer)."""
-    body = body or ResetRequest()
-    return await hub.call(hub.reset, tenant, stream_id, body.hidden, body.weights)
+    body = body or StreamReset()
+    return StreamPublic.of(await hub.reset(tenant, stream_id, body.hidden, body.weights))
 
 
 @router.get("/{stream_id}/predictions", response_model=StreamResults)
@@ -74,10 +76,10 @@ async def get_predictions(
     limit: Annotated[int, Query(ge=1, le=10_000, description="how many, the most recent")] = 100,
 ) -> Response:
     """The most recent results, oldest first."""
-    return reply({"stream": stream_id, "results": await hub.call(hub.predictions, tenant, stream_id, limit)})
+    return reply({"stream": stream_id, "results": await hub.predictions(tenant, stream_id, limit)})
 
 
-@router.get("/{stream_id}/metrics", response_model=StreamMetrics)
-async def get_metrics(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> StreamMetrics:
+@router.get("/{stream_id}/metrics", response_model=MetricsPublic)
+async def get_metrics(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> MetricsPublic:
     """Counters, losses and prequential errors of the stream."""
-    return await hub.call(hub.metrics, tenant, stream_id)
+    return MetricsPublic.of(*await hub.metrics(tenant, stream_id))

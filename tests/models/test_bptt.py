@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from tbptt.models import Engine, StreamConfig
 from tbptt.models.slots import Rows
 from tbptt.models.update import window_gradient
-
 from tests.conftest import sequence
 
 

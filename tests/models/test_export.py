@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tbptt.models import Engine, InvalidState, StreamConfig
 
+from tbptt.models import Engine, InvalidState, StreamConfig
 from tests.conftest import assert_identical, sequence
 from tests.reference import MODULES, build, weights
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tbptt.models import Engine, StreamConfig
 
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 

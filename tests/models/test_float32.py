@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tbptt.models import Engine, StreamConfig
 
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import sequence
 from tests.reference import reference
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 import torch
-from tbptt.models import Engine, StreamConfig
 
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 from tests.reference import build, reference
 

@@ -6,6 +6,7 @@ import gc
 import resource
 
 import torch
+
 from tbptt.models import Engine, StreamConfig
 
 

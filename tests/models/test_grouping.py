@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tbptt.models import Engine, StreamConfig
 
+from tbptt.models import Engine, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 CONFIGS = {

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tbptt.models import Engine, StreamConfig
 
 DATA = Path(__file__).parent / "data"

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from tbptt.models import Engine, StreamConfig
 from tbptt.models.fleet import EWMA_ALPHA
-
 from tests.conftest import assert_identical, sequence
 from tests.reference import LOSSES, build, optimizer, weights, zero_state
 

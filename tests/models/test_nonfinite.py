@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from tbptt.models import Engine, InvalidObservation, StreamConfig
 
+from tbptt.models import Engine, InvalidObservation, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tbptt.models import Engine, InvalidState, StreamConfig
 
+from tbptt.models import Engine, InvalidState, StreamConfig
 from tests.conftest import assert_identical, sequence
 
 MODES = {

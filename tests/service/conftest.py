@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
 from tbptt.service.app import create_app
 from tbptt.service.settings import Settings
 

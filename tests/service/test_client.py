@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 from safetensors.torch import load as load_tensors
-from tbptt.service.client import AsyncClient, Client, ServiceError
 
+from tbptt.service.client import AsyncClient, Client, ServiceError
 from tests.service.server import Server
 
 KEY = "client-key-0123456789"

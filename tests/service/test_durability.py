@@ -19,11 +19,11 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load as load_tensors
-from tbptt.models import Engine
-from tbptt.service.schemas import StreamConfig
-from tbptt.service.store import Observations, Store
 from websockets.sync.client import connect
 
+from tbptt.models import Engine
+from tbptt.service.schemas import StreamCreate
+from tbptt.service.store import Observations, Store
 from tests.conftest import sequence
 from tests.service.server import Server
 
@@ -109,7 +109,7 @@ class Client:
     def uncrashed(self) -> Engine:
         engine = Engine()
         for stream, config in CONFIGS.items():
-            engine.add_stream(stream, StreamConfig.model_validate(config).to_core())
+            engine.add_stream(stream, StreamCreate.model_validate(config).to_core())
             observations = [self.acked[stream][seq] for seq in sorted(self.acked[stream])]
             if observations:
                 engine.observe_many([(stream, x, y) for x, y in observations])
@@ -315,17 +315,18 @@ def test_sigterm_checkpoints_everything_and_says_goodbye_with_1001(tmp_path):
 
 def test_readyz_is_503_until_recovery_is_done(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
+
     from tbptt.service.app import create_app
-    from tbptt.service.hub import Hub
+    from tbptt.service.durability import Durability
     from tbptt.service.settings import Settings
 
-    recover = Hub._recover
+    recover = Durability.recover
 
     def slow(self):
         time.sleep(1.0)
         return recover(self)
 
-    monkeypatch.setattr(Hub, "_recover", slow)
+    monkeypatch.setattr(Durability, "recover", slow)
     with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
         assert c.get("/readyz").status_code == 503
         assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 503
@@ -357,7 +358,7 @@ def test_idle_streams_are_evicted_and_come_back_exactly(tmp_path):
     config = {"model": {"input_size": 4}}
     ids = [f"s{i}" for i in range(10_000)]
     reference = Engine()
-    core = StreamConfig.model_validate(config).to_core()
+    core = StreamCreate.model_validate(config).to_core()
     gen = torch.Generator().manual_seed(0)
     try:
 
@@ -402,16 +403,16 @@ def test_idle_streams_are_evicted_and_come_back_exactly(tmp_path):
 
 def test_a_failing_batch_answers_its_requests_and_the_service_refuses_work_until_restarted(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
+
     from tbptt.service.app import create_app
     from tbptt.service.settings import Settings
-
     from tests.service.conftest import wait_ready
 
     with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
         wait_ready(c)
         assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
         hub = c.app.state.hub
-        monkeypatch.setattr(hub.engine, "observe_many", lambda items: 1 / 0)
+        monkeypatch.setattr(hub.shard.engine, "observe_many", lambda items: 1 / 0)
         r = c.post("/v1/streams/s/observations", json={"x": 1.0})
         assert r.status_code == 503 and "restarted" in r.json()["detail"]
         assert c.get("/readyz").status_code == 503

@@ -15,14 +15,14 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load as load_tensors
-from tbptt.models import StreamConfig
-from tbptt.service.client import Client
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
+from tbptt.models import StreamConfig
+from tbptt.service.client import Client
 from tests.conftest import sequence
 from tests.reference import textbook
 from tests.service.server import Server

@@ -353,5 +353,5 @@ def test_openapi_documents_every_body_with_examples(client):
         for method, op in methods.items():
             assert op.get("summary"), (method, path)
     schemas = spec["components"]["schemas"]
-    for name in ("StreamConfig", "Observation", "ObservationBatch", "CrossStreamBatch", "ResetRequest"):
+    for name in ("StreamCreate", "Observation", "ObservationBatch", "CrossStreamBatch", "StreamReset"):
         assert schemas[name].get("examples"), name

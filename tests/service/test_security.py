@@ -15,11 +15,11 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from websockets.sync.client import connect
+
 from tbptt.service.app import create_app
 from tbptt.service.auth import Keys, check_exposure
 from tbptt.service.settings import Settings
-from websockets.sync.client import connect
-
 from tests.service.conftest import wait_ready
 from tests.service.server import Server
 

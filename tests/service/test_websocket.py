@@ -75,11 +75,11 @@ def test_a_watcher_that_falls_behind_is_dropped_and_never_slows_the_stream(clien
     behind = client.portal.call(_watch, hub)
     for i in range(100):
         assert client.post("/v1/streams/s/observations", json={"x": float(i)}).status_code == 200
-    assert ("default", "s") not in hub._watchers  # dropped
+    assert ("default", "s") not in hub.shard.watched  # dropped, and the engine thread no longer builds its batches
     items = [behind.get_nowait() for _ in range(behind.qsize())]
     assert items[-1] is None and len(items) == 8  # its bound, the last slot being the goodbye
     assert client.get("/v1/streams/s").json()["steps"] == 100
 
 
 async def _watch(hub):
-    return hub.watch("default", "s", size=8)
+    return hub.watchers.watch(("default", "s"), size=8)

@@ -1,0 +1,235 @@
+"""Durability of a shard's streams: log records of resets and imports, checkpoints, eviction, log trims,
+and recovery (newest valid checkpoint + replay of the log after it).
+
+Every stream remembers three log marks: ``created_mark`` (the last batch before it existed), and the
+batches of its newest and of its older (fallback) checkpoint. Recovery may need the log after any
+stream's fallback mark, so the log is trimmed up to the smallest of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tbptt.models import Engine
+from tbptt.models import StreamConfig as CoreConfig
+
+from .checkpoint import pack, summary, unpack
+from .errors import ServiceError, StorageFull, Unavailable
+from .modelfile import read_weights
+from .registry import StreamRegistry
+from .results import ResultLog
+from .settings import Settings
+from .store import CorruptLog, Event, Store, StoreUnavailable
+from .streams import StreamState, record_results
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 0.5  # how often: due checkpoints, evictions, log trims
+HOUSEKEEPING_BUDGET = 0.1  # seconds of checkpointing and evicting per pass: requests wait meanwhile
+CHECKPOINT_GROUP = 64  # streams checkpointed per transaction
+REPLAY_CHUNK = 20_000  # observations per engine call while recovering
+
+
+class Durability:
+    def __init__(
+        self, settings: Settings, engine: Engine, store: Store, registry: StreamRegistry, telemetry: Telemetry
+    ) -> None:
+        self.settings, self.engine, self.store, self.registry = settings, engine, store, registry
+        self.telemetry = telemetry
+        self._trimmed = 0  # log batches up to here are gone
+        self._housekept = 0.0
+
+    def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
+        assert config.output_size is not None
+        results = ResultLog(self.settings.results_retained, config.output_size)
+        return StreamState(uid, tenant, stream, config, created_at, results)
+
+    def write(self, action: Callable[[Store], Any]) -> Any:
+        """A store write; a refused one is a 507 (nothing was written)."""
+        try:
+            return action(self.store)
+        except StoreUnavailable as exc:
+            self.telemetry.write_failed()
+            raise StorageFull(str(exc)) from exc
+
+    # -- events: resets and imports, logged between the observations they come after ------------------------
+
+    def log_event(self, state: StreamState, kind: str, payload: bytes) -> None:
+        event = Event(state.uid, state.steps, state.events + 1, kind, payload)
+        self.write(lambda s: s.append(event))
+        state.events += 1
+
+    def apply_event(self, state: StreamState, kind: str, payload: bytes) -> None:
+        if kind == "reset":
+            if payload[0]:
+                self.engine.reset_hidden(state.key)
+            if payload[1]:
+                self.engine.reset_weights(state.key)
+        else:
+            self.engine.import_weights(state.key, read_weights(payload, state.config))
+
+    # -- loading, checkpoints, eviction --------------------------------------------------------------------
+
+    def load(self, state: StreamState) -> None:
+        """Into the engine from the newest valid checkpoint (or fresh); nothing is replayed here."""
+        for checkpoint in self.store.checkpoints(state.uid):
+            try:
+                unpack(checkpoint.data, self.engine, state)
+            except ValueError as exc:
+                log.error(
+                    "checkpoint of %s at step %d unusable (%s): trying an older one", state.key, checkpoint.step, exc
+                )
+                continue
+            state.checkpoint_step, state.checkpoint_events = checkpoint.step, checkpoint.ord
+            state.checkpoint_updates = state.updates
+            break
+        else:
+            if state.created_mark < self._trimmed:  # its early log is gone: a fresh start would be a silent reset
+                state.damaged = f"stream {state.id!r} cannot be restored: its checkpoints are unreadable"
+                log.error(state.damaged)
+                raise Unavailable(state.damaged)
+            self.engine.add_stream(state.key, state.config)
+            state.checkpoint_step, state.checkpoint_events, state.checkpoint_updates = 0, 0, 0
+        state.loaded = True
+
+    def checkpoint(self, *states: StreamState) -> bool:
+        """Checkpoint these streams in one transaction; False if the store refused (the log still holds
+        everything: the next attempt will do)."""
+        if not states:
+            return True
+        packed = [(s.uid, s.steps, s.events, pack(self.engine, s)) for s in states]
+        try:
+            mark = self.write(lambda store: store.checkpoint(packed))
+        except ServiceError as exc:
+            log.warning("checkpoint of %d streams failed: %s", len(states), exc)
+            return False
+        for state in states:
+            state.checkpointed(mark)
+        return True
+
+    def checkpoint_all(self) -> None:
+        """Every stream changed since its checkpoint (at shutdown)."""
+        dirty = [st for st in self.registry if st.loaded and st.dirty]
+        for start in range(0, len(dirty), CHECKPOINT_GROUP):
+            self.checkpoint(*dirty[start : start + CHECKPOINT_GROUP])
+
+    def housekeeping(self) -> None:
+        """Due checkpoints and evictions, a few dozen streams per transaction, within a time budget; then
+        the log behind every stream's fallback checkpoint is trimmed."""
+        now = time.monotonic()
+        if now - self._housekept < HOUSEKEEPING_SECONDS:
+            return
+        self._housekept = now
+        s = self.settings
+        idle = [st for st in self.registry if st.loaded and now - st.last_active >= s.idle_seconds]
+        due = [
+            st for st in self.registry
+            if st.loaded and st.dirty and now - st.last_active < s.idle_seconds and now - st.checkpoint_time >= s.checkpoint_seconds
+        ]  # fmt: skip
+        for start in range(0, len(idle), CHECKPOINT_GROUP):
+            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
+                break  # the rest next time
+            self._evict(idle[start : start + CHECKPOINT_GROUP])
+        for start in range(0, len(due), CHECKPOINT_GROUP):
+            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
+                break
+            self.checkpoint(*due[start : start + CHECKPOINT_GROUP])
+        self.telemetry.in_memory(len(self.engine))
+        needed = min((st.fallback_mark for st in self.registry), default=self.store.last_batch)
+        if needed > self._trimmed:
+            try:
+                self.store.trim(needed)
+                self._trimmed = needed
+            except StoreUnavailable as exc:
+                log.warning("log trim failed: %s", exc)
+
+    def _evict(self, states: list[StreamState]) -> None:
+        """Checkpoint and drop from memory; the next request restores them transparently."""
+        if not self.checkpoint(*[st for st in states if st.dirty]):
+            return  # keep them in memory
+        for state in states:
+            self.engine.remove_stream(state.key)
+            state.loaded = False
+            state.results = ResultLog(state.results.capacity, state.results.output_size)
+
+    # -- recovery ------------------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Register every stored stream; those with records after their checkpoint are restored and
+        replayed now, the others on their first request. The number of observations replayed."""
+        by_uid: dict[int, StreamState] = {}
+        for row in self.store.streams():
+            config = CoreConfig.from_dict(json.loads(row.config))
+            state = self.new_state(row.uid, row.tenant, row.stream, config, row.created_at)
+            state.created_mark = row.mark
+            marks = [c.mark for c in self.store.checkpoints(row.uid)]  # newest first
+            state.newest_mark = marks[0] if marks else row.mark
+            state.fallback_mark = marks[1] if len(marks) > 1 else row.mark
+            newest = next(self.store.checkpoints(row.uid), None)
+            if newest is not None:  # its counters, without loading its tensors
+                try:
+                    summary(newest.data, state)
+                    state.checkpoint_step, state.checkpoint_events = newest.step, newest.ord
+                except ValueError as exc:
+                    log.error("checkpoint of %s unreadable: %s", state.key, exc)
+            self.registry.add(state)
+            by_uid[row.uid] = state
+        self._trimmed = min((s.fallback_mark for s in by_uid.values()), default=self.store.last_batch)
+        try:  # from the oldest state any stream might have to restart from: records it holds are skipped
+            return self._replay(by_uid, self._trimmed)
+        except CorruptLog as exc:
+            for state in by_uid.values():
+                if state.loaded or state.steps > state.checkpoint_step:
+                    state.damaged = f"stream {state.id!r} cannot be restored exactly: {exc}"
+            log.error("%s: the streams it concerns are unavailable until restored by hand", exc)
+            return 0
+
+    def _replay(self, by_uid: dict[int, StreamState], start: int) -> int:
+        """Apply the log after batch ``start`` to the streams it is news to, in order, in bounded chunks."""
+        chunk: list[tuple[StreamState, int, np.ndarray, np.ndarray | None]] = []
+        replayed = 0
+
+        def flush() -> None:
+            nonlocal replayed
+            if chunk:
+                items = [(s.key, x.tolist(), None if y is None else y.tolist()) for s, _, x, y in chunk]
+                results = self.engine.observe_many(items)
+                record_results([s for s, *_ in chunk], [seq for _, seq, _, _ in chunk], results)
+                replayed += len(chunk)
+                chunk.clear()
+
+        for _, batch in self.store.batches(start):
+            if isinstance(batch, Event):
+                state = by_uid.get(batch.uid)
+                if state is not None and self._news(state, batch.step, batch.ord):
+                    flush()
+                    self.apply_event(state, batch.kind, batch.payload)
+                    state.events = batch.ord
+                continue
+            for uid, step, seq, x, y in batch.records():
+                state = by_uid.get(uid)
+                if state is not None and self._news(state, step, 0):
+                    chunk.append((state, seq, x, y))
+            if len(chunk) >= REPLAY_CHUNK:
+                flush()
+        flush()
+        return replayed
+
+    def _news(self, state: StreamState, step: int, order: int) -> bool:
+        """Whether a log record is not yet in the stream's restored state (loading the stream if so)."""
+        if state.damaged or (step, order) <= (state.checkpoint_step, state.checkpoint_events):
+            return False
+        if not state.loaded:
+            try:
+                self.load(state)
+            except Unavailable:
+                return False
+            return (step, order) > (state.checkpoint_step, state.checkpoint_events)  # the one actually loaded
+        return True

@@ -1,0 +1,146 @@
+"""The ingest plan of one micro-batch: which observations are new (their seqs and steps, in order within
+each stream) and which are duplicates, and afterwards what each request is answered.
+
+Pure: no thread, no store, no engine; the shard runs it on the engine thread around the log append and
+the engine step, and tests run it on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tbptt.models import StepResult
+from tbptt.models import StreamConfig as CoreConfig
+
+from .errors import Invalid
+from .results import Result
+from .streams import Key, StreamState
+
+Loc = tuple[str | int, ...]
+Entry = tuple[bool, int]  # (True, seq): a duplicate of that seq; (False, k): new, the plan's item k
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One observation as a request carries it (already valid JSON of the right types)."""
+
+    x: list[float]
+    y: list[float] | None
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Observations for one stream; observation k is at ``loc + (k,)`` in the request when ``indexed``, else
+    at ``loc`` (error messages name it)."""
+
+    stream: str
+    observations: list[Incoming]
+    loc: Loc = ("body",)
+    indexed: bool = False
+
+
+def check(config: CoreConfig, part: Part) -> None:
+    """Every observation of ``part`` fits the stream's sizes and target mode; a 422 naming the first that
+    does not. Checked on the engine thread against the stream as it is when the batch is applied."""
+    for k, obs in enumerate(part.observations):
+        if len(obs.x) != config.input_size or (obs.y is not None and _bad_target(config, obs.y)):
+            _refuse(config, obs, (*part.loc, k) if part.indexed else part.loc)
+
+
+def _bad_target(config: CoreConfig, y: list[float]) -> bool:
+    return config.target == "next" or len(y) != config.output_size
+
+
+def _refuse(config: CoreConfig, obs: Incoming, loc: Loc) -> None:
+    if len(obs.x) != config.input_size:
+        raise Invalid([*loc, "x"], f"expected {config.input_size} values (the stream's input_size), got {len(obs.x)}")
+    if config.target == "next":
+        raise Invalid([*loc, "y"], "must be null: in forecast mode the target is the next observation's x")
+    assert obs.y is not None
+    raise Invalid([*loc, "y"], f"expected {config.output_size} values (the stream's output_size), got {len(obs.y)}")
+
+
+@dataclass
+class Request:
+    """One request's share of the plan: per part, its stream and entries."""
+
+    job: Any
+    parts: list[tuple[StreamState, list[Entry]]]
+
+
+@dataclass
+class Plan:
+    """What a micro-batch applies: ``items`` for the engine, and for each the owner, seq and step."""
+
+    items: list[tuple[str, list[float], list[float] | None]] = field(default_factory=list)  # (engine key, x, y)
+    owners: list[StreamState] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    _last_seq: dict[str, int | None] = field(default_factory=dict)  # per stream, as the plan goes
+    _last_step: dict[str, int] = field(default_factory=dict)
+
+    def add(self, job: Any, states: list[StreamState], parts: list[Part]) -> None:
+        """Plan a request whose parts go to ``states``: a seq at or below the stream's last is a duplicate,
+        a missing seq is the last plus one."""
+        planned = []
+        for state, part in zip(states, parts):
+            key = state.key
+            entries: list[Entry] = []
+            for obs in part.observations:
+                last = self._last_seq.get(key, state.last_seq)
+                seq = obs.seq if obs.seq is not None else (1 if last is None else last + 1)
+                if last is not None and seq <= last:
+                    entries.append((True, seq))  # answered from the results
+                    continue
+                self._last_seq[key] = seq
+                step = self._last_step[key] = self._last_step.get(key, state.steps) + 1
+                entries.append((False, len(self.items)))
+                self.items.append((key, obs.x, obs.y))
+                self.owners.append(state)
+                self.seqs.append(seq)
+                self.steps.append(step)
+            planned.append((state, entries))
+        self.requests.append(Request(job, planned))
+
+    def answers(self, results: list[StepResult]) -> Iterator[tuple[Any, list[list[Result]]]]:
+        """After the engine applied ``items`` (``results`` in the same order): per request, its results per
+        part, in order. Duplicates are answered with their original result if still kept, and counted."""
+        for request in self.requests:
+            answer = []
+            for state, entries in request.parts:
+                part: list[Result] = []
+                for duplicate, ref in entries:
+                    if duplicate:
+                        state.duplicates += 1
+                        part.append(_duplicate(state, ref))
+                        continue
+                    r = results[ref]
+                    part.append({"seq": self.seqs[ref], "step": r.step, "prediction": r.prediction, "loss": r.loss,
+                                 "updated": r.updated, "duplicate": False})  # fmt: skip
+                answer.append(part)
+            yield request.job, answer
+
+    def applied(self, results: list[StepResult], keys: frozenset[Key]) -> dict[Key, dict[str, Any]]:
+        """For the streams among ``keys`` (those watched): what was applied to each, as watchers get it."""
+        batches: dict[Key, dict[str, Any]] = {}
+        for k, state in enumerate(self.owners):
+            key = state.tenant_key
+            if key not in keys:
+                continue
+            batch = batches.setdefault(key, {"stream": state.id, "results": [], "observations": []})
+            r, (_, x, y) = results[k], self.items[k]
+            batch["results"].append({"seq": self.seqs[k], "step": r.step, "prediction": r.prediction, "loss": r.loss,
+                                     "updated": r.updated, "duplicate": False})  # fmt: skip
+            batch["observations"].append({"seq": self.seqs[k], "x": x, "y": y})
+        return batches
+
+
+def _duplicate(state: StreamState, seq: int) -> Result:
+    found = state.results.find(seq)
+    if found is not None:
+        return found
+    return {"seq": seq, "step": state.steps, "prediction": [], "loss": None, "updated": False, "duplicate": True}

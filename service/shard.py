@@ -1,0 +1,210 @@
+"""A shard: the streams it owns and everything about them, on the engine thread (their only writer).
+
+It composes the engine, the store, the stream registry and durability, and is the worker the engine thread
+runs (``engine_thread.Worker``). A micro-batch of observation requests goes:
+
+    plan (check each part against its stream, assign seqs, spot duplicates: ``ingest``)
+    -> append the batch to the log and commit (group commit) -> step the engine -> record results
+    -> answer every request -> hand what was applied to watchers -> checkpoints that are due
+
+Nothing is applied if the commit fails, so a failed write changes nothing and acknowledges nothing.
+Everything here runs on the engine thread; the hub calls it through ``EngineThread``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tbptt.models import Engine, StreamMetrics
+from tbptt.models import StreamConfig as CoreConfig
+
+from .durability import Durability
+from .engine_thread import Job
+from .errors import StorageFull, StreamConflict, Unavailable
+from .faults import Faults
+from .ingest import Plan, check
+from .modelfile import read_weights, write_weights
+from .registry import StreamRegistry
+from .results import Result
+from .settings import Settings
+from .store import Observations, Store, StoreUnavailable
+from .streams import Key, StreamInfo, StreamState, now_iso, record_results
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thread, what watched streams got
+
+
+class Shard:
+    def __init__(self, settings: Settings, telemetry: Telemetry) -> None:
+        self.settings, self.telemetry = settings, telemetry
+        self.engine = Engine()
+        self.registry = StreamRegistry(settings)
+        self.store: Store | None = None
+        self._durability: Durability | None = None
+        self.watched: frozenset[Key] = frozenset()  # replaced whole by the event loop, never changed in place
+        self.on_applied: Applied = lambda batches: None
+
+    @property
+    def durability(self) -> Durability:
+        assert self._durability is not None, "the shard is not open"
+        return self._durability
+
+    # -- the worker: open, observe, tick, close ------------------------------------------------------------
+
+    def open(self) -> None:
+        started = time.monotonic()
+        faults = Faults.from_environment()
+        faults.install_in_engine()
+        s = self.settings
+        self.store = Store(s.data_dir, s.fsync, s.fsync_interval, faults)
+        self.store.start_syncing()
+        self._durability = Durability(s, self.engine, self.store, self.registry, self.telemetry)
+        replayed = self.durability.recover()
+        self.telemetry.streams(len(self.registry))
+        log.info(
+            "recovered %d streams (%d observations replayed) in %.2f s",
+            len(self.registry), replayed, time.monotonic() - started,
+        )  # fmt: skip
+
+    def observe(self, jobs: list[Job]) -> None:
+        """Apply a micro-batch of requests (``job.payload``: tenant and parts), answering each."""
+        plan = Plan()
+        for job in jobs:
+            tenant, parts = job.payload
+            try:  # every part of the request first: all or nothing
+                states = [self.loaded(tenant, part.stream) for part in parts]
+                for state, part in zip(states, parts):
+                    check(state.config, part)
+            except Exception as exc:  # nothing written yet: only this request fails
+                job.fail(exc)
+                continue
+            plan.add(job, states, parts)
+        if plan.items and self.settings.log and not self._append(plan):
+            return
+        updating, skipped, started = self.engine.update_seconds, self.engine.skipped_updates, time.perf_counter()
+        results = self.engine.observe_many(plan.items) if plan.items else []
+        record_results(plan.owners, plan.seqs, results)
+        self.telemetry.observed(
+            len(results), sum(r.updated for r in results), time.perf_counter() - started,
+            self.engine.update_seconds - updating,
+        )  # fmt: skip
+        self.telemetry.skipped_updates(self.engine.skipped_updates - skipped)
+        answers = list(plan.answers(results))
+        if answers:  # one wake-up of the event loop for the whole batch
+            answers[0][0].loop.call_soon_threadsafe(_settle_all, answers)
+        watched = self.watched
+        if watched and plan.items:
+            applied = plan.applied(results, watched)
+            if applied:
+                self.on_applied(applied)
+        for state in {id(s): s for s in plan.owners}.values():
+            if state.updates - state.checkpoint_updates >= self.settings.checkpoint_updates:
+                self.durability.checkpoint(state)  # (time-based checkpoints: housekeeping)
+
+    def _append(self, plan: Plan) -> bool:
+        """The batch into the log, committed; False (every request answered 507) if the store refused."""
+        record = Observations.of(
+            [s.uid for s in plan.owners], plan.steps, plan.seqs, [x for _, x, _ in plan.items],
+            [y for _, _, y in plan.items],
+        )  # fmt: skip
+        try:
+            assert self.store is not None
+            self.store.append(record)
+        except StoreUnavailable as exc:
+            self.telemetry.write_failed()
+            for request in plan.requests:
+                request.job.resolve(error=StorageFull(str(exc)))
+            return False
+        return True
+
+    def tick(self) -> None:
+        self.durability.housekeeping()
+
+    def close(self, failed: bool) -> None:
+        if self.store is None:
+            return
+        if not failed:
+            self.durability.checkpoint_all()
+        self.store.close()
+
+    # -- streams -------------------------------------------------------------------------------------------
+
+    def loaded(self, tenant: str, stream: str) -> StreamState:
+        """The stream, in the engine (restored from its checkpoint if it was evicted)."""
+        state = self.registry.get(tenant, stream)
+        if state.damaged:
+            raise Unavailable(state.damaged)
+        if not state.loaded:
+            self.durability.load(state)
+        return state
+
+    def create(self, tenant: str, stream: str, config: CoreConfig) -> tuple[StreamInfo, bool]:
+        """The stream's info, and whether it was created (False: it exists with the same config)."""
+        state = self.registry.find(tenant, stream)
+        if state is not None:
+            if state.config != config:
+                raise StreamConflict(stream)
+            return state.info(), False
+        self.registry.check_room(tenant)
+        created_at = now_iso()
+        d = self.durability
+        uid = d.write(lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at))
+        state = d.new_state(uid, tenant, stream, config, created_at)
+        assert self.store is not None
+        state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
+        self.engine.add_stream(state.key, config)
+        state.loaded = True
+        self.registry.add(state)
+        self.telemetry.streams(len(self.registry))
+        return state.info(), True
+
+    def info(self, tenant: str, stream: str) -> StreamInfo:
+        return self.registry.get(tenant, stream).info()
+
+    def streams(self, tenant: str) -> list[StreamInfo]:
+        return [s.info() for s in self.registry.of_tenant(tenant)]
+
+    def delete(self, tenant: str, stream: str) -> None:
+        state = self.registry.get(tenant, stream)
+        self.durability.write(lambda s: s.delete_stream(state.uid))
+        if state.loaded:
+            self.engine.remove_stream(state.key)
+        self.registry.remove(state)
+        self.telemetry.streams(len(self.registry))
+
+    def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
+        state = self.loaded(tenant, stream)
+        if hidden or weights:
+            flags = bytes([hidden, weights])
+            self.durability.log_event(state, "reset", flags)
+            self.durability.apply_event(state, "reset", flags)
+        return state.info()
+
+    def predictions(self, tenant: str, stream: str, limit: int) -> list[Result]:
+        return self.loaded(tenant, stream).results.last(limit)
+
+    def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
+        state = self.loaded(tenant, stream)
+        return state.info(), self.engine.metrics(state.key)
+
+    def export_model(self, tenant: str, stream: str) -> bytes:
+        state = self.loaded(tenant, stream)
+        return write_weights(self.engine.export_weights(state.key), state.config)
+
+    def import_model(self, tenant: str, stream: str, data: bytes) -> StreamInfo:
+        state = self.loaded(tenant, stream)
+        weights = read_weights(data, state.config)  # names, shapes, dtype and finiteness: nothing changes if bad
+        self.durability.log_event(state, "import", data)
+        self.engine.import_weights(state.key, weights)
+        return state.info()
+
+
+def _settle_all(answers: list[tuple[Job, list[list[Result]]]]) -> None:
+    for job, value in answers:
+        job.settle(value)

@@ -1,0 +1,46 @@
+"""Watchers: bounded queues on the event loop that receive every batch applied to a stream.
+
+The engine thread never reads this registry: it reads ``keys``, an immutable set replaced whole whenever
+a watcher comes or goes, to know which streams' batches are worth building.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from .streams import Key
+
+
+class Watchers:
+    def __init__(self, on_change: Callable[[frozenset[Key]], None]) -> None:
+        self._queues: dict[Key, set[asyncio.Queue]] = {}
+        self._on_change = on_change  # told the new set of watched streams
+
+    def watch(self, key: Key, size: int) -> asyncio.Queue:
+        """A queue that receives every batch applied to the stream, then None if it falls behind."""
+        watcher: asyncio.Queue = asyncio.Queue(maxsize=size)
+        self._queues.setdefault(key, set()).add(watcher)
+        self._on_change(frozenset(self._queues))
+        return watcher
+
+    def unwatch(self, key: Key, watcher: asyncio.Queue) -> None:
+        watchers = self._queues.get(key)
+        if watchers is None:
+            return
+        watchers.discard(watcher)
+        if not watchers:
+            del self._queues[key]
+            self._on_change(frozenset(self._queues))
+
+    def publish(self, batches: dict[Key, dict[str, Any]]) -> None:
+        """Hand each stream's batch to its watchers; a full (slow) watcher is dropped, never slowing it."""
+        for key, batch in batches.items():
+            for watcher in list(self._queues.get(key, ())):
+                try:
+                    watcher.put_nowait(batch)
+                except asyncio.QueueFull:
+                    self.unwatch(key, watcher)
+                    watcher.get_nowait()  # make room for the goodbye
+                    watcher.put_nowait(None)
