@@ -170,14 +170,14 @@ def _read(path: Path, x_spec: str | None, y_spec: str | None) -> tuple[list[str]
 
 
 def _replay(args: argparse.Namespace) -> None:
-    from .client import ServiceError
+    from .client import APIError
 
     names, xs, ys = _read(args.file, args.x, args.y)
     forecast = not ys
     with _client(args) as tbptt:
         try:
             tbptt.info(args.stream)
-        except ServiceError as exc:
+        except APIError as exc:
             if exc.status != 404:
                 raise
             config = {"model": {"input_size": len(names)}, "target": "next"} if forecast else {

@@ -10,31 +10,43 @@
         with tbptt.stream("pump-7") as ws:          # one WebSocket, replies in order
             print(ws.send({"x": [0.6, 1.1, -0.2], "y": 2.1})[0]["step"])
 
-Errors come back as ``ServiceError`` with the HTTP status and the service's ``detail``. Only httpx and
-websockets are needed: this module imports nothing of the server.
+``AsyncClient`` has the same verbs, awaited (``async with tbptt.stream(...)`` for the WebSocket): both are
+built from one set of request builders (``_Verbs``), so they cannot drift apart. A batch longer than the
+server's limit (``max_batch``, 10,000 by default) is sent as several requests, in order; each is applied
+whole or not at all. Errors come back as ``APIError`` with the HTTP status and the service's ``detail``.
+Only httpx and websockets are needed: this module imports nothing of the server.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
-from types import TracebackType
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-Observation = dict[str, Any]  # {"x": ..., "y": ..., "seq": ...}
+Observation = dict[str, Any]  # {"x": ..., "y": ..., "seq": ...}; with "stream" for observe_many
+MAX_BATCH = 10_000  # the server's default TBPTT_MAX_BATCH
 
 
-class ServiceError(Exception):
+class APIError(Exception):
+    """The service refused a request: ``status`` (HTTP, or 422 for a WebSocket reply) and its ``detail``."""
+
     def __init__(self, status: int, detail: Any) -> None:
         super().__init__(f"{status}: {detail}")
         self.status, self.detail = status, detail
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+@dataclass(frozen=True)
+class _Call:
+    """One HTTP request of a verb, and how its response is read."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], Any]
+    options: dict[str, Any] = field(default_factory=dict)  # json=, params=, content=, headers=
 
 
 def _check(response: httpx.Response) -> httpx.Response:
@@ -43,19 +55,92 @@ def _check(response: httpx.Response) -> httpx.Response:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text
-        raise ServiceError(response.status_code, detail)
+        raise APIError(response.status_code, detail)
     return response
 
 
-def _batch(observations: Iterable[Observation]) -> dict[str, list[Observation]]:
-    return {"observations": list(observations)}
+def _json(response: httpx.Response) -> Any:
+    return _check(response).json()
 
 
-class Client:
+def _results(response: httpx.Response) -> list[dict[str, Any]]:
+    return _check(response).json()["results"]
+
+
+def _nothing(response: httpx.Response) -> None:
+    _check(response)
+
+
+def _concat(parts: list[Any]) -> Any:
+    return [item for part in parts for item in part]
+
+
+def _only(parts: list[Any]) -> Any:
+    (value,) = parts
+    return value
+
+
+class _Verbs:
+    """Every verb as the requests it makes; ``_run`` sends them (sync or async) and combines the answers."""
+
+    max_batch: int
+
+    def _run(self, calls: list[_Call], combine: Callable[[list[Any]], Any] = _only) -> Any:
+        raise NotImplementedError
+
+    def create(self, stream: str, config: dict[str, Any]) -> Any:
+        """Create a stream (or confirm it with the same config); its info."""
+        return self._run([_Call("PUT", f"/v1/streams/{stream}", _json, {"json": config})])
+
+    def info(self, stream: str) -> Any:
+        return self._run([_Call("GET", f"/v1/streams/{stream}", _json)])
+
+    def streams(self) -> Any:
+        return self._run([_Call("GET", "/v1/streams", lambda r: _json(r)["streams"])])
+
+    def delete(self, stream: str) -> Any:
+        return self._run([_Call("DELETE", f"/v1/streams/{stream}", _nothing)])
+
+    def reset(self, stream: str, hidden: bool = True, weights: bool = False) -> Any:
+        body = {"hidden": hidden, "weights": weights}
+        return self._run([_Call("POST", f"/v1/streams/{stream}/reset", _json, {"json": body})])
+
+    def observe(self, stream: str, observations: Sequence[Observation]) -> Any:
+        """Apply observations in order; a result per observation."""
+        return self._batches(f"/v1/streams/{stream}/observations", observations)
+
+    def observe_many(self, observations: Sequence[Observation]) -> Any:
+        """Observations that each name their ``stream``, applied in one request (per ``max_batch``)."""
+        return self._batches("/v1/observations", observations)
+
+    def predictions(self, stream: str, limit: int = 100) -> Any:
+        return self._run([_Call("GET", f"/v1/streams/{stream}/predictions", _results, {"params": {"limit": limit}})])
+
+    def metrics(self, stream: str) -> Any:
+        return self._run([_Call("GET", f"/v1/streams/{stream}/metrics", _json)])
+
+    def export_model(self, stream: str) -> Any:
+        """The model as safetensors bytes."""
+        return self._run([_Call("GET", f"/v1/streams/{stream}/model", lambda r: _check(r).content)])
+
+    def import_model(self, stream: str, data: bytes) -> Any:
+        options = {"content": data, "headers": {"Content-Type": "application/octet-stream"}}
+        return self._run([_Call("PUT", f"/v1/streams/{stream}/model", _json, options)])
+
+    def _batches(self, path: str, observations: Sequence[Observation]) -> Any:
+        size = self.max_batch
+        chunks = [list(observations[k : k + size]) for k in range(0, len(observations), size)] or [[]]
+        return self._run([_Call("POST", path, _results, {"json": {"observations": c}}) for c in chunks], _concat)
+
+
+class Client(_Verbs):
     """Synchronous client."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60) -> None:
-        self.url, self.api_key = url.rstrip("/"), api_key
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60,
+        max_batch: int = MAX_BATCH,
+    ) -> None:  # fmt: skip
+        self.url, self.api_key, self.max_batch = url.rstrip("/"), api_key, max_batch
         self.http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -67,47 +152,39 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def create(self, stream: str, config: dict[str, Any]) -> dict[str, Any]:
-        """Create a stream (or confirm it with the same config); its info."""
-        return _check(self.http.put(f"/v1/streams/{stream}", json=config)).json()
-
-    def info(self, stream: str) -> dict[str, Any]:
-        return _check(self.http.get(f"/v1/streams/{stream}")).json()
-
-    def streams(self) -> list[dict[str, Any]]:
-        return _check(self.http.get("/v1/streams")).json()["streams"]
-
-    def delete(self, stream: str) -> None:
-        _check(self.http.delete(f"/v1/streams/{stream}"))
-
-    def reset(self, stream: str, hidden: bool = True, weights: bool = False) -> dict[str, Any]:
-        return _check(self.http.post(f"/v1/streams/{stream}/reset", json={"hidden": hidden, "weights": weights})).json()
-
-    def observe(self, stream: str, observations: Sequence[Observation]) -> list[dict[str, Any]]:
-        """Apply observations in order; a result per observation."""
-        response = self.http.post(f"/v1/streams/{stream}/observations", json=_batch(observations))
-        return _check(response).json()["results"]
-
-    def observe_many(self, observations: Sequence[Observation]) -> list[dict[str, Any]]:
-        """Observations that each name their ``stream``, applied in one request."""
-        return _check(self.http.post("/v1/observations", json=_batch(observations))).json()["results"]
-
-    def predictions(self, stream: str, limit: int = 100) -> list[dict[str, Any]]:
-        return _check(self.http.get(f"/v1/streams/{stream}/predictions", params={"limit": limit})).json()["results"]
-
-    def metrics(self, stream: str) -> dict[str, Any]:
-        return _check(self.http.get(f"/v1/streams/{stream}/metrics")).json()
-
-    def export_model(self, stream: str) -> bytes:
-        return _check(self.http.get(f"/v1/streams/{stream}/model")).content
-
-    def import_model(self, stream: str, data: bytes) -> dict[str, Any]:
-        headers = {"Content-Type": "application/octet-stream"}
-        return _check(self.http.put(f"/v1/streams/{stream}/model", content=data, headers=headers)).json()
+    def _run(self, calls: list[_Call], combine: Callable[[list[Any]], Any] = _only) -> Any:
+        return combine([c.read(self.http.request(c.method, c.path, **c.options)) for c in calls])
 
     def stream(self, stream: str) -> Streaming:
         """A WebSocket to the stream: ``send`` observations, get their results, in order."""
         return Streaming(_ws_url(self.url, f"/v1/streams/{stream}/ws"), self.api_key)
+
+
+class AsyncClient(_Verbs):
+    """Asynchronous client: the same verbs as ``Client``, awaited."""
+
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60,
+        max_batch: int = MAX_BATCH,
+    ) -> None:  # fmt: skip
+        self.url, self.api_key, self.max_batch = url.rstrip("/"), api_key, max_batch
+        self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _run(self, calls: list[_Call], combine: Callable[[list[Any]], Any] = _only) -> Any:  # type: ignore[override]
+        return combine([c.read(await self.http.request(c.method, c.path, **c.options)) for c in calls])
+
+    def stream(self, stream: str) -> AsyncStreaming:
+        """A WebSocket to the stream: ``await send(...)`` observations, get their results, in order."""
+        return AsyncStreaming(_ws_url(self.url, f"/v1/streams/{stream}/ws"), self.api_key)
 
 
 class Streaming:
@@ -127,54 +204,44 @@ class Streaming:
         self._stack.close()
 
     def send(self, observations: Observation | Sequence[Observation]) -> list[dict[str, Any]]:
-        body = observations if isinstance(observations, dict) else _batch(observations)
-        self.ws.send(json.dumps(body))
-        reply = json.loads(self.ws.recv())
-        if "detail" in reply:
-            raise ServiceError(422, reply["detail"])
-        return reply["results"]
+        self.ws.send(_message(observations))
+        return _reply(self.ws.recv())
 
 
-class AsyncClient:
-    """Asynchronous client, the same verbs as ``Client``."""
+class AsyncStreaming:
+    """An asynchronous WebSocket session with one stream."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60) -> None:
-        self.url, self.api_key = url.rstrip("/"), api_key
-        self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+    def __init__(self, url: str, api_key: str | None) -> None:
+        self.url, self.api_key = url, api_key
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> AsyncStreaming:
+        from websockets.asyncio.client import connect
+
+        self._stack = AsyncExitStack()
+        self.ws = await self._stack.enter_async_context(connect(self.url, additional_headers=_headers(self.api_key)))
         return self
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.http.aclose()
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
 
-    async def create(self, stream: str, config: dict[str, Any]) -> dict[str, Any]:
-        return _check(await self.http.put(f"/v1/streams/{stream}", json=config)).json()
+    async def send(self, observations: Observation | Sequence[Observation]) -> list[dict[str, Any]]:
+        await self.ws.send(_message(observations))
+        return _reply(await self.ws.recv())
 
-    async def info(self, stream: str) -> dict[str, Any]:
-        return _check(await self.http.get(f"/v1/streams/{stream}")).json()
 
-    async def streams(self) -> list[dict[str, Any]]:
-        return _check(await self.http.get("/v1/streams")).json()["streams"]
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    async def delete(self, stream: str) -> None:
-        _check(await self.http.delete(f"/v1/streams/{stream}"))
 
-    async def observe(self, stream: str, observations: Sequence[Observation]) -> list[dict[str, Any]]:
-        response = await self.http.post(f"/v1/streams/{stream}/observations", json=_batch(observations))
-        return _check(response).json()["results"]
+def _message(observations: Observation | Sequence[Observation]) -> str:
+    return json.dumps(observations if isinstance(observations, dict) else {"observations": list(observations)})
 
-    async def observe_many(self, observations: Sequence[Observation]) -> list[dict[str, Any]]:
-        return _check(await self.http.post("/v1/observations", json=_batch(observations))).json()["results"]
 
-    async def metrics(self, stream: str) -> dict[str, Any]:
-        return _check(await self.http.get(f"/v1/streams/{stream}/metrics")).json()
-
-    async def predictions(self, stream: str, limit: int = 100) -> list[dict[str, Any]]:
-        response = await self.http.get(f"/v1/streams/{stream}/predictions", params={"limit": limit})
-        return _check(response).json()["results"]
+def _reply(text: str | bytes) -> list[dict[str, Any]]:
+    reply = json.loads(text)
+    if "detail" in reply:
+        raise APIError(422, reply["detail"])
+    return reply["results"]
 
 
 def _ws_url(url: str, path: str) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from safetensors.torch import load as load_tensors
 
-from tbptt.service.client import AsyncClient, Client, ServiceError
+from tbptt.service.client import APIError, AsyncClient, Client
 from tests.service.server import Server
 
 KEY = "client-key-0123456789"
@@ -37,24 +37,46 @@ def test_sync_client_covers_the_api(server):
         with tbptt.stream("pump-7") as ws:
             assert ws.send({"x": [3, 4]})[0]["step"] == 4
             assert [r["step"] for r in ws.send([{"x": [4, 5]}, {"x": [5, 6]}])] == [5, 6]
-            with pytest.raises(ServiceError):
+            with pytest.raises(APIError):
                 ws.send({"x": [1, 2, 3]})
-        with pytest.raises(ServiceError) as missing:
+        with pytest.raises(APIError) as missing:
             tbptt.info("nope")
         assert missing.value.status == 404
         tbptt.delete("pump-7")
-    with Client(server.url, api_key="wrong-key-wrong-key") as stranger, pytest.raises(ServiceError) as refused:
+    with Client(server.url, api_key="wrong-key-wrong-key") as stranger, pytest.raises(APIError) as refused:
         stranger.streams()
     assert refused.value.status == 401
 
 
-def test_async_client(server):
+def test_async_client_has_every_verb_of_the_sync_one(server):
+    verbs = {name for name in dir(Client) if not name.startswith("_") and callable(getattr(Client, name))}
+    assert verbs - {"close"} <= {name for name in dir(AsyncClient) if not name.startswith("_")}
+
     async def go():
         async with AsyncClient(server.url, api_key=KEY) as tbptt:
             await tbptt.create("a", {"model": {"input_size": 1}})
             results = await asyncio.gather(*(tbptt.observe("a", [{"x": float(i)}]) for i in range(10)))
             assert sorted(r[0]["step"] for r in results) == list(range(1, 11))
             assert (await tbptt.metrics("a"))["steps"] == 10
+            assert len(await tbptt.predictions("a", limit=3)) == 3 and (await tbptt.info("a"))["steps"] == 10
+            model = await tbptt.export_model("a")
+            assert (await tbptt.import_model("a", model))["id"] == "a"
+            assert (await tbptt.reset("a"))["steps"] == 10
+            async with tbptt.stream("a") as ws:
+                assert (await ws.send({"x": 1.0}))[0]["step"] == 11
+                with pytest.raises(APIError):
+                    await ws.send({"x": [1.0, 2.0]})
             await tbptt.delete("a")
+            assert await tbptt.streams() == []
 
     asyncio.run(go())
+
+
+def test_a_batch_over_the_limit_is_sent_in_parts_in_order(server):
+    with Client(server.url, api_key=KEY, max_batch=7) as tbptt:
+        tbptt.create("long", {"model": {"input_size": 1}, "target": "next"})
+        results = tbptt.observe("long", [{"x": float(k)} for k in range(30)])
+        assert [r["step"] for r in results] == list(range(1, 31))
+        many = tbptt.observe_many([{"stream": "long", "x": float(k)} for k in range(15)])
+        assert [r["step"] for r in many] == list(range(31, 46))
+        tbptt.delete("long")
