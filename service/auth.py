@@ -29,6 +29,10 @@ TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SUBPROTOCOL, KEY_PREFIX = "tbptt", "bearer."
 
 
+class InvalidKeys(ValueError):
+    """TBPTT_API_KEYS or TBPTT_API_KEYS_FILE cannot be read; the message names the entry (never the key)."""
+
+
 class Keys:
     def __init__(self, pairs: dict[str, str]) -> None:
         """``pairs``: key -> tenant."""
@@ -41,7 +45,10 @@ class Keys:
     def from_settings(cls, settings: Settings) -> Keys:
         text = settings.api_keys.replace(",", "\n")
         if settings.api_keys_file is not None:
-            text += "\n" + Path(settings.api_keys_file).read_text()
+            try:
+                text += "\n" + Path(settings.api_keys_file).read_text()
+            except OSError as exc:
+                raise InvalidKeys(f"TBPTT_API_KEYS_FILE: {exc}") from exc
         pairs: dict[str, str] = {}
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
@@ -49,7 +56,7 @@ class Keys:
                 continue
             tenant, sep, key = line.partition(":")
             if not sep or not TENANT.match(tenant) or len(key) < 16:
-                raise ValueError(f"API key entry {number}: expected tenant:key with a key of 16+ characters")
+                raise InvalidKeys(f"API key entry {number}: expected tenant:key with a key of 16+ characters")
             pairs[key] = tenant
         return cls(pairs)
 

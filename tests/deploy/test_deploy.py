@@ -115,10 +115,11 @@ def test_replay_of_the_shipped_csv_reports_and_plots(tmp_path):
         server.stop()
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "elnino: 732 observations from elnino.csv"
-    mae, rmse = (float(v) for v in lines[1].removeprefix("prequential MAE ").split("  RMSE "))
+    assert lines[0] == "elnino: inputs sst; target the next row's inputs"  # the month column is not an input
+    assert lines[1] == "elnino: 732 observations from elnino.csv"
+    mae, rmse = (float(v) for v in lines[2].removeprefix("prequential MAE ").split("  RMSE "))
     assert 0 < mae <= rmse
-    ratio = float(lines[2].rsplit("(ratio ", 1)[1].rstrip(")"))
+    ratio = float(lines[3].rsplit("(ratio ", 1)[1].rstrip(")"))
     assert ratio < 0.9  # better than the last-value forecast
     import matplotlib.image
 

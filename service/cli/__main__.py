@@ -1,0 +1,5 @@
+"""``python -m tbptt.service.cli``: the same as the ``tbptt`` command."""
+
+from .main import main
+
+main()

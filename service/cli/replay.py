@@ -1,0 +1,84 @@
+"""``tbptt replay``: stream a CSV file into a stream, then report its prequential error against the naive
+forecast (the last value, or in explicit mode the last target) and plot it."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ..client import APIError, Client
+from .plot import plot
+from .progress import bar, pace
+from .table import Table, read
+
+
+def run(args: argparse.Namespace) -> None:
+    table = read(args.file, args.x, args.y)
+    forecast = not table.ys
+    target = "the next row's inputs" if forecast else ", ".join(table.y_names)
+    print(f"{args.stream}: inputs {', '.join(table.x_names)}; target {target}")
+    with Client(args.url, args.api_key) as tbptt:
+        _ensure_stream(tbptt, args.stream, table)
+        observations = (
+            [{"x": x} for x in table.xs] if forecast else [{"x": x, "y": y} for x, y in zip(table.xs, table.ys)]
+        )
+        results = _send(tbptt, args, observations)
+    truth = table.xs[1:] if forecast else table.ys
+    predictions = [r["prediction"] for r in (results[:-1] if forecast else results)]
+    mae, rmse = _errors(predictions, truth)
+    print(f"{args.stream}: {len(results)} observations from {args.file.name}")
+    print(f"prequential MAE {mae:.6g}  RMSE {rmse:.6g}")
+    naive = table.xs if forecast else table.ys
+    last = [abs(a - b) for prev, nxt in itertools.pairwise(naive) for a, b in zip(prev, nxt)]
+    if last:
+        baseline = sum(last) / len(last)
+        name = "last-value" if forecast else "last-target"
+        print(f"{name} forecast MAE {baseline:.6g}  (ratio {mae / baseline if baseline else math.inf:.3f})")
+    path = args.plot or Path(f"{args.stream}.png")
+    plot(path, args.stream, table.x_names[0] if forecast else table.y_names[0], truth, predictions,
+         [r["loss"] for r in results])  # fmt: skip
+    print(f"plot: {path}")
+
+
+def _ensure_stream(tbptt: Client, stream: str, table: Table) -> None:
+    try:
+        tbptt.info(stream)
+    except APIError as exc:
+        if exc.status != 404:
+            raise
+        inputs = len(table.x_names)
+        if table.ys:
+            tbptt.create(stream, {"model": {"input_size": inputs, "output_size": len(table.y_names)}})
+        else:
+            tbptt.create(stream, {"model": {"input_size": inputs}, "target": "next"})
+
+
+def _send(tbptt: Client, args: argparse.Namespace, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with bar(len(observations)) as progress:
+        if args.websocket:
+            with tbptt.stream(args.stream) as ws:
+                for k, obs in enumerate(observations):
+                    results += ws.send(obs)
+                    pace(args.rate, k + 1, started)
+                    progress.update(1)
+        else:
+            size = max(1, min(args.batch, int(args.rate) or args.batch))
+            for start in range(0, len(observations), size):
+                chunk = observations[start : start + size]
+                results += tbptt.observe(args.stream, chunk)
+                pace(args.rate, start + len(chunk), started)
+                progress.update(len(chunk))
+    return results
+
+
+def _errors(predictions: list[list[float]], truth: list[list[float]]) -> tuple[float, float]:
+    errors = [abs(p - t) for pred, true in zip(predictions, truth) for p, t in zip(pred, true)]
+    if not errors:
+        return math.nan, math.nan
+    return sum(errors) / len(errors), math.sqrt(sum(e * e for e in errors) / len(errors))

@@ -1,0 +1,44 @@
+"""``tbptt serve``: the one way to run the service (uvicorn, with the checks and the graceful shutdown)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+
+import uvicorn
+
+from ..app import create_app
+from ..auth import Keys, check_exposure
+from ..settings import Settings
+from ..ws import close_all
+
+
+def run(args: argparse.Namespace) -> None:
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM (final checkpoints included), then re-raises the signal for the
+    # previous handler: a stop that was asked for and done cleanly exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    check_exposure(settings, Keys.from_settings(settings), settings.host)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),  # uvicorn takes whole seconds
+        ws_max_size=settings.max_ws_message_bytes,  # close 1009 beyond
+        limit_concurrency=settings.max_connections,  # 503 beyond, rather than hanging
+    )
+
+    class GracefulServer(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            await close_all(app)  # 1001 "going away", before uvicorn drops what is left (1012)
+            await super().shutdown(sockets)
+
+    GracefulServer(config).run()

@@ -1,0 +1,100 @@
+"""The ``tbptt`` command as a user meets it: ordinary failures are one line on stderr and a non-zero exit,
+never a traceback; replay names the row and column of a bad value and says which columns it used."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.service.server import Server, free_port
+
+KEY = "cli-key-0123456789ab"
+
+
+def tbptt(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    inherited = {k: v for k, v in os.environ.items() if k not in ("TBPTT_API_KEY", "TBPTT_URL")}
+    full_env = {**inherited, "TBPTT_PROGRESS": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tbptt.service.cli", *args], capture_output=True, text=True, env=full_env,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("cli") / "data", TBPTT_API_KEYS=f"ops:{KEY}").start()
+    yield s
+    assert s.stop() == 0
+
+
+def test_client_errors_are_one_line(server, tmp_path):
+    url = ["--url", server.url]
+    assert_one_line_error(tbptt("streams", *url), "401", "--api-key", "TBPTT_API_KEY")
+    assert_one_line_error(tbptt("streams", "show", "nope", *url, "--api-key", KEY), "404", "not found")
+    assert_one_line_error(tbptt("streams", "show", *url, "--api-key", KEY), "needs a stream id")
+    assert_one_line_error(tbptt("import", "s", str(tmp_path / "missing.safetensors"), *url), "No such file")
+    assert_one_line_error(tbptt("streams", "--url", f"http://127.0.0.1:{free_port()}"), "cannot reach", "TBPTT_URL")
+
+
+def test_bad_settings_are_one_line():
+    assert_one_line_error(tbptt("serve", env={"TBPTT_FSYNC": "sometimes"}), "TBPTT_FSYNC")
+    assert_one_line_error(tbptt("serve", env={"TBPTT_API_KEYS": "ops:short"}), "16+ characters")
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(server):
+    import httpx
+
+    env = {**os.environ, "TBPTT_API_KEY": KEY}
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        for k in range(1500):  # ~100 KB of listing: more than a pipe holds, so the writer meets the closed pipe
+            assert http.put(f"/v1/streams/many-{k:04d}", json={"model": {"input_size": 1}}).status_code == 201
+    shell = f"{sys.executable} -m tbptt.service.cli streams list --url {server.url} | head -1"
+    result = subprocess.run(shell, shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.count("\n") == 1 and result.stderr == "", result.stderr  # not an error: nothing said
+
+
+@pytest.mark.parametrize(
+    ("content", "phrases"),
+    [
+        ("", ["is empty"]),
+        ("t,value\n", ["no rows"]),
+        ("a,b\n1,2\n\n,3\n", ["row 4", "'a'", "not a finite number"]),
+        ("a,b\n1,2\n3\n", ["row 3", "'b'", "short"]),
+        ("a,b\n" + "".join(f"{k},{k}\n" for k in range(25)) + "oops,1\n", ["row 27", "'a'", "'oops'"]),
+    ],
+)
+def test_replay_refuses_bad_files_naming_row_and_column(tmp_path, content, phrases):
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    result = tbptt("replay", str(path), "--stream", "s", "--url", f"http://127.0.0.1:{free_port()}")
+    assert_one_line_error(result, *phrases)
+
+
+def test_replay_leaves_time_and_index_columns_out_and_says_which_it_used(server, tmp_path):
+    path = tmp_path / "plant.csv"
+    rows = "".join(f"{k},{2000 + k},{20 + (k % 7) * 0.5},{(k % 5) * 0.1}\n" for k in range(60))
+    path.write_text("index,year,temp,flow\n" + rows)
+    result = tbptt("replay", str(path), "--stream", "plant", "--url", server.url, "--api-key", KEY,
+                   "--plot", str(tmp_path / "p.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "plant: inputs temp, flow; target the next row's inputs"
+    explicit = tbptt("replay", str(path), "--stream", "plant-y", "--y", "flow", "--url", server.url,
+                     "--api-key", KEY, "--plot", str(tmp_path / "q.png"))  # fmt: skip
+    assert explicit.returncode == 0, explicit.stderr
+    lines = explicit.stdout.splitlines()
+    assert lines[0] == "plant-y: inputs temp; target flow"
+    assert any(line.startswith("last-target forecast MAE") for line in lines)  # the baseline, in explicit mode too
+    assert Path(tmp_path / "q.png").stat().st_size > 10_000
