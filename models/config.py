@@ -6,7 +6,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -18,13 +18,23 @@ LossName = Literal["mse", "l1", "huber"]
 TargetMode = Literal["explicit", "next"]
 DType = Literal["float32", "float64"]
 
-CELLS: tuple[str, ...] = ("rnn", "gru", "lstm")
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
-LOSSES: tuple[str, ...] = ("mse", "l1", "huber")
-TARGETS: tuple[str, ...] = ("explicit", "next")
-DTYPES: tuple[str, ...] = ("float32", "float64")
+# The choices, spelled once: the API's schema takes these types as they are.
+CELLS: tuple[str, ...] = get_args(Cell)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+LOSSES: tuple[str, ...] = get_args(LossName)
+TARGETS: tuple[str, ...] = get_args(TargetMode)
+DTYPES: tuple[str, ...] = get_args(DType)
 
-MAX_LAYERS = 4
+# The largest a stream may be, whatever a service allows (its settings may only lower these): the API's
+# schema bounds and the settings' own maxima come from here.
+CEILINGS: dict[str, int] = {
+    "input_size": 4096,
+    "output_size": 4096,
+    "hidden_size": 1024,
+    "num_layers": 4,
+    "k1": 1024,
+    "k2": 1024,
+}
 
 
 @dataclass(frozen=True)
@@ -97,22 +107,24 @@ def _validate(c: StreamConfig) -> None:
     _int_at_least("input_size", c.input_size, 1)
     _int_at_least("hidden_size", c.hidden_size, 1)
     _int_at_least("num_layers", c.num_layers, 1)
-    if c.num_layers > MAX_LAYERS:
-        raise InvalidConfig(f"num_layers must be <= {MAX_LAYERS}, got {c.num_layers}")
     _int_at_least("output_size", c.output_size, 1)
     _int_at_least("k1", c.k1, 1)
     _int_at_least("k2", c.k2, 1)
+    for name, ceiling in CEILINGS.items():
+        if getattr(c, name) > ceiling:
+            raise InvalidConfig(f"{name} must be <= {ceiling}, got {getattr(c, name)}", name)
     assert c.k2 is not None  # set in __post_init__
     if c.k2 < c.k1:
-        raise InvalidConfig(f"k2 must be >= k1 ({c.k1}), got {c.k2}")
+        raise InvalidConfig(f"k2 must be >= k1 ({c.k1}), got {c.k2}", "k2")
     if c.target == "next" and c.output_size != c.input_size:
         raise InvalidConfig(
-            f"output_size must equal input_size ({c.input_size}) when target is 'next', got {c.output_size}"
+            f"output_size must equal input_size ({c.input_size}) when target is 'next', got {c.output_size}",
+            "output_size",
         )
     _positive_finite("lr", c.lr)
     _in_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
     if len(c.betas) != 2:
-        raise InvalidConfig(f"betas must have two values, got {list(c.betas)}")
+        raise InvalidConfig(f"betas must have two values, got {list(c.betas)}", "betas")
     for i, beta in enumerate(c.betas):
         _in_range(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
     _positive_finite("eps", c.eps)
@@ -121,23 +133,23 @@ def _validate(c: StreamConfig) -> None:
         _positive_finite("clip_grad_norm", c.clip_grad_norm)
     for name in ("normalize", "residual"):
         if not isinstance(getattr(c, name), bool):
-            raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}")
+            raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)
     _int_at_least("seed", c.seed, 0)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise InvalidConfig(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InvalidConfig(f"{name} must be one of {', '.join(allowed)}; got {value!r}", name)
 
 
 def _int_at_least(name: str, value: object, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise InvalidConfig(f"{name} must be an integer >= {low}, got {value!r}")
+        raise InvalidConfig(f"{name} must be an integer >= {low}, got {value!r}", name)
 
 
 def _positive_finite(name: str, value: object) -> None:
     if not _is_number(value) or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
-        raise InvalidConfig(f"{name} must be a finite number > 0, got {value!r}")
+        raise InvalidConfig(f"{name} must be a finite number > 0, got {value!r}", name)
 
 
 def _in_range(name: str, value: object, low: float, high: float, *, high_open: bool = False) -> None:
@@ -145,7 +157,7 @@ def _in_range(name: str, value: object, low: float, high: float, *, high_open: b
     ok = ok and (value < high if high_open else value <= high)  # type: ignore[operator]
     if not ok:
         bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise InvalidConfig(f"{name} must be a number in {bound}, got {value!r}")
+        raise InvalidConfig(f"{name} must be a number in {bound}, got {value!r}", name.split("[")[0])
 
 
 def _is_number(value: object) -> bool:

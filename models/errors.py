@@ -8,7 +8,12 @@ class CoreError(Exception):
 
 
 class InvalidConfig(CoreError, ValueError):
-    """A stream configuration that breaks a rule; the message names the field and the value."""
+    """A stream configuration that breaks a rule; the message names the field and the value, ``field`` the
+    field (None for a rule about the whole config)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidState(CoreError, ValueError):

@@ -9,36 +9,39 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tbptt.models import InvalidConfig
 from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid
+from .schemas import BODY_FIELDS, ModelSpec, TBPTTSpec
 from .settings import Settings
 
-# (schema, property, setting): the document's maximum is the setting, so clients see the real bound.
-BOUNDS = (
-    ("ModelSpec", "input_size", "max_input_size"),
-    ("ModelSpec", "output_size", "max_output_size"),
-    ("ModelSpec", "hidden_size", "max_hidden_size"),
-    ("ModelSpec", "num_layers", "max_num_layers"),
-    ("TBPTTSpec", "k1", "max_k2"),
-    ("TBPTTSpec", "k2", "max_k2"),
-)
-FIELDS = {  # config field -> (location in the body, setting)
-    "input_size": (("body", "model", "input_size"), "max_input_size"),
-    "output_size": (("body", "model", "output_size"), "max_output_size"),
-    "hidden_size": (("body", "model", "hidden_size"), "max_hidden_size"),
-    "num_layers": (("body", "model", "num_layers"), "max_num_layers"),
-    "k1": (("body", "tbptt", "k1"), "max_k2"),
-    "k2": (("body", "tbptt", "k2"), "max_k2"),
+SPEC_SCHEMAS = {"model": ModelSpec.__name__, "tbptt": TBPTTSpec.__name__}  # body section -> OpenAPI component
+
+# Config field -> the setting that bounds it in this service (at most the core's CEILINGS, which bound the
+# setting itself and the schema). Where the field sits in the body comes from schemas.BODY_FIELDS.
+SETTINGS = {
+    "input_size": "max_input_size",
+    "output_size": "max_output_size",
+    "hidden_size": "max_hidden_size",
+    "num_layers": "max_num_layers",
+    "k1": "max_k2",
+    "k2": "max_k2",
 }
 
 
 def check_model(config: CoreConfig, settings: Settings) -> None:
     """A 422 naming the first field beyond its configured limit."""
-    for field, (loc, setting) in FIELDS.items():
+    for field, setting in SETTINGS.items():
         limit = getattr(settings, setting)
         if getattr(config, field) > limit:
+            loc = ("body", *BODY_FIELDS[field])
             raise Invalid(loc, f"must be at most {limit} (TBPTT_{setting.upper()}), got {getattr(config, field)}")
+
+
+def invalid_config(exc: InvalidConfig) -> Invalid:
+    """The core's refusal of a config as a 422 naming the field where it is in the body."""
+    return Invalid(("body", *BODY_FIELDS.get(exc.field or "", (exc.field,) if exc.field else ())), str(exc))
 
 
 def check_batch(count: int, settings: Settings, loc: tuple[str | int, ...] = ("body", "observations")) -> None:
@@ -47,7 +50,10 @@ def check_batch(count: int, settings: Settings, loc: tuple[str | int, ...] = ("b
 
 
 def document(schemas: dict[str, Any], settings: Settings) -> None:
-    for schema, prop, setting in BOUNDS:
+    """The document's maxima are this service's settings, so clients see the real bounds."""
+    for name, setting in SETTINGS.items():
+        section, prop = BODY_FIELDS[name]
+        schema = SPEC_SCHEMAS[section]
         field = schemas.get(schema, {}).get("properties", {}).get(prop)
         if field is None:
             continue

@@ -7,18 +7,20 @@ rejects non-finite numbers. Integers stay within 2**53 - 1, the largest a JSON c
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
+from tbptt.models.config import CEILINGS, Cell, DType, LossName, OptimizerName, TargetMode
 
 from .streams import StreamInfo
 
 MAX_SAFE_INT = 2**53 - 1
 MAX_VALUE = 1e15  # observations beyond this are refused: their squares would overflow float32 training
 STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_BATCH = 10_000  # observations per request at most (TBPTT_MAX_BATCH may lower it)
 CORE_DEFAULTS = CoreConfig(input_size=1)
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)]
@@ -49,21 +51,35 @@ class _Strict(BaseModel):
 # -- stream configuration ------------------------------------------------------------------------------------
 
 
+# Where each field of the core's StreamConfig lives in the API's body (errors name it; limits document it).
+BODY_FIELDS: dict[str, tuple[str, ...]] = {
+    **{name: ("model", name) for name in ("cell", "input_size", "hidden_size", "num_layers", "output_size")},
+    "k1": ("tbptt", "k1"),
+    "k2": ("tbptt", "k2"),
+    "optimizer": ("optimizer", "name"),
+    **{name: ("optimizer", name) for name in ("lr", "momentum", "betas", "eps", "weight_decay")},
+}
+
+
 class ModelSpec(_Strict):
-    cell: Literal["rnn", "gru", "lstm"] = CORE_DEFAULTS.cell
-    input_size: int = Field(ge=1, le=4096)
-    hidden_size: int = Field(CORE_DEFAULTS.hidden_size, ge=1, le=1024)
-    num_layers: int = Field(CORE_DEFAULTS.num_layers, ge=1, le=4)
-    output_size: int | None = Field(None, ge=1, le=4096, description="default: 1, or input_size when target is next")
+    cell: Cell = CORE_DEFAULTS.cell
+    input_size: int = Field(ge=1, le=CEILINGS["input_size"])
+    hidden_size: int = Field(CORE_DEFAULTS.hidden_size, ge=1, le=CEILINGS["hidden_size"])
+    num_layers: int = Field(CORE_DEFAULTS.num_layers, ge=1, le=CEILINGS["num_layers"])
+    output_size: int | None = Field(
+        None, ge=1, le=CEILINGS["output_size"], description="default: 1, or input_size when target is next"
+    )
 
 
 class TBPTTSpec(_Strict):
-    k1: int = Field(CORE_DEFAULTS.k1, ge=1, le=1024, description="an update after every k1 steps")
-    k2: int | None = Field(None, ge=1, le=1024, description="backpropagated through the last k2 steps; default k1")
+    k1: int = Field(CORE_DEFAULTS.k1, ge=1, le=CEILINGS["k1"], description="an update after every k1 steps")
+    k2: int | None = Field(
+        None, ge=1, le=CEILINGS["k2"], description="backpropagated through the last k2 steps (>= k1); default k1"
+    )
 
 
 class OptimizerSpec(_Strict):
-    name: Literal["sgd", "adam", "adamw"] = CORE_DEFAULTS.optimizer
+    name: OptimizerName = CORE_DEFAULTS.optimizer
     lr: float = Field(CORE_DEFAULTS.lr, gt=0, le=10)
     momentum: float = Field(CORE_DEFAULTS.momentum, ge=0, lt=1, description="sgd only")
     betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = list(
@@ -86,29 +102,19 @@ class StreamCreate(_Strict):
     model: ModelSpec
     tbptt: TBPTTSpec = TBPTTSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
-    loss: Literal["mse", "l1", "huber"] = CORE_DEFAULTS.loss
+    loss: LossName = CORE_DEFAULTS.loss
     clip_grad_norm: float | None = Field(CORE_DEFAULTS.clip_grad_norm, gt=0, le=1e6)
-    target: Literal["explicit", "next"] = Field(
+    target: TargetMode = Field(
         CORE_DEFAULTS.target, description="next: the target of each observation is the following observation's x"
     )
     normalize: bool = Field(CORE_DEFAULTS.normalize, description="online standardization of inputs and targets")
     residual: bool = Field(CORE_DEFAULTS.residual, description="forecast mode: predict the change from the last x")
-    dtype: Literal["float32", "float64"] = CORE_DEFAULTS.dtype
+    dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
-    @model_validator(mode="after")
-    def _rules_across_fields(self) -> StreamCreate:
-        if self.tbptt.k2 is not None and self.tbptt.k2 < self.tbptt.k1:
-            raise ValueError(f"tbptt.k2 must be >= tbptt.k1 ({self.tbptt.k1}), got {self.tbptt.k2}")
-        size = self.model.output_size
-        if self.target == "next" and size is not None and size != self.model.input_size:
-            raise ValueError(
-                f"model.output_size must equal model.input_size ({self.model.input_size}) when target is 'next', "
-                f"got {size}"
-            )
-        return self
-
     def to_core(self) -> CoreConfig:
+        """The core's config; its rules across fields (k2 >= k1, forecast sizes) are checked there, once:
+        ``InvalidConfig`` names the field (``BODY_FIELDS`` says where it is in this body)."""
         m, t, o = self.model, self.tbptt, self.optimizer
         return CoreConfig(
             input_size=m.input_size, cell=m.cell, hidden_size=m.hidden_size, num_layers=m.num_layers,
@@ -189,7 +195,7 @@ class ObservationBatch(_Strict):
         json_schema_extra={"examples": [{"observations": [{"x": [1.0], "y": 2.0}, {"x": [1.5]}]}]},
     )
 
-    observations: list[Observation] = Field(min_length=1, max_length=10_000)
+    observations: list[Observation] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class StreamObservation(Observation):
@@ -210,7 +216,7 @@ class CrossStreamBatch(_Strict):
         json_schema_extra={"examples": [{"observations": [{"stream": "a", "x": 1.0}, {"stream": "b", "x": 2.0}]}]},
     )
 
-    observations: list[StreamObservation] = Field(min_length=1, max_length=10_000)
+    observations: list[StreamObservation] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class ResultPublic(BaseModel):

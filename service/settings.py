@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tbptt.models.config import CEILINGS
+
+from .schemas import MAX_BATCH
+
 
 class Settings(BaseSettings):
     """Every field is also an environment variable: ``data_dir`` is ``TBPTT_DATA_DIR``, and so on."""
@@ -54,14 +58,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="request body limit (413 beyond)")
     max_model_bytes: int = Field(64 << 20, ge=1024, description="model file upload limit (413 beyond)")
     max_ws_message_bytes: int = Field(1 << 20, ge=1024, description="WebSocket message limit (close 1009 beyond)")
-    max_batch: int = Field(10_000, ge=1, le=10_000, description="observations per request")
+    max_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="observations per request")
     max_streams_per_tenant: int = Field(100_000, ge=1, description="streams a tenant may create")
     max_streams: int = Field(1_000_000, ge=1, description="streams in all")
-    max_input_size: int = Field(1024, ge=1, le=4096, description="model.input_size at most")
-    max_output_size: int = Field(1024, ge=1, le=4096, description="model.output_size at most")
-    max_hidden_size: int = Field(256, ge=1, le=1024, description="model.hidden_size at most")
-    max_num_layers: int = Field(4, ge=1, le=4, description="model.num_layers at most")
-    max_k2: int = Field(1024, ge=1, le=1024, description="tbptt.k2 (and k1) at most")
+    max_input_size: int = Field(1024, ge=1, le=CEILINGS["input_size"], description="model.input_size at most")
+    max_output_size: int = Field(1024, ge=1, le=CEILINGS["output_size"], description="model.output_size at most")
+    max_hidden_size: int = Field(256, ge=1, le=CEILINGS["hidden_size"], description="model.hidden_size at most")
+    max_num_layers: int = Field(
+        CEILINGS["num_layers"], ge=1, le=CEILINGS["num_layers"], description="model.num_layers at most"
+    )
+    max_k2: int = Field(CEILINGS["k2"], ge=1, le=CEILINGS["k2"], description="tbptt.k2 (and k1) at most")
     max_connections: int = Field(1024, ge=1, description="concurrent connections (503 beyond)")
     rate_limit: float = Field(0.0, ge=0, description="requests per second per tenant (429 beyond); 0: no limit")
     rate_burst: int = Field(100, ge=1, description="requests a tenant may send at once before the rate applies")

@@ -10,7 +10,6 @@ from tbptt.models import InvalidConfig
 
 from .. import limits
 from ..deps import HubDep, StreamId, Tenant
-from ..errors import Invalid
 from ..fastjson import reply
 from ..schemas import MetricsPublic, StreamCreate, StreamPublic, StreamReset, StreamResults, StreamsPublic
 
@@ -33,7 +32,7 @@ async def put_stream(
     try:
         core = config.to_core()
     except InvalidConfig as exc:  # a rule across fields the schema cannot express
-        raise Invalid(["body"], str(exc)) from exc
+        raise limits.invalid_config(exc) from exc
     limits.check_model(core, hub.settings)
     info, created = await hub.create(tenant, stream_id, core)
     if not created:

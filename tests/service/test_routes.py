@@ -68,8 +68,8 @@ def test_forecast_defaults_and_k2(client):
         ({"model": {"input_size": 0}}, ["body", "model", "input_size"]),
         ({"model": {"input_size": 1, "cell": "transformer"}}, ["body", "model", "cell"]),
         ({"model": {"input_size": 1, "num_layers": 5}}, ["body", "model", "num_layers"]),
-        ({"model": {"input_size": 1}, "tbptt": {"k1": 8, "k2": 4}}, ["body"]),
-        ({"model": {"input_size": 2, "output_size": 1}, "target": "next"}, ["body"]),
+        ({"model": {"input_size": 1}, "tbptt": {"k1": 8, "k2": 4}}, ["body", "tbptt", "k2"]),  # rules across fields
+        ({"model": {"input_size": 2, "output_size": 1}, "target": "next"}, ["body", "model", "output_size"]),
         ({"model": {"input_size": 1}, "optimizer": {"lr": -1}}, ["body", "optimizer", "lr"]),
         ({"model": {"input_size": 1}, "seed": 2**53}, ["body", "seed"]),
         ({"model": {"input_size": 1}, "colour": "red"}, ["body", "colour"]),
