@@ -67,8 +67,9 @@ class _Cell:
         for gi_t in per_step(gi):
             states.append(state)
             state, extra = self.step(gi_t, state, w_hh, b_hh)
-            extras.append(torch.cat(extra, dim=-1) if len(extra) > 1 else extra[0] if extra else None)
-        merged = torch.cat(extras, dim=1) if extras[0] is not None else gi[..., :0]
+            if extra:  # (RNN has none)
+                extras.append(torch.cat(extra, dim=-1) if len(extra) > 1 else extra[0])
+        merged = torch.cat(extras, dim=1) if extras else gi[..., :0]
         return self.saved(torch.cat(states, dim=1), state, merged)
 
     def saved(self, states: Tensor, final: Tensor, extras: Tensor) -> Saved:

@@ -148,17 +148,20 @@ def _int_at_least(name: str, value: object, low: int) -> None:
 
 
 def _positive_finite(name: str, value: object) -> None:
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number <= 0:
         raise InvalidConfig(f"{name} must be a finite number > 0, got {value!r}", name)
 
 
 def _in_range(name: str, value: object, low: float, high: float, *, high_open: bool = False) -> None:
-    ok = _is_number(value) and math.isfinite(value) and low <= value  # type: ignore[arg-type,operator]
-    ok = ok and (value < high if high_open else value <= high)  # type: ignore[operator]
+    number = _number(value)
+    ok = number is not None and math.isfinite(number) and low <= number
+    ok = ok and number is not None and (number < high if high_open else number <= high)
     if not ok:
         bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
         raise InvalidConfig(f"{name} must be a number in {bound}, got {value!r}", name.split("[")[0])
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value: object) -> float | None:
+    """``value`` if it is a number (an int or a float, not a bool), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

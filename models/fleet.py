@@ -131,7 +131,8 @@ class Fleet:
         h_only = self.cell.state_parts == 1  # then the state is the output
         for u in per_step(inputs):  # one step at a time: (n, 1, I)
             states.append(state)
-            new, extra = [], []
+            new: list[Tensor] = []
+            extra: list[Tensor] = []
             for layer, w in enumerate(net.layers):
                 gi = torch.baddbmm(w.b_ih, u, w.w_ih)
                 layer_state, layer_extra = self.cell.step(

@@ -67,6 +67,7 @@ class Updater:
     def at_boundaries(self, rows: Rows, done: np.ndarray) -> np.ndarray:
         """Schedule: update the slots whose step ``done`` (n,) completes a k1 segment; which applied."""
         c, s = self.config, self.slots
+        assert c.k2 is not None
         updated = np.zeros(len(rows), dtype=bool)
         at = np.flatnonzero(done % c.k1 == 0)
         if not at.size:

@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException  # the base class: FastAPI raises both kinds
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors, fastjson, limits
@@ -94,7 +96,7 @@ def _methods_for(app: FastAPI, path: str) -> list[str]:
         route = todo.pop()
         if hasattr(route, "original_router"):  # an included router
             todo += route.original_router.routes
-        elif getattr(route, "methods", None) and route.path_regex.match(path):
+        elif isinstance(route, Route | APIRoute) and route.methods and route.path_regex.match(path):
             methods |= route.methods
     return sorted(methods)
 

@@ -6,7 +6,7 @@ WebSockets answer the same ``detail`` in a reply, or close with the codes named 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,7 +67,7 @@ class Unavailable(ServiceError):
 UNION_TAGS = {"single-observation", "observation-batch"}  # which branch of a body union: not a field
 
 
-def validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """FastAPI's 422 list, without the offending input: echoing it could fail (a NaN is not JSON) or leak."""
     return [
         {

@@ -119,7 +119,7 @@ class StreamCreate(_Strict):
         return CoreConfig(
             input_size=m.input_size, cell=m.cell, hidden_size=m.hidden_size, num_layers=m.num_layers,
             output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
-            betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
+            betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
             target=self.target, normalize=self.normalize, residual=self.residual, dtype=self.dtype, seed=self.seed,
         )  # fmt: skip
 

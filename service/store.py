@@ -286,7 +286,7 @@ def _decode_observations(data: bytes) -> Observations:
 
     def take(dtype: type, count: int) -> np.ndarray:
         nonlocal at
-        array = np.frombuffer(data, dtype=dtype, count=count, offset=at)
+        array: np.ndarray = np.frombuffer(data, dtype=dtype, count=count, offset=at)
         at += array.nbytes
         return array
 

@@ -23,12 +23,13 @@ from .auth import subprotocol
 from .deps import HubDep, StreamId, Tenant
 from .errors import ServiceError, status_and_detail, validation_errors
 from .routes.observations import ObservationsIn, observe_stream
+from .schemas import Observation, ObservationBatch
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 NORMAL, GOING_AWAY, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1000, 1001, 1008, 1009, 1013
-MESSAGE = TypeAdapter(ObservationsIn)
+MESSAGE: TypeAdapter[Observation | ObservationBatch] = TypeAdapter(ObservationsIn)
 
 
 @router.websocket("/v1/streams/{stream_id}/ws")
