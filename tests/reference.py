@@ -6,7 +6,7 @@ the engine parameter by parameter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -65,10 +65,18 @@ def _start(config: StreamConfig, dtype: torch.dtype):
 
 
 def textbook(
-    config: StreamConfig, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float] | None], dtype=None
+    config: StreamConfig,
+    xs: Sequence[Sequence[float]],
+    ys: Sequence[Sequence[float] | None],
+    dtype=None,
+    reset_hidden: Collection[int] = (),
+    reset_weights: Collection[int] = (),
 ) -> ReferenceRun:
     """TBPTT(K, K) exactly as DESIGN.md writes it:
     ``error += loss; if t % K == 0: error.backward(); opt.step(); opt.zero_grad(); error = 0; H = H.detach()``.
+
+    After a step in ``reset_hidden`` the state is zeroed and the segment's pending losses dropped; after one
+    in ``reset_weights`` the modules and the optimizer start afresh (the state carries on).
     """
     assert config.k1 == config.k2
     dtype = dtype or config.torch_dtype
@@ -91,6 +99,10 @@ def textbook(
                 updates += 1
             error, terms = 0, 0
             hidden = detach(hidden)
+        if t in reset_hidden:
+            error, terms, hidden = 0, 0, zero_state(config, dtype)
+        if t in reset_weights:
+            rnn, head, params, opt, loss_fn, _ = _start(config, dtype)
     return ReferenceRun(predictions, weights(rnn, head), updates)
 
 

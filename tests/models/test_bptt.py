@@ -11,7 +11,7 @@ import torch
 from tbptt.models import Engine, StreamConfig
 from tbptt.models.slots import Rows
 from tbptt.models.update import window_gradient
-from tests.conftest import sequence
+from tests.factories import sequence
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

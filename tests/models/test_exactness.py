@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tests.conftest import sequence
+from tests.factories import sequence
 from tests.reference import reference
 
 STEPS = 203  # not a multiple of any K1 below; some targets missing

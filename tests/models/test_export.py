@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, InvalidState, StreamConfig
-from tests.conftest import assert_identical, sequence
+from tests.factories import assert_identical, sequence
 from tests.reference import MODULES, build, weights
 
 

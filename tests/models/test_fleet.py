@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tbptt.models import Engine, StreamConfig
-from tests.conftest import assert_identical, sequence
+from tests.factories import assert_identical, sequence
 
 
 def config(**overrides) -> StreamConfig:

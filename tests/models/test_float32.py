@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tests.conftest import sequence
+from tests.factories import sequence
 from tests.reference import reference
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tests.conftest import assert_identical, sequence
+from tests.factories import assert_identical, sequence
 from tests.reference import build, reference
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tbptt.models import Engine, StreamConfig
-from tests.conftest import assert_identical, sequence
+from tests.factories import assert_identical, sequence
 
 CONFIGS = {
     "explicit": StreamConfig(input_size=2, output_size=2, hidden_size=6, k1=5, k2=8),

@@ -10,8 +10,8 @@ import torch
 
 from tbptt.models import Engine, StreamConfig
 from tbptt.models.fleet import EWMA_ALPHA
-from tests.conftest import assert_identical, sequence
-from tests.reference import LOSSES, build, optimizer, weights, zero_state
+from tests.factories import assert_identical, sequence
+from tests.reference import textbook
 
 
 def test_prequential_metrics_follow_the_returned_predictions():
@@ -32,34 +32,6 @@ def test_prequential_metrics_follow_the_returned_predictions():
     assert m.updates == 15 and m.grad_norm > 0 and m.last_update_loss > 0
 
 
-def textbook_with_resets(config, xs, ys, reset_hidden=(), reset_weights=()):
-    """The textbook loop, with a hidden reset (state zeroed, the segment's pending losses dropped) or a
-    weights reset (fresh modules and optimizer, the state carried) after the given steps."""
-    dtype = config.torch_dtype
-    rnn, head = build(config)
-    params = [*rnn.parameters(), *head.parameters()]
-    opt = optimizer(config, params)
-    hidden, error, terms = zero_state(config, dtype), 0, 0
-    for t, (x, y) in enumerate(zip(xs, ys), start=1):
-        out, hidden = rnn(torch.tensor([x], dtype=dtype), hidden)
-        pred = head(out[-1])
-        if y is not None:
-            error, terms = error + LOSSES[config.loss](pred, torch.tensor(y, dtype=dtype)), terms + 1
-        if t % config.k1 == 0:
-            if terms:
-                error.backward()
-                opt.step()
-                opt.zero_grad()
-            error, terms, hidden = 0, 0, hidden.detach()
-        if t in reset_hidden:
-            error, terms, hidden = 0, 0, zero_state(config, dtype)
-        if t in reset_weights:
-            rnn, head = build(config)
-            params = [*rnn.parameters(), *head.parameters()]
-            opt = optimizer(config, params)
-    return weights(rnn, head)
-
-
 @pytest.mark.parametrize("at", [20, 23])  # at a boundary, and mid-segment
 def test_reset_hidden_starts_a_new_truncation_window(at):
     config = StreamConfig(input_size=2, hidden_size=4, k1=5, dtype="float64", normalize=False, loss="mse")
@@ -71,7 +43,7 @@ def test_reset_hidden_starts_a_new_truncation_window(at):
         if t == at:
             engine.reset_hidden("s")
             assert torch.count_nonzero(engine.hidden("s")) == 0
-    expected = textbook_with_resets(config, xs, ys, reset_hidden={at})
+    expected = textbook(config, xs, ys, reset_hidden={at}).weights
     for name, value in expected.items():
         torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)
 
@@ -87,6 +59,6 @@ def test_reset_weights_restarts_learning_from_the_initial_weights():
         if t == 20:
             engine.reset_weights("s")
             assert_identical(engine.export_weights("s"), initial)
-    expected = textbook_with_resets(config, xs, ys, reset_weights={20})
+    expected = textbook(config, xs, ys, reset_weights={20}).weights
     for name, value in expected.items():
         torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from tbptt.models import Engine, InvalidObservation, StreamConfig
-from tests.conftest import assert_identical, sequence
+from tests.factories import assert_identical, sequence
 
 
 def stream(**overrides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tbptt.models import Engine, InvalidState, StreamConfig
-from tests.conftest import assert_identical, sequence
+from tests.factories import assert_identical, sequence
 
 MODES = {
     "explicit": dict(target="explicit", output_size=2),

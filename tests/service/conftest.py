@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +10,7 @@ from fastapi.testclient import TestClient
 
 from tbptt.service.app import create_app
 from tbptt.service.settings import Settings
-
-
-def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "service not ready"
-        time.sleep(0.02)
+from tests.factories import wait_ready
 
 
 @pytest.fixture
@@ -30,10 +23,3 @@ def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         yield c
-
-
-def make_stream(client: TestClient, stream: str = "s", **config) -> dict:
-    model = config.pop("model", {"input_size": 2})
-    r = client.put(f"/v1/streams/{stream}", json={"model": model, **config})
-    assert r.status_code == 201, r.text
-    return r.json()

@@ -23,7 +23,7 @@ from websockets.uri import parse_uri
 
 from tbptt.models import StreamConfig
 from tbptt.service.client import Client
-from tests.conftest import sequence
+from tests.factories import sequence
 from tests.reference import textbook
 from tests.service.server import Server
 
@@ -146,7 +146,8 @@ def test_5_clients_on_one_stream_at_once(server):
     assert sorted(acknowledged, key=lambda r: r["step"]) == kept  # one consistent order
 
 
-def test_healthz_stays_fast_while_1000_streams_learn(server):
+@pytest.mark.measurement
+def test_healthz_stays_fast_while_1000_streams_learn(server, measure):
     """Tensor work never blocks the event loop. The load runs in two other processes, each posting an
     observation for every one of 1,000 streams five times a second (10,000 observations/s)."""
     with httpx.Client(base_url=server.url, timeout=60) as c:
@@ -168,7 +169,8 @@ def test_healthz_stays_fast_while_1000_streams_learn(server):
     print(f"\n/healthz p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over {len(latencies)} requests; "
           f"{applied} observations applied meanwhile")  # fmt: skip
     assert applied >= 50_000, "the load did not run"
-    assert p99 < 0.050
+    measure("/healthz p99 while 1,000 streams learn", p99 * 1000, 50, " ms")
+    assert p99 < 1.0, "the event loop was blocked"
 
 
 def test_a_watcher_that_stops_reading_is_dropped_and_never_slows_the_stream(tmp_path):

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 from tbptt.service.app import create_app
 from tbptt.service.auth import Keys, check_exposure
 from tbptt.service.settings import Settings
-from tests.service.conftest import wait_ready
+from tests.factories import wait_ready
 from tests.service.server import Server
 
 KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"
@@ -45,6 +45,15 @@ def routes(app) -> list:
     return found
 
 
+# A body each route accepts, so that a refusal can only be about the stream (not a 422 about the body).
+VALID_BODIES = {
+    ("PUT", "/v1/streams/{stream_id}"): {"model": {"input_size": 1}},
+    ("POST", "/v1/streams/{stream_id}/observations"): {"x": 1.0},
+    ("POST", "/v1/observations"): {"observations": [{"stream": "s", "x": 1.0}]},
+    ("POST", "/v1/streams/{stream_id}/reset"): {"hidden": True},
+}
+
+
 def path_of(route) -> str:
     return route.path.replace("{stream_id}", "s")
 
@@ -59,22 +68,24 @@ def test_auth_matrix_over_every_route(tmp_path):
         http = [r for r in routes(c.app) if isinstance(r, APIRoute) and r.path.startswith("/v1/")]
         sockets = [r for r in routes(c.app) if isinstance(r, APIWebSocketRoute)]
         assert len(http) >= 11 and len(sockets) == 2  # a new route is covered without touching this test
-        for route in http:
-            for method in route.methods:
-                path = path_of(route)
-                for headers in ({}, WRONG):
-                    r = c.request(method, path, headers=headers, json={})
-                    assert r.status_code == 401, (method, path, r.status_code)
-                    assert r.headers["www-authenticate"] == "Bearer"
-                    assert KEY_A not in r.text
-                other = c.request(method, path, headers=B, json={"model": {"input_size": 1}} if method == "PUT" else {})
-                if "{stream_id}" in route.path:
-                    # tenant beta cannot see alpha's stream: 404 (or its own new stream, for PUT)
-                    assert other.status_code in (404, 422, 201), (method, path, other.status_code)
-                    if other.status_code == 201:
-                        assert c.get("/v1/streams/s", headers=B).json()["steps"] == 0
-                elif route.path == "/v1/streams":
-                    assert [s["id"] for s in other.json()["streams"]] in ([], ["s"])
+        calls = [(method, route.path) for route in http for method in sorted(route.methods)]
+        create = ("PUT", "/v1/streams/{stream_id}")
+        calls.sort(key=lambda call: call == create)  # beta creates its own "s" last: until then it has none
+        for method, template in calls:
+            path = template.replace("{stream_id}", "s")
+            for headers in ({}, WRONG):
+                r = c.request(method, path, headers=headers, json={})
+                assert r.status_code == 401, (method, path, r.status_code)
+                assert r.headers["www-authenticate"] == "Bearer"
+                assert KEY_A not in r.text
+            other = c.request(method, path, headers=B, json=VALID_BODIES.get((method, template), {}))
+            if (method, template) == create:
+                assert other.status_code == 201, other.text  # beta's own new stream of that id
+            elif "{stream_id}" in template or template == "/v1/observations":  # alpha's "s" is not beta's
+                assert other.status_code == 404, (method, path, other.status_code, other.text)
+        assert [s["id"] for s in c.get("/v1/streams", headers=B).json()["streams"]] == ["s"]  # its own only
+        assert c.get("/v1/streams/s", headers=B).json()["steps"] == 0
+        assert c.get("/v1/streams/s", headers=A).json()["steps"] == 0
         for route in sockets:
             path = path_of(route)
             for headers in ({}, WRONG):
@@ -330,7 +341,8 @@ def test_too_many_connections_get_503_not_a_hang(server):
     assert httpx.get(f"{server.url}/v1/streams", timeout=10).status_code == 200
 
 
-def test_a_flooding_tenant_does_not_slow_another_one(tmp_path):
+@pytest.mark.measurement
+def test_a_flooding_tenant_does_not_slow_another_one(tmp_path, measure):
     """Tenant alpha floods (rate-limited to 100 requests/s); beta's p99 stays within 2x of unloaded."""
     import subprocess
     import sys
@@ -364,7 +376,8 @@ def test_a_flooding_tenant_does_not_slow_another_one(tmp_path):
             flood.terminate()
             flood.wait(10)
         print(f"\nbeta p99: {quiet * 1000:.1f} ms alone, {loaded * 1000:.1f} ms while alpha floods")
-        assert loaded <= 2 * max(quiet, 0.005)
+        measure("beta's p99 while alpha floods, in multiples of its p99 alone", loaded / max(quiet, 0.005), 2, "x")
+        assert loaded < 1.0, "beta was starved"
     finally:
         s.stop()
 
