@@ -1,0 +1,90 @@
+"""The ingest plan on its own: no thread, no store, no engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from tbptt.models import StepResult, StreamConfig
+from tbptt.service.errors import Invalid
+from tbptt.service.ingest import Incoming, Part, Plan, check
+from tbptt.service.results import ResultLog
+from tbptt.service.streams import StreamState, record_results
+
+
+def state(stream: str = "s", last_seq: int | None = None, steps: int = 0, **config) -> StreamState:
+    core = StreamConfig(**{"input_size": 2, **config})
+    s = StreamState(1, "t", stream, core, "now", ResultLog(1000, core.output_size or 1))
+    s.last_seq, s.steps = last_seq, steps
+    return s
+
+
+def obs(seq: int | None = None, x: list[float] | None = None, y: list[float] | None = None) -> Incoming:
+    return Incoming(x or [0.0, 1.0], y, seq)
+
+
+def applied(plan: Plan) -> list[StepResult]:
+    """What an engine would answer (a prediction of each item's index), recorded as the shard records it."""
+    results = [StepResult(step, [float(k)], None, False) for k, step in enumerate(plan.steps)]
+    record_results(plan.owners, plan.seqs, results)
+    return results
+
+
+def test_seqs_continue_from_the_stream_and_within_the_batch():
+    s = state(last_seq=10, steps=4)
+    plan = Plan()
+    plan.add("first", [s], [Part("s", [obs(), obs(seq=20), obs()])])
+    plan.add("second", [s], [Part("s", [obs()])])
+    assert plan.seqs == [11, 20, 21, 22] and plan.steps == [5, 6, 7, 8]
+    assert [key for key, _, _ in plan.items] == ["t/s"] * 4
+
+
+def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
+    s = state(last_seq=3, steps=3)
+    s.results.append(2, 2, [0.5], None, False)
+    plan = Plan()
+    plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4), obs(seq=1)])])
+    assert plan.seqs == [4]  # one new observation
+    ((job, (answers,)),) = list(plan.answers(applied(plan)))
+    assert job == "job"
+    assert [(r["seq"], r["duplicate"]) for r in answers] == [(2, True), (4, False), (4, True), (1, True)]
+    assert answers[0]["prediction"] == [0.5]  # kept: the original result
+    assert answers[2]["prediction"] == answers[1]["prediction"] == [0.0]  # a seq applied in this very batch
+    assert answers[3] == {"seq": 1, "step": 4, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+    assert s.duplicates == 3
+
+
+def test_parts_of_several_streams_keep_request_order():
+    a, b = state("a"), state("b")
+    plan = Plan()
+    plan.add("job", [a, b, a], [Part("a", [obs()]), Part("b", [obs()]), Part("a", [obs()])])
+    assert [(o.id, seq) for o, seq in zip(plan.owners, plan.seqs)] == [("a", 1), ("b", 1), ("a", 2)]
+    ((_, answer),) = list(plan.answers(applied(plan)))
+    assert [part[0]["step"] for part in answer] == [1, 1, 2]
+
+
+def test_watched_streams_get_the_values_behind_their_results():
+    a, b = state("a"), state("b")
+    plan = Plan()
+    plan.add("job", [a, b], [Part("a", [obs(x=[1.0, 2.0])]), Part("b", [obs()])])
+    batches = plan.applied(applied(plan), frozenset({("t", "a")}))
+    assert list(batches) == [("t", "a")]
+    assert batches[("t", "a")]["observations"] == [{"seq": 1, "x": [1.0, 2.0], "y": None}]
+
+
+@pytest.mark.parametrize(
+    ("part", "config", "loc"),
+    [
+        (
+            Part("s", [obs(), obs(x=[1.0])], ("body", "observations"), indexed=True),
+            {},
+            ["body", "observations", 1, "x"],
+        ),
+        (Part("s", [obs(y=[1.0, 2.0])]), {}, ["body", "y"]),
+        (Part("s", [obs(y=[1.0, 2.0])]), {"target": "next"}, ["body", "y"]),
+        (Part("s", [obs(x=[1.0])], ("body", "observations", 7)), {}, ["body", "observations", 7, "x"]),
+    ],
+)
+def test_check_names_where_the_bad_value_is(part, config, loc):
+    with pytest.raises(Invalid) as refused:
+        check(state(**config).config, part)
+    assert refused.value.errors[0]["loc"] == loc
