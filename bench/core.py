@@ -131,7 +131,7 @@ def measure_memory(n: int) -> tuple[float, float, float]:
     per_stream = (rss_bytes() - before) / n
     s = engine._streams["s0"].fleet.slots
     needed = sum(
-        s[name][0].nelement() * s[name][0].element_size()
+        s.array(name)[0].nelement() * s.array(name)[0].element_size()
         for name in ("params", "exp_avg", "exp_avg_sq", "hidden", "ring_x", "ring_y", "ring_state", "ring_extra")
     )
     return rate, per_stream, needed
