@@ -25,6 +25,7 @@ from .errors import ServiceError, Unavailable
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5  # the longest the worker's housekeeping waits while no work comes
+RECOVERING_RETRY_AFTER = 1  # seconds a client is told to wait while the service recovers
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class Job:
 
     def fail(self, error: BaseException) -> None:
         """From the engine thread: a domain error as it is, anything else as an internal error (logged)."""
-        self.resolve(error=error if isinstance(error, ServiceError | CoreError) else internal(error))
+        self.resolve(error=_domain(error))
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         """On the event loop."""
@@ -59,7 +60,7 @@ class Worker(Protocol):
 
     def open(self) -> None: ...  # before the first job: open the store, recover
 
-    def observe(self, jobs: list[Job]) -> None: ...  # a batch of observation jobs: resolve every one
+    def apply(self, payloads: list[Any]) -> list[Any]: ...  # per payload: its answer, or the exception
 
     def tick(self) -> None: ...  # housekeeping, between batches and when idle
 
@@ -105,7 +106,7 @@ class EngineThread:
         if self.failure is not None or self._stopped.is_set():
             raise Unavailable("the engine is not running")
         if not self.ready:
-            raise Unavailable("the service is recovering; try again shortly")
+            raise Unavailable("the service is recovering; try again shortly", retry_after=RECOVERING_RETRY_AFTER)
         self._jobs.put(job)
         return await job.future
 
@@ -163,15 +164,19 @@ class EngineThread:
             self._observe(batch)
 
     def _observe(self, jobs: list[Job]) -> None:
-        """A bug must not leave requests hanging. The worker may hold half a batch: then the service stops
-        taking work (503) and a restart recovers exactly from the log."""
+        """Hand the batch to the worker and answer every job, in one wake-up of the event loop. A bug must
+        not leave requests hanging: the worker may hold half a batch, so the service then stops taking work
+        (503) and a restart recovers exactly from the log."""
         try:
-            self.worker.observe(jobs)
+            outcomes = self.worker.apply([job.payload for job in jobs])
         except Exception as exc:
             self.failure = exc
             log.exception("an engine batch failed; refusing work until restarted")
             for job in jobs:
                 job.resolve(error=Unavailable("internal error: the service must be restarted"))
+            return
+        settled = [(job, _domain(outcome)) for job, outcome in zip(jobs, outcomes)]
+        jobs[0].loop.call_soon_threadsafe(_settle_all, settled)
 
     def _shutdown(self) -> None:
         self._stopped.set()
@@ -188,6 +193,18 @@ class EngineThread:
             log.exception("closing the engine's store failed")
 
 
-def internal(exc: BaseException) -> ServiceError:
-    log.error("engine call failed", exc_info=exc)
-    return ServiceError("internal error")
+def _domain(outcome: Any) -> Any:
+    """A domain error as it is; any other exception as an internal error (logged here, with its traceback)."""
+    if isinstance(outcome, BaseException) and not isinstance(outcome, ServiceError | CoreError):
+        log.error("engine call failed", exc_info=outcome)
+        return ServiceError("internal error")
+    return outcome
+
+
+def _settle_all(settled: list[tuple[Job, Any]]) -> None:
+    """On the event loop: each job gets its answer or its error."""
+    for job, outcome in settled:
+        if isinstance(outcome, BaseException):
+            job.settle(error=outcome)
+        else:
+            job.settle(outcome)

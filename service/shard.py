@@ -1,7 +1,8 @@
 """A shard: the streams it owns and everything about them, on the engine thread (their only writer).
 
 It composes the engine, the store, the stream registry and durability, and is the worker the engine thread
-runs (``engine_thread.Worker``). A micro-batch of observation requests goes:
+runs (``engine_thread.Worker``): plain synchronous calls, no event loop, no futures, so that it can run in
+another process as it is (the shards issue). A micro-batch of observation requests goes:
 
     plan (check each part against its stream, assign seqs, spot duplicates: ``ingest``)
     -> append the batch to the log and commit (group commit) -> step the engine -> record results
@@ -19,25 +20,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tbptt.models import Engine, StreamMetrics
+from tbptt.models import Engine, StepResult, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
+from .datadir import DataDirLock
 from .durability import Durability
-from .engine_thread import Job
 from .errors import StorageFull, StreamConflict, Unavailable
 from .faults import Faults
-from .ingest import Plan, check
+from .ingest import Part, Plan, check
 from .modelfile import read_weights, write_weights
 from .registry import StreamRegistry
 from .results import Result
 from .settings import Settings
-from .store import Observations, Store, StoreUnavailable
+from .store import Observations, Store
 from .streams import Key, StreamInfo, StreamState, now_iso, record_results
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thread, what watched streams got
+Request = tuple[str, list[Part]]  # (tenant, parts)
+Outcome = list[list[Result]] | Exception | None  # results per part, or what refused the request
 
 
 class Shard:
@@ -46,6 +49,7 @@ class Shard:
         self.engine = Engine()
         self.registry = StreamRegistry(settings)
         self.store: Store | None = None
+        self._lock: DataDirLock | None = None
         self._durability: Durability | None = None
         self.watched: frozenset[Key] = frozenset()  # replaced whole by the event loop, never changed in place
         self.on_applied: Applied = lambda batches: None
@@ -55,13 +59,15 @@ class Shard:
         assert self._durability is not None, "the shard is not open"
         return self._durability
 
-    # -- the worker: open, observe, tick, close ------------------------------------------------------------
+    # -- the worker: open, apply, tick, close --------------------------------------------------------------
 
     def open(self) -> None:
         started = time.monotonic()
         faults = Faults.from_environment()
         faults.install_in_engine()
         s = self.settings
+        self._lock = DataDirLock(s.data_dir)
+        self._lock.acquire()  # one server per data directory: refused (the engine fails) if another holds it
         self.store = Store(s.data_dir, s.fsync, s.fsync_interval, faults)
         self.store.start_syncing()
         self._durability = Durability(s, self.engine, self.store, self.registry, self.telemetry)
@@ -72,21 +78,26 @@ class Shard:
             len(self.registry), replayed, time.monotonic() - started,
         )  # fmt: skip
 
-    def observe(self, jobs: list[Job]) -> None:
-        """Apply a micro-batch of requests (``job.payload``: tenant and parts), answering each."""
+    def apply(self, requests: list[Request]) -> list[Outcome]:
+        """Apply a micro-batch of requests (each: a tenant and its parts, all or nothing); per request its
+        results per part, or the exception that refused it."""
+        outcomes: list[Outcome] = [None] * len(requests)
         plan = Plan()
-        for job in jobs:
-            tenant, parts = job.payload
+        for k, (tenant, parts) in enumerate(requests):
             try:  # every part of the request first: all or nothing
                 states = [self.loaded(tenant, part.stream) for part in parts]
                 for state, part in zip(states, parts):
-                    check(state.config, part)
+                    check(state, part)
+                plan.add(k, states, parts)
             except Exception as exc:  # nothing written yet: only this request fails
-                job.fail(exc)
-                continue
-            plan.add(job, states, parts)
-        if plan.items and self.settings.log and not self._append(plan):
-            return
+                outcomes[k] = exc
+        if plan.items and self.settings.log:
+            try:
+                self._append(plan)
+            except StorageFull as exc:  # nothing applied, nothing acknowledged
+                for request in plan.requests:
+                    outcomes[request.handle] = exc
+                return outcomes
         updating, skipped, started = self.engine.update_seconds, self.engine.skipped_updates, time.perf_counter()
         results = self.engine.observe_many(plan.items) if plan.items else []
         record_results(plan.owners, plan.seqs, results)
@@ -95,9 +106,13 @@ class Shard:
             self.engine.update_seconds - updating,
         )  # fmt: skip
         self.telemetry.skipped_updates(self.engine.skipped_updates - skipped)
-        answers = list(plan.answers(results))
-        if answers:  # one wake-up of the event loop for the whole batch
-            answers[0][0].loop.call_soon_threadsafe(_settle_all, answers)
+        for k, answer in plan.answers(results):
+            outcomes[k] = answer
+        self._after(plan, results)
+        return outcomes
+
+    def _after(self, plan: Plan, results: list[StepResult]) -> None:
+        """Watchers told what their streams got; checkpoints that became due."""
         watched = self.watched
         if watched and plan.items:
             applied = plan.applied(results, watched)
@@ -107,31 +122,26 @@ class Shard:
             if state.updates - state.checkpoint_updates >= self.settings.checkpoint_updates:
                 self.durability.checkpoint(state)  # (time-based checkpoints: housekeeping)
 
-    def _append(self, plan: Plan) -> bool:
-        """The batch into the log, committed; False (every request answered 507) if the store refused."""
+    def _append(self, plan: Plan) -> None:
+        """The batch into the log, committed (group commit); ``StorageFull`` if the store refused."""
         record = Observations.of(
             [s.uid for s in plan.owners], plan.steps, plan.seqs, [x for _, x, _ in plan.items],
             [y for _, _, y in plan.items],
         )  # fmt: skip
-        try:
-            assert self.store is not None
-            self.store.append(record)
-        except StoreUnavailable as exc:
-            self.telemetry.write_failed()
-            for request in plan.requests:
-                request.job.resolve(error=StorageFull(str(exc)))
-            return False
-        return True
+        self.durability.write(lambda store: store.append(record))
 
     def tick(self) -> None:
         self.durability.housekeeping()
 
     def close(self, failed: bool) -> None:
-        if self.store is None:
-            return
-        if not failed:
-            self.durability.checkpoint_all()
-        self.store.close()
+        try:
+            if self.store is not None:
+                if not failed:
+                    self.durability.checkpoint_all()
+                self.store.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     # -- streams -------------------------------------------------------------------------------------------
 
@@ -203,8 +213,3 @@ class Shard:
         self.durability.log_event(state, "import", data)
         self.engine.import_weights(state.key, weights)
         return state.info()
-
-
-def _settle_all(answers: list[tuple[Job, list[list[Result]]]]) -> None:
-    for job, value in answers:
-        job.settle(value)
