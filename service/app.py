@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors, fastjson, limits
 from .auth import Authenticate, Keys
+from .browser import BrowserGuard
 from .hub import Hub
 from .ratelimit import RateLimit
 from .routes import dashboard, health, model, observations, streams
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _document(app, settings)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
     app.add_middleware(Authenticate, keys=keys)
+    app.add_middleware(BrowserGuard, settings=settings, keyless=not keys)
     app.add_middleware(limits.BodyLimit, settings=settings)
     app.add_middleware(RequestMetrics, telemetry=telemetry)  # added last: runs first
     return app

@@ -60,6 +60,10 @@ class Keys:
             pairs[key] = tenant
         return cls(pairs)
 
+    def secrets(self) -> list[str]:
+        """The keys themselves, for the log filter that redacts them (never for anything else)."""
+        return [key for key, _ in self._by_digest.values()]
+
     def tenant(self, key: str) -> str | None:
         found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
         if found is not None and hmac.compare_digest(found[0].encode(), key.encode()):
@@ -122,8 +126,8 @@ class Authenticate:
         return None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "a valid API key is required"})
+        if scope["type"] == "websocket":  # accepted, then closed with the reason: a refused handshake is a bare
+            await refuse_websocket(scope, receive, send, "a valid API key is required")  # 403 a browser hides
             return
         response = JSONResponse(
             {"detail": "a valid API key is required (Authorization: Bearer <key>)"},
@@ -131,6 +135,16 @@ class Authenticate:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+    """Close a WebSocket with 1008 (policy violation) and ``reason``. Accepted first: a handshake refused
+    with 403 reaches a browser's script as 1006 with no reason at all."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept", "subprotocol": subprotocol(scope)})
+    await send({"type": "websocket.close", "code": 1008, "reason": reason})
 
 
 def subprotocol(scope: Scope) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tbptt.models import Engine
+from tbptt.models import CoreError, Engine, InvalidObservation
 from tbptt.models import StreamConfig as CoreConfig
 
 from .checkpoint import pack, summary, unpack
@@ -198,9 +198,15 @@ class Durability:
 
         def flush() -> None:
             nonlocal replayed
-            if chunk:
+            while chunk:
                 items = [(s.key, x.tolist(), None if y is None else y.tolist()) for s, _, x, y in chunk]
-                results = self.engine.observe_many(items)
+                try:
+                    results = self.engine.observe_many(items)
+                except InvalidObservation as exc:  # one stream's record: that stream alone is lost
+                    refused = chunk[exc.index][0]
+                    self._damage(refused, f"a log record (seq {chunk[exc.index][1]}) was refused: {exc.message}")
+                    chunk[:] = [entry for entry in chunk if entry[0] is not refused]
+                    continue
                 record_results([s for s, *_ in chunk], [seq for _, seq, _, _ in chunk], results)
                 replayed += len(chunk)
                 chunk.clear()
@@ -210,7 +216,11 @@ class Durability:
                 state = by_uid.get(batch.uid)
                 if state is not None and self._news(state, batch.step, batch.ord):
                     flush()
-                    self.apply_event(state, batch.kind, batch.payload)
+                    try:
+                        self.apply_event(state, batch.kind, batch.payload)
+                    except (CoreError, ServiceError) as exc:
+                        self._damage(state, f"its logged {batch.kind} was refused: {exc}")
+                        continue
                     state.events = batch.ord
                 continue
             for uid, step, seq, x, y in batch.records():
@@ -221,6 +231,11 @@ class Durability:
                 flush()
         flush()
         return replayed
+
+    def _damage(self, state: StreamState, why: str) -> None:
+        """The stream cannot be restored exactly: it answers 503 saying so; recovery goes on for the rest."""
+        state.damaged = f"stream {state.id!r} cannot be restored exactly: {why}"
+        log.error(state.damaged)
 
     def _news(self, state: StreamState, step: int, order: int) -> bool:
         """Whether a log record is not yet in the stream's restored state (loading the stream if so)."""

@@ -32,6 +32,15 @@ class StreamConflict(ServiceError):
         super().__init__(f"stream {stream!r} exists with another config; delete it first or use another id")
 
 
+class StreamReplaced(ServiceError):
+    """A socket's stream was deleted; a stream created since under the same id is another stream."""
+
+    status = 404
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"stream {stream!r} was deleted; one created since with that id is another stream")
+
+
 class LimitReached(ServiceError):
     """A quota (streams per tenant, in all) would be exceeded."""
 
@@ -61,7 +70,17 @@ class StorageFull(ServiceError):
 
 
 class Unavailable(ServiceError):
+    """503. ``retry_after`` (seconds) when trying again will work (recovering); None when it will not
+    until someone acts (the engine failed, the service is stopping, a stream is damaged)."""
+
     status = 503
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 UNION_TAGS = {"single-observation", "observation-batch"}  # which branch of a body union: not a field
@@ -94,7 +113,8 @@ def install(app: FastAPI) -> None:
         status, detail = status_and_detail(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": detail}, status_code=status)
+        headers = exc.headers() if isinstance(exc, Unavailable) else None
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

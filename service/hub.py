@@ -69,6 +69,7 @@ class Hub:
 
     async def delete(self, tenant: str, stream: str) -> None:
         await self.engine.call(self.shard.delete, tenant, stream)
+        self.watchers.close((tenant, stream))  # they watched this stream, not one created later with its id
 
     async def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
         return await self.engine.call(self.shard.reset, tenant, stream, hidden, weights)

@@ -14,11 +14,16 @@ from typing import Any
 from tbptt.models import StepResult
 from tbptt.models import StreamConfig as CoreConfig
 
-from .errors import Invalid
+from .errors import Invalid, StreamReplaced
 from .results import Result
+from .schemas import MAX_SAFE_INT as MAX_SEQ
 from .streams import Key, StreamState
 
 Loc = tuple[str | int, ...]
+SEQS_EXHAUSTED = (
+    f"the stream's seqs have reached {MAX_SEQ}, the largest a JSON client holds exactly: no later seq could be "
+    "sent back; create a new stream (its seqs start at 1)"
+)
 Entry = tuple[bool, int]  # (True, seq): a duplicate of that seq; (False, k): new, the plan's item k
 
 
@@ -40,11 +45,16 @@ class Part:
     observations: list[Incoming]
     loc: Loc = ("body",)
     indexed: bool = False
+    incarnation: int | None = None  # when set: only for this incarnation of the stream (a WebSocket's own)
 
 
-def check(config: CoreConfig, part: Part) -> None:
-    """Every observation of ``part`` fits the stream's sizes and target mode; a 422 naming the first that
-    does not. Checked on the engine thread against the stream as it is when the batch is applied."""
+def check(state: StreamState, part: Part) -> None:
+    """``part`` is for this incarnation of the stream, and every observation fits the stream's sizes and
+    target mode (a 422 naming the first that does not). Checked on the engine thread against the stream as
+    it is when the batch is applied."""
+    if part.incarnation is not None and part.incarnation != state.uid:
+        raise StreamReplaced(state.id)
+    config = state.config
     for k, obs in enumerate(part.observations):
         if len(obs.x) != config.input_size or (obs.y is not None and _bad_target(config, obs.y)):
             _refuse(config, obs, (*part.loc, k) if part.indexed else part.loc)
@@ -64,10 +74,10 @@ def _refuse(config: CoreConfig, obs: Incoming, loc: Loc) -> None:
 
 
 @dataclass
-class Request:
+class Planned:
     """One request's share of the plan: per part, its stream and entries."""
 
-    job: Any
+    handle: Any  # the caller's name for the request (the shard: its index in the batch)
     parts: list[tuple[StreamState, list[Entry]]]
 
 
@@ -79,32 +89,41 @@ class Plan:
     owners: list[StreamState] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
+    requests: list[Planned] = field(default_factory=list)
     _last_seq: dict[str, int | None] = field(default_factory=dict)  # per stream, as the plan goes
     _last_step: dict[str, int] = field(default_factory=dict)
 
-    def add(self, job: Any, states: list[StreamState], parts: list[Part]) -> None:
+    def add(self, handle: Any, states: list[StreamState], parts: list[Part]) -> None:
         """Plan a request whose parts go to ``states``: a seq at or below the stream's last is a duplicate,
-        a missing seq is the last plus one."""
+        a missing seq is the last plus one. All or nothing: a refused request (``Invalid``) leaves the plan
+        as it was."""
+        seen: dict[str, int] = {}  # this request's last seq per stream, merged into the plan at the end
+        new: list[tuple[StreamState, Incoming, int]] = []
         planned = []
         for state, part in zip(states, parts):
             key = state.key
             entries: list[Entry] = []
-            for obs in part.observations:
-                last = self._last_seq.get(key, state.last_seq)
+            for k, obs in enumerate(part.observations):
+                last = seen[key] if key in seen else self._last_seq.get(key, state.last_seq)
                 seq = obs.seq if obs.seq is not None else (1 if last is None else last + 1)
                 if last is not None and seq <= last:
                     entries.append((True, seq))  # answered from the results
                     continue
-                self._last_seq[key] = seq
-                step = self._last_step[key] = self._last_step.get(key, state.steps) + 1
-                entries.append((False, len(self.items)))
-                self.items.append((key, obs.x, obs.y))
-                self.owners.append(state)
-                self.seqs.append(seq)
-                self.steps.append(step)
+                if seq > MAX_SEQ:
+                    raise Invalid([*((*part.loc, k) if part.indexed else part.loc), "seq"], SEQS_EXHAUSTED)
+                seen[key] = seq
+                entries.append((False, len(self.items) + len(new)))
+                new.append((state, obs, seq))
             planned.append((state, entries))
-        self.requests.append(Request(job, planned))
+        for state, obs, seq in new:
+            key = state.key
+            self._last_step[key] = step = self._last_step.get(key, state.steps) + 1
+            self.items.append((key, obs.x, obs.y))
+            self.owners.append(state)
+            self.seqs.append(seq)
+            self.steps.append(step)
+        self._last_seq.update(seen)
+        self.requests.append(Planned(handle, planned))
 
     def answers(self, results: list[StepResult]) -> Iterator[tuple[Any, list[list[Result]]]]:
         """After the engine applied ``items`` (``results`` in the same order): per request, its results per
@@ -122,7 +141,7 @@ class Plan:
                     part.append({"seq": self.seqs[ref], "step": r.step, "prediction": r.prediction, "loss": r.loss,
                                  "updated": r.updated, "duplicate": False})  # fmt: skip
                 answer.append(part)
-            yield request.job, answer
+            yield request.handle, answer
 
     def applied(self, results: list[StepResult], keys: frozenset[Key]) -> dict[Key, dict[str, Any]]:
         """For the streams among ``keys`` (those watched): what was applied to each, as watchers get it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
@@ -29,8 +30,13 @@ _NUMBER = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
 
 
 def _as_list(value: Any) -> Any:
-    """A plain number stands for a one-element vector."""
-    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    """A plain number stands for a one-element vector; anything but a number or a list is refused as such
+    (not as "Input should be a valid array", which misleads when a plain number would do)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise PydanticCustomError("number_or_list", "Input should be a number or a list of numbers")
 
 
 # Validated as a list (errors then name the element: ["x", 2]), documented as "number or list of numbers".

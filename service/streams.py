@@ -34,6 +34,7 @@ class StreamInfo:
     last_seq: int | None
     duplicates: int
     created_at: str  # ISO 8601, UTC
+    incarnation: int  # this stream's uid in the store: a stream deleted and created again is another one
 
 
 @dataclass
@@ -82,7 +83,7 @@ class StreamState:
 
     def info(self) -> StreamInfo:
         return StreamInfo(
-            self.id, self.config, self.steps, self.updates, self.last_seq, self.duplicates, self.created_at
+            self.id, self.config, self.steps, self.updates, self.last_seq, self.duplicates, self.created_at, self.uid
         )
 
 

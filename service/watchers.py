@@ -12,6 +12,8 @@ from typing import Any
 
 from .streams import Key
 
+GONE = "gone"  # a watcher's last item when its stream is deleted (None: when it fell behind)
+
 
 class Watchers:
     def __init__(self, on_change: Callable[[frozenset[Key]], None]) -> None:
@@ -33,6 +35,14 @@ class Watchers:
         if not watchers:
             del self._queues[key]
             self._on_change(frozenset(self._queues))
+
+    def close(self, key: Key) -> None:
+        """The stream was deleted: every watcher gets ``GONE`` (after what it has not read yet, if room)."""
+        for watcher in self._queues.pop(key, set()):
+            if watcher.full():
+                watcher.get_nowait()
+            watcher.put_nowait(GONE)
+        self._on_change(frozenset(self._queues))
 
     def publish(self, batches: dict[Key, dict[str, Any]]) -> None:
         """Hand each stream's batch to its watchers; a full (slow) watcher is dropped, never slowing it."""

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -20,10 +19,14 @@ from starlette.websockets import WebSocketState
 from tbptt.models import CoreError, StreamNotFound
 
 from .auth import subprotocol
+from .browser import origin_allowed
 from .deps import HubDep, StreamId, Tenant
-from .errors import ServiceError, status_and_detail, validation_errors
+from .errors import ServiceError, StreamReplaced, status_and_detail, validation_errors
+from .hub import Hub
 from .routes.observations import ObservationsIn, observe_stream
 from .schemas import Observation, ObservationBatch
+from .streams import StreamInfo
+from .watchers import GONE
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -36,7 +39,8 @@ MESSAGE: TypeAdapter[Observation | ObservationBatch] = TypeAdapter(ObservationsI
 async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, tenant: Tenant) -> None:
     """Each text message is an Observation or {"observations": [...]}; each gets exactly one reply, in order:
     the same JSON as the POST response, or {"detail": ...} for a bad message (the socket stays open)."""
-    if not await _accept_known(websocket, hub, tenant, stream_id):
+    info = await _accept_known(websocket, hub, tenant, stream_id)
+    if info is None:
         return
     s, loop = hub.settings, asyncio.get_running_loop()
     waiting_for = "a message"
@@ -54,7 +58,11 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
                     await websocket.close(TOO_BIG, f"messages are limited to {s.max_ws_message_bytes} bytes")
                     return
                 deadline.reschedule(None)  # the engine's own work is not the client's idleness
-                reply = await _answer(hub, tenant, stream_id, text, data)
+                try:
+                    reply = await _answer(hub, tenant, stream_id, text, data, info.incarnation)
+                except StreamReplaced as exc:  # deleted: never attach to a stream created later with its id
+                    await websocket.close(POLICY_VIOLATION, str(exc)[:120])
+                    return
                 waiting_for = "the client to read"  # a client that stops reading is dropped
                 deadline.reschedule(loop.time() + s.ws_send_timeout)
                 await websocket.send_text(reply)
@@ -68,14 +76,19 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
         open_sockets(websocket.app).discard(websocket)
 
 
-async def _answer(hub, tenant: str, stream: str, text: str | None, data: bytes | None) -> str:
+async def _answer(hub: Hub, tenant: str, stream: str, text: str | None, data: bytes | None, incarnation: int) -> str:
+    """The reply to one message; raises ``StreamReplaced`` once the socket's stream is gone."""
     if text is None:
         return json.dumps({"detail": [{"loc": [], "msg": "messages must be text (JSON)", "type": "message_type"}]})
     try:
         body = MESSAGE.validate_json(text)
-        results = await observe_stream(hub, tenant, stream, body)
+        results = await observe_stream(hub, tenant, stream, body, incarnation)
     except ValidationError as exc:
         return json.dumps({"detail": validation_errors(exc.errors())})
+    except StreamNotFound as exc:  # deleted, and no stream of that id since
+        raise StreamReplaced(stream) from exc
+    except StreamReplaced:
+        raise
     except (ServiceError, CoreError) as exc:
         return json.dumps({"detail": status_and_detail(exc)[1]})
     return orjson.dumps({"stream": stream, "results": results}).decode()
@@ -86,7 +99,7 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
     """Receive {"stream", "results", "observations"} for every batch applied to the stream by any client
     (``observations``: the x and y behind each result); a watcher too slow to keep up is dropped (close 1013)
     and never slows the stream."""
-    if not await _accept_known(websocket, hub, tenant, stream_id):
+    if await _accept_known(websocket, hub, tenant, stream_id) is None:
         return
     batches = hub.watch(tenant, stream_id)
     closed = asyncio.ensure_future(_until_closed(websocket))
@@ -100,6 +113,9 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
             batch = ready.result()
             if batch is None:
                 await websocket.close(TRY_AGAIN_LATER, "too slow to keep up")
+                return
+            if batch is GONE:
+                await websocket.close(POLICY_VIOLATION, f"stream {stream_id!r} was deleted")
                 return
             try:
                 await asyncio.wait_for(websocket.send_text(orjson.dumps(batch).decode()), hub.settings.ws_send_timeout)
@@ -115,33 +131,25 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
         open_sockets(websocket.app).discard(websocket)
 
 
-async def _accept_known(websocket: WebSocket, hub, tenant: str, stream: str) -> bool:
-    if not _origin_allowed(websocket, hub.settings.allowed_origins):
-        await websocket.close(POLICY_VIOLATION, "origin not allowed")  # before accepting: a 403
-        return False
+async def _accept_known(websocket: WebSocket, hub: Hub, tenant: str, stream: str) -> StreamInfo | None:
+    """Accept the socket for an existing stream (its info), or close it saying why (None). Refusals are
+    accepted first: a handshake refused with 403 reaches a browser's script as 1006 with no reason."""
     await websocket.accept(subprotocol=subprotocol(websocket.scope))
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), headers.get("host"), hub.settings.allowed_origins):
+        origin = websocket.headers.get("origin", "")[:100]
+        await websocket.close(POLICY_VIOLATION, f"origin {origin} not allowed (TBPTT_ALLOWED_ORIGINS)")
+        return None
     try:
-        await hub.info(tenant, stream)
+        info = await hub.info(tenant, stream)
     except StreamNotFound as exc:
         await websocket.close(POLICY_VIOLATION, str(exc))
-        return False
+        return None
     except ServiceError as exc:  # recovering or stopping: worth another try
         await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
-        return False
+        return None
     open_sockets(websocket.app).add(websocket)
-    return True
-
-
-def _origin_allowed(websocket: WebSocket, allowed: str) -> bool:
-    """Browsers send Origin: allow our own, and those listed in TBPTT_ALLOWED_ORIGINS ("*": any).
-    Clients that send none (not a browser) are not subject to it."""
-    origin = websocket.headers.get("origin")
-    if origin is None:
-        return True
-    listed = {o.strip().rstrip("/") for o in allowed.split(",") if o.strip()}
-    if "*" in listed or origin.rstrip("/") in listed:
-        return True
-    return urlsplit(origin).netloc == websocket.headers.get("host")
+    return info
 
 
 def open_sockets(app) -> set[WebSocket]:

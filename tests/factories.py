@@ -7,6 +7,9 @@ import time
 import torch
 from fastapi.testclient import TestClient
 
+from tbptt.service.app import create_app
+from tbptt.service.settings import Settings
+
 
 def sequence(input_size: int, output_size: int, steps: int, seed: int = 0, missing_every: int = 0):
     """Random inputs and targets as lists (float64 values); every ``missing_every``-th target is None."""
@@ -37,3 +40,9 @@ def make_stream(client: TestClient, stream: str = "s", **config) -> dict:
     r = client.put(f"/v1/streams/{stream}", json={"model": model, **config})
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def app_client(settings: Settings) -> TestClient:
+    """The real app in process, addressed as a local client addresses it (Host: localhost): without API
+    keys the service accepts only its own host names."""
+    return TestClient(create_app(settings), base_url="http://localhost")

@@ -40,9 +40,10 @@ def _explain(exc: Exception, args: argparse.Namespace) -> tuple[str | None, int]
 
     from ..auth import InvalidKeys
     from ..client import APIError
+    from ..datadir import DataDirUnusable
 
     url = getattr(args, "url", "")
-    if isinstance(exc, UsageError | InvalidKeys):
+    if isinstance(exc, UsageError | InvalidKeys | DataDirUnusable):
         return str(exc), 2
     if isinstance(exc, APIError):
         hints = {

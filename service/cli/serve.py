@@ -10,8 +10,10 @@ import sys
 
 import uvicorn
 
+from .. import logredact
 from ..app import create_app
 from ..auth import Keys, check_exposure
+from ..datadir import preflight
 from ..settings import Settings
 from ..ws import close_all
 
@@ -19,17 +21,21 @@ from ..ws import close_all
 def run(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
     settings = Settings(**overrides)
+    keys = Keys.from_settings(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logredact.install(keys.secrets())  # uvicorn logs through these handlers too (log_config=None below)
     # uvicorn shuts down gracefully on SIGTERM (final checkpoints included), then re-raises the signal for the
     # previous handler: a stop that was asked for and done cleanly exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    check_exposure(settings, Keys.from_settings(settings), settings.host)
+    check_exposure(settings, keys, settings.host)
+    preflight(settings.data_dir)  # refused here, before listening: not a server that answers 503 forever
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go to the root handlers, where secrets are redacted
         access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),  # uvicorn takes whole seconds
         ws_max_size=settings.max_ws_message_bytes,  # close 1009 beyond

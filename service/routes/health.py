@@ -7,23 +7,29 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import HubDep
+from ..engine_thread import RECOVERING_RETRY_AFTER
 from ..schemas import Status
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Status)
-async def get_health() -> Status:
-    """The process is alive and serving."""
-    return Status(status="ok")
+@router.get("/healthz", response_model=Status, responses={503: {"model": Status}})
+async def get_health(hub: HubDep) -> Response:
+    """Alive: 503 once the engine has failed (only a restart helps), so that orchestrators restart it."""
+    if hub.failure is not None:
+        return JSONResponse({"status": "failed"}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", response_model=Status, responses={503: {"model": Status}})
 async def get_ready(hub: HubDep) -> Response:
-    """The engine and the store are ready (503 while recovering, or if the engine failed)."""
+    """The engine and the store are ready (503 while recovering, with Retry-After, or if the engine failed)."""
     if hub.ready and hub.failure is None:
         return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "failed" if hub.failure else "starting"}, status_code=503)
+    if hub.failure is not None:
+        return JSONResponse({"status": "failed"}, status_code=503)
+    headers = {"Retry-After": str(RECOVERING_RETRY_AFTER)}
+    return JSONResponse({"status": "starting"}, status_code=503, headers=headers)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

@@ -59,13 +59,16 @@ async def post_cross_stream(request: Request) -> Response:
     return reply({"results": [{"stream": part.stream, **answer[0]} for part, answer in zip(parts, answers)]})
 
 
-async def observe_stream(hub: Hub, tenant: str, stream: str, body: Observation | ObservationBatch) -> list:
-    """Apply ``body`` to the stream (checked against it on the engine thread); shared by HTTP and WebSocket."""
+async def observe_stream(
+    hub: Hub, tenant: str, stream: str, body: Observation | ObservationBatch, incarnation: int | None = None
+) -> list:
+    """Apply ``body`` to the stream (checked against it on the engine thread); shared by HTTP and WebSocket
+    (which passes the ``incarnation`` of the stream it opened)."""
     if isinstance(body, ObservationBatch):
         limits.check_batch(len(body.observations), hub.settings)
         observations = [Incoming(o.x, o.y, o.seq) for o in body.observations]
-        part = Part(stream, observations, ("body", "observations"), indexed=True)
+        part = Part(stream, observations, ("body", "observations"), indexed=True, incarnation=incarnation)
     else:
-        part = Part(stream, [Incoming(body.x, body.y, body.seq)])
+        part = Part(stream, [Incoming(body.x, body.y, body.seq)], incarnation=incarnation)
     (results,) = await hub.observe(tenant, [part])
     return results

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tbptt.service.app import create_app
 from tbptt.service.settings import Settings
-from tests.factories import wait_ready
+from tests.factories import app_client, wait_ready
 
 
 @pytest.fixture
@@ -20,6 +19,6 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with app_client(settings) as c:
         wait_ready(c)
         yield c

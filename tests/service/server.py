@@ -61,6 +61,10 @@ class Server:
         self.log.close()
 
     def output(self) -> str:
+        """The end of the server's log (for assertion messages)."""
+        return self.output_all()[-4000:]
+
+    def output_all(self) -> str:
         if not self.log.closed:
             self.log.flush()
-        return (self.data_dir.parent / f"server-{self.port}.log").read_text(errors="replace")[-4000:]
+        return (self.data_dir.parent / f"server-{self.port}.log").read_text(errors="replace")

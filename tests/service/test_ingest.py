@@ -6,7 +6,7 @@ import pytest
 
 from tbptt.models import StepResult, StreamConfig
 from tbptt.service.errors import Invalid
-from tbptt.service.ingest import Incoming, Part, Plan, check
+from tbptt.service.ingest import MAX_SEQ, Incoming, Part, Plan, check
 from tbptt.service.results import ResultLog
 from tbptt.service.streams import StreamState, record_results
 
@@ -86,5 +86,16 @@ def test_watched_streams_get_the_values_behind_their_results():
 )
 def test_check_names_where_the_bad_value_is(part, config, loc):
     with pytest.raises(Invalid) as refused:
-        check(state(**config).config, part)
+        check(state(**config), part)
     assert refused.value.errors[0]["loc"] == loc
+
+
+def test_a_stream_whose_seqs_are_exhausted_refuses_the_request_whole():
+    s = state(last_seq=MAX_SEQ - 1, steps=5)
+    plan = Plan()
+    plan.add("ok", [s], [Part("s", [obs()])])
+    assert plan.seqs == [MAX_SEQ]
+    with pytest.raises(Invalid) as refused:
+        plan.add("refused", [s], [Part("s", [obs(seq=MAX_SEQ), obs()], ("body", "observations"), indexed=True)])
+    assert refused.value.errors[0]["loc"] == ["body", "observations", 1, "seq"]
+    assert plan.seqs == [MAX_SEQ] and len(plan.requests) == 1  # nothing of the refused request was planned

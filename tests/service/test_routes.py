@@ -6,13 +6,11 @@ import json
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from tbptt.service.app import create_app
 from tbptt.service.settings import Settings
-from tests.factories import make_stream, wait_ready
+from tests.factories import app_client, make_stream, wait_ready
 
 DEFAULTS = {
     "model": {"cell": "gru", "input_size": 2, "hidden_size": 32, "num_layers": 1, "output_size": 1},
@@ -183,6 +181,13 @@ def test_bad_observations_are_422_naming_the_field(client, body, loc):
     assert detail[0]["loc"] == loc, detail
 
 
+@pytest.mark.parametrize("y", ["2.0", True, {"v": 2}])
+def test_a_target_that_is_neither_a_number_nor_a_list_says_so(client, y):
+    make_stream(client, "s", model={"input_size": 1})
+    (detail,) = errors(client.post("/v1/streams/s/observations", json={"x": 1.0, "y": y}))
+    assert detail["loc"] == ["body", "y"] and detail["msg"] == "Input should be a number or a list of numbers"
+
+
 @pytest.mark.parametrize(
     "raw", [b'{"x": [NaN, 1]}', b'{"x": [Infinity, 1]}', b'{"x": [1e999, 1]}', b'{"x": [-Infinity, 1]}']
 )
@@ -222,7 +227,7 @@ def test_seq_duplicates_and_gaps(client):
 
 
 def test_duplicates_beyond_retention_answer_empty(tmp_path):
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data", results_retained=1000))) as client:
+    with app_client(Settings(data_dir=tmp_path / "data", results_retained=1000)) as client:
         wait_ready(client)
         make_stream(client, "s", model={"input_size": 1})
         obs = [{"x": float(i)} for i in range(1500)]
@@ -232,6 +237,16 @@ def test_duplicates_beyond_retention_answer_empty(tmp_path):
         old = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1}).json()["results"][0]
         assert old == {"seq": 1, "step": 1500, "prediction": [], "loss": None, "updated": False, "duplicate": True}
         assert client.get("/v1/streams/s/metrics").json()["duplicates"] == 2
+
+
+def test_seqs_never_pass_what_a_json_client_can_send_back(client):
+    make_stream(client, "s", model={"input_size": 1})
+    last = 2**53 - 1
+    assert client.post("/v1/streams/s/observations", json={"x": 1.0, "seq": last}).json()["results"][0]["seq"] == last
+    r = client.post("/v1/streams/s/observations", json={"x": 2.0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "seq"], r.text
+    again = client.post("/v1/streams/s/observations", json={"x": 1.0, "seq": last}).json()["results"][0]
+    assert again["duplicate"] and client.get("/v1/streams/s").json()["steps"] == 1
 
 
 def test_cross_stream_observations_in_request_order(client):

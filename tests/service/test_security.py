@@ -17,10 +17,9 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect
 
-from tbptt.service.app import create_app
 from tbptt.service.auth import Keys, check_exposure
 from tbptt.service.settings import Settings
-from tests.factories import wait_ready
+from tests.factories import app_client, wait_ready
 from tests.service.server import Server
 
 KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"
@@ -30,7 +29,7 @@ WRONG = {"Authorization": "Bearer not-a-key-not-a-key"}
 
 
 def client_with(tmp_path: Path, **settings) -> TestClient:
-    return TestClient(create_app(Settings(data_dir=tmp_path / "data", **settings)))
+    return app_client(Settings(data_dir=tmp_path / "data", **settings))
 
 
 def routes(app) -> list:
@@ -91,7 +90,7 @@ def test_auth_matrix_over_every_route(tmp_path):
             for headers in ({}, WRONG):
                 with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect(path, headers=headers) as ws:
                     ws.receive_text()
-                assert refused.value.code == 1008
+                assert refused.value.code == 1008 and "API key" in refused.value.reason  # a browser sees why
         c.delete("/v1/streams/s", headers=B)
         for route in sockets:  # beta's key: alpha's stream does not exist for beta
             with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect(path_of(route), headers=B) as ws:
@@ -211,7 +210,7 @@ def test_websocket_message_size_origin_and_idle_limits(tmp_path):
         for origin, allowed in (
             ("https://evil.example", False),
             ("https://ok.example", True),
-            ("http://testserver", True),
+            ("http://testserver", True),  # the TestClient's WebSocket host
         ):
             if allowed:
                 with c.websocket_connect("/v1/streams/s/ws", headers={"origin": origin}) as ws:
@@ -219,10 +218,11 @@ def test_websocket_message_size_origin_and_idle_limits(tmp_path):
                     assert "results" in ws.receive_json()
             else:
                 with (
-                    pytest.raises(WebSocketDisconnect),
+                    pytest.raises(WebSocketDisconnect) as refused,
                     c.websocket_connect("/v1/streams/s/ws", headers={"origin": origin}) as ws,
                 ):
                     ws.receive_text()
+                assert refused.value.code == 1008 and "TBPTT_ALLOWED_ORIGINS" in refused.value.reason
         with c.websocket_connect("/v1/streams/s/ws") as ws, pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()  # silent: closed after ws_idle_seconds
         assert closed.value.code == 1000 and "idle" in closed.value.reason
@@ -398,3 +398,47 @@ def hammer(_):
 with cf.ThreadPoolExecutor(16) as pool:
     list(pool.map(hammer, range(16)))
 """
+
+
+def test_api_keys_never_reach_the_log_even_at_debug(tmp_path):
+    """The WebSocket handshake is logged at debug level, headers and subprotocols included."""
+    from websockets.sync.client import connect
+
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_LOG_LEVEL="debug").start()
+    try:
+        assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
+        with connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=A) as ws:
+            ws.send('{"x": 1.0}')
+            ws.recv(timeout=10)
+        with connect(f"{s.ws_url}/v1/streams/s/ws", subprotocols=["tbptt", f"bearer.{KEY_A}"]) as ws:
+            ws.send('{"x": 2.0}')
+            ws.recv(timeout=10)
+    finally:
+        assert s.stop() == 0
+    log = s.output_all()
+    assert "bearer" in log.lower() and "[redacted]" in log  # the handshake was logged ...
+    assert KEY_A not in log and KEY_A[4:] not in log  # ... without the key
+
+
+def test_without_keys_a_web_page_cannot_drive_the_service(tmp_path):
+    """Keyless (loopback) mode: what a page on another site could send through a visitor's browser."""
+    s = Server(tmp_path / "data").start()
+    try:
+        url = f"{s.url}/v1/streams/s"
+        assert httpx.put(url, json={"model": {"input_size": 1}}).status_code == 201
+        observe = f"{url}/observations"
+        as_text = httpx.post(observe, content=b'{"x": 1.0}', headers={"Content-Type": "text/plain"})
+        as_form = httpx.post(observe, content=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        reset = httpx.post(f"{url}/reset", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        for r in (as_text, as_form, reset):
+            assert r.status_code == 415 and "JSON" in r.json()["detail"], r.text
+        cross = httpx.post(observe, json={"x": 1.0}, headers={"Origin": "http://evil.example"})
+        assert cross.status_code == 403 and "TBPTT_ALLOWED_ORIGINS" in cross.json()["detail"]
+        rebound = httpx.post(observe, json={"x": 1.0}, headers={"Host": f"evil.example:{s.port}"})
+        assert rebound.status_code == 400 and "TBPTT_ALLOWED_HOSTS" in rebound.json()["detail"]
+        assert httpx.get(url).json()["steps"] == 0  # none of it was applied
+        own = httpx.post(observe, json={"x": 1.0}, headers={"Origin": s.url})  # the dashboard's own origin
+        assert own.status_code == 200 and httpx.post(observe, json={"x": 2.0}).status_code == 200
+        assert httpx.get(url, headers={"Host": f"localhost:{s.port}"}).status_code == 200
+    finally:
+        assert s.stop() == 0

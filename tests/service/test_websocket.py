@@ -83,3 +83,21 @@ def test_a_watcher_that_falls_behind_is_dropped_and_never_slows_the_stream(clien
 
 async def _watch(hub):
     return hub.watchers.watch(("default", "s"), size=8)
+
+
+def test_sockets_of_a_deleted_stream_never_attach_to_one_created_later_with_its_id(client):
+    make_stream(client, "s", model={"input_size": 1})
+    with client.websocket_connect("/v1/streams/s/ws") as ws, client.websocket_connect("/v1/streams/s/watch") as watch:
+        ws.send_text('{"x": 1.0}')
+        assert ws.receive_json()["results"][0]["step"] == 1
+        watch.receive_json()
+        assert client.delete("/v1/streams/s").status_code == 204
+        make_stream(client, "s", model={"input_size": 1})  # a new stream, same id
+        with pytest.raises(WebSocketDisconnect) as gone:
+            watch.receive_json()
+        assert gone.value.code == 1008 and "deleted" in gone.value.reason
+        ws.send_text('{"x": 2.0}')
+        with pytest.raises(WebSocketDisconnect) as replaced:
+            ws.receive_json()
+        assert replaced.value.code == 1008 and "deleted" in replaced.value.reason
+    assert client.get("/v1/streams/s").json()["steps"] == 0  # the new stream got nothing of theirs
