@@ -71,7 +71,11 @@ class Settings(BaseSettings):
         CEILINGS["num_layers"], ge=1, le=CEILINGS["num_layers"], description="model.num_layers at most"
     )
     max_k2: int = Field(CEILINGS["k2"], ge=1, le=CEILINGS["k2"], description="tbptt.k2 (and k1) at most")
-    max_connections: int = Field(1024, ge=1, description="concurrent connections (503 beyond)")
+    max_connections: int = Field(
+        1024, ge=1, description="requests in flight and open WebSockets (503 beyond); open connections: 4x this"
+    )
+    header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers (408)")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's headers at most (431 beyond)")
     rate_limit: float = Field(0.0, ge=0, description="requests per second per tenant (429 beyond); 0: no limit")
     rate_burst: int = Field(100, ge=1, description="requests a tenant may send at once before the rate applies")
     ws_idle_seconds: float = Field(300.0, gt=0, description="close a WebSocket silent for this long")

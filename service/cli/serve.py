@@ -14,6 +14,7 @@ from .. import logredact
 from ..app import create_app
 from ..auth import Keys, check_exposure
 from ..datadir import preflight
+from ..protocol import GuardedProtocol
 from ..settings import Settings
 from ..ws import close_all
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> None:
         access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),  # uvicorn takes whole seconds
         ws_max_size=settings.max_ws_message_bytes,  # close 1009 beyond
-        limit_concurrency=settings.max_connections,  # 503 beyond, rather than hanging
+        # 503 beyond max_connections, 408 and 431 for slow and huge headers: see protocol.py
+        http=GuardedProtocol.configured(settings.header_timeout, settings.max_header_bytes, settings.max_connections),
     )
 
     class GracefulServer(uvicorn.Server):

@@ -442,3 +442,44 @@ def test_without_keys_a_web_page_cannot_drive_the_service(tmp_path):
         assert httpx.get(url, headers={"Host": f"localhost:{s.port}"}).status_code == 200
     finally:
         assert s.stop() == 0
+
+
+def test_slow_and_greedy_connections_never_lock_out_a_client(tmp_path):
+    """Bare connects and half-sent headers (slowloris), a huge header and WebSockets beyond the limit."""
+    import socket
+    from contextlib import ExitStack
+
+    from websockets.sync.client import connect
+
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_MAX_CONNECTIONS="8", TBPTT_HEADER_TIMEOUT="1").start()
+    slow: list[socket.socket] = []
+    try:
+        assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
+        for k in range(30):  # more than the limit, holding their connections open without finishing a request
+            conn = socket.create_connection(("127.0.0.1", s.port))
+            if k % 2:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(conn)
+        time.sleep(0.2)
+        served = httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=A, timeout=10)
+        assert served.status_code == 200, served.text  # a client with a key is served meanwhile
+        time.sleep(1.5)  # past TBPTT_HEADER_TIMEOUT: every slow connection was answered 408 and closed
+        for conn in slow:
+            conn.settimeout(5)
+            answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408") or answer == b"", answer[:80]
+        huge = httpx.get(f"{s.url}/healthz", headers={"X-Huge": "a" * 200_000}, timeout=10)
+        assert huge.status_code == 431 and "TBPTT_MAX_HEADER_BYTES" in huge.text
+        big_body = {"observations": [{"x": 1.0 + k / 7} for k in range(8000)]}  # ~200 KB: a body, not a header
+        assert httpx.post(f"{s.url}/v1/streams/s/observations", json=big_body, headers=A, timeout=30).status_code == 200
+        with ExitStack() as stack:  # WebSockets count toward the limit: the ninth request is told to wait
+            for _ in range(8):
+                stack.enter_context(connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=A))
+            busy = httpx.get(f"{s.url}/healthz", timeout=10)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
+        time.sleep(0.3)
+        assert httpx.get(f"{s.url}/healthz", timeout=10).status_code == 200
+    finally:
+        for conn in slow:
+            conn.close()
+        assert s.stop() == 0

@@ -1,0 +1,111 @@
+"""The HTTP protocol ``tbptt serve`` runs: uvicorn's (httptools), with what it lacks against clients that are
+slow or greedy on purpose.
+
+- A request's headers must arrive within ``TBPTT_HEADER_TIMEOUT`` seconds (uvicorn arms no timer before a
+  request is complete: bare connects and half-sent headers would otherwise be held forever) and fit in
+  ``TBPTT_MAX_HEADER_BYTES`` (408 and 431 beyond, then the connection is closed).
+- ``TBPTT_MAX_CONNECTIONS`` bounds the requests in flight and the open WebSockets (uvicorn's own limit
+  counts every open connection, so connections that never finish their headers locked out every client,
+  and it let WebSocket upgrades through uncounted). Beyond it: 503 with Retry-After.
+- Open connections of any kind are capped at a few times that (``OPEN_PER_LIMIT``), so that their memory
+  stays bounded: beyond it a new connection is closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+OPEN_PER_LIMIT = 4  # open connections allowed per TBPTT_MAX_CONNECTIONS (idle keep-alives, slow senders)
+
+
+def _response(status: str, detail: str, retry_after: int | None = None) -> bytes:
+    body = json.dumps({"detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
+    )
+    if retry_after is not None:
+        head += f"retry-after: {retry_after}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_active: int = 1024
+
+    @classmethod
+    def configured(cls, header_timeout: float, max_header_bytes: int, max_active: int) -> type[GuardedProtocol]:
+        return type(
+            "GuardedProtocol", (cls,),
+            {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes, "max_active": max_active},
+        )  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit_concurrency = None  # counted here instead: in-flight requests and WebSockets only
+        self._deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._in_headers = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > OPEN_PER_LIMIT * self.max_active:
+            transport.write(_response("503 Service Unavailable", "too many open connections", retry_after=1))
+            transport.close()
+            return
+        self._expect_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Checked after parsing: a chunk may hold the end of the headers and a body, which is no header.
+        # What the parser holds meanwhile is at most the limit plus one read (64 KiB).
+        if self._in_headers and self._header_bytes > self.max_header_bytes:
+            limit = self.max_header_bytes
+            self._refuse(
+                "431 Request Header Fields Too Large", f"headers beyond {limit} bytes (TBPTT_MAX_HEADER_BYTES)"
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_headers:  # the next request on a kept-alive connection
+            self._expect_headers()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._cancel_deadline()
+        if len(self.tasks) >= self.max_active:  # requests in flight and open WebSockets (each is a task)
+            self._refuse("503 Service Unavailable", "too many connections (TBPTT_MAX_CONNECTIONS)", retry_after=1)
+            return
+        super().on_headers_complete()
+
+    def _expect_headers(self) -> None:
+        self._in_headers, self._header_bytes = True, 0
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._in_headers and not self.transport.is_closing():
+            self._refuse("408 Request Timeout", f"headers not received within {self.header_timeout:g} s")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _refuse(self, status: str, detail: str, retry_after: int | None = None) -> None:
+        self._in_headers = False
+        self._cancel_deadline()
+        if not self.transport.is_closing():
+            self.transport.write(_response(status, detail, retry_after))
+            self.transport.close()
