@@ -18,6 +18,7 @@ import logging
 import re
 from pathlib import Path
 
+from starlette import status
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -144,7 +145,7 @@ async def refuse_websocket(scope: Scope, receive: Receive, send: Send, reason: s
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept", "subprotocol": subprotocol(scope)})
-    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+    await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION, "reason": reason})
 
 
 def subprotocol(scope: Scope) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 
+from starlette import status
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,7 +34,13 @@ class RateLimit:
         if not wait:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1013, "reason": "rate limit: try again later"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": status.WS_1013_TRY_AGAIN_LATER,
+                    "reason": "rate limit: try again later",
+                }
+            )
         else:
             await asyncio.sleep(min(wait, MAX_HOLD))
             retry = str(max(1, math.ceil(wait)))

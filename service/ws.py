@@ -14,6 +14,7 @@ import logging
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
+from starlette import status
 from starlette.websockets import WebSocketState
 
 from tbptt.models import CoreError, StreamNotFound
@@ -31,7 +32,10 @@ from .watchers import GONE
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-NORMAL, GOING_AWAY, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1000, 1001, 1008, 1009, 1013
+NORMAL, GOING_AWAY = status.WS_1000_NORMAL_CLOSURE, status.WS_1001_GOING_AWAY
+POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = (
+    status.WS_1008_POLICY_VIOLATION, status.WS_1009_MESSAGE_TOO_BIG, status.WS_1013_TRY_AGAIN_LATER,
+)  # fmt: skip
 MESSAGE: TypeAdapter[Observation | ObservationBatch] = TypeAdapter(ObservationsIn)
 
 
