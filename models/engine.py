@@ -72,6 +72,12 @@ class Engine:
         """Updates skipped for a non-finite loss or gradient, across fleets (for monitoring)."""
         return sum(fleet.updater.skipped_total for fleet in self._fleets.values())
 
+    @staticmethod
+    def state_bytes(config: StreamConfig) -> int:
+        """The memory one stream of this config holds in its fleet (weights, optimizer state, hidden state,
+        its k2 window, statistics), without creating it."""
+        return Fleet(config.fleet_key).slots.row_bytes()
+
     def stream_ids(self) -> list[str]:
         return list(self._streams)
 

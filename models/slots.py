@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,18 @@ class SlotArrays:
             raise InvalidState(f"state '{name}' must have shape {list(spec.shape)}, got {list(value.shape)}")
         target = getattr(self, name)
         target[slot] = value.to(spec.dtype) if isinstance(target, Tensor) else value.numpy()
+
+    def row_bytes(self) -> int:
+        """The bytes one row holds across every array (a slot's whole state)."""
+        total = 0
+        for spec in self._specs.values():
+            itemsize = (
+                torch.empty((), dtype=spec.dtype).element_size()
+                if isinstance(spec.dtype, torch.dtype)
+                else np.dtype(spec.dtype).itemsize
+            )
+            total += math.prod(spec.shape) * itemsize
+        return total
 
     def nbytes(self) -> int:
         arrays = [getattr(self, name) for name in self._specs]

@@ -8,6 +8,7 @@ stream's fallback mark, so the log is trimmed up to the smallest of them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -37,6 +38,18 @@ CHECKPOINT_GROUP = 64  # streams checkpointed per transaction
 REPLAY_CHUNK = 20_000  # observations per engine call while recovering
 
 
+def stream_bytes(config: CoreConfig, settings: Settings) -> int:
+    """The memory a stream of this config may hold: its state in the engine and a full result log."""
+    assert config.output_size is not None
+    return _engine_bytes(config.fleet_key) + ResultLog.max_bytes(settings.results_retained, config.output_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _engine_bytes(fleet_key: CoreConfig) -> int:
+    """Per architecture, once: recovery asks for every stream, and most share a few configs."""
+    return Engine.state_bytes(fleet_key)
+
+
 class Durability:
     def __init__(
         self, settings: Settings, engine: Engine, store: Store, registry: StreamRegistry, telemetry: Telemetry
@@ -49,7 +62,9 @@ class Durability:
     def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
         assert config.output_size is not None
         results = ResultLog(self.settings.results_retained, config.output_size)
-        return StreamState(uid, tenant, stream, config, created_at, results)
+        state = StreamState(uid, tenant, stream, config, created_at, results)
+        state.state_bytes = stream_bytes(config, self.settings)
+        return state
 
     def write(self, action: Callable[[Store], Any]) -> Any:
         """A store write; a refused one is a 507 (nothing was written)."""

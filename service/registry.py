@@ -11,6 +11,10 @@ from .settings import Settings
 from .streams import Key, StreamState
 
 
+def _mib(count: int) -> str:
+    return f"{count / 2**20:,.1f} MiB"
+
+
 class StreamRegistry:
     """Owned by the engine thread: nothing else reads it."""
 
@@ -18,6 +22,7 @@ class StreamRegistry:
         self.settings = settings
         self._streams: dict[Key, StreamState] = {}
         self._per_tenant: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}  # per tenant: what its streams may hold in memory
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -38,8 +43,8 @@ class StreamRegistry:
         """The tenant's streams, by id."""
         return [s for (t, _), s in sorted(self._streams.items()) if t == tenant]
 
-    def check_room(self, tenant: str) -> None:
-        """A 403 if one more stream would break a quota."""
+    def check_room(self, tenant: str, state_bytes: int) -> None:
+        """A 403 if one more stream, holding ``state_bytes``, would break a quota."""
         s = self.settings
         if len(self._streams) >= s.max_streams:
             raise LimitReached(f"the service holds its limit of {s.max_streams} streams (TBPTT_MAX_STREAMS)")
@@ -47,11 +52,20 @@ class StreamRegistry:
             raise LimitReached(
                 f"this tenant holds its limit of {s.max_streams_per_tenant} streams (TBPTT_MAX_STREAMS_PER_TENANT)"
             )
+        held, budget = self._bytes.get(tenant, 0), s.max_state_bytes_per_tenant
+        if held + state_bytes > budget:
+            raise LimitReached(
+                f"this stream may hold {_mib(state_bytes)} of state and results; this tenant's streams hold "
+                f"{_mib(held)} of its {_mib(budget)} (TBPTT_MAX_STATE_BYTES_PER_TENANT): delete streams, or "
+                "make this one smaller (hidden_size, num_layers, k2, output_size)"
+            )
 
     def add(self, state: StreamState) -> None:
         self._streams[state.tenant_key] = state
         self._per_tenant[state.tenant] = self._per_tenant.get(state.tenant, 0) + 1
+        self._bytes[state.tenant] = self._bytes.get(state.tenant, 0) + state.state_bytes
 
     def remove(self, state: StreamState) -> None:
         del self._streams[state.tenant_key]
         self._per_tenant[state.tenant] -= 1
+        self._bytes[state.tenant] -= state.state_bytes

@@ -21,6 +21,11 @@ class Result(TypedDict):
 class ResultLog:
     """The last ``capacity`` results of one stream, oldest first; seqs increase strictly."""
 
+    @staticmethod
+    def max_bytes(capacity: int, output_size: int) -> int:
+        """What a full log holds: per result, its seq, step, loss, updated flag and prediction."""
+        return capacity * (8 + 8 + 8 + 1 + 8 * output_size)
+
     def __init__(self, capacity: int, output_size: int) -> None:
         self.capacity, self.output_size = capacity, output_size
         self._size = 0  # allocated rows: grows by doubling up to capacity, so quiet streams stay small

@@ -24,7 +24,7 @@ from tbptt.models import Engine, StepResult, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
 from .datadir import DataDirLock
-from .durability import Durability
+from .durability import Durability, stream_bytes
 from .errors import StorageFull, StreamConflict, Unavailable
 from .faults import Faults
 from .ingest import Part, Plan, check
@@ -161,7 +161,7 @@ class Shard:
             if state.config != config:
                 raise StreamConflict(stream)
             return state.info(), False
-        self.registry.check_room(tenant)
+        self.registry.check_room(tenant, stream_bytes(config, self.settings))
         created_at = now_iso()
         d = self.durability
         uid = d.write(lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at))

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS log (batch INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);
 """
 KEPT_CHECKPOINTS = 2
+INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages can be given back with incremental_vacuum
+WAL_LIMIT = 64 << 20  # bytes the WAL file keeps after a checkpoint
 SYNCHRONOUS = {"always": "FULL", "interval": "NORMAL", "never": "OFF"}
 _HEADER = struct.Struct("<qqq")  # records, x values, y values
 
@@ -140,10 +142,23 @@ class Store:
         self._closing = threading.Event()
         self._syncer: threading.Thread | None = None
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._give_disk_back()
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # the WAL shrinks back after checkpoints
         self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS[fsync]}")
         self._db.executescript(SCHEMA)
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
+
+    def _give_disk_back(self) -> None:
+        """Pages freed by deleted streams go back to the file system (``incremental_vacuum`` after a delete).
+        SQLite can only turn that on before the first table, or with one VACUUM: a data directory made by an
+        older version is converted once, here."""
+        if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL:
+            return
+        self._db.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
+        if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            log.info("converting %s to give disk space back (a one-time VACUUM)", self.path)
+            self._db.execute("VACUUM")
 
     def close(self) -> None:
         self._closing.set()
@@ -167,9 +182,14 @@ class Store:
         return uid
 
     def delete_stream(self, uid: int) -> None:
+        """Its row and checkpoints (its log records go with the next trims); the pages freed are given back."""
         self._write(
             [("DELETE FROM streams WHERE uid = ?", [(uid,)]), ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)])]
         )
+        try:
+            self._db.executescript("PRAGMA incremental_vacuum;")  # stepped to the end (execute stops at one page)
+        except sqlite3.Error as exc:  # the delete stands; the space is reused by later writes
+            log.warning("giving disk space back failed: %s", exc)
 
     def append(self, batch: Observations | Event) -> int:
         """One log row (group commit for a whole engine batch); its batch number."""

@@ -60,6 +60,7 @@ class StreamState:
     newest_mark: int = 0  # the log batch of the newest checkpoint (or of the creation)
     fallback_mark: int = 0  # recovery may need the log after this batch (the older checkpoint's)
     damaged: str | None = None  # why it cannot be restored, if so
+    state_bytes: int = 0  # the memory it may hold (model state and a full result log): the tenant's budget
 
     key: str = field(init=False)  # the engine's id: namespaced per tenant (ids cannot hold '/')
 

@@ -504,3 +504,28 @@ def test_an_observation_checked_against_a_stream_deleted_and_recreated_meanwhile
         wait_ready(c)
         info = c.get("/v1/streams/s").json()
         assert info["config"]["model"]["input_size"] == 3 and info["steps"] == 0
+
+
+def test_deleted_streams_give_their_disk_back(tmp_path):
+    """Big checkpoints, then the streams deleted: the store's files shrink (they used to keep every page)."""
+    big = {"model": {"input_size": 64, "hidden_size": 128, "num_layers": 2}, "tbptt": {"k1": 8, "k2": 256}}
+    data = tmp_path / "data"
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in data.iterdir() if p.name.startswith("tbptt.sqlite3"))
+
+    server = Server(data).start()
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        for k in range(4):
+            assert c.put(f"/v1/streams/big-{k}", json=big).status_code == 201
+            body = {"observations": [{"x": [0.1 * j] * 64, "y": 1.0} for j in range(300)]}
+            assert c.post(f"/v1/streams/big-{k}/observations", json=body).status_code == 200
+    assert server.stop() == 0  # final checkpoints of all four
+    full = size()
+    server = Server(data).start()
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        for k in range(4):
+            assert c.delete(f"/v1/streams/big-{k}").status_code == 204
+    assert server.stop() == 0
+    print(f"\nstore with 4 big streams {full / 2**20:.1f} MiB, after deleting them {size() / 2**20:.1f} MiB")
+    assert full > 10 * 2**20 and size() < full / 4

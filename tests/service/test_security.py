@@ -488,3 +488,24 @@ def test_slow_and_greedy_connections_never_lock_out_a_client(tmp_path):
         for conn in slow:
             conn.close()
         assert s.stop() == 0
+
+
+def test_a_tenant_holds_at_most_its_memory_budget_and_deleting_gives_it_back(tmp_path):
+    """Stream counts alone let one tenant hold gigabytes (a maximal stream: ~160 MiB); the budget is in bytes."""
+    from tbptt.models import Engine
+    from tbptt.service.results import ResultLog
+    from tbptt.service.schemas import StreamCreate
+
+    config = {"model": {"input_size": 16, "hidden_size": 64}, "tbptt": {"k1": 8, "k2": 64}}
+    core = StreamCreate.model_validate(config).to_core()
+    one = Engine.state_bytes(core) + ResultLog.max_bytes(10_000, 1)
+    with client_with(tmp_path, api_keys=KEYS, max_state_bytes_per_tenant=3 * one + one // 2) as c:
+        wait_ready(c)
+        for k in range(3):
+            assert c.put(f"/v1/streams/s{k}", json=config, headers=A).status_code == 201
+        refused = c.put("/v1/streams/s3", json=config, headers=A)
+        assert refused.status_code == 403, refused.text
+        assert "TBPTT_MAX_STATE_BYTES_PER_TENANT" in refused.json()["detail"] and "MiB" in refused.json()["detail"]
+        assert c.put("/v1/streams/s3", json=config, headers=B).status_code == 201  # another tenant's own budget
+        assert c.delete("/v1/streams/s0", headers=A).status_code == 204
+        assert c.put("/v1/streams/s3", json=config, headers=A).status_code == 201
