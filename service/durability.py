@@ -3,7 +3,9 @@ and recovery (newest valid checkpoint + replay of the log after it).
 
 Every stream remembers three log marks: ``created_mark`` (the last batch before it existed), and the
 batches of its newest and of its older (fallback) checkpoint. Recovery may need the log after any
-stream's fallback mark, so the log is trimmed up to the smallest of them.
+stream's fallback mark, so the log is trimmed up to the smallest of them, among the streams that may need
+it: a stream that has gone quiet gets a second copy of its newest checkpoint, and then needs no log at all
+(else one quiet stream would keep the whole log of every other stream forever).
 """
 
 from __future__ import annotations
@@ -156,14 +158,34 @@ class Durability:
             if time.monotonic() - now > HOUSEKEEPING_BUDGET:
                 break
             self.checkpoint(*due[start : start + CHECKPOINT_GROUP])
+        quiet = [st for st in self.registry if not st.dirty and not st.damaged and st.checkpoint_step >= 0]
+        quiet = [st for st in quiet if st.needs_log]  # quiet, yet holding the log back for an older checkpoint
+        for start in range(0, len(quiet), CHECKPOINT_GROUP):
+            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
+                break
+            self._copy_newest(quiet[start : start + CHECKPOINT_GROUP])
         self.telemetry.in_memory(len(self.engine))
-        needed = min((st.fallback_mark for st in self.registry), default=self.store.last_batch)
+        needed = self._needed_from()
         if needed > self._trimmed:
             try:
                 self.store.trim(needed)
                 self._trimmed = needed
             except StoreUnavailable as exc:
                 log.warning("log trim failed: %s", exc)
+
+    def _copy_newest(self, states: list[StreamState]) -> None:
+        try:
+            mark = self.write(lambda store: store.copy_newest([st.uid for st in states]))
+        except ServiceError as exc:
+            log.warning("copying the checkpoints of %d quiet streams failed: %s", len(states), exc)
+            return
+        for st in states:
+            st.fallback_mark, st.newest_mark = st.newest_mark, mark
+            st.fallback_state = (st.steps, st.events)
+
+    def _needed_from(self) -> int:
+        """The log batch after which some stream may need the log to recover."""
+        return min((st.fallback_mark for st in self.registry if st.needs_log), default=self.store.last_batch)
 
     def _evict(self, states: list[StreamState]) -> None:
         """Checkpoint and drop from memory; the next request restores them transparently."""
@@ -184,10 +206,11 @@ class Durability:
             config = CoreConfig.from_dict(json.loads(row.config))
             state = self.new_state(row.uid, row.tenant, row.stream, config, row.created_at)
             state.created_mark = row.mark
-            marks = [c.mark for c in self.store.checkpoints(row.uid)]  # newest first
-            state.newest_mark = marks[0] if marks else row.mark
-            state.fallback_mark = marks[1] if len(marks) > 1 else row.mark
-            newest = next(self.store.checkpoints(row.uid), None)
+            kept = list(self.store.checkpoints(row.uid))  # valid ones, newest first
+            state.newest_mark = kept[0].mark if kept else row.mark
+            state.fallback_mark = kept[1].mark if len(kept) > 1 else row.mark
+            state.fallback_state = (kept[1].step, kept[1].ord) if len(kept) > 1 else (0, 0)
+            newest = kept[0] if kept else None
             if newest is not None:  # its counters, without loading its tensors
                 try:
                     summary(newest.data, state)
@@ -196,9 +219,9 @@ class Durability:
                     log.error("checkpoint of %s unreadable: %s", state.key, exc)
             self.registry.add(state)
             by_uid[row.uid] = state
-        self._trimmed = min((s.fallback_mark for s in by_uid.values()), default=self.store.last_batch)
+        self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         try:  # from the oldest state any stream might have to restart from: records it holds are skipped
-            return self._replay(by_uid, self._trimmed)
+            return self._replay(by_uid, max(self._trimmed, self._needed_from()))
         except CorruptLog as exc:
             for state in by_uid.values():
                 if state.loaded or state.steps > state.checkpoint_step:

@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS streams (
     created_at TEXT NOT NULL, mark INTEGER NOT NULL, UNIQUE (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, mark INTEGER NOT NULL,
-    data BLOB NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (uid, step, ord)
+    uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, copy INTEGER NOT NULL DEFAULT 0,
+    mark INTEGER NOT NULL, data BLOB NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (uid, step, ord, copy)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (batch INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);
 """
@@ -147,6 +147,7 @@ class Store:
         self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # the WAL shrinks back after checkpoints
         self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS[fsync]}")
         self._db.executescript(SCHEMA)
+        self._add_copies()
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
 
     def _give_disk_back(self) -> None:
@@ -159,6 +160,25 @@ class Store:
         if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             log.info("converting %s to give disk space back (a one-time VACUUM)", self.path)
             self._db.execute("VACUUM")
+
+    def _add_copies(self) -> None:
+        """Stores made before checkpoints had copies get the column (SQLite cannot change a key in place)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")]
+        if "copy" in columns:
+            return
+        self._db.executescript(
+            """
+            BEGIN IMMEDIATE;
+            CREATE TABLE checkpoints_v2 (
+                uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, copy INTEGER NOT NULL DEFAULT 0,
+                mark INTEGER NOT NULL, data BLOB NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (uid, step, ord, copy)
+            ) WITHOUT ROWID;
+            INSERT INTO checkpoints_v2 SELECT uid, step, ord, 0, mark, data, digest FROM checkpoints;
+            DROP TABLE checkpoints;
+            ALTER TABLE checkpoints_v2 RENAME TO checkpoints;
+            COMMIT;
+            """
+        )
 
     def close(self) -> None:
         self._closing.set()
@@ -209,22 +229,29 @@ class Store:
             (uid, step, order, self.last_batch, data, hashlib.sha256(data).hexdigest())
             for uid, step, order, data in checkpoints
         ]
-        self._write(
-            [
-                ("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)", rows),
-                (
-                    "DELETE FROM checkpoints WHERE uid = ? AND (step, ord) NOT IN "
-                    "(SELECT step, ord FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC LIMIT ?)",
-                    [(uid, uid, KEPT_CHECKPOINTS) for uid, *_ in checkpoints],
-                ),
-            ],
-            point="checkpoint",
+        insert = "INSERT OR REPLACE INTO checkpoints (uid, step, ord, mark, data, digest) VALUES (?, ?, ?, ?, ?, ?)"
+        self._write([(insert, rows), _prune([uid for uid, *_ in checkpoints])], point="checkpoint")
+        return self.last_batch
+
+    def copy_newest(self, uids: Sequence[int]) -> int:
+        """Store a second copy of each stream's newest checkpoint (the older one goes): a stream that stays
+        quiet then needs no log at all to recover, even if one copy turns out corrupt. The copies' mark."""
+        copy = (
+            "INSERT INTO checkpoints SELECT uid, step, ord, copy + 1, ?, data, digest FROM checkpoints "
+            "WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT 1"
         )
+        self._write([(copy, [(self.last_batch, uid) for uid in uids]), _prune(uids)], point="checkpoint")
         return self.last_batch
 
     def trim(self, needed_from: int) -> None:
-        """Drop the log batches up to ``needed_from``: no stream needs them to recover."""
-        self._write([("DELETE FROM log WHERE batch <= ?", [(needed_from,)])])
+        """Drop the log batches up to ``needed_from``: no stream needs them to recover. The newest batch always
+        stays: batch numbers are counted from it, and a reused number would hide later records from recovery."""
+        self._write([("DELETE FROM log WHERE batch <= ?", [(min(needed_from, self.last_batch - 1),)])])
+
+    def trimmed_through(self) -> int:
+        """The last batch no longer in the log (everything up to it was trimmed)."""
+        first = self._db.execute("SELECT MIN(batch) FROM log").fetchone()[0]
+        return self.last_batch if first is None else first - 1
 
     def start_syncing(self) -> None:
         """With fsync=interval: a thread with its own connection pushes the WAL to the disk every interval
@@ -271,7 +298,8 @@ class Store:
     def checkpoints(self, uid: int) -> Iterator[Checkpoint]:
         """Valid checkpoints, newest first; a corrupt one is logged and skipped."""
         rows = self._db.execute(
-            "SELECT step, ord, mark, data, digest FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC", (uid,)
+            "SELECT step, ord, mark, data, digest FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC",
+            (uid,),
         )
         for step, order, mark, data, digest in rows.fetchall():
             if hashlib.sha256(data).hexdigest() == digest:
@@ -289,6 +317,14 @@ class Store:
                 if zlib.crc32(data) != crc:
                     raise CorruptLog(f"log batch {number} is corrupt")
                 yield number, _decode_observations(data) if kind == "obs" else _decode_event(kind, data)
+
+
+def _prune(uids: Sequence[int]) -> tuple[str, list[tuple]]:
+    """The statement that keeps the newest KEPT_CHECKPOINTS checkpoints of each of ``uids``."""
+    keep = "SELECT step, ord, copy FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT ?"
+    return f"DELETE FROM checkpoints WHERE uid = ? AND (step, ord, copy) NOT IN ({keep})", [
+        (uid, uid, KEPT_CHECKPOINTS) for uid in uids
+    ]
 
 
 def _encode_observations(batch: Observations) -> bytes:

@@ -59,6 +59,7 @@ class StreamState:
     created_mark: int = 0  # the last log batch before the stream existed
     newest_mark: int = 0  # the log batch of the newest checkpoint (or of the creation)
     fallback_mark: int = 0  # recovery may need the log after this batch (the older checkpoint's)
+    fallback_state: tuple[int, int] = (0, 0)  # (steps, events) the older checkpoint holds (creation: (0, 0))
     damaged: str | None = None  # why it cannot be restored, if so
     state_bytes: int = 0  # the memory it may hold (model state and a full result log): the tenant's budget
 
@@ -72,8 +73,15 @@ class StreamState:
         """Changed since its last checkpoint."""
         return (self.steps, self.events) != (self.checkpoint_step, self.checkpoint_events)
 
+    @property
+    def needs_log(self) -> bool:
+        """Whether recovering it might need the log after ``fallback_mark``: not when both its checkpoints
+        hold its current state (a quiet stream, once its newest checkpoint is copied)."""
+        return self.dirty or self.fallback_state != (self.steps, self.events)
+
     def checkpointed(self, mark: int) -> None:
         """A checkpoint of the current state was written after log batch ``mark``."""
+        self.fallback_state = (max(self.checkpoint_step, 0), self.checkpoint_events)
         self.fallback_mark, self.newest_mark = self.newest_mark, mark
         self.checkpoint_step, self.checkpoint_events, self.checkpoint_updates = self.steps, self.events, self.updates
         self.checkpoint_time = time.monotonic()

@@ -103,9 +103,12 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
     """Receive {"stream", "results", "observations"} for every batch applied to the stream by any client
     (``observations``: the x and y behind each result); a watcher too slow to keep up is dropped (close 1013)
     and never slows the stream."""
-    if await _accept_known(websocket, hub, tenant, stream_id) is None:
-        return
+    # Watching before the stream is confirmed: a batch applied, or a delete, between the two is not missed
+    # (a watcher registered after its stream was deleted would wait for ever).
     batches = hub.watch(tenant, stream_id)
+    if await _accept_known(websocket, hub, tenant, stream_id) is None:
+        hub.unwatch(tenant, stream_id, batches)
+        return
     closed = asyncio.ensure_future(_until_closed(websocket))
     try:
         while True:

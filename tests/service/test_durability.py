@@ -189,13 +189,17 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_the_log(
     db = sqlite3.connect(tmp_path / "data" / "tbptt.sqlite3")
     flipped = 0
     for uid in [row[0] for row in db.execute("SELECT uid FROM streams")]:
-        rows = db.execute("SELECT step, ord, data FROM checkpoints WHERE uid = ? ORDER BY step DESC", (uid,)).fetchall()
+        rows = db.execute(
+            "SELECT step, ord, copy, data FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC",
+            (uid,),
+        ).fetchall()
         assert len(rows) == 2, "expected a newest and a previous checkpoint"
-        step, order, data = rows[0]
+        step, order, copy, data = rows[0]  # the newest only (an older copy of the same state may stand beside it)
         data = bytearray(data)
         data[len(data) // 2] ^= 0x01
         db.execute(
-            "UPDATE checkpoints SET data = ? WHERE uid = ? AND step = ? AND ord = ?", (bytes(data), uid, step, order)
+            "UPDATE checkpoints SET data = ? WHERE uid = ? AND step = ? AND ord = ? AND copy = ?",
+            (bytes(data), uid, step, order, copy),
         )
         flipped += 1
     db.commit()
@@ -529,3 +533,102 @@ def test_deleted_streams_give_their_disk_back(tmp_path):
     assert server.stop() == 0
     print(f"\nstore with 4 big streams {full / 2**20:.1f} MiB, after deleting them {size() / 2**20:.1f} MiB")
     assert full > 10 * 2**20 and size() < full / 4
+
+
+def test_a_quiet_stream_does_not_keep_the_log_of_the_others(tmp_path):
+    """One observation, then silence: the log used to be kept from that stream's creation on, for ever
+    (201, 401, 601 rows ...). A quiet stream's newest checkpoint is copied and the log is trimmed."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    server = Server(data, TBPTT_CHECKPOINT_SECONDS="0.2", TBPTT_CHECKPOINT_UPDATES="1000").start()
+
+    def log_rows() -> int:
+        with sqlite3.connect(f"file:{data / 'tbptt.sqlite3'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM log").fetchone()[0]
+
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for stream in ("quiet", "busy"):
+                assert c.put(f"/v1/streams/{stream}", json={"model": {"input_size": 1}}).status_code == 201
+            assert c.post("/v1/streams/quiet/observations", json={"x": 1.0}).status_code == 200
+            counts = []
+            for k in range(240):  # ~6 s of one observation per request for the other stream
+                assert c.post("/v1/streams/busy/observations", json={"x": float(k)}).status_code == 200
+                time.sleep(0.025)
+                if k % 40 == 39:
+                    counts.append(log_rows())
+        print(f"\nlog rows over time while one stream is quiet: {counts}")
+        assert max(counts[2:]) < 80, counts  # bounded by the checkpoint interval, not growing with the traffic
+    finally:
+        assert server.stop() == 0
+    again = Server(data).start()  # and what was trimmed was not needed: both streams come back whole
+    try:
+        assert httpx.get(f"{again.url}/v1/streams/quiet").json()["steps"] == 1
+        assert httpx.get(f"{again.url}/v1/streams/busy").json()["steps"] == 240
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_store_from_before_checkpoint_copies_opens_with_its_checkpoints(tmp_path):
+    import sqlite3
+
+    from tbptt.service.store import Store
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = sqlite3.connect(data / "tbptt.sqlite3")
+    old.executescript(
+        """
+        CREATE TABLE streams (uid INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, id TEXT NOT NULL,
+            config TEXT NOT NULL, created_at TEXT NOT NULL, mark INTEGER NOT NULL, UNIQUE (tenant, id));
+        CREATE TABLE checkpoints (uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL,
+            mark INTEGER NOT NULL, data BLOB NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (uid, step, ord)) WITHOUT ROWID;
+        CREATE TABLE log (batch INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);
+        INSERT INTO streams VALUES (1, 't', 's', '{}', 'now', 0);
+        INSERT INTO checkpoints VALUES (1, 5, 0, 3, x'00', '6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d');
+        """
+    )
+    old.close()
+    store = Store(data)
+    (checkpoint,) = store.checkpoints(1)
+    assert (checkpoint.step, checkpoint.mark, checkpoint.data) == (5, 3, b"\x00")
+    store.copy_newest([1])
+    assert [c.step for c in store.checkpoints(1)] == [5, 5]  # two copies of the newest state
+    store.close()
+
+
+def test_batch_numbers_survive_a_log_trimmed_to_its_end(tmp_path):
+    """Every stream quiet: the log is trimmed as far as it goes. Numbers counted from MAX(batch) would start
+    again at 1 after a restart, below every checkpoint's mark, and recovery would skip the new records."""
+    store = Store(tmp_path / "data", fsync="never")
+    for k in range(3):
+        store.append(_batch(k))
+    store.trim(3)
+    assert store.trimmed_through() == 2
+    store.close()
+    store = Store(tmp_path / "data", fsync="never")
+    assert store.last_batch == 3 and store.append(_batch(3)) == 4
+    store.close()
+
+
+def test_a_stream_without_a_readable_checkpoint_whose_log_is_trimmed_is_damaged_not_half_replayed(tmp_path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    server = Server(data, TBPTT_CHECKPOINT_SECONDS="0.2").start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
+        for k in range(60):
+            assert c.post("/v1/streams/s/observations", json={"x": float(k)}).status_code == 200
+            time.sleep(0.02)
+        time.sleep(1.5)  # quiet: checkpointed, copied, the log trimmed
+    server.kill()
+    with sqlite3.connect(data / "tbptt.sqlite3") as db:
+        db.execute("UPDATE checkpoints SET digest = 'bad'")  # every checkpoint unreadable
+    again = Server(data).start()
+    try:
+        r = httpx.post(f"{again.url}/v1/streams/s/observations", json={"x": 1.0})
+        assert r.status_code == 503 and "cannot be restored" in r.json()["detail"], r.text
+    finally:
+        again.stop()
