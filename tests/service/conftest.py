@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tbptt.service.settings import Settings
-from tests.factories import app_client, wait_ready
+from tests.service.factories import app_client, wait_ready
 
 
 @pytest.fixture

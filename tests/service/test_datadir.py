@@ -57,7 +57,7 @@ def test_the_engine_refuses_a_held_directory_even_past_the_start_check(tmp_path)
     /healthz says so, so that an orchestrator restarts it rather than trusting a server that cannot work."""
 
     from tbptt.service.settings import Settings
-    from tests.factories import app_client, wait_ready
+    from tests.service.factories import app_client, wait_ready
 
     settings = Settings(data_dir=tmp_path / "data")
     with app_client(settings) as first:

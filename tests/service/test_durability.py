@@ -26,7 +26,8 @@ from websockets.sync.client import connect
 from tbptt.models import Engine
 from tbptt.service.schemas import StreamCreate
 from tbptt.service.store import Observations, Store
-from tests.factories import app_client, sequence, wait_ready
+from tests.factories import sequence
+from tests.service.factories import app_client, wait_ready
 from tests.service.server import Server
 
 CONFIGS = {

@@ -10,7 +10,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from tbptt.service.settings import Settings
-from tests.factories import app_client, make_stream, wait_ready
+from tests.service.factories import app_client, make_stream, wait_ready
 
 DEFAULTS = {
     "model": {"cell": "gru", "input_size": 2, "hidden_size": 32, "num_layers": 1, "output_size": 1},

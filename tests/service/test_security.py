@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from tbptt.service.auth import Keys, check_exposure
 from tbptt.service.settings import Settings
-from tests.factories import app_client, wait_ready
+from tests.service.factories import app_client, wait_ready
 from tests.service.server import Server
 
 KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"

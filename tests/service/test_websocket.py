@@ -7,7 +7,7 @@ import json
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from tests.factories import make_stream
+from tests.service.factories import make_stream
 
 
 def test_each_message_gets_one_reply_in_order(client):
