@@ -92,6 +92,7 @@ class Plan:
     requests: list[Planned] = field(default_factory=list)
     _last_seq: dict[str, int | None] = field(default_factory=dict)  # per stream, as the plan goes
     _last_step: dict[str, int] = field(default_factory=dict)
+    _built: list[Result] | None = None  # the applied items' results, once the engine has run
 
     def add(self, handle: Any, states: list[StreamState], parts: list[Part]) -> None:
         """Plan a request whose parts go to ``states``: a seq at or below the stream's last is a duplicate,
@@ -137,9 +138,7 @@ class Plan:
                         state.duplicates += 1
                         part.append(_duplicate(state, ref))
                         continue
-                    r = results[ref]
-                    part.append({"seq": self.seqs[ref], "step": r.step, "prediction": r.prediction, "loss": r.loss,
-                                 "updated": r.updated, "duplicate": False})  # fmt: skip
+                    part.append(self._applied_results(results)[ref])
                 answer.append(part)
             yield request.handle, answer
 
@@ -151,11 +150,20 @@ class Plan:
             if key not in keys:
                 continue
             batch = batches.setdefault(key, {"stream": state.id, "results": [], "observations": []})
-            r, (_, x, y) = results[k], self.items[k]
-            batch["results"].append({"seq": self.seqs[k], "step": r.step, "prediction": r.prediction, "loss": r.loss,
-                                     "updated": r.updated, "duplicate": False})  # fmt: skip
+            _, x, y = self.items[k]
+            batch["results"].append(self._applied_results(results)[k])
             batch["observations"].append({"seq": self.seqs[k], "x": x, "y": y})
         return batches
+
+    def _applied_results(self, results: list[StepResult]) -> list[Result]:
+        """Item k's result as clients and watchers get it: built once, shared by both."""
+        if self._built is None:
+            self._built = [
+                {"seq": seq, "step": r.step, "prediction": r.prediction, "loss": r.loss, "updated": r.updated,
+                 "duplicate": False}
+                for seq, r in zip(self.seqs, results)
+            ]  # fmt: skip
+        return self._built
 
 
 def _duplicate(state: StreamState, seq: int) -> Result:
