@@ -2,6 +2,7 @@
 
 from .batch import StepResult
 from .config import StreamConfig
+from .cost import observation_macs, step_macs, update_macs
 from .engine import Engine, Hidden, StreamMetrics
 from .errors import CoreError, InvalidConfig, InvalidObservation, InvalidState, StreamExists, StreamNotFound
 
@@ -17,4 +18,7 @@ __all__ = [
     "StreamExists",
     "StreamMetrics",
     "StreamNotFound",
+    "observation_macs",
+    "step_macs",
+    "update_macs",
 ]

@@ -59,7 +59,8 @@ def summary(data: bytes, stream: StreamState) -> None:
     """Set the stream's counters from a checkpoint's metadata, without loading its tensors."""
     meta = _meta(data, stream)
     stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
-    stream.updates, stream.duplicates, stream.events = meta["updates"], meta["duplicates"], meta["events"]
+    stream.updates, stream.events = meta["updates"], meta["events"]
+    stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 
 def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
@@ -82,7 +83,8 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     stream.results = ResultLog(stream.results.capacity, stream.results.output_size)
     stream.results.load(results)
     stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
-    stream.updates, stream.duplicates, stream.events = meta["updates"], meta["duplicates"], meta["events"]
+    stream.updates, stream.events = meta["updates"], meta["events"]
+    stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 
 def _meta(data: bytes, stream: StreamState) -> dict[str, Any]:

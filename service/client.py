@@ -113,8 +113,10 @@ class _Verbs:
         """Observations that each name their ``stream``, applied in one request (per ``max_batch``)."""
         return self._batches("/v1/observations", observations)
 
-    def predictions(self, stream: str, limit: int = 100) -> Any:
-        return self._run([_Call("GET", f"/v1/streams/{stream}/predictions", _results, {"params": {"limit": limit}})])
+    def predictions(self, stream: str, limit: int | None = None) -> Any:
+        """The most recent results (None: the service's default, 100 or as many as one reply carries)."""
+        params = {} if limit is None else {"limit": limit}
+        return self._run([_Call("GET", f"/v1/streams/{stream}/predictions", _results, {"params": params})])
 
     def metrics(self, stream: str) -> Any:
         return self._run([_Call("GET", f"/v1/streams/{stream}/metrics", _json)])

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 0.5  # how often: due checkpoints, evictions, log trims
 HOUSEKEEPING_BUDGET = 0.1  # seconds of checkpointing and evicting per pass: requests wait meanwhile
-CHECKPOINT_GROUP = 64  # streams checkpointed per transaction
+CHECKPOINT_GROUP = 64  # streams checkpointed per transaction at most ...
+GROUP_BYTES = 16 << 20  # ... and about this much state: a pass stays within its budget with large streams
 REPLAY_CHUNK = 20_000  # observations per engine call while recovering
 
 
@@ -133,39 +134,33 @@ class Durability:
 
     def checkpoint_all(self) -> None:
         """Every stream changed since its checkpoint (at shutdown)."""
-        dirty = [st for st in self.registry if st.loaded and st.dirty]
-        for start in range(0, len(dirty), CHECKPOINT_GROUP):
-            self.checkpoint(*dirty[start : start + CHECKPOINT_GROUP])
+        for group in groups([st for st in self.registry if st.loaded and st.dirty]):
+            self.checkpoint(*group)
 
-    def housekeeping(self) -> None:
-        """Due checkpoints and evictions, a few dozen streams per transaction, within a time budget; then
-        the log behind every stream's fallback checkpoint is trimmed."""
+    def housekeeping(self, busy: frozenset[int] = frozenset()) -> None:
+        """Due checkpoints and evictions, in groups (``groups``), within a time budget; then the log behind
+        every stream's fallback checkpoint is trimmed. Streams in ``busy`` (uids: observations of theirs are
+        logged but not all applied yet) are left alone: a checkpoint now would claim the whole log batch."""
         now = time.monotonic()
         if now - self._housekept < HOUSEKEEPING_SECONDS:
             return
         self._housekept = now
         s = self.settings
-        idle = [st for st in self.registry if st.loaded and now - st.last_active >= s.idle_seconds]
+        free = [st for st in self.registry if st.uid not in busy]
+        idle = [st for st in free if st.loaded and now - st.last_active >= s.idle_seconds]
         due = [
-            st for st in self.registry
+            st for st in free
             if st.loaded and st.dirty and now - st.last_active < s.idle_seconds and now - st.checkpoint_time >= s.checkpoint_seconds
         ]  # fmt: skip
-        for start in range(0, len(idle), CHECKPOINT_GROUP):
-            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
-                break  # the rest next time
-            self._evict(idle[start : start + CHECKPOINT_GROUP])
-        for start in range(0, len(due), CHECKPOINT_GROUP):
-            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
-                break
-            self.checkpoint(*due[start : start + CHECKPOINT_GROUP])
-        quiet = [st for st in self.registry if not st.dirty and not st.damaged and st.checkpoint_step >= 0]
+        quiet = [st for st in free if not st.dirty and not st.damaged and st.checkpoint_step >= 0]
         quiet = [st for st in quiet if st.needs_log]  # quiet, yet holding the log back for an older checkpoint
-        for start in range(0, len(quiet), CHECKPOINT_GROUP):
-            if time.monotonic() - now > HOUSEKEEPING_BUDGET:
-                break
-            self._copy_newest(quiet[start : start + CHECKPOINT_GROUP])
+        for action, states in ((self._evict, idle), (self.checkpoint, due), (self._copy_newest, quiet)):
+            for group in groups(states):
+                if time.monotonic() - now > HOUSEKEEPING_BUDGET:
+                    break  # the rest next time
+                action(*group)
         self.telemetry.in_memory(len(self.engine))
-        needed = self._needed_from()
+        needed = self._needed_from(busy)
         if needed > self._trimmed:
             try:
                 self.store.trim(needed)
@@ -173,7 +168,7 @@ class Durability:
             except StoreUnavailable as exc:
                 log.warning("log trim failed: %s", exc)
 
-    def _copy_newest(self, states: list[StreamState]) -> None:
+    def _copy_newest(self, *states: StreamState) -> None:
         try:
             mark = self.write(lambda store: store.copy_newest([st.uid for st in states]))
         except ServiceError as exc:
@@ -183,11 +178,13 @@ class Durability:
             st.fallback_mark, st.newest_mark = st.newest_mark, mark
             st.fallback_state = (st.steps, st.events)
 
-    def _needed_from(self) -> int:
-        """The log batch after which some stream may need the log to recover."""
-        return min((st.fallback_mark for st in self.registry if st.needs_log), default=self.store.last_batch)
+    def _needed_from(self, busy: frozenset[int]) -> int:
+        """The log batch after which some stream may need the log to recover (a busy one: its pending
+        observations are in the log after its marks)."""
+        needing = (st.fallback_mark for st in self.registry if st.needs_log or st.uid in busy)
+        return min(needing, default=self.store.last_batch)
 
-    def _evict(self, states: list[StreamState]) -> None:
+    def _evict(self, *states: StreamState) -> None:
         """Checkpoint and drop from memory; the next request restores them transparently."""
         if not self.checkpoint(*[st for st in states if st.dirty]):
             return  # keep them in memory
@@ -205,7 +202,7 @@ class Durability:
         for row in self.store.streams():
             config = CoreConfig.from_dict(json.loads(row.config))
             state = self.new_state(row.uid, row.tenant, row.stream, config, row.created_at)
-            state.created_mark = row.mark
+            state.created_mark, state.duplicates = row.mark, row.duplicates
             kept = list(self.store.checkpoints(row.uid))  # valid ones, newest first
             state.newest_mark = kept[0].mark if kept else row.mark
             state.fallback_mark = kept[1].mark if len(kept) > 1 else row.mark
@@ -221,7 +218,7 @@ class Durability:
             by_uid[row.uid] = state
         self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         try:  # from the oldest state any stream might have to restart from: records it holds are skipped
-            return self._replay(by_uid, max(self._trimmed, self._needed_from()))
+            return self._replay(by_uid, max(self._trimmed, self._needed_from(frozenset())))
         except CorruptLog as exc:
             for state in by_uid.values():
                 if state.loaded or state.steps > state.checkpoint_step:
@@ -286,3 +283,20 @@ class Durability:
                 return False
             return (step, order) > (state.checkpoint_step, state.checkpoint_events)  # the one actually loaded
         return True
+
+
+def groups(states: list[StreamState]) -> Iterator[list[StreamState]]:
+    """``states`` in groups of at most ``CHECKPOINT_GROUP`` streams and, unless a stream is larger alone,
+    ``GROUP_BYTES`` of checkpoint (model state and kept results): one transaction each, so that one pass is
+    never much over its budget."""
+    group: list[StreamState] = []
+    size = 0
+    for state in states:
+        nbytes = _engine_bytes(state.config.fleet_key) + state.results.nbytes
+        if group and (len(group) == CHECKPOINT_GROUP or size + nbytes > GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(state)
+        size += nbytes
+    if group:
+        yield group

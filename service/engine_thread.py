@@ -5,6 +5,11 @@ queued up: calls run one by one, in order; consecutive observation jobs between 
 one batch (micro-batching: streams that arrive together are stepped together). Between batches, and every
 ``TICK_SECONDS`` while idle, the worker does its housekeeping. The thread knows nothing about streams: what
 a batch means is the worker's business (``Shard``).
+
+Fairness: the worker applies a batch in slices of about ``slice_seconds`` and answers each request when all
+of it is applied. After a slice the thread serves whatever else has queued (from other tenants) before the
+next slice of an unfinished batch, and holds back the later jobs of the tenants that batch serves (their
+order is kept). So a small request waits for about one slice of another tenant's work, not all of it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Job:
 
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    tenant: str | None  # whose: a tenant's jobs run in order; None: anyone's (waits for nothing, holds nobody)
     payload: Any = None
     call: Callable[[], Any] | None = None
 
@@ -55,12 +61,22 @@ class Job:
             self.future.set_result(value)
 
 
+class Slices(Protocol):
+    """A batch being applied: ``run`` applies slices until the deadline (at least one) and returns the
+    payloads answered meanwhile, as (index in the batch, answer or exception)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def run(self, deadline: float) -> list[tuple[int, Any]]: ...
+
+
 class Worker(Protocol):
     """What the engine thread runs: all of it on that thread."""
 
     def open(self) -> None: ...  # before the first job: open the store, recover
 
-    def apply(self, payloads: list[Any]) -> list[Any]: ...  # per payload: its answer, or the exception
+    def begin(self, payloads: list[Any]) -> Slices: ...  # a batch, to apply in slices
 
     def tick(self) -> None: ...  # housekeeping, between batches and when idle
 
@@ -68,8 +84,11 @@ class Worker(Protocol):
 
 
 class EngineThread:
-    def __init__(self, worker: Worker, batch_wait_seconds: float, torch_threads: int) -> None:
+    def __init__(
+        self, worker: Worker, batch_wait_seconds: float, torch_threads: int, slice_seconds: float = 0.05
+    ) -> None:
         self.worker = worker
+        self.slice_seconds = slice_seconds
         self.ready = False
         self.failure: BaseException | None = None
         self._batch_wait = batch_wait_seconds
@@ -77,6 +96,8 @@ class EngineThread:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._stopped = threading.Event()
+        self._waiting: list[Job] = []  # taken from the queue, held back behind their tenant's unfinished batch
+        self._running: list[tuple[Slices, list[Job]]] = []  # batches not wholly applied, with their jobs
 
     # -- the event loop side -------------------------------------------------------------------------------
 
@@ -92,15 +113,16 @@ class EngineThread:
         if self._thread.is_alive():
             log.error("engine did not stop within %.0f s", timeout)
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the engine thread, between batches; its result or its error."""
+    async def call(self, tenant: str | None, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the engine thread, between batches, after ``tenant``'s earlier jobs; its result
+        or its error."""
         loop = asyncio.get_running_loop()
-        return await self._submit(Job(loop, loop.create_future(), call=lambda: fn(*args)))
+        return await self._submit(Job(loop, loop.create_future(), tenant, call=lambda: fn(*args)))
 
-    async def observe(self, payload: Any) -> Any:
-        """Hand ``payload`` to the worker's next batch; what the worker resolves the job with."""
+    async def observe(self, tenant: str | None, payload: Any) -> Any:
+        """Hand ``payload`` to the worker's next batch; what the worker answers it with."""
         loop = asyncio.get_running_loop()
-        return await self._submit(Job(loop, loop.create_future(), payload=payload))
+        return await self._submit(Job(loop, loop.create_future(), tenant, payload=payload))
 
     async def _submit(self, job: Job) -> Any:
         if self.failure is not None or self._stopped.is_set():
@@ -127,59 +149,120 @@ class EngineThread:
             self._shutdown()
 
     def _serve(self) -> None:
+        stopping = False
+        while True:
+            if not self._waiting and not self._running:
+                if stopping:
+                    return
+                try:
+                    job = self._jobs.get(timeout=TICK_SECONDS)
+                except queue.Empty:
+                    self.worker.tick()
+                    continue
+                if job is None:
+                    stopping = True  # finish what is running and queued first
+                    continue
+                self._waiting.append(job)
+                if self._batch_wait and job.call is None:
+                    time.sleep(self._batch_wait)  # let concurrent observations join this batch
+            stopping = self._take() or stopping
+            self._process()
+            self._continue()
+            if self.failure is not None:  # what waits or runs will never be served: say so now
+                self._refuse_all("internal error: the service must be restarted")
+            self.worker.tick()
+
+    def _take(self) -> bool:
+        """Everything queued, after what waits already; whether the stop sentinel came."""
+        stop = False
         while True:
             try:
-                job = self._jobs.get(timeout=TICK_SECONDS)
+                job = self._jobs.get_nowait()
             except queue.Empty:
-                self.worker.tick()
-                continue
-            jobs = [job]
-            if self._batch_wait and job is not None and job.call is None:
-                time.sleep(self._batch_wait)  # let concurrent observations join this batch
-            while True:
-                try:
-                    jobs.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            self._process([j for j in jobs if j is not None])
-            self.worker.tick()
-            if None in jobs:
-                return
+                return stop
+            if job is None:
+                stop = True
+            else:
+                self._waiting.append(job)
 
-    def _process(self, jobs: list[Job]) -> None:
-        """Calls run in order; consecutive observation jobs between them make one batch."""
+    def _busy(self) -> set[str | None]:
+        return {job.tenant for _, jobs in self._running for job in jobs if job.tenant is not None}
+
+    def _process(self) -> None:
+        """The waiting jobs of tenants with no unfinished batch, in order: calls one by one, consecutive
+        observation jobs as one batch. A batch left unfinished holds back its tenants' later jobs."""
+        busy = self._busy()
+        held: list[Job] = []
         batch: list[Job] = []
-        for job in jobs:
+        for job in self._waiting:
+            if job.tenant in busy:
+                held.append(job)
+                continue
             if job.call is None:
                 batch.append(job)
                 continue
             if batch:
-                self._observe(batch)
+                busy |= self._begin(batch)
                 batch = []
+                if job.tenant in busy:
+                    held.append(job)
+                    continue
             try:
                 job.resolve(job.call())
             except Exception as exc:
                 job.fail(exc)
         if batch:
-            self._observe(batch)
+            self._begin(batch)
+        self._waiting = held
 
-    def _observe(self, jobs: list[Job]) -> None:
-        """Hand the batch to the worker and answer every job, in one wake-up of the event loop. A bug must
-        not leave requests hanging: the worker may hold half a batch, so the service then stops taking work
-        (503) and a restart recovers exactly from the log."""
+    def _begin(self, jobs: list[Job]) -> set[str | None]:
+        """Start a batch and run its first slice; the tenants it still holds."""
         try:
-            outcomes = self.worker.apply([job.payload for job in jobs])
+            slices = self.worker.begin([job.payload for job in jobs])
         except Exception as exc:
-            self.failure = exc
-            log.exception("an engine batch failed; refusing work until restarted")
-            for job in jobs:
-                job.resolve(error=Unavailable("internal error: the service must be restarted"))
-            return
-        settled = [(job, _domain(outcome)) for job, outcome in zip(jobs, outcomes)]
-        jobs[0].loop.call_soon_threadsafe(_settle_all, settled)
+            self._failed(jobs, exc)
+            return set()
+        if self._slice(slices, jobs):
+            return set()
+        self._running.append((slices, jobs))
+        return {job.tenant for job in jobs if job.tenant is not None}
+
+    def _continue(self) -> None:
+        """One more slice of every unfinished batch."""
+        running, self._running = self._running, []
+        for slices, jobs in running:
+            if not self._slice(slices, jobs):
+                self._running.append((slices, jobs))
+
+    def _slice(self, slices: Slices, jobs: list[Job]) -> bool:
+        """Run one slice and answer what it finished, in one wake-up of the event loop; whether the batch
+        is done. A bug must not leave requests hanging: the worker may hold half a batch, so the service then
+        stops taking work (503) and a restart recovers exactly from the log."""
+        try:
+            answered = slices.run(time.monotonic() + self.slice_seconds)
+        except Exception as exc:
+            self._failed(jobs, exc)
+            return True
+        if answered:
+            settled = [(jobs[k], _domain(outcome)) for k, outcome in answered]
+            jobs[0].loop.call_soon_threadsafe(_settle_all, settled)
+        return slices.done
+
+    def _failed(self, jobs: list[Job], exc: Exception) -> None:
+        self.failure = exc
+        log.error("an engine batch failed; refusing work until restarted", exc_info=exc)
+        for job in jobs:
+            job.resolve(error=Unavailable("internal error: the service must be restarted"))
+
+    def _refuse_all(self, why: str) -> None:
+        """Every waiting and running job (those already answered stay answered)."""
+        for job in [*self._waiting, *(job for _, jobs in self._running for job in jobs)]:
+            job.resolve(error=Unavailable(why))
+        self._waiting, self._running = [], []
 
     def _shutdown(self) -> None:
         self._stopped.set()
+        self._refuse_all("the service is shutting down")
         while True:  # refuse what is still queued
             try:
                 job = self._jobs.get_nowait()

@@ -28,7 +28,9 @@ class Hub:
     def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
         self.shard = Shard(settings, telemetry or Telemetry(None))
-        self.engine = EngineThread(self.shard, settings.batch_wait_ms / 1000, settings.torch_threads)
+        self.engine = EngineThread(
+            self.shard, settings.batch_wait_ms / 1000, settings.torch_threads, settings.engine_slice_ms / 1000
+        )
         self.watchers = Watchers(on_change=self._watched)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -53,38 +55,38 @@ class Hub:
 
     async def observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
         """Apply observations to one or more streams, all or none; the results per part, in order."""
-        return await self.engine.observe((tenant, parts))
+        return await self.engine.observe(tenant, (tenant, parts))
 
     # -- streams -------------------------------------------------------------------------------------------
 
     async def create(self, tenant: str, stream: str, config: CoreConfig) -> tuple[StreamInfo, bool]:
         """Create a stream; (its info, False) if it exists with the same config."""
-        return await self.engine.call(self.shard.create, tenant, stream, config)
+        return await self.engine.call(tenant, self.shard.create, tenant, stream, config)
 
     async def info(self, tenant: str, stream: str) -> StreamInfo:
-        return await self.engine.call(self.shard.info, tenant, stream)
+        return await self.engine.call(tenant, self.shard.info, tenant, stream)
 
     async def streams(self, tenant: str) -> list[StreamInfo]:
-        return await self.engine.call(self.shard.streams, tenant)
+        return await self.engine.call(tenant, self.shard.streams, tenant)
 
     async def delete(self, tenant: str, stream: str) -> None:
-        await self.engine.call(self.shard.delete, tenant, stream)
+        await self.engine.call(tenant, self.shard.delete, tenant, stream)
         self.watchers.close((tenant, stream))  # they watched this stream, not one created later with its id
 
     async def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
-        return await self.engine.call(self.shard.reset, tenant, stream, hidden, weights)
+        return await self.engine.call(tenant, self.shard.reset, tenant, stream, hidden, weights)
 
-    async def predictions(self, tenant: str, stream: str, limit: int) -> list[Result]:
-        return await self.engine.call(self.shard.predictions, tenant, stream, limit)
+    async def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Result]:
+        return await self.engine.call(tenant, self.shard.predictions, tenant, stream, limit)
 
     async def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
-        return await self.engine.call(self.shard.metrics, tenant, stream)
+        return await self.engine.call(tenant, self.shard.metrics, tenant, stream)
 
     async def export_model(self, tenant: str, stream: str) -> bytes:
-        return await self.engine.call(self.shard.export_model, tenant, stream)
+        return await self.engine.call(tenant, self.shard.export_model, tenant, stream)
 
     async def import_model(self, tenant: str, stream: str, data: bytes) -> StreamInfo:
-        return await self.engine.call(self.shard.import_model, tenant, stream, data)
+        return await self.engine.call(tenant, self.shard.import_model, tenant, stream, data)
 
     # -- watchers ------------------------------------------------------------------------------------------
 

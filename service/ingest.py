@@ -7,7 +7,6 @@ the engine step, and tests run it on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +91,16 @@ class Plan:
     requests: list[Planned] = field(default_factory=list)
     _last_seq: dict[str, int | None] = field(default_factory=dict)  # per stream, as the plan goes
     _last_step: dict[str, int] = field(default_factory=dict)
-    _built: list[Result] | None = None  # the applied items' results, once the engine has run
+    _repeats: dict[int, tuple[StreamState, int]] = field(default_factory=dict)  # uid -> (stream, retries)
+    _item_of: dict[tuple[str, int], int] = field(default_factory=dict)  # (engine key, seq) -> item, this plan's
+    _built: dict[int, Result] = field(default_factory=dict)  # item k's result, once the engine applied it
 
     def add(self, handle: Any, states: list[StreamState], parts: list[Part]) -> None:
         """Plan a request whose parts go to ``states``: a seq at or below the stream's last is a duplicate,
         a missing seq is the last plus one. All or nothing: a refused request (``Invalid``) leaves the plan
         as it was."""
         seen: dict[str, int] = {}  # this request's last seq per stream, merged into the plan at the end
+        repeats: dict[int, tuple[StreamState, int]] = {}  # ... and its duplicates per stream (uid)
         new: list[tuple[StreamState, Incoming, int]] = []
         planned = []
         for state, part in zip(states, parts):
@@ -109,6 +111,7 @@ class Plan:
                 seq = obs.seq if obs.seq is not None else (1 if last is None else last + 1)
                 if last is not None and seq <= last:
                     entries.append((True, seq))  # answered from the results
+                    repeats[state.uid] = (state, repeats.get(state.uid, (state, 0))[1] + 1)
                     continue
                 if seq > MAX_SEQ:
                     raise Invalid([*((*part.loc, k) if part.indexed else part.loc), "seq"], SEQS_EXHAUSTED)
@@ -119,51 +122,68 @@ class Plan:
         for state, obs, seq in new:
             key = state.key
             self._last_step[key] = step = self._last_step.get(key, state.steps) + 1
+            self._item_of[(key, seq)] = len(self.items)
             self.items.append((key, obs.x, obs.y))
             self.owners.append(state)
             self.seqs.append(seq)
             self.steps.append(step)
         self._last_seq.update(seen)
+        for uid, (state, n) in repeats.items():
+            self._repeats[uid] = (state, self._repeats.get(uid, (state, 0))[1] + n)
         self.requests.append(Planned(handle, planned))
 
-    def answers(self, results: list[StepResult]) -> Iterator[tuple[Any, list[list[Result]]]]:
-        """After the engine applied ``items`` (``results`` in the same order): per request, its results per
-        part, in order. Duplicates are answered with their original result if still kept, and counted."""
-        for request in self.requests:
-            answer = []
-            for state, entries in request.parts:
-                part: list[Result] = []
-                for duplicate, ref in entries:
-                    if duplicate:
-                        state.duplicates += 1
-                        part.append(_duplicate(state, ref))
-                        continue
-                    part.append(self._applied_results(results)[ref])
-                answer.append(part)
-            yield request.handle, answer
+    @property
+    def duplicates(self) -> dict[int, int]:
+        """Per stream (uid) that this plan answers retries of: its duplicates count once they are answered."""
+        return {uid: state.duplicates + n for uid, (state, n) in self._repeats.items()}
 
-    def applied(self, results: list[StepResult], keys: frozenset[Key]) -> dict[Key, dict[str, Any]]:
-        """For the streams among ``keys`` (those watched): what was applied to each, as watchers get it."""
+    def record(self, indices: list[int], results: list[StepResult]) -> None:
+        """The engine applied items ``indices`` (a plan may be applied in slices): ``results`` in that order.
+        Each result is built once, as clients and watchers get it, and shared by both."""
+        for k, r in zip(indices, results):
+            self._built[k] = {
+                "seq": self.seqs[k], "step": r.step, "prediction": r.prediction, "loss": r.loss,
+                "updated": r.updated, "duplicate": False,
+            }  # fmt: skip
+
+    def complete(self, request: Planned) -> bool:
+        """Every new observation of ``request`` has been applied, and every seq it repeats from this plan."""
+        for state, entries in request.parts:
+            for duplicate, ref in entries:
+                item = self._item_of.get((state.key, ref), -1) if duplicate else ref
+                if item >= 0 and item not in self._built:
+                    return False
+        return True
+
+    def answer(self, request: Planned) -> list[list[Result]]:
+        """A complete request's results per part, in order. Duplicates are answered with their original
+        result if still kept, and counted."""
+        answer = []
+        for state, entries in request.parts:
+            part: list[Result] = []
+            for duplicate, ref in entries:
+                if duplicate:
+                    state.duplicates += 1
+                    part.append(_duplicate(state, ref))
+                else:
+                    part.append(self._built[ref])
+            answer.append(part)
+        return answer
+
+    def applied(self, indices: list[int], keys: frozenset[Key]) -> dict[Key, dict[str, Any]]:
+        """For the streams among ``keys`` (those watched): what items ``indices`` applied to each, as
+        watchers get it."""
         batches: dict[Key, dict[str, Any]] = {}
-        for k, state in enumerate(self.owners):
+        for k in indices:
+            state = self.owners[k]
             key = state.tenant_key
             if key not in keys:
                 continue
             batch = batches.setdefault(key, {"stream": state.id, "results": [], "observations": []})
             _, x, y = self.items[k]
-            batch["results"].append(self._applied_results(results)[k])
+            batch["results"].append(self._built[k])
             batch["observations"].append({"seq": self.seqs[k], "x": x, "y": y})
         return batches
-
-    def _applied_results(self, results: list[StepResult]) -> list[Result]:
-        """Item k's result as clients and watchers get it: built once, shared by both."""
-        if self._built is None:
-            self._built = [
-                {"seq": seq, "step": r.step, "prediction": r.prediction, "loss": r.loss, "updated": r.updated,
-                 "duplicate": False}
-                for seq, r in zip(self.seqs, results)
-            ]  # fmt: skip
-        return self._built
 
 
 def _duplicate(state: StreamState, seq: int) -> Result:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tbptt.models import InvalidConfig
+from tbptt.models import InvalidConfig, update_macs
 from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid
@@ -31,12 +31,21 @@ SETTINGS = {
 
 
 def check_model(config: CoreConfig, settings: Settings) -> None:
-    """A 422 naming the first field beyond its configured limit."""
+    """A 422 naming the first field beyond its configured limit, or k2 if one update would be more work than
+    the service allows (one update runs whole: everyone else waits for it)."""
     for field, setting in SETTINGS.items():
         limit = getattr(settings, setting)
         if getattr(config, field) > limit:
             loc = ("body", *BODY_FIELDS[field])
             raise Invalid(loc, f"must be at most {limit} (TBPTT_{setting.upper()}), got {getattr(config, field)}")
+    mmacs = update_macs(config) / 1e6
+    if mmacs > settings.max_update_mmacs:
+        raise Invalid(
+            ("body", *BODY_FIELDS["k2"]),
+            f"one update of this stream would be about {mmacs:,.0f} million multiply-adds (3 x k2 x one step's), "
+            f"more than {settings.max_update_mmacs:,.0f} (TBPTT_MAX_UPDATE_MMACS): lower k2, hidden_size, "
+            "num_layers or the input and output sizes",
+        )
 
 
 def invalid_config(exc: InvalidConfig) -> Invalid:

@@ -26,6 +26,11 @@ class ResultLog:
         """What a full log holds: per result, its seq, step, loss, updated flag and prediction."""
         return capacity * (8 + 8 + 8 + 1 + 8 * output_size)
 
+    @property
+    def nbytes(self) -> int:
+        """What the kept results hold now (a checkpoint carries them)."""
+        return self.max_bytes(self.count, self.output_size)
+
     def __init__(self, capacity: int, output_size: int) -> None:
         self.capacity, self.output_size = capacity, output_size
         self._size = 0  # allocated rows: grows by doubling up to capacity, so quiet streams stay small

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         0.0, ge=0, le=100, description="how long the engine waits for more observations to batch with (ms)"
     )
+    engine_slice_ms: float = Field(
+        50.0, gt=0, le=10_000, description="the engine's work on one batch before it serves other tenants (ms)"
+    )
     torch_threads: int = Field(1, ge=1, le=64, description="threads for tensor work (the server shares the cores)")
 
     # -- access ------------------------------------------------------------------------------------------
@@ -72,6 +75,9 @@ class Settings(BaseSettings):
     max_hidden_size: int = Field(256, ge=1, le=CEILINGS["hidden_size"], description="model.hidden_size at most")
     max_num_layers: int = Field(
         CEILINGS["num_layers"], ge=1, le=CEILINGS["num_layers"], description="model.num_layers at most"
+    )
+    max_update_mmacs: float = Field(
+        500.0, gt=0, description="an update's estimated work at most, in millions of multiply-adds (k2 x step x 3)"
     )
     max_k2: int = Field(CEILINGS["k2"], ge=1, le=CEILINGS["k2"], description="tbptt.k2 (and k1) at most")
     max_connections: int = Field(

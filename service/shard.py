@@ -5,8 +5,9 @@ runs (``engine_thread.Worker``): plain synchronous calls, no event loop, no futu
 another process as it is (the shards issue). A micro-batch of observation requests goes:
 
     plan (check each part against its stream, assign seqs, spot duplicates: ``ingest``)
-    -> append the batch to the log and commit (group commit) -> step the engine -> record results
-    -> answer every request -> hand what was applied to watchers -> checkpoints that are due
+    -> append the batch to the log and commit (group commit)
+    -> in slices (``applying``): step the engine -> record results -> hand what was applied to watchers
+       -> answer each request once all of it is applied -> checkpoints that are due
 
 Nothing is applied if the commit fails, so a failed write changes nothing and acknowledges nothing.
 Everything here runs on the engine thread; the hub calls it through ``EngineThread``.
@@ -16,16 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tbptt.models import Engine, StepResult, StreamMetrics
+from tbptt.models import Engine, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
+from .applying import Applying, Pace
 from .datadir import DataDirLock
 from .durability import Durability, stream_bytes
-from .errors import StorageFull, StreamConflict, Unavailable
+from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
 from .ingest import Part, Plan, check
 from .modelfile import read_weights, write_weights
@@ -37,6 +40,9 @@ from .streams import Key, StreamInfo, StreamState, now_iso, record_results
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+MAX_REPLY_VALUES = 1 << 18  # predicted values in one /predictions reply: encoding it holds up the event loop
+DEFAULT_PREDICTIONS = 100
 
 Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thread, what watched streams got
 Request = tuple[str, list[Part]]  # (tenant, parts)
@@ -53,6 +59,8 @@ class Shard:
         self._durability: Durability | None = None
         self.watched: frozenset[Key] = frozenset()  # replaced whole by the event loop, never changed in place
         self.on_applied: Applied = lambda batches: None
+        self._applying: list[Applying] = []  # micro-batches not yet wholly applied
+        self._pace = Pace()
 
     @property
     def durability(self) -> Durability:
@@ -78,10 +86,11 @@ class Shard:
             len(self.registry), replayed, time.monotonic() - started,
         )  # fmt: skip
 
-    def apply(self, requests: list[Request]) -> list[Outcome]:
-        """Apply a micro-batch of requests (each: a tenant and its parts, all or nothing); per request its
-        results per part, or the exception that refused it."""
-        outcomes: list[Outcome] = [None] * len(requests)
+    def begin(self, requests: list[Request]) -> Applying:
+        """Check, plan and log a micro-batch of requests (each: a tenant and its parts, all or nothing); the
+        rest is applied in slices by the returned ``Applying``, whose ``run`` answers each request (its
+        results per part, or the exception that refused it)."""
+        refused: dict[int, Any] = {}
         plan = Plan()
         for k, (tenant, parts) in enumerate(requests):
             try:  # every part of the request first: all or nothing
@@ -90,48 +99,70 @@ class Shard:
                     check(state, part)
                 plan.add(k, states, parts)
             except Exception as exc:  # nothing written yet: only this request fails
-                outcomes[k] = exc
-        if plan.items and self.settings.log:
+                refused[k] = exc
+        if (plan.items or plan.duplicates) and self.settings.log:
             try:
                 self._append(plan)
             except StorageFull as exc:  # nothing applied, nothing acknowledged
-                for request in plan.requests:
-                    outcomes[request.handle] = exc
+                refused.update((request.handle, exc) for request in plan.requests)
+                plan = Plan()
+        applying = Applying(plan, refused, self._step, self._pace)
+        self._applying = [a for a in self._applying if not a.done] + [applying]
+        return applying
+
+    def apply(self, requests: list[Request]) -> list[Outcome]:
+        """``begin`` and every slice at once: per request, its results per part or what refused it."""
+        applying = self.begin(requests)
+        outcomes: list[Outcome] = [None] * len(requests)
+        while True:
+            for k, outcome in applying.run(math.inf):
+                outcomes[k] = outcome
+            if applying.done:
                 return outcomes
+
+    @property
+    def busy(self) -> frozenset[int]:
+        """Streams (uids) with observations logged and not yet applied."""
+        return frozenset().union(*(a.busy for a in self._applying))
+
+    def _step(self, plan: Plan, items: list[int], finished: list[StreamState]) -> None:
+        """Apply ``items`` of the plan; record, count, tell watchers; checkpoints that became due for the
+        streams that have had all their observations."""
+        owners, seqs = [plan.owners[k] for k in items], [plan.seqs[k] for k in items]
         updating, skipped, started = self.engine.update_seconds, self.engine.skipped_updates, time.perf_counter()
-        results = self.engine.observe_many(plan.items) if plan.items else []
-        record_results(plan.owners, plan.seqs, results)
+        results = self.engine.observe_many([plan.items[k] for k in items])
+        record_results(owners, seqs, results)
+        plan.record(items, results)
         self.telemetry.observed(
             len(results), sum(r.updated for r in results), time.perf_counter() - started,
             self.engine.update_seconds - updating,
         )  # fmt: skip
         self.telemetry.skipped_updates(self.engine.skipped_updates - skipped)
-        for k, answer in plan.answers(results):
-            outcomes[k] = answer
-        self._after(plan, results)
-        return outcomes
-
-    def _after(self, plan: Plan, results: list[StepResult]) -> None:
-        """Watchers told what their streams got; checkpoints that became due."""
         watched = self.watched
-        if watched and plan.items:
-            applied = plan.applied(results, watched)
+        if watched:
+            applied = plan.applied(items, watched)
             if applied:
                 self.on_applied(applied)
-        for state in {id(s): s for s in plan.owners}.values():
+        for state in finished:
             if state.updates - state.checkpoint_updates >= self.settings.checkpoint_updates:
                 self.durability.checkpoint(state)  # (time-based checkpoints: housekeeping)
 
     def _append(self, plan: Plan) -> None:
-        """The batch into the log, committed (group commit); ``StorageFull`` if the store refused."""
+        """The batch into the log, committed (group commit), with the counts of the retries it answers (so
+        that they survive a crash); ``StorageFull`` if the store refused."""
+        counts = plan.duplicates
+        if not plan.items:
+            self.durability.write(lambda store: store.count_duplicates(counts))
+            return
         record = Observations.of(
             [s.uid for s in plan.owners], plan.steps, plan.seqs, [x for _, x, _ in plan.items],
             [y for _, _, y in plan.items],
         )  # fmt: skip
-        self.durability.write(lambda store: store.append(record))
+        self.durability.write(lambda store: store.append(record, counts))
 
     def tick(self) -> None:
-        self.durability.housekeeping()
+        self._applying = [a for a in self._applying if not a.done]
+        self.durability.housekeeping(self.busy)
 
     def close(self, failed: bool) -> None:
         try:
@@ -196,8 +227,17 @@ class Shard:
             self.durability.apply_event(state, "reset", flags)
         return state.info()
 
-    def predictions(self, tenant: str, stream: str, limit: int) -> list[Result]:
-        return self.loaded(tenant, stream).results.last(limit)
+    def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Result]:
+        """The last ``limit`` results (None: 100, or as many as a reply may carry)."""
+        state = self.loaded(tenant, stream)
+        fit = max(1, MAX_REPLY_VALUES // state.results.output_size)
+        if limit is not None and limit > fit:
+            raise Invalid(
+                ("query", "limit"),
+                f"at most {fit} results of this stream per reply ({MAX_REPLY_VALUES:,} predicted values, "
+                f"{state.results.output_size} each), got {limit}",
+            )
+        return state.results.last(min(limit or DEFAULT_PREDICTIONS, fit))
 
     def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
         state = self.loaded(tenant, stream)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     uid INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, id TEXT NOT NULL, config TEXT NOT NULL,
-    created_at TEXT NOT NULL, mark INTEGER NOT NULL, UNIQUE (tenant, id)
+    created_at TEXT NOT NULL, mark INTEGER NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, copy INTEGER NOT NULL DEFAULT 0,
@@ -67,6 +67,7 @@ class StreamRow:
     config: str  # JSON
     created_at: str
     mark: int  # the last log batch before the stream existed
+    duplicates: int  # retries it has answered (not in the log: nothing is applied)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class Store:
         self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS[fsync]}")
         self._db.executescript(SCHEMA)
         self._add_copies()
+        self._add_duplicates()
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
 
     def _give_disk_back(self) -> None:
@@ -180,6 +182,12 @@ class Store:
             """
         )
 
+    def _add_duplicates(self) -> None:
+        """Stores made before duplicate counts were durable get the column."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(streams)")]
+        if "duplicates" not in columns:
+            self._db.execute("ALTER TABLE streams ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0")
+
     def close(self) -> None:
         self._closing.set()
         if self._syncer is not None:
@@ -211,16 +219,22 @@ class Store:
         except sqlite3.Error as exc:  # the delete stands; the space is reused by later writes
             log.warning("giving disk space back failed: %s", exc)
 
-    def append(self, batch: Observations | Event) -> int:
-        """One log row (group commit for a whole engine batch); its batch number."""
+    def append(self, batch: Observations | Event, duplicates: dict[int, int] | None = None) -> int:
+        """One log row (group commit for a whole engine batch), with the streams' new ``duplicates`` counts
+        (uid -> count) in the same transaction; its batch number."""
         if isinstance(batch, Event):
             kind, data = batch.kind, _encode_event(batch)
         else:
             kind, data = "obs", _encode_observations(batch)
         number = self.last_batch + 1
-        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", [(number, kind, data, zlib.crc32(data))])])
+        rows = [(number, kind, data, zlib.crc32(data))]
+        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates)])
         self.last_batch = number
         return number
+
+    def count_duplicates(self, duplicates: dict[int, int]) -> None:
+        """The streams' new ``duplicates`` counts (uid -> count), when a batch applied nothing."""
+        self._write(_counting(duplicates))
 
     def checkpoint(self, checkpoints: Sequence[tuple[int, int, int, bytes]]) -> int:
         """Write checkpoints (uid, step, ord, data), in one transaction, keeping the newest two per stream;
@@ -292,7 +306,9 @@ class Store:
     # -- reads ---------------------------------------------------------------------------------------------
 
     def streams(self) -> list[StreamRow]:
-        rows = self._db.execute("SELECT uid, tenant, id, config, created_at, mark FROM streams ORDER BY uid")
+        rows = self._db.execute(
+            "SELECT uid, tenant, id, config, created_at, mark, duplicates FROM streams ORDER BY uid"
+        )
         return [StreamRow(*row) for row in rows]
 
     def checkpoints(self, uid: int) -> Iterator[Checkpoint]:
@@ -358,3 +374,9 @@ def _encode_event(event: Event) -> bytes:
 def _decode_event(kind: str, data: bytes) -> Event:
     uid, step, order = struct.unpack_from("<qqq", data)
     return Event(uid, step, order, kind, data[24:])
+
+
+def _counting(duplicates: dict[int, int] | None) -> list[tuple[str, list[tuple]]]:
+    if not duplicates:
+        return []
+    return [("UPDATE streams SET duplicates = ? WHERE uid = ?", [(n, uid) for uid, n in duplicates.items()])]

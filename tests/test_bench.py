@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from bench import core
 
 
 def test_the_core_benchmark_runs():
     assert core.engine_rate(n=3, run_length=2, steps=16, rounds=1) > 0
     rate, per_stream, needed = core.measure_memory(20)
-    assert rate > 0 and per_stream > 0 and needed > 0
+    # Resident memory need not grow for 20 small streams: in a process that has run other tests, the
+    # allocator reuses pages those freed (this asserted per_stream > 0 and failed now and then in CI's run).
+    assert rate > 0 and needed > 0 and math.isfinite(per_stream)

@@ -12,6 +12,7 @@ from .. import limits
 from ..deps import HubDep, StreamId, Tenant
 from ..fastjson import reply
 from ..schemas import MetricsPublic, StreamCreate, StreamPublic, StreamReset, StreamResults, StreamsPublic
+from ..shard import MAX_REPLY_VALUES
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
@@ -72,9 +73,18 @@ async def get_predictions(
     stream_id: StreamId,
     hub: HubDep,
     tenant: Tenant,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="how many, the most recent")] = 100,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=10_000,
+            description=f"how many, the most recent (default: 100, or as many as fit in "
+            f"{MAX_REPLY_VALUES:,} predicted values)",
+        ),
+    ] = None,
 ) -> Response:
-    """The most recent results, oldest first."""
+    """The most recent results, oldest first. A reply carries at most 262,144 predicted values (limit x the
+    stream's output_size): a larger one would hold up everyone's requests while it is encoded."""
     return reply({"stream": stream_id, "results": await hub.predictions(tenant, stream_id, limit)})
 
 

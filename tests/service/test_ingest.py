@@ -22,11 +22,20 @@ def obs(seq: int | None = None, x: list[float] | None = None, y: list[float] | N
     return Incoming(x or [0.0, 1.0], y, seq)
 
 
-def applied(plan: Plan) -> list[StepResult]:
-    """What an engine would answer (a prediction of each item's index), recorded as the shard records it."""
+def applied(plan: Plan) -> list[int]:
+    """What an engine would answer (a prediction of each item's index), recorded as the shard records it;
+    the items applied."""
     results = [StepResult(step, [float(k)], None, False) for k, step in enumerate(plan.steps)]
     record_results(plan.owners, plan.seqs, results)
-    return results
+    indices = list(range(len(results)))
+    plan.record(indices, results)
+    return indices
+
+
+def answers(plan: Plan) -> list[tuple[str, list]]:
+    applied(plan)
+    assert all(plan.complete(request) for request in plan.requests)
+    return [(request.handle, plan.answer(request)) for request in plan.requests]
 
 
 def test_seqs_continue_from_the_stream_and_within_the_batch():
@@ -44,12 +53,12 @@ def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
     plan = Plan()
     plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4), obs(seq=1)])])
     assert plan.seqs == [4]  # one new observation
-    ((job, (answers,)),) = list(plan.answers(applied(plan)))
+    ((job, (answered,)),) = answers(plan)
     assert job == "job"
-    assert [(r["seq"], r["duplicate"]) for r in answers] == [(2, True), (4, False), (4, True), (1, True)]
-    assert answers[0]["prediction"] == [0.5]  # kept: the original result
-    assert answers[2]["prediction"] == answers[1]["prediction"] == [0.0]  # a seq applied in this very batch
-    assert answers[3] == {"seq": 1, "step": 4, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+    assert [(r["seq"], r["duplicate"]) for r in answered] == [(2, True), (4, False), (4, True), (1, True)]
+    assert answered[0]["prediction"] == [0.5]  # kept: the original result
+    assert answered[2]["prediction"] == answered[1]["prediction"] == [0.0]  # a seq applied in this very batch
+    assert answered[3] == {"seq": 1, "step": 4, "prediction": [], "loss": None, "updated": False, "duplicate": True}
     assert s.duplicates == 3
 
 
@@ -58,7 +67,7 @@ def test_parts_of_several_streams_keep_request_order():
     plan = Plan()
     plan.add("job", [a, b, a], [Part("a", [obs()]), Part("b", [obs()]), Part("a", [obs()])])
     assert [(o.id, seq) for o, seq in zip(plan.owners, plan.seqs)] == [("a", 1), ("b", 1), ("a", 2)]
-    ((_, answer),) = list(plan.answers(applied(plan)))
+    ((_, answer),) = answers(plan)
     assert [part[0]["step"] for part in answer] == [1, 1, 2]
 
 
@@ -99,3 +108,17 @@ def test_a_stream_whose_seqs_are_exhausted_refuses_the_request_whole():
         plan.add("refused", [s], [Part("s", [obs(seq=MAX_SEQ), obs()], ("body", "observations"), indexed=True)])
     assert refused.value.errors[0]["loc"] == ["body", "observations", 1, "seq"]
     assert plan.seqs == [MAX_SEQ] and len(plan.requests) == 1  # nothing of the refused request was planned
+
+
+def test_a_request_is_complete_once_its_new_observations_are_applied_whatever_the_slices():
+    a, b = state("a"), state("b")
+    plan = Plan()
+    plan.add("both", [a, b], [Part("a", [obs(), obs()]), Part("b", [obs()])])
+    plan.add("b again", [b], [Part("b", [obs(seq=1)])])  # repeats b's seq 1: complete when that one is
+    assert [plan.complete(r) for r in plan.requests] == [False, False]
+    first = [0, 2]  # a's first observation and b's
+    plan.record(first, [StepResult(plan.steps[k], [0.0], None, False) for k in first])
+    assert [plan.complete(r) for r in plan.requests] == [False, True]
+    plan.record([1], [StepResult(plan.steps[1], [1.0], None, False)])
+    assert plan.complete(plan.requests[0])
+    assert [[r["step"] for r in part] for part in plan.answer(plan.requests[0])] == [[1, 2], [1]]
