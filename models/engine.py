@@ -27,6 +27,10 @@ Item = tuple[str, Values, Values | None]  # (stream id, x, y)
 STATE_VERSION = 1
 
 
+# Arrays a state saved by an earlier version may lack: the stream continues exactly, they start afresh.
+ADDED_LATER = frozenset({"base_abs", "base_paired", "base_count", "last_y"})
+
+
 @dataclass(frozen=True, slots=True)
 class StreamMetrics:
     steps: int
@@ -38,6 +42,9 @@ class StreamMetrics:
     mae: float | None  # prequential, in the caller's units
     rmse: float | None
     grad_norm: float | None  # of the last applied update, before clipping
+    baseline_n: int = 0  # predictions whose target and naive forecast (last value, last target) are known
+    baseline_mae: float | None = None  # the naive forecast's MAE on those steps ...
+    vs_baseline: float | None = None  # ... and the stream's own MAE on the same steps, divided by it
 
 
 @dataclass
@@ -166,6 +173,9 @@ class Engine:
             mae=float(s.err_abs[slot]) / n if n else None,
             rmse=math.sqrt(float(s.err_sq[slot]) / n) if n else None,
             grad_norm=_finite_or_none(s.grad_norm[slot]),
+            baseline_n=int(s.base_count[slot]),
+            baseline_mae=float(s.base_abs[slot]) / int(s.base_count[slot]) if s.base_count[slot] else None,
+            vs_baseline=float(s.base_paired[slot] / s.base_abs[slot]) if s.base_abs[slot] > 0 else None,
         )
 
     def hidden(self, stream_id: str) -> Hidden:
@@ -224,13 +234,14 @@ class Engine:
         self.add_stream(stream_id, config)
         stream = self._streams[stream_id]
         arrays = stream.fleet.slots
-        missing = sorted(set(arrays.names()) - set(tensors))
+        missing = sorted(set(arrays.names()) - set(tensors) - ADDED_LATER)  # those start fresh
         if missing:
             self.remove_stream(stream_id)
             raise InvalidState(f"stream state lacks tensors {missing}")
         try:
             for name in arrays.names():
-                arrays.set_row(name, stream.slot, tensors[name])
+                if name in tensors:
+                    arrays.set_row(name, stream.slot, tensors[name])
         except InvalidState:
             self.remove_stream(stream_id)
             raise

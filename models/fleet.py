@@ -167,11 +167,14 @@ class Fleet:
         has_target: np.ndarray,
         finite: np.ndarray,
         warm: np.ndarray,
+        naive: np.ndarray,
     ) -> np.ndarray:
         """Record the targets of network ``steps`` (n, T); the per-step losses in training units (NaN: none).
 
         ``target`` is in training units, ``truth`` in the caller's; learning waits until the target's scale
-        is known (``warm``). A non-finite target is kept: the update that would use it is skipped.
+        is known (``warm``). A non-finite target is kept: the update that would use it is skipped. ``naive``
+        is the naive forecast of each step (the last value or the last target; NaN where there is none):
+        its errors are the baseline of the stream's metrics.
         """
         c, s = self.config, self.slots
         assert c.k2 is not None
@@ -185,6 +188,10 @@ class Fleet:
         _add_in_order(s.err_abs, rows.slots, errors)
         _add_in_order(s.err_sq, rows.slots, errors * errors)
         rows.put(s.err_count, rows.take(s.err_count) + finite.sum(axis=1))
+        paired = finite & np.isfinite(naive).all(axis=-1)
+        _add_in_order(s.base_abs, rows.slots, np.where(paired, np.abs(naive - truth).mean(axis=-1), 0.0))
+        _add_in_order(s.base_paired, rows.slots, np.where(paired, errors, 0.0))
+        rows.put(s.base_count, rows.take(s.base_count) + paired.sum(axis=1))
         self._record_losses(rows.slots, losses)
         return losses
 

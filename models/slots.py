@@ -158,6 +158,10 @@ class FleetSlots(SlotArrays):
     err_abs: np.ndarray  # prequential errors in the caller's units: sum |e|, sum e^2, count
     err_sq: np.ndarray
     err_count: np.ndarray
+    base_abs: np.ndarray  # the naive forecast's errors (last value, or last target), where it has one: sum |e|
+    base_paired: np.ndarray  # ... the stream's own errors on those same steps: sum |e| ...
+    base_count: np.ndarray  # ... and how many
+    last_y: np.ndarray  # (O,) explicit: the last known target (NaN: none yet), the naive forecast
     loss_count: np.ndarray  # losses seen, and their EWMA
     loss_ewma: np.ndarray
     last_update_loss: np.ndarray
@@ -191,6 +195,10 @@ class FleetSlots(SlotArrays):
             "err_abs": ArraySpec((), f64),
             "err_sq": ArraySpec((), f64),
             "err_count": ArraySpec((), i64),
+            "base_abs": ArraySpec((), f64),
+            "base_paired": ArraySpec((), f64),
+            "base_count": ArraySpec((), i64),
+            "last_y": ArraySpec((out,), f64, nan),
             "loss_count": ArraySpec((), i64),
             "loss_ewma": ArraySpec((), f64, nan),
             "last_update_loss": ArraySpec((), f64, nan),

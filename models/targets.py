@@ -79,10 +79,22 @@ class Explicit(TargetMode):
             pred, target, warm = mean + std * yhat, (y - mean) / std, count >= 2
         else:
             pred, target, warm = yhat, y, np.ones_like(has_y)
-        losses = fleet.resolve(rows, steps, yhat, pred, target, y, has_y, finite, warm)
+        naive = self._last_targets(rows, y, finite)
+        losses = fleet.resolve(rows, steps, yhat, pred, target, y, has_y, finite, warm, naive)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
         return Outcome(steps, pred, losses, updated)
+
+    def _last_targets(self, rows: Rows, y: np.ndarray, finite: np.ndarray) -> np.ndarray:
+        """The naive forecast of each step (n, T, O): the last finite target before it (NaN: none yet)."""
+        n, size = finite.shape
+        filled = np.concatenate([rows.take(self.slots.last_y)[:, None], y], axis=1)  # (n, T + 1, O)
+        if not finite.all():  # carry the last finite target over the gaps
+            valid = np.concatenate([np.ones((n, 1), dtype=bool), finite], axis=1)
+            at = np.maximum.accumulate(np.where(valid, np.arange(size + 1), 0), axis=1)  # the last valid index
+            filled = np.take_along_axis(filled, at[..., None], axis=1)
+        rows.put(self.slots.last_y, filled[:, -1])
+        return filled[:, :-1]
 
 
 class Forecast(TargetMode):
@@ -103,7 +115,7 @@ class Forecast(TargetMode):
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = np.ones(truth.shape[:2], dtype=bool)
         losses[:, 1:] = fleet.resolve(
-            rows, steps[:, :-1], yhat[:, :-1], pred[:, :-1], target, truth, known, known, warm
+            rows, steps[:, :-1], yhat[:, :-1], pred[:, :-1], target, truth, known, known, warm, x[:, :-1]
         )
         rows.put(s.pending_yhat, yhat[:, -1])
         rows.put(s.pending_pred, pred[:, -1])
@@ -131,7 +143,8 @@ class Forecast(TargetMode):
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
         target, warm = self._pending_target(rows, x)
         known = np.ones(x.shape[:2], dtype=bool)
-        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm)
+        naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
+        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm, naive)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step)
 
     def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -259,6 +259,12 @@ class PrequentialPublic(BaseModel):
     n: int = Field(description="predictions whose target is known")
     mae: float | None = Field(description="in the caller's units")
     rmse: float | None
+    baseline_mae: float | None = Field(
+        description="the naive forecast's MAE (the last value; in explicit mode the last known target)"
+    )
+    vs_baseline: float | None = Field(
+        description="the stream's MAE over the same steps divided by baseline_mae: below 1 beats the naive forecast"
+    )
 
 
 class MetricsPublic(BaseModel):
@@ -276,7 +282,10 @@ class MetricsPublic(BaseModel):
         return cls(
             steps=m.steps, updates=m.updates, skipped_updates=m.skipped_updates, last_seq=info.last_seq,
             duplicates=info.duplicates, loss=LossPublic(last_update=m.last_update_loss, ewma=m.loss_ewma),
-            prequential=PrequentialPublic(n=m.prequential_n, mae=m.mae, rmse=m.rmse), grad_norm=m.grad_norm,
+            prequential=PrequentialPublic(
+                n=m.prequential_n, mae=m.mae, rmse=m.rmse, baseline_mae=m.baseline_mae, vs_baseline=m.vs_baseline
+            ),
+            grad_norm=m.grad_norm,
         )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -62,3 +63,53 @@ def test_reset_weights_restarts_learning_from_the_initial_weights():
     expected = textbook(config, xs, ys, reset_weights={20}).weights
     for name, value in expected.items():
         torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)
+
+
+def test_the_naive_baseline_is_reported_beside_the_streams_own_error():
+    """Explicit mode: the last known target (missing targets skipped); the ratio compares the same steps.
+    Observations arrive one by one and in runs, so blocks that cross the last target are covered."""
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=2, output_size=2, k1=4))
+    xs, ys = sequence(2, 2, 60, seed=1, missing_every=5)
+    ys = [[10 * v for v in y] if y else None for y in ys]
+    results = [engine.observe("s", x, y) for x, y in zip(xs[:30], ys[:30])]
+    results += engine.observe_many([("s", x, y) for x, y in zip(xs[30:], ys[30:])])
+    own, naive, last = [], [], None
+    for r, y in zip(results, ys):
+        if y is None:
+            continue
+        if last is not None:
+            own.append(np.abs(np.array(r.prediction) - y).mean())
+            naive.append(np.abs(np.array(last) - y).mean())
+        last = y
+    m = engine.metrics("s")
+    assert m.baseline_n == len(naive) == 47
+    assert m.baseline_mae == pytest.approx(np.mean(naive), rel=1e-12)
+    assert m.vs_baseline == pytest.approx(np.sum(own) / np.sum(naive), rel=1e-12)
+
+
+def test_the_forecast_baseline_is_the_last_reading():
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", k1=3))
+    readings = [[math.sin(t / 3) + 0.1 * t] for t in range(40)]
+    results = engine.observe_many([("s", r, None) for r in readings[:25]])
+    results += [engine.observe("s", r) for r in readings[25:]]
+    own = [abs(r.prediction[0] - nxt[0]) for r, nxt in zip(results, readings[1:])]
+    naive = [abs(now[0] - nxt[0]) for now, nxt in itertools.pairwise(readings)]
+    m = engine.metrics("s")
+    assert m.baseline_n == 39 and m.baseline_mae == pytest.approx(np.mean(naive), rel=1e-12)
+    assert m.vs_baseline == pytest.approx(np.sum(own) / np.sum(naive), rel=1e-12)
+
+
+def test_a_state_saved_before_the_baseline_existed_still_loads():
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1))
+    engine.observe("s", [1.0], [2.0])
+    state = engine.state_dict("s")
+    for name in ("base_abs", "base_paired", "base_count", "last_y"):
+        del state["tensors"][name]
+    engine.load_state_dict("t", state)
+    assert engine.metrics("t").steps == 1 and engine.metrics("t").baseline_n == 0
+    engine.observe("t", [1.0], [3.0])
+    engine.observe("t", [1.0], [4.0])
+    assert engine.metrics("t").baseline_mae == pytest.approx(1.0)

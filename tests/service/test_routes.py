@@ -307,7 +307,13 @@ def test_metrics_shape_and_values(client):
         "prequential",
         "grad_norm",
     }
-    assert set(m["loss"]) == {"last_update", "ewma"} and set(m["prequential"]) == {"n", "mae", "rmse"}
+    assert set(m["loss"]) == {"last_update", "ewma"} and set(m["prequential"]) == {
+        "n",
+        "mae",
+        "rmse",
+        "baseline_mae",
+        "vs_baseline",
+    }
     assert (m["steps"], m["updates"], m["skipped_updates"], m["last_seq"], m["prequential"]["n"]) == (20, 5, 0, 20, 20)
     assert m["grad_norm"] > 0 and m["loss"]["ewma"] > 0 and m["prequential"]["rmse"] >= m["prequential"]["mae"]
 
