@@ -25,6 +25,10 @@ LOSSES: tuple[str, ...] = get_args(LossName)
 TARGETS: tuple[str, ...] = get_args(TargetMode)
 DTYPES: tuple[str, ...] = get_args(DType)
 
+# Fields added since configs were first stored, with the value that keeps a stored stream behaving as it
+# did (a config saved without them predates them), where that is not the default for new streams.
+BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False}
+
 # The largest a stream may be, whatever a service allows (its settings may only lower these): the API's
 # schema bounds and the settings' own maxima come from here.
 CEILINGS: dict[str, int] = {
@@ -64,6 +68,7 @@ class StreamConfig:
     target: TargetMode = "explicit"  # "next": the target of step t is the input of step t + 1
     normalize: bool = True  # online standardization of inputs and targets
     residual: bool = True  # forecast mode only: predict the change from the last reading
+    from_last_target: bool = True  # explicit mode only: predict the change from the last known target
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
 
@@ -95,7 +100,7 @@ class StreamConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidConfig(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{**BEFORE_THEIR_TIME, **data})
 
 
 def _validate(c: StreamConfig) -> None:
@@ -131,7 +136,7 @@ def _validate(c: StreamConfig) -> None:
     _in_range("weight_decay", c.weight_decay, 0.0, math.inf)
     if c.clip_grad_norm is not None:
         _positive_finite("clip_grad_norm", c.clip_grad_norm)
-    for name in ("normalize", "residual"):
+    for name in ("normalize", "residual", "from_last_target"):
         if not isinstance(getattr(c, name), bool):
             raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)
     _int_at_least("seed", c.seed, 0)

@@ -1,6 +1,9 @@
 """Target modes: how a block of observations becomes what the network sees and what it learns to predict.
 
 - ``Explicit``: each observation brings its target ``y_t``; ``x_t`` is forwarded, ``y_t`` resolves step t.
+  With ``from_last_target`` the network predicts the change from the last known target (the naive
+  forecast), so a stream starts near it and learns the rest; until a first target is known there is
+  nothing to predict a change from, and no loss.
 - ``Forecast`` (``target="next"``): the target of step t is ``x_{t+1}``, so ``x_t`` first resolves the
   pending step t-1 (and runs the update that step completes), then is forwarded.
 - ``Residual`` (forecast with ``residual``): the network sees the change since the previous reading and
@@ -71,15 +74,19 @@ class Explicit(TargetMode):
         rows.put(self.slots.steps, steps[:, -1])
         yhat = fleet.forward(rows, steps, self._standardized_inputs(rows, x)[0])
         finite = has_y & np.isfinite(y).all(axis=-1)
+        naive = self._last_targets(rows, y, finite)
+        base, based = np.zeros_like(y), np.ones_like(has_y)
+        if self.config.from_last_target:
+            based = np.isfinite(naive).all(axis=-1)  # a target before: a change to predict
+            base = np.where(based[..., None], naive, 0.0)
         if self.config.normalize:
-            history = self._moments("y", rows).accumulate(y, finite)
+            history = self._moments("y", rows).accumulate(y - base, finite & based)
             self._store_moments("y", rows, history.final())
             mean, std = history.scale()
             mean, std, count = mean[:, :-1], std[:, :-1], history.count[:, :-1]  # before each target
-            pred, target, warm = mean + std * yhat, (y - mean) / std, count >= 2
+            pred, target, warm = base + mean + std * yhat, (y - base - mean) / std, (count >= 2) & based
         else:
-            pred, target, warm = yhat, y, np.ones_like(has_y)
-        naive = self._last_targets(rows, y, finite)
+            pred, target, warm = base + yhat, y - base, based
         losses = fleet.resolve(rows, steps, yhat, pred, target, y, has_y, finite, warm, naive)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])

@@ -115,6 +115,9 @@ class StreamCreate(_Strict):
     )
     normalize: bool = Field(CORE_DEFAULTS.normalize, description="online standardization of inputs and targets")
     residual: bool = Field(CORE_DEFAULTS.residual, description="forecast mode: predict the change from the last x")
+    from_last_target: bool = Field(
+        CORE_DEFAULTS.from_last_target, description="explicit mode: predict the change from the last known y"
+    )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
@@ -126,7 +129,8 @@ class StreamCreate(_Strict):
             input_size=m.input_size, cell=m.cell, hidden_size=m.hidden_size, num_layers=m.num_layers,
             output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
             betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
-            target=self.target, normalize=self.normalize, residual=self.residual, dtype=self.dtype, seed=self.seed,
+            target=self.target, normalize=self.normalize, residual=self.residual,
+            from_last_target=self.from_last_target, dtype=self.dtype, seed=self.seed,
         )  # fmt: skip
 
     @classmethod
@@ -141,7 +145,7 @@ class StreamCreate(_Strict):
                 name=c.optimizer, lr=c.lr, momentum=c.momentum, betas=list(c.betas), eps=c.eps, weight_decay=c.weight_decay
             ),
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
-            residual=c.residual, dtype=c.dtype, seed=c.seed,
+            residual=c.residual, from_last_target=c.from_last_target, dtype=c.dtype, seed=c.seed,
         )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ def test_reused_live_forward_equals_replay(cell, layers):
         k1=10,
         dtype="float64",
         normalize=False,
+        from_last_target=False,
         loss="mse",
     )
     engine = Engine()

@@ -54,6 +54,7 @@ def test_matches_reference_loop(cell, opt, schedule, clip):
         loss="mse",
         dtype="float64",
         normalize=False,
+        from_last_target=False,
         seed=7,
         **OPTIMIZERS[opt],
     )
@@ -78,6 +79,7 @@ def test_stacked_layers_losses_and_weight_decay(cell, loss, opt):
         weight_decay=0.05,
         dtype="float64",
         normalize=False,
+        from_last_target=False,
         seed=3,
     )
     xs, ys = sequence(2, 1, STEPS, seed=2, missing_every=5)
@@ -85,9 +87,36 @@ def test_stacked_layers_losses_and_weight_decay(cell, loss, opt):
 
 
 def test_a_segment_without_targets_does_not_update():
-    config = StreamConfig(input_size=1, hidden_size=4, k1=4, optimizer="adam", dtype="float64", normalize=False)
+    config = StreamConfig(
+        input_size=1, hidden_size=4, k1=4, optimizer="adam", dtype="float64", normalize=False, from_last_target=False
+    )
     xs, ys = sequence(1, 1, 40, seed=4)
     ys = [None if 8 <= i < 16 else y for i, y in enumerate(ys)]  # steps 9..16: two whole segments
     assert_matches_reference(config, xs, ys)
     engine, _ = run_engine(config, xs, ys)
     assert engine.metrics("s").updates == 8  # 10 boundaries, 2 without a target
+
+
+@pytest.mark.parametrize(("k1", "k2"), [(5, 5), (4, 12)])
+def test_from_last_target_learns_the_change_since_the_last_known_target(k1, k2):
+    """The default explicit mode: the network's target is y_t minus the last known target (computed here,
+    independently), with no loss until a first target is known; the prediction is that target plus the
+    network's output."""
+    common = dict(cell="gru", input_size=2, hidden_size=4, output_size=2, k1=k1, k2=k2, dtype="float64")
+    config = StreamConfig(normalize=False, **common)  # from_last_target: the default
+    xs, ys = sequence(2, 2, 120, seed=11, missing_every=4)
+    ys = [None, None, *ys[2:]]  # nothing to predict a change from before the third step
+    last: list[float] | None = None
+    changes, bases = [], []
+    for y in ys:
+        bases.append(last or [0.0, 0.0])
+        changes.append(None if y is None or last is None else [a - b for a, b in zip(y, last)])
+        last = y if y is not None else last
+    engine, results = run_engine(config, xs, ys)
+    ref = reference(StreamConfig(normalize=False, from_last_target=False, **common), xs, changes)
+    for t, (result, base, expected) in enumerate(zip(results, bases, ref.predictions), start=1):
+        want = [b + e for b, e in zip(base, expected)]
+        assert result.prediction == pytest.approx(want, abs=1e-10, rel=0), f"prediction at step {t}"
+    for name, value in ref.weights.items():
+        torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)
+    assert engine.metrics("s").updates == ref.updates > 0

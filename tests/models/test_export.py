@@ -23,7 +23,15 @@ def test_initial_weights_are_those_of_seeded_torch_modules(cell, dtype):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_exported_weights_load_into_torch_and_predict_the_same(cell):
     config = StreamConfig(
-        cell=cell, input_size=3, hidden_size=6, num_layers=2, output_size=2, k1=5, dtype="float64", normalize=False
+        cell=cell,
+        input_size=3,
+        hidden_size=6,
+        num_layers=2,
+        output_size=2,
+        k1=5,
+        dtype="float64",
+        normalize=False,
+        from_last_target=False,
     )
     engine = Engine()
     engine.add_stream("s", config)

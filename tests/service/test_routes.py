@@ -28,6 +28,7 @@ DEFAULTS = {
     "target": "explicit",
     "normalize": True,
     "residual": True,
+    "from_last_target": True,
     "dtype": "float32",
     "seed": 0,
 }
