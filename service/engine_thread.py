@@ -165,7 +165,8 @@ class EngineThread:
                 self._waiting.append(job)
                 if self._batch_wait and job.call is None:
                     time.sleep(self._batch_wait)  # let concurrent observations join this batch
-            stopping = self._take() or stopping
+            if not stopping:  # what came after the stop sentinel is refused at shutdown, not served
+                stopping = self._take()
             self._process()
             self._continue()
             if self.failure is not None:  # what waits or runs will never be served: say so now
@@ -173,17 +174,15 @@ class EngineThread:
             self.worker.tick()
 
     def _take(self) -> bool:
-        """Everything queued, after what waits already; whether the stop sentinel came."""
-        stop = False
+        """What is queued, after what waits already, up to the stop sentinel; whether it came."""
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
-                return stop
+                return False
             if job is None:
-                stop = True
-            else:
-                self._waiting.append(job)
+                return True
+            self._waiting.append(job)
 
     def _busy(self) -> set[str | None]:
         return {job.tenant for _, jobs in self._running for job in jobs if job.tenant is not None}
