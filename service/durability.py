@@ -292,7 +292,7 @@ def groups(states: list[StreamState]) -> Iterator[list[StreamState]]:
     group: list[StreamState] = []
     size = 0
     for state in states:
-        nbytes = _engine_bytes(state.config.fleet_key) + state.results.nbytes
+        nbytes = state.state_bytes - state.results.full_bytes + state.results.nbytes  # what is held now
         if group and (len(group) == CHECKPOINT_GROUP or size + nbytes > GROUP_BYTES):
             yield group
             group, size = [], 0

@@ -27,6 +27,11 @@ class ResultLog:
         return capacity * (8 + 8 + 8 + 1 + 8 * output_size)
 
     @property
+    def full_bytes(self) -> int:
+        """What the kept results hold once ``capacity`` are kept."""
+        return self.max_bytes(self.capacity, self.output_size)
+
+    @property
     def nbytes(self) -> int:
         """What the kept results hold now (a checkpoint carries them)."""
         return self.max_bytes(self.count, self.output_size)
