@@ -42,6 +42,7 @@ class Job:
     tenant: str | None  # whose: a tenant's jobs run in order; None: anyone's (waits for nothing, holds nobody)
     payload: Any = None
     call: Callable[[], Any] | None = None
+    answered: bool = False  # set on the engine thread: its tenant's next jobs need not wait for its batch
 
     def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
         """From the engine thread."""
@@ -185,7 +186,8 @@ class EngineThread:
             self._waiting.append(job)
 
     def _busy(self) -> set[str | None]:
-        return {job.tenant for _, jobs in self._running for job in jobs if job.tenant is not None}
+        """The tenants with a request in an unfinished batch that is not answered yet."""
+        return {job.tenant for _, jobs in self._running for job in jobs if job.tenant is not None and not job.answered}
 
     def _process(self) -> None:
         """The waiting jobs of tenants with no unfinished batch, in order: calls one by one, consecutive
@@ -224,7 +226,7 @@ class EngineThread:
         if self._slice(slices, jobs):
             return set()
         self._running.append((slices, jobs))
-        return {job.tenant for job in jobs if job.tenant is not None}
+        return {job.tenant for job in jobs if job.tenant is not None and not job.answered}
 
     def _continue(self) -> None:
         """One more slice of every unfinished batch."""
@@ -243,6 +245,8 @@ class EngineThread:
             self._failed(jobs, exc)
             return True
         if answered:
+            for k, _ in answered:
+                jobs[k].answered = True
             settled = [(jobs[k], _domain(outcome)) for k, outcome in answered]
             jobs[0].loop.call_soon_threadsafe(_settle_all, settled)
         return slices.done
