@@ -23,6 +23,7 @@ from tbptt.models import CoreError, Engine, InvalidObservation
 from tbptt.models import StreamConfig as CoreConfig
 
 from .checkpoint import pack, summary, unpack
+from .checkpoint_writer import CheckpointWriter, Job
 from .errors import ServiceError, StorageFull, Unavailable
 from .modelfile import read_weights
 from .registry import StreamRegistry
@@ -55,10 +56,16 @@ def _engine_bytes(fleet_key: CoreConfig) -> int:
 
 class Durability:
     def __init__(
-        self, settings: Settings, engine: Engine, store: Store, registry: StreamRegistry, telemetry: Telemetry
+        self,
+        settings: Settings,
+        engine: Engine,
+        store: Store,
+        writer: CheckpointWriter,
+        registry: StreamRegistry,
+        telemetry: Telemetry,
     ) -> None:
         self.settings, self.engine, self.store, self.registry = settings, engine, store, registry
-        self.telemetry = telemetry
+        self.writer, self.telemetry = writer, telemetry
         self._trimmed = 0  # log batches up to here are gone
         self._housekept = 0.0
 
@@ -117,36 +124,55 @@ class Durability:
             state.checkpoint_step, state.checkpoint_events, state.checkpoint_updates = 0, 0, 0
         state.loaded = True
 
-    def checkpoint(self, *states: StreamState) -> bool:
-        """Checkpoint these streams in one transaction; False if the store refused (the log still holds
-        everything: the next attempt will do)."""
+    def checkpoint(self, *states: StreamState, evict: bool = False) -> None:
+        """Snapshot these streams for the checkpoint writer, which commits them together (those with a
+        checkpoint being written are left for later). With ``evict``, each leaves memory once its checkpoint
+        is committed, unless it has changed since."""
+        states = tuple(st for st in states if st.pending is None)
         if not states:
-            return True
-        packed = [(s.uid, s.steps, s.events, pack(self.engine, s)) for s in states]
-        try:
-            mark = self.write(lambda store: store.checkpoint(packed))
-        except ServiceError as exc:
-            log.warning("checkpoint of %d streams failed: %s", len(states), exc)
-            return False
+            return
         for state in states:
-            state.checkpointed(mark)
-        return True
+            state.pending = state.counters
+        rows = [(st.uid, st.steps, st.events, pack(self.engine, st)) for st in states]
+        self.writer.submit(Job(rows, self.store.last_batch, list(states), evict))
+
+    def written(self, busy: frozenset[int] = frozenset()) -> None:
+        """What the writer committed: the streams' marks advance (only now may the log behind them go)."""
+        for job in self.writer.finished():
+            if job.error is not None:
+                self.telemetry.write_failed()
+                log.warning("checkpoint of %d streams failed: %s", len(job.owners), job.error)
+            for state in job.owners:
+                held, state.pending = state.pending, None
+                assert held is not None
+                if job.error is not None:
+                    continue
+                state.checkpointed(job.mark, held)
+                unchanged = state.counters[:2] == held[:2] and state.uid not in busy
+                current = self.registry.find(state.tenant, state.id) is state  # not deleted meanwhile
+                if job.evict and unchanged and state.loaded and current:
+                    self._unload(state)
 
     def checkpoint_all(self) -> None:
-        """Every stream changed since its checkpoint (at shutdown)."""
+        """Every stream changed since its checkpoint, committed when this returns (at shutdown)."""
+        self.writer.flush()
+        self.written()
         for group in groups([st for st in self.registry if st.loaded and st.dirty]):
             self.checkpoint(*group)
+        self.writer.flush()
+        self.written()
 
     def housekeeping(self, busy: frozenset[int] = frozenset()) -> None:
         """Due checkpoints and evictions, in groups (``groups``), within a time budget; then the log behind
         every stream's fallback checkpoint is trimmed. Streams in ``busy`` (uids: observations of theirs are
         logged but not all applied yet) are left alone: a checkpoint now would claim the whole log batch."""
+        self.written(busy)
         now = time.monotonic()
         if now - self._housekept < HOUSEKEEPING_SECONDS:
             return
         self._housekept = now
         s = self.settings
-        free = [st for st in self.registry if st.uid not in busy]
+        free = [st for st in self.registry if st.uid not in busy and st.pending is None]
         idle = [st for st in free if st.loaded and now - st.last_active >= s.idle_seconds]
         due = [
             st for st in free
@@ -185,13 +211,16 @@ class Durability:
         return min(needing, default=self.store.last_batch)
 
     def _evict(self, *states: StreamState) -> None:
-        """Checkpoint and drop from memory; the next request restores them transparently."""
-        if not self.checkpoint(*[st for st in states if st.dirty]):
-            return  # keep them in memory
+        """Drop from memory, after a checkpoint if changed; the next request restores them transparently."""
         for state in states:
-            self.engine.remove_stream(state.key)
-            state.loaded = False
-            state.results = ResultLog(state.results.capacity, state.results.output_size)
+            if not state.dirty:
+                self._unload(state)
+        self.checkpoint(*[st for st in states if st.dirty], evict=True)
+
+    def _unload(self, state: StreamState) -> None:
+        self.engine.remove_stream(state.key)
+        state.loaded = False
+        state.results = ResultLog(state.results.capacity, state.results.output_size)
 
     # -- recovery ------------------------------------------------------------------------------------------
 

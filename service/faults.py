@@ -2,6 +2,7 @@
 
 - ``die_in_checkpoint=N``: the process dies (SIGKILL) in the middle of its N-th checkpoint write, after the
   row is written and before the commit;
+- ``die_in_part=N``: likewise in the N-th part of a large checkpoint (service/checkpoint_writer.py);
 - ``die_in_update=N``: the process dies in the middle of the engine's N-th TBPTT update, after its
   gradient and before its optimizer step;
 - ``disk_full_while=PATH``: every store write fails as on a full disk while the file PATH exists.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 
@@ -20,9 +22,12 @@ class Faults:
     def __init__(self, spec: str | None) -> None:
         options = dict(item.split("=", 1) for item in (spec or "").split(",") if item)
         self._die = {
-            point: int(options[f"die_in_{point}"]) for point in ("checkpoint", "update") if f"die_in_{point}" in options
+            point: int(options[f"die_in_{point}"])
+            for point in ("checkpoint", "part", "update")
+            if f"die_in_{point}" in options
         }
         self._seen = dict.fromkeys(self._die, 0)
+        self._counting = threading.Lock()  # the engine thread and the checkpoint writer both reach points
         self._full = Path(options["disk_full_while"]) if "disk_full_while" in options else None
 
     @classmethod
@@ -31,7 +36,9 @@ class Faults:
 
     def reached(self, point: str) -> None:
         """Called at the points named above; dies when told to."""
-        if point in self._die:
+        if point not in self._die:
+            return
+        with self._counting:
             self._seen[point] += 1
             if self._seen[point] == self._die[point]:
                 os.kill(os.getpid(), signal.SIGKILL)

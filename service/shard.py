@@ -26,6 +26,7 @@ from tbptt.models import Engine, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
 from .applying import Applying, Pace
+from .checkpoint_writer import CheckpointWriter
 from .datadir import DataDirLock
 from .durability import Durability, stream_bytes
 from .errors import Invalid, StorageFull, StreamConflict, Unavailable
@@ -57,6 +58,7 @@ class Shard:
         self.store: Store | None = None
         self._lock: DataDirLock | None = None
         self._durability: Durability | None = None
+        self._writer: CheckpointWriter | None = None
         self.watched: frozenset[Key] = frozenset()  # replaced whole by the event loop, never changed in place
         self.on_applied: Applied = lambda batches: None
         self._applying: list[Applying] = []  # micro-batches not yet wholly applied
@@ -78,7 +80,8 @@ class Shard:
         self._lock.acquire()  # one server per data directory: refused (the engine fails) if another holds it
         self.store = Store(s.data_dir, s.fsync, s.fsync_interval, faults)
         self.store.start_syncing()
-        self._durability = Durability(s, self.engine, self.store, self.registry, self.telemetry)
+        self._writer = CheckpointWriter(self.store.path, faults)
+        self._durability = Durability(s, self.engine, self.store, self._writer, self.registry, self.telemetry)
         replayed = self.durability.recover()
         self.telemetry.streams(len(self.registry))
         log.info(
@@ -167,9 +170,13 @@ class Shard:
     def close(self, failed: bool) -> None:
         try:
             if self.store is not None:
-                if not failed:
-                    self.durability.checkpoint_all()
-                self.store.close()
+                try:
+                    if not failed:
+                        self.durability.checkpoint_all()
+                finally:
+                    if self._writer is not None:
+                        self._writer.close()
+                    self.store.close()
         finally:
             if self._lock is not None:
                 self._lock.release()

@@ -2,7 +2,9 @@
 
 - ``streams``: one row per stream incarnation (``uid``): a stream deleted and created again is a new one.
 - ``checkpoints``: per stream the newest two, each with a SHA-256 of its bytes, so a corrupt one falls back
-  to the other; each remembers ``mark``, the last log batch written before it.
+  to the other; each remembers ``mark``, the last log batch written before it. A large one's bytes are in
+  ``parts`` (``blob``: its parts' id), written in transactions of their own by the checkpoint writer
+  (service/checkpoint_writer.py), so that no log append waits for more than one part.
 - ``log``: one row per engine batch (group commit), a compact binary record of every observation it applied
   (and, as single-record batches, of resets and imports), with a CRC. A stream's records after its
   checkpoint are replayed at restart; batches no stream needs any more are trimmed.
@@ -40,11 +42,16 @@ CREATE TABLE IF NOT EXISTS streams (
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, copy INTEGER NOT NULL DEFAULT 0,
-    mark INTEGER NOT NULL, data BLOB NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (uid, step, ord, copy)
+    mark INTEGER NOT NULL, data BLOB NOT NULL, digest TEXT NOT NULL, blob INTEGER, PRIMARY KEY (uid, step, ord, copy)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts (
+    blob INTEGER NOT NULL, part INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (blob, part)
+);
 CREATE TABLE IF NOT EXISTS log (batch INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);
 """
 KEPT_CHECKPOINTS = 2
+ORPHAN_PARTS = "DELETE FROM parts WHERE blob NOT IN (SELECT blob FROM checkpoints WHERE blob IS NOT NULL)"
+BUSY_SECONDS = 60.0  # a write waits this long for the other connection's transaction (one part, or a log append)
 INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages can be given back with incremental_vacuum
 WAL_LIMIT = 64 << 20  # bytes the WAL file keeps after a checkpoint
 SYNCHRONOUS = {"always": "FULL", "interval": "NORMAL", "never": "OFF"}
@@ -142,7 +149,7 @@ class Store:
         self._fsync, self._interval = fsync, fsync_interval
         self._closing = threading.Event()
         self._syncer: threading.Thread | None = None
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = connect(self.path)
         self._give_disk_back()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # the WAL shrinks back after checkpoints
@@ -150,6 +157,8 @@ class Store:
         self._db.executescript(SCHEMA)
         self._add_copies()
         self._add_duplicates()
+        self._add_blobs()
+        self._db.execute(ORPHAN_PARTS)  # a checkpoint whose writing a crash interrupted
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
 
     def _give_disk_back(self) -> None:
@@ -182,6 +191,12 @@ class Store:
             """
         )
 
+    def _add_blobs(self) -> None:
+        """Stores made before checkpoints could be written in parts get the column (NULL: the bytes inline)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")]
+        if "blob" not in columns:
+            self._db.execute("ALTER TABLE checkpoints ADD COLUMN blob INTEGER")
+
     def _add_duplicates(self) -> None:
         """Stores made before duplicate counts were durable get the column."""
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(streams)")]
@@ -212,7 +227,11 @@ class Store:
     def delete_stream(self, uid: int) -> None:
         """Its row and checkpoints (its log records go with the next trims); the pages freed are given back."""
         self._write(
-            [("DELETE FROM streams WHERE uid = ?", [(uid,)]), ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)])]
+            [
+                ("DELETE FROM streams WHERE uid = ?", [(uid,)]),
+                ("DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ?)", [(uid,)]),
+                ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)]),
+            ]
         )
         try:
             self._db.executescript("PRAGMA incremental_vacuum;")  # stepped to the end (execute stops at one page)
@@ -236,25 +255,16 @@ class Store:
         """The streams' new ``duplicates`` counts (uid -> count), when a batch applied nothing."""
         self._write(_counting(duplicates))
 
-    def checkpoint(self, checkpoints: Sequence[tuple[int, int, int, bytes]]) -> int:
-        """Write checkpoints (uid, step, ord, data), in one transaction, keeping the newest two per stream;
-        the mark they carry (the last log batch before them)."""
-        rows = [
-            (uid, step, order, self.last_batch, data, hashlib.sha256(data).hexdigest())
-            for uid, step, order, data in checkpoints
-        ]
-        insert = "INSERT OR REPLACE INTO checkpoints (uid, step, ord, mark, data, digest) VALUES (?, ?, ?, ?, ?, ?)"
-        self._write([(insert, rows), _prune([uid for uid, *_ in checkpoints])], point="checkpoint")
-        return self.last_batch
-
     def copy_newest(self, uids: Sequence[int]) -> int:
-        """Store a second copy of each stream's newest checkpoint (the older one goes): a stream that stays
-        quiet then needs no log at all to recover, even if one copy turns out corrupt. The copies' mark."""
+        """Store a second copy of each stream's newest checkpoint (the older one goes; a copy shares its parts):
+        a stream that stays quiet then needs no log at all to recover, even if one copy turns out corrupt. The
+        copies' mark."""
         copy = (
-            "INSERT INTO checkpoints SELECT uid, step, ord, copy + 1, ?, data, digest FROM checkpoints "
+            "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest, blob) "
+            "SELECT uid, step, ord, copy + 1, ?, data, digest, blob FROM checkpoints "
             "WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT 1"
         )
-        self._write([(copy, [(self.last_batch, uid) for uid in uids]), _prune(uids)], point="checkpoint")
+        self._write([(copy, [(self.last_batch, uid) for uid in uids]), *prune(uids)], point="checkpoint")
         return self.last_batch
 
     def trim(self, needed_from: int) -> None:
@@ -286,22 +296,7 @@ class Store:
             db.close()
 
     def _write(self, statements: list[tuple[str, list[tuple]]], point: str = "write") -> int | None:
-        if self._faults.disk_full():
-            raise StoreUnavailable("database or disk is full (injected)")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = None
-                for sql, rows in statements:
-                    cursor = self._db.executemany(sql, rows) if len(rows) != 1 else self._db.execute(sql, rows[0])
-                self._faults.reached(point)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return cursor.lastrowid if cursor is not None else None
+        return transaction(self._db, self._faults, statements, point)
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -314,10 +309,14 @@ class Store:
     def checkpoints(self, uid: int) -> Iterator[Checkpoint]:
         """Valid checkpoints, newest first; a corrupt one is logged and skipped."""
         rows = self._db.execute(
-            "SELECT step, ord, mark, data, digest FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC",
+            "SELECT step, ord, mark, data, digest, blob FROM checkpoints WHERE uid = ? "
+            "ORDER BY step DESC, ord DESC, copy DESC",
             (uid,),
         )
-        for step, order, mark, data, digest in rows.fetchall():
+        for step, order, mark, data, digest, blob in rows.fetchall():
+            if blob is not None:
+                parts = self._db.execute("SELECT data FROM parts WHERE blob = ? ORDER BY part", (blob,))
+                data = b"".join(part for (part,) in parts)
             if hashlib.sha256(data).hexdigest() == digest:
                 yield Checkpoint(step, order, mark, data)
             else:
@@ -335,11 +334,49 @@ class Store:
                 yield number, _decode_observations(data) if kind == "obs" else _decode_event(kind, data)
 
 
-def _prune(uids: Sequence[int]) -> tuple[str, list[tuple]]:
-    """The statement that keeps the newest KEPT_CHECKPOINTS checkpoints of each of ``uids``."""
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) that waits for the other's transaction."""
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
+
+
+def transaction(
+    db: sqlite3.Connection, faults: Faults, statements: list[tuple[str, list[tuple]]], point: str = "write"
+) -> int | None:
+    """Run ``statements`` (SQL, rows) in one transaction: all or nothing. The last statement's lastrowid;
+    ``StoreUnavailable`` if the store refused (nothing was written)."""
+    if faults.disk_full():
+        raise StoreUnavailable("database or disk is full (injected)")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = None
+            for sql, rows in statements:
+                cursor = db.executemany(sql, rows) if len(rows) != 1 else db.execute(sql, rows[0])
+            faults.reached(point)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    return cursor.lastrowid if cursor is not None else None
+
+
+def prune(uids: Sequence[int]) -> list[tuple[str, list[tuple]]]:
+    """The statements that keep the newest KEPT_CHECKPOINTS checkpoints of each of ``uids``, and the parts
+    no kept checkpoint of theirs refers to (a stream's parts belong to its checkpoints only)."""
     keep = "SELECT step, ord, copy FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT ?"
-    return f"DELETE FROM checkpoints WHERE uid = ? AND (step, ord, copy) NOT IN ({keep})", [
-        (uid, uid, KEPT_CHECKPOINTS) for uid in uids
+    return [
+        (
+            f"DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ? AND (step, ord, copy) "
+            f"NOT IN ({keep})) AND blob NOT IN (SELECT blob FROM checkpoints WHERE uid = ? AND (step, ord, copy) "
+            f"IN ({keep}) AND blob IS NOT NULL)",
+            [(uid, uid, KEPT_CHECKPOINTS, uid, uid, KEPT_CHECKPOINTS) for uid in uids],
+        ),
+        (
+            f"DELETE FROM checkpoints WHERE uid = ? AND (step, ord, copy) NOT IN ({keep})",
+            [(uid, uid, KEPT_CHECKPOINTS) for uid in uids],
+        ),
     ]
 
 

@@ -55,6 +55,7 @@ class StreamState:
     checkpoint_events: int = 0
     checkpoint_updates: int = 0
     checkpoint_time: float = field(default_factory=time.monotonic)
+    pending: tuple[int, int, int] | None = None  # (steps, events, updates) of a checkpoint being written
     last_active: float = field(default_factory=time.monotonic)
     created_mark: int = 0  # the last log batch before the stream existed
     newest_mark: int = 0  # the log batch of the newest checkpoint (or of the creation)
@@ -79,11 +80,17 @@ class StreamState:
         hold its current state (a quiet stream, once its newest checkpoint is copied)."""
         return self.dirty or self.fallback_state != (self.steps, self.events)
 
-    def checkpointed(self, mark: int) -> None:
-        """A checkpoint of the current state was written after log batch ``mark``."""
+    @property
+    def counters(self) -> tuple[int, int, int]:
+        """What a checkpoint taken now holds: (steps, events, updates)."""
+        return (self.steps, self.events, self.updates)
+
+    def checkpointed(self, mark: int, held: tuple[int, int, int]) -> None:
+        """A checkpoint of the state with these ``counters`` was committed, its snapshot taken after log batch
+        ``mark``."""
         self.fallback_state = (max(self.checkpoint_step, 0), self.checkpoint_events)
         self.fallback_mark, self.newest_mark = self.newest_mark, mark
-        self.checkpoint_step, self.checkpoint_events, self.checkpoint_updates = self.steps, self.events, self.updates
+        self.checkpoint_step, self.checkpoint_events, self.checkpoint_updates = held
         self.checkpoint_time = time.monotonic()
 
     @property

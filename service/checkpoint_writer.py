@@ -1,0 +1,132 @@
+"""The checkpoint writer: a thread with its own store connection that writes the checkpoints the engine
+thread has packed. The engine thread only snapshots a stream (tens of milliseconds for the largest); the
+writing (hundreds of milliseconds for tens of megabytes, the interpreter lock released meanwhile) happens
+here, a large checkpoint in parts of ``PART_BYTES``, each in a transaction of its own, so that a log
+append of the engine thread never waits for more than one part. A checkpoint becomes visible in one last
+small transaction; a crash before it leaves parts that the next start deletes.
+
+The engine thread learns what was written from ``finished`` and only then advances the streams' marks (a
+log batch is never trimmed for a checkpoint not yet committed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Snapshot
+from .faults import Faults
+from .store import StoreUnavailable, connect, prune, transaction
+from .streams import StreamState
+
+log = logging.getLogger(__name__)
+
+PART_BYTES = 1 << 20  # about 15 ms of writing here: what a log append may wait for
+
+INSERT = (
+    "INSERT OR REPLACE INTO checkpoints (uid, step, ord, mark, data, digest, blob) "
+    "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
+)  # a stream deleted while its checkpoint was written gets none
+REPLACED = (
+    "DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ? AND step = ? AND ord = ? AND copy = 0)"
+)
+DELETED = "DELETE FROM parts WHERE blob = ? AND NOT EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
+
+
+@dataclass
+class Job:
+    """Checkpoints of some streams, committed together: ``rows`` (uid, step, ord, data) and the last log
+    batch before their snapshot (``mark``). ``owners`` and ``evict`` are the engine thread's, carried back."""
+
+    rows: Sequence[tuple[int, int, int, bytes | Snapshot]]
+    mark: int
+    owners: list[StreamState] = field(default_factory=list)
+    evict: bool = False
+    error: str | None = None  # why nothing was written, once finished
+
+
+class CheckpointWriter:
+    def __init__(self, path: Path, faults: Faults) -> None:
+        self._path, self._faults = path, faults
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._finished: queue.Queue[Job] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+
+    def finished(self) -> list[Job]:
+        """The jobs written (or refused) since the last call, in order."""
+        done = []
+        while True:
+            try:
+                done.append(self._finished.get_nowait())
+            except queue.Empty:
+                return done
+
+    def flush(self) -> None:
+        """Wait until every job submitted so far is written or refused."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        """Write what was submitted, then stop."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        db = connect(self._path)
+        try:
+            blobs = "SELECT blob FROM parts UNION ALL SELECT blob FROM checkpoints"
+            self._next_blob = db.execute(f"SELECT COALESCE(MAX(blob), 0) FROM ({blobs})").fetchone()[0] + 1
+            while (job := self._jobs.get()) is not None:
+                try:
+                    self._write(db, job)
+                except StoreUnavailable as exc:
+                    job.error = str(exc)
+                except Exception as exc:  # never leave a job unanswered: its streams would never checkpoint again
+                    log.exception("checkpoint writer failed")
+                    job.error = f"internal error: {exc}"
+                self._finished.put(job)
+                self._jobs.task_done()
+            self._jobs.task_done()
+        finally:
+            db.close()
+
+    def _write(self, db: Any, job: Job) -> None:
+        """Small jobs in one transaction; larger ones in parts, then one transaction that makes them visible
+        and keeps the newest two per stream."""
+        pieces = [_pieces(data) for *_, data in job.rows]
+        inline = sum(piece.nbytes for row in pieces for piece in row) <= PART_BYTES
+        rows = []
+        for (uid, step, order, _), views in zip(job.rows, pieces):
+            digest = hashlib.sha256()
+            for view in views:
+                digest.update(view)  # (hashlib lets go of the interpreter lock for large buffers)
+            if inline:
+                rows.append((uid, step, order, job.mark, b"".join(views), digest.hexdigest(), None, uid))
+                continue
+            blob, self._next_blob = self._next_blob, self._next_blob + 1
+            parts = (view[at : at + PART_BYTES] for view in views for at in range(0, view.nbytes, PART_BYTES))
+            for k, part in enumerate(parts):
+                insert = [("INSERT INTO parts (blob, part, data) VALUES (?, ?, ?)", [(blob, k, part)])]
+                transaction(db, self._faults, insert, point="part")
+            rows.append((uid, step, order, job.mark, b"", digest.hexdigest(), blob, uid))
+        uids = [uid for uid, *_ in job.rows]
+        statements: list[tuple[str, list[tuple]]] = [
+            (REPLACED, [(uid, step, order) for uid, step, order, _ in job.rows]),
+            (INSERT, rows),
+            *prune(uids),
+            (DELETED, [(row[6], row[0]) for row in rows if row[6] is not None]),
+        ]
+        transaction(db, self._faults, [(sql, args) for sql, args in statements if args], point="checkpoint")
+
+
+def _pieces(data: bytes | Snapshot) -> list[memoryview]:
+    return data.pieces if isinstance(data, Snapshot) else [memoryview(data)]
