@@ -29,6 +29,11 @@ STATE_VERSION = 1
 
 # Arrays a state saved by an earlier version may lack: the stream continues exactly, they start afresh.
 ADDED_LATER = frozenset({"base_abs", "base_paired", "base_count", "last_y"})
+# What a stream's next prediction depends on besides its weights: the carried state, the statistics that
+# standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
+PREDICTION_STATE = (
+    "hidden", "x_shift", "x_s1", "x_s2", "x_count", "y_shift", "y_s1", "y_s2", "y_count", "last_x", "last_y", "steps",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,12 @@ class Engine:
         """The weights under torch.nn names: ``rnn.weight_ih_l0``, ..., ``head.weight``, ``head.bias``."""
         stream = self._get(stream_id)
         return stream.fleet.layout.export(stream.fleet.slots.params[stream.slot])
+
+    def prediction_state(self, stream_id: str) -> dict[str, Tensor]:
+        """Copies of what the next prediction depends on besides the weights (``PREDICTION_STATE``): with the
+        weights, enough to reproduce the stream's predictions outside the service (README, "Export")."""
+        stream = self._get(stream_id)
+        return {name: stream.fleet.slots.row(name, stream.slot) for name in PREDICTION_STATE}
 
     def import_weights(self, stream_id: str, weights: dict[str, Tensor]) -> None:
         """Replace the weights (names, shapes, dtype and finiteness checked); optimizer and hidden state reset."""

@@ -2,7 +2,11 @@
 
 The tensors carry ``torch.nn`` names (``rnn.weight_ih_l0`` ... ``head.bias``) and the complete config rides
 along as JSON under the metadata key ``config``, so ``safetensors.torch.load_file`` plus ``load_state_dict``
-rebuild the model in plain PyTorch.
+rebuild the model in plain PyTorch. An export also carries ``stream.*`` tensors: what the stream's next
+prediction depends on besides the weights (its carried state, normalization statistics, last reading and
+target; ``Engine.prediction_state``), so that plain PyTorch reproduces its predictions (README, "Export").
+An import takes the weights; those tensors are checked by name and otherwise left aside (the stream keeps
+its own statistics, and its state starts afresh, as with any import).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from tbptt.models import StreamConfig as CoreConfig
+from tbptt.models.engine import PREDICTION_STATE
 from tbptt.models.layout import Layout
 
 from .errors import Invalid
@@ -23,9 +28,16 @@ from .schemas import StreamCreate
 MAX_HEADER = 1 << 20  # a model file's JSON header; real ones are a few KB
 
 
-def write_weights(weights: dict[str, torch.Tensor], config: CoreConfig) -> bytes:
+STATE_PREFIX = "stream."
+
+
+def write_weights(
+    weights: dict[str, torch.Tensor], config: CoreConfig, state: dict[str, torch.Tensor] | None = None
+) -> bytes:
+    """The weights, and the stream's ``state`` (``Engine.prediction_state``) under ``stream.`` names."""
     config_json = StreamCreate.from_core(config).model_dump_json()
-    return save_tensors({k: v.contiguous() for k, v in weights.items()}, metadata={"config": config_json})
+    tensors = {**weights, **{STATE_PREFIX + name: value for name, value in (state or {}).items()}}
+    return save_tensors({k: v.contiguous() for k, v in tensors.items()}, metadata={"config": config_json})
 
 
 def read_weights(data: bytes, config: CoreConfig) -> dict[str, torch.Tensor]:
@@ -40,6 +52,14 @@ def read_weights(data: bytes, config: CoreConfig) -> dict[str, torch.Tensor]:
         raise Invalid(["body"], f"not a valid safetensors file: {exc}") from exc
     if "config" in meta:
         _check_architecture(meta["config"], config)
+    unknown = sorted(
+        name
+        for name in tensors
+        if name.startswith(STATE_PREFIX) and name.removeprefix(STATE_PREFIX) not in PREDICTION_STATE
+    )
+    if unknown:
+        raise Invalid(["body"], f"unknown stream state tensors {unknown}: expected {list(PREDICTION_STATE)}")
+    tensors = {name: tensor for name, tensor in tensors.items() if not name.startswith(STATE_PREFIX)}
     dtype = config.torch_dtype
     for name, tensor in tensors.items():
         if tensor.dtype != dtype:

@@ -252,7 +252,9 @@ class Shard:
 
     def export_model(self, tenant: str, stream: str) -> bytes:
         state = self.loaded(tenant, stream)
-        return write_weights(self.engine.export_weights(state.key), state.config)
+        return write_weights(
+            self.engine.export_weights(state.key), state.config, self.engine.prediction_state(state.key)
+        )
 
     def import_model(self, tenant: str, stream: str, data: bytes) -> StreamInfo:
         state = self.loaded(tenant, stream)

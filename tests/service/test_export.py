@@ -1,0 +1,90 @@
+"""An exported model file is self-contained: the README's plain-PyTorch function, run on the file and the
+readings that come after the export, gives the predictions the service gives for them."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load as load_tensors
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_function():
+    """The code block after the README's export-example marker, executed: its ``predictions``."""
+    text = README.read_text()
+    block = re.search(r"<!-- export-example -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README lost its export example"
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    return namespace["predictions"]
+
+
+def series(count: int, inputs: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(count)[:, None]
+    return 20 + 3 * np.sin(t / 5 + np.arange(inputs)) + 0.3 * rng.standard_normal((count, inputs))
+
+
+CASES = {
+    "forecast, GRU": {"model": {"input_size": 2}, "target": "next", "tbptt": {"k1": 64}},
+    "forecast, LSTM 2 layers": {
+        "model": {"input_size": 1, "cell": "lstm", "num_layers": 2, "hidden_size": 16}, "target": "next",
+        "tbptt": {"k1": 64},
+    },
+    "explicit, RNN, some targets missing": {"model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 64}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_readme_function_reproduces_the_services_predictions_from_an_export(client, tmp_path, case):
+    config = CASES[case]
+    inputs = config["model"]["input_size"]
+    explicit = config.get("target") != "next"
+    x = series(110, inputs, seed=len(case))
+    y = x.sum(axis=1, keepdims=True) / 3 + 1.0
+
+    def observation(k: int) -> dict:
+        obs: dict = {"x": x[k].tolist()}
+        if explicit and k % 4 != 3:
+            obs["y"] = y[k].tolist()
+        return obs
+
+    assert client.put("/v1/streams/s", json=config).status_code == 201
+    before = [observation(k) for k in range(70)]  # an update at step 64; the next at 128
+    assert client.post("/v1/streams/s/observations", json={"observations": before}).status_code == 200
+    exported = tmp_path / "s.safetensors"
+    exported.write_bytes(client.get("/v1/streams/s/model").content)
+    after = [observation(k) for k in range(70, 110)]
+    results = client.post("/v1/streams/s/observations", json={"observations": after}).json()["results"]
+    assert not any(r["updated"] for r in results)
+    served = np.array([r["prediction"] for r in results])
+    ours = np.array(readme_function()(str(exported), after))
+    assert served.shape == ours.shape
+    # float32 network, float64 statistics: the two differ by float32's rounding of the network's output,
+    # scaled by the targets' std (values near 20 here), and nothing more
+    tolerance = 1e-5 * max(1.0, float(np.abs(served).max()))
+    assert np.abs(served - ours).max() <= tolerance, np.abs(served - ours).max()
+    assert not math.isnan(float(ours.sum()))
+
+
+def test_an_exported_file_imports_into_another_stream(client):
+    config = CASES["forecast, GRU"]
+    for stream in ("a", "b"):
+        assert client.put(f"/v1/streams/{stream}", json=config).status_code == 201
+    observations = [{"x": row.tolist()} for row in series(30, 2, seed=1)]
+    assert client.post("/v1/streams/a/observations", json={"observations": observations}).status_code == 200
+    exported = client.get("/v1/streams/a/model").content
+    assert "stream.x_count" in load_tensors(exported) and "stream.hidden" in load_tensors(exported)
+    assert client.put("/v1/streams/b/model", content=exported).status_code == 200
+    weights = {k: v for k, v in load_tensors(client.get("/v1/streams/b/model").content).items() if k[:7] != "stream."}
+    assert all((weights[k] == v).all() for k, v in load_tensors(exported).items() if k[:7] != "stream.")
+    typo = {**load_tensors(exported), "stream.hiden": load_tensors(exported)["stream.hidden"]}
+    from safetensors.torch import save as save_tensors
+
+    r = client.put("/v1/streams/b/model", content=save_tensors(typo))
+    assert r.status_code == 422 and "stream.hiden" in r.text
