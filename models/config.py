@@ -27,7 +27,7 @@ DTYPES: tuple[str, ...] = get_args(DType)
 
 # Fields added since configs were first stored, with the value that keeps a stored stream behaving as it
 # did (a config saved without them predates them), where that is not the default for new streams.
-BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False}
+BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False}
 
 # The largest a stream may be, whatever a service allows (its settings may only lower these): the API's
 # schema bounds and the settings' own maxima come from here.
@@ -69,6 +69,7 @@ class StreamConfig:
     normalize: bool = True  # online standardization of inputs and targets
     residual: bool = True  # forecast mode only: predict the change from the last reading
     from_last_target: bool = True  # explicit mode only: predict the change from the last known target
+    gate: bool = True  # report the naive forecast plus the predicted change damped as it pays (models/gate.py)
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
 

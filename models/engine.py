@@ -28,11 +28,12 @@ STATE_VERSION = 1
 
 
 # Arrays a state saved by an earlier version may lack: the stream continues exactly, they start afresh.
-ADDED_LATER = frozenset({"base_abs", "base_paired", "base_count", "last_y"})
+ADDED_LATER = frozenset({"base_abs", "base_paired", "base_count", "last_y", "gate_err", "gate_count", "pending_raw"})
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
 PREDICTION_STATE = (
     "hidden", "x_shift", "x_s1", "x_s2", "x_count", "y_shift", "y_s1", "y_s2", "y_count", "last_x", "last_y", "steps",
+    "gate_err", "gate_count", "pending_raw",
 )  # fmt: skip
 
 

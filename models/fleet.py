@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import optim
+from . import gate, optim
 from .cells import make_cell, per_step
 from .config import StreamConfig
 from .layout import Layout
@@ -48,6 +48,7 @@ class Fleet:
             out=config.output_size,
             optim=optim.state_names(config),
             dtype=config.torch_dtype,
+            gate_weights=len(gate.WEIGHTS),
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots)
         self.mode = target_mode(self)

@@ -162,6 +162,9 @@ class FleetSlots(SlotArrays):
     base_paired: np.ndarray  # ... the stream's own errors on those same steps: sum |e| ...
     base_count: np.ndarray  # ... and how many
     last_y: np.ndarray  # (O,) explicit: the last known target (NaN: none yet), the naive forecast
+    gate_err: np.ndarray  # (O, W) per output, the recent absolute error of each of gate.WEIGHTS ...
+    gate_count: np.ndarray  # () ... after this many judged steps
+    pending_raw: np.ndarray  # (O,) forecast: the network's own prediction awaiting its target
     loss_count: np.ndarray  # losses seen, and their EWMA
     loss_ewma: np.ndarray
     last_update_loss: np.ndarray
@@ -169,7 +172,7 @@ class FleetSlots(SlotArrays):
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
-        dtype: torch.dtype,
+        dtype: torch.dtype, gate_weights: int,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -199,6 +202,9 @@ class FleetSlots(SlotArrays):
             "base_paired": ArraySpec((), f64),
             "base_count": ArraySpec((), i64),
             "last_y": ArraySpec((out,), f64, nan),
+            "gate_err": ArraySpec((out, gate_weights), f64),
+            "gate_count": ArraySpec((), i64),
+            "pending_raw": ArraySpec((out,), f64),
             "loss_count": ArraySpec((), i64),
             "loss_ewma": ArraySpec((), f64, nan),
             "last_update_loss": ArraySpec((), f64, nan),

@@ -9,6 +9,9 @@
 - ``Residual`` (forecast with ``residual``): the network sees the change since the previous reading and
   predicts the next change; the prediction is reported as a level.
 
+With ``gate`` (models/gate.py), what is reported is the naive forecast plus the network's predicted change,
+damped as far as the stream's recent errors say it pays; the network learns from its own outputs.
+
 Each with ``normalize``: online standardization (``normalizer.Moments``) of the inputs and of the targets
 (of the changes, in residual mode); predictions are reported in the caller's units, and learning waits
 until a target's scale is known (two values seen). A block never crosses a k1 boundary (see ``fleet``), so
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import gate
 from .normalizer import Moments
 from .slots import Rows
 
@@ -46,6 +50,12 @@ class TargetMode:
     def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
         """Apply one block: ``x`` (n, T, I), ``y`` (n, T, O) and ``has_y`` (n, T) from step ``first`` (n,)."""
         raise NotImplementedError
+
+    def _reported(
+        self, rows: Rows, pred: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray
+    ) -> np.ndarray:
+        """What to report for the network's predictions ``pred`` (n, T, O): see ``gate.blend``."""
+        return gate.blend(self.slots, rows, pred, naive, truth, judged) if self.config.gate else pred
 
     def _standardized_inputs(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, Moments | None]:
         """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block."""
@@ -87,10 +97,11 @@ class Explicit(TargetMode):
             pred, target, warm = base + mean + std * yhat, (y - base - mean) / std, (count >= 2) & based
         else:
             pred, target, warm = base + yhat, y - base, based
-        losses = fleet.resolve(rows, steps, yhat, pred, target, y, has_y, finite, warm, naive)
+        shown = self._reported(rows, pred, naive, y, finite)
+        losses = fleet.resolve(rows, steps, yhat, shown, target, y, has_y, finite, warm, naive)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
-        return Outcome(steps, pred, losses, updated)
+        return Outcome(steps, shown, losses, updated)
 
     def _last_targets(self, rows: Rows, y: np.ndarray, finite: np.ndarray) -> np.ndarray:
         """The naive forecast of each step (n, T, O): the last finite target before it (NaN: none yet)."""
@@ -121,13 +132,16 @@ class Forecast(TargetMode):
         yhat, pred, target, warm = self._network(rows, steps, x)
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = np.ones(truth.shape[:2], dtype=bool)
+        judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
+        shown = self._reported(rows, pred, x, np.concatenate([truth, x[:, -1:]], axis=1), judged)
         losses[:, 1:] = fleet.resolve(
-            rows, steps[:, :-1], yhat[:, :-1], pred[:, :-1], target, truth, known, known, warm, x[:, :-1]
+            rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, known, known, warm, x[:, :-1]
         )
         rows.put(s.pending_yhat, yhat[:, -1])
-        rows.put(s.pending_pred, pred[:, -1])
+        rows.put(s.pending_pred, shown[:, -1])
+        rows.put(s.pending_raw, pred[:, -1])
         rows.put(s.last_x, x[:, -1])
-        return Outcome(steps, pred, losses, updated)
+        return Outcome(steps, shown, losses, updated)
 
     def _network(
         self, rows: Rows, steps: np.ndarray, x: np.ndarray
@@ -151,6 +165,7 @@ class Forecast(TargetMode):
         target, warm = self._pending_target(rows, x)
         known = np.ones(x.shape[:2], dtype=bool)
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
+        self._reported(rows, s.pending_raw[sl][:, None], naive, x, known)  # (reported already: this judges it)
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm, naive)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step)
 

@@ -118,6 +118,11 @@ class StreamCreate(_Strict):
     from_last_target: bool = Field(
         CORE_DEFAULTS.from_last_target, description="explicit mode: predict the change from the last known y"
     )
+    gate: bool = Field(
+        CORE_DEFAULTS.gate,
+        description="report the naive forecast plus the network's predicted change, damped as far as the "
+        "stream's recent errors say it pays (never much worse than the naive forecast)",
+    )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
@@ -130,7 +135,7 @@ class StreamCreate(_Strict):
             output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
             betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
             target=self.target, normalize=self.normalize, residual=self.residual,
-            from_last_target=self.from_last_target, dtype=self.dtype, seed=self.seed,
+            from_last_target=self.from_last_target, gate=self.gate, dtype=self.dtype, seed=self.seed,
         )  # fmt: skip
 
     @classmethod
@@ -145,7 +150,7 @@ class StreamCreate(_Strict):
                 name=c.optimizer, lr=c.lr, momentum=c.momentum, betas=list(c.betas), eps=c.eps, weight_decay=c.weight_decay
             ),
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
-            residual=c.residual, from_last_target=c.from_last_target, dtype=c.dtype, seed=c.seed,
+            residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, dtype=c.dtype, seed=c.seed,
         )  # fmt: skip
 
 

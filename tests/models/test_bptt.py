@@ -27,6 +27,7 @@ def test_reused_live_forward_equals_replay(cell, layers):
         dtype="float64",
         normalize=False,
         from_last_target=False,
+        gate=False,
         loss="mse",
     )
     engine = Engine()

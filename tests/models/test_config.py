@@ -57,7 +57,8 @@ def test_every_refusal_of_the_core_shares_one_root():
 
 def test_a_config_stored_before_from_last_target_existed_keeps_its_behaviour():
     stored = StreamConfig(input_size=2).to_dict()
-    del stored["from_last_target"]  # as a data directory of an earlier version holds it
+    del stored["from_last_target"], stored["gate"]  # as a data directory of an earlier version holds it
     assert StreamConfig.from_dict(stored).from_last_target is False
+    assert StreamConfig.from_dict(stored).gate is False
     assert StreamConfig.from_dict(StreamConfig(input_size=2).to_dict()).from_last_target is True
     assert StreamConfig(input_size=2).from_last_target is True  # new streams: on

@@ -55,6 +55,7 @@ def test_matches_reference_loop(cell, opt, schedule, clip):
         dtype="float64",
         normalize=False,
         from_last_target=False,
+        gate=False,
         seed=7,
         **OPTIMIZERS[opt],
     )
@@ -80,6 +81,7 @@ def test_stacked_layers_losses_and_weight_decay(cell, loss, opt):
         dtype="float64",
         normalize=False,
         from_last_target=False,
+        gate=False,
         seed=3,
     )
     xs, ys = sequence(2, 1, STEPS, seed=2, missing_every=5)
@@ -88,7 +90,14 @@ def test_stacked_layers_losses_and_weight_decay(cell, loss, opt):
 
 def test_a_segment_without_targets_does_not_update():
     config = StreamConfig(
-        input_size=1, hidden_size=4, k1=4, optimizer="adam", dtype="float64", normalize=False, from_last_target=False
+        input_size=1,
+        hidden_size=4,
+        k1=4,
+        optimizer="adam",
+        dtype="float64",
+        normalize=False,
+        from_last_target=False,
+        gate=False,
     )
     xs, ys = sequence(1, 1, 40, seed=4)
     ys = [None if 8 <= i < 16 else y for i, y in enumerate(ys)]  # steps 9..16: two whole segments
@@ -103,7 +112,7 @@ def test_from_last_target_learns_the_change_since_the_last_known_target(k1, k2):
     independently), with no loss until a first target is known; the prediction is that target plus the
     network's output."""
     common = dict(cell="gru", input_size=2, hidden_size=4, output_size=2, k1=k1, k2=k2, dtype="float64")
-    config = StreamConfig(normalize=False, **common)  # from_last_target: the default
+    config = StreamConfig(normalize=False, gate=False, **common)  # from_last_target: the default
     xs, ys = sequence(2, 2, 120, seed=11, missing_every=4)
     ys = [None, None, *ys[2:]]  # nothing to predict a change from before the third step
     last: list[float] | None = None
@@ -113,7 +122,7 @@ def test_from_last_target_learns_the_change_since_the_last_known_target(k1, k2):
         changes.append(None if y is None or last is None else [a - b for a, b in zip(y, last)])
         last = y if y is not None else last
     engine, results = run_engine(config, xs, ys)
-    ref = reference(StreamConfig(normalize=False, from_last_target=False, **common), xs, changes)
+    ref = reference(StreamConfig(normalize=False, from_last_target=False, gate=False, **common), xs, changes)
     for t, (result, base, expected) in enumerate(zip(results, bases, ref.predictions), start=1):
         want = [b + e for b, e in zip(base, expected)]
         assert result.prediction == pytest.approx(want, abs=1e-10, rel=0), f"prediction at step {t}"

@@ -32,6 +32,7 @@ def test_exported_weights_load_into_torch_and_predict_the_same(cell):
         dtype="float64",
         normalize=False,
         from_last_target=False,
+        gate=False,
     )
     engine = Engine()
     engine.add_stream("s", config)

@@ -35,6 +35,7 @@ def test_float32_within_float32_rounding_of_exact(cell, opt, k1, k2):
         dtype="float32",
         normalize=False,
         from_last_target=False,
+        gate=False,
         seed=5,
     )
     xs, ys = sequence(3, 2, 203, seed=9, missing_every=6)

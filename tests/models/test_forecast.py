@@ -16,7 +16,15 @@ from tests.reference import build, reference
 @pytest.mark.parametrize(("k1", "k2"), [(4, 4), (3, 8)])
 def test_forecast_equals_explicit_on_shifted_sequence(cell, k1, k2):
     common = dict(
-        cell=cell, input_size=3, hidden_size=5, k1=k1, k2=k2, dtype="float64", normalize=False, from_last_target=False
+        cell=cell,
+        input_size=3,
+        hidden_size=5,
+        k1=k1,
+        k2=k2,
+        dtype="float64",
+        normalize=False,
+        from_last_target=False,
+        gate=False,
     )
     forecast = StreamConfig(target="next", residual=False, **common)
     explicit = StreamConfig(target="explicit", output_size=3, **common)
@@ -41,7 +49,14 @@ def test_residual_forecast_sees_changes_and_reports_levels():
     """Residual: the network reads the change since the last reading and predicts the next change; the
     reported prediction is the last reading plus that change."""
     config = StreamConfig(
-        input_size=1, hidden_size=4, target="next", normalize=False, from_last_target=False, k1=1000, dtype="float64"
+        input_size=1,
+        hidden_size=4,
+        target="next",
+        normalize=False,
+        from_last_target=False,
+        gate=False,
+        k1=1000,
+        dtype="float64",
     )
     engine = Engine()
     engine.add_stream("s", config)

@@ -36,7 +36,14 @@ def test_prequential_metrics_follow_the_returned_predictions():
 @pytest.mark.parametrize("at", [20, 23])  # at a boundary, and mid-segment
 def test_reset_hidden_starts_a_new_truncation_window(at):
     config = StreamConfig(
-        input_size=2, hidden_size=4, k1=5, dtype="float64", normalize=False, from_last_target=False, loss="mse"
+        input_size=2,
+        hidden_size=4,
+        k1=5,
+        dtype="float64",
+        normalize=False,
+        from_last_target=False,
+        gate=False,
+        loss="mse",
     )
     xs, ys = sequence(2, 1, 60, seed=2)
     engine = Engine()
@@ -53,7 +60,14 @@ def test_reset_hidden_starts_a_new_truncation_window(at):
 
 def test_reset_weights_restarts_learning_from_the_initial_weights():
     config = StreamConfig(
-        input_size=2, hidden_size=4, k1=5, dtype="float64", normalize=False, from_last_target=False, loss="mse"
+        input_size=2,
+        hidden_size=4,
+        k1=5,
+        dtype="float64",
+        normalize=False,
+        from_last_target=False,
+        gate=False,
+        loss="mse",
     )
     xs, ys = sequence(2, 1, 40, seed=3)
     engine = Engine()

@@ -36,6 +36,7 @@ CASES = {
         "model": {"input_size": 1, "cell": "lstm", "num_layers": 2, "hidden_size": 16}, "target": "next",
         "tbptt": {"k1": 64},
     },
+    "forecast, GRU, no gate": {"model": {"input_size": 2}, "target": "next", "tbptt": {"k1": 64}, "gate": False},
     "explicit, RNN, some targets missing": {"model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 64}},
 }  # fmt: skip
 
@@ -59,6 +60,8 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
     assert client.post("/v1/streams/s/observations", json={"observations": before}).status_code == 200
     exported = tmp_path / "s.safetensors"
     exported.write_bytes(client.get("/v1/streams/s/model").content)
+    judged = int(load_tensors(exported.read_bytes())["stream.gate_count"])
+    assert judged > 0 if config.get("gate", True) else judged == 0  # the gate's state is part of it
     after = [observation(k) for k in range(70, 110)]
     results = client.post("/v1/streams/s/observations", json={"observations": after}).json()["results"]
     assert not any(r["updated"] for r in results)

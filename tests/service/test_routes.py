@@ -29,6 +29,7 @@ DEFAULTS = {
     "normalize": True,
     "residual": True,
     "from_last_target": True,
+    "gate": True,
     "dtype": "float32",
     "seed": 0,
 }

@@ -1,0 +1,55 @@
+"""The gate keeps a stream near the naive forecast when its network's predicted changes do not pay, and
+out of the way when they do (models/gate.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tbptt.models import Engine, StreamConfig
+
+
+def ratio_to_naive(config: StreamConfig, series: np.ndarray) -> float:
+    """Prequential MAE over the last 80%, of the last-value forecast's."""
+    engine = Engine()
+    engine.add_stream("s", config)
+    results = engine.observe_many([("s", [float(v)], None) for v in series])
+    predictions = np.array([r.prediction[0] for r in results[:-1]])
+    truth, last = series[1:], series[:-1]
+    warm = len(series) // 5
+    return float(np.abs(predictions[warm:] - truth[warm:]).mean() / np.abs(last[warm:] - truth[warm:]).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_network_that_cannot_help_is_damped_to_the_naive_forecast(seed):
+    """A random walk (the last value is the best forecast) and a network made erratic by a large learning
+    rate: without the gate it does clearly worse than the naive forecast, with it about as well."""
+    walk = np.cumsum(np.random.default_rng(seed).standard_normal(1500))
+    erratic = dict(input_size=1, target="next", lr=0.2)
+    without = ratio_to_naive(StreamConfig(gate=False, **erratic), walk)
+    with_gate = ratio_to_naive(StreamConfig(**erratic), walk)
+    assert without > 1.1 and with_gate <= 1.03, (without, with_gate)
+
+
+def test_a_network_that_helps_keeps_its_predictions():
+    """A clean sine, which the network predicts far better than the last value: the gate changes little."""
+    sine = np.sin(np.arange(1500) / 6.0)
+    without = ratio_to_naive(StreamConfig(input_size=1, target="next", gate=False), sine)
+    with_gate = ratio_to_naive(StreamConfig(input_size=1, target="next"), sine)
+    assert without < 0.5 and with_gate <= without * 1.05, (without, with_gate)
+
+
+def test_explicit_mode_is_damped_towards_the_last_target():
+    """Explicit targets that are a random walk the inputs say nothing about."""
+    rng = np.random.default_rng(5)
+    y = np.cumsum(rng.standard_normal(1500))
+    x = rng.standard_normal((1500, 2))
+    ratios = {}
+    for gate in (False, True):
+        engine = Engine()
+        engine.add_stream("s", StreamConfig(input_size=2, lr=0.2, gate=gate))
+        results = engine.observe_many([("s", x[k].tolist(), [float(y[k])]) for k in range(1500)])
+        predictions = np.array([r.prediction[0] for r in results[1:]])
+        naive = y[:-1]
+        ratios[gate] = np.abs(predictions[300:] - y[301:]).mean() / np.abs(naive[300:] - y[301:]).mean()
+    assert ratios[False] > 1.1 and ratios[True] <= 1.03, ratios
