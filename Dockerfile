@@ -3,8 +3,10 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 RUN python -m venv /venv
 ENV PATH=/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# CPU-only PyTorch, pinned, first: a bare "torch" requirement would pull a multi-GB CUDA build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# CPU-only PyTorch, pinned, first: a bare "torch" requirement would pull a multi-GB CUDA build. Another index
+# (a mirror, or PyPI plus local wheels from a mounted pip configuration): --build-arg TORCH_INDEX=... (README).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 --index-url "$TORCH_INDEX"
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY service ./service
