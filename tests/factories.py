@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import torch
 
+# The network on raw values, reported as it computes it: what the reference loops compute.
+RAW = {"normalize": False, "from_last_target": False, "gate": False}
+
 
 def sequence(input_size: int, output_size: int, steps: int, seed: int = 0, missing_every: int = 0):
     """Random inputs and targets as lists (float64 values); every ``missing_every``-th target is None."""

@@ -11,7 +11,7 @@ import torch
 from tbptt.models import Engine, StreamConfig
 from tbptt.models.slots import Rows
 from tbptt.models.update import window_gradient
-from tests.factories import sequence
+from tests.factories import RAW, sequence
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -25,9 +25,7 @@ def test_reused_live_forward_equals_replay(cell, layers):
         output_size=2,
         k1=10,
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         loss="mse",
     )
     engine = Engine()

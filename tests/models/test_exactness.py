@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tests.factories import sequence
+from tests.factories import RAW, sequence
 from tests.reference import reference
 
 STEPS = 203  # not a multiple of any K1 below; some targets missing
@@ -53,9 +53,7 @@ def test_matches_reference_loop(cell, opt, schedule, clip):
         clip_grad_norm=clip,
         loss="mse",
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         seed=7,
         **OPTIMIZERS[opt],
     )
@@ -79,9 +77,7 @@ def test_stacked_layers_losses_and_weight_decay(cell, loss, opt):
         lr=0.01,
         weight_decay=0.05,
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         seed=3,
     )
     xs, ys = sequence(2, 1, STEPS, seed=2, missing_every=5)
@@ -95,9 +91,7 @@ def test_a_segment_without_targets_does_not_update():
         k1=4,
         optimizer="adam",
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
     )
     xs, ys = sequence(1, 1, 40, seed=4)
     ys = [None if 8 <= i < 16 else y for i, y in enumerate(ys)]  # steps 9..16: two whole segments
@@ -122,7 +116,7 @@ def test_from_last_target_learns_the_change_since_the_last_known_target(k1, k2):
         changes.append(None if y is None or last is None else [a - b for a, b in zip(y, last)])
         last = y if y is not None else last
     engine, results = run_engine(config, xs, ys)
-    ref = reference(StreamConfig(normalize=False, from_last_target=False, gate=False, **common), xs, changes)
+    ref = reference(StreamConfig(**RAW, **common), xs, changes)
     for t, (result, base, expected) in enumerate(zip(results, bases, ref.predictions), start=1):
         want = [b + e for b, e in zip(base, expected)]
         assert result.prediction == pytest.approx(want, abs=1e-10, rel=0), f"prediction at step {t}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, InvalidState, StreamConfig
-from tests.factories import assert_identical, sequence
+from tests.factories import RAW, assert_identical, sequence
 from tests.reference import MODULES, build, weights
 
 
@@ -30,9 +30,7 @@ def test_exported_weights_load_into_torch_and_predict_the_same(cell):
         output_size=2,
         k1=5,
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
     )
     engine = Engine()
     engine.add_stream("s", config)

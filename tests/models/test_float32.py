@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tests.factories import sequence
+from tests.factories import RAW, sequence
 from tests.reference import reference
 
 
@@ -33,9 +33,7 @@ def test_float32_within_float32_rounding_of_exact(cell, opt, k1, k2):
         lr=0.01,
         loss="mse",
         dtype="float32",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         seed=5,
     )
     xs, ys = sequence(3, 2, 203, seed=9, missing_every=6)

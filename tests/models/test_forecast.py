@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tests.factories import assert_identical, sequence
+from tests.factories import RAW, assert_identical, sequence
 from tests.reference import build, reference
 
 
@@ -22,9 +22,7 @@ def test_forecast_equals_explicit_on_shifted_sequence(cell, k1, k2):
         k1=k1,
         k2=k2,
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
     )
     forecast = StreamConfig(target="next", residual=False, **common)
     explicit = StreamConfig(target="explicit", output_size=3, **common)
@@ -52,9 +50,7 @@ def test_residual_forecast_sees_changes_and_reports_levels():
         input_size=1,
         hidden_size=4,
         target="next",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         k1=1000,
         dtype="float64",
     )

@@ -11,7 +11,7 @@ import torch
 
 from tbptt.models import Engine, StreamConfig
 from tbptt.models.fleet import EWMA_ALPHA
-from tests.factories import assert_identical, sequence
+from tests.factories import RAW, assert_identical, sequence
 from tests.reference import textbook
 
 
@@ -40,9 +40,7 @@ def test_reset_hidden_starts_a_new_truncation_window(at):
         hidden_size=4,
         k1=5,
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         loss="mse",
     )
     xs, ys = sequence(2, 1, 60, seed=2)
@@ -64,9 +62,7 @@ def test_reset_weights_restarts_learning_from_the_initial_weights():
         hidden_size=4,
         k1=5,
         dtype="float64",
-        normalize=False,
-        from_last_target=False,
-        gate=False,
+        **RAW,
         loss="mse",
     )
     xs, ys = sequence(2, 1, 40, seed=3)
