@@ -19,6 +19,7 @@ from .batch import StepResult, prepare
 from .config import StreamConfig
 from .errors import InvalidState, StreamExists, StreamNotFound
 from .fleet import Fleet
+from .slots import release_free_memory
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 Values = float | Sequence[float]
@@ -119,6 +120,11 @@ class Engine:
             for other in self._streams.values():
                 if other.fleet is fleet and other.slot in moved:
                     other.slot = moved[other.slot]
+
+    @staticmethod
+    def release_memory() -> None:
+        """Hand freed heap memory back to the OS (after streams left whose state was copied elsewhere)."""
+        release_free_memory()
 
     def reset_hidden(self, stream_id: str) -> None:
         stream = self._get(stream_id)

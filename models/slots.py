@@ -82,7 +82,7 @@ class SlotArrays:
             new[: len(live)] = old[torch.from_numpy(order)] if isinstance(old, Tensor) else old[order]
             setattr(self, name, new)
         self.capacity, self.used, self._free = capacity, len(live), []
-        _release_free_memory()
+        release_free_memory()
         return {old: new for new, old in enumerate(live) if old != new}
 
     def clear(self, slot: int) -> None:
@@ -232,7 +232,7 @@ def ring_index(slots: np.ndarray, steps: np.ndarray, k2: int) -> Tensor:
     return torch.from_numpy((slots[:, None] * k2 + (steps - 1) % k2).reshape(-1))
 
 
-def _release_free_memory() -> None:
+def release_free_memory() -> None:
     """Ask glibc to hand freed heap memory back to the OS: arrays below its (adaptive) mmap threshold live
     on the heap, and freeing them alone leaves the pages resident. A no-op elsewhere."""
     with contextlib.suppress(OSError, AttributeError):

@@ -93,6 +93,7 @@ class CheckpointWriter:
                 except Exception as exc:  # never leave a job unanswered: its streams would never checkpoint again
                     log.exception("checkpoint writer failed")
                     job.error = f"internal error: {exc}"
+                job.rows = ()  # the snapshots' memory goes now, not when the next job comes
                 self._finished.put(job)
                 self._jobs.task_done()
             self._jobs.task_done()

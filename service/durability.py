@@ -138,6 +138,7 @@ class Durability:
 
     def written(self, busy: frozenset[int] = frozenset()) -> None:
         """What the writer committed: the streams' marks advance (only now may the log behind them go)."""
+        unloaded = False
         for job in self.writer.finished():
             if job.error is not None:
                 self.telemetry.write_failed()
@@ -152,6 +153,9 @@ class Durability:
                 current = self.registry.find(state.tenant, state.id) is state  # not deleted meanwhile
                 if job.evict and unchanged and state.loaded and current:
                     self._unload(state)
+                    unloaded = True
+        if unloaded:  # their memory, and the snapshots' the writer let go of, back to the OS
+            self.engine.release_memory()
 
     def checkpoint_all(self) -> None:
         """Every stream changed since its checkpoint, committed when this returns (at shutdown)."""
