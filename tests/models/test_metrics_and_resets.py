@@ -33,16 +33,13 @@ def test_prequential_metrics_follow_the_returned_predictions():
     assert m.updates == 15 and m.grad_norm > 0 and m.last_update_loss > 0
 
 
+# a small float64 stream on raw values, as the textbook loop with its resets computes it
+RESETTABLE = StreamConfig(input_size=2, hidden_size=4, k1=5, dtype="float64", loss="mse", **RAW)
+
+
 @pytest.mark.parametrize("at", [20, 23])  # at a boundary, and mid-segment
 def test_reset_hidden_starts_a_new_truncation_window(at):
-    config = StreamConfig(
-        input_size=2,
-        hidden_size=4,
-        k1=5,
-        dtype="float64",
-        **RAW,
-        loss="mse",
-    )
+    config = RESETTABLE
     xs, ys = sequence(2, 1, 60, seed=2)
     engine = Engine()
     engine.add_stream("s", config)
@@ -57,14 +54,7 @@ def test_reset_hidden_starts_a_new_truncation_window(at):
 
 
 def test_reset_weights_restarts_learning_from_the_initial_weights():
-    config = StreamConfig(
-        input_size=2,
-        hidden_size=4,
-        k1=5,
-        dtype="float64",
-        **RAW,
-        loss="mse",
-    )
+    config = RESETTABLE
     xs, ys = sequence(2, 1, 40, seed=3)
     engine = Engine()
     engine.add_stream("s", config)
