@@ -37,13 +37,6 @@ class Snapshot:
 
     pieces: list[memoryview]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(piece.nbytes for piece in self.pieces)
-
-    def encode(self) -> bytes:
-        return b"".join(self.pieces)
-
 
 def pack(engine: Engine, stream: StreamState) -> Snapshot:
     """Everything needed to continue the stream exactly, as safetensors: the engine's and the results'
