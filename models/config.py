@@ -27,7 +27,11 @@ DTYPES: tuple[str, ...] = get_args(DType)
 
 # Fields added since configs were first stored, with the value that keeps a stored stream behaving as it
 # did (a config saved without them predates them), where that is not the default for new streams.
-BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False}
+BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False, "season": 1}
+
+MAX_SEASON = 4096  # the longest period a stream may name (it keeps one more reading than its period)
+DETECTS_UP_TO = 4  # automatic detection of a season keeps ~1,000 readings of each input: narrow streams only
+DETECTION_WINDOW = 1024  # readings kept to detect a season (models/season.py)
 
 # The largest a stream may be, whatever a service allows (its settings may only lower these): the API's
 # schema bounds and the settings' own maxima come from here.
@@ -70,6 +74,10 @@ class StreamConfig:
     residual: bool = True  # forecast mode only: predict the change from the last reading
     from_last_target: bool = True  # explicit mode only: predict the change from the last known target
     gate: bool = True  # report the naive forecast plus the predicted change damped as it pays (models/gate.py)
+    # forecast mode with the gate: the period of a season in steps, whose seasonal naive forecast the gate
+    # may also follow (models/season.py); 1: none; None: detected during the first 1,024 readings (streams
+    # of at most DETECTS_UP_TO inputs; wider ones: none unless given)
+    season: int | None = None
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
 
@@ -84,6 +92,17 @@ class StreamConfig:
     @property
     def torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+    @property
+    def detects_season(self) -> bool:
+        return self.season is None and self.target == "next" and self.gate and self.input_size <= DETECTS_UP_TO
+
+    @property
+    def history_length(self) -> int:
+        """Readings a stream keeps for its season: one more than its period, or the detection window."""
+        if self.detects_season:
+            return DETECTION_WINDOW
+        return self.season + 1 if self.season is not None and self.season > 1 else 0
 
     @property
     def fleet_key(self) -> StreamConfig:
@@ -137,7 +156,13 @@ def _validate(c: StreamConfig) -> None:
     _in_range("weight_decay", c.weight_decay, 0.0, math.inf)
     if c.clip_grad_norm is not None:
         _positive_finite("clip_grad_norm", c.clip_grad_norm)
-    for name in ("normalize", "residual", "from_last_target"):
+    if c.season is not None:
+        _int_at_least("season", c.season, 1)
+        if c.season > MAX_SEASON:
+            raise InvalidConfig(f"season must be <= {MAX_SEASON}, got {c.season}", "season")
+        if c.season > 1 and not (c.target == "next" and c.gate):
+            raise InvalidConfig("season needs target 'next' and the gate: it is a forecast the gate follows", "season")
+    for name in ("normalize", "residual", "from_last_target", "gate"):
         if not isinstance(getattr(c, name), bool):
             raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)
     _int_at_least("seed", c.seed, 0)

@@ -29,12 +29,15 @@ STATE_VERSION = 1
 
 
 # Arrays a state saved by an earlier version may lack: the stream continues exactly, they start afresh.
-ADDED_LATER = frozenset({"base_abs", "base_paired", "base_count", "last_y", "gate_err", "gate_count", "pending_raw"})
+ADDED_LATER = frozenset({
+    "base_abs", "base_paired", "base_count", "last_y", "gate_err", "gate_count", "pending_raw", "history", "season",
+    "pending_anchor", "gate_season_err",
+})  # fmt: skip
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
 PREDICTION_STATE = (
     "hidden", "x_shift", "x_s1", "x_s2", "x_count", "y_shift", "y_s1", "y_s2", "y_count", "last_x", "last_y", "steps",
-    "gate_err", "gate_count", "pending_raw",
+    "gate_err", "gate_count", "pending_raw", "history", "season", "pending_anchor", "gate_season_err",
 )  # fmt: skip
 
 
@@ -52,6 +55,7 @@ class StreamMetrics:
     baseline_n: int = 0  # predictions whose target and naive forecast (last value, last target) are known
     baseline_mae: float | None = None  # the naive forecast's MAE on those steps ...
     vs_baseline: float | None = None  # ... and the stream's own MAE on the same steps, divided by it
+    season: int | None = None  # the period of the season the gate may follow (given or detected); None: none
 
 
 @dataclass
@@ -188,6 +192,7 @@ class Engine:
             baseline_n=int(s.base_count[slot]),
             baseline_mae=float(s.base_abs[slot]) / int(s.base_count[slot]) if s.base_count[slot] else None,
             vs_baseline=float(s.base_paired[slot] / s.base_abs[slot]) if s.base_abs[slot] > 0 else None,
+            season=int(s.season[slot]) if s.season[slot] > 1 else None,
         )
 
     def hidden(self, stream_id: str) -> Hidden:

@@ -49,6 +49,8 @@ class Fleet:
             optim=optim.state_names(config),
             dtype=config.torch_dtype,
             gate_weights=len(gate.WEIGHTS),
+            history=config.history_length,
+            season=config.season or 1,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots)
         self.mode = target_mode(self)

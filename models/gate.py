@@ -22,34 +22,49 @@ ALPHA = 0.02  # the errors' EWMA: about the last 50 judged steps
 
 
 def blend(
-    slots: FleetSlots, rows: Rows, raw: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray
+    slots: FleetSlots, rows: Rows, raw: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray,
+    seasonal: np.ndarray | None = None, restart: np.ndarray | None = None,
 ) -> np.ndarray:
     """What to report for ``raw`` network predictions (n, T, O), given the ``naive`` forecasts of the same
-    steps (NaN: none; reported as is); then the steps with a finite target in ``truth`` (``judged``: (n, T))
-    update the weights' errors. The weights come from errors before each step (no look-ahead)."""
-    err, count = rows.take(slots.gate_err), rows.take(slots.gate_count)  # (n, O, W), (n,)
+    steps (NaN: none; reported as is) and, for a stream with a season, the ``seasonal`` naive forecasts
+    (NaN: none yet; ``restart`` (n, T): the period changed at that step, its candidates start afresh); then the steps with a finite target in ``truth`` (``judged``: (n, T)) update the
+    candidates' errors. The choice comes from errors before each step (no look-ahead)."""
+    count = rows.take(slots.gate_count)
+    err = np.where((count > 0)[:, None, None], rows.take(slots.gate_err), np.nan)  # (n, O, W), NaN: unknown
     usable = np.isfinite(naive).all(axis=-1)
     update = judged & usable
-    change = raw - naive
-    candidates = naive[..., None] + WEIGHTS * change[..., None]  # (n, T, O, W)
-    candidates[..., -1] = raw
+    candidates = _around(naive, raw)  # (n, T, O, C)
+    if seasonal is not None:
+        err = np.concatenate([err, rows.take(slots.gate_season_err)], axis=-1)
+        candidates = np.concatenate([candidates, _around(seasonal, raw)[..., :-1]], axis=-1)
     errors = np.abs(candidates - truth[..., None])
     n, size = judged.shape
     choice = np.empty((n, size, raw.shape[-1]), dtype=np.intp)
-    seen = np.empty((n, size), dtype=bool)
-    known = count > 0
-    all_known, every, some = bool(known.all()), update.all(axis=0).tolist(), update.any(axis=0).tolist()
-    for k in range(size):  # only the recurrence steps one by one: the errors' EWMA and which weight leads
-        choice[:, k], seen[:, k] = np.argmin(err, axis=-1), known
-        if every[k] and all_known:
-            err = err + ALPHA * (errors[:, k] - err)
-        elif some[k]:
-            now = update[:, k]
-            fresh = np.where(known[:, None, None], err + ALPHA * (errors[:, k] - err), errors[:, k])
-            err, known = np.where(now[:, None, None], fresh, err), known | now
-            all_known = bool(known.all())
-    rows.put(slots.gate_err, err)
+    every, some = update.all(axis=0).tolist(), update.any(axis=0).tolist()
+    weights = len(WEIGHTS)
+    restarts = [] if restart is None else np.flatnonzero(restart.any(axis=0)).tolist()
+    for k in range(size):  # only the recurrence steps one by one: the errors' EWMA and which candidate leads
+        if k in restarts:
+            err[..., weights:] = np.where(restart[:, k, None, None], np.nan, err[..., weights:])
+        choice[:, k] = np.argmin(np.where(np.isnan(err), np.inf, err), axis=-1)
+        if not some[k]:
+            continue
+        now, unknown = errors[:, k], np.isnan(err)
+        fresh = np.where(unknown, now, err + ALPHA * (now - err))
+        fresh = np.where(np.isnan(now), err, fresh)  # a candidate without a forecast this step keeps its error
+        err = fresh if every[k] else np.where(update[:, k, None, None], fresh, err)
+    seen = (count[:, None] + np.cumsum(update, axis=1) - update) > 0  # (n, T): judged before each step
+    rows.put(slots.gate_err, np.nan_to_num(err[..., :weights], nan=0.0))
     rows.put(slots.gate_count, count + update.sum(axis=1))
-    w = np.where(seen[..., None], WEIGHTS[choice], 1.0)
-    damped = np.where(w == 1.0, raw, naive + w * change)
-    return np.where(usable[..., None], damped, raw)
+    if seasonal is not None:
+        rows.put(slots.gate_season_err, err[..., weights:])
+    picked = np.take_along_axis(candidates, choice[..., None], axis=-1)[..., 0]
+    chosen = np.where(seen[..., None] & np.isfinite(picked), picked, raw)
+    return np.where(usable[..., None], chosen, raw)
+
+
+def _around(anchor: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """The candidates between a naive forecast ``anchor`` and the network's ``raw`` one: (n, T, O, W)."""
+    candidates = anchor[..., None] + WEIGHTS * (raw - anchor)[..., None]
+    candidates[..., -1] = raw
+    return candidates

@@ -165,6 +165,10 @@ class FleetSlots(SlotArrays):
     gate_err: np.ndarray  # (O, W) per output, the recent absolute error of each of gate.WEIGHTS ...
     gate_count: np.ndarray  # () ... after this many judged steps
     pending_raw: np.ndarray  # (O,) forecast: the network's own prediction awaiting its target
+    history: np.ndarray  # (R, I) forecast with a season: the last R readings, a ring (models/season.py) ...
+    season: np.ndarray  # () ... the period in use (1: none) ...
+    pending_anchor: np.ndarray  # (O,) ... the seasonal naive forecast awaiting its target (NaN: none) ...
+    gate_season_err: np.ndarray  # (O, W - 1) ... and the gate's errors around it (NaN: not judged yet)
     loss_count: np.ndarray  # losses seen, and their EWMA
     loss_ewma: np.ndarray
     last_update_loss: np.ndarray
@@ -172,7 +176,7 @@ class FleetSlots(SlotArrays):
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
-        dtype: torch.dtype, gate_weights: int,
+        dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -205,6 +209,10 @@ class FleetSlots(SlotArrays):
             "gate_err": ArraySpec((out, gate_weights), f64),
             "gate_count": ArraySpec((), i64),
             "pending_raw": ArraySpec((out,), f64),
+            "history": ArraySpec((history, inp), f64, nan),
+            "season": ArraySpec((), i64, season),
+            "pending_anchor": ArraySpec((out,), f64, nan),
+            "gate_season_err": ArraySpec((out, gate_weights - 1), f64, nan),
             "loss_count": ArraySpec((), i64),
             "loss_ewma": ArraySpec((), f64, nan),
             "last_update_loss": ArraySpec((), f64, nan),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import gate
+from . import gate, season
 from .normalizer import Moments
 from .slots import Rows
 
@@ -52,10 +52,13 @@ class TargetMode:
         raise NotImplementedError
 
     def _reported(
-        self, rows: Rows, pred: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray
-    ) -> np.ndarray:
+        self, rows: Rows, pred: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray,
+        seasonal: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """What to report for the network's predictions ``pred`` (n, T, O): see ``gate.blend``."""
-        return gate.blend(self.slots, rows, pred, naive, truth, judged) if self.config.gate else pred
+        if not self.config.gate:
+            return pred
+        return gate.blend(self.slots, rows, pred, naive, truth, judged, *(seasonal or ()))
 
     def _standardized_inputs(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, Moments | None]:
         """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block."""
@@ -133,13 +136,16 @@ class Forecast(TargetMode):
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = np.ones(truth.shape[:2], dtype=bool)
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
-        shown = self._reported(rows, pred, x, np.concatenate([truth, x[:, -1:]], axis=1), judged)
+        seasonal = season.anchors(self.config, s, rows, steps, x) if self.config.history_length else None
+        shown = self._reported(rows, pred, x, np.concatenate([truth, x[:, -1:]], axis=1), judged, seasonal)
         losses[:, 1:] = fleet.resolve(
             rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, known, known, warm, x[:, :-1]
         )
         rows.put(s.pending_yhat, yhat[:, -1])
         rows.put(s.pending_pred, shown[:, -1])
         rows.put(s.pending_raw, pred[:, -1])
+        if seasonal is not None:
+            rows.put(s.pending_anchor, seasonal[0][:, -1])
         rows.put(s.last_x, x[:, -1])
         return Outcome(steps, shown, losses, updated)
 
@@ -165,7 +171,8 @@ class Forecast(TargetMode):
         target, warm = self._pending_target(rows, x)
         known = np.ones(x.shape[:2], dtype=bool)
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
-        self._reported(rows, s.pending_raw[sl][:, None], naive, x, known)  # (reported already: this judges it)
+        seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
+        self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm, naive)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step)
 

@@ -14,7 +14,9 @@ from pydantic_core import PydanticCustomError
 
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
-from tbptt.models.config import CEILINGS, Cell, DType, LossName, OptimizerName, TargetMode
+from tbptt.models.config import (
+    CEILINGS, DETECTION_WINDOW, DETECTS_UP_TO, MAX_SEASON, Cell, DType, LossName, OptimizerName, TargetMode,
+)  # fmt: skip
 
 from .streams import StreamInfo
 
@@ -123,6 +125,15 @@ class StreamCreate(_Strict):
         description="report the naive forecast plus the network's predicted change, damped as far as the "
         "stream's recent errors say it pays (never much worse than the naive forecast)",
     )
+    season: int | None = Field(
+        CORE_DEFAULTS.season,
+        ge=1,
+        le=MAX_SEASON,
+        description="forecast mode with the gate: the period of a season in observations, whose seasonal naive "
+        "forecast (the last value plus the change one period ago) the gate may follow; 1: none; null: detected "
+        f"during the first {DETECTION_WINDOW} observations (streams of at most {DETECTS_UP_TO} inputs; the "
+        "period found is in the stream's metrics)",
+    )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
@@ -135,7 +146,8 @@ class StreamCreate(_Strict):
             output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
             betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
             target=self.target, normalize=self.normalize, residual=self.residual,
-            from_last_target=self.from_last_target, gate=self.gate, dtype=self.dtype, seed=self.seed,
+            from_last_target=self.from_last_target, gate=self.gate, season=self.season, dtype=self.dtype,
+            seed=self.seed,
         )  # fmt: skip
 
     @classmethod
@@ -150,7 +162,8 @@ class StreamCreate(_Strict):
                 name=c.optimizer, lr=c.lr, momentum=c.momentum, betas=list(c.betas), eps=c.eps, weight_decay=c.weight_decay
             ),
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
-            residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, dtype=c.dtype, seed=c.seed,
+            residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season, dtype=c.dtype,
+            seed=c.seed,
         )  # fmt: skip
 
 
@@ -285,6 +298,9 @@ class MetricsPublic(BaseModel):
     loss: LossPublic
     prequential: PrequentialPublic
     grad_norm: float | None = Field(description="of the last applied update, before clipping")
+    season: int | None = Field(
+        description="the period of the season the gate may follow (given, or detected so far); null: none"
+    )
 
     @classmethod
     def of(cls, info: StreamInfo, m: StreamMetrics) -> MetricsPublic:
@@ -294,7 +310,7 @@ class MetricsPublic(BaseModel):
             prequential=PrequentialPublic(
                 n=m.prequential_n, mae=m.mae, rmse=m.rmse, baseline_mae=m.baseline_mae, vs_baseline=m.vs_baseline
             ),
-            grad_norm=m.grad_norm,
+            grad_norm=m.grad_norm, season=m.season,
         )  # fmt: skip
 
 

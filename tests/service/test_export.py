@@ -24,10 +24,10 @@ def readme_function():
     return namespace["predictions"]
 
 
-def series(count: int, inputs: int, seed: int) -> np.ndarray:
+def series(count: int, inputs: int, seed: int, period: float = 10 * math.pi) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(count)[:, None]
-    return 20 + 3 * np.sin(t / 5 + np.arange(inputs)) + 0.3 * rng.standard_normal((count, inputs))
+    return 20 + 3 * np.sin(2 * math.pi * t / period + np.arange(inputs)) + 0.3 * rng.standard_normal((count, inputs))
 
 
 CASES = {
@@ -38,15 +38,21 @@ CASES = {
     },
     "forecast, GRU, no gate": {"model": {"input_size": 2}, "target": "next", "tbptt": {"k1": 64}, "gate": False},
     "explicit, RNN, some targets missing": {"model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 64}},
+    "forecast, GRU, season of 12 given": {"model": {"input_size": 2}, "target": "next", "tbptt": {"k1": 64}, "season": 12},
+    # exported after 40 readings, the season is found after 48 and checked after 64 (no update: k1 = 128)
+    "forecast, GRU, season found after the export": {
+        "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 128}, "export_at": 40, "period": 12,
+    },
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_readme_function_reproduces_the_services_predictions_from_an_export(client, tmp_path, case):
-    config = CASES[case]
+    config = dict(CASES[case])
+    export_at, period = config.pop("export_at", 70), config.pop("period", 10 * math.pi)
     inputs = config["model"]["input_size"]
     explicit = config.get("target") != "next"
-    x = series(110, inputs, seed=len(case))
+    x = series(110, inputs, seed=len(case), period=period)
     y = x.sum(axis=1, keepdims=True) / 3 + 1.0
 
     def observation(k: int) -> dict:
@@ -56,13 +62,13 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
         return obs
 
     assert client.put("/v1/streams/s", json=config).status_code == 201
-    before = [observation(k) for k in range(70)]  # an update at step 64; the next at 128
+    before = [observation(k) for k in range(export_at)]  # an update at step 64 (k1 64); the next at 128
     assert client.post("/v1/streams/s/observations", json={"observations": before}).status_code == 200
     exported = tmp_path / "s.safetensors"
     exported.write_bytes(client.get("/v1/streams/s/model").content)
     judged = int(load_tensors(exported.read_bytes())["stream.gate_count"])
     assert judged > 0 if config.get("gate", True) else judged == 0  # the gate's state is part of it
-    after = [observation(k) for k in range(70, 110)]
+    after = [observation(k) for k in range(export_at, 110)]
     results = client.post("/v1/streams/s/observations", json={"observations": after}).json()["results"]
     assert not any(r["updated"] for r in results)
     served = np.array([r["prediction"] for r in results])
@@ -73,6 +79,8 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
     tolerance = 1e-5 * max(1.0, float(np.abs(served).max()))
     assert np.abs(served - ours).max() <= tolerance, np.abs(served - ours).max()
     assert not math.isnan(float(ours.sum()))
+    if "season" in config or "period" in CASES[case]:
+        assert client.get("/v1/streams/s/metrics").json()["season"] == 12
 
 
 def test_an_exported_file_imports_into_another_stream(client):

@@ -30,6 +30,7 @@ DEFAULTS = {
     "residual": True,
     "from_last_target": True,
     "gate": True,
+    "season": None,
     "dtype": "float32",
     "seed": 0,
 }
@@ -312,6 +313,7 @@ def test_metrics_shape_and_values(client):
         "loss",
         "prequential",
         "grad_norm",
+        "season",
     }
     assert set(m["loss"]) == {"last_update", "ewma"} and set(m["prequential"]) == {
         "n",
