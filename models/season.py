@@ -27,10 +27,8 @@ DETECT_AT = (48, 64, 128, 256, 512, DETECTION_WINDOW)
 THRESHOLD = 0.3  # the least autocorrelation that counts as a season
 
 
-def detect(readings: np.ndarray, current: int = 1) -> int:
-    """The period of a season in ``readings`` (1-D, oldest first), or 1 for none; the ``current`` period
-    stays while it is still a peak (a season that wavers, as the sunspots' 9 to 13 years, is not re-learnt
-    at every detection)."""
+def detect(readings: np.ndarray) -> int:
+    """The period of a season in ``readings`` (1-D, oldest first), or 1 for none."""
     change = np.diff(readings)
     change = change - change.mean()
     energy = float(change @ change)
@@ -43,8 +41,6 @@ def detect(readings: np.ndarray, current: int = 1) -> int:
     if not peaks.any():
         return 1
     lags = np.flatnonzero(peaks) + 2
-    if current in lags:
-        return current
     return int(lags[np.argmax(acf[lags])])
 
 
@@ -63,7 +59,7 @@ def anchors(
         for at in DETECT_AT:
             k = at - steps[:, 0]  # the block index of that step
             for i in np.flatnonzero((k >= 0) & (k < length)):
-                found = detect(_readings(ring, int(sl[i]), x[i], int(steps[i, 0]), at, size), int(period[i, k[i]]))
+                found = detect(_readings(ring, int(sl[i]), x[i], int(steps[i, 0]), at, size))
                 period[i, k[i] :] = found
         slots.season[sl] = period[:, -1]
     forecasts = np.full(x.shape, np.nan)
