@@ -1,12 +1,17 @@
-"""Forecast quality on defaults: prequential MAE over the last 80% of each series, as a ratio to the
-last-value forecast's (below 1 beats it), with and without the gate (models/gate.py).
+"""Forecast quality on defaults: prequential one-step forecasts, MAE over the last 80% of each series, as a
+ratio to the last-value forecast's MAE on the same steps (below 1 beats it).
 
-    python -m bench.quality [--nab DIR]
+    python -m bench.quality [--nab DIR] [--public] [--peers]
 
-Always: the four series shipped with the tests (tests/models/data; the defaults were chosen on them).
-With ``--nab DIR`` (the Numenta Anomaly Benchmark's ``data`` folder): its real series in five folders, the
-first 4000 points of each, in two sets: the first four files of each folder (used to choose the gate's
+Always: the four series shipped with the tests (tests/models/data; the defaults were chosen on them),
+on defaults ("after") and on the defaults before seasons ("before": season 1).
+``--nab DIR`` (the Numenta Anomaly Benchmark's ``data`` folder): its real series in five folders, the first
+4000 points of each, in two sets: the first four files of each folder (used to choose the gate's
 settings) and all the others (used to choose nothing).
+``--public``: public series used to choose nothing (river's airline passengers; statsmodels' Nile and six
+US quarterly macro series); needs river and statsmodels.
+``--peers``: beside ours, river's SNARIMAX (2,1,1), seasonal (0,1,1) where the period is known, Holt-Winters
+(additive, with the known period) and a linear regression on the last three changes; needs river.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,7 @@ from tbptt.models import Engine, StreamConfig
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "models" / "data"
 NAB_FOLDERS = ["realKnownCause", "realTraffic", "realAWSCloudwatch", "realAdExchange", "realTweets"]
 POINTS = 4000
+PERIODS = {"co2": 52, "elnino": 12, "elec_equip": 12, "airline": 12, "sunspots": 11}  # for the peers only
 
 
 def values(path: Path) -> np.ndarray:
@@ -31,37 +38,117 @@ def values(path: Path) -> np.ndarray:
         return np.array([float(row[1]) for row in list(csv.reader(f))[1:]][:POINTS])
 
 
-def ratio(series: np.ndarray, gate: bool) -> float:
-    engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next", gate=gate))
-    results = engine.observe_many([("s", [float(v)], None) for v in series])
-    predictions = np.array([r.prediction[0] for r in results[:-1]])
+def ratio(series: np.ndarray, predictions: np.ndarray) -> float:
+    """``predictions[k]`` forecasts ``series[k + 1]``."""
     truth, last = series[1:], series[:-1]
     warm = len(series) // 5
     return float(np.abs(predictions[warm:] - truth[warm:]).mean() / np.abs(last[warm:] - truth[warm:]).mean())
 
 
-def summary(name: str, paths: list[Path]) -> None:
-    ratios = {gate: [ratio(values(p), gate) for p in paths] for gate in (False, True)}
-    for gate, rs in ratios.items():
-        rs = [r for r in rs if math.isfinite(r) and r > 0]
-        worst = max(rs)
-        print(f"{name:44s} gate {'on ' if gate else 'off'}  geo-mean {math.exp(np.mean(np.log(rs))):.3f}  "
-              f"max {worst:.3f}  worse than naive {sum(r > 1 for r in rs)}/{len(rs)}")  # fmt: skip
+def ours(series: np.ndarray, before: bool = False) -> np.ndarray:
+    engine = Engine()
+    extra = {"season": 1} if before else {}  # before seasons: the defaults of the commit before them
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", **extra))
+    results = engine.observe_many([("s", [float(v)], None) for v in series])
+    return np.array([r.prediction[0] for r in results[:-1]])
+
+
+def river_forecaster(make: Callable, series: np.ndarray) -> np.ndarray:
+    """A river forecaster's one-step forecasts; the last value until it can forecast (Holt-Winters waits for
+    its first seasons)."""
+    model, out = make(), []
+    for v in series[:-1]:
+        model.learn_one(float(v))
+        try:
+            out.append(model.forecast(horizon=1)[0])
+        except IndexError:
+            out.append(float(v))
+    return np.array(out)
+
+
+def peers(period: int | None) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    from river import linear_model, optim, preprocessing, time_series
+
+    m = period or 1
+
+    def snarimax() -> object:
+        seasonal = {"sp": 0, "sd": 1, "sq": 1, "m": m} if period else {}
+        return time_series.SNARIMAX(p=2, d=1, q=1, regressor=preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.005)), **seasonal)  # fmt: skip
+
+    def holt_winters() -> object:
+        return time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.5 if period else None, seasonality=period or 0)
+
+    def lagged_changes(series: np.ndarray) -> np.ndarray:
+        model, out = preprocessing.StandardScaler() | linear_model.LinearRegression(), []
+        change = np.r_[0.0, np.diff(series)]
+        for k in range(len(series) - 1):
+            features = {f"d{j}": float(change[k - j]) if k - j >= 0 else 0.0 for j in range(3)}
+            out.append(series[k] + model.predict_one(features))
+            model.learn_one(features, float(series[k + 1] - series[k]))
+        return np.array(out)
+
+    return {
+        "SNARIMAX": lambda s: river_forecaster(snarimax, s),
+        "Holt-Winters": lambda s: river_forecaster(holt_winters, s),
+        "LinReg on changes": lagged_changes,
+    }
+
+
+def public_series() -> dict[str, np.ndarray]:
+    import statsmodels.api as sm
+    from river import datasets
+
+    macro = sm.datasets.macrodata.load_pandas().data
+    found = {"airline": np.array([y for _, y in datasets.AirlinePassengers()], dtype=float)}
+    found["nile"] = sm.datasets.nile.load_pandas().data["volume"].to_numpy(dtype=float)
+    for name in ("realgdp", "realcons", "cpi", "m1", "unemp", "tbilrate"):
+        found[f"macro {name}"] = macro[name].to_numpy(dtype=float)
+    return found
+
+
+def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
+    """One line per series: ours before and after, and the peers'; returns our ratios."""
+    after = []
+    for name, series in named.items():
+        r_before, r_after = ratio(series, ours(series, before=True)), ratio(series, ours(series))
+        after.append(r_after)
+        line = f"{name:44s} before {r_before:6.3f}  after {r_after:6.3f}"
+        if with_peers:
+            for peer, forecast in peers(PERIODS.get(name)).items():
+                try:
+                    line += f"  {peer} {ratio(series, forecast(series)):6.3f}"
+                except (OverflowError, ValueError, ZeroDivisionError):
+                    line += f"  {peer} failed"
+        print(line, flush=True)
+    return after
+
+
+def summary(name: str, ratios: list[float]) -> None:
+    rs = [r for r in ratios if math.isfinite(r) and r > 0]
+    print(f"{name}: geo-mean {math.exp(np.mean(np.log(rs))):.3f}  max {max(rs):.3f}  "
+          f"above 1.02: {sum(r > 1.02 for r in rs)}/{len(rs)}", flush=True)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nab", type=Path, help="the NAB data folder (optional)")
+    parser.add_argument("--public", action="store_true", help="public series (needs river and statsmodels)")
+    parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for path in sorted(TESTS.glob("*.csv")):
-        print(f"{path.stem:44s} " + "  ".join(f"gate {g}: {ratio(values(path), g == 'on'):.3f}" for g in ("off", "on")))
-    if args.nab is None:
-        return
-    folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
-    summary("NAB, 20 series the gate was chosen on", [p for files in folders for p in files[:4]])
-    summary("NAB, 27 series used to choose nothing", [p for files in folders for p in files[4:]])
+    summary("the tests' four series", table({p.stem: values(p) for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}, args.peers))  # fmt: skip
+    untuned: list[float] = []
+    if args.public:
+        untuned += table(public_series(), args.peers)
+        summary("public series that chose nothing", untuned)
+    if args.nab is not None:
+        folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
+        summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip
+        held_out = table({p.stem: values(p) for f in folders for p in f[4:]}, args.peers)
+        summary("NAB, 27 series used to choose nothing", held_out)
+        untuned += held_out
+    if args.public and args.nab is not None:
+        summary("all series that chose nothing", untuned)
 
 
 if __name__ == "__main__":

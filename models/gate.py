@@ -24,7 +24,7 @@ ALPHA = 0.02  # the errors' EWMA: about the last 50 judged steps
 def blend(
     slots: FleetSlots, rows: Rows, raw: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray,
     seasonal: np.ndarray | None = None, restart: np.ndarray | None = None,
-) -> np.ndarray:
+) -> np.ndarray:  # fmt: skip
     """What to report for ``raw`` network predictions (n, T, O), given the ``naive`` forecasts of the same
     steps (NaN: none; reported as is) and, for a stream with a season, the ``seasonal`` naive forecasts
     (NaN: none yet; ``restart`` (n, T): the period changed at that step, its candidates start afresh); then the steps with a finite target in ``truth`` (``judged``: (n, T)) update the
@@ -44,7 +44,7 @@ def blend(
     weights = len(WEIGHTS)
     restarts = [] if restart is None else np.flatnonzero(restart.any(axis=0)).tolist()
     for k in range(size):  # only the recurrence steps one by one: the errors' EWMA and which candidate leads
-        if k in restarts:
+        if k in restarts and restart is not None:
             err[..., weights:] = np.where(restart[:, k, None, None], np.nan, err[..., weights:])
         choice[:, k] = np.argmin(np.where(np.isnan(err), np.inf, err), axis=-1)
         if not some[k]:

@@ -51,7 +51,7 @@ def anchors(
     (NaN where a stream has no season yet, or too few readings), and where the period changed (n, T); the
     readings join the ring, and the periods found at detection points are stored."""
     size = config.history_length
-    n, length = steps.shape
+    length = steps.shape[1]
     ring, sl = slots.history, rows.slots
     before = slots.season[sl]
     period = np.repeat(before[:, None], length, axis=1)  # (n, T): the period at each step
@@ -66,7 +66,10 @@ def anchors(
     seasonal = (period > 1) & (steps - period >= 1)
     if seasonal.any():
         s = np.where(seasonal, period, 1)
-        one_back, two_back = _reading(ring, sl, x, steps, steps + 1 - s, size), _reading(ring, sl, x, steps, steps - s, size)
+        one_back, two_back = (
+            _reading(ring, sl, x, steps, steps + 1 - s, size),
+            _reading(ring, sl, x, steps, steps - s, size),
+        )
         forecasts = np.where(seasonal[..., None], x + one_back - two_back, np.nan)
     keep = min(length, size)  # only the last R readings are kept
     ring[sl[:, None], (steps[:, -keep:] - 1) % size] = x[:, -keep:]
@@ -74,7 +77,9 @@ def anchors(
     return forecasts, changed
 
 
-def _reading(ring: np.ndarray, sl: np.ndarray, x: np.ndarray, steps: np.ndarray, at: np.ndarray, size: int) -> np.ndarray:
+def _reading(
+    ring: np.ndarray, sl: np.ndarray, x: np.ndarray, steps: np.ndarray, at: np.ndarray, size: int
+) -> np.ndarray:
     """The readings of steps ``at`` (n, T): from the block ``x`` where they are in it, else from the ring."""
     first = steps[:, :1]
     inside = at >= first

@@ -53,7 +53,7 @@ class TargetMode:
 
     def _reported(
         self, rows: Rows, pred: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray,
-        seasonal: tuple[np.ndarray, np.ndarray] | None = None,
+        seasonal: tuple[np.ndarray, np.ndarray | None] | None = None,
     ) -> np.ndarray:  # fmt: skip
         """What to report for the network's predictions ``pred`` (n, T, O): see ``gate.blend``."""
         if not self.config.gate:

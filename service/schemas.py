@@ -15,7 +15,15 @@ from pydantic_core import PydanticCustomError
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
 from tbptt.models.config import (
-    CEILINGS, DETECTION_WINDOW, DETECTS_UP_TO, MAX_SEASON, Cell, DType, LossName, OptimizerName, TargetMode,
+    CEILINGS,
+    DETECTION_WINDOW,
+    DETECTS_UP_TO,
+    MAX_SEASON,
+    Cell,
+    DType,
+    LossName,
+    OptimizerName,
+    TargetMode,
 )  # fmt: skip
 
 from .streams import StreamInfo
