@@ -24,6 +24,9 @@ class StepResult:
     prediction: list[float]  # made before learning from this observation, in the caller's units
     loss: float | None  # the loss this observation revealed (training units), None if none
     updated: bool  # whether a TBPTT update ran
+    anomaly: float | None = None  # the anomaly score of the target this observation revealed (models/anomaly.py)
+    anomalous: bool | None = None  # ... whether it reached the stream's anomaly_threshold
+    interval: list[list[float]] | None = None  # per output, [lower, upper] around the prediction
 
 
 @dataclass
@@ -47,10 +50,16 @@ class FleetBatch:
         at = (self.rank, self.position)
         steps, predictions = out.steps[at].tolist(), out.predictions[at].tolist()
         losses, updated = out.losses[at].tolist(), out.updated[at].tolist()
+        scores, intervals = out.scores[at].tolist(), out.intervals[at].tolist()
+        threshold = self.fleet.config.anomaly_threshold
         return [
-            StepResult(s, p, None if loss != loss else loss, u)  # NaN: no loss
-            for s, p, loss, u in zip(steps, predictions, losses, updated)
-        ]
+            StepResult(
+                s, p, None if loss != loss else loss, u,  # NaN: none
+                None if score != score else score, None if score != score else score >= threshold,
+                None if band[0][0] != band[0][0] else band,
+            )
+            for s, p, loss, u, score, band in zip(steps, predictions, losses, updated, scores, intervals)
+        ]  # fmt: skip
 
 
 def prepare(fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any], ys: list[Any]) -> FleetBatch:

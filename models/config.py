@@ -78,6 +78,8 @@ class StreamConfig:
     # may also follow (models/season.py); 1: none; None: detected during the first 1,024 readings (streams
     # of at most DETECTS_UP_TO inputs; wider ones: none unless given)
     season: int | None = None
+    anomaly_threshold: float = 0.95  # a result is anomalous when its score reaches this (models/anomaly.py)
+    coverage: float = 0.9  # the long-run fraction of targets inside their prediction intervals
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
 
@@ -162,6 +164,10 @@ def _validate(c: StreamConfig) -> None:
             raise InvalidConfig(f"season must be <= {MAX_SEASON}, got {c.season}", "season")
         if c.season > 1 and not (c.target == "next" and c.gate):
             raise InvalidConfig("season needs target 'next' and the gate: it is a forecast the gate follows", "season")
+    _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
+    _in_range("coverage", c.coverage, 0.0, 1.0, high_open=True)
+    if c.coverage <= 0:
+        raise InvalidConfig(f"coverage must be a number in (0, 1), got {c.coverage!r}", "coverage")
     for name in ("normalize", "residual", "from_last_target", "gate"):
         if not isinstance(getattr(c, name), bool):
             raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)

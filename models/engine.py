@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .anomaly import CALIBRATED_AFTER
 from .batch import StepResult, prepare
 from .config import StreamConfig
 from .errors import InvalidState, StreamExists, StreamNotFound
@@ -31,7 +32,8 @@ STATE_VERSION = 1
 # Arrays a state saved by an earlier version may lack: the stream continues exactly, they start afresh.
 ADDED_LATER = frozenset({
     "base_abs", "base_paired", "base_count", "last_y", "gate_err", "gate_count", "pending_raw", "history", "season",
-    "pending_anchor", "gate_season_err",
+    "pending_anchor", "gate_season_err", "an_mean", "an_var", "an_count", "seen_lo", "seen_hi", "iv_lo", "iv_hi",
+    "iv_scale", "anomalies", "iv_inside", "iv_width",
 })  # fmt: skip
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
@@ -56,6 +58,9 @@ class StreamMetrics:
     baseline_mae: float | None = None  # the naive forecast's MAE on those steps ...
     vs_baseline: float | None = None  # ... and the stream's own MAE on the same steps, divided by it
     season: int | None = None  # the period of the season the gate may follow (given or detected); None: none
+    anomalies: int = 0  # judged steps whose anomaly score reached the threshold (models/anomaly.py)
+    coverage: float | None = None  # the fraction of targets inside their intervals, since calibrated ...
+    interval_width: float | None = None  # ... and the intervals' mean width (per output, averaged)
 
 
 @dataclass
@@ -179,6 +184,7 @@ class Engine:
         stream = self._get(stream_id)
         s, slot = stream.fleet.slots, stream.slot
         n = int(s.err_count[slot])
+        covered = int(s.an_count[slot]) - CALIBRATED_AFTER  # judged steps that had an interval
         return StreamMetrics(
             steps=int(s.steps[slot]),
             updates=int(s.updates[slot]),
@@ -193,6 +199,9 @@ class Engine:
             baseline_mae=float(s.base_abs[slot]) / int(s.base_count[slot]) if s.base_count[slot] else None,
             vs_baseline=float(s.base_paired[slot] / s.base_abs[slot]) if s.base_abs[slot] > 0 else None,
             season=int(s.season[slot]) if s.season[slot] > 1 else None,
+            anomalies=int(s.anomalies[slot]),
+            coverage=int(s.iv_inside[slot]) / covered if covered > 0 else None,
+            interval_width=float(s.iv_width[slot]) / covered if covered > 0 else None,
         )
 
     def hidden(self, stream_id: str) -> Hidden:

@@ -105,6 +105,8 @@ class Fleet:
             predictions=np.zeros((n, t_max, y.shape[2])),
             losses=np.full((n, t_max), np.nan),
             updated=np.zeros((n, t_max), dtype=bool),
+            scores=np.full((n, t_max), np.nan),
+            intervals=np.full((n, t_max, y.shape[2], 2), np.nan),
         )
         k1, done = self.config.k1, 0
         while done < t_max:
@@ -116,7 +118,7 @@ class Fleet:
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
             block = slice(done, done + size)
             result = self.mode.block(rows, first, x[active, block], y[active, block], has_y[active, block])
-            for name in ("steps", "predictions", "losses", "updated"):
+            for name in ("steps", "predictions", "losses", "updated", "scores", "intervals"):
                 getattr(out, name)[active, block] = getattr(result, name)
             done += size
         return out

@@ -169,6 +169,17 @@ class FleetSlots(SlotArrays):
     season: np.ndarray  # () ... the period in use (1: none) ...
     pending_anchor: np.ndarray  # (O,) ... the seasonal naive forecast awaiting its target (NaN: none) ...
     gate_season_err: np.ndarray  # (O, W - 1) ... and the gate's errors around it (NaN: not judged yet)
+    an_mean: np.ndarray  # (O,) models/anomaly.py: the absolute errors' running mean and variance ...
+    an_var: np.ndarray
+    an_count: np.ndarray  # () ... over this many judged steps (the intervals' too)
+    seen_lo: np.ndarray  # (O,) the range of the targets so far (NaN: none yet)
+    seen_hi: np.ndarray
+    iv_lo: np.ndarray  # (O,) the interval's offsets from the prediction ...
+    iv_hi: np.ndarray
+    iv_scale: np.ndarray  # (O,) ... the scale of their units, a running mean absolute error
+    anomalies: np.ndarray  # () judged steps that scored at the threshold or above
+    iv_inside: np.ndarray  # () judged steps whose target was inside its interval ...
+    iv_width: np.ndarray  # () ... and the sum of the intervals' mean widths
     loss_count: np.ndarray  # losses seen, and their EWMA
     loss_ewma: np.ndarray
     last_update_loss: np.ndarray
@@ -213,6 +224,17 @@ class FleetSlots(SlotArrays):
             "season": ArraySpec((), i64, season),
             "pending_anchor": ArraySpec((out,), f64, nan),
             "gate_season_err": ArraySpec((out, gate_weights - 1), f64, nan),
+            "an_mean": ArraySpec((out,), f64),
+            "an_var": ArraySpec((out,), f64),
+            "an_count": ArraySpec((), i64),
+            "seen_lo": ArraySpec((out,), f64, nan),
+            "seen_hi": ArraySpec((out,), f64, nan),
+            "iv_lo": ArraySpec((out,), f64),
+            "iv_hi": ArraySpec((out,), f64),
+            "iv_scale": ArraySpec((out,), f64),
+            "anomalies": ArraySpec((), i64),
+            "iv_inside": ArraySpec((), i64),
+            "iv_width": ArraySpec((), f64),
             "loss_count": ArraySpec((), i64),
             "loss_ewma": ArraySpec((), f64, nan),
             "last_update_loss": ArraySpec((), f64, nan),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import gate, season
+from . import anomaly, gate, season
 from .normalizer import Moments
 from .slots import Rows
 
@@ -41,6 +41,8 @@ class Outcome:
     predictions: np.ndarray  # (n, T, O) in the caller's units
     losses: np.ndarray  # (n, T) the loss that became known, NaN where none
     updated: np.ndarray  # (n, T) bool
+    scores: np.ndarray  # (n, T) the anomaly score of the target that became known, NaN where none
+    intervals: np.ndarray  # (n, T, O, 2) each prediction's interval, NaN where none yet
 
 
 class TargetMode:
@@ -101,10 +103,11 @@ class Explicit(TargetMode):
         else:
             pred, target, warm = base + yhat, y - base, based
         shown = self._reported(rows, pred, naive, y, finite)
+        scores, intervals = anomaly.calibrate(self.config, self.slots, rows, shown, y, finite)
         losses = fleet.resolve(rows, steps, yhat, shown, target, y, has_y, finite, warm, naive)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
-        return Outcome(steps, shown, losses, updated)
+        return Outcome(steps, shown, losses, updated, scores, intervals)
 
     def _last_targets(self, rows: Rows, y: np.ndarray, finite: np.ndarray) -> np.ndarray:
         """The naive forecast of each step (n, T, O): the last finite target before it (NaN: none yet)."""
@@ -125,19 +128,24 @@ class Forecast(TargetMode):
         s, fleet = self.slots, self.fleet
         n, size = x.shape[:2]
         steps = first[:, None] + np.arange(size)
-        losses = np.full((n, size), np.nan)
+        losses, scores = np.full((n, size), np.nan), np.full((n, size), np.nan)
         updated = np.zeros((n, size), dtype=bool)
         pending = first > 1
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
-            losses[pending, 0], updated[pending, 0] = self._resolve_pending(sub, first[pending] - 1, x[pending, :1])
+            losses[pending, 0], updated[pending, 0], scores[pending, 0] = self._resolve_pending(
+                sub, first[pending] - 1, x[pending, :1]
+            )
         rows.put(s.steps, steps[:, -1])
         yhat, pred, target, warm = self._network(rows, steps, x)
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = np.ones(truth.shape[:2], dtype=bool)
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
         seasonal = season.anchors(self.config, s, rows, steps, x) if self.config.history_length else None
-        shown = self._reported(rows, pred, x, np.concatenate([truth, x[:, -1:]], axis=1), judged, seasonal)
+        targets = np.concatenate([truth, x[:, -1:]], axis=1)  # (the last is not judged: its target is to come)
+        shown = self._reported(rows, pred, x, targets, judged, seasonal)
+        judged_scores, intervals = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
+        scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
         losses[:, 1:] = fleet.resolve(
             rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, known, known, warm, x[:, :-1]
         )
@@ -147,7 +155,7 @@ class Forecast(TargetMode):
         if seasonal is not None:
             rows.put(s.pending_anchor, seasonal[0][:, -1])
         rows.put(s.last_x, x[:, -1])
-        return Outcome(steps, shown, losses, updated)
+        return Outcome(steps, shown, losses, updated, scores, intervals)
 
     def _network(
         self, rows: Rows, steps: np.ndarray, x: np.ndarray
@@ -163,9 +171,11 @@ class Forecast(TargetMode):
         mean, std, count = mean[:, 1:], std[:, 1:], history.count[:, 1:]  # after each input
         return yhat, mean + std * yhat, (truth - mean[:, :-1]) / std[:, :-1], count[:, :-1] >= 2
 
-    def _resolve_pending(self, rows: Rows, step: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,); its loss, and whether the
-        update that step completes applied."""
+    def _resolve_pending(
+        self, rows: Rows, step: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,); its loss, whether the
+        update that step completes applied, and the reading's anomaly score."""
         s, sl = self.slots, rows.slots
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
         target, warm = self._pending_target(rows, x)
@@ -173,8 +183,9 @@ class Forecast(TargetMode):
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
+        scores = anomaly.calibrate(self.config, s, rows, pred, x, known)[0]
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm, naive)
-        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step)
+        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0]
 
     def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pending step's target in training units: in the inputs' statistics, which ``x`` joins when it

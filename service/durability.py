@@ -71,7 +71,7 @@ class Durability:
 
     def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
         assert config.output_size is not None
-        results = ResultLog(self.settings.results_retained, config.output_size)
+        results = ResultLog(self.settings.results_retained, config.output_size, config.anomaly_threshold)
         state = StreamState(uid, tenant, stream, config, created_at, results)
         state.state_bytes = stream_bytes(config, self.settings)
         return state
@@ -224,7 +224,7 @@ class Durability:
     def _unload(self, state: StreamState) -> None:
         self.engine.remove_stream(state.key)
         state.loaded = False
-        state.results = ResultLog(state.results.capacity, state.results.output_size)
+        state.results = ResultLog(state.results.capacity, state.results.output_size, state.results.threshold)
 
     # -- recovery ------------------------------------------------------------------------------------------
 

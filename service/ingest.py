@@ -143,7 +143,8 @@ class Plan:
         for k, r in zip(indices, results):
             self._built[k] = {
                 "seq": self.seqs[k], "step": r.step, "prediction": r.prediction, "loss": r.loss,
-                "updated": r.updated, "duplicate": False,
+                "updated": r.updated, "anomaly": r.anomaly, "anomalous": r.anomalous, "interval": r.interval,
+                "duplicate": False,
             }  # fmt: skip
 
     def complete(self, request: Planned) -> bool:
@@ -190,4 +191,7 @@ def _duplicate(state: StreamState, seq: int) -> Result:
     found = state.results.find(seq)
     if found is not None:
         return found
-    return {"seq": seq, "step": state.steps, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+    return {
+        "seq": seq, "step": state.steps, "prediction": [], "loss": None, "updated": False, "anomaly": None,
+        "anomalous": None, "interval": None, "duplicate": True,
+    }  # fmt: skip

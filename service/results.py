@@ -15,6 +15,9 @@ class Result(TypedDict):
     prediction: list[float]  # made before learning from this observation; [] for a duplicate no longer kept
     loss: float | None  # the loss this observation revealed, in training units
     updated: bool  # whether a TBPTT update ran
+    anomaly: float | None  # the anomaly score of the target this observation revealed (None: none yet)
+    anomalous: bool | None  # ... whether it reached the stream's anomaly_threshold
+    interval: list[list[float]] | None  # per output, [lower, upper] around the prediction (None: not yet)
     duplicate: bool
 
 
@@ -23,8 +26,9 @@ class ResultLog:
 
     @staticmethod
     def max_bytes(capacity: int, output_size: int) -> int:
-        """What a full log holds: per result, its seq, step, loss, updated flag and prediction."""
-        return capacity * (8 + 8 + 8 + 1 + 8 * output_size)
+        """What a full log holds: per result, its seq, step, loss, updated flag, anomaly score, prediction and
+        interval."""
+        return capacity * (8 + 8 + 8 + 1 + 8 + 8 * output_size + 16 * output_size)
 
     @property
     def full_bytes(self) -> int:
@@ -36,42 +40,47 @@ class ResultLog:
         """What the kept results hold now (a checkpoint carries them)."""
         return self.max_bytes(self.count, self.output_size)
 
-    def __init__(self, capacity: int, output_size: int) -> None:
-        self.capacity, self.output_size = capacity, output_size
+    def __init__(self, capacity: int, output_size: int, threshold: float = 1.0) -> None:
+        self.capacity, self.output_size, self.threshold = capacity, output_size, threshold
         self._size = 0  # allocated rows: grows by doubling up to capacity, so quiet streams stay small
         self._seq = np.empty(0, dtype=np.int64)
         self._step = np.empty(0, dtype=np.int64)
         self._loss = np.empty(0)  # NaN: none
         self._updated = np.empty(0, dtype=bool)
         self._pred = np.empty((0, output_size))
+        self._score = np.empty(0)  # NaN: none
+        self._band = np.empty((0, output_size, 2))  # NaN: none
         self._start = 0  # index of the oldest result
         self.count = 0
 
     def extend(
-        self, seq: np.ndarray, step: np.ndarray, prediction: np.ndarray, loss: np.ndarray, updated: np.ndarray
-    ) -> None:
-        """Append m results (arrays of length m; ``prediction`` (m, O); NaN loss: none), dropping the oldest."""
+        self, seq: np.ndarray, step: np.ndarray, prediction: np.ndarray, loss: np.ndarray, updated: np.ndarray,
+        score: np.ndarray, band: np.ndarray,
+    ) -> None:  # fmt: skip
+        """Append m results (arrays of length m; ``prediction`` (m, O), ``band`` (m, O, 2); NaN loss, score,
+        band: none), dropping the oldest."""
         m = len(seq)
         if not m:
             return
+        columns: tuple[np.ndarray, ...] = (seq, step, prediction, loss, updated, score, band)
         if m > self.capacity:
-            seq, step, prediction, loss, updated = (a[-self.capacity :] for a in (seq, step, prediction, loss, updated))
+            columns = tuple(a[-self.capacity :] for a in columns)
             m = self.capacity
         if self.count + m > self._size and self._size < self.capacity:
             self._grow(min(self.capacity, max(16, 2 * self._size, self.count + m)))
         at = (self._start + self.count + np.arange(m)) % self._size
-        self._seq[at], self._step[at], self._pred[at], self._loss[at], self._updated[at] = (
-            seq,
-            step,
-            prediction,
-            loss,
-            updated,
-        )
+        for name, values in zip(self._COLUMNS, columns):
+            getattr(self, name)[at] = values
         overflow = max(0, self.count + m - self._size)
         self._start = (self._start + overflow) % self._size
         self.count = min(self._size, self.count + m)
 
-    def append(self, seq: int, step: int, prediction: list[float], loss: float | None, updated: bool) -> None:
+    _COLUMNS = ("_seq", "_step", "_pred", "_loss", "_updated", "_score", "_band")
+
+    def append(
+        self, seq: int, step: int, prediction: list[float], loss: float | None, updated: bool, score: float | None,
+        band: list[list[float]] | None,
+    ) -> None:  # fmt: skip
         """One result: the common case (one observation per stream per batch), without building arrays."""
         if self.count == self._size and self._size < self.capacity:
             self._grow(min(self.capacity, max(16, 2 * self._size)))
@@ -83,6 +92,8 @@ class ResultLog:
         self._seq[at], self._step[at], self._updated[at] = seq, step, updated
         self._loss[at] = np.nan if loss is None else loss
         self._pred[at] = prediction
+        self._score[at] = np.nan if score is None else score
+        self._band[at] = np.nan if band is None else band
 
     def find(self, seq: int) -> Result | None:
         """The result of ``seq`` if still kept."""
@@ -105,10 +116,16 @@ class ResultLog:
             "loss": self._ordered(self._loss),
             "updated": self._ordered(self._updated),
             "prediction": self._ordered(self._pred),
+            "anomaly": self._ordered(self._score),
+            "interval": self._ordered(self._band),
         }
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        self.extend(arrays["seq"], arrays["step"], arrays["prediction"], arrays["loss"], arrays["updated"])
+        """From ``arrays``; a checkpoint from before anomaly scores and intervals has none for its results."""
+        m = len(arrays["seq"])
+        score = arrays.get("anomaly", np.full(m, np.nan))
+        band = arrays.get("interval", np.full((m, self.output_size, 2), np.nan))
+        self.extend(arrays["seq"], arrays["step"], arrays["prediction"], arrays["loss"], arrays["updated"], score, band)
 
     def _ordered(self, array: np.ndarray) -> np.ndarray:
         if not self.count:
@@ -117,19 +134,23 @@ class ResultLog:
         return array[idx]
 
     def _result(self, at: int, duplicate: bool = False) -> Result:
-        loss = float(self._loss[at])
+        loss, score = float(self._loss[at]), float(self._score[at])
+        band = self._band[at]
         return {
             "seq": int(self._seq[at]),
             "step": int(self._step[at]),
             "prediction": self._pred[at].tolist(),
             "loss": None if loss != loss else loss,
             "updated": bool(self._updated[at]),
+            "anomaly": None if score != score else score,
+            "anomalous": None if score != score else score >= self.threshold,
+            "interval": None if np.isnan(band).any() else band.tolist(),
             "duplicate": duplicate,
         }
 
     def _grow(self, size: int) -> None:
         order = (self._start + np.arange(self.count)) % self._size if self._size else np.arange(0)
-        for name in ("_seq", "_step", "_loss", "_updated", "_pred"):
+        for name in self._COLUMNS:
             old = getattr(self, name)
             new = np.empty((size, *old.shape[1:]), dtype=old.dtype)
             new[: self.count] = old[order]

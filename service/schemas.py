@@ -142,6 +142,16 @@ class StreamCreate(_Strict):
         f"during the first {DETECTION_WINDOW} observations (streams of at most {DETECTS_UP_TO} inputs; the "
         "period found is in the stream's metrics)",
     )
+    anomaly_threshold: float = Field(
+        CORE_DEFAULTS.anomaly_threshold,
+        ge=0,
+        le=1,
+        description="a result is anomalous when its anomaly score reaches this (0.5: a typical error; 0.95: "
+        "about 10 deviations above the typical; 1: a value beyond every earlier one)",
+    )
+    coverage: float = Field(
+        CORE_DEFAULTS.coverage, gt=0, lt=1, description="the long-run fraction of targets inside their intervals"
+    )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
@@ -154,8 +164,8 @@ class StreamCreate(_Strict):
             output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
             betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
             target=self.target, normalize=self.normalize, residual=self.residual,
-            from_last_target=self.from_last_target, gate=self.gate, season=self.season, dtype=self.dtype,
-            seed=self.seed,
+            from_last_target=self.from_last_target, gate=self.gate, season=self.season,
+            anomaly_threshold=self.anomaly_threshold, coverage=self.coverage, dtype=self.dtype, seed=self.seed,
         )  # fmt: skip
 
     @classmethod
@@ -170,8 +180,8 @@ class StreamCreate(_Strict):
                 name=c.optimizer, lr=c.lr, momentum=c.momentum, betas=list(c.betas), eps=c.eps, weight_decay=c.weight_decay
             ),
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
-            residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season, dtype=c.dtype,
-            seed=c.seed,
+            residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
+            anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, dtype=c.dtype, seed=c.seed,
         )  # fmt: skip
 
 
@@ -261,6 +271,14 @@ class ResultPublic(BaseModel):
     prediction: list[float] = Field(description="made before learning from this observation; [] for an old duplicate")
     loss: float | None = Field(description="the loss this observation revealed, in training units")
     updated: bool = Field(description="whether a TBPTT update ran")
+    anomaly: float | None = Field(
+        description="how unusual the target this observation revealed is, in [0, 1], from the stream's earlier "
+        "errors (forecast mode: this observation's x; explicit: its y); null until enough were judged"
+    )
+    anomalous: bool | None = Field(description="whether anomaly reached the stream's anomaly_threshold")
+    interval: list[list[float]] | None = Field(
+        description="per output, [lower, upper] around the prediction at the stream's coverage; null until calibrated"
+    )
     duplicate: bool
 
 
@@ -309,6 +327,9 @@ class MetricsPublic(BaseModel):
     season: int | None = Field(
         description="the period of the season the gate may follow (given, or detected so far); null: none"
     )
+    anomalies: int = Field(description="results whose anomaly reached the stream's anomaly_threshold")
+    coverage: float | None = Field(description="the fraction of targets inside their intervals, since calibrated")
+    interval_width: float | None = Field(description="the intervals' mean width (averaged over outputs)")
 
     @classmethod
     def of(cls, info: StreamInfo, m: StreamMetrics) -> MetricsPublic:
@@ -318,7 +339,8 @@ class MetricsPublic(BaseModel):
             prequential=PrequentialPublic(
                 n=m.prequential_n, mae=m.mae, rmse=m.rmse, baseline_mae=m.baseline_mae, vs_baseline=m.vs_baseline
             ),
-            grad_norm=m.grad_norm, season=m.season,
+            grad_norm=m.grad_norm, season=m.season, anomalies=m.anomalies, coverage=m.coverage,
+            interval_width=m.interval_width,
         )  # fmt: skip
 
 

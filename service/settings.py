@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     max_streams_per_tenant: int = Field(100_000, ge=1, description="streams a tenant may create")
     max_streams: int = Field(1_000_000, ge=1, description="streams in all")
     max_state_bytes_per_tenant: int = Field(
-        4 << 30, ge=1 << 20, description="memory a tenant's streams may hold: model state and kept results (403)"
+        8 << 30, ge=1 << 20, description="memory a tenant's streams may hold: model state and kept results (403)"
     )
     max_input_size: int = Field(1024, ge=1, le=CEILINGS["input_size"], description="model.input_size at most")
     max_output_size: int = Field(1024, ge=1, le=CEILINGS["output_size"], description="model.output_size at most")

@@ -5,6 +5,7 @@ the event loop (routes build their response schemas from it)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,6 +104,10 @@ class StreamState:
         )
 
 
+def _no_band(outputs: int) -> list[list[float]]:
+    return [[math.nan, math.nan]] * outputs
+
+
 def record_results(owners: list[StreamState], seqs: list[int], results: list[StepResult]) -> None:
     """Per stream: the new last seq, step and update counts, and the results kept for duplicates.
     ``results[k]`` is what observation ``seqs[k]`` of ``owners[k]`` got, in order within each stream."""
@@ -120,7 +125,9 @@ def record_results(owners: list[StreamState], seqs: list[int], results: list[Ste
         state.last_seq, state.steps, state.events, state.last_active = seqs[ks[-1]], last.step, 0, now
         if len(ks) == 1:
             state.updates += last.updated
-            state.results.append(seqs[ks[0]], last.step, last.prediction, last.loss, last.updated)
+            state.results.append(
+                seqs[ks[0]], last.step, last.prediction, last.loss, last.updated, last.anomaly, last.interval
+            )
             continue
         rs = [results[k] for k in ks]
         state.updates += sum(r.updated for r in rs)
@@ -130,4 +137,6 @@ def record_results(owners: list[StreamState], seqs: list[int], results: list[Ste
             np.array([r.prediction for r in rs], dtype=np.float64),
             np.array([np.nan if r.loss is None else r.loss for r in rs], dtype=np.float64),
             np.array([r.updated for r in rs], dtype=bool),
+            np.array([np.nan if r.anomaly is None else r.anomaly for r in rs], dtype=np.float64),
+            np.array([_no_band(len(r.prediction)) if r.interval is None else r.interval for r in rs], dtype=np.float64),
         )

@@ -10,6 +10,8 @@ from tbptt.service.ingest import MAX_SEQ, Incoming, Part, Plan, check
 from tbptt.service.results import ResultLog
 from tbptt.service.streams import StreamState, record_results
 
+NOT_JUDGED = {"anomaly": None, "anomalous": None, "interval": None}  # what a result without them says
+
 
 def state(stream: str = "s", last_seq: int | None = None, steps: int = 0, **config) -> StreamState:
     core = StreamConfig(**{"input_size": 2, **config})
@@ -49,7 +51,7 @@ def test_seqs_continue_from_the_stream_and_within_the_batch():
 
 def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
     s = state(last_seq=3, steps=3)
-    s.results.append(2, 2, [0.5], None, False)
+    s.results.append(2, 2, [0.5], None, False, None, None)
     plan = Plan()
     plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4), obs(seq=1)])])
     assert plan.seqs == [4]  # one new observation
@@ -58,7 +60,15 @@ def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
     assert [(r["seq"], r["duplicate"]) for r in answered] == [(2, True), (4, False), (4, True), (1, True)]
     assert answered[0]["prediction"] == [0.5]  # kept: the original result
     assert answered[2]["prediction"] == answered[1]["prediction"] == [0.0]  # a seq applied in this very batch
-    assert answered[3] == {"seq": 1, "step": 4, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+    assert answered[3] == {
+        "seq": 1,
+        "step": 4,
+        "prediction": [],
+        "loss": None,
+        "updated": False,
+        **NOT_JUDGED,
+        "duplicate": True,
+    }
     assert s.duplicates == 3
 
 

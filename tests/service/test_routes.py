@@ -31,9 +31,13 @@ DEFAULTS = {
     "from_last_target": True,
     "gate": True,
     "season": None,
+    "anomaly_threshold": 0.95,
+    "coverage": 0.9,
     "dtype": "float32",
     "seed": 0,
 }
+
+NOT_JUDGED = {"anomaly": None, "anomalous": None, "interval": None}  # what a result without them says
 
 
 def errors(response) -> list[dict]:
@@ -128,7 +132,18 @@ def test_single_observation_result(client):
     body = r.json()
     assert body["stream"] == "s"
     (result,) = body["results"]
-    assert set(result) == {"seq", "step", "prediction", "loss", "updated", "duplicate"}
+    assert set(result) == {
+        "seq",
+        "step",
+        "prediction",
+        "loss",
+        "updated",
+        "anomaly",
+        "anomalous",
+        "interval",
+        "duplicate",
+    }
+    assert {k: result[k] for k in NOT_JUDGED} == NOT_JUDGED  # the first observation: nothing judged yet
     assert (result["seq"], result["step"], result["duplicate"], result["updated"]) == (1, 1, False, False)
     assert len(result["prediction"]) == 1
 
@@ -224,7 +239,15 @@ def test_seq_duplicates_and_gaps(client):
     assert again[1] == {**first[1], "duplicate": True}
     assert (again[2]["seq"], again[2]["step"], again[2]["duplicate"]) == (10, 3, False)  # last seq + 1
     never_seen = post([{"x": [1, 2], "seq": 7}])[0]  # below the last seq: a duplicate, but unknown
-    assert never_seen == {"seq": 7, "step": 3, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+    assert never_seen == {
+        "seq": 7,
+        "step": 3,
+        "prediction": [],
+        "loss": None,
+        "updated": False,
+        **NOT_JUDGED,
+        "duplicate": True,
+    }
     metrics = client.get("/v1/streams/s/metrics").json()
     assert (metrics["steps"], metrics["last_seq"], metrics["duplicates"]) == (3, 10, 3)
 
@@ -238,7 +261,15 @@ def test_duplicates_beyond_retention_answer_empty(tmp_path):
         kept = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1400}).json()["results"][0]
         assert kept["duplicate"] and kept["step"] == 1400 and len(kept["prediction"]) == 1
         old = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1}).json()["results"][0]
-        assert old == {"seq": 1, "step": 1500, "prediction": [], "loss": None, "updated": False, "duplicate": True}
+        assert old == {
+            "seq": 1,
+            "step": 1500,
+            "prediction": [],
+            "loss": None,
+            "updated": False,
+            **NOT_JUDGED,
+            "duplicate": True,
+        }
         assert client.get("/v1/streams/s/metrics").json()["duplicates"] == 2
 
 

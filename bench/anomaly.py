@@ -1,0 +1,109 @@
+"""Anomaly scores and prediction intervals on defaults (models/anomaly.py).
+
+    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR]
+
+Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes through a default forecast stream (``input_size`` 1, nothing else set, nothing
+tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
+yet) is written in NAB's result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``,
+for NAB's scorer. Printed per series: the intervals' empirical coverage after calibration (nominal 0.9)
+and their mean width, beside the same interval built from the last-value forecast's errors by the same
+quantile tracker (below 1: ours are narrower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import torch
+
+from tbptt.models import Engine, StreamConfig
+from tbptt.models.anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA
+
+RUN = 500
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "models" / "data"
+
+
+def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, float]:
+    """Coverage and mean width of the same quantile tracker run on the last-value forecast's errors."""
+    errors = values[1:] - values[:-1]
+    lo = hi = scale = 0.0
+    inside, widths = [], []
+    upper, lower = (1 + coverage) / 2, (1 - coverage) / 2
+    for k, e in enumerate(errors):
+        if k == 0:
+            start = NormalDist().inv_cdf(upper) * math.sqrt(math.pi / 2)  # as models/anomaly.py starts
+            lo, hi, scale = -start, start, abs(e)
+            continue
+        u = e / scale if scale > 0 else (0.0 if e == 0 else math.copysign(math.inf, e))
+        if k >= CALIBRATED_AFTER:
+            inside.append(lo <= u <= hi)
+            widths.append(scale * (hi - lo))
+        hi += GAMMA * (upper if u > hi else -lower)
+        lo -= GAMMA * (upper if u < lo else -lower)
+        scale += SCALE_ALPHA * (abs(e) - scale)
+    return float(np.mean(inside)), float(np.mean(widths))
+
+
+def run(path: Path) -> tuple[list[list[str]], list[float], float, float]:
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target="next"))
+    scores: list[float] = []
+    for k in range(0, len(rows), RUN):
+        results = engine.observe_many([("s", [float(r[1])], None) for r in rows[k : k + RUN]])
+        scores += [r.anomaly if r.anomaly is not None else 0.0 for r in results]
+    m = engine.metrics("s")
+    assert m.coverage is not None and m.interval_width is not None
+    return rows, scores, m.coverage, m.interval_width
+
+
+def write_nab(rows: list[list[str]], scores: list[float], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["timestamp", "value", "anomaly_score"])
+        writer.writerows([r[0], r[1], f"{s:.6f}"] for r, s in zip(rows, scores))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nab", type=Path, help="NAB's data folder")
+    parser.add_argument("--out", type=Path, help="where to write NAB's results, in its format")
+    args = parser.parse_args()
+    if (args.nab is None) != (args.out is None):
+        parser.error("--nab and --out go together")
+    torch.set_num_threads(1)
+    report("the tests' four series", sorted(TESTS.glob("*.csv")), None)
+    if args.nab is not None:
+        report("NAB's 58 series", sorted(args.nab.glob("*/*.csv")), args.out)
+
+
+def report(name: str, paths: list[Path], out: Path | None) -> None:
+    coverages, ratios = [], []
+    for path in paths:
+        if path.stem == "macrodata":
+            continue
+        rows, scores, coverage, width = run(path)
+        if out is not None:
+            write_nab(rows, scores, out / path.parent.name / path.name)
+        naive_coverage, naive_width = naive_interval(np.array([float(r[1]) for r in rows]))
+        ratio = width / naive_width if width and naive_width else math.nan
+        coverages.append(coverage)
+        ratios.append(ratio)
+        print(f"{path.parent.name}/{path.stem:44s} coverage {coverage:.3f}  width {width:.4g}  "
+              f"last-value's: coverage {naive_coverage:.3f} width {naive_width:.4g}  ratio {ratio:.3f}", flush=True)  # fmt: skip
+    cov = np.array(coverages, dtype=float)
+    finite = np.array([r for r in ratios if math.isfinite(r) and r > 0])
+    print(f"{name}: coverage: mean {cov.mean():.3f}, min {cov.min():.3f}, max {cov.max():.3f}, within 0.02 of 0.9: "
+          f"{int((np.abs(cov - 0.9) <= 0.02).sum())}/{len(cov)}; width / last-value's: geo-mean "
+          f"{math.exp(np.log(finite).mean()):.3f}, narrower on {int((finite < 1).sum())}/{len(finite)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Anomaly scores and prediction intervals, from the errors of what a stream reports.
+
+Score: how unusual this step's absolute error is for this stream. Per output, z = (|e| - m) / s with m and s
+the mean and standard deviation of the output's earlier absolute errors (exponentially weighted, about the
+last 1,000 judged steps; plain averages until then), mapped into [0, 1) by 0.5 + 0.5 z / (1 + |z|): 0.5 is
+a typical error, 0.9 one 4 deviations above the typical, 0.95 about 10. Once ``SPATIAL_AFTER`` targets were
+seen, a target beyond the range of every earlier one by more than ``SPATIAL_TOLERANCE`` of that range
+scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score is its outputs' highest, from statistics before the step (no
+look-ahead), null until ``WARM`` errors were judged.
+
+Interval: per output, ``prediction + scale * [lo, hi]``, with scale a running mean of |e| (about the last
+100 judged steps) and lo, hi tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the
+scaled errors u = e / scale online (quantile tracking, the P part of Angelopoulos, Candes and Tibshirani's
+conformal PID control, 2023): after each judged error, hi moves up by ``GAMMA`` * (1 + coverage) / 2 if
+u > hi, else down by ``GAMMA`` * (1 - coverage) / 2 (lo likewise). Whatever the errors do, drift included,
+the long-run fraction of errors above the band is (1 - coverage) / 2, as below it (the tracker's
+guarantee holds for any sequence; they start where normal errors would put them); the scale lets the band follow a stream whose errors shrink as its
+network learns, or grow after a change, within about 100 steps. Null until ``CALIBRATED_AFTER`` errors
+were judged.
+
+Every update is a recurrence computed step by step in the same IEEE operations however observations are
+grouped, so grouping never changes a score or an interval. Nothing here changes what the network learns.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+from .config import StreamConfig
+from .slots import FleetSlots, Rows
+
+ERROR_ALPHA = 0.001  # the errors' statistics: about the last 1,000 judged steps
+WARM = 30  # judged errors before a score
+SPATIAL_TOLERANCE = 0.05  # beyond every earlier target by this fraction of their range: score 1 ...
+SPATIAL_AFTER = 100  # ... once this many were seen (a young stream has not seen its whole range)
+GAMMA = 0.1  # the interval's quantiles' step, in running mean absolute errors ...
+SCALE_ALPHA = 0.01  # ... that mean: about the last 100 judged steps
+CALIBRATED_AFTER = 20  # judged errors before an interval
+FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
+
+
+def _quantiles(coverage: float) -> tuple[float, float, float]:
+    """The tracked quantile levels' steps up and down, and where the quantiles start: those of normal
+    errors, in mean absolute errors (sigma = scale * sqrt(pi / 2))."""
+    upper = (1 + coverage) / 2
+    return upper, (1 - coverage) / 2, NormalDist().inv_cdf(upper) * math.sqrt(math.pi / 2)
+
+
+def calibrate(
+    config: StreamConfig, slots: FleetSlots, rows: Rows, shown: np.ndarray, truth: np.ndarray, judged: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For reported predictions ``shown`` (n, T, O) whose targets ``truth`` are known where ``judged``
+    (n, T): the score of each judged step (n, T; NaN: none) and each prediction's interval (n, T, O, 2;
+    NaN: none), the interval from the errors before its own; then the state takes in the judged errors,
+    and the stream's counts the anomalies (scores at ``config.anomaly_threshold`` or above) and what the
+    intervals covered."""
+    if len(rows) * shown.shape[-1] <= FEW:
+        return _calibrate_floats(config, slots, rows, shown, truth, judged)
+    s = slots
+    mean, var, count = rows.take(s.an_mean), rows.take(s.an_var), rows.take(s.an_count)
+    low, high = rows.take(s.seen_lo), rows.take(s.seen_hi)
+    lo, hi, scale = rows.take(s.iv_lo), rows.take(s.iv_hi), rows.take(s.iv_scale)
+    inside, widths = rows.take(s.iv_inside), rows.take(s.iv_width)  # (widths: summed in step order)
+    n, size = judged.shape
+    scores = np.full((n, size), np.nan)
+    intervals = np.full((*shown.shape, 2), np.nan)
+    upper, lower, start = _quantiles(config.coverage)
+    errors = truth - shown
+    for k in range(size):  # every step has an interval
+        ready = count >= CALIBRATED_AFTER
+        band = shown[:, k, :, None] + scale[..., None] * np.stack([lo, hi], axis=-1)
+        intervals[:, k] = np.where(ready[:, None, None], band, np.nan)
+        now = judged[:, k] & np.isfinite(errors[:, k]).all(axis=-1)
+        if not now.any():
+            continue
+        e, y = errors[:, k], truth[:, k]
+        a = np.abs(e)
+        z = (a - mean) / np.maximum(np.sqrt(var), 1e-12 * np.maximum(np.abs(mean), 1.0))
+        score = (0.5 + 0.5 * z / (1 + np.abs(z))).max(axis=-1)
+        span = high - low
+        beyond = ((y > high + SPATIAL_TOLERANCE * span) | (y < low - SPATIAL_TOLERANCE * span)).any(axis=-1)
+        score = np.where(beyond & (count >= SPATIAL_AFTER), 1.0, score)
+        scores[:, k] = np.where(now & (count >= WARM), score, np.nan)
+        # the error in running mean absolute errors (any error is beyond the band while they are all 0)
+        u = np.divide(e, scale, out=np.where(e == 0, 0.0, np.copysign(np.inf, e)), where=scale > 0)
+        inside = inside + (now & ready & ((u >= lo) & (u <= hi)).all(axis=-1))
+        widths = np.where(now & ready, widths + (scale * (hi - lo)).mean(axis=-1), widths)
+        # the statistics take in this step's errors
+        first = (count == 0)[:, None]
+        weight = np.maximum(1.0 / (count + 1.0), ERROR_ALPHA)[:, None]
+        delta = a - mean
+        new_mean = np.where(first, a, mean + weight * delta)
+        new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
+        new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
+        new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
+        new_scale = np.where(first, a, scale + SCALE_ALPHA * (a - scale))
+        keep = now[:, None]
+        mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
+        lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
+        low = np.where(keep, np.fmin(low, y), low)
+        high = np.where(keep, np.fmax(high, y), high)
+        count = count + now
+    for name, value in (
+        ("an_mean", mean), ("an_var", var), ("an_count", count), ("seen_lo", low), ("seen_hi", high),
+        ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale),
+    ):  # fmt: skip
+        rows.put(s.array(name), value)
+    flagged = (scores >= config.anomaly_threshold).sum(axis=1)  # (NaN compares False)
+    rows.put(s.anomalies, rows.take(s.anomalies) + flagged)
+    rows.put(s.iv_inside, inside)
+    rows.put(s.iv_width, widths)
+    return scores, intervals
+
+
+def _calibrate_floats(
+    config: StreamConfig, slots: FleetSlots, rows: Rows, shown: np.ndarray, truth: np.ndarray, judged: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``calibrate`` for a few streams and outputs, in Python floats: the same IEEE double operations in the
+    same order, so either path gives the same bits (tests/models/test_fleet.py runs a stream alone and in
+    a crowd)."""
+    s, sl = slots, rows.slots
+    upper, lower, start = _quantiles(config.coverage)
+    n, size = judged.shape
+    scores = np.full((n, size), np.nan)
+    intervals = np.full((*shown.shape, 2), np.nan)
+    outputs = shown.shape[-1]
+    for i, slot in enumerate(sl.tolist()):
+        mean, var, low, high = (s.array(name)[slot].tolist() for name in ("an_mean", "an_var", "seen_lo", "seen_hi"))
+        lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
+        count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
+        flagged = 0
+        for k, (pred, target, now) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), judged[i].tolist())):
+            ready = count >= CALIBRATED_AFTER
+            if ready:
+                intervals[i, k] = [[p + c * a, p + c * b] for p, c, a, b in zip(pred, scale, lo, hi)]
+            e = [y - p for y, p in zip(target, pred)]
+            if not (now and all(math.isfinite(v) for v in e)):
+                continue
+            score, beyond, covered = -math.inf, False, True
+            for o in range(outputs):
+                a = abs(e[o])
+                z = (a - mean[o]) / max(math.sqrt(var[o]), 1e-12 * max(abs(mean[o]), 1.0))
+                score = max(score, 0.5 + 0.5 * z / (1 + abs(z)))
+                span = high[o] - low[o]
+                beyond = beyond or target[o] > high[o] + SPATIAL_TOLERANCE * span
+                beyond = beyond or target[o] < low[o] - SPATIAL_TOLERANCE * span
+            if beyond and count >= SPATIAL_AFTER:
+                score = 1.0
+            if count >= WARM:
+                scores[i, k] = score
+                flagged += score >= config.anomaly_threshold
+            u = [v / c if c > 0 else (0.0 if v == 0 else math.copysign(math.inf, v)) for v, c in zip(e, scale)]
+            covered = all(a <= v <= b for v, a, b in zip(u, lo, hi))
+            if ready:
+                inside += covered
+                width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
+            weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
+            for o in range(outputs):
+                a, y = abs(e[o]), target[o]
+                if count == 0:
+                    mean[o], var[o], hi[o], lo[o], scale[o] = a, 0.0, start, -start, a
+                else:
+                    delta = a - mean[o]
+                    mean[o], var[o] = mean[o] + weight * delta, (1 - weight) * (var[o] + weight * delta * delta)
+                    hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
+                    lo[o] = lo[o] - GAMMA * (upper if u[o] < lo[o] else -lower)
+                    scale[o] = scale[o] + SCALE_ALPHA * (a - scale[o])
+                low[o] = y if low[o] != low[o] else min(low[o], y)
+                high[o] = y if high[o] != high[o] else max(high[o], y)
+            count += 1
+        for name, value in (
+            ("an_mean", mean), ("an_var", var), ("seen_lo", low), ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi),
+            ("iv_scale", scale), ("an_count", count), ("iv_inside", inside), ("iv_width", width),
+        ):  # fmt: skip
+            s.array(name)[slot] = value
+        s.anomalies[slot] += flagged
+    return scores, intervals

@@ -1,0 +1,77 @@
+"""Anomaly scores and intervals over HTTP: in every result, kept for retries and /predictions, counted in
+the metrics, and the same after a restart."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tbptt.service.settings import Settings
+from tests.service.factories import app_client, wait_ready
+
+FORECAST = {"model": {"input_size": 1}, "target": "next"}
+
+
+def readings(count: int = 300, spike_at: int = 250) -> list[float]:
+    rng = np.random.default_rng(0)
+    values = 20 + 2 * np.sin(np.arange(count) / 6) + 0.2 * rng.standard_normal(count)
+    values[spike_at] += 6
+    return values.tolist()
+
+
+def post(client: TestClient, values: list[float], first_seq: int = 1) -> list[dict]:
+    body = {"observations": [{"x": v, "seq": first_seq + k} for k, v in enumerate(values)]}
+    response = client.post("/v1/streams/s/observations", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def test_results_carry_scores_and_intervals_and_retries_get_the_same(client):
+    assert client.put("/v1/streams/s", json=FORECAST).status_code == 201
+    values = readings()
+    results = post(client, values[:200]) + post(client, values[200:], first_seq=201)
+    assert results[0]["anomaly"] is None and results[0]["interval"] is None
+    assert results[100]["anomaly"] is not None and results[100]["interval"] is not None
+    lower, upper = results[100]["interval"][0]
+    assert lower < results[100]["prediction"][0] < upper
+    assert results[250]["anomalous"] is True and results[250]["anomaly"] >= 0.95
+    assert sum(r["anomalous"] is True for r in results) <= 3  # the spike, and perhaps its echo
+    again = post(client, values[245:255], first_seq=246)  # a retry: answered, not applied
+    assert again == [{**r, "duplicate": True} for r in results[245:255]]
+    kept = client.get("/v1/streams/s/predictions", params={"limit": 60}).json()
+    kept = kept["results"] if isinstance(kept, dict) else kept
+    assert [r["anomaly"] for r in kept] == [r["anomaly"] for r in results[-60:]]
+    assert [r["interval"] for r in kept] == [r["interval"] for r in results[-60:]]
+    metrics = client.get("/v1/streams/s/metrics").json()
+    assert metrics["anomalies"] == sum(r["anomalous"] is True for r in results)
+    assert 0.8 <= metrics["coverage"] <= 1.0 and metrics["interval_width"] > 0
+
+
+def test_scores_and_intervals_continue_after_a_restart(tmp_path):
+    """Stopped after 200 readings and started again, the stream scores the next 100 as if never stopped."""
+    values = readings()
+    with app_client(Settings(data_dir=tmp_path / "straight")) as c:
+        wait_ready(c)
+        c.put("/v1/streams/s", json=FORECAST)
+        expected = post(c, values)
+    settings = Settings(data_dir=tmp_path / "restarted")
+    with app_client(settings) as c:
+        wait_ready(c)
+        c.put("/v1/streams/s", json=FORECAST)
+        got = post(c, values[:200])
+    with app_client(settings) as c:
+        wait_ready(c)
+        got += post(c, values[200:], first_seq=201)
+        assert post(c, values[190:191], first_seq=191) == [{**got[190], "duplicate": True}]  # kept, too
+    assert got == expected
+
+
+def test_threshold_and_coverage_are_stream_settings(client):
+    config = {**FORECAST, "anomaly_threshold": 0.6, "coverage": 0.5}
+    response = client.put("/v1/streams/s", json=config)
+    assert response.status_code == 201
+    assert response.json()["config"]["anomaly_threshold"] == 0.6
+    results = post(client, readings())
+    assert sum(r["anomalous"] is True for r in results) > 10  # 0.6: an error above the typical one
+    for bad in ({"coverage": 1.0}, {"coverage": 0}, {"anomaly_threshold": 1.5}):
+        assert client.put("/v1/streams/t", json={**FORECAST, **bad}).status_code == 422
