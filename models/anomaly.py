@@ -123,23 +123,23 @@ def _calibrate_floats(
     a crowd)."""
     s, sl = slots, rows.slots
     upper, lower, start = _quantiles(config.coverage)
-    n, size = judged.shape
+    n, size, outputs = shown.shape
     scores = np.full((n, size), np.nan)
-    intervals = np.full((*shown.shape, 2), np.nan)
-    outputs = shown.shape[-1]
+    intervals = np.full((n, size, outputs, 2), np.nan)
+    errors = truth - shown
+    usable = (judged & np.isfinite(errors).all(axis=-1)).tolist()
     for i, slot in enumerate(sl.tolist()):
         mean, var, low, high = (s.array(name)[slot].tolist() for name in ("an_mean", "an_var", "seen_lo", "seen_hi"))
         lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
         count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
-        flagged = 0
-        for k, (pred, target, now) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), judged[i].tolist())):
+        flagged, bands, row_scores = 0, intervals[i].tolist(), scores[i].tolist()
+        for k, (pred, target, e) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), errors[i].tolist())):
             ready = count >= CALIBRATED_AFTER
             if ready:
-                intervals[i, k] = [[p + c * a, p + c * b] for p, c, a, b in zip(pred, scale, lo, hi)]
-            e = [y - p for y, p in zip(target, pred)]
-            if not (now and all(math.isfinite(v) for v in e)):
+                bands[k] = [[p + c * a, p + c * b] for p, c, a, b in zip(pred, scale, lo, hi)]
+            if not usable[i][k]:
                 continue
-            score, beyond, covered = -math.inf, False, True
+            score, beyond = -math.inf, False
             for o in range(outputs):
                 a = abs(e[o])
                 z = (a - mean[o]) / max(math.sqrt(var[o]), 1e-12 * max(abs(mean[o]), 1.0))
@@ -150,12 +150,11 @@ def _calibrate_floats(
             if beyond and count >= SPATIAL_AFTER:
                 score = 1.0
             if count >= WARM:
-                scores[i, k] = score
+                row_scores[k] = score
                 flagged += score >= config.anomaly_threshold
             u = [v / c if c > 0 else (0.0 if v == 0 else math.copysign(math.inf, v)) for v, c in zip(e, scale)]
-            covered = all(a <= v <= b for v, a, b in zip(u, lo, hi))
             if ready:
-                inside += covered
+                inside += all(a <= v <= b for v, a, b in zip(u, lo, hi))
                 width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
             weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
             for o in range(outputs):
@@ -171,6 +170,7 @@ def _calibrate_floats(
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1
+        intervals[i], scores[i] = bands, row_scores
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("seen_lo", low), ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi),
             ("iv_scale", scale), ("an_count", count), ("iv_inside", inside), ("iv_width", width),

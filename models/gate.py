@@ -27,8 +27,9 @@ def blend(
 ) -> np.ndarray:  # fmt: skip
     """What to report for ``raw`` network predictions (n, T, O), given the ``naive`` forecasts of the same
     steps (NaN: none; reported as is) and, for a stream with a season, the ``seasonal`` naive forecasts
-    (NaN: none yet; ``restart`` (n, T): the period changed at that step, its candidates start afresh); then the steps with a finite target in ``truth`` (``judged``: (n, T)) update the
-    candidates' errors. The choice comes from errors before each step (no look-ahead)."""
+    (NaN: none yet; ``restart`` (n, T): the period changed at that step, its candidates start afresh);
+    then the steps with a finite target in ``truth`` (``judged``: (n, T)) update the candidates' errors.
+    The choice comes from errors before each step (no look-ahead)."""
     count = rows.take(slots.gate_count)
     err = np.where((count > 0)[:, None, None], rows.take(slots.gate_err), np.nan)  # (n, O, W), NaN: unknown
     usable = np.isfinite(naive).all(axis=-1)
@@ -43,16 +44,23 @@ def blend(
     every, some = update.all(axis=0).tolist(), update.any(axis=0).tolist()
     weights = len(WEIGHTS)
     restarts = [] if restart is None else np.flatnonzero(restart.any(axis=0)).tolist()
+    gaps = np.isnan(errors).any(axis=(0, 2, 3)).tolist()  # steps where some candidate has no forecast
+    complete = not np.isnan(err).any()  # every candidate's error known: the plain recurrence (most steps)
     for k in range(size):  # only the recurrence steps one by one: the errors' EWMA and which candidate leads
         if k in restarts and restart is not None:
             err[..., weights:] = np.where(restart[:, k, None, None], np.nan, err[..., weights:])
-        choice[:, k] = np.argmin(np.where(np.isnan(err), np.inf, err), axis=-1)
+            complete = False
+        choice[:, k] = np.argmin(err if complete else np.where(np.isnan(err), np.inf, err), axis=-1)
         if not some[k]:
             continue
-        now, unknown = errors[:, k], np.isnan(err)
-        fresh = np.where(unknown, now, err + ALPHA * (now - err))
+        now = errors[:, k]
+        if complete and every[k] and not gaps[k]:
+            err = err + ALPHA * (now - err)
+            continue
+        fresh = np.where(np.isnan(err), now, err + ALPHA * (now - err))
         fresh = np.where(np.isnan(now), err, fresh)  # a candidate without a forecast this step keeps its error
         err = fresh if every[k] else np.where(update[:, k, None, None], fresh, err)
+        complete = not np.isnan(err).any()
     seen = (count[:, None] + np.cumsum(update, axis=1) - update) > 0  # (n, T): judged before each step
     rows.put(slots.gate_err, np.nan_to_num(err[..., :weights], nan=0.0))
     rows.put(slots.gate_count, count + update.sum(axis=1))
