@@ -2,7 +2,7 @@
 
 For a period s, the forecast of ``x_{t+1}`` made at step t is ``x_t + (x_{t+1-s} - x_{t-s})``: the last
 reading plus the change seen one season earlier (the forecast of a seasonal random walk, ARIMA
-(0,1,0)(0,1,0)s). Measured against the alternatives the issue named (bench/README.md, "Seasons"): the
+(0,1,0)(0,1,0)s). Measured against the alternatives the issue named (bench/README.md, "Forecast quality"): the
 network fed the seasonally differenced series was far better on strongly seasonal series (0.34 of the
 last value's error on airline passengers) but worse on the others; the network fed the value one season
 back gained little; the gate choosing between this forecast, the last value and the network, by their

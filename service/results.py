@@ -40,7 +40,8 @@ class ResultLog:
         """What the kept results hold now (a checkpoint carries them)."""
         return self.max_bytes(self.count, self.output_size)
 
-    def __init__(self, capacity: int, output_size: int, threshold: float = 1.0) -> None:
+    def __init__(self, capacity: int, output_size: int, threshold: float) -> None:
+        """``threshold``: the stream's anomaly_threshold, which says which kept results were anomalous."""
         self.capacity, self.output_size, self.threshold = capacity, output_size, threshold
         self._size = 0  # allocated rows: grows by doubling up to capacity, so quiet streams stay small
         self._seq = np.empty(0, dtype=np.int64)

@@ -15,7 +15,7 @@ NOT_JUDGED = {"anomaly": None, "anomalous": None, "interval": None}  # what a re
 
 def state(stream: str = "s", last_seq: int | None = None, steps: int = 0, **config) -> StreamState:
     core = StreamConfig(**{"input_size": 2, **config})
-    s = StreamState(1, "t", stream, core, "now", ResultLog(1000, core.output_size or 1))
+    s = StreamState(1, "t", stream, core, "now", ResultLog(1000, core.output_size or 1, core.anomaly_threshold))
     s.last_seq, s.steps = last_seq, steps
     return s
 
