@@ -43,10 +43,11 @@ class FleetBatch:
     y: np.ndarray  # (n, T, O), NaN where no target
     has_y: np.ndarray  # (n, T)
     lengths: np.ndarray  # (n,)
+    learn: np.ndarray  # (n, T) False: learn nothing from that observation's target
 
     def apply(self) -> list[StepResult]:
         """Step the fleet; the results in the order of ``items``."""
-        out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths)
+        out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths, self.learn)
         at = (self.rank, self.position)
         steps, predictions = out.steps[at].tolist(), out.predictions[at].tolist()
         losses, updated = out.losses[at].tolist(), out.updated[at].tolist()
@@ -62,8 +63,11 @@ class FleetBatch:
         ]  # fmt: skip
 
 
-def prepare(fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any], ys: list[Any]) -> FleetBatch:
-    """Validate and pad one fleet's items (request positions ``items``, stream ``slots``, raw x and y)."""
+def prepare(
+    fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any], ys: list[Any], learn: list[bool]
+) -> FleetBatch:
+    """Validate and pad one fleet's items (request positions ``items``, stream ``slots``, raw x and y, and
+    whether to learn from each)."""
     c = fleet.config
     assert c.output_size is not None
     x = _matrix(items, "x", xs, c.input_size)
@@ -90,9 +94,10 @@ def prepare(fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any],
     n, t_max = len(unique), int(counts.max())
     x_pad = np.zeros((n, t_max, c.input_size))
     y_pad = np.full((n, t_max, c.output_size), np.nan)
-    has_y_pad = np.zeros((n, t_max), dtype=bool)
+    has_y_pad, learn_pad = np.zeros((n, t_max), dtype=bool), np.ones((n, t_max), dtype=bool)
     x_pad[rank, position], y_pad[rank, position], has_y_pad[rank, position] = x, y, has_y
-    return FleetBatch(fleet, items, unique, rank, position, x_pad, y_pad, has_y_pad, counts)
+    learn_pad[rank, position] = learn
+    return FleetBatch(fleet, items, unique, rank, position, x_pad, y_pad, has_y_pad, counts, learn_pad)
 
 
 def _matrix(items: list[int], field: str, values: list[Any], size: int) -> np.ndarray:

@@ -80,6 +80,7 @@ class StreamConfig:
     season: int | None = None
     anomaly_threshold: float = 0.95  # a result is anomalous when its score reaches this (models/anomaly.py)
     coverage: float = 0.9  # the long-run fraction of targets inside their prediction intervals
+    learn_from_anomalies: bool = True  # False: a target whose score reaches anomaly_threshold is not learnt from
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
 
@@ -168,7 +169,7 @@ def _validate(c: StreamConfig) -> None:
     _in_range("coverage", c.coverage, 0.0, 1.0, high_open=True)
     if c.coverage <= 0:
         raise InvalidConfig(f"coverage must be a number in (0, 1), got {c.coverage!r}", "coverage")
-    for name in ("normalize", "residual", "from_last_target", "gate"):
+    for name in ("normalize", "residual", "from_last_target", "gate", "learn_from_anomalies"):
         if not isinstance(getattr(c, name), bool):
             raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)
     _int_at_least("seed", c.seed, 0)

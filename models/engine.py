@@ -24,7 +24,9 @@ from .slots import release_free_memory
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 Values = float | Sequence[float]
-Item = tuple[str, Values, Values | None]  # (stream id, x, y)
+# (stream id, x, y), or with a fourth element ``learn``: False predicts and scores, but learns nothing from
+# this observation's target (exactly as if it had none)
+Item = tuple[str, Values, Values | None] | tuple[str, Values, Values | None, bool]
 
 STATE_VERSION = 1
 
@@ -156,7 +158,8 @@ class Engine:
         """
         by_fleet: dict[int, list[int]] = {}
         streams = []
-        for i, (stream_id, _, _) in enumerate(items):
+        for i, item in enumerate(items):
+            stream_id = item[0]
             stream = self._streams.get(stream_id)
             if stream is None:
                 raise StreamNotFound(stream_id)
@@ -169,6 +172,7 @@ class Engine:
                 [streams[i].slot for i in indices],
                 [items[i][1] for i in indices],
                 [items[i][2] for i in indices],
+                [len(items[i]) < 4 or items[i][3] is not False for i in indices],  # type: ignore[misc]
             )
             for indices in by_fleet.values()
         ]

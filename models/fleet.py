@@ -92,12 +92,14 @@ class Fleet:
     # -- observing -----------------------------------------------------------------------------------------
 
     def observe(
-        self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, lengths: np.ndarray
-    ) -> Outcome:
+        self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, lengths: np.ndarray,
+        learn: np.ndarray,
+    ) -> Outcome:  # fmt: skip
         """Apply to each of ``slots`` (n,), sorted and distinct, its run of ``lengths`` (n,) observations.
 
         ``x`` (n, T, I) and ``y`` (n, T, O) are float64 in the caller's units, padded to the longest run;
-        ``has_y`` (n, T) says where a target is given (explicit mode only).
+        ``has_y`` (n, T) says where a target is given (explicit mode only); where ``learn`` (n, T) is False,
+        that observation's target (forecast mode: its x) is judged but not learnt from.
         """
         n, t_max = x.shape[:2]
         out = Outcome(
@@ -117,7 +119,9 @@ class Fleet:
             to_boundary = (first + k1 - 1) // k1 * k1 - first + 1
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
             block = slice(done, done + size)
-            result = self.mode.block(rows, first, x[active, block], y[active, block], has_y[active, block])
+            result = self.mode.block(
+                rows, first, x[active, block], y[active, block], has_y[active, block], learn[active, block]
+            )
             for name in ("steps", "predictions", "losses", "updated", "scores", "intervals"):
                 getattr(out, name)[active, block] = getattr(result, name)
             done += size

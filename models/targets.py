@@ -49,9 +49,19 @@ class TargetMode:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet, self.config, self.slots = fleet, fleet.config, fleet.slots
 
-    def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
-        """Apply one block: ``x`` (n, T, I), ``y`` (n, T, O) and ``has_y`` (n, T) from step ``first`` (n,)."""
+    def block(
+        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
+    ) -> Outcome:
+        """Apply one block: ``x`` (n, T, I), ``y`` (n, T, O), ``has_y`` and ``learn`` (n, T) from step ``first``
+        (n,)."""
         raise NotImplementedError
+
+    def _learnt(self, learn: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Which judged targets to learn from: those ``learn`` allows, less the anomalous ones unless the
+        stream learns from anomalies."""
+        if self.config.learn_from_anomalies:
+            return learn
+        return learn & ~(scores >= self.config.anomaly_threshold)  # (a NaN score compares False)
 
     def _reported(
         self, rows: Rows, pred: np.ndarray, naive: np.ndarray, truth: np.ndarray, judged: np.ndarray,
@@ -83,7 +93,9 @@ class TargetMode:
 
 
 class Explicit(TargetMode):
-    def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
+    def block(
+        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
+    ) -> Outcome:
         fleet = self.fleet
         steps = first[:, None] + np.arange(x.shape[1])  # (n, T) network steps, one per observation
         rows.put(self.slots.steps, steps[:, -1])
@@ -104,7 +116,8 @@ class Explicit(TargetMode):
             pred, target, warm = base + yhat, y - base, based
         shown = self._reported(rows, pred, naive, y, finite)
         scores, intervals = anomaly.calibrate(self.config, self.slots, rows, shown, y, finite)
-        losses = fleet.resolve(rows, steps, yhat, shown, target, y, has_y, finite, warm, naive)
+        learnt = has_y & self._learnt(learn, scores)
+        losses = fleet.resolve(rows, steps, yhat, shown, target, y, learnt, finite, warm, naive)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
         return Outcome(steps, shown, losses, updated, scores, intervals)
@@ -124,7 +137,9 @@ class Explicit(TargetMode):
 class Forecast(TargetMode):
     """Levels: the network sees the (standardized) readings and predicts the next one."""
 
-    def block(self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray) -> Outcome:
+    def block(
+        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
+    ) -> Outcome:
         s, fleet = self.slots, self.fleet
         n, size = x.shape[:2]
         steps = first[:, None] + np.arange(size)
@@ -134,7 +149,7 @@ class Forecast(TargetMode):
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
             losses[pending, 0], updated[pending, 0], scores[pending, 0] = self._resolve_pending(
-                sub, first[pending] - 1, x[pending, :1]
+                sub, first[pending] - 1, x[pending, :1], learn[pending, :1]
             )
         rows.put(s.steps, steps[:, -1])
         yhat, pred, target, warm = self._network(rows, steps, x)
@@ -146,8 +161,9 @@ class Forecast(TargetMode):
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
         judged_scores, intervals = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
+        learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1])  # x_{t+1} is step t's target
         losses[:, 1:] = fleet.resolve(
-            rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, known, known, warm, x[:, :-1]
+            rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, learnt, known, warm, x[:, :-1]
         )
         rows.put(s.pending_yhat, yhat[:, -1])
         rows.put(s.pending_pred, shown[:, -1])
@@ -172,7 +188,7 @@ class Forecast(TargetMode):
         return yhat, mean + std * yhat, (truth - mean[:, :-1]) / std[:, :-1], count[:, :-1] >= 2
 
     def _resolve_pending(
-        self, rows: Rows, step: np.ndarray, x: np.ndarray
+        self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,); its loss, whether the
         update that step completes applied, and the reading's anomaly score."""
@@ -184,7 +200,8 @@ class Forecast(TargetMode):
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores = anomaly.calibrate(self.config, s, rows, pred, x, known)[0]
-        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, known, known, warm, naive)
+        learnt = self._learnt(learn, scores)
+        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0]
 
     def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

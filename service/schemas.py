@@ -152,6 +152,11 @@ class StreamCreate(_Strict):
     coverage: float = Field(
         CORE_DEFAULTS.coverage, gt=0, lt=1, description="the long-run fraction of targets inside their intervals"
     )
+    learn_from_anomalies: bool = Field(
+        CORE_DEFAULTS.learn_from_anomalies,
+        description="false: a target judged anomalous is scored and reported but not learnt from (an outage "
+        "does not teach the network that outages are normal)",
+    )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
 
@@ -165,7 +170,8 @@ class StreamCreate(_Strict):
             betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
             target=self.target, normalize=self.normalize, residual=self.residual,
             from_last_target=self.from_last_target, gate=self.gate, season=self.season,
-            anomaly_threshold=self.anomaly_threshold, coverage=self.coverage, dtype=self.dtype, seed=self.seed,
+            anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
+            learn_from_anomalies=self.learn_from_anomalies, dtype=self.dtype, seed=self.seed,
         )  # fmt: skip
 
     @classmethod
@@ -181,7 +187,8 @@ class StreamCreate(_Strict):
             ),
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
-            anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, dtype=c.dtype, seed=c.seed,
+            anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
+            dtype=c.dtype, seed=c.seed,
         )  # fmt: skip
 
 

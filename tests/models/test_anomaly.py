@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tbptt.models import Engine, InvalidConfig, StreamConfig
 from tbptt.models.anomaly import CALIBRATED_AFTER, WARM
+from tests.factories import RAW, assert_identical, sequence
+from tests.reference import reference
 
 
 def forecast(series: np.ndarray, per_call: int = 1, **config) -> tuple[Engine, list]:
@@ -116,3 +119,57 @@ def test_settings_are_checked():
         StreamConfig(input_size=1, coverage=0.0)
     with pytest.raises(InvalidConfig, match="anomaly_threshold"):
         StreamConfig(input_size=1, anomaly_threshold=1.5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_an_observation_not_learnt_from_is_a_step_without_target_in_the_reference_loop(cell):
+    """Explicit mode: ``learn`` False keeps the target for its score and interval, and the network learns
+    exactly as the textbook loop with that target missing."""
+    config = StreamConfig(cell=cell, input_size=3, hidden_size=5, k1=4, k2=4, dtype="float64", **RAW)
+    xs, ys = sequence(3, 1, 80, seed=11)
+    skipped = {5, 6, 17, 40, 41, 42, 79}
+    missing = [None if k in skipped else y for k, y in enumerate(ys)]
+    engine, without = Engine(), Engine()
+    engine.add_stream("s", config)
+    without.add_stream("s", config)
+    results = engine.observe_many([("s", x, y, k not in skipped) for k, (x, y) in enumerate(zip(xs, ys))])
+    bare = without.observe_many([("s", x, y) for x, y in zip(xs, missing)])
+    assert [(r.prediction, r.loss, r.updated) for r in results] == [(r.prediction, r.loss, r.updated) for r in bare]
+    assert_identical(engine.export_weights("s"), without.export_weights("s"))  # bit for bit
+    ref = reference(config, xs, missing)  # and the textbook loop, to its usual 1e-10 (tests/models/test_exactness.py)
+    for result, expected in zip(results, ref.predictions):
+        assert result.prediction == pytest.approx(expected, abs=1e-10, rel=0)
+    for name, value in ref.weights.items():
+        torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)
+    assert all(results[k].loss is None for k in skipped) and results[41].anomaly is not None
+
+
+def test_forecast_mode_skips_learning_from_a_reading_as_explicit_mode_skips_a_target():
+    common = dict(input_size=2, hidden_size=5, k1=3, k2=6, dtype="float64", **RAW)
+    xs, _ = sequence(2, 2, 90, seed=12)
+    skipped = {10, 11, 50, 89}  # readings not learnt from: the targets of the steps before them
+    forecast = Engine()
+    forecast.add_stream("s", StreamConfig(target="next", residual=False, **common))
+    forecast.observe_many([("s", x, None, k not in skipped) for k, x in enumerate(xs)])
+    explicit = Engine()
+    explicit.add_stream("s", StreamConfig(output_size=2, **common))
+    explicit.observe_many([("s", xs[k], None if k + 1 in skipped else xs[k + 1]) for k in range(len(xs) - 1)])
+    assert_identical(forecast.export_weights("s"), explicit.export_weights("s"))
+
+
+def test_a_stream_that_does_not_learn_from_anomalies_skips_exactly_the_anomalous_readings():
+    rng = np.random.default_rng(8)
+    series = 30 + np.sin(np.arange(600) / 7) + 0.1 * rng.standard_normal(600)
+    series[[300, 301, 302, 450]] += [15, 15, 15, -12]  # an outage-like run and a dip
+    guarded, results = forecast(series, per_call=25, learn_from_anomalies=False)
+    flagged = {k for k, r in enumerate(results) if r.anomalous}
+    assert {300, 450} <= flagged
+    told = Engine()
+    told.add_stream("s", StreamConfig(input_size=1, target="next"))
+    items = [("s", [float(v)], None, k not in flagged) for k, v in enumerate(series)]
+    told_results = [r for k in range(0, 600, 25) for r in told.observe_many(items[k : k + 25])]
+    assert_identical(guarded.export_weights("s"), told.export_weights("s"))
+    assert [r.prediction for r in told_results] == [r.prediction for r in results]
+    _, learning = forecast(series, per_call=25)  # the default learns from them: other weights afterwards
+    assert [r.prediction for r in learning][:301] == [r.prediction for r in results][:301]
+    assert [r.prediction for r in learning][310:] != [r.prediction for r in results][310:]

@@ -73,5 +73,24 @@ def test_threshold_and_coverage_are_stream_settings(client):
     assert response.json()["config"]["anomaly_threshold"] == 0.6
     results = post(client, readings())
     assert sum(r["anomalous"] is True for r in results) > 10  # 0.6: an error above the typical one
-    for bad in ({"coverage": 1.0}, {"coverage": 0}, {"anomaly_threshold": 1.5}):
+    for bad in ({"coverage": 1.0}, {"coverage": 0}, {"anomaly_threshold": 1.5}, {"learn_from_anomalies": "no"}):
         assert client.put("/v1/streams/t", json={**FORECAST, **bad}).status_code == 422
+
+
+def test_a_stream_may_refuse_to_learn_from_anomalies(client):
+    """The outage-like run of readings is reported as anomalous, and the network does not learn from it:
+    afterwards the stream's predictions differ from those of a stream that did."""
+    values = readings()
+    values[200:203] = [60.0, 60.0, 60.0]
+    for stream, learns in (("guarded", False), ("open", True)):
+        config = {**FORECAST, "learn_from_anomalies": learns}
+        assert client.put(f"/v1/streams/{stream}", json=config).status_code == 201
+        body = {"observations": [{"x": v} for v in values]}
+        results = client.post(f"/v1/streams/{stream}/observations", json=body).json()["results"]
+        assert results[200]["anomalous"] is True
+        if learns:
+            open_results = results
+        else:
+            guarded_results = results
+    assert [r["prediction"] for r in guarded_results[:200]] == [r["prediction"] for r in open_results[:200]]
+    assert [r["prediction"] for r in guarded_results[210:]] != [r["prediction"] for r in open_results[210:]]

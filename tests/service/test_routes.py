@@ -33,6 +33,7 @@ DEFAULTS = {
     "season": None,
     "anomaly_threshold": 0.95,
     "coverage": 0.9,
+    "learn_from_anomalies": True,
     "dtype": "float32",
     "seed": 0,
 }
