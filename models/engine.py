@@ -24,8 +24,8 @@ from .slots import release_free_memory
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 Values = float | Sequence[float]
-# (stream id, x, y), or with a fourth element ``learn``: False predicts and scores, but learns nothing from
-# this observation's target (exactly as if it had none)
+# (stream id, x, y), or with a fourth element ``learn``: False predicts and scores, but the network learns
+# nothing from this observation's target (its loss is skipped as a missing target's)
 Item = tuple[str, Values, Values | None] | tuple[str, Values, Values | None, bool]
 
 STATE_VERSION = 1

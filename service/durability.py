@@ -261,13 +261,13 @@ class Durability:
 
     def _replay(self, by_uid: dict[int, StreamState], start: int) -> int:
         """Apply the log after batch ``start`` to the streams it is news to, in order, in bounded chunks."""
-        chunk: list[tuple[StreamState, int, np.ndarray, np.ndarray | None]] = []
+        chunk: list[tuple[StreamState, int, np.ndarray, np.ndarray | None, bool]] = []
         replayed = 0
 
         def flush() -> None:
             nonlocal replayed
             while chunk:
-                items = [(s.key, x.tolist(), None if y is None else y.tolist()) for s, _, x, y in chunk]
+                items = [(s.key, x.tolist(), None if y is None else y.tolist(), learn) for s, _, x, y, learn in chunk]
                 try:
                     results = self.engine.observe_many(items)
                 except InvalidObservation as exc:  # one stream's record: that stream alone is lost
@@ -275,7 +275,7 @@ class Durability:
                     self._damage(refused, f"a log record (seq {chunk[exc.index][1]}) was refused: {exc.message}")
                     chunk[:] = [entry for entry in chunk if entry[0] is not refused]
                     continue
-                record_results([s for s, *_ in chunk], [seq for _, seq, _, _ in chunk], results)
+                record_results([s for s, *_ in chunk], [seq for _, seq, *_ in chunk], results)
                 replayed += len(chunk)
                 chunk.clear()
 
@@ -291,10 +291,10 @@ class Durability:
                         continue
                     state.events = batch.ord
                 continue
-            for uid, step, seq, x, y in batch.records():
+            for uid, step, seq, x, y, learn in batch.records():
                 state = by_uid.get(uid)
                 if state is not None and self._news(state, step, 0):
-                    chunk.append((state, seq, x, y))
+                    chunk.append((state, seq, x, y, learn))
             if len(chunk) >= REPLAY_CHUNK:
                 flush()
         flush()

@@ -24,6 +24,8 @@ SEQS_EXHAUSTED = (
     "sent back; create a new stream (its seqs start at 1)"
 )
 Entry = tuple[bool, int]  # (True, seq): a duplicate of that seq; (False, k): new, the plan's item k
+# (engine key, x, y), with a fourth element False where the observation's target is not learnt from
+PlanItem = tuple[str, list[float], list[float] | None] | tuple[str, list[float], list[float] | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class Incoming:
     x: list[float]
     y: list[float] | None
     seq: int | None
+    learn: bool = True  # False: its target is judged, not learnt from
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,7 @@ class Planned:
 class Plan:
     """What a micro-batch applies: ``items`` for the engine, and for each the owner, seq and step."""
 
-    items: list[tuple[str, list[float], list[float] | None]] = field(default_factory=list)  # (engine key, x, y)
+    items: list[PlanItem] = field(default_factory=list)
     owners: list[StreamState] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
@@ -123,7 +126,7 @@ class Plan:
             key = state.key
             self._last_step[key] = step = self._last_step.get(key, state.steps) + 1
             self._item_of[(key, seq)] = len(self.items)
-            self.items.append((key, obs.x, obs.y))
+            self.items.append((key, obs.x, obs.y) if obs.learn else (key, obs.x, obs.y, False))
             self.owners.append(state)
             self.seqs.append(seq)
             self.steps.append(step)
@@ -181,9 +184,10 @@ class Plan:
             if key not in keys:
                 continue
             batch = batches.setdefault(key, {"stream": state.id, "results": [], "observations": []})
-            _, x, y = self.items[k]
+            item = self.items[k]
             batch["results"].append(self._built[k])
-            batch["observations"].append({"seq": self.seqs[k], "x": x, "y": y})
+            seen = {"seq": self.seqs[k], "x": item[1], "y": item[2]}
+            batch["observations"].append(seen if len(item) < 4 else {**seen, "learn": False})
         return batches
 
 

@@ -239,6 +239,11 @@ class Observation(_Strict):
     seq: Seq | None = Field(
         None, description="client sequence number; a seq not above the last applied one is a duplicate"
     )
+    learn: bool = Field(
+        True,
+        description="false: predict and score this observation, but learn nothing from its target (forecast "
+        "mode: from this x as the previous prediction's target): its loss is skipped as a missing target's",
+    )
 
 
 class ObservationBatch(_Strict):

@@ -158,8 +158,8 @@ class Shard:
             self.durability.write(lambda store: store.count_duplicates(counts))
             return
         record = Observations.of(
-            [s.uid for s in plan.owners], plan.steps, plan.seqs, [x for _, x, _ in plan.items],
-            [y for _, _, y in plan.items],
+            [s.uid for s in plan.owners], plan.steps, plan.seqs, [item[1] for item in plan.items],
+            [item[2] for item in plan.items], [len(item) < 4 for item in plan.items],
         )  # fmt: skip
         self.durability.write(lambda store: store.append(record, counts))
 

@@ -89,7 +89,8 @@ class Checkpoint:
 class Observations:
     """One engine batch: record k is observation ``steps[k]`` (seq ``seqs[k]``) of stream ``uids[k]``; the
     x values of all records one after the other in ``x`` (record k's length in ``x_len``), likewise y
-    (length -1: no target)."""
+    (length -1: no target); ``learn`` (None: every record) says which records' targets are learnt from
+    (logged as kind "obsl", with it; batches that learn from everything keep the older "obs" format)."""
 
     uids: np.ndarray  # (m,) int64
     steps: np.ndarray
@@ -98,11 +99,13 @@ class Observations:
     x_len: np.ndarray  # (m,) int32
     y: np.ndarray
     y_len: np.ndarray
+    learn: np.ndarray | None = None  # (m,) bool
 
     @classmethod
     def of(
-        cls, uids: list[int], steps: list[int], seqs: list[int], xs: list[list[float]], ys: list[list[float] | None]
-    ) -> Observations:
+        cls, uids: list[int], steps: list[int], seqs: list[int], xs: list[list[float]], ys: list[list[float] | None],
+        learn: list[bool] | None = None,
+    ) -> Observations:  # fmt: skip
         """From Python lists, in a few bulk calls (this runs for every batch)."""
         count = len(uids)
         given = [y for y in ys if y is not None]
@@ -114,17 +117,19 @@ class Observations:
             np.fromiter(map(len, xs), dtype=np.int32, count=count),
             np.fromiter(chain.from_iterable(given), dtype=np.float64),
             np.fromiter((-1 if y is None else len(y) for y in ys), dtype=np.int32, count=count),
+            None if learn is None or all(learn) else np.array(learn, dtype=bool),
         )
 
-    def records(self) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]]:
-        """(uid, step, seq, x, y) per record."""
+    def records(self) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None, bool]]:
+        """(uid, step, seq, x, y, learn) per record."""
         x_at = np.concatenate([[0], np.cumsum(self.x_len)])
         y_at = np.concatenate([[0], np.cumsum(np.maximum(self.y_len, 0))])
+        learn = [True] * len(self.uids) if self.learn is None else self.learn.tolist()
         for k, (uid, step, seq, has_y) in enumerate(
             zip(self.uids.tolist(), self.steps.tolist(), self.seqs.tolist(), (self.y_len >= 0).tolist())
         ):
             y = self.y[y_at[k] : y_at[k + 1]] if has_y else None
-            yield uid, step, seq, self.x[x_at[k] : x_at[k + 1]], y
+            yield uid, step, seq, self.x[x_at[k] : x_at[k + 1]], y, learn[k]
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,7 @@ class Store:
         if isinstance(batch, Event):
             kind, data = batch.kind, _encode_event(batch)
         else:
-            kind, data = "obs", _encode_observations(batch)
+            kind, data = "obs" if batch.learn is None else "obsl", _encode_observations(batch)
         number = self.last_batch + 1
         rows = [(number, kind, data, zlib.crc32(data))]
         self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates)])
@@ -331,7 +336,10 @@ class Store:
             for number, kind, data, crc in chunk:
                 if zlib.crc32(data) != crc:
                     raise CorruptLog(f"log batch {number} is corrupt")
-                yield number, _decode_observations(data) if kind == "obs" else _decode_event(kind, data)
+                if kind in ("obs", "obsl"):
+                    yield number, _decode_observations(data, with_learn=kind == "obsl")
+                else:
+                    yield number, _decode_event(kind, data)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -381,15 +389,17 @@ def prune(uids: Sequence[int]) -> list[tuple[str, list[tuple]]]:
 
 
 def _encode_observations(batch: Observations) -> bytes:
-    parts: Sequence[bytes] = [
+    parts: list[bytes] = [
         _HEADER.pack(len(batch.uids), len(batch.x), len(batch.y)),
         batch.uids.tobytes(), batch.steps.tobytes(), batch.seqs.tobytes(),
         batch.x_len.tobytes(), batch.y_len.tobytes(), batch.x.tobytes(), batch.y.tobytes(),
     ]  # fmt: skip
+    if batch.learn is not None:
+        parts.append(batch.learn.tobytes())
     return b"".join(parts)
 
 
-def _decode_observations(data: bytes) -> Observations:
+def _decode_observations(data: bytes, with_learn: bool = False) -> Observations:
     m, nx, ny = _HEADER.unpack_from(data)
     at = _HEADER.size
 
@@ -401,7 +411,8 @@ def _decode_observations(data: bytes) -> Observations:
 
     uids, steps, seqs = take(np.int64, m), take(np.int64, m), take(np.int64, m)
     x_len, y_len = take(np.int32, m), take(np.int32, m)
-    return Observations(uids, steps, seqs, take(np.float64, nx), x_len, take(np.float64, ny), y_len)
+    x, y = take(np.float64, nx), take(np.float64, ny)
+    return Observations(uids, steps, seqs, x, x_len, y, y_len, take(np.bool_, m) if with_learn else None)
 
 
 def _encode_event(event: Event) -> bytes:

@@ -4,8 +4,12 @@ the metrics, and the same after a restart."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from fastapi.testclient import TestClient
+from safetensors.torch import load as load_tensors
 
+from tbptt.models import Engine
+from tbptt.service.schemas import StreamCreate
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
 
@@ -94,3 +98,27 @@ def test_a_stream_may_refuse_to_learn_from_anomalies(client):
             guarded_results = results
     assert [r["prediction"] for r in guarded_results[:200]] == [r["prediction"] for r in open_results[:200]]
     assert [r["prediction"] for r in guarded_results[210:]] != [r["prediction"] for r in open_results[210:]]
+
+
+def test_an_observation_may_be_scored_without_being_learnt_from(client):
+    """``learn: false``: the result is judged (score, interval) but has no loss, and the stream learns as the
+    engine does given the same flags (tests/models/test_anomaly.py: as the textbook loop without those
+    targets; the target still moves the level it predicts changes from and the statistics)."""
+    config = {"model": {"input_size": 2}, "tbptt": {"k1": 4}, "dtype": "float64"}
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((120, 2)), rng.standard_normal(120)
+    skipped = set(range(60, 70))
+    body = [{"x": x[k].tolist(), "y": float(y[k]), **({"learn": False} if k in skipped else {})} for k in range(120)]
+    assert client.put("/v1/streams/s", json=config).status_code == 201
+    results = client.post("/v1/streams/s/observations", json={"observations": body}).json()["results"]
+    assert all(results[k]["loss"] is None and results[k]["anomaly"] is not None for k in skipped)
+    assert results[59]["loss"] is not None and results[70]["loss"] is not None
+    engine = Engine()
+    engine.add_stream("s", StreamCreate.model_validate(config).to_core())
+    expected = engine.observe_many([("s", o["x"], o["y"], o.get("learn", True)) for o in body])
+    assert [r["prediction"] for r in results] == [r.prediction for r in expected]
+    exported = load_tensors(client.get("/v1/streams/s/model").content)
+    for name, value in engine.export_weights("s").items():
+        assert torch.equal(exported[name], value), name
+    bad = client.post("/v1/streams/s/observations", json={"x": [0.0, 0.0], "learn": "no"})
+    assert bad.status_code == 422

@@ -45,7 +45,7 @@ class Client:
 
     def __init__(self, server: Server, configs: dict[str, dict] = CONFIGS) -> None:
         self.server, self.configs = server, configs
-        self.acked: dict[str, dict[int, tuple[list[float], list[float] | None]]] = {s: {} for s in configs}
+        self.acked: dict[str, dict[int, tuple[list[float], list[float] | None, bool]]] = {s: {} for s in configs}
         self.results: dict[str, dict[int, dict]] = {s: {} for s in configs}
         self.in_flight: dict[str, list[dict]] = {s: [] for s in configs}
 
@@ -56,7 +56,8 @@ class Client:
     def observation(self, stream: str, k: int) -> dict:
         xs, ys = sequence(3, 1, 1, seed=1000 * list(self.configs).index(stream) + k)
         y = None if self.configs[stream].get("target") == "next" or k % 5 == 4 else ys[0]
-        return {"x": xs[0], "y": y, "seq": k + 1}
+        observation = {"x": xs[0], "y": y, "seq": k + 1}
+        return observation if k % 7 != 3 else {**observation, "learn": False}  # judged, not learnt from
 
     def post(self, stream: str, ks: list[int]) -> bool:
         """POST a batch; False (nothing acknowledged) if the server is gone."""
@@ -106,7 +107,7 @@ class Client:
 
     def _ack(self, stream: str, body: list[dict], results: list[dict]) -> None:
         for obs, result in zip(body, results, strict=True):
-            self.acked[stream].setdefault(obs["seq"], (obs["x"], obs["y"]))
+            self.acked[stream].setdefault(obs["seq"], (obs["x"], obs["y"], obs.get("learn", True)))
             if not result["duplicate"] or obs["seq"] not in self.results[stream]:
                 self.results[stream][obs["seq"]] = {**result, "duplicate": False}
         self.in_flight[stream] = []
@@ -117,7 +118,7 @@ class Client:
             engine.add_stream(stream, StreamCreate.model_validate(config).to_core())
             observations = [self.acked[stream][seq] for seq in sorted(self.acked[stream])]
             if observations:
-                engine.observe_many([(stream, x, y) for x, y in observations])
+                engine.observe_many([(stream, x, y, learn) for x, y, learn in observations])
         return engine
 
     def assert_same_as_uncrashed(self) -> None:
@@ -134,7 +135,7 @@ class Client:
             if not self.acked[stream]:
                 continue
             seq = max(self.acked[stream])
-            x, y = self.acked[stream][seq]
+            x, y, _ = self.acked[stream][seq]
             again = httpx.post(f"{self.server.url}/v1/streams/{stream}/observations", json={"x": x, "y": y, "seq": seq})
             assert again.json()["results"][0] == {**self.results[stream][seq], "duplicate": True}
 
