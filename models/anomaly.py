@@ -5,8 +5,8 @@ the mean and standard deviation of the output's earlier absolute errors (exponen
 last 1,000 judged steps; plain averages until then), mapped into [0, 1) by 0.5 + 0.5 z / (1 + |z|): 0.5 is
 a typical error, 0.9 one 4 deviations above the typical, 0.95 about 10. Once ``SPATIAL_AFTER`` targets were
 seen, a target beyond the range of every earlier one by more than ``SPATIAL_TOLERANCE`` of that range
-scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score is its outputs' highest, from statistics before the step (no
-look-ahead), null until ``WARM`` errors were judged.
+scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score is its outputs' highest,
+from statistics before the step (no look-ahead), null until ``WARM`` errors were judged.
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale a running mean of |e| (about the last
 100 judged steps) and lo, hi tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the
@@ -14,9 +14,9 @@ scaled errors u = e / scale online (quantile tracking, the P part of Angelopoulo
 conformal PID control, 2023): after each judged error, hi moves up by ``GAMMA`` * (1 + coverage) / 2 if
 u > hi, else down by ``GAMMA`` * (1 - coverage) / 2 (lo likewise). Whatever the errors do, drift included,
 the long-run fraction of errors above the band is (1 - coverage) / 2, as below it (the tracker's
-guarantee holds for any sequence; they start where normal errors would put them); the scale lets the band follow a stream whose errors shrink as its
-network learns, or grow after a change, within about 100 steps. Null until ``CALIBRATED_AFTER`` errors
-were judged.
+guarantee holds for any sequence; lo and hi start where normal errors would put them); the scale lets the
+band follow a stream whose errors shrink as its network learns, or grow after a change, within about 100
+steps. Null until ``CALIBRATED_AFTER`` errors were judged.
 
 Every update is a recurrence computed step by step in the same IEEE operations however observations are
 grouped, so grouping never changes a score or an interval. Nothing here changes what the network learns.

@@ -166,9 +166,7 @@ def _validate(c: StreamConfig) -> None:
         if c.season > 1 and not (c.target == "next" and c.gate):
             raise InvalidConfig("season needs target 'next' and the gate: it is a forecast the gate follows", "season")
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
-    _in_range("coverage", c.coverage, 0.0, 1.0, high_open=True)
-    if c.coverage <= 0:
-        raise InvalidConfig(f"coverage must be a number in (0, 1), got {c.coverage!r}", "coverage")
+    _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
     for name in ("normalize", "residual", "from_last_target", "gate", "learn_from_anomalies"):
         if not isinstance(getattr(c, name), bool):
             raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)
@@ -191,12 +189,14 @@ def _positive_finite(name: str, value: object) -> None:
         raise InvalidConfig(f"{name} must be a finite number > 0, got {value!r}", name)
 
 
-def _in_range(name: str, value: object, low: float, high: float, *, high_open: bool = False) -> None:
+def _in_range(
+    name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
     number = _number(value)
-    ok = number is not None and math.isfinite(number) and low <= number
+    ok = number is not None and math.isfinite(number) and (low < number if low_open else low <= number)
     ok = ok and number is not None and (number < high if high_open else number <= high)
     if not ok:
-        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
+        bound = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise InvalidConfig(f"{name} must be a number in {bound}, got {value!r}", name.split("[")[0])
 
 

@@ -4,7 +4,8 @@ or the last known target) plus its network's predicted change scaled by a weight
 do not pay on this stream is damped towards the naive forecast, down to it; a good one keeps w = 1 (then
 the report is the network's own prediction, to the bit). Chosen by measurement (bench/README.md, "Forecast
 quality"): on series never used to choose it, it lowered the largest ratio to the naive forecast's error
-from 1.09 to 1.01 and the typical one by 3%.
+from 1.09 to 1.01 and the typical one by 3%. A stream with a season (models/season.py) has four more
+candidates: the seasonal naive forecast plus the predicted change from it damped the same way.
 
 Only what is reported changes: the network learns from its own outputs, exactly as without the gate. The
 weights' errors are a recurrence, computed step by step in the same IEEE operations however observations
