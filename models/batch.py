@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -45,22 +45,98 @@ class FleetBatch:
     lengths: np.ndarray  # (n,)
     learn: np.ndarray  # (n, T) False: learn nothing from that observation's target
 
-    def apply(self) -> list[StepResult]:
-        """Step the fleet; the results in the order of ``items``."""
+    def apply(self) -> Columns:
+        """Step the fleet; the results as columns, in the order of ``items``."""
         out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths, self.learn)
         at = (self.rank, self.position)
-        steps, predictions = out.steps[at].tolist(), out.predictions[at].tolist()
-        losses, updated = out.losses[at].tolist(), out.updated[at].tolist()
-        scores, intervals = out.scores[at].tolist(), out.intervals[at].tolist()
-        threshold = self.fleet.config.anomaly_threshold
-        return [
-            StepResult(
-                s, p, None if loss != loss else loss, u,  # NaN: none
-                None if score != score else score, None if score != score else score >= threshold,
-                None if band[0][0] != band[0][0] else band,
-            )
-            for s, p, loss, u, score, band in zip(steps, predictions, losses, updated, scores, intervals)
-        ]  # fmt: skip
+        scores = out.scores[at]
+        return Columns(
+            self.items, out.steps[at], out.predictions[at], out.losses[at], out.updated[at], scores,
+            scores >= self.fleet.config.anomaly_threshold, out.intervals[at],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """One fleet's share of a request's results, one array per field (no object per result: a batch of
+    thousands would otherwise wake the garbage collector). Row k is the result of request item ``items[k]``."""
+
+    items: list[int]
+    steps: np.ndarray  # (m,) int64
+    predictions: np.ndarray  # (m, O) float64, caller's units
+    losses: np.ndarray  # (m,) NaN: none
+    updated: np.ndarray  # (m,) bool
+    scores: np.ndarray  # (m,) NaN: none
+    anomalous: np.ndarray  # (m,) bool (False where no score)
+    intervals: np.ndarray  # (m, O, 2) NaN: none yet
+
+    def result(self, k: int) -> StepResult:
+        loss, score, band = float(self.losses[k]), float(self.scores[k]), self.intervals[k]
+        return StepResult(
+            int(self.steps[k]), self.predictions[k].tolist(), None if loss != loss else loss, bool(self.updated[k]),
+            None if score != score else score, None if score != score else bool(self.anomalous[k]),
+            None if np.isnan(band).any() else band.tolist(),
+        )  # fmt: skip
+
+
+class Results(Sequence[StepResult]):
+    """What ``Engine.observe_many`` returns: per fleet, its results as ``Columns`` (``parts``: what the service
+    reads); ``results[i]`` builds item i's ``StepResult`` on demand."""
+
+    __slots__ = ("_count", "_where", "parts")
+
+    def __init__(self, parts: list[Columns], count: int) -> None:
+        self.parts, self._count = parts, count
+        self._where: list[tuple[int, int]] | None = None  # item -> (part, row), built on first indexing
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> StepResult: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[StepResult]: ...
+    def __getitem__(self, i: int | slice) -> StepResult | list[StepResult]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._count))]
+        if self._where is None:
+            where = [(0, 0)] * self._count
+            for p, part in enumerate(self.parts):
+                for k, item in enumerate(part.items):
+                    where[item] = (p, k)
+            self._where = where
+        p, k = self._where[i]
+        return self.parts[p].result(k)
+
+    def __eq__(self, other: object) -> bool:  # as the list of its StepResults
+        if isinstance(other, (Results, list)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Results({list(self)!r})"
+
+    @classmethod
+    def of(cls, results: Sequence[StepResult]) -> Results:
+        """From ``StepResult``s of one output size (as one part): for callers that build results by hand."""
+        nan_band = [[float("nan")] * 2] * len(results[0].prediction) if results else []
+        return cls([Columns(
+            list(range(len(results))),
+            np.array([r.step for r in results], dtype=np.int64),
+            np.array([r.prediction for r in results], dtype=np.float64),
+            np.array([float("nan") if r.loss is None else r.loss for r in results]),
+            np.array([r.updated for r in results], dtype=bool),
+            np.array([float("nan") if r.anomaly is None else r.anomaly for r in results]),
+            np.array([bool(r.anomalous) for r in results], dtype=bool),
+            np.array([nan_band if r.interval is None else r.interval for r in results], dtype=np.float64),
+        )], len(results))  # fmt: skip
+
+    @property
+    def updates(self) -> int:
+        """How many of the observations ran a TBPTT update."""
+        return sum(int(part.updated.sum()) for part in self.parts)
 
 
 def prepare(

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .anomaly import CALIBRATED_AFTER
-from .batch import StepResult, prepare
+from .batch import Results, StepResult, prepare
 from .config import StreamConfig
 from .errors import InvalidState, StreamExists, StreamNotFound
 from .fleet import Fleet
@@ -97,6 +97,13 @@ class Engine:
         """Updates skipped for a non-finite loss or gradient, across fleets (for monitoring)."""
         return sum(fleet.updater.skipped_total for fleet in self._fleets.values())
 
+    @property
+    def judged(self) -> tuple[int, int, int]:
+        """Across fleets, for monitoring: targets judged (scored for anomalies), those judged against an
+        interval, and those inside it."""
+        fleets = self._fleets.values()
+        return sum(f.judged for f in fleets), sum(f.covered for f in fleets), sum(f.inside for f in fleets)
+
     @staticmethod
     def state_bytes(config: StreamConfig) -> int:
         """The memory one stream of this config holds in its fleet (weights, optimizer state, hidden state,
@@ -151,7 +158,7 @@ class Engine:
         return self.observe_many([(stream_id, x, y)])[0]
 
     @torch.inference_mode()  # no autograd anywhere in here: skipping its dispatch saves ~15% of each call
-    def observe_many(self, items: Sequence[Item]) -> list[StepResult]:
+    def observe_many(self, items: Sequence[Item]) -> Results:
         """Apply observations in order within each stream, different streams stepped together.
 
         Every item is validated before any is applied: a bad one raises and nothing changes.
@@ -176,11 +183,7 @@ class Engine:
             )
             for indices in by_fleet.values()
         ]
-        results: list[StepResult] = [None] * len(items)  # type: ignore[list-item]
-        for batch in batches:
-            for i, result in zip(batch.items, batch.apply()):
-                results[i] = result
-        return results
+        return Results([batch.apply() for batch in batches], len(items))
 
     # -- inspection ----------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from . import gate, optim
+from .anomaly import CALIBRATED_AFTER
 from .cells import make_cell, per_step
 from .config import StreamConfig
 from .layout import Layout
@@ -54,6 +55,8 @@ class Fleet:
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots)
         self.mode = target_mode(self)
+        # for monitoring: targets judged, those that had an interval, and those inside it, over all time
+        self.judged = self.covered = self.inside = 0
 
     # -- slots ---------------------------------------------------------------------------------------------
 
@@ -111,6 +114,7 @@ class Fleet:
             intervals=np.full((n, t_max, y.shape[2], 2), np.nan),
         )
         k1, done = self.config.k1, 0
+        judged_before, inside_before = self.slots.an_count[slots], int(self.slots.iv_inside[slots].sum())
         while done < t_max:
             active = lengths > done
             rows = Rows(slots[active])
@@ -125,7 +129,15 @@ class Fleet:
             for name in ("steps", "predictions", "losses", "updated", "scores", "intervals"):
                 getattr(out, name)[active, block] = getattr(result, name)
             done += size
+        self._count_judged(slots, judged_before, inside_before)
         return out
+
+    def _count_judged(self, slots: np.ndarray, judged_before: np.ndarray, inside_before: int) -> None:
+        judged = self.slots.an_count[slots]
+        self.judged += int((judged - judged_before).sum())
+        had_interval = np.maximum(judged - CALIBRATED_AFTER, 0) - np.maximum(judged_before - CALIBRATED_AFTER, 0)
+        self.covered += int(had_interval.sum())
+        self.inside += int(self.slots.iv_inside[slots].sum()) - inside_before
 
     def forward(self, rows: Rows, steps: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """The live steps ``steps`` (n, T) on ``seen`` (n, T, I): no autograd, each prediction made before

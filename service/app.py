@@ -20,7 +20,7 @@ from .auth import Authenticate, Keys
 from .browser import BrowserGuard
 from .hub import Hub
 from .ratelimit import RateLimit
-from .routes import dashboard, health, model, observations, streams
+from .routes import anomalies, dashboard, health, model, observations, streams
 from .settings import Settings
 from .telemetry import Telemetry
 from .ws import router as ws_router
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         streams.router,
         model.router,
         health.router,
+        anomalies.router,
         ws_router,
         dashboard.router,
     )

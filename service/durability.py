@@ -22,6 +22,7 @@ import numpy as np
 from tbptt.models import CoreError, Engine, InvalidObservation
 from tbptt.models import StreamConfig as CoreConfig
 
+from .alerts import AlertFeed, alerts_of
 from .checkpoint import pack, summary, unpack
 from .checkpoint_writer import CheckpointWriter, Job
 from .errors import ServiceError, StorageFull, Unavailable
@@ -63,9 +64,10 @@ class Durability:
         writer: CheckpointWriter,
         registry: StreamRegistry,
         telemetry: Telemetry,
+        alerts: AlertFeed,
     ) -> None:
         self.settings, self.engine, self.store, self.registry = settings, engine, store, registry
-        self.writer, self.telemetry = writer, telemetry
+        self.writer, self.telemetry, self.alerts = writer, telemetry, alerts
         self._trimmed = 0  # log batches up to here are gone
         self._housekept = 0.0
 
@@ -275,7 +277,9 @@ class Durability:
                     self._damage(refused, f"a log record (seq {chunk[exc.index][1]}) was refused: {exc.message}")
                     chunk[:] = [entry for entry in chunk if entry[0] is not refused]
                     continue
-                record_results([s for s, *_ in chunk], [seq for _, seq, *_ in chunk], results)
+                owners, seqs = [s for s, *_ in chunk], [seq for _, seq, *_ in chunk]
+                record_results(owners, seqs, results)
+                self.alerts.keep(alerts_of(owners, seqs, items, results))  # those a crash kept from the store
                 replayed += len(chunk)
                 chunk.clear()
 

@@ -14,6 +14,7 @@ import asyncio
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
 
+from .alerts import Alert
 from .engine_thread import EngineThread
 from .ingest import Part
 from .results import Result
@@ -31,7 +32,10 @@ class Hub:
         self.engine = EngineThread(
             self.shard, settings.batch_wait_ms / 1000, settings.torch_threads, settings.engine_slice_ms / 1000
         )
-        self.watchers = Watchers(on_change=self._watched)
+        self.watchers: Watchers[Key] = Watchers(on_change=self._watched)
+        self.alert_watchers: Watchers[str] = Watchers(
+            on_change=lambda tenants: None
+        )  # alerts are rare: always handed over
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -45,6 +49,7 @@ class Hub:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.shard.on_applied = self._applied
+        self.shard.on_alerts = self._alerted
         self.engine.start()
 
     async def stop(self) -> None:
@@ -79,6 +84,9 @@ class Hub:
     async def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Result]:
         return await self.engine.call(tenant, self.shard.predictions, tenant, stream, limit)
 
+    async def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
+        return await self.engine.call(tenant, self.shard.anomalies, tenant, since, limit)
+
     async def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
         return await self.engine.call(tenant, self.shard.metrics, tenant, stream)
 
@@ -96,6 +104,12 @@ class Hub:
     def unwatch(self, tenant: str, stream: str, watcher: asyncio.Queue) -> None:
         self.watchers.unwatch((tenant, stream), watcher)
 
+    def watch_anomalies(self, tenant: str) -> asyncio.Queue:
+        return self.alert_watchers.watch(tenant, self.settings.watch_queue)
+
+    def unwatch_anomalies(self, tenant: str, watcher: asyncio.Queue) -> None:
+        self.alert_watchers.unwatch(tenant, watcher)
+
     def _watched(self, keys: frozenset[Key]) -> None:
         self.shard.watched = keys  # one reference swapped: the engine thread sees the old set or the new
 
@@ -103,3 +117,9 @@ class Hub:
         """On the engine thread: what watched streams got, handed over to the event loop."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.watchers.publish, batches)
+
+    def _alerted(self, alerts: dict[str, list[Alert]]) -> None:
+        """On the engine thread: new alerts per tenant, handed over to the event loop."""
+        assert self._loop is not None
+        batches = {tenant: {"anomalies": found} for tenant, found in alerts.items()}
+        self._loop.call_soon_threadsafe(self.alert_watchers.publish, batches)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tbptt.models import StepResult
+from tbptt.models import Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid, StreamReplaced
@@ -140,15 +140,22 @@ class Plan:
         """Per stream (uid) that this plan answers retries of: its duplicates count once they are answered."""
         return {uid: state.duplicates + n for uid, (state, n) in self._repeats.items()}
 
-    def record(self, indices: list[int], results: list[StepResult]) -> None:
+    def record(self, indices: list[int], results: Results) -> None:
         """The engine applied items ``indices`` (a plan may be applied in slices): ``results`` in that order.
         Each result is built once, as clients and watchers get it, and shared by both."""
-        for k, r in zip(indices, results):
-            self._built[k] = {
-                "seq": self.seqs[k], "step": r.step, "prediction": r.prediction, "loss": r.loss,
-                "updated": r.updated, "anomaly": r.anomaly, "anomalous": r.anomalous, "interval": r.interval,
-                "duplicate": False,
-            }  # fmt: skip
+        built, seqs = self._built, self.seqs
+        for part in results.parts:
+            predictions, losses, updated = part.predictions.tolist(), part.losses.tolist(), part.updated.tolist()
+            steps, scores, anomalous = part.steps.tolist(), part.scores.tolist(), part.anomalous.tolist()
+            bands = part.intervals.tolist()
+            for row, item in enumerate(part.items):
+                k, loss, score, band = indices[item], losses[row], scores[row], bands[row]
+                built[k] = {
+                    "seq": seqs[k], "step": steps[row], "prediction": predictions[row],
+                    "loss": None if loss != loss else loss, "updated": updated[row],  # NaN: none
+                    "anomaly": None if score != score else score, "anomalous": None if score != score else anomalous[row],
+                    "interval": None if band[0][0] != band[0][0] else band, "duplicate": False,
+                }  # fmt: skip
 
     def complete(self, request: Planned) -> bool:
         """Every new observation of ``request`` has been applied, and every seq it repeats from this plan."""

@@ -79,10 +79,10 @@ class ResultLog:
     _COLUMNS = ("_seq", "_step", "_pred", "_loss", "_updated", "_score", "_band")
 
     def append(
-        self, seq: int, step: int, prediction: list[float], loss: float | None, updated: bool, score: float | None,
-        band: list[list[float]] | None,
-    ) -> None:  # fmt: skip
-        """One result: the common case (one observation per stream per batch), without building arrays."""
+        self, seq: int, step: int, prediction: np.ndarray, loss: float, updated: bool, score: float, band: np.ndarray
+    ) -> None:
+        """One result (``prediction`` (O,), ``band`` (O, 2); NaN loss, score, band: none): the common case, one
+        observation per stream per batch, without building arrays."""
         if self.count == self._size and self._size < self.capacity:
             self._grow(min(self.capacity, max(16, 2 * self._size)))
         at = (self._start + self.count) % self._size
@@ -90,11 +90,14 @@ class ResultLog:
             self._start = (self._start + 1) % self._size
         else:
             self.count += 1
-        self._seq[at], self._step[at], self._updated[at] = seq, step, updated
-        self._loss[at] = np.nan if loss is None else loss
-        self._pred[at] = prediction
-        self._score[at] = np.nan if score is None else score
-        self._band[at] = np.nan if band is None else band
+        self._seq[at], self._step[at], self._updated[at], self._loss[at], self._score[at] = (
+            seq,
+            step,
+            updated,
+            loss,
+            score,
+        )
+        self._pred[at], self._band[at] = prediction, band
 
     def find(self, seq: int) -> Result | None:
         """The result of ``seq`` if still kept."""
@@ -103,6 +106,12 @@ class ResultLog:
         if k < len(seqs) and seqs[k] == seq:
             return self._result((self._start + k) % self._size, duplicate=True)
         return None
+
+    def before(self, seq: int) -> Result | None:
+        """The result kept just before ``seq``'s (``seq`` itself need not be kept)."""
+        seqs = self._ordered(self._seq)
+        k = int(np.searchsorted(seqs, seq))
+        return self._result((self._start + k - 1) % self._size) if k > 0 else None
 
     def last(self, limit: int) -> list[Result]:
         """The most recent ``limit`` results, oldest first."""

@@ -356,5 +356,24 @@ class MetricsPublic(BaseModel):
         )  # fmt: skip
 
 
+class AlertPublic(BaseModel):
+    """An observation whose target was judged anomalous (its score reached the stream's anomaly_threshold)."""
+
+    id: int = Field(description="increases with every alert of the tenant: pass the last one seen as ?since=")
+    stream: str
+    seq: int
+    step: int
+    at: str = Field(description="when the service applied the observation (ISO 8601, UTC)")
+    value: list[float] = Field(description="the target judged: the observation's x (forecast mode) or y")
+    prediction: list[float] | None = Field(description="the prediction it was judged against")
+    interval: list[list[float]] | None = Field(description="that prediction's interval, per output")
+    score: float = Field(description="the anomaly score, in [0, 1]")
+
+
+class AlertsPublic(BaseModel):
+    anomalies: list[AlertPublic] = Field(description="oldest first")
+    next: int = Field(description="the id to pass as ?since= for what comes after these")
+
+
 class Status(BaseModel):
     status: str

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     results_retained: int = Field(
         10_000, ge=1_000, le=1_000_000, description="recent results kept per stream (duplicates, /predictions)"
     )
+    alerts_retained: int = Field(
+        10_000, ge=100, le=1_000_000, description="alerts kept per tenant in its feed (GET /v1/anomalies)"
+    )
     batch_wait_ms: float = Field(
         0.0, ge=0, le=100, description="how long the engine waits for more observations to batch with (ms)"
     )

@@ -25,6 +25,7 @@ from typing import Any
 from tbptt.models import Engine, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
+from .alerts import Alert, AlertFeed, alerts_of
 from .applying import Applying, Pace
 from .checkpoint_writer import CheckpointWriter
 from .datadir import DataDirLock
@@ -46,6 +47,7 @@ MAX_REPLY_VALUES = 1 << 18  # predicted values in one /predictions reply: encodi
 DEFAULT_PREDICTIONS = 100
 
 Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thread, what watched streams got
+Alerted = Callable[[dict[str, list[Alert]]], None]  # ... and the new alerts, per tenant
 Request = tuple[str, list[Part]]  # (tenant, parts)
 Outcome = list[list[Result]] | Exception | None  # results per part, or what refused the request
 
@@ -61,8 +63,15 @@ class Shard:
         self._writer: CheckpointWriter | None = None
         self.watched: frozenset[Key] = frozenset()  # replaced whole by the event loop, never changed in place
         self.on_applied: Applied = lambda batches: None
+        self.on_alerts: Alerted = lambda alerts: None
+        self._alerts: AlertFeed | None = None
         self._applying: list[Applying] = []  # micro-batches not yet wholly applied
         self._pace = Pace()
+
+    @property
+    def alerts(self) -> AlertFeed:
+        assert self._alerts is not None, "the shard is not open"
+        return self._alerts
 
     @property
     def durability(self) -> Durability:
@@ -81,7 +90,10 @@ class Shard:
         self.store = Store(s.data_dir, s.fsync, s.fsync_interval, faults)
         self.store.start_syncing()
         self._writer = CheckpointWriter(self.store.path, faults)
-        self._durability = Durability(s, self.engine, self.store, self._writer, self.registry, self.telemetry)
+        self._alerts = AlertFeed(self.store, s.alerts_retained, self.telemetry)
+        self._durability = Durability(
+            s, self.engine, self.store, self._writer, self.registry, self.telemetry, self._alerts
+        )
         replayed = self.durability.recover()
         self.telemetry.streams(len(self.registry))
         log.info(
@@ -133,14 +145,23 @@ class Shard:
         streams that have had all their observations."""
         owners, seqs = [plan.owners[k] for k in items], [plan.seqs[k] for k in items]
         updating, skipped, started = self.engine.update_seconds, self.engine.skipped_updates, time.perf_counter()
-        results = self.engine.observe_many([plan.items[k] for k in items])
+        judged = self.engine.judged
+        batch = [plan.items[k] for k in items]
+        results = self.engine.observe_many(batch)
         record_results(owners, seqs, results)
         plan.record(items, results)
         self.telemetry.observed(
-            len(results), sum(r.updated for r in results), time.perf_counter() - started,
+            len(results), results.updates, time.perf_counter() - started,
             self.engine.update_seconds - updating,
         )  # fmt: skip
         self.telemetry.skipped_updates(self.engine.skipped_updates - skipped)
+        self.telemetry.judged(*(now - before for now, before in zip(self.engine.judged, judged)))
+        alerts = alerts_of(owners, seqs, batch, results)
+        if alerts:
+            self.telemetry.anomalies(len(alerts))
+            stored = self.alerts.keep(alerts)
+            if stored:
+                self.on_alerts(stored)
         watched = self.watched
         if watched:
             applied = plan.applied(items, watched)
@@ -166,12 +187,14 @@ class Shard:
     def tick(self) -> None:
         self._applying = [a for a in self._applying if not a.done]
         self.durability.housekeeping(self.busy)
+        self.alerts.housekeeping()
 
     def close(self, failed: bool) -> None:
         try:
             if self.store is not None:
                 try:
                     if not failed:
+                        self.alerts.housekeeping()  # alerts a refused write left waiting: one more try
                         self.durability.checkpoint_all()
                 finally:
                     if self._writer is not None:
@@ -245,6 +268,10 @@ class Shard:
                 f"{state.results.output_size} each), got {limit}",
             )
         return state.results.last(min(limit or DEFAULT_PREDICTIONS, fit))
+
+    def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
+        """The tenant's alerts after id ``since``, oldest first."""
+        return self.alerts.since(tenant, since, limit)
 
     def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
         state = self.loaded(tenant, stream)

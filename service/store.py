@@ -5,6 +5,8 @@
   to the other; each remembers ``mark``, the last log batch written before it. A large one's bytes are in
   ``parts`` (``blob``: its parts' id), written in transactions of their own by the checkpoint writer
   (service/checkpoint_writer.py), so that no log append waits for more than one part.
+- ``alerts``: the tenants' alerts feeds (service/alerts.py), one row per anomalous observation, the newest
+  ``alerts_retained`` per tenant.
 - ``log``: one row per engine batch (group commit), a compact binary record of every observation it applied
   (and, as single-record batches, of resets and imports), with a CRC. A stream's records after its
   checkpoint are replayed at restart; batches no stream needs any more are trimmed.
@@ -24,16 +26,18 @@ import sqlite3
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .faults import Faults
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -48,6 +52,11 @@ CREATE TABLE IF NOT EXISTS parts (
     blob INTEGER NOT NULL, part INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (blob, part)
 );
 CREATE TABLE IF NOT EXISTS log (batch INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, uid INTEGER NOT NULL, step INTEGER NOT NULL,
+    data TEXT NOT NULL, UNIQUE (uid, step)
+);
+CREATE INDEX IF NOT EXISTS alerts_of_tenant ON alerts (tenant, id);
 """
 KEPT_CHECKPOINTS = 2
 ORPHAN_PARTS = "DELETE FROM parts WHERE blob NOT IN (SELECT blob FROM checkpoints WHERE blob IS NOT NULL)"
@@ -236,6 +245,7 @@ class Store:
                 ("DELETE FROM streams WHERE uid = ?", [(uid,)]),
                 ("DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ?)", [(uid,)]),
                 ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)]),
+                ("DELETE FROM alerts WHERE uid = ?", [(uid,)]),
             ]
         )
         try:
@@ -281,6 +291,35 @@ class Store:
         """The last batch no longer in the log (everything up to it was trimmed)."""
         first = self._db.execute("SELECT MIN(batch) FROM log").fetchone()[0]
         return self.last_batch if first is None else first - 1
+
+    def add_alerts(self, rows: list[tuple[str, int, int, str]]) -> list[int | None]:
+        """Store alerts (tenant, stream uid, step, JSON body) in one transaction; each one's id, or None where
+        that stream's step already has one (an alert replayed from the log after a restart)."""
+
+        def insert() -> list[int | None]:
+            ids = []
+            for row in rows:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO alerts (tenant, uid, step, data) VALUES (?, ?, ?, ?)", row
+                )
+                ids.append(cursor.lastrowid if cursor.rowcount else None)
+            return ids
+
+        return in_transaction(self._db, self._faults, insert)
+
+    def alerts(self, tenant: str, since: int, limit: int) -> list[tuple[int, str]]:
+        """The tenant's alerts after id ``since``, oldest first: (id, JSON body)."""
+        rows = self._db.execute(
+            "SELECT id, data FROM alerts WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?", (tenant, since, limit)
+        )
+        return rows.fetchall()
+
+    def trim_alerts(self, tenants: Sequence[str], keep: int) -> None:
+        """Keep the newest ``keep`` alerts of each of ``tenants``."""
+        oldest_kept = "SELECT id FROM alerts WHERE tenant = ? ORDER BY id DESC LIMIT 1 OFFSET ?"
+        self._write(
+            [(f"DELETE FROM alerts WHERE tenant = ? AND id <= ({oldest_kept})", [(t, t, keep) for t in tenants])]
+        )
 
     def start_syncing(self) -> None:
         """With fsync=interval: a thread with its own connection pushes the WAL to the disk every interval
@@ -352,14 +391,24 @@ def transaction(
 ) -> int | None:
     """Run ``statements`` (SQL, rows) in one transaction: all or nothing. The last statement's lastrowid;
     ``StoreUnavailable`` if the store refused (nothing was written)."""
+
+    def run() -> int | None:
+        cursor = None
+        for sql, rows in statements:
+            cursor = db.executemany(sql, rows) if len(rows) != 1 else db.execute(sql, rows[0])
+        return cursor.lastrowid if cursor is not None else None
+
+    return in_transaction(db, faults, run, point)
+
+
+def in_transaction(db: sqlite3.Connection, faults: Faults, body: Callable[[], T], point: str = "write") -> T:
+    """``body()`` in one transaction: all or nothing; ``StoreUnavailable`` if the store refused."""
     if faults.disk_full():
         raise StoreUnavailable("database or disk is full (injected)")
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
-            cursor = None
-            for sql, rows in statements:
-                cursor = db.executemany(sql, rows) if len(rows) != 1 else db.execute(sql, rows[0])
+            result = body()
             faults.reached(point)
             db.execute("COMMIT")
         except BaseException:
@@ -367,7 +416,7 @@ def transaction(
             raise
     except sqlite3.Error as exc:
         raise StoreUnavailable(str(exc)) from exc
-    return cursor.lastrowid if cursor is not None else None
+    return result
 
 
 def prune(uids: Sequence[int]) -> list[tuple[str, list[tuple]]]:

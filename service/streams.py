@@ -5,14 +5,13 @@ the event loop (routes build their response schemas from it)."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
-from tbptt.models import StepResult
+from tbptt.models import Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .results import ResultLog
@@ -104,39 +103,33 @@ class StreamState:
         )
 
 
-def _no_band(outputs: int) -> list[list[float]]:
-    return [[math.nan, math.nan]] * outputs
-
-
-def record_results(owners: list[StreamState], seqs: list[int], results: list[StepResult]) -> None:
+def record_results(owners: list[StreamState], seqs: list[int], results: Results) -> None:
     """Per stream: the new last seq, step and update counts, and the results kept for duplicates.
-    ``results[k]`` is what observation ``seqs[k]`` of ``owners[k]`` got, in order within each stream."""
+    Item k of ``results`` is what observation ``seqs[k]`` of ``owners[k]`` got, in order within each stream."""
     now = time.monotonic()
-    runs: dict[int, list[int]] = {}
-    for k, state in enumerate(owners):
-        run = runs.get(id(state))
-        if run is None:
-            runs[id(state)] = [k]
-        else:
-            run.append(k)
-    for ks in runs.values():
-        state = owners[ks[0]]
-        last = results[ks[-1]]
-        state.last_seq, state.steps, state.events, state.last_active = seqs[ks[-1]], last.step, 0, now
-        if len(ks) == 1:
-            state.updates += last.updated
-            state.results.append(
-                seqs[ks[0]], last.step, last.prediction, last.loss, last.updated, last.anomaly, last.interval
-            )
-            continue
-        rs = [results[k] for k in ks]
-        state.updates += sum(r.updated for r in rs)
-        state.results.extend(
-            np.array([seqs[k] for k in ks], dtype=np.int64),
-            np.array([r.step for r in rs], dtype=np.int64),
-            np.array([r.prediction for r in rs], dtype=np.float64),
-            np.array([np.nan if r.loss is None else r.loss for r in rs], dtype=np.float64),
-            np.array([r.updated for r in rs], dtype=bool),
-            np.array([np.nan if r.anomaly is None else r.anomaly for r in rs], dtype=np.float64),
-            np.array([_no_band(len(r.prediction)) if r.interval is None else r.interval for r in rs], dtype=np.float64),
-        )
+    for part in results.parts:  # a stream's items are all in its fleet's part
+        runs: dict[int, list[int]] = {}  # per stream, its rows in the part
+        for row, item in enumerate(part.items):
+            run = runs.get(id(owners[item]))
+            if run is None:
+                runs[id(owners[item])] = [row]
+            else:
+                run.append(row)
+        steps, updated, losses, scores = part.steps.tolist(), part.updated.tolist(), part.losses, part.scores
+        for rows in runs.values():
+            last = rows[-1]
+            state = owners[part.items[last]]
+            state.last_seq, state.steps, state.events, state.last_active = seqs[part.items[last]], steps[last], 0, now
+            if len(rows) == 1:
+                state.updates += updated[last]
+                state.results.append(
+                    seqs[part.items[last]], steps[last], part.predictions[last], losses[last], updated[last],
+                    scores[last], part.intervals[last],
+                )  # fmt: skip
+                continue
+            at = np.array(rows)
+            state.updates += int(part.updated[at].sum())
+            state.results.extend(
+                np.array([seqs[part.items[row]] for row in rows], dtype=np.int64), part.steps[at],
+                part.predictions[at], part.losses[at], part.updated[at], part.scores[at], part.intervals[at],
+            )  # fmt: skip

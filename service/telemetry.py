@@ -18,6 +18,20 @@ class Telemetry:
         self.observations = Counter("tbptt_observations", "Observations applied", registry=r)
         self.updates = Counter("tbptt_updates", "TBPTT updates applied", registry=r)
         self.skipped = Counter("tbptt_skipped_updates", "Updates skipped for a non-finite loss or gradient", registry=r)
+        self.judged_targets = Counter(
+            "tbptt_targets_judged", "Targets judged against their predictions (anomaly scores, intervals)", registry=r
+        )
+        self.anomalous = Counter(
+            "tbptt_anomalies", "Observations judged anomalous (the score reached the stream's anomaly_threshold)",
+            registry=r,
+        )  # fmt: skip
+        self.interval_targets = Counter(
+            "tbptt_interval_targets", "Judged targets that had a prediction interval", registry=r
+        )
+        self.interval_hits = Counter(
+            "tbptt_interval_hits", "Judged targets inside their prediction interval (coverage: hits / targets)",
+            registry=r,
+        )  # fmt: skip
         self.write_failures = Counter("tbptt_store_write_failures", "Store writes that failed", registry=r)
         self.batch_seconds = Histogram(
             "tbptt_engine_batch_seconds", "Time to step one engine batch", buckets=LATENCY_BUCKETS, registry=r
@@ -45,6 +59,16 @@ class Telemetry:
     def skipped_updates(self, count: int) -> None:
         if count:
             self.skipped.inc(count)
+
+    def judged(self, targets: int, with_interval: int, inside: int) -> None:
+        if targets:
+            self.judged_targets.inc(targets)
+        if with_interval:
+            self.interval_targets.inc(with_interval)
+            self.interval_hits.inc(inside)
+
+    def anomalies(self, count: int) -> None:
+        self.anomalous.inc(count)
 
     def write_failed(self) -> None:
         self.write_failures.inc()

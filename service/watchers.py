@@ -1,4 +1,5 @@
-"""Watchers: bounded queues on the event loop that receive every batch applied to a stream.
+"""Watchers: bounded queues on the event loop that receive every batch applied to a stream (or, keyed by
+tenant, every batch of a tenant's alerts).
 
 The engine thread never reads this registry: it reads ``keys``, an immutable set replaced whole whenever
 a watcher comes or goes, to know which streams' batches are worth building.
@@ -7,27 +8,26 @@ a watcher comes or goes, to know which streams' batches are worth building.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
-from .streams import Key
-
+K = TypeVar("K", bound=Hashable)  # (tenant, stream), or a tenant
 GONE = "gone"  # a watcher's last item when its stream is deleted (None: when it fell behind)
 
 
-class Watchers:
-    def __init__(self, on_change: Callable[[frozenset[Key]], None]) -> None:
-        self._queues: dict[Key, set[asyncio.Queue]] = {}
+class Watchers(Generic[K]):
+    def __init__(self, on_change: Callable[[frozenset[K]], None]) -> None:
+        self._queues: dict[K, set[asyncio.Queue]] = {}
         self._on_change = on_change  # told the new set of watched streams
 
-    def watch(self, key: Key, size: int) -> asyncio.Queue:
+    def watch(self, key: K, size: int) -> asyncio.Queue:
         """A queue that receives every batch applied to the stream, then None if it falls behind."""
         watcher: asyncio.Queue = asyncio.Queue(maxsize=size)
         self._queues.setdefault(key, set()).add(watcher)
         self._on_change(frozenset(self._queues))
         return watcher
 
-    def unwatch(self, key: Key, watcher: asyncio.Queue) -> None:
+    def unwatch(self, key: K, watcher: asyncio.Queue) -> None:
         watchers = self._queues.get(key)
         if watchers is None:
             return
@@ -36,7 +36,7 @@ class Watchers:
             del self._queues[key]
             self._on_change(frozenset(self._queues))
 
-    def close(self, key: Key) -> None:
+    def close(self, key: K) -> None:
         """The stream was deleted: every watcher gets ``GONE`` (after what it has not read yet, if room)."""
         for watcher in self._queues.pop(key, set()):
             if watcher.full():
@@ -44,7 +44,7 @@ class Watchers:
             watcher.put_nowait(GONE)
         self._on_change(frozenset(self._queues))
 
-    def publish(self, batches: dict[Key, dict[str, Any]]) -> None:
+    def publish(self, batches: dict[K, dict[str, Any]]) -> None:
         """Hand each stream's batch to its watchers; a full (slow) watcher is dropped, never slowing it."""
         for key, batch in batches.items():
             for watcher in list(self._queues.get(key, ())):

@@ -1,4 +1,5 @@
-"""WebSockets: stream observations in, one reply per message; or watch a stream's results.
+"""WebSockets: stream observations in, one reply per message; or watch a stream's results, or a tenant's
+alerts.
 
 Close codes: 1008 (policy: unknown stream), 1013 (try again later: a watcher too slow to keep up),
 1001 (going away: the service shuts down).
@@ -10,9 +11,11 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 from starlette import status
 from starlette.websockets import WebSocketState
@@ -24,6 +27,7 @@ from .browser import origin_allowed
 from .deps import HubDep, StreamId, Tenant
 from .errors import ServiceError, StreamReplaced, status_and_detail, validation_errors
 from .hub import Hub
+from .routes.anomalies import MAX_ALERTS
 from .routes.observations import ObservationsIn, observe_stream
 from .schemas import Observation, ObservationBatch
 from .streams import StreamInfo
@@ -106,9 +110,51 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
     # Watching before the stream is confirmed: a batch applied, or a delete, between the two is not missed
     # (a watcher registered after its stream was deleted would wait for ever).
     batches = hub.watch(tenant, stream_id)
-    if await _accept_known(websocket, hub, tenant, stream_id) is None:
+    try:
+        if await _accept_known(websocket, hub, tenant, stream_id) is not None:
+            await _relay(websocket, hub, batches, lambda batch: batch, f"stream {stream_id!r} was deleted")
+    finally:
         hub.unwatch(tenant, stream_id, batches)
+        open_sockets(websocket.app).discard(websocket)
+
+
+@router.websocket("/v1/anomalies/watch")
+async def watch_anomalies(
+    websocket: WebSocket, hub: HubDep, tenant: Tenant, since: Annotated[int | None, Query(ge=0)] = None
+) -> None:
+    """Receive {"anomalies": [...]} as the tenant's observations are judged anomalous (each alert as GET
+    /v1/anomalies gives it); with ``since``, first every kept alert after that id. Each alert once, in id
+    order; a watcher too slow to keep up is dropped (close 1013)."""
+    alerts = hub.watch_anomalies(tenant)  # before reading the backlog: nothing falls between the two
+    try:
+        if not await _accept(websocket, hub):
+            return
+        sent = since  # the last alert id the client has (None: it asked for none of the past)
+        while sent is not None:  # the backlog, a page at a time
+            page = await hub.anomalies(tenant, sent, MAX_ALERTS)
+            if page:
+                await asyncio.wait_for(_send(websocket, {"anomalies": page}), hub.settings.ws_send_timeout)
+                sent = page[-1]["id"]
+            if len(page) < MAX_ALERTS:
+                break
+
+        def unseen(batch: dict) -> dict | None:  # what the backlog sent already goes
+            fresh = [alert for alert in batch["anomalies"] if sent is None or alert["id"] > sent]
+            return {"anomalies": fresh} if fresh else None
+
+        await _relay(websocket, hub, alerts, unseen, "")
+    except (WebSocketDisconnect, RuntimeError, TimeoutError):
         return
+    finally:
+        hub.unwatch_anomalies(tenant, alerts)
+        open_sockets(websocket.app).discard(websocket)
+
+
+async def _relay(
+    websocket: WebSocket, hub: Hub, batches: asyncio.Queue, message: Callable[[Any], Any], gone: str
+) -> None:
+    """Send ``message(batch)`` (unless None) for every batch of the queue until the client goes; close 1013 if
+    it falls behind or stops reading, 1008 (saying ``gone``) when the queue says its subject is gone."""
     closed = asyncio.ensure_future(_until_closed(websocket))
     try:
         while True:
@@ -122,10 +168,13 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
                 await websocket.close(TRY_AGAIN_LATER, "too slow to keep up")
                 return
             if batch is GONE:
-                await websocket.close(POLICY_VIOLATION, f"stream {stream_id!r} was deleted")
+                await websocket.close(POLICY_VIOLATION, gone)
                 return
+            payload = message(batch)
+            if payload is None:
+                continue
             try:
-                await asyncio.wait_for(websocket.send_text(orjson.dumps(batch).decode()), hub.settings.ws_send_timeout)
+                await asyncio.wait_for(_send(websocket, payload), hub.settings.ws_send_timeout)
             except TimeoutError:  # not reading at all: say why if it ever reads again, and go
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(websocket.close(TRY_AGAIN_LATER, "too slow to keep up"), 1)
@@ -134,18 +183,15 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
         return
     finally:
         closed.cancel()
-        hub.unwatch(tenant, stream_id, batches)
-        open_sockets(websocket.app).discard(websocket)
+
+
+async def _send(websocket: WebSocket, payload: Any) -> None:
+    await websocket.send_text(orjson.dumps(payload).decode())
 
 
 async def _accept_known(websocket: WebSocket, hub: Hub, tenant: str, stream: str) -> StreamInfo | None:
-    """Accept the socket for an existing stream (its info), or close it saying why (None). Refusals are
-    accepted first: a handshake refused with 403 reaches a browser's script as 1006 with no reason."""
-    await websocket.accept(subprotocol=subprotocol(websocket.scope))
-    headers = websocket.headers
-    if not origin_allowed(headers.get("origin"), headers.get("host"), hub.settings.allowed_origins):
-        origin = websocket.headers.get("origin", "")[:100]
-        await websocket.close(POLICY_VIOLATION, f"origin {origin} not allowed (TBPTT_ALLOWED_ORIGINS)")
+    """Accept the socket for an existing stream (its info), or close it saying why (None)."""
+    if not await _accept(websocket, hub):
         return None
     try:
         info = await hub.info(tenant, stream)
@@ -155,8 +201,20 @@ async def _accept_known(websocket: WebSocket, hub: Hub, tenant: str, stream: str
     except ServiceError as exc:  # recovering or stopping: worth another try
         await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
         return None
-    open_sockets(websocket.app).add(websocket)
     return info
+
+
+async def _accept(websocket: WebSocket, hub: Hub) -> bool:
+    """Accept the socket from an allowed origin, or close it saying why (False). Refusals are accepted first:
+    a handshake refused with 403 reaches a browser's script as 1006 with no reason."""
+    await websocket.accept(subprotocol=subprotocol(websocket.scope))
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), headers.get("host"), hub.settings.allowed_origins):
+        origin = websocket.headers.get("origin", "")[:100]
+        await websocket.close(POLICY_VIOLATION, f"origin {origin} not allowed (TBPTT_ALLOWED_ORIGINS)")
+        return False
+    open_sockets(websocket.app).add(websocket)
+    return True
 
 
 def open_sockets(app) -> set[WebSocket]:

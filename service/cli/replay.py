@@ -1,5 +1,6 @@
 """``tbptt replay``: stream a CSV file into a stream, then report its prequential error against the naive
-forecast (the last value, or in explicit mode the last target) and plot it."""
+forecast (the last value, or in explicit mode the last target), the rows judged anomalous and the coverage
+of the prediction intervals, and plot them."""
 
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ def run(args: argparse.Namespace) -> None:
             [{"x": x} for x in table.xs] if forecast else [{"x": x, "y": y} for x, y in zip(table.xs, table.ys)]
         )
         results = _send(tbptt, args, observations)
+        coverage = tbptt.info(args.stream)["config"]["coverage"]
     truth = table.xs[1:] if forecast else table.ys
-    predictions = [r["prediction"] for r in (results[:-1] if forecast else results)]
+    judged = results[:-1] if forecast else results  # the results whose predictions are judged against ``truth``
+    predictions = [r["prediction"] for r in judged]
+    intervals = [r["interval"] for r in judged]
+    flagged = [bool(r["anomalous"]) for r in (results[1:] if forecast else results)]  # per truth row
     mae, rmse = _errors(predictions, truth)
     print(f"{args.stream}: {len(results)} observations from {args.file.name}")
     print(f"prequential MAE {mae:.6g}  RMSE {rmse:.6g}")
@@ -38,10 +43,31 @@ def run(args: argparse.Namespace) -> None:
         baseline = sum(last) / len(last)
         name = "last-value" if forecast else "last-target"
         print(f"{name} forecast MAE {baseline:.6g}  (ratio {mae / baseline if baseline else math.inf:.3f})")
+    _report_anomalies(flagged, 1 if forecast else 0)
+    _report_intervals(intervals, truth, coverage)
     path = args.plot or Path(f"{args.stream}.png")
     plot(path, args.stream, table.x_names[0] if forecast else table.y_names[0], truth, predictions,
-         [r["loss"] for r in results])  # fmt: skip
+         [r["loss"] for r in results], intervals, flagged)  # fmt: skip
     print(f"plot: {path}")
+
+
+def _report_anomalies(flagged: list[bool], first_row: int) -> None:
+    """``flagged[k]``: whether truth row k (data row ``k + first_row``, counted from 0) was judged anomalous."""
+    rows = [k + first_row for k, flag in enumerate(flagged) if flag]
+    shown = ", ".join(map(str, rows[:10])) + (f", ... ({len(rows) - 10} more)" if len(rows) > 10 else "")
+    print(f"anomalies: {len(rows)}" + (f" (data rows {shown}, counted from 0)" if rows else ""))
+
+
+def _report_intervals(intervals: list[list[list[float]] | None], truth: list[list[float]], nominal: float) -> None:
+    """The empirical coverage and mean width of the intervals the predictions had (once calibrated)."""
+    pairs = [(band, true) for band, true in zip(intervals, truth) if band is not None]
+    if not pairs:
+        print("intervals: none yet (they come once the stream has judged 20 predictions)")
+        return
+    inside = sum(all(lo <= t <= hi for (lo, hi), t in zip(band, true)) for band, true in pairs)
+    width = sum(sum(hi - lo for lo, hi in band) / len(band) for band, _ in pairs) / len(pairs)
+    print(f"intervals: coverage {inside / len(pairs):.3f} (nominal {nominal:g}) over {len(pairs)} predictions, "
+          f"mean width {width:.6g}")  # fmt: skip
 
 
 def _ensure_stream(tbptt: Client, stream: str, table: Table) -> None:

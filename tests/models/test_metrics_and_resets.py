@@ -96,7 +96,7 @@ def test_the_forecast_baseline_is_the_last_reading():
     engine = Engine()
     engine.add_stream("s", StreamConfig(input_size=1, target="next", k1=3))
     readings = [[math.sin(t / 3) + 0.1 * t] for t in range(40)]
-    results = engine.observe_many([("s", r, None) for r in readings[:25]])
+    results = list(engine.observe_many([("s", r, None) for r in readings[:25]]))
     results += [engine.observe("s", r) for r in readings[25:]]
     own = [abs(r.prediction[0] - nxt[0]) for r, nxt in zip(results, readings[1:])]
     naive = [abs(now[0] - nxt[0]) for now, nxt in itertools.pairwise(readings)]

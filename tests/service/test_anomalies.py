@@ -4,6 +4,7 @@ the metrics, and the same after a restart."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load as load_tensors
@@ -49,6 +50,17 @@ def test_results_carry_scores_and_intervals_and_retries_get_the_same(client):
     metrics = client.get("/v1/streams/s/metrics").json()
     assert metrics["anomalies"] == sum(r["anomalous"] is True for r in results)
     assert 0.8 <= metrics["coverage"] <= 1.0 and metrics["interval_width"] > 0
+    totals = prometheus(client)  # the service's totals: this stream is the only one
+    assert totals["tbptt_anomalies_total"] == metrics["anomalies"]
+    assert totals["tbptt_targets_judged_total"] == len(results) - 1  # every reading but the first
+    with_interval = totals["tbptt_interval_targets_total"]
+    assert with_interval == len(results) - 1 - 20  # (CALIBRATED_AFTER)
+    assert totals["tbptt_interval_hits_total"] / with_interval == pytest.approx(metrics["coverage"])
+
+
+def prometheus(client: TestClient) -> dict[str, float]:
+    lines = client.get("/metrics").text.splitlines()
+    return {line.split()[0]: float(line.split()[1]) for line in lines if line and not line.startswith("#")}
 
 
 def test_scores_and_intervals_continue_after_a_restart(tmp_path):
@@ -122,3 +134,78 @@ def test_an_observation_may_be_scored_without_being_learnt_from(client):
         assert torch.equal(exported[name], value), name
     bad = client.post("/v1/streams/s/observations", json={"x": [0.0, 0.0], "learn": "no"})
     assert bad.status_code == 422
+
+
+KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"
+A, B = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"}
+
+
+def spiked(spikes: tuple[int, ...]) -> list[float]:
+    values = readings(spike_at=spikes[0])
+    for at in spikes[1:]:
+        values[at] += 6
+    return values
+
+
+def test_the_alerts_feed_has_each_tenants_anomalies_pages_and_survives_a_restart(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", api_keys=f"alpha:{KEY_A},beta:{KEY_B}")
+    values = spiked((150, 250))
+    with app_client(settings) as c:
+        wait_ready(c)
+        for headers in (A, B):
+            assert c.put("/v1/streams/s", json=FORECAST, headers=headers).status_code == 201
+        body = {"observations": [{"x": v} for v in values]}
+        results = c.post("/v1/streams/s/observations", json=body, headers=A).json()["results"]
+        flagged = [r for r in results if r["anomalous"]]
+        feed = c.get("/v1/anomalies", headers=A).json()
+        assert [a["seq"] for a in feed["anomalies"]] == [r["seq"] for r in flagged] and feed["next"] > 0
+        assert {151, 251} <= {a["seq"] for a in feed["anomalies"]}
+        spike = next(a for a in feed["anomalies"] if a["seq"] == 251)
+        judged = results[249]  # forecast mode: x of seq 251 is judged against the prediction made at seq 250
+        assert spike["value"] == [values[250]] and spike["score"] == results[250]["anomaly"]
+        assert spike["prediction"] == judged["prediction"] and spike["interval"] == judged["interval"]
+        assert spike["stream"] == "s" and spike["step"] == 251 and spike["at"].endswith("Z")
+        assert c.get("/v1/anomalies", headers=B).json() == {"anomalies": [], "next": 0}  # another tenant's
+        first = c.get("/v1/anomalies", params={"limit": 1}, headers=A).json()
+        rest = c.get("/v1/anomalies", params={"since": first["next"]}, headers=A).json()
+        assert first["anomalies"] + rest["anomalies"] == feed["anomalies"]
+        assert c.get("/v1/anomalies", params={"since": feed["next"]}, headers=A).json()["anomalies"] == []
+        assert c.get("/v1/anomalies", params={"limit": 0}, headers=A).status_code == 422
+    with app_client(settings) as c:
+        wait_ready(c)
+        assert c.get("/v1/anomalies", headers=A).json() == feed
+        assert c.delete("/v1/streams/s", headers=A).status_code == 204
+        assert c.get("/v1/anomalies", headers=A).json()["anomalies"] == []  # they went with their stream
+
+
+def test_the_alerts_websocket_sends_the_backlog_then_each_alert_once_per_tenant(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", api_keys=f"alpha:{KEY_A},beta:{KEY_B}")
+    values = spiked((150, 250))
+    with app_client(settings) as c:
+        wait_ready(c)
+        for headers in (A, B):
+            assert c.put("/v1/streams/s", json=FORECAST, headers=headers).status_code == 201
+        c.post("/v1/streams/s/observations", json={"observations": [{"x": v} for v in values[:200]]}, headers=A)
+        before = c.get("/v1/anomalies", headers=A).json()["anomalies"]
+        assert before
+        with (
+            c.websocket_connect("/v1/anomalies/watch?since=0", headers=A) as alpha,
+            c.websocket_connect("/v1/anomalies/watch", headers=B) as beta,
+        ):
+            assert alpha.receive_json() == {"anomalies": before}  # the backlog first
+            c.post("/v1/streams/s/observations", json={"observations": [{"x": v} for v in values[200:]]}, headers=A)
+            live = c.get("/v1/anomalies", params={"since": before[-1]["id"]}, headers=A).json()["anomalies"]
+            assert 251 in [a["seq"] for a in live]
+            assert received(alpha, len(live)) == live  # (the batch may have been applied in several slices)
+            c.post("/v1/streams/s/observations", json={"observations": [{"x": v} for v in values]}, headers=B)
+            theirs = c.get("/v1/anomalies", headers=B).json()["anomalies"]
+            assert theirs and all(a["id"] > live[-1]["id"] for a in theirs)
+            assert received(beta, len(theirs)) == theirs  # beta's own alerts, never alpha's
+
+
+def received(websocket, count: int) -> list[dict]:
+    """The next ``count`` alerts the socket sends, over as many messages as it takes."""
+    alerts: list[dict] = []
+    while len(alerts) < count:
+        alerts += websocket.receive_json()["anomalies"]
+    return alerts

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.service.server import Server, free_port
@@ -81,6 +82,25 @@ def test_replay_refuses_bad_files_naming_row_and_column(tmp_path, content, phras
     path.write_text(content)
     result = tbptt("replay", str(path), "--stream", "s", "--url", f"http://127.0.0.1:{free_port()}")
     assert_one_line_error(result, *phrases)
+
+
+def test_replay_reports_the_anomalies_and_the_intervals_coverage(server, tmp_path):
+    path = tmp_path / "boiler.csv"
+    values = [20 + 5 * ((k % 24) / 12 - 1) ** 2 for k in range(200)]
+    values[150] = 60.0
+    path.write_text("temp\n" + "".join(f"{v}\n" for v in values))
+    result = tbptt("replay", str(path), "--stream", "boiler", "--url", server.url, "--api-key", KEY,
+                   "--plot", str(tmp_path / "b.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = httpx.get(f"{server.url}/v1/streams/boiler/metrics", headers={"Authorization": f"Bearer {KEY}"}).json()
+    anomalies = next(line for line in result.stdout.splitlines() if line.startswith("anomalies:"))
+    assert anomalies.startswith(f"anomalies: {metrics['anomalies']} (data rows 150")
+    intervals = next(line for line in result.stdout.splitlines() if line.startswith("intervals:"))
+    coverage = float(intervals.split()[2])
+    assert (
+        abs(coverage - metrics["coverage"]) < 0.01 and "(nominal 0.9) over 179 predictions" in intervals
+    )  # 199 judged, 20 to calibrate
+    assert Path(tmp_path / "b.png").stat().st_size > 10_000
 
 
 def test_replay_leaves_time_and_index_columns_out_and_says_which_it_used(server, tmp_path):

@@ -21,7 +21,7 @@ if CHROMIUM is None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
 
 
-def test_the_chart_follows_observations_as_they_are_posted(tmp_path):
+def test_the_chart_follows_observations_with_their_intervals_and_anomalies(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     server = Server(tmp_path / "data", TBPTT_API_KEYS=f"ops:{KEY}").start()
@@ -38,6 +38,7 @@ def test_the_chart_follows_observations_as_they_are_posted(tmp_path):
             page.click("button[data-stream=boiler]")
             expect(page.locator("#live")).to_contain_text("live: waiting")
             readings = [{"x": 20 + 5 * ((k % 24) / 12 - 1) ** 2} for k in range(120)]
+            readings[100]["x"] = 60.0  # a reading far outside the rest: marked as anomalous
             for start in range(0, 120, 10):
                 r = httpx.post(f"{server.url}/v1/streams/boiler/observations",
                                json={"observations": readings[start : start + 10]}, headers=auth)  # fmt: skip
@@ -46,6 +47,10 @@ def test_the_chart_follows_observations_as_they_are_posted(tmp_path):
             expect(page.locator("#stats")).to_contain_text("steps 120")
             points = int(page.locator("body").get_attribute("data-points"))
             assert points >= 100  # the loss chart drew the losses it got
+            band = int(page.locator("body").get_attribute("data-band"))
+            assert 90 <= band <= 100  # every prediction once calibrated (20 judged) has its interval drawn
+            expect(page.locator("body")).not_to_have_attribute("data-anomalies", "0")  # the reading at 100
+            expect(page.locator("#stats")).to_contain_text("anomalies")
             screenshot = Path(os.environ.get("TBPTT_SCREENSHOTS", tmp_path)) / "dashboard.png"
             page.screenshot(path=str(screenshot))
             assert screenshot.stat().st_size > 10_000

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from tbptt.models import StepResult, StreamConfig
+from tbptt.models import Results, StepResult, StreamConfig
 from tbptt.service.errors import Invalid
 from tbptt.service.ingest import MAX_SEQ, Incoming, Part, Plan, check
 from tbptt.service.results import ResultLog
@@ -27,7 +28,7 @@ def obs(seq: int | None = None, x: list[float] | None = None, y: list[float] | N
 def applied(plan: Plan) -> list[int]:
     """What an engine would answer (a prediction of each item's index), recorded as the shard records it;
     the items applied."""
-    results = [StepResult(step, [float(k)], None, False) for k, step in enumerate(plan.steps)]
+    results = Results.of([StepResult(step, [float(k)], None, False) for k, step in enumerate(plan.steps)])
     record_results(plan.owners, plan.seqs, results)
     indices = list(range(len(results)))
     plan.record(indices, results)
@@ -51,7 +52,7 @@ def test_seqs_continue_from_the_stream_and_within_the_batch():
 
 def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
     s = state(last_seq=3, steps=3)
-    s.results.append(2, 2, [0.5], None, False, None, None)
+    s.results.append(2, 2, np.array([0.5]), np.nan, False, np.nan, np.full((1, 2), np.nan))
     plan = Plan()
     plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4), obs(seq=1)])])
     assert plan.seqs == [4]  # one new observation
@@ -127,8 +128,8 @@ def test_a_request_is_complete_once_its_new_observations_are_applied_whatever_th
     plan.add("b again", [b], [Part("b", [obs(seq=1)])])  # repeats b's seq 1: complete when that one is
     assert [plan.complete(r) for r in plan.requests] == [False, False]
     first = [0, 2]  # a's first observation and b's
-    plan.record(first, [StepResult(plan.steps[k], [0.0], None, False) for k in first])
+    plan.record(first, Results.of([StepResult(plan.steps[k], [0.0], None, False) for k in first]))
     assert [plan.complete(r) for r in plan.requests] == [False, True]
-    plan.record([1], [StepResult(plan.steps[1], [1.0], None, False)])
+    plan.record([1], Results.of([StepResult(plan.steps[1], [1.0], None, False)]))
     assert plan.complete(plan.requests[0])
     assert [[r["step"] for r in part] for part in plan.answer(plan.requests[0])] == [[1, 2], [1]]

@@ -8,6 +8,7 @@ from tbptt.service.errors import Invalid, StorageFull
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.settings import Settings
 from tbptt.service.shard import Shard
+from tbptt.service.store import StoreUnavailable
 from tbptt.service.telemetry import Telemetry
 
 
@@ -49,3 +50,27 @@ def test_a_refused_log_append_applies_nothing_and_says_so(tmp_path, monkeypatch)
     (answer,) = shard.apply([request])
     assert answer[0][0]["step"] == 1
     shard.close(failed=False)
+
+
+def test_an_alert_whose_write_a_crash_prevented_comes_back_with_the_replay(tmp_path, monkeypatch):
+    shard = shard_on(tmp_path / "data")
+    shard.create("t", "s", StreamConfig(input_size=1, target="next", dtype="float64"))
+    values = [20.0 + (k % 7) * 0.3 for k in range(120)]
+    values[100] = 80.0  # far outside anything seen: judged anomalous
+    refused = StoreUnavailable("disk I/O error (test)")
+    monkeypatch.setattr(shard.store, "add_alerts", lambda rows: (_ for _ in ()).throw(refused))
+    (answer,) = shard.apply([("t", [Part("s", [Incoming([v], None, None) for v in values])])])
+    assert answer[0][100]["anomalous"] is True and answer[0][100]["seq"] == 101
+    assert shard.anomalies("t", 0, 10) == []  # never stored ...
+    shard.close(failed=True)  # ... and the process dies: only the log has the observation
+    again = shard_on(tmp_path / "data")
+    alerts = again.anomalies("t", 0, 10)
+    assert [a["seq"] for a in alerts] == [k + 1 for k in range(120) if answer[0][k]["anomalous"]]  # (and the echo)
+    alert = alerts[0]
+    assert (alert["stream"], alert["seq"], alert["step"], alert["value"]) == ("s", 101, 101, [80.0])
+    assert alert["score"] == answer[0][100]["anomaly"]
+    assert alert["prediction"] == answer[0][99]["prediction"] and alert["interval"] == answer[0][99]["interval"]
+    again.close(failed=False)
+    once_more = shard_on(tmp_path / "data")  # recovered from its checkpoint: the feed is not repeated
+    assert once_more.anomalies("t", 0, 10) == alerts
+    once_more.close(failed=False)

@@ -1,0 +1,126 @@
+"""A tenant's alerts feed: every observation judged anomalous, kept in the store and pushed to watchers.
+
+An alert says what was judged: the stream, the observation (``seq``, ``step``) whose target reached the
+stream's ``anomaly_threshold``, that target (``value``), the prediction it was judged against with that
+prediction's ``interval``, and the ``score``. In forecast mode observation t's target is its own x, judged
+against the prediction made at t-1 (the previous result's); in explicit mode, its y against its own.
+
+Alerts are built on the engine thread after a slice is applied, and again when the log is replayed at a
+restart: the store keeps one per (stream incarnation, step), so an alert whose write a crash prevented
+comes back with the replay, and one already kept is not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tbptt.models import Results
+
+from .store import Store, StoreUnavailable
+from .streams import StreamState, now_iso
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+UNSAVED_LIMIT = 10_000  # alerts held while the store refuses writes (the oldest go first beyond)
+
+Alert = dict[str, Any]  # as the feed serves it: {"id", "stream", "seq", "step", "at", "value", ...}
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert not yet stored (the store gives it its ``id``)."""
+
+    tenant: str
+    uid: int  # the stream's incarnation
+    step: int
+    body: dict[str, Any]  # the alert without its id
+
+    @property
+    def row(self) -> tuple[str, int, int, str]:
+        return (self.tenant, self.uid, self.step, json.dumps(self.body))
+
+
+class AlertFeed:
+    """The alerts in the store: kept (``keep``), read (``since``) and trimmed to ``retained`` per tenant."""
+
+    def __init__(self, store: Store, retained: int, telemetry: Telemetry) -> None:
+        self.store, self.retained, self.telemetry = store, retained, telemetry
+        self._unsaved: list[NewAlert] = []  # what the store refused, tried again with the next ones
+        self._grown: set[str] = set()  # tenants with alerts added since the last trim
+
+    def keep(self, alerts: list[NewAlert]) -> dict[str, list[Alert]]:
+        """Store ``alerts``; those stored (not already there), with their ids, per tenant. If the store refuses,
+        they wait for the next call (the observations behind them are safe in the log either way)."""
+        self._unsaved += alerts
+        try:
+            ids = self.store.add_alerts([alert.row for alert in self._unsaved])
+        except StoreUnavailable as exc:
+            self.telemetry.write_failed()
+            log.warning("alerts not stored yet (%s): %d waiting", exc, len(self._unsaved))
+            del self._unsaved[:-UNSAVED_LIMIT]
+            return {}
+        stored: dict[str, list[Alert]] = {}
+        for id_, alert in zip(ids, self._unsaved):
+            if id_ is not None:
+                stored.setdefault(alert.tenant, []).append({"id": id_, **alert.body})
+        self._unsaved.clear()
+        self._grown.update(stored)
+        return stored
+
+    def since(self, tenant: str, since: int, limit: int) -> list[Alert]:
+        """The tenant's alerts after id ``since``, oldest first, at most ``limit``."""
+        return [{"id": id_, **json.loads(body)} for id_, body in self.store.alerts(tenant, since, limit)]
+
+    def housekeeping(self) -> None:
+        """Retry what the store refused; keep each tenant's newest ``retained``."""
+        if self._unsaved:
+            self.keep([])
+        if self._grown:
+            try:
+                self.store.trim_alerts(sorted(self._grown), self.retained)
+                self._grown.clear()
+            except StoreUnavailable as exc:
+                log.warning("alerts trim failed: %s", exc)
+
+
+def alerts_of(
+    owners: Sequence[StreamState], seqs: Sequence[int], items: Sequence[Any], results: Results
+) -> list[NewAlert]:
+    """The anomalous results among ``results`` (item k: observation ``seqs[k]`` of ``owners[k]``, applied as
+    ``items[k]`` = (key, x, y, ...): the target judged is x in forecast mode, y in explicit mode), in item
+    order. Run after the results are recorded (a forecast's judged prediction is the previous kept result)."""
+    found: list[tuple[int, NewAlert]] = []
+    at = now_iso()
+    for part in results.parts:
+        if not part.anomalous.any():
+            continue
+        scores, steps = part.scores.tolist(), part.steps.tolist()
+        for row in part.anomalous.nonzero()[0].tolist():
+            item = part.items[row]
+            state, seq = owners[item], seqs[item]
+            if state.config.target == "next":
+                judged = state.results.before(seq)
+                prediction, interval = (judged["prediction"], judged["interval"]) if judged else (None, None)
+            else:
+                prediction, interval = part.predictions[row].tolist(), _band(part.intervals[row].tolist())
+            body = {
+                "stream": state.id, "seq": seq, "step": steps[row], "at": at, "value": _target(state, items[item]),
+                "prediction": prediction, "interval": interval, "score": scores[row],
+            }  # fmt: skip
+            found.append((item, NewAlert(state.tenant, state.uid, steps[row], body)))
+    found.sort(key=lambda pair: pair[0])
+    return [alert for _, alert in found]
+
+
+def _target(state: StreamState, item: Any) -> list[float]:
+    value = item[1] if state.config.target == "next" else item[2]
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def _band(band: list[list[float]]) -> list[list[float]] | None:
+    return None if band[0][0] != band[0][0] else band  # NaN: not calibrated yet
