@@ -131,7 +131,11 @@ async def watch_anomalies(
             return
         sent = since  # the last alert id the client has (None: it asked for none of the past)
         while sent is not None:  # the backlog, a page at a time
-            page = await hub.anomalies(tenant, sent, MAX_ALERTS)
+            try:
+                page = await hub.anomalies(tenant, sent, MAX_ALERTS)
+            except ServiceError as exc:  # recovering or stopping: worth another try
+                await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
+                return
             if page:
                 await asyncio.wait_for(_send(websocket, {"anomalies": page}), hub.settings.ws_send_timeout)
                 sent = page[-1]["id"]
