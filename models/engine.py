@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import optim
 from .anomaly import CALIBRATED_AFTER
 from .batch import Results, StepResult, prepare
 from .config import StreamConfig
@@ -280,7 +281,7 @@ class Engine:
         try:
             for name in arrays.names():
                 if name in tensors:
-                    arrays.set_row(name, stream.slot, tensors[name])
+                    arrays.set_row(name, stream.slot, _padded(name, tensors[name], stream.fleet))
         except InvalidState:
             self.remove_stream(stream_id)
             raise
@@ -290,6 +291,15 @@ class Engine:
             return self._streams[stream_id]
         except KeyError:
             raise StreamNotFound(stream_id) from None
+
+
+def _padded(name: str, row: Tensor, fleet: Fleet) -> Tensor:
+    """A row of parameters or of their optimizer state saved before rows were padded (models/layout.py,
+    ROW_ALIGN) gets its zeros."""
+    layout = fleet.layout
+    if name in ("params", *optim.state_names(fleet.config)) and tuple(row.shape) == (layout.used,):
+        return torch.cat([row, row.new_zeros(layout.size - layout.used)])
+    return row
 
 
 def _finite_or_none(value: float) -> float | None:

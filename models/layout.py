@@ -58,6 +58,12 @@ class NetViews:
     head_b: Tensor  # (n, 1, O)
 
 
+# Every slot's row of parameters (and of optimizer state) starts at a 64-byte boundary: the size of a row
+# is rounded up to this many elements. torch's CPU kernels round differently on data of another alignment,
+# so a stream's results depended on its slot in the fleet (tests/models/test_grouping.py) when they did not.
+ROW_ALIGN = 16
+
+
 class Layout:
     """The parameter layout of one architecture (cell, sizes, layers)."""
 
@@ -84,7 +90,8 @@ class Layout:
         add("head.weight", (config.output_size, config.hidden_size))
         add("head.bias", (config.output_size,))
         self.specs = tuple(specs)
-        self.size = offset  # P
+        self.used = offset  # the parameters ...
+        self.size = -(-offset // ROW_ALIGN) * ROW_ALIGN  # ... in a row of P (zeros after them)
         self._views: dict[tuple, NetViews] = {}
 
     def views(self, flat: Tensor) -> NetViews:
@@ -126,7 +133,7 @@ class Layout:
         missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         if missing or unexpected:
             raise InvalidState(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
-        row = torch.empty(self.size, dtype=dtype)
+        row = torch.zeros(self.size, dtype=dtype)
         for spec in self.specs:
             t = tensors[spec.name]
             if tuple(t.shape) != spec.torch_shape:

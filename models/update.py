@@ -60,7 +60,7 @@ class Updater:
         assert config.k2 is not None
         self.config, self.layout, self.cell, self.slots = config, layout, cell, slots
         self._offsets = np.arange(config.k2)
-        self._grad = torch.empty(0, layout.size, dtype=config.torch_dtype)
+        self._grad = torch.zeros(0, layout.size, dtype=config.torch_dtype)
         self.update_seconds = 0.0  # time spent in TBPTT updates, for monitoring
         self.skipped_total = 0  # updates skipped for a non-finite loss or gradient, for monitoring
 
@@ -112,7 +112,7 @@ class Updater:
         window = self.window(rows, ends, length, reuse)
         grad = self._workspace(len(rows))
         loss_sum = window_gradient(self.layout, self.cell, c.loss, rows.take(s.params), window, grad)
-        norm = torch.linalg.vector_norm(grad, dim=1)  # (n,)
+        norm = torch.linalg.vector_norm(grad[:, : self.layout.used], dim=1)  # (n,) (the row's padding: zeros)
         loss_np, norm_np = loss_sum.to(torch.float64).numpy(), norm.to(torch.float64).numpy()
 
         count = window.loss_mask.numpy().sum(axis=1)
@@ -151,7 +151,7 @@ class Updater:
     def _workspace(self, rows: int) -> Tensor:
         """A reusable (rows, P) gradient buffer: a fresh one of that size would cost page faults each time."""
         if self._grad.shape[0] < rows:
-            self._grad = torch.empty(
+            self._grad = torch.zeros(  # zeros: the gradient is written through views, never into the padding
                 max(rows, 2 * self._grad.shape[0]), self.layout.size, dtype=self.config.torch_dtype
             )
         return self._grad[:rows]

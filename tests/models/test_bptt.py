@@ -38,9 +38,9 @@ def test_reused_live_forward_equals_replay(cell, layers):
     s = fleet.slots
     window = fleet.updater.window(Rows(np.arange(3)), np.full(3, 9), length=9, reuse=True)
     assert window.loss_mask.all()  # k1 = 10: every step of the window carries its loss
-    reused, replayed = (
-        torch.empty(3, fleet.layout.size, dtype=torch.float64),
-        torch.empty(3, fleet.layout.size, dtype=torch.float64),
+    reused, replayed = (  # zeros: gradients are written through views, the rows' padding stays as it was
+        torch.zeros(3, fleet.layout.size, dtype=torch.float64),
+        torch.zeros(3, fleet.layout.size, dtype=torch.float64),
     )
     loss_reused = window_gradient(fleet.layout, fleet.cell, "mse", s.params[:3], window, reused)
     loss_replayed = window_gradient(

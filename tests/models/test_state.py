@@ -57,3 +57,27 @@ def test_load_rejects_incomplete_or_foreign_state():
     with pytest.raises(InvalidState, match="params"):
         other.load_state_dict("t", wrong)
     assert "t" not in other
+
+
+def test_a_state_saved_before_rows_were_padded_loads_and_continues():
+    """Rows of parameters and optimizer state are padded to a 64-byte multiple (models/layout.py); a state
+    saved with unpadded rows gets the zeros and continues as the padded one does."""
+    config = StreamConfig(input_size=2, hidden_size=5, k1=3, dtype="float64")
+    xs, ys = sequence(2, 1, 60, seed=2)
+    engine = Engine()
+    engine.add_stream("s", config)
+    for x, y in zip(xs[:30], ys[:30]):
+        engine.observe("s", x, y)
+    saved = engine.state_dict("s")
+    layout = engine._streams["s"].fleet.layout
+    assert layout.size % 16 == 0 and layout.used < layout.size  # (141 parameters in rows of 144)
+    old = {**saved, "tensors": dict(saved["tensors"])}
+    for name in ("params", "exp_avg", "exp_avg_sq"):
+        assert not old["tensors"][name][layout.used :].any()
+        old["tensors"][name] = old["tensors"][name][: layout.used]
+    restored = Engine()
+    restored.load_state_dict("s", old)
+    assert_identical(restored.state_dict("s")["tensors"], saved["tensors"])
+    assert [restored.observe("s", x, y) for x, y in zip(xs[30:], ys[30:])] == [
+        engine.observe("s", x, y) for x, y in zip(xs[30:], ys[30:])
+    ]
