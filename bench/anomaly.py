@@ -1,13 +1,15 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
-    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR]
+    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes through a default forecast stream (``input_size`` 1, nothing else set, nothing
 tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
 yet) is written in NAB's result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``,
 for NAB's scorer. Printed per series: the intervals' empirical coverage after calibration (nominal 0.9)
 and their mean width, beside the same interval built from the last-value forecast's errors by the same
-quantile tracker (below 1: ours are narrower).
+quantile tracker (below 1: ours are narrower). With ``--horizon H``: the tests' series forecast H readings
+ahead (models/horizon.py), per h the MAE against the last value's h readings ahead, and the coverage and
+width of the h-ahead intervals.
 """
 
 from __future__ import annotations
@@ -63,6 +65,30 @@ def run(path: Path) -> tuple[list[list[str]], list[float], float, float]:
     return rows, scores, m.coverage, m.interval_width
 
 
+def ahead(path: Path, horizon: int) -> list[tuple[float, float, float]]:
+    """A default forecast stream with ``horizon``: per h, (its MAE h readings ahead / the last value's,
+    the coverage of its h-ahead intervals once calibrated, their mean width / the last value's h-step MAE)."""
+    with open(path) as f:
+        values = np.array([float(r[1]) for r in list(csv.reader(f))[1:]])
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon))
+    results = []
+    for k in range(0, len(values), RUN):
+        results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
+    start = len(values) // 5  # the first 20% learn (as bench.quality scores the last 80%)
+    out = []
+    for h in range(1, horizon + 1):
+        steps = range(start, len(values) - h)
+        ours = np.mean([abs(results[t].forecast[h - 1][0] - values[t + h]) for t in steps])
+        naive = np.mean([abs(values[t] - values[t + h]) for t in steps])
+        bands = [(results[t].forecast_intervals[h - 1], values[t + h]) for t in steps]
+        bands = [(band[0], v) for band, v in bands if band is not None]
+        inside = np.mean([lo <= v <= hi for (lo, hi), v in bands]) if bands else math.nan
+        width = np.mean([hi - lo for (lo, hi), _ in bands]) if bands else math.nan
+        out.append((ours / naive, inside, width / naive))
+    return out
+
+
 def write_nab(rows: list[list[str]], scores: list[float], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "w", newline="") as f:
@@ -75,11 +101,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nab", type=Path, help="NAB's data folder")
     parser.add_argument("--out", type=Path, help="where to write NAB's results, in its format")
+    parser.add_argument("--horizon", type=int, default=0, help="also forecast this many readings ahead")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
     torch.set_num_threads(1)
     report("the tests' four series", sorted(TESTS.glob("*.csv")), None)
+    if args.horizon > 1:
+        for path in sorted(TESTS.glob("*.csv")):
+            if path.stem != "macrodata":
+                rows = ahead(path, args.horizon)
+                print(f"{path.stem:10s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
+                    f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
     if args.nab is not None:
         report("NAB's 58 series", sorted(args.nab.glob("*/*.csv")), args.out)
 

@@ -27,6 +27,10 @@ class StepResult:
     anomaly: float | None = None  # the anomaly score of the target this observation revealed (models/anomaly.py)
     anomalous: bool | None = None  # ... whether it reached the stream's anomaly_threshold
     interval: list[list[float]] | None = None  # per output, [lower, upper] around the prediction
+    # with a horizon H > 1 (models/horizon.py): the next H readings' forecasts, (H, O), the first being
+    # ``prediction``, and each one's interval (per output [lower, upper]; None until calibrated)
+    forecast: list[list[float]] | None = None
+    forecast_intervals: list[list[list[float]] | None] | None = None
 
 
 @dataclass
@@ -50,9 +54,11 @@ class FleetBatch:
         out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths, self.learn)
         at = (self.rank, self.position)
         scores = out.scores[at]
+        ahead = None if out.forecasts is None else out.forecasts[at]
+        bands = None if out.forecast_intervals is None else out.forecast_intervals[at]
         return Columns(
             self.items, out.steps[at], out.predictions[at], out.losses[at], out.updated[at], scores,
-            scores >= self.fleet.config.anomaly_threshold, out.intervals[at],
+            scores >= self.fleet.config.anomaly_threshold, out.intervals[at], ahead, bands,
         )  # fmt: skip
 
 
@@ -69,13 +75,19 @@ class Columns:
     scores: np.ndarray  # (m,) NaN: none
     anomalous: np.ndarray  # (m,) bool (False where no score)
     intervals: np.ndarray  # (m, O, 2) NaN: none yet
+    forecasts: np.ndarray | None = None  # (m, H, O) with a horizon H > 1
+    forecast_intervals: np.ndarray | None = None  # (m, H, O, 2) NaN: none yet
 
     def result(self, k: int) -> StepResult:
         loss, score, band = float(self.losses[k]), float(self.scores[k]), self.intervals[k]
+        forecast = bands = None
+        if self.forecasts is not None and self.forecast_intervals is not None:
+            forecast = self.forecasts[k].tolist()
+            bands = [None if np.isnan(b).any() else b.tolist() for b in self.forecast_intervals[k]]
         return StepResult(
             int(self.steps[k]), self.predictions[k].tolist(), None if loss != loss else loss, bool(self.updated[k]),
             None if score != score else score, None if score != score else bool(self.anomalous[k]),
-            None if np.isnan(band).any() else band.tolist(),
+            None if np.isnan(band).any() else band.tolist(), forecast, bands,
         )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ DTYPES: tuple[str, ...] = get_args(DType)
 # did (a config saved without them predates them), where that is not the default for new streams.
 BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False, "season": 1}
 
+MAX_HORIZON = 256  # the most steps ahead a stream may forecast (models/horizon.py)
 MAX_SEASON = 4096  # the longest period a stream may name (it keeps one more reading than its period)
 DETECTS_UP_TO = 4  # automatic detection of a season keeps ~1,000 readings of each input: narrow streams only
 DETECTION_WINDOW = 1024  # readings kept to detect a season (models/season.py)
@@ -78,6 +79,8 @@ class StreamConfig:
     # may also follow (models/season.py); 1: none; None: detected during the first 1,024 readings (streams
     # of at most DETECTS_UP_TO inputs; wider ones: none unless given)
     season: int | None = None
+    # forecast mode: how many readings ahead each result forecasts (models/horizon.py); 1: the next only
+    horizon: int = 1
     anomaly_threshold: float = 0.95  # a result is anomalous when its score reaches this (models/anomaly.py)
     coverage: float = 0.9  # the long-run fraction of targets inside their prediction intervals
     learn_from_anomalies: bool = True  # False: a target whose score reaches anomaly_threshold is not learnt from
@@ -165,6 +168,11 @@ def _validate(c: StreamConfig) -> None:
             raise InvalidConfig(f"season must be <= {MAX_SEASON}, got {c.season}", "season")
         if c.season > 1 and not (c.target == "next" and c.gate):
             raise InvalidConfig("season needs target 'next' and the gate: it is a forecast the gate follows", "season")
+    _int_at_least("horizon", c.horizon, 1)
+    if c.horizon > MAX_HORIZON:
+        raise InvalidConfig(f"horizon must be <= {MAX_HORIZON}, got {c.horizon}", "horizon")
+    if c.horizon > 1 and c.target != "next":
+        raise InvalidConfig("horizon needs target 'next': it rolls the forecast of the next reading forward", "horizon")
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
     _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
     for name in ("normalize", "residual", "from_last_target", "gate", "learn_from_anomalies"):

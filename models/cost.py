@@ -31,5 +31,6 @@ def update_macs(config: StreamConfig) -> int:
 
 
 def observation_macs(config: StreamConfig, updates: bool) -> int:
-    """Multiply-adds of one observation: its live step, and the update it completes, if it does."""
-    return step_macs(config) + (update_macs(config) if updates else 0)
+    """Multiply-adds of one observation: its live step, the forecasts rolled forward (a horizon H: H - 1
+    more steps), and the update it completes, if it does."""
+    return config.horizon * step_macs(config) + (update_macs(config) if updates else 0)

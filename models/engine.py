@@ -36,7 +36,7 @@ STATE_VERSION = 1
 ADDED_LATER = frozenset({
     "base_abs", "base_paired", "base_count", "last_y", "gate_err", "gate_count", "pending_raw", "history", "season",
     "pending_anchor", "gate_season_err", "an_mean", "an_var", "an_count", "seen_lo", "seen_hi", "iv_lo", "iv_hi",
-    "iv_scale", "anomalies", "iv_inside", "iv_width",
+    "iv_scale", "anomalies", "iv_inside", "iv_width", "hz_made", "hz_lo", "hz_hi", "hz_scale", "hz_count",
 })  # fmt: skip
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.

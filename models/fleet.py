@@ -16,6 +16,8 @@ updater (``update``) runs the TBPTT update of every slot whose step completes a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ from . import gate, optim
 from .anomaly import CALIBRATED_AFTER
 from .cells import make_cell, per_step
 from .config import StreamConfig
+from .horizon import roll as horizon_roll
 from .layout import Layout
 from .losses import step_loss
 from .slots import FleetSlots, Rows, ring_index, ring_rows
@@ -52,6 +55,7 @@ class Fleet:
             gate_weights=len(gate.WEIGHTS),
             history=config.history_length,
             season=config.season or 1,
+            horizon=config.horizon,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots)
         self.mode = target_mode(self)
@@ -113,6 +117,10 @@ class Fleet:
             scores=np.full((n, t_max), np.nan),
             intervals=np.full((n, t_max, y.shape[2], 2), np.nan),
         )
+        horizon = self.config.horizon
+        if horizon > 1:
+            out.forecasts = np.full((n, t_max, horizon, y.shape[2]), np.nan)
+            out.forecast_intervals = np.full((n, t_max, horizon, y.shape[2], 2), np.nan)
         k1, done = self.config.k1, 0
         judged_before, inside_before = self.slots.an_count[slots], int(self.slots.iv_inside[slots].sum())
         while done < t_max:
@@ -122,12 +130,19 @@ class Fleet:
             # A block ends at the first k1 boundary: the weights cannot change inside it.
             to_boundary = (first + k1 - 1) // k1 * k1 - first + 1
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
+            if horizon > 1:  # forecasts roll forward from the state after each reading: one at a time
+                size = 1
             block = slice(done, done + size)
             result = self.mode.block(
                 rows, first, x[active, block], y[active, block], has_y[active, block], learn[active, block]
             )
             for name in ("steps", "predictions", "losses", "updated", "scores", "intervals"):
                 getattr(out, name)[active, block] = getattr(result, name)
+            if out.forecasts is not None and out.forecast_intervals is not None:
+                ahead, bands = horizon_roll(
+                    self, rows, first, x[active, done], result.predictions[:, 0], result.intervals[:, 0]
+                )
+                out.forecasts[active, done], out.forecast_intervals[active, done] = ahead, bands
             done += size
         self._count_judged(slots, judged_before, inside_before)
         return out
@@ -152,18 +167,8 @@ class Fleet:
         h_only = self.cell.state_parts == 1  # then the state is the output
         for u in per_step(inputs):  # one step at a time: (n, 1, I)
             states.append(state)
-            new: list[Tensor] = []
-            extra: list[Tensor] = []
-            for layer, w in enumerate(net.layers):
-                gi = torch.baddbmm(w.b_ih, u, w.w_ih)
-                layer_state, layer_extra = self.cell.step(
-                    gi, state if single else state[:, layer : layer + 1], w.w_hh, w.b_hh
-                )
-                new.append(layer_state)  # (n, 1, C*H)
-                extra.extend(layer_extra)
-                u = layer_state if h_only else layer_state[..., : c.hidden_size]
-            state = new[0] if single else torch.cat(new, dim=1)
-            outputs.append(torch.baddbmm(net.head_b, u, net.head_w))
+            state, output, extra = self._step(net, state, u, single, h_only)
+            outputs.append(output)
             extras.append(extra)
         ring = ring_index(rows.slots, steps, c.k2)
         ring_rows(s.ring_x).index_copy_(0, ring, inputs.reshape(-1, c.input_size))
@@ -176,6 +181,38 @@ class Fleet:
         rows.put(s.hidden, state)
         yhat = _cat_steps(outputs)
         return yhat.to(torch.float64).numpy()  # (n, T, O)
+
+    def _step(self, net: Any, state: Tensor, u: Tensor, single: bool, h_only: bool) -> tuple[Tensor, Tensor, list]:
+        """One step of every layer and the head: (the new state, the output (n, 1, O), the cell's extras)."""
+        new: list[Tensor] = []
+        extra: list[Tensor] = []
+        for layer, w in enumerate(net.layers):
+            gi = torch.baddbmm(w.b_ih, u, w.w_ih)
+            layer_state, layer_extra = self.cell.step(
+                gi, state if single else state[:, layer : layer + 1], w.w_hh, w.b_hh
+            )
+            new.append(layer_state)  # (n, 1, C*H)
+            extra.extend(layer_extra)
+            u = layer_state if h_only else layer_state[..., : self.config.hidden_size]
+        state = new[0] if single else torch.cat(new, dim=1)
+        return state, torch.baddbmm(net.head_b, u, net.head_w), extra
+
+    def roller(self, rows: Rows) -> Callable[[np.ndarray], np.ndarray]:
+        """A function that steps the network on inputs (n, I) and returns its outputs (n, O), training units,
+        from the carried state and then from its own copy: the carried state, the rings and the weights stay
+        as they are (models/horizon.py rolls forecasts forward with it)."""
+        c = self.config
+        net = self.layout.views(rows.take(self.slots.params))
+        state = rows.take(self.slots.hidden)
+        single, h_only = c.num_layers == 1, self.cell.state_parts == 1
+
+        def step(inputs: np.ndarray) -> np.ndarray:
+            nonlocal state
+            u = torch.from_numpy(inputs[:, None]).to(c.torch_dtype)
+            state, output, _ = self._step(net, state, u, single, h_only)
+            return output[:, 0].to(torch.float64).numpy()
+
+        return step
 
     def resolve(
         self,

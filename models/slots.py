@@ -177,6 +177,11 @@ class FleetSlots(SlotArrays):
     iv_lo: np.ndarray  # (O,) the interval's offsets from the prediction ...
     iv_hi: np.ndarray
     iv_scale: np.ndarray  # (O,) ... the scale of their units, a running mean absolute error
+    hz_made: np.ndarray  # (H, H-1, O) models/horizon.py: the last H steps' forecasts for 2..H ahead
+    hz_lo: np.ndarray  # (H-1, O) per horizon, the interval's offsets, scale and judged count
+    hz_hi: np.ndarray
+    hz_scale: np.ndarray
+    hz_count: np.ndarray  # (H-1,)
     anomalies: np.ndarray  # () judged steps that scored at the threshold or above
     iv_inside: np.ndarray  # () judged steps whose target was inside its interval ...
     iv_width: np.ndarray  # () ... and the sum of the intervals' mean widths
@@ -187,7 +192,7 @@ class FleetSlots(SlotArrays):
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
-        dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1,
+        dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -235,6 +240,13 @@ class FleetSlots(SlotArrays):
             "anomalies": ArraySpec((), i64),
             "iv_inside": ArraySpec((), i64),
             "iv_width": ArraySpec((), f64),
+            # models/horizon.py: the forecasts of the last H steps for 2..H readings ahead, and per horizon the
+            # interval's offsets, scale and judged count (as iv_* for the next reading)
+            "hz_made": ArraySpec((horizon, horizon - 1, out), f64, nan),
+            "hz_lo": ArraySpec((horizon - 1, out), f64),
+            "hz_hi": ArraySpec((horizon - 1, out), f64),
+            "hz_scale": ArraySpec((horizon - 1, out), f64),
+            "hz_count": ArraySpec((horizon - 1,), i64),
             "loss_count": ArraySpec((), i64),
             "loss_ewma": ArraySpec((), f64, nan),
             "last_update_loss": ArraySpec((), f64, nan),

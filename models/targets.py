@@ -20,6 +20,7 @@ the statistics of a whole block are computed at once, in order, bit for bit as s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ class Outcome:
     updated: np.ndarray  # (n, T) bool
     scores: np.ndarray  # (n, T) the anomaly score of the target that became known, NaN where none
     intervals: np.ndarray  # (n, T, O, 2) each prediction's interval, NaN where none yet
+    forecasts: np.ndarray | None = None  # (n, T, H, O) with a horizon H > 1: the next H readings' forecasts ...
+    forecast_intervals: np.ndarray | None = None  # (n, T, H, O, 2) ... and their intervals (models/horizon.py)
 
 
 class TargetMode:
@@ -204,6 +207,14 @@ class Forecast(TargetMode):
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0]
 
+    def rollers(self, rows: Rows) -> tuple[Callable, Callable]:
+        """For rolling forecasts forward (models/horizon.py), in the statistics as they stand: what the network
+        sees (n, I) of a forecast ``prev`` read after ``before``, and the forecast (n, O) its output makes."""
+        if not self.config.normalize:
+            return (lambda prev, before: prev), (lambda yhat, prev: yhat)
+        mean, std = (v[:, 0] for v in self._moments("x", rows).as_history().scale())
+        return (lambda prev, before: (prev - mean) / std), (lambda yhat, prev: mean + std * yhat)
+
     def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pending step's target in training units: in the inputs' statistics, which ``x`` joins when it
         is forwarded."""
@@ -233,6 +244,12 @@ class Residual(Forecast):
         yhat = self.fleet.forward(rows, steps, (changes - mean) / std)
         target = (change - mean[:, :-1]) / std[:, :-1]
         return yhat, x + mean + std * yhat, target, history.count[:, :-1] >= 2
+
+    def rollers(self, rows: Rows) -> tuple[Callable, Callable]:
+        if not self.config.normalize:
+            return (lambda prev, before: prev - before), (lambda yhat, prev: prev + yhat)
+        mean, std = (v[:, 0] for v in self._moments("y", rows).as_history().scale())
+        return (lambda prev, before: (prev - before - mean) / std), (lambda yhat, prev: prev + mean + std * yhat)
 
     def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raw = x - self.slots.last_x[rows.slots][:, None]

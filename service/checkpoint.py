@@ -114,7 +114,9 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     state = {"version": meta["engine_version"], "config": meta["config"], "tensors": engine_tensors}
     engine.load_state_dict(stream.key, state)
     results = {k.removeprefix("results."): v.numpy() for k, v in arrays.items() if k.startswith("results.")}
-    stream.results = ResultLog(stream.results.capacity, stream.results.output_size, stream.results.threshold)
+    stream.results = ResultLog(
+        stream.results.capacity, stream.results.output_size, stream.results.threshold, stream.results.horizon
+    )
     stream.results.load(results)
     stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
     stream.updates, stream.events = meta["updates"], meta["events"]

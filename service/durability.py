@@ -46,7 +46,9 @@ REPLAY_CHUNK = 20_000  # observations per engine call while recovering
 def stream_bytes(config: CoreConfig, settings: Settings) -> int:
     """The memory a stream of this config may hold: its state in the engine and a full result log."""
     assert config.output_size is not None
-    return _engine_bytes(config.fleet_key) + ResultLog.max_bytes(settings.results_retained, config.output_size)
+    return _engine_bytes(config.fleet_key) + ResultLog.max_bytes(
+        settings.results_retained, config.output_size, config.horizon
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -73,7 +75,9 @@ class Durability:
 
     def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
         assert config.output_size is not None
-        results = ResultLog(self.settings.results_retained, config.output_size, config.anomaly_threshold)
+        results = ResultLog(
+            self.settings.results_retained, config.output_size, config.anomaly_threshold, config.horizon
+        )
         state = StreamState(uid, tenant, stream, config, created_at, results)
         state.state_bytes = stream_bytes(config, self.settings)
         return state
@@ -226,7 +230,9 @@ class Durability:
     def _unload(self, state: StreamState) -> None:
         self.engine.remove_stream(state.key)
         state.loaded = False
-        state.results = ResultLog(state.results.capacity, state.results.output_size, state.results.threshold)
+        state.results = ResultLog(
+            state.results.capacity, state.results.output_size, state.results.threshold, state.results.horizon
+        )
 
     # -- recovery ------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from tbptt.models import Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid, StreamReplaced
-from .results import Result
+from .results import Result, ahead_of
 from .schemas import MAX_SAFE_INT as MAX_SEQ
 from .streams import Key, StreamState
 
@@ -156,6 +156,10 @@ class Plan:
                     "anomaly": None if score != score else score, "anomalous": None if score != score else anomalous[row],
                     "interval": None if band[0][0] != band[0][0] else band, "duplicate": False,
                 }  # fmt: skip
+            if part.forecasts is not None and part.forecast_intervals is not None:  # streams with a horizon
+                for row, item in enumerate(part.items):
+                    result = built[indices[item]]
+                    result["forecast"] = ahead_of(part.forecasts[row], part.forecast_intervals[row])
 
     def complete(self, request: Planned) -> bool:
         """Every new observation of ``request`` has been applied, and every seq it repeats from this plan."""

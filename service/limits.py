@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -15,6 +15,10 @@ from tbptt.models import StreamConfig as CoreConfig
 from .errors import Invalid
 from .schemas import BODY_FIELDS, ModelSpec, TBPTTSpec
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .ingest import Part
+    from .streams import StreamState
 
 SPEC_SCHEMAS = {"model": ModelSpec.__name__, "tbptt": TBPTTSpec.__name__}  # body section -> OpenAPI component
 
@@ -104,3 +108,16 @@ class BodyLimit:
             return message
 
         await self.app(scope, receive_within_limit, send)
+
+
+def check_rollout(states: list[StreamState], parts: list[Part], settings: Settings) -> None:
+    """A stream with a horizon H rolls each observation's forecasts H - 1 steps forward: a request may roll
+    at most TBPTT_MAX_BATCH steps in all (else a 422), so that its work stays that of a full batch."""
+    rolled = sum(len(part.observations) * (state.config.horizon - 1) for state, part in zip(states, parts))
+    if rolled > settings.max_batch:
+        raise Invalid(
+            ("body",),
+            f"this request would roll forecasts {rolled:,} steps forward (each observation of a stream with a "
+            f"horizon H: H - 1), at most {settings.max_batch:,} per request (TBPTT_MAX_BATCH): send fewer "
+            "observations per request",
+        )

@@ -18,6 +18,7 @@ from tbptt.models.config import (
     CEILINGS,
     DETECTION_WINDOW,
     DETECTS_UP_TO,
+    MAX_HORIZON,
     MAX_SEASON,
     Cell,
     DType,
@@ -112,7 +113,13 @@ class StreamCreate(_Strict):
         extra="forbid",
         allow_inf_nan=False,
         strict=True,
-        json_schema_extra={"examples": [{"model": {"input_size": 3}}, {"model": {"input_size": 1}, "target": "next"}]},
+        json_schema_extra={
+            "examples": [
+                {"model": {"input_size": 3}},
+                {"model": {"input_size": 1}, "target": "next"},
+                {"model": {"input_size": 1}, "target": "next", "horizon": 12},
+            ]
+        },
     )
 
     model: ModelSpec
@@ -142,6 +149,14 @@ class StreamCreate(_Strict):
         f"during the first {DETECTION_WINDOW} observations (streams of at most {DETECTS_UP_TO} inputs; the "
         "period found is in the stream's metrics)",
     )
+    horizon: int = Field(
+        CORE_DEFAULTS.horizon,
+        ge=1,
+        le=MAX_HORIZON,
+        description="forecast mode: how many readings ahead each result forecasts; above 1, each result carries "
+        "`forecast`, the next readings rolled forward from the stream's state without learning, each with its "
+        "own interval",
+    )
     anomaly_threshold: float = Field(
         CORE_DEFAULTS.anomaly_threshold,
         ge=0,
@@ -169,7 +184,7 @@ class StreamCreate(_Strict):
             output_size=m.output_size, k1=t.k1, k2=t.k2, optimizer=o.name, lr=o.lr, momentum=o.momentum,
             betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, loss=self.loss, clip_grad_norm=self.clip_grad_norm,
             target=self.target, normalize=self.normalize, residual=self.residual,
-            from_last_target=self.from_last_target, gate=self.gate, season=self.season,
+            from_last_target=self.from_last_target, gate=self.gate, season=self.season, horizon=self.horizon,
             anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
             learn_from_anomalies=self.learn_from_anomalies, dtype=self.dtype, seed=self.seed,
         )  # fmt: skip
@@ -187,7 +202,7 @@ class StreamCreate(_Strict):
             ),
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
-            anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
+            horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
             dtype=c.dtype, seed=c.seed,
         )  # fmt: skip
 
@@ -277,6 +292,14 @@ class CrossStreamBatch(_Strict):
     observations: list[StreamObservation] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+class AheadPublic(BaseModel):
+    value: list[float] = Field(description="the forecast, per output")
+    interval: list[list[float]] | None = Field(
+        description="per output, [lower, upper] at the stream's coverage for this many readings ahead; null until "
+        "calibrated"
+    )
+
+
 class ResultPublic(BaseModel):
     seq: int
     step: int = Field(description="observations the stream has applied, this one included")
@@ -290,6 +313,11 @@ class ResultPublic(BaseModel):
     anomalous: bool | None = Field(description="whether anomaly reached the stream's anomaly_threshold")
     interval: list[list[float]] | None = Field(
         description="per output, [lower, upper] around the prediction at the stream's coverage; null until calibrated"
+    )
+    forecast: list[AheadPublic] | None = Field(
+        None,
+        description="streams with a horizon H > 1 only: the next H readings' forecasts, the first being "
+        "`prediction`, rolled forward from the stream's state without learning",
     )
     duplicate: bool
 

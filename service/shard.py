@@ -25,6 +25,7 @@ from typing import Any
 from tbptt.models import Engine, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
+from . import limits
 from .alerts import Alert, AlertFeed, alerts_of
 from .applying import Applying, Pace
 from .checkpoint_writer import CheckpointWriter
@@ -112,6 +113,7 @@ class Shard:
                 states = [self.loaded(tenant, part.stream) for part in parts]
                 for state, part in zip(states, parts):
                     check(state, part)
+                limits.check_rollout(states, parts, self.settings)
                 plan.add(k, states, parts)
             except Exception as exc:  # nothing written yet: only this request fails
                 refused[k] = exc

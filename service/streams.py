@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from tbptt.models import Results
+from tbptt.models import Columns, Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .results import ResultLog
@@ -124,7 +124,7 @@ def record_results(owners: list[StreamState], seqs: list[int], results: Results)
                 state.updates += updated[last]
                 state.results.append(
                     seqs[part.items[last]], steps[last], part.predictions[last], losses[last], updated[last],
-                    scores[last], part.intervals[last],
+                    scores[last], part.intervals[last], *_ahead(part, last),
                 )  # fmt: skip
                 continue
             at = np.array(rows)
@@ -132,4 +132,12 @@ def record_results(owners: list[StreamState], seqs: list[int], results: Results)
             state.results.extend(
                 np.array([seqs[part.items[row]] for row in rows], dtype=np.int64), part.steps[at],
                 part.predictions[at], part.losses[at], part.updated[at], part.scores[at], part.intervals[at],
+                *_ahead(part, at),
             )  # fmt: skip
+
+
+def _ahead(part: Columns, at: int | np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The forecasts and their intervals of rows ``at`` (streams with a horizon), else (None, None)."""
+    if part.forecasts is None or part.forecast_intervals is None:
+        return None, None
+    return part.forecasts[at], part.forecast_intervals[at]

@@ -209,3 +209,50 @@ def received(websocket, count: int) -> list[dict]:
     while len(alerts) < count:
         alerts += websocket.receive_json()["anomalies"]
     return alerts
+
+
+def test_a_stream_with_a_horizon_forecasts_the_next_readings_with_intervals_through_a_restart(tmp_path):
+    config = {**FORECAST, "horizon": 4, "dtype": "float64"}
+    values = readings()
+    engine = Engine()
+    engine.add_stream("s", StreamCreate.model_validate(config).to_core())
+    expected = engine.observe_many([("s", [v], None) for v in values])
+    settings = Settings(data_dir=tmp_path / "data")
+    with app_client(settings) as c:
+        wait_ready(c)
+        response = c.put("/v1/streams/s", json=config)
+        assert response.status_code == 201 and response.json()["config"]["horizon"] == 4
+        got = post(c, values[:200])
+        assert post(c, values[150:151], first_seq=151) == [{**got[150], "duplicate": True}]  # a retry: the same
+    with app_client(settings) as c:  # restarted: it continues as if never stopped
+        wait_ready(c)
+        got += post(c, values[200:], first_seq=201)
+        kept = c.get("/v1/streams/s/predictions", params={"limit": 5}).json()
+        kept = kept["results"] if isinstance(kept, dict) else kept
+        assert [r["forecast"] for r in kept] == [r["forecast"] for r in got[-5:]]
+        assert c.put("/v1/streams/t", json={"model": {"input_size": 1}, "horizon": 4}).status_code == 422
+        assert "forecast" not in post_to(c, "u", FORECAST)  # only streams with a horizon carry it
+    for result, library in zip(got, expected):
+        assert [a["value"] for a in result["forecast"]] == library.forecast
+        assert [a["interval"] for a in result["forecast"]] == library.forecast_intervals
+        assert result["forecast"][0] == {"value": result["prediction"], "interval": result["interval"]}
+    assert got[-1]["forecast"][3]["interval"] is not None
+
+
+def post_to(client: TestClient, stream: str, config: dict) -> dict:
+    assert client.put(f"/v1/streams/{stream}", json=config).status_code == 201
+    return client.post(f"/v1/streams/{stream}/observations", json={"x": 1.0}).json()["results"][0]
+
+
+def test_a_request_rolls_forecasts_forward_at_most_max_batch_steps(tmp_path):
+    """Each observation of a stream with horizon H costs H - 1 more network steps: a request is refused, whole,
+    when that would exceed TBPTT_MAX_BATCH steps."""
+    with app_client(Settings(data_dir=tmp_path / "data", max_batch=100)) as c:
+        wait_ready(c)
+        assert c.put("/v1/streams/s", json={**FORECAST, "horizon": 5}).status_code == 201
+        too_many = c.post("/v1/streams/s/observations", json={"observations": [{"x": 1.0}] * 26})
+        assert too_many.status_code == 422 and "104 steps forward" in too_many.text
+        cross = {"observations": [{"stream": "s", "x": 1.0}] * 26}
+        assert c.post("/v1/observations", json=cross).status_code == 422
+        assert c.get("/v1/streams/s").json()["steps"] == 0  # nothing applied
+        assert len(post(c, [1.0] * 25)) == 25  # 100 steps: allowed

@@ -31,6 +31,7 @@ DEFAULTS = {
     "from_last_target": True,
     "gate": True,
     "season": None,
+    "horizon": 1,
     "anomaly_threshold": 0.95,
     "coverage": 0.9,
     "learn_from_anomalies": True,

@@ -1,0 +1,116 @@
+"""Forecasts of the next H readings (config ``horizon``), each with its own interval, for forecast streams.
+
+After reading t a stream has its forecast of reading t+1 (the result's prediction, with its interval).
+The forecasts of t+2..t+H are the same machinery rolled forward on its own forecasts, with nothing learnt
+and nothing of the stream changed: the forecast of t+h-1 is fed to the network as if read (standardized
+by the statistics as they stand: they do not move), the network steps on from a copy of its carried
+state, and what is reported follows the gate's current choice (models/gate.py) among the same candidates
+(the previous forecast standing for the last reading; the seasonal naive forecast from the readings kept,
+and the forecasts before it where the season reaches past t; the network's own).
+
+Intervals: per horizon h, the quantile tracker of the next reading's (models/anomaly.py) fed with h-step
+errors: each step keeps its forecasts for 2..H ahead (``hz_made``), and reading t judges those made at
+t-h for h ahead, before the step's own forecasts are made. Null until a horizon has judged CALIBRATED_AFTER.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA, _quantiles
+from .gate import WEIGHTS
+from .slots import Rows
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+
+def roll(
+    fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, next_forecast: np.ndarray, next_interval: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """After reading ``x`` (n, I) of ``step`` (n,), whose forecast of the next reading is ``next_forecast``
+    (n, O) with ``next_interval`` (n, O, 2): the forecasts of the next H readings (n, H, O) and their
+    intervals (n, H, O, 2)."""
+    c, s, sl = fleet.config, fleet.slots, rows.slots
+    horizon = c.horizon
+    _judge(fleet, rows, step, x)
+    forecasts = np.empty((len(step), horizon, x.shape[1]))
+    forecasts[:, 0] = next_forecast
+    network = fleet.roller(rows)
+    seen, output = fleet.mode.rollers(rows)  # type: ignore[attr-defined]
+    choose = _Choice(fleet, rows, step, x) if c.gate else None
+    for h in range(2, horizon + 1):
+        prev = forecasts[:, h - 2]
+        raw = output(network(seen(prev, forecasts[:, h - 3] if h > 2 else x)), prev)
+        forecasts[:, h - 1] = raw if choose is None else choose(forecasts, h, raw)
+    s.hz_made[sl, step % horizon] = forecasts[:, 1:]
+    scale, lo, hi = s.hz_scale[sl], s.hz_lo[sl], s.hz_hi[sl]
+    ready = (s.hz_count[sl] >= CALIBRATED_AFTER)[..., None, None]  # (n, H-1, 1, 1)
+    later = forecasts[:, 1:, :, None] + scale[..., None] * np.stack([lo, hi], axis=-1)
+    intervals = np.concatenate([next_interval[:, None], np.where(ready, later, np.nan)], axis=1)
+    return forecasts, intervals
+
+
+def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray) -> None:
+    """Reading ``x`` judges the forecasts made for it h steps before, for each h in 2..H: the intervals'
+    trackers take in those errors (the same updates as models/anomaly.py's)."""
+    s, sl, horizon = fleet.slots, rows.slots, fleet.config.horizon
+    ahead = np.arange(2, horizon + 1)  # (H-1,)
+    at = (step[:, None] - ahead) % horizon  # (n, H-1): the ring place of the step that made each
+    e = x[:, None] - s.hz_made[sl[:, None], at, ahead - 2]  # (n, H-1, O)
+    now = ((step[:, None] - ahead) >= 1) & np.isfinite(e).all(axis=-1)  # (n, H-1)
+    if not now.any():
+        return
+    upper, lower, start = _quantiles(fleet.config.coverage)
+    count, lo, hi, scale = s.hz_count[sl], s.hz_lo[sl], s.hz_hi[sl], s.hz_scale[sl]
+    a = np.abs(e)
+    u = np.divide(e, scale, out=np.where(e == 0, 0.0, np.copysign(np.inf, e)), where=scale > 0)
+    first = (count == 0)[..., None]
+    new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
+    new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
+    new_scale = np.where(first, a, scale + SCALE_ALPHA * (a - scale))
+    keep = now[..., None]
+    s.hz_lo[sl], s.hz_hi[sl] = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi)
+    s.hz_scale[sl], s.hz_count[sl] = np.where(keep, new_scale, scale), count + now
+
+
+class _Choice:
+    """What the gate would report for reading t+h given the network's raw forecast: its candidate that
+    leads now (as ``gate.blend`` chooses, from the errors as they stand: one choice for the whole roll)."""
+
+    def __init__(self, fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray) -> None:
+        s, sl = fleet.slots, rows.slots
+        self.fleet, self.sl, self.step, self.x = fleet, sl, step, x
+        self.seen = (s.gate_count[sl] > 0)[:, None]  # (n, 1)
+        err = np.where(self.seen[..., None], s.gate_err[sl], np.nan)  # (n, O, W)
+        if fleet.config.history_length:
+            err = np.concatenate([err, s.gate_season_err[sl]], axis=-1)
+        self.choice = np.argmin(np.where(np.isnan(err), np.inf, err), axis=-1)  # (n, O)
+        self.seasonal = self.choice >= len(WEIGHTS)
+        self.weight = WEIGHTS[np.where(self.seasonal, self.choice - len(WEIGHTS), self.choice)]
+
+    def __call__(self, forecasts: np.ndarray, h: int, raw: np.ndarray) -> np.ndarray:
+        anchor = forecasts[:, h - 2]
+        if self.seasonal.any():
+            anchor = np.where(self.seasonal, self._seasonal(forecasts, h), anchor)
+        picked = anchor + self.weight * (raw - anchor)  # (as gate._around, candidate by candidate)
+        picked = np.where(self.choice == len(WEIGHTS) - 1, raw, picked)  # the network's own
+        return np.where(self.seen & np.isfinite(picked), picked, raw)
+
+    def _seasonal(self, forecasts: np.ndarray, h: int) -> np.ndarray:
+        """The seasonal naive forecast of reading t+h made from t+h-1 (n, O): reading t+h-1 (here its
+        forecast) plus the change one season back; NaN where there is no season or too little history."""
+        period = self.fleet.slots.season[self.sl]  # (n,)
+        made_at = self.step + h - 1
+        ok = (period > 1) & (made_at - period >= 1)
+        one_back, two_back = self._reading(forecasts, made_at + 1 - period), self._reading(forecasts, made_at - period)
+        return np.where(ok[:, None], forecasts[:, h - 2] + one_back - two_back, np.nan)
+
+    def _reading(self, forecasts: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Reading ``at`` (n,): kept in the history ring up to t, a forecast of this roll after it."""
+        ring = self.fleet.slots.history
+        kept = ring[self.sl, (np.maximum(at, 1) - 1) % ring.shape[1]]
+        rolled = forecasts[np.arange(len(at)), np.clip(at - self.step - 1, 0, forecasts.shape[1] - 1)]
+        return np.where((at > self.step)[:, None], rolled, np.where((at == self.step)[:, None], self.x, kept))

@@ -1,0 +1,114 @@
+"""Forecasts of the next H readings (models/horizon.py): the network rolled on its own forecasts as a plain
+torch.nn loop would roll it, nothing learnt differs, calibrated intervals per horizon, and the same
+forecasts however streams are grouped or saved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tbptt.models import Engine, InvalidConfig, StreamConfig
+
+
+def observe(config: StreamConfig, series: np.ndarray, per_call: int = 1, engine: Engine | None = None) -> list:
+    if engine is None:
+        engine = Engine()
+        engine.add_stream("s", config)
+    results = []
+    for k in range(0, len(series), per_call):
+        results += engine.observe_many([("s", [float(v)], None) for v in series[k : k + per_call]])
+    return results
+
+
+def wavy(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 5 + np.sin(np.arange(count) / 4) + 0.1 * rng.standard_normal(count)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_forecasts_are_the_network_rolled_on_its_own_forecasts(residual):
+    """Without normalization or gate, forecast h is torch.nn's GRU and Linear (the exported weights) stepped
+    from the carried state on forecast h - 1 (residual: on its change, adding the predicted change)."""
+    config = StreamConfig(
+        input_size=1, target="next", horizon=5, normalize=False, gate=False, residual=residual, dtype="float64"
+    )
+    engine = Engine()
+    engine.add_stream("s", config)
+    results = observe(config, wavy(60), engine=engine)
+    rnn, head = torch.nn.GRU(1, 32, dtype=torch.float64), torch.nn.Linear(32, 1, dtype=torch.float64)
+    weights = engine.export_weights("s")
+    rnn.load_state_dict({k.removeprefix("rnn."): v for k, v in weights.items() if k.startswith("rnn.")})
+    head.load_state_dict({k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")})
+    hidden = engine.hidden("s")  # (1, 32) after the last reading
+    expected, before, value = [results[-1].prediction[0]], 60 - 1, results[-1].prediction[0]
+    previous = float(wavy(60)[before])
+    with torch.no_grad():
+        for _ in range(4):
+            seen = value - previous if residual else value
+            out, hidden = rnn(torch.tensor([[seen]], dtype=torch.float64), hidden)
+            previous, value = value, (value if residual else 0.0) + float(head(out)[0, 0])
+            expected.append(value)
+    assert [f[0] for f in results[-1].forecast] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_rolling_forward_changes_nothing_the_stream_learns_or_reports():
+    series = wavy(300)
+    plain = observe(StreamConfig(input_size=1, target="next", dtype="float64"), series, per_call=50)
+    ahead = observe(StreamConfig(input_size=1, target="next", dtype="float64", horizon=8), series, per_call=50)
+    for p, a in zip(plain, ahead):
+        assert (a.prediction, a.loss, a.anomaly, a.interval) == (p.prediction, p.loss, p.anomaly, p.interval)
+        assert a.forecast[0] == a.prediction and a.forecast_intervals[0] == a.interval and p.forecast is None
+    assert ahead[-1].forecast[7] != ahead[-1].forecast[0]
+
+
+def test_each_horizons_interval_reaches_its_coverage():
+    """An AR(1) process with Gaussian noise: after calibration, about 90% of the readings h ahead fall inside
+    the interval their forecast h steps before had, for every h."""
+    rng = np.random.default_rng(3)
+    series = np.empty(4000)
+    series[0] = 0.0
+    for t in range(1, len(series)):
+        series[t] = 0.8 * series[t - 1] + rng.standard_normal()
+    horizon = 4
+    results = observe(StreamConfig(input_size=1, target="next", horizon=horizon), series, per_call=200)
+    for h in range(1, horizon + 1):
+        inside = [
+            lo <= series[t + h] <= hi
+            for t in range(1000, len(series) - h)
+            for lo, hi in [results[t].forecast_intervals[h - 1][0]]
+        ]
+        assert 0.87 <= np.mean(inside) <= 0.93, (h, np.mean(inside))
+    widths = [np.mean([r.forecast_intervals[h][0][1] - r.forecast_intervals[h][0][0] for r in results[1000:]])
+              for h in range(horizon)]  # fmt: skip
+    assert widths == sorted(widths)  # further ahead, less sure
+
+
+def test_forecasts_do_not_depend_on_grouping_or_a_save_and_load():
+    """Alone, one reading per call; in a fleet with others (in its middle slot), runs of 40, saved and
+    loaded midway."""
+    config = StreamConfig(input_size=1, target="next", horizon=6, dtype="float64")
+    series = wavy(200, seed=1)
+    alone = observe(config, series)
+    crowd = Engine()
+    for stream in ("a", "s", "z"):
+        crowd.add_stream(stream, config)
+    crowd.observe_many([(stream, [float(v) + k], None) for k, stream in enumerate("az") for v in series[:3]])
+    mixed = []
+    for start in range(0, 200, 40):
+        chunk = [("s", [float(v)], None) for v in series[start : start + 40]]
+        others = [("a", [1.0], None), ("z", [2.0], None)]
+        got = crowd.observe_many(others + chunk)
+        mixed += got[2:]
+        if start == 80:  # saved and loaded in the middle
+            state = crowd.state_dict("s")
+            crowd.load_state_dict("s", state)
+    assert [(r.forecast, r.forecast_intervals) for r in mixed] == [(r.forecast, r.forecast_intervals) for r in alone]
+
+
+def test_a_horizon_needs_forecast_mode():
+    with pytest.raises(InvalidConfig, match="horizon"):
+        StreamConfig(input_size=1, horizon=3)
+    for bad in (0, 257, 2.5):
+        with pytest.raises(InvalidConfig, match="horizon"):
+            StreamConfig(input_size=1, target="next", horizon=bad)
