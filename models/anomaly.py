@@ -42,7 +42,7 @@ CALIBRATED_AFTER = 20  # judged errors before an interval
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
 
 
-def _quantiles(coverage: float) -> tuple[float, float, float]:
+def quantiles(coverage: float) -> tuple[float, float, float]:
     """The tracked quantile levels' steps up and down, and where the quantiles start: those of normal
     errors, in mean absolute errors (sigma = scale * sqrt(pi / 2))."""
     upper = (1 + coverage) / 2
@@ -67,7 +67,7 @@ def calibrate(
     n, size = judged.shape
     scores = np.full((n, size), np.nan)
     intervals = np.full((*shown.shape, 2), np.nan)
-    upper, lower, start = _quantiles(config.coverage)
+    upper, lower, start = quantiles(config.coverage)
     errors = truth - shown
     for k in range(size):  # every step has an interval
         ready = count >= CALIBRATED_AFTER
@@ -122,7 +122,7 @@ def _calibrate_floats(
     same order, so either path gives the same bits (tests/models/test_fleet.py runs a stream alone and in
     a crowd)."""
     s, sl = slots, rows.slots
-    upper, lower, start = _quantiles(config.coverage)
+    upper, lower, start = quantiles(config.coverage)
     n, size, outputs = shown.shape
     scores = np.full((n, size), np.nan)
     intervals = np.full((n, size, outputs, 2), np.nan)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA, _quantiles
+from .anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA, quantiles
 from .gate import WEIGHTS
 from .slots import Rows
 
@@ -63,7 +63,7 @@ def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray) -> None:
     now = ((step[:, None] - ahead) >= 1) & np.isfinite(e).all(axis=-1)  # (n, H-1)
     if not now.any():
         return
-    upper, lower, start = _quantiles(fleet.config.coverage)
+    upper, lower, start = quantiles(fleet.config.coverage)
     count, lo, hi, scale = s.hz_count[sl], s.hz_lo[sl], s.hz_hi[sl], s.hz_scale[sl]
     a = np.abs(e)
     u = np.divide(e, scale, out=np.where(e == 0, 0.0, np.copysign(np.inf, e)), where=scale > 0)

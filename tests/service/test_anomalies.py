@@ -3,6 +3,9 @@ the metrics, and the same after a restart."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -147,13 +150,23 @@ def spiked(spikes: tuple[int, ...]) -> list[float]:
     return values
 
 
-def test_the_alerts_feed_has_each_tenants_anomalies_pages_and_survives_a_restart(tmp_path):
-    settings = Settings(data_dir=tmp_path / "data", api_keys=f"alpha:{KEY_A},beta:{KEY_B}")
-    values = spiked((150, 250))
+@contextlib.contextmanager
+def two_tenants(settings: Settings) -> Iterator[TestClient]:
+    """The service with tenants alpha (headers A) and beta (B), each with its own forecast stream "s"."""
     with app_client(settings) as c:
         wait_ready(c)
         for headers in (A, B):
             assert c.put("/v1/streams/s", json=FORECAST, headers=headers).status_code == 201
+        yield c
+
+
+def keyed(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", api_keys=f"alpha:{KEY_A},beta:{KEY_B}")
+
+
+def test_the_alerts_feed_has_each_tenants_anomalies_pages_and_survives_a_restart(tmp_path):
+    settings, values = keyed(tmp_path), spiked((150, 250))
+    with two_tenants(settings) as c:
         body = {"observations": [{"x": v} for v in values]}
         results = c.post("/v1/streams/s/observations", json=body, headers=A).json()["results"]
         flagged = [r for r in results if r["anomalous"]]
@@ -179,12 +192,8 @@ def test_the_alerts_feed_has_each_tenants_anomalies_pages_and_survives_a_restart
 
 
 def test_the_alerts_websocket_sends_the_backlog_then_each_alert_once_per_tenant(tmp_path):
-    settings = Settings(data_dir=tmp_path / "data", api_keys=f"alpha:{KEY_A},beta:{KEY_B}")
     values = spiked((150, 250))
-    with app_client(settings) as c:
-        wait_ready(c)
-        for headers in (A, B):
-            assert c.put("/v1/streams/s", json=FORECAST, headers=headers).status_code == 201
+    with two_tenants(keyed(tmp_path)) as c:
         c.post("/v1/streams/s/observations", json={"observations": [{"x": v} for v in values[:200]]}, headers=A)
         before = c.get("/v1/anomalies", headers=A).json()["anomalies"]
         assert before
