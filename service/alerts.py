@@ -20,6 +20,7 @@ from typing import Any
 
 from tbptt.models import Results
 
+from .results import calibrated
 from .store import Store, StoreUnavailable
 from .streams import StreamState, now_iso
 from .telemetry import Telemetry
@@ -107,7 +108,7 @@ def alerts_of(
                 judged = state.results.before(seq)
                 prediction, interval = (judged["prediction"], judged["interval"]) if judged else (None, None)
             else:
-                prediction, interval = part.predictions[row].tolist(), _band(part.intervals[row].tolist())
+                prediction, interval = part.predictions[row].tolist(), calibrated(part.intervals[row].tolist())
             body = {
                 "stream": state.id, "seq": seq, "step": steps[row], "at": at, "value": _target(state, items[item]),
                 "prediction": prediction, "interval": interval, "score": scores[row],
@@ -120,7 +121,3 @@ def alerts_of(
 def _target(state: StreamState, item: Any) -> list[float]:
     value = item[1] if state.config.target == "next" else item[2]
     return value.tolist() if hasattr(value, "tolist") else list(value)
-
-
-def _band(band: list[list[float]]) -> list[list[float]] | None:
-    return None if band[0][0] != band[0][0] else band  # NaN: not calibrated yet

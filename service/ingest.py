@@ -14,7 +14,7 @@ from tbptt.models import Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Invalid, StreamReplaced
-from .results import Result, ahead_of
+from .results import Result, ahead_of, calibrated
 from .schemas import MAX_SAFE_INT as MAX_SEQ
 from .streams import Key, StreamState
 
@@ -154,7 +154,7 @@ class Plan:
                     "seq": seqs[k], "step": steps[row], "prediction": predictions[row],
                     "loss": None if loss != loss else loss, "updated": updated[row],  # NaN: none
                     "anomaly": None if score != score else score, "anomalous": None if score != score else anomalous[row],
-                    "interval": None if band[0][0] != band[0][0] else band, "duplicate": False,
+                    "interval": calibrated(band), "duplicate": False,
                 }  # fmt: skip
             if part.forecasts is not None and part.forecast_intervals is not None:  # streams with a horizon
                 for row, item in enumerate(part.items):

@@ -200,7 +200,10 @@ class ResultLog:
 
 def ahead_of(values: np.ndarray, bands: np.ndarray) -> list[Ahead]:
     """A result's ``forecast``: ``values`` (H, O) with ``bands`` (H, O, 2) (NaN: not calibrated yet)."""
-    return [
-        {"value": value, "interval": None if band[0][0] != band[0][0] else band}
-        for value, band in zip(values.tolist(), bands.tolist())
-    ]
+    return [{"value": value, "interval": calibrated(band)} for value, band in zip(values.tolist(), bands.tolist())]
+
+
+def calibrated(band: list[list[float]]) -> list[list[float]] | None:
+    """An interval as a result carries it: per output [lower, upper], or None while NaN (not calibrated yet;
+    the calibrator starts every output of a stream together)."""
+    return None if band[0][0] != band[0][0] else band
