@@ -1,7 +1,8 @@
 """The service under load, started the way users start it, each figure against a baseline of the same run.
 
     python -m bench.service            # about 10 minutes; needs wrk (apt-get install wrk)
-    python -m bench.service --quick    # one short round, about 3 minutes
+    python -m bench.service --quick    # one short round, about 4 minutes
+    python -m bench.service --timestamps [--quick]    # only the cost of timestamps
 
 Throughput (issue "service throughput"):
   a) single-observation POSTs, 16 connections, round robin over 1,000 streams: observations/s against a bare
@@ -13,6 +14,7 @@ Throughput (issue "service throughput"):
   d) one stream, batches of 1,000 observations: observations/s against the textbook loop in process;
   e) resident memory per stream at 10,000 streams.
 Durability (issue "durability"): the load of a) with TBPTT_FSYNC=interval and =never, against no log.
+Timestamps (issue "sensor fleets"): a) and c) with an RFC 3339 ts on every observation, against without.
 """
 
 from __future__ import annotations
@@ -117,10 +119,14 @@ end
 """
 
 
-def lua_single(streams: int, delay_ms: float = 0.0) -> str:
+STAMP = {"ts": "2026-12-02T10:00:00.125Z"}  # streams that compare with and without timestamps take any order
+
+
+def lua_single(streams: int, delay_ms: float = 0.0, stamped: bool = False) -> str:
     """Round robin over ``streams`` streams, one observation per request, a few different bodies."""
     gen = torch.Generator().manual_seed(0)
-    bodies = [json.dumps({"x": x, "y": x[0]}) for x in torch.randn(64, STREAM_INPUT, generator=gen).tolist()]
+    stamp = STAMP if stamped else {}
+    bodies = [json.dumps({"x": x, "y": x[0], **stamp}) for x in torch.randn(64, STREAM_INPUT, generator=gen).tolist()]
     return lua(bodies, f'"/v1/streams/s" .. (n % {streams}) .. "/observations"', delay_ms)
 
 
@@ -205,10 +211,11 @@ def rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def cross_bodies(streams: int, count: int) -> list[str]:
+def cross_bodies(streams: int, count: int, stamped: bool = False) -> list[str]:
     gen = torch.Generator().manual_seed(1)
+    stamp = STAMP if stamped else {}
     return [
-        json.dumps({"observations": [{"stream": f"s{i}", "x": x, "y": x[0]} for i, x in enumerate(xs)]})
+        json.dumps({"observations": [{"stream": f"s{i}", "x": x, "y": x[0], **stamp} for i, x in enumerate(xs)]})
         for xs in (torch.randn(streams, STREAM_INPUT, generator=gen).tolist() for _ in range(count))
     ]
 
@@ -287,13 +294,35 @@ def run(seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def timestamps(seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
+    """a) and c) with an RFC 3339 ``ts`` on every observation against the same without, alternated."""
+    torch.set_num_threads(1)
+    config = {"model": {"input_size": STREAM_INPUT}, "timestamps": "any"}
+    runs: dict[tuple[str, bool], list[float]] = {(kind, stamped): [] for kind in "ac" for stamped in (False, True)}
+    for _ in range(rounds):
+        for stamped in (False, True, True, False):
+            with tbptt() as (url, _):
+                create_streams(url, 1000, config)
+                runs[("a", stamped)].append(wrk(url, lua_single(1000, stamped=stamped), seconds)["rate"])
+                cross = lua_fixed("/v1/observations", cross_bodies(1000, 8, stamped))
+                runs[("c", stamped)].append(wrk(url, cross, seconds, connections=4)["rate"] * 1000)
+    rate = {key: statistics.median(values) for key, values in runs.items()}
+    return [
+        (f"timestamps: {name}", f"{rate[(kind, True)]:,.0f} obs/s with ts", f"{rate[(kind, False)]:,.0f} without",
+         f"{rate[(kind, True)] / rate[(kind, False)]:.2f}x")
+        for kind, name in (("a", "a) 1-observation POSTs"), ("c", "c) cross-stream batches"))
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--timestamps", action="store_true", help="only the cost of timestamps")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench.service needs wrk: apt-get install wrk")
-    rows = run(seconds=4 if args.quick else 10, rounds=1 if args.quick else 3)
+    seconds, rounds = (4, 1) if args.quick else (10, 3)
+    rows = timestamps(seconds, rounds) if args.timestamps else run(seconds, rounds) + timestamps(seconds, rounds)
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))

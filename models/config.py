@@ -17,6 +17,7 @@ OptimizerName = Literal["sgd", "adam", "adamw"]
 LossName = Literal["mse", "l1", "huber"]
 TargetMode = Literal["explicit", "next"]
 DType = Literal["float32", "float64"]
+TimestampOrder = Literal["increasing", "any"]
 
 # The choices, spelled once: the API's schema takes these types as they are.
 CELLS: tuple[str, ...] = get_args(Cell)
@@ -24,6 +25,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 LOSSES: tuple[str, ...] = get_args(LossName)
 TARGETS: tuple[str, ...] = get_args(TargetMode)
 DTYPES: tuple[str, ...] = get_args(DType)
+TIMESTAMP_ORDERS: tuple[str, ...] = get_args(TimestampOrder)
 
 # Fields added since configs were first stored, with the value that keeps a stored stream behaving as it
 # did (a config saved without them predates them), where that is not the default for new streams.
@@ -86,6 +88,8 @@ class StreamConfig:
     learn_from_anomalies: bool = True  # False: a target whose score reaches anomaly_threshold is not learnt from
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
+    # observations' timestamps: "increasing" refuses one not after the last given (the service's check)
+    timestamps: TimestampOrder = "increasing"
 
     def __post_init__(self) -> None:
         if self.output_size is None:
@@ -112,8 +116,9 @@ class StreamConfig:
 
     @property
     def fleet_key(self) -> StreamConfig:
-        """Streams whose configs differ only in the seed share a fleet (stacked weights, one batched step)."""
-        return dataclasses.replace(self, seed=0)
+        """Streams whose configs differ only in the seed (or in what the fleet never sees: the order their
+        timestamps must keep) share a fleet (stacked weights, one batched step)."""
+        return dataclasses.replace(self, seed=0, timestamps="increasing")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -135,6 +140,7 @@ def _validate(c: StreamConfig) -> None:
     _choice("loss", c.loss, LOSSES)
     _choice("target", c.target, TARGETS)
     _choice("dtype", c.dtype, DTYPES)
+    _choice("timestamps", c.timestamps, TIMESTAMP_ORDERS)
     _int_at_least("input_size", c.input_size, 1)
     _int_at_least("hidden_size", c.hidden_size, 1)
     _int_at_least("num_layers", c.num_layers, 1)

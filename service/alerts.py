@@ -109,8 +109,10 @@ def alerts_of(
                 prediction, interval = (judged["prediction"], judged["interval"]) if judged else (None, None)
             else:
                 prediction, interval = part.predictions[row].tolist(), calibrated(part.intervals[row].tolist())
+            kept = state.results.find(seq)
             body = {
-                "stream": state.id, "seq": seq, "step": steps[row], "at": at, "value": _target(state, items[item]),
+                "stream": state.id, "seq": seq, "step": steps[row], "at": at, "ts": kept["ts"] if kept else None,
+                "value": _target(state, items[item]),
                 "prediction": prediction, "interval": interval, "score": scores[row],
             }  # fmt: skip
             found.append((item, NewAlert(state.tenant, state.uid, steps[row], body)))

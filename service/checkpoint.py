@@ -15,7 +15,6 @@ from safetensors.torch import load as load_tensors
 from tbptt.models import Engine
 from tbptt.models import StreamConfig as CoreConfig
 
-from .results import ResultLog
 from .streams import StreamState
 
 CHECKPOINT_VERSION = 2
@@ -59,6 +58,7 @@ def pack(engine: Engine, stream: StreamState) -> Snapshot:
         "config": state["config"],
         "created_at": stream.created_at,
         "last_seq": stream.last_seq,
+        "last_ts": stream.last_ts,
         "steps": stream.steps,
         "updates": stream.updates,
         "duplicates": stream.duplicates,
@@ -92,7 +92,7 @@ def _safetensors(tensors: dict[str, torch.Tensor], meta: str) -> Snapshot:
 def summary(data: bytes, stream: StreamState) -> None:
     """Set the stream's counters from a checkpoint's metadata, without loading its tensors."""
     meta = _meta(data, stream)
-    stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
+    stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
@@ -114,11 +114,9 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     state = {"version": meta["engine_version"], "config": meta["config"], "tensors": engine_tensors}
     engine.load_state_dict(stream.key, state)
     results = {k.removeprefix("results."): v.numpy() for k, v in arrays.items() if k.startswith("results.")}
-    stream.results = ResultLog(
-        stream.results.capacity, stream.results.output_size, stream.results.threshold, stream.results.horizon
-    )
+    stream.results = stream.results.emptied()
     stream.results.load(results)
-    stream.last_seq, stream.steps = meta["last_seq"], meta["steps"]
+    stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 

@@ -46,9 +46,7 @@ REPLAY_CHUNK = 20_000  # observations per engine call while recovering
 def stream_bytes(config: CoreConfig, settings: Settings) -> int:
     """The memory a stream of this config may hold: its state in the engine and a full result log."""
     assert config.output_size is not None
-    return _engine_bytes(config.fleet_key) + ResultLog.max_bytes(
-        settings.results_retained, config.output_size, config.horizon
-    )
+    return _engine_bytes(config.fleet_key) + ResultLog.of(settings.results_retained, config).full_bytes
 
 
 @functools.lru_cache(maxsize=1024)
@@ -74,10 +72,7 @@ class Durability:
         self._housekept = 0.0
 
     def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
-        assert config.output_size is not None
-        results = ResultLog(
-            self.settings.results_retained, config.output_size, config.anomaly_threshold, config.horizon
-        )
+        results = ResultLog.of(self.settings.results_retained, config)
         state = StreamState(uid, tenant, stream, config, created_at, results)
         state.state_bytes = stream_bytes(config, self.settings)
         return state
@@ -230,9 +225,7 @@ class Durability:
     def _unload(self, state: StreamState) -> None:
         self.engine.remove_stream(state.key)
         state.loaded = False
-        state.results = ResultLog(
-            state.results.capacity, state.results.output_size, state.results.threshold, state.results.horizon
-        )
+        state.results = state.results.emptied()
 
     # -- recovery ------------------------------------------------------------------------------------------
 
@@ -269,13 +262,15 @@ class Durability:
 
     def _replay(self, by_uid: dict[int, StreamState], start: int) -> int:
         """Apply the log after batch ``start`` to the streams it is news to, in order, in bounded chunks."""
-        chunk: list[tuple[StreamState, int, np.ndarray, np.ndarray | None, bool]] = []
+        chunk: list[tuple[StreamState, int, np.ndarray, np.ndarray | None, bool, float | None]] = []
         replayed = 0
 
         def flush() -> None:
             nonlocal replayed
             while chunk:
-                items = [(s.key, x.tolist(), None if y is None else y.tolist(), learn) for s, _, x, y, learn in chunk]
+                items = [
+                    (s.key, x.tolist(), None if y is None else y.tolist(), learn) for s, _, x, y, learn, _ in chunk
+                ]
                 try:
                     results = self.engine.observe_many(items)
                 except InvalidObservation as exc:  # one stream's record: that stream alone is lost
@@ -284,7 +279,7 @@ class Durability:
                     chunk[:] = [entry for entry in chunk if entry[0] is not refused]
                     continue
                 owners, seqs = [s for s, *_ in chunk], [seq for _, seq, *_ in chunk]
-                record_results(owners, seqs, results)
+                record_results(owners, seqs, results, items, [entry[5] for entry in chunk])
                 self.alerts.keep(alerts_of(owners, seqs, items, results))  # those a crash kept from the store
                 replayed += len(chunk)
                 chunk.clear()
@@ -301,10 +296,10 @@ class Durability:
                         continue
                     state.events = batch.ord
                 continue
-            for uid, step, seq, x, y, learn in batch.records():
+            for uid, step, seq, x, y, learn, ts in batch.records():
                 state = by_uid.get(uid)
                 if state is not None and self._news(state, step, 0):
-                    chunk.append((state, seq, x, y, learn))
+                    chunk.append((state, seq, x, y, learn, ts))
             if len(chunk) >= REPLAY_CHUNK:
                 flush()
         flush()

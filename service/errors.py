@@ -60,6 +60,13 @@ class Invalid(ServiceError):
         return self.errors
 
 
+class Conflict(Invalid):
+    """An observation that contradicts what the stream has applied (a reused seq with other values, a
+    timestamp out of order): refused, with nothing of its request applied."""
+
+    status = 409
+
+
 class StorageFull(ServiceError):
     """The store refused a write; nothing was applied and reads keep working."""
 

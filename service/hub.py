@@ -17,7 +17,7 @@ from tbptt.models import StreamMetrics
 from .alerts import Alert
 from .engine_thread import EngineThread
 from .ingest import Part
-from .results import Result
+from .results import Observed, Result
 from .settings import Settings
 from .shard import Shard
 from .streams import Key, StreamInfo
@@ -81,7 +81,7 @@ class Hub:
     async def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
         return await self.engine.call(tenant, self.shard.reset, tenant, stream, hidden, weights)
 
-    async def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Result]:
+    async def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Observed]:
         return await self.engine.call(tenant, self.shard.predictions, tenant, stream, limit)
 
     async def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:

@@ -13,8 +13,8 @@ from typing import Any
 from tbptt.models import Results
 from tbptt.models import StreamConfig as CoreConfig
 
-from .errors import Invalid, StreamReplaced
-from .results import Result, ahead_of, calibrated
+from .errors import Conflict, Invalid, StreamReplaced
+from .results import Result, ahead_of, calibrated, rfc3339
 from .schemas import MAX_SAFE_INT as MAX_SEQ
 from .streams import Key, StreamState
 
@@ -36,6 +36,7 @@ class Incoming:
     y: list[float] | None
     seq: int | None
     learn: bool = True  # False: its target is judged, not learnt from
+    ts: float | None = None  # its timestamp, Unix seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,34 +92,47 @@ class Plan:
     owners: list[StreamState] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
+    stamps: list[float | None] = field(default_factory=list)  # each item's timestamp
     requests: list[Planned] = field(default_factory=list)
     _last_seq: dict[str, int | None] = field(default_factory=dict)  # per stream, as the plan goes
+    _last_ts: dict[str, float | None] = field(default_factory=dict)
     _last_step: dict[str, int] = field(default_factory=dict)
     _repeats: dict[int, tuple[StreamState, int]] = field(default_factory=dict)  # uid -> (stream, retries)
     _item_of: dict[tuple[str, int], int] = field(default_factory=dict)  # (engine key, seq) -> item, this plan's
     _built: dict[int, Result] = field(default_factory=dict)  # item k's result, once the engine applied it
 
     def add(self, handle: Any, states: list[StreamState], parts: list[Part]) -> None:
-        """Plan a request whose parts go to ``states``: a seq at or below the stream's last is a duplicate,
-        a missing seq is the last plus one. All or nothing: a refused request (``Invalid``) leaves the plan
-        as it was."""
+        """Plan a request whose parts go to ``states``: a seq at or below the stream's last is a duplicate if
+        it repeats that observation (``Conflict`` if not), a missing seq is the last plus one; timestamps
+        increase where the stream says so. All or nothing: a refused request (``Invalid``) leaves the plan as
+        it was."""
         seen: dict[str, int] = {}  # this request's last seq per stream, merged into the plan at the end
+        seen_ts: dict[str, float] = {}  # ... and last timestamp
         repeats: dict[int, tuple[StreamState, int]] = {}  # ... and its duplicates per stream (uid)
         new: list[tuple[StreamState, Incoming, int]] = []
+        mine: dict[tuple[str, int], Incoming] = {}  # this request's new observations by (engine key, seq)
         planned = []
         for state, part in zip(states, parts):
             key = state.key
             entries: list[Entry] = []
             for k, obs in enumerate(part.observations):
+                loc = (*part.loc, k) if part.indexed else part.loc
                 last = seen[key] if key in seen else self._last_seq.get(key, state.last_seq)
                 seq = obs.seq if obs.seq is not None else (1 if last is None else last + 1)
                 if last is not None and seq <= last:
+                    self._check_retry(state, obs, seq, last, mine.get((key, seq)), loc)
                     entries.append((True, seq))  # answered from the results
                     repeats[state.uid] = (state, repeats.get(state.uid, (state, 0))[1] + 1)
                     continue
                 if seq > MAX_SEQ:
-                    raise Invalid([*((*part.loc, k) if part.indexed else part.loc), "seq"], SEQS_EXHAUSTED)
+                    raise Invalid([*loc, "seq"], SEQS_EXHAUSTED)
+                if obs.ts is not None:
+                    last_ts = seen_ts[key] if key in seen_ts else self._last_ts.get(key, state.last_ts)
+                    if last_ts is not None and obs.ts <= last_ts and state.config.timestamps == "increasing":
+                        raise Conflict([*loc, "ts"], _out_of_order(obs.ts, last_ts), "ts_out_of_order")
+                    seen_ts[key] = obs.ts
                 seen[key] = seq
+                mine[(key, seq)] = obs
                 entries.append((False, len(self.items) + len(new)))
                 new.append((state, obs, seq))
             planned.append((state, entries))
@@ -130,10 +144,36 @@ class Plan:
             self.owners.append(state)
             self.seqs.append(seq)
             self.steps.append(step)
+            self.stamps.append(obs.ts)
         self._last_seq.update(seen)
+        self._last_ts.update(seen_ts)
         for uid, (state, n) in repeats.items():
             self._repeats[uid] = (state, self._repeats.get(uid, (state, 0))[1] + n)
         self.requests.append(Planned(handle, planned))
+
+    def _check_retry(
+        self, state: StreamState, obs: Incoming, seq: int, last: int, mine: Incoming | None, loc: Loc
+    ) -> None:
+        """``obs`` repeats the observation ``seq`` of the stream (kept, planned, or earlier in its own
+        request) with the same x, y and ts: a genuine retry. Anything else is a ``Conflict``: answering it
+        with another observation's results would drop its readings silently (a sender whose seqs restarted)."""
+        item = self._item_of.get((state.key, seq))
+        if mine is not None:
+            same: bool | None = _same(mine, obs.x, obs.y, obs.ts)
+        elif item is not None:
+            planned = self.items[item]
+            same = _same(Incoming(planned[1], planned[2], seq, ts=self.stamps[item]), obs.x, obs.y, obs.ts)
+        else:
+            same = state.results.repeats(seq, obs.x, obs.y, obs.ts)
+        if same:
+            return
+        why = "no observation with that seq is kept" if same is None else "its values differ from that observation's"
+        raise Conflict(
+            [*loc, "seq"],
+            f"seq {seq} is at or below the stream's last seq {last} and is not a retry ({why}): a sender whose "
+            f"seqs restarted (a reboot) must resume after {last}, or leave seq out",
+            "seq_reused",
+        )
 
     @property
     def duplicates(self) -> dict[int, int]:
@@ -144,6 +184,7 @@ class Plan:
         """The engine applied items ``indices`` (a plan may be applied in slices): ``results`` in that order.
         Each result is built once, as clients and watchers get it, and shared by both."""
         built, seqs = self._built, self.seqs
+        stamps = self.stamps
         for part in results.parts:
             predictions, losses, updated = part.predictions.tolist(), part.losses.tolist(), part.updated.tolist()
             steps, scores, anomalous = part.steps.tolist(), part.scores.tolist(), part.anomalous.tolist()
@@ -151,7 +192,7 @@ class Plan:
             for row, item in enumerate(part.items):
                 k, loss, score, band = indices[item], losses[row], scores[row], bands[row]
                 built[k] = {
-                    "seq": seqs[k], "step": steps[row], "prediction": predictions[row],
+                    "seq": seqs[k], "step": steps[row], "ts": rfc3339(stamps[k]), "prediction": predictions[row],
                     "loss": None if loss != loss else loss, "updated": updated[row],  # NaN: none
                     "anomaly": None if score != score else score, "anomalous": None if score != score else anomalous[row],
                     "interval": calibrated(band), "duplicate": False,
@@ -197,8 +238,12 @@ class Plan:
             batch = batches.setdefault(key, {"stream": state.id, "results": [], "observations": []})
             item = self.items[k]
             batch["results"].append(self._built[k])
-            seen = {"seq": self.seqs[k], "x": item[1], "y": item[2]}
-            batch["observations"].append(seen if len(item) < 4 else {**seen, "learn": False})
+            seen: dict[str, Any] = {"seq": self.seqs[k], "x": item[1], "y": item[2]}
+            if len(item) == 4:
+                seen["learn"] = False
+            if self.stamps[k] is not None:
+                seen["ts"] = rfc3339(self.stamps[k])
+            batch["observations"].append(seen)
         return batches
 
 
@@ -206,7 +251,19 @@ def _duplicate(state: StreamState, seq: int) -> Result:
     found = state.results.find(seq)
     if found is not None:
         return found
-    return {
-        "seq": seq, "step": state.steps, "prediction": [], "loss": None, "updated": False, "anomaly": None,
-        "anomalous": None, "interval": None, "duplicate": True,
+    return {  # a retry of an observation whose result is no longer kept (planned and applied, then dropped)
+        "seq": seq, "step": state.steps, "ts": None, "prediction": [], "loss": None, "updated": False,
+        "anomaly": None, "anomalous": None, "interval": None, "duplicate": True,
     }  # fmt: skip
+
+
+def _same(obs: Incoming, x: list[float], y: list[float] | None, ts: float | None) -> bool:
+    return list(obs.x) == list(x) and obs.y == y and obs.ts == ts
+
+
+def _out_of_order(ts: float, last: float) -> str:
+    return (
+        f"ts {rfc3339(ts)} is not after the stream's last ts {rfc3339(last)}: the stream applies observations in "
+        "the order of their timestamps (its timestamps: increasing); send them in order, or create the stream "
+        'with "timestamps": "any"'
+    )

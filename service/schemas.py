@@ -7,6 +7,7 @@ rejects non-finite numbers. Integers stay within 2**53 - 1, the largest a JSON c
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -25,6 +26,7 @@ from tbptt.models.config import (
     LossName,
     OptimizerName,
     TargetMode,
+    TimestampOrder,
 )  # fmt: skip
 
 from .streams import StreamInfo
@@ -56,6 +58,43 @@ Vector = Annotated[
     BeforeValidator(_as_list),
     Field(min_length=1, max_length=4096),
     WithJsonSchema({"anyOf": [_NUMBER, {"type": "array", "items": _NUMBER, "minItems": 1, "maxItems": 4096}]}),
+]
+
+
+# Timestamps: from year 1 to 9999 (what RFC 3339 can write), as Unix seconds.
+EARLIEST_TS, LATEST_TS = -62_135_596_800.0, 253_402_300_799.0
+
+
+def _unix_seconds(value: Any) -> Any:
+    """An RFC 3339 timestamp (with its offset: Z or +hh:mm) or Unix seconds, as Unix seconds."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "timestamp", "Input should be an RFC 3339 timestamp (2026-12-02T10:00:00Z) or Unix seconds"
+            ) from None
+        if parsed.tzinfo is None:
+            raise PydanticCustomError("timestamp", "Input should name its UTC offset (Z or +hh:mm): RFC 3339")
+        return parsed.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise PydanticCustomError("timestamp", "Input should be an RFC 3339 timestamp string or Unix seconds")
+
+
+Timestamp = Annotated[
+    float,
+    BeforeValidator(_unix_seconds),
+    Field(allow_inf_nan=False, ge=EARLIEST_TS, le=LATEST_TS),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "minimum": EARLIEST_TS, "maximum": LATEST_TS},
+            ],
+            "description": "RFC 3339 (with its UTC offset) or Unix seconds",
+        }
+    ),
 ]
 
 
@@ -174,6 +213,11 @@ class StreamCreate(_Strict):
     )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
+    timestamps: TimestampOrder = Field(
+        CORE_DEFAULTS.timestamps,
+        description="increasing: an observation whose ts is not after the stream's last is refused (409), never "
+        "applied out of order; any: observations are applied as they arrive, whatever their ts",
+    )
 
     def to_core(self) -> CoreConfig:
         """The core's config; its rules across fields (k2 >= k1, forecast sizes) are checked there, once:
@@ -187,6 +231,7 @@ class StreamCreate(_Strict):
             from_last_target=self.from_last_target, gate=self.gate, season=self.season, horizon=self.horizon,
             anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
             learn_from_anomalies=self.learn_from_anomalies, dtype=self.dtype, seed=self.seed,
+            timestamps=self.timestamps,
         )  # fmt: skip
 
     @classmethod
@@ -203,7 +248,7 @@ class StreamCreate(_Strict):
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
             horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
-            dtype=c.dtype, seed=c.seed,
+            dtype=c.dtype, seed=c.seed, timestamps=c.timestamps,
         )  # fmt: skip
 
 
@@ -246,13 +291,27 @@ class Observation(_Strict):
         extra="forbid",
         allow_inf_nan=False,
         strict=True,
-        json_schema_extra={"examples": [{"x": [0.5, 1.2, -0.3], "y": 2.0, "seq": 17}, {"x": 21.4}]},
+        json_schema_extra={
+            "examples": [
+                {"x": [0.5, 1.2, -0.3], "y": 2.0, "seq": 17},
+                {"x": 21.4},
+                {"x": 21.4, "seq": 18, "ts": "2026-12-02T10:00:00Z"},
+            ]
+        },
     )
 
     x: Vector
     y: Vector | None = Field(None, description="the target; null or absent: none (and in forecast mode)")
     seq: Seq | None = Field(
-        None, description="client sequence number; a seq not above the last applied one is a duplicate"
+        None,
+        description="client sequence number (absent: the last plus one); a seq not above the last applied one is "
+        "a retry, answered with its original result, only if it repeats that observation (the same x, y and ts): "
+        "otherwise a 409 (a sender whose seqs restarted must resume after the stream's last_seq)",
+    )
+    ts: Timestamp | None = Field(
+        None,
+        description="when it was measured: RFC 3339 (2026-12-02T10:00:00.5Z) or Unix seconds; returned in "
+        "results, /predictions and to watchers; must increase unless the stream's timestamps are 'any'",
     )
     learn: bool = Field(
         True,
@@ -303,6 +362,7 @@ class AheadPublic(BaseModel):
 class ResultPublic(BaseModel):
     seq: int
     step: int = Field(description="observations the stream has applied, this one included")
+    ts: str | None = Field(description="the observation's timestamp (RFC 3339, UTC); null: it had none")
     prediction: list[float] = Field(description="made before learning from this observation; [] for an old duplicate")
     loss: float | None = Field(description="the loss this observation revealed, in training units")
     updated: bool = Field(description="whether a TBPTT update ran")
@@ -325,6 +385,18 @@ class ResultPublic(BaseModel):
 class StreamResults(BaseModel):
     stream: str
     results: list[ResultPublic]
+
+
+class ObservedPublic(ResultPublic):
+    """A kept result with the observation that got it."""
+
+    x: list[float] | None = Field(description="the observation's inputs; null: not kept (older checkpoints)")
+    y: list[float] | None = Field(description="its target; null: none (and in forecast mode)")
+
+
+class HistoryPublic(BaseModel):
+    stream: str
+    results: list[ObservedPublic] = Field(description="oldest first")
 
 
 class StreamResultPublic(ResultPublic):
@@ -392,6 +464,7 @@ class AlertPublic(BaseModel):
     seq: int
     step: int
     at: str = Field(description="when the service applied the observation (ISO 8601, UTC)")
+    ts: str | None = Field(None, description="the observation's own timestamp, if it had one")
     value: list[float] = Field(description="the target judged: the observation's x (forecast mode) or y")
     prediction: list[float] | None = Field(description="the prediction it was judged against")
     interval: list[list[float]] | None = Field(description="that prediction's interval, per output")

@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(30.0, gt=0, description="seconds a graceful shutdown may take")
 
     results_retained: int = Field(
-        10_000, ge=1_000, le=1_000_000, description="recent results kept per stream (duplicates, /predictions)"
+        5_000,
+        ge=1_000,
+        le=1_000_000,
+        description="recent results kept per stream with their observations (retries, /predictions)",
     )
     alerts_retained: int = Field(
         10_000, ge=100, le=1_000_000, description="alerts kept per tenant in its feed (GET /v1/anomalies)"

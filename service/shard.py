@@ -36,7 +36,7 @@ from .faults import Faults
 from .ingest import Part, Plan, check
 from .modelfile import read_weights, write_weights
 from .registry import StreamRegistry
-from .results import Result
+from .results import Observed, Result
 from .settings import Settings
 from .store import Observations, Store
 from .streams import Key, StreamInfo, StreamState, now_iso, record_results
@@ -44,7 +44,7 @@ from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-MAX_REPLY_VALUES = 1 << 18  # predicted values in one /predictions reply: encoding it holds up the event loop
+MAX_REPLY_VALUES = 1 << 18  # values in one /predictions reply: encoding it holds up the event loop
 DEFAULT_PREDICTIONS = 100
 
 Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thread, what watched streams got
@@ -150,7 +150,7 @@ class Shard:
         judged = self.engine.judged
         batch = [plan.items[k] for k in items]
         results = self.engine.observe_many(batch)
-        record_results(owners, seqs, results)
+        record_results(owners, seqs, results, batch, [plan.stamps[k] for k in items])
         plan.record(items, results)
         self.telemetry.observed(
             len(results), results.updates, time.perf_counter() - started,
@@ -182,7 +182,7 @@ class Shard:
             return
         record = Observations.of(
             [s.uid for s in plan.owners], plan.steps, plan.seqs, [item[1] for item in plan.items],
-            [item[2] for item in plan.items], [len(item) < 4 for item in plan.items],
+            [item[2] for item in plan.items], [len(item) < 4 for item in plan.items], plan.stamps,
         )  # fmt: skip
         self.durability.write(lambda store: store.append(record, counts))
 
@@ -259,17 +259,19 @@ class Shard:
             self.durability.apply_event(state, "reset", flags)
         return state.info()
 
-    def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Result]:
-        """The last ``limit`` results (None: 100, or as many as a reply may carry)."""
+    def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Observed]:
+        """The last ``limit`` results with their observations (None: 100, or as many as a reply may carry)."""
         state = self.loaded(tenant, stream)
-        fit = max(1, MAX_REPLY_VALUES // state.results.output_size)
+        kept = state.results
+        width = kept.input_size + kept.targets + kept.output_size * (3 + (3 * kept.horizon if kept.horizon > 1 else 0))
+        fit = max(1, MAX_REPLY_VALUES // width)
         if limit is not None and limit > fit:
             raise Invalid(
                 ("query", "limit"),
-                f"at most {fit} results of this stream per reply ({MAX_REPLY_VALUES:,} predicted values, "
-                f"{state.results.output_size} each), got {limit}",
+                f"at most {fit} results of this stream per reply ({MAX_REPLY_VALUES:,} values: x, y, the "
+                f"prediction and its interval and forecasts, {width} each), got {limit}",
             )
-        return state.results.last(min(limit or DEFAULT_PREDICTIONS, fit))
+        return kept.history(min(limit or DEFAULT_PREDICTIONS, fit))
 
     def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
         """The tenant's alerts after id ``since``, oldest first."""

@@ -99,7 +99,9 @@ class Observations:
     """One engine batch: record k is observation ``steps[k]`` (seq ``seqs[k]``) of stream ``uids[k]``; the
     x values of all records one after the other in ``x`` (record k's length in ``x_len``), likewise y
     (length -1: no target); ``learn`` (None: every record) says which records' targets are learnt from
-    (logged as kind "obsl", with it; batches that learn from everything keep the older "obs" format)."""
+    (logged as kind "obsl", with it; batches that learn from everything keep the older "obs" format);
+    ``ts`` (None: no record has one) the records' timestamps, Unix seconds, NaN: none (kind "obst", with
+    both)."""
 
     uids: np.ndarray  # (m,) int64
     steps: np.ndarray
@@ -109,15 +111,21 @@ class Observations:
     y: np.ndarray
     y_len: np.ndarray
     learn: np.ndarray | None = None  # (m,) bool
+    ts: np.ndarray | None = None  # (m,) float64
+
+    @property
+    def kind(self) -> str:
+        return "obst" if self.ts is not None else "obs" if self.learn is None else "obsl"
 
     @classmethod
     def of(
         cls, uids: list[int], steps: list[int], seqs: list[int], xs: list[list[float]], ys: list[list[float] | None],
-        learn: list[bool] | None = None,
+        learn: list[bool] | None = None, stamps: list[float | None] | None = None,
     ) -> Observations:  # fmt: skip
         """From Python lists, in a few bulk calls (this runs for every batch)."""
         count = len(uids)
         given = [y for y in ys if y is not None]
+        timed = stamps is not None and any(ts is not None for ts in stamps)
         return cls(
             np.array(uids, dtype=np.int64),
             np.array(steps, dtype=np.int64),
@@ -126,19 +134,21 @@ class Observations:
             np.fromiter(map(len, xs), dtype=np.int32, count=count),
             np.fromiter(chain.from_iterable(given), dtype=np.float64),
             np.fromiter((-1 if y is None else len(y) for y in ys), dtype=np.int32, count=count),
-            None if learn is None or all(learn) else np.array(learn, dtype=bool),
+            np.array(learn, dtype=bool) if learn is not None and (timed or not all(learn)) else None,
+            np.array([np.nan if ts is None else ts for ts in stamps], dtype=np.float64) if timed and stamps else None,
         )
 
-    def records(self) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None, bool]]:
-        """(uid, step, seq, x, y, learn) per record."""
+    def records(self) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None, bool, float | None]]:
+        """(uid, step, seq, x, y, learn, ts) per record."""
         x_at = np.concatenate([[0], np.cumsum(self.x_len)])
         y_at = np.concatenate([[0], np.cumsum(np.maximum(self.y_len, 0))])
         learn = [True] * len(self.uids) if self.learn is None else self.learn.tolist()
+        stamps = [None] * len(self.uids) if self.ts is None else [None if t != t else t for t in self.ts.tolist()]
         for k, (uid, step, seq, has_y) in enumerate(
             zip(self.uids.tolist(), self.steps.tolist(), self.seqs.tolist(), (self.y_len >= 0).tolist())
         ):
             y = self.y[y_at[k] : y_at[k + 1]] if has_y else None
-            yield uid, step, seq, self.x[x_at[k] : x_at[k + 1]], y, learn[k]
+            yield uid, step, seq, self.x[x_at[k] : x_at[k + 1]], y, learn[k], stamps[k]
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,7 @@ class Store:
         if isinstance(batch, Event):
             kind, data = batch.kind, _encode_event(batch)
         else:
-            kind, data = "obs" if batch.learn is None else "obsl", _encode_observations(batch)
+            kind, data = batch.kind, _encode_observations(batch)
         number = self.last_batch + 1
         rows = [(number, kind, data, zlib.crc32(data))]
         self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates)])
@@ -375,8 +385,8 @@ class Store:
             for number, kind, data, crc in chunk:
                 if zlib.crc32(data) != crc:
                     raise CorruptLog(f"log batch {number} is corrupt")
-                if kind in ("obs", "obsl"):
-                    yield number, _decode_observations(data, with_learn=kind == "obsl")
+                if kind in ("obs", "obsl", "obst"):
+                    yield number, _decode_observations(data, kind)
                 else:
                     yield number, _decode_event(kind, data)
 
@@ -443,12 +453,15 @@ def _encode_observations(batch: Observations) -> bytes:
         batch.uids.tobytes(), batch.steps.tobytes(), batch.seqs.tobytes(),
         batch.x_len.tobytes(), batch.y_len.tobytes(), batch.x.tobytes(), batch.y.tobytes(),
     ]  # fmt: skip
+    if batch.ts is not None:
+        assert batch.learn is not None
+        parts.append(batch.ts.tobytes())
     if batch.learn is not None:
         parts.append(batch.learn.tobytes())
     return b"".join(parts)
 
 
-def _decode_observations(data: bytes, with_learn: bool = False) -> Observations:
+def _decode_observations(data: bytes, kind: str = "obs") -> Observations:
     m, nx, ny = _HEADER.unpack_from(data)
     at = _HEADER.size
 
@@ -461,7 +474,8 @@ def _decode_observations(data: bytes, with_learn: bool = False) -> Observations:
     uids, steps, seqs = take(np.int64, m), take(np.int64, m), take(np.int64, m)
     x_len, y_len = take(np.int32, m), take(np.int32, m)
     x, y = take(np.float64, nx), take(np.float64, ny)
-    return Observations(uids, steps, seqs, x, x_len, y, y_len, take(np.bool_, m) if with_learn else None)
+    ts = take(np.float64, m) if kind == "obst" else None
+    return Observations(uids, steps, seqs, x, x_len, y, y_len, take(np.bool_, m) if kind != "obs" else None, ts)
 
 
 def _encode_event(event: Event) -> bytes:

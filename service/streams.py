@@ -6,8 +6,10 @@ the event loop (routes build their response schemas from it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from tbptt.models import StreamConfig as CoreConfig
 from .results import ResultLog
 
 Key = tuple[str, str]  # (tenant, stream id)
+NAN = float("nan")
 
 
 def now_iso() -> str:
@@ -46,6 +49,7 @@ class StreamState:
     created_at: str
     results: ResultLog
     last_seq: int | None = None
+    last_ts: float | None = None  # the newest observation timestamp applied (Unix seconds)
     steps: int = 0  # observations applied
     updates: int = 0
     duplicates: int = 0
@@ -103,9 +107,13 @@ class StreamState:
         )
 
 
-def record_results(owners: list[StreamState], seqs: list[int], results: Results) -> None:
-    """Per stream: the new last seq, step and update counts, and the results kept for duplicates.
-    Item k of ``results`` is what observation ``seqs[k]`` of ``owners[k]`` got, in order within each stream."""
+def record_results(
+    owners: list[StreamState], seqs: list[int], results: Results, items: Sequence[Sequence[Any]],
+    stamps: Sequence[float | None],
+) -> None:  # fmt: skip
+    """Per stream: the new last seq, timestamp, step and update counts, and the results kept with their
+    observations. Item k of ``results`` is what observation ``seqs[k]`` of ``owners[k]`` got, applied as
+    ``items[k]`` = (key, x, y, ...) with timestamp ``stamps[k]``, in order within each stream."""
     now = time.monotonic()
     for part in results.parts:  # a stream's items are all in its fleet's part
         runs: dict[int, list[int]] = {}  # per stream, its rows in the part
@@ -118,22 +126,40 @@ def record_results(owners: list[StreamState], seqs: list[int], results: Results)
         steps, updated, losses, scores = part.steps.tolist(), part.updated.tolist(), part.losses, part.scores
         for rows in runs.values():
             last = rows[-1]
-            state = owners[part.items[last]]
-            state.last_seq, state.steps, state.events, state.last_active = seqs[part.items[last]], steps[last], 0, now
+            k = part.items[last]
+            state = owners[k]
+            state.last_seq, state.steps, state.events, state.last_active = seqs[k], steps[last], 0, now
             if len(rows) == 1:
+                ts = stamps[k]
+                if ts is not None:
+                    state.last_ts = ts
                 state.updates += updated[last]
                 state.results.append(
-                    seqs[part.items[last]], steps[last], part.predictions[last], losses[last], updated[last],
-                    scores[last], part.intervals[last], *_ahead(part, last),
+                    seqs[k], steps[last], part.predictions[last], losses[last], updated[last], scores[last],
+                    part.intervals[last], *_ahead(part, last), NAN if ts is None else ts, items[k][1], items[k][2],
                 )  # fmt: skip
                 continue
             at = np.array(rows)
+            ks = [part.items[row] for row in rows]
+            given = [stamps[k] for k in ks if stamps[k] is not None]
+            if given:
+                state.last_ts = given[-1]
             state.updates += int(part.updated[at].sum())
             state.results.extend(
-                np.array([seqs[part.items[row]] for row in rows], dtype=np.int64), part.steps[at],
-                part.predictions[at], part.losses[at], part.updated[at], part.scores[at], part.intervals[at],
-                *_ahead(part, at),
+                np.array([seqs[k] for k in ks], dtype=np.int64), part.steps[at], part.predictions[at],
+                part.losses[at], part.updated[at], part.scores[at], part.intervals[at], *_ahead(part, at),
+                np.array([NAN if stamps[k] is None else stamps[k] for k in ks]), np.array([items[k][1] for k in ks]),
+                _targets([items[k][2] for k in ks], state.results.targets),
             )  # fmt: skip
+
+
+def _targets(ys: list[Any], width: int) -> np.ndarray:
+    """Targets as rows (NaN: none)."""
+    rows = np.full((len(ys), width), NAN)
+    for row, y in enumerate(ys):
+        if y is not None:
+            rows[row] = y
+    return rows
 
 
 def _ahead(part: Columns, at: int | np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -52,7 +52,7 @@ async def post_cross_stream(request: Request) -> Response:
     body: CrossStreamBatch = await CROSS_BODY.parse(request)
     limits.check_batch(len(body.observations), hub.settings)
     parts = [
-        Part(obs.stream, [Incoming(obs.x, obs.y, obs.seq, obs.learn)], ("body", "observations", i))
+        Part(obs.stream, [Incoming(obs.x, obs.y, obs.seq, obs.learn, obs.ts)], ("body", "observations", i))
         for i, obs in enumerate(body.observations)
     ]
     answers = await hub.observe(tenant, parts)
@@ -66,9 +66,9 @@ async def observe_stream(
     (which passes the ``incarnation`` of the stream it opened)."""
     if isinstance(body, ObservationBatch):
         limits.check_batch(len(body.observations), hub.settings)
-        observations = [Incoming(o.x, o.y, o.seq, o.learn) for o in body.observations]
+        observations = [Incoming(o.x, o.y, o.seq, o.learn, o.ts) for o in body.observations]
         part = Part(stream, observations, ("body", "observations"), indexed=True, incarnation=incarnation)
     else:
-        part = Part(stream, [Incoming(body.x, body.y, body.seq, body.learn)], incarnation=incarnation)
+        part = Part(stream, [Incoming(body.x, body.y, body.seq, body.learn, body.ts)], incarnation=incarnation)
     (results,) = await hub.observe(tenant, [part])
     return results

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import csv
+import io
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -11,10 +13,36 @@ from tbptt.models import InvalidConfig
 from .. import limits
 from ..deps import HubDep, StreamId, Tenant
 from ..fastjson import reply
-from ..schemas import MetricsPublic, StreamCreate, StreamPublic, StreamReset, StreamResults, StreamsPublic
+from ..results import Observed
+from ..schemas import HistoryPublic, MetricsPublic, StreamCreate, StreamPublic, StreamReset, StreamsPublic
 from ..shard import MAX_REPLY_VALUES
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
+CSV_EXAMPLE = (
+    "seq,step,ts,x_0,y_0,prediction_0,lower_0,upper_0,loss,updated,anomaly,anomalous\n"
+    "17,17,2026-12-02T10:00:00Z,21.4,,21.1,20.2,22.0,0.045,false,0.61,false\n"
+)
+
+
+def history_csv(history: list[Observed], input_size: int, output_size: int) -> str:
+    """CSV of kept results (``CSV_EXAMPLE``'s columns, one per input, output and bound)."""
+    outputs = range(output_size)
+    header = ["seq", "step", "ts", *(f"x_{i}" for i in range(input_size)), *(f"y_{o}" for o in outputs)]
+    header += [*(f"prediction_{o}" for o in outputs), *(f"{b}_{o}" for o in outputs for b in ("lower", "upper"))]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*header, "loss", "updated", "anomaly", "anomalous"])
+    blank: list[Any] = [""] * max(input_size, 2 * output_size)
+    for r in history:
+        band = r["interval"]
+        writer.writerow([
+            r["seq"], r["step"], r["ts"] or "", *(r["x"] or blank[:input_size]),
+            *(r["y"] or blank[:output_size]), *(r["prediction"] or blank[:output_size]),
+            *([bound for pair in band for bound in pair] if band else blank[: 2 * output_size]),
+            "" if r["loss"] is None else r["loss"], str(r["updated"]).lower(),
+            "" if r["anomaly"] is None else r["anomaly"], "" if r["anomalous"] is None else str(r["anomalous"]).lower(),
+        ])  # fmt: skip
+    return out.getvalue()
 
 
 @router.put(
@@ -68,24 +96,40 @@ async def reset_stream(
     return StreamPublic.of(await hub.reset(tenant, stream_id, body.hidden, body.weights))
 
 
-@router.get("/{stream_id}/predictions", response_model=StreamResults)
-async def get_predictions(
-    stream_id: StreamId,
-    hub: HubDep,
-    tenant: Tenant,
-    limit: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=10_000,
-            description=f"how many, the most recent (default: 100, or as many as fit in "
-            f"{MAX_REPLY_VALUES:,} predicted values)",
-        ),
-    ] = None,
-) -> Response:
-    """The most recent results, oldest first. A reply carries at most 262,144 predicted values (limit x the
-    stream's output_size): a larger one would hold up everyone's requests while it is encoded."""
+HistoryLimit = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=10_000,
+        description=f"how many, the most recent (default: 100, or as many as fit in {MAX_REPLY_VALUES:,} values)",
+    ),
+]
+
+
+@router.get("/{stream_id}/predictions", response_model=HistoryPublic)
+async def get_predictions(stream_id: StreamId, hub: HubDep, tenant: Tenant, limit: HistoryLimit = None) -> Response:
+    """The most recent results with their observations (ts, x, y), oldest first. A reply carries at most
+    262,144 values (limit x each result's: x, y, prediction, interval and forecasts): a larger one would hold
+    up everyone's requests while it is encoded."""
     return reply({"stream": stream_id, "results": await hub.predictions(tenant, stream_id, limit)})
+
+
+@router.get(
+    "/{stream_id}/predictions.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}, "description": "One row per result"}},
+)
+async def get_predictions_csv(stream_id: StreamId, hub: HubDep, tenant: Tenant, limit: HistoryLimit = None) -> Response:
+    """``/predictions`` as CSV, for a spreadsheet or pandas: one row per result, oldest first; a column per
+    input (x_0 ...), target (y_0 ...), prediction and interval bound; empty cells where there is none."""
+    info = await hub.info(tenant, stream_id)
+    history = await hub.predictions(tenant, stream_id, limit)
+    assert info.config.output_size is not None
+    return Response(
+        history_csv(history, info.config.input_size, info.config.output_size),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'inline; filename="{stream_id}-predictions.csv"'},
+    )
 
 
 @router.get("/{stream_id}/metrics", response_model=MetricsPublic)

@@ -185,7 +185,7 @@ def test_the_duplicates_count_survives_kill_9(tmp_path):
         server = Server(tmp_path / "data").start()
         with httpx.Client(base_url=server.url, timeout=30) as c:
             assert c.get("/v1/streams/s/metrics").json()["duplicates"] == 6
-            assert c.post("/v1/streams/s/observations", json={"x": [3.0], "seq": 2}).json()["results"][0]["duplicate"]
+            assert c.post("/v1/streams/s/observations", json={"x": [2.0], "seq": 2}).json()["results"][0]["duplicate"]
             assert c.get("/v1/streams/s/metrics").json()["duplicates"] == 7
     finally:
         server.stop()

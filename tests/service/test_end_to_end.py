@@ -145,7 +145,9 @@ def test_5_clients_on_one_stream_at_once(server):
     info = httpx.get(f"{server.url}/v1/streams/shared").json()
     assert (info["steps"], info["last_seq"]) == (200, 200)
     kept = httpx.get(f"{server.url}/v1/streams/shared/predictions", params={"limit": 200}).json()["results"]
+    observed = [(r.pop("x"), r.pop("y")) for r in kept]  # /predictions: with each result's observation
     assert sorted(acknowledged, key=lambda r: r["step"]) == kept  # one consistent order
+    assert sorted(x for (x,), _ in observed) == sorted(float(100 * k + i) for k in range(5) for i in range(40))
 
 
 @pytest.mark.measurement

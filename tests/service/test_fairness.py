@@ -74,6 +74,7 @@ def test_predictions_of_a_wide_stream_come_in_replies_of_bounded_size(tmp_path):
             assert c.post("/v1/streams/wide/observations", json=batch).status_code == 200
         r = c.get("/v1/streams/wide/predictions", params={"limit": 10_000})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
-        assert "at most 256 results" in r.json()["detail"][0]["msg"]
-        assert len(c.get("/v1/streams/wide/predictions").json()["results"]) == 100  # the default fits
-        assert len(c.get("/v1/streams/wide/predictions", params={"limit": 256}).json()["results"]) == 256
+        fit = (1 << 18) // (1024 + 3 * 1024)  # values per result: x, the prediction and its interval
+        assert f"at most {fit} results" in r.json()["detail"][0]["msg"]
+        assert len(c.get("/v1/streams/wide/predictions").json()["results"]) == fit  # the default, as many as fit
+        assert len(c.get("/v1/streams/wide/predictions", params={"limit": fit}).json()["results"]) == fit

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tbptt.models import Results, StepResult, StreamConfig
-from tbptt.service.errors import Invalid
+from tbptt.service.errors import Conflict, Invalid
 from tbptt.service.ingest import MAX_SEQ, Incoming, Part, Plan, check
 from tbptt.service.results import ResultLog
 from tbptt.service.streams import StreamState, record_results
@@ -16,20 +16,22 @@ NOT_JUDGED = {"anomaly": None, "anomalous": None, "interval": None}  # what a re
 
 def state(stream: str = "s", last_seq: int | None = None, steps: int = 0, **config) -> StreamState:
     core = StreamConfig(**{"input_size": 2, **config})
-    s = StreamState(1, "t", stream, core, "now", ResultLog(1000, core.output_size or 1, core.anomaly_threshold))
+    s = StreamState(1, "t", stream, core, "now", ResultLog.of(1000, core))
     s.last_seq, s.steps = last_seq, steps
     return s
 
 
-def obs(seq: int | None = None, x: list[float] | None = None, y: list[float] | None = None) -> Incoming:
-    return Incoming(x or [0.0, 1.0], y, seq)
+def obs(
+    seq: int | None = None, x: list[float] | None = None, y: list[float] | None = None, ts: float | None = None
+) -> Incoming:
+    return Incoming(x or [0.0, 1.0], y, seq, ts=ts)
 
 
 def applied(plan: Plan) -> list[int]:
     """What an engine would answer (a prediction of each item's index), recorded as the shard records it;
     the items applied."""
     results = Results.of([StepResult(step, [float(k)], None, False) for k, step in enumerate(plan.steps)])
-    record_results(plan.owners, plan.seqs, results)
+    record_results(plan.owners, plan.seqs, results, plan.items, plan.stamps)
     indices = list(range(len(results)))
     plan.record(indices, results)
     return indices
@@ -52,25 +54,59 @@ def test_seqs_continue_from_the_stream_and_within_the_batch():
 
 def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
     s = state(last_seq=3, steps=3)
-    s.results.append(2, 2, np.array([0.5]), np.nan, False, np.nan, np.full((1, 2), np.nan))
+    s.results.append(2, 2, np.array([0.5]), np.nan, False, np.nan, np.full((1, 2), np.nan), x=[0.0, 1.0])
     plan = Plan()
-    plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4), obs(seq=1)])])
+    plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4)])])
     assert plan.seqs == [4]  # one new observation
     ((job, (answered,)),) = answers(plan)
     assert job == "job"
-    assert [(r["seq"], r["duplicate"]) for r in answered] == [(2, True), (4, False), (4, True), (1, True)]
+    assert [(r["seq"], r["duplicate"]) for r in answered] == [(2, True), (4, False), (4, True)]
     assert answered[0]["prediction"] == [0.5]  # kept: the original result
     assert answered[2]["prediction"] == answered[1]["prediction"] == [0.0]  # a seq applied in this very batch
-    assert answered[3] == {
-        "seq": 1,
-        "step": 4,
-        "prediction": [],
-        "loss": None,
-        "updated": False,
-        **NOT_JUDGED,
-        "duplicate": True,
-    }
-    assert s.duplicates == 3
+    assert s.duplicates == 2
+    again = Plan()  # a retry of the batch, once applied: every observation answered from the kept results
+    again.add("retry", [s], [Part("s", [obs(seq=4)])])
+    ((_, ((retried,),)),) = answers(again)
+    assert retried == {**answered[1], "duplicate": True}
+
+
+@pytest.mark.parametrize(
+    "repeat, why",
+    [
+        (obs(seq=1), "no observation with that seq is kept"),  # before the kept results: a rebooted sender
+        (obs(seq=2, x=[9.0, 9.0]), "its values differ"),  # a kept seq with other values
+        (obs(seq=2, ts=5.0), "its values differ"),  # ... or another timestamp
+        (obs(seq=4, y=[1.0]), "its values differ"),  # a seq earlier in the same batch, other values
+    ],
+)
+def test_a_seq_reused_with_other_values_is_a_conflict_not_a_duplicate(repeat, why):
+    s = state(last_seq=3, steps=3)
+    s.results.append(2, 2, np.array([0.5]), np.nan, False, np.nan, np.full((1, 2), np.nan), x=[0.0, 1.0])
+    plan = Plan()
+    plan.add("earlier", [s], [Part("s", [obs(seq=4)])])
+    with pytest.raises(Conflict) as refused:
+        plan.add("job", [s], [Part("s", [obs(seq=5), repeat], ("body", "observations"), indexed=True)])
+    (error,) = refused.value.detail()
+    assert error["loc"] == ["body", "observations", 1, "seq"] and why in error["msg"]
+    assert "last seq" in error["msg"] and refused.value.status == 409
+    assert plan.seqs == [4] and len(plan.requests) == 1  # the refused request left nothing behind
+
+
+def test_timestamps_must_increase_unless_the_stream_says_any():
+    s = state(last_seq=1, steps=1)
+    s.last_ts = 100.0
+    plan = Plan()
+    plan.add("ok", [s], [Part("s", [obs(ts=101.0), obs(), obs(ts=102.5)])])
+    for late in (102.5, 50.0):  # equal or earlier than the last, in the plan so far
+        with pytest.raises(Conflict, match=r"is not after the stream's last ts 1970-01-01T00:01:42\.500000Z"):
+            plan.add("late", [s], [Part("s", [obs(ts=late)])])
+    assert plan.stamps == [101.0, None, 102.5]
+    anything = state(last_seq=1, steps=1, timestamps="any")
+    anything.last_ts = 100.0
+    plan = Plan()
+    plan.add("ok", [anything], [Part("s", [obs(ts=50.0), obs(ts=50.0)])])
+    ((_, ((first, second),)),) = answers(plan)
+    assert first["ts"] == second["ts"] == "1970-01-01T00:00:50Z" and anything.last_ts == 50.0
 
 
 def test_parts_of_several_streams_keep_request_order():

@@ -37,6 +37,7 @@ DEFAULTS = {
     "learn_from_anomalies": True,
     "dtype": "float32",
     "seed": 0,
+    "timestamps": "increasing",
 }
 
 NOT_JUDGED = {"anomaly": None, "anomalous": None, "interval": None}  # what a result without them says
@@ -137,6 +138,7 @@ def test_single_observation_result(client):
     assert set(result) == {
         "seq",
         "step",
+        "ts",
         "prediction",
         "loss",
         "updated",
@@ -240,39 +242,25 @@ def test_seq_duplicates_and_gaps(client):
     assert again[0] == {**first[0], "duplicate": True}
     assert again[1] == {**first[1], "duplicate": True}
     assert (again[2]["seq"], again[2]["step"], again[2]["duplicate"]) == (10, 3, False)  # last seq + 1
-    never_seen = post([{"x": [1, 2], "seq": 7}])[0]  # below the last seq: a duplicate, but unknown
-    assert never_seen == {
-        "seq": 7,
-        "step": 3,
-        "prediction": [],
-        "loss": None,
-        "updated": False,
-        **NOT_JUDGED,
-        "duplicate": True,
-    }
+    never_seen = client.post("/v1/streams/s/observations", json={"x": [1, 2], "seq": 7})  # below the last
+    assert never_seen.status_code == 409  # ... and never sent: not a retry (a sender whose seqs restarted)
+    assert "not a retry (no observation with that seq is kept)" in never_seen.json()["detail"][0]["msg"]
     metrics = client.get("/v1/streams/s/metrics").json()
-    assert (metrics["steps"], metrics["last_seq"], metrics["duplicates"]) == (3, 10, 3)
+    assert (metrics["steps"], metrics["last_seq"], metrics["duplicates"]) == (3, 10, 2)
 
 
-def test_duplicates_beyond_retention_answer_empty(tmp_path):
+def test_retries_are_recognized_while_kept_and_refused_beyond_retention(tmp_path):
     with app_client(Settings(data_dir=tmp_path / "data", results_retained=1000)) as client:
         wait_ready(client)
         make_stream(client, "s", model={"input_size": 1})
         obs = [{"x": float(i)} for i in range(1500)]
         assert client.post("/v1/streams/s/observations", json={"observations": obs}).status_code == 200
-        kept = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1400}).json()["results"][0]
+        kept = client.post("/v1/streams/s/observations", json={"x": 1399.0, "seq": 1400}).json()["results"][0]
         assert kept["duplicate"] and kept["step"] == 1400 and len(kept["prediction"]) == 1
-        old = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1}).json()["results"][0]
-        assert old == {
-            "seq": 1,
-            "step": 1500,
-            "prediction": [],
-            "loss": None,
-            "updated": False,
-            **NOT_JUDGED,
-            "duplicate": True,
-        }
-        assert client.get("/v1/streams/s/metrics").json()["duplicates"] == 2
+        old = client.post("/v1/streams/s/observations", json={"x": 0.0, "seq": 1})
+        assert old.status_code == 409  # too old to tell a retry from a sender whose seqs restarted
+        assert "no observation with that seq is kept" in old.json()["detail"][0]["msg"]
+        assert client.get("/v1/streams/s/metrics").json()["duplicates"] == 1
 
 
 def test_seqs_never_pass_what_a_json_client_can_send_back(client):

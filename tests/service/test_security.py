@@ -498,7 +498,7 @@ def test_a_tenant_holds_at_most_its_memory_budget_and_deleting_gives_it_back(tmp
 
     config = {"model": {"input_size": 16, "hidden_size": 64}, "tbptt": {"k1": 8, "k2": 64}}
     core = StreamCreate.model_validate(config).to_core()
-    one = Engine.state_bytes(core) + ResultLog.max_bytes(10_000, 1)
+    one = Engine.state_bytes(core) + ResultLog.of(Settings().results_retained, core).full_bytes
     with client_with(tmp_path, api_keys=KEYS, max_state_bytes_per_tenant=3 * one + one // 2) as c:
         wait_ready(c)
         for k in range(3):

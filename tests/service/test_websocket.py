@@ -15,7 +15,7 @@ def test_each_message_gets_one_reply_in_order(client):
     with client.websocket_connect("/v1/streams/s/ws") as ws:
         ws.send_text(json.dumps({"x": [1, 2], "y": 1}))
         ws.send_text(json.dumps({"observations": [{"x": [2, 3]}, {"x": [3, 4], "y": 0}]}))
-        ws.send_text(json.dumps({"x": [4, 5], "seq": 1}))  # a duplicate
+        ws.send_text(json.dumps({"x": [1, 2], "y": 1, "seq": 1}))  # a retry of the first
         first, second, third = ws.receive_json(), ws.receive_json(), ws.receive_json()
     assert first["stream"] == "s" and [r["step"] for r in first["results"]] == [1]
     assert [r["step"] for r in second["results"]] == [2, 3]
