@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException  # the base class: FastAPI raises both kinds
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
 
     keys = Keys.from_settings(settings)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served from the package: no CDN, works offline
         title="tbptt-service",
         version="0.1.0",
         description=DESCRIPTION,
@@ -87,6 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Authenticate, keys=keys)
     app.add_middleware(BrowserGuard, settings=settings, keyless=not keys)
     app.add_middleware(limits.BodyLimit, settings=settings)
+    origins = [o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()]
+    if origins:  # pages on these origins may call the API (preflights answered before keys are asked for)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After", "Content-Disposition"],
+            max_age=600,
+        )
     app.add_middleware(RequestMetrics, telemetry=telemetry)  # added last: runs first
     return app
 
@@ -109,7 +121,8 @@ ERRORS = {  # what any /v1 operation may answer besides its own
     "401": "No valid API key (Authorization: Bearer <key>)",
     "403": "A limit on streams is reached",
     "404": "No such stream for this tenant",
-    "409": "The stream exists with another config",
+    "409": "The stream exists with another config; or an observation reuses a seq with other values, or its "
+    "ts is not after the stream's last",
     "413": "The body is too large",
     "422": "Invalid input, naming the field",
     "429": "Too many requests from this tenant; see Retry-After",

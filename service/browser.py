@@ -6,8 +6,8 @@ from us, and a page whose name resolves to 127.0.0.1 (DNS rebinding) is "same or
 - JSON routes take JSON only: a body declared as anything else (a form, ``text/plain``) is 415.
 - Without API keys (the loopback default, where nothing else stops a page): a Host header that is not one
   of this server's names is 400, and a request from another Origin than the service's own (or those in
-  ``TBPTT_ALLOWED_ORIGINS``) is 403. With keys, a page cannot send the key (no CORS is granted), so these
-  two checks are not needed.
+  ``TBPTT_ALLOWED_ORIGINS``) is 403. With keys, a page cannot send the key unless CORS lets it (only the
+  origins listed in ``TBPTT_ALLOWED_ORIGINS`` get CORS: service/app.py), so these two checks are not needed.
 """
 
 from __future__ import annotations

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="a file of tenant:key lines, added to api_keys")
     trust_network: bool = Field(False, description="allow listening beyond loopback without API keys")
     allowed_origins: str = Field(
-        "", description="comma-separated Origins allowed besides the service's own (WebSockets; HTTP without keys)"
+        "",
+        description="comma-separated Origins whose pages may use the API (CORS for HTTP, preflights included; WebSockets); "
+        '"*": any',
     )
     allowed_hosts: str = Field(
         "", description="comma-separated Host names accepted without API keys, besides loopback and TBPTT_HOST"
