@@ -29,6 +29,7 @@ import httpx
 
 Observation = dict[str, Any]  # {"x": ..., "y": ..., "seq": ...}; with "stream" for observe_many
 MAX_BATCH = 10_000  # the server's default TBPTT_MAX_BATCH
+MAX_PAGE = 1000  # streams per page of a listing, at most
 
 
 class APIError(Exception):
@@ -95,8 +96,19 @@ class _Verbs:
     def info(self, stream: str) -> Any:
         return self._run([_Call("GET", f"/v1/streams/{stream}", _json)])
 
-    def streams(self) -> Any:
-        return self._run([_Call("GET", "/v1/streams", lambda r: _json(r)["streams"])])
+    def streams_page(
+        self, cursor: str | None = None, limit: int = MAX_PAGE, prefix: str = "", labels: dict[str, str] | None = None
+    ) -> Any:
+        """One page of the streams by id, ``{"streams", "next", "total"}``: pass ``next`` as ``cursor`` for the
+        following page (None: that was the last). ``labels``: only streams with every one of these."""
+        params: dict[str, Any] = {
+            "limit": limit,
+            "prefix": prefix,
+            "label": [f"{k}:{v}" for k, v in (labels or {}).items()],
+        }
+        if cursor is not None:
+            params["cursor"] = cursor
+        return self._run([_Call("GET", "/v1/streams", _json, {"params": params})])
 
     def delete(self, stream: str) -> Any:
         return self._run([_Call("DELETE", f"/v1/streams/{stream}", _nothing)])
@@ -157,6 +169,15 @@ class Client(_Verbs):
     def _run(self, calls: list[_Call], combine: Callable[[list[Any]], Any] = _only) -> Any:
         return combine([c.read(self.http.request(c.method, c.path, **c.options)) for c in calls])
 
+    def streams(self, prefix: str = "", labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every stream (with this id prefix and these labels), page after page."""
+        found, cursor = [], None
+        while True:
+            page = self.streams_page(cursor, prefix=prefix, labels=labels)
+            found += page["streams"]
+            if (cursor := page["next"]) is None:
+                return found
+
     def stream(self, stream: str) -> Streaming:
         """A WebSocket to the stream: ``send`` observations, get their results, in order."""
         return Streaming(_ws_url(self.url, f"/v1/streams/{stream}/ws"), self.api_key)
@@ -183,6 +204,15 @@ class AsyncClient(_Verbs):
 
     async def _run(self, calls: list[_Call], combine: Callable[[list[Any]], Any] = _only) -> Any:  # type: ignore[override]
         return combine([c.read(await self.http.request(c.method, c.path, **c.options)) for c in calls])
+
+    async def streams(self, prefix: str = "", labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every stream (with this id prefix and these labels), page after page."""
+        found, cursor = [], None
+        while True:
+            page = await self.streams_page(cursor, prefix=prefix, labels=labels)
+            found += page["streams"]
+            if (cursor := page["next"]) is None:
+                return found
 
     def stream(self, stream: str) -> AsyncStreaming:
         """A WebSocket to the stream: ``await send(...)`` observations, get their results, in order."""

@@ -236,6 +236,7 @@ class Durability:
         for row in self.store.streams():
             config = CoreConfig.from_dict(json.loads(row.config))
             state = self.new_state(row.uid, row.tenant, row.stream, config, row.created_at)
+            state.labels = json.loads(row.labels)
             state.created_mark, state.duplicates = row.mark, row.duplicates
             kept = list(self.store.checkpoints(row.uid))  # valid ones, newest first
             state.newest_mark = kept[0].mark if kept else row.mark

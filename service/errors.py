@@ -28,8 +28,11 @@ class ServiceError(Exception):
 class StreamConflict(ServiceError):
     status = 409
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(f"stream {stream!r} exists with another config; delete it first or use another id")
+    def __init__(self, stream: str, what: str = "config") -> None:
+        if what == "labels":
+            super().__init__(f"stream {stream!r} exists with other labels; change them with PATCH /v1/streams/{stream}")
+        else:
+            super().__init__(f"stream {stream!r} exists with another config; delete it first or use another id")
 
 
 class StreamReplaced(ServiceError):

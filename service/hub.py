@@ -64,15 +64,21 @@ class Hub:
 
     # -- streams -------------------------------------------------------------------------------------------
 
-    async def create(self, tenant: str, stream: str, config: CoreConfig) -> tuple[StreamInfo, bool]:
-        """Create a stream; (its info, False) if it exists with the same config."""
-        return await self.engine.call(tenant, self.shard.create, tenant, stream, config)
+    async def create(
+        self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None
+    ) -> tuple[StreamInfo, bool]:
+        """Create a stream; (its info, False) if it exists with the same config and labels."""
+        return await self.engine.call(tenant, self.shard.create, tenant, stream, config, labels)
 
     async def info(self, tenant: str, stream: str) -> StreamInfo:
         return await self.engine.call(tenant, self.shard.info, tenant, stream)
 
-    async def streams(self, tenant: str) -> list[StreamInfo]:
-        return await self.engine.call(tenant, self.shard.streams, tenant)
+    async def streams(
+        self, tenant: str, limit: int, after: str | None = None, prefix: str = "",
+        labels: dict[str, str | None] | None = None,
+    ) -> tuple[list[StreamInfo], str | None, int]:  # fmt: skip
+        """A page of the tenant's streams: (their info, the id to continue after, how many match)."""
+        return await self.engine.call(tenant, self.shard.streams, tenant, limit, after, prefix, labels)
 
     async def delete(self, tenant: str, stream: str) -> None:
         await self.engine.call(tenant, self.shard.delete, tenant, stream)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bisect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from tbptt.models import StreamNotFound
 
@@ -15,6 +17,16 @@ def _mib(count: int) -> str:
     return f"{count / 2**20:,.1f} MiB"
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of a tenant's streams, by id: ``after`` is the id to continue from (None: the last page),
+    ``total`` how many match the filter."""
+
+    streams: list[StreamState]
+    after: str | None
+    total: int
+
+
 class StreamRegistry:
     """Owned by the engine thread: nothing else reads it."""
 
@@ -23,6 +35,7 @@ class StreamRegistry:
         self._streams: dict[Key, StreamState] = {}
         self._per_tenant: dict[str, int] = {}
         self._bytes: dict[str, int] = {}  # per tenant: what its streams may hold in memory
+        self._ids: dict[str, list[str]] = {}  # per tenant, its stream ids in order: pages without sorting
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -41,7 +54,33 @@ class StreamRegistry:
 
     def of_tenant(self, tenant: str) -> list[StreamState]:
         """The tenant's streams, by id."""
-        return [s for (t, _), s in sorted(self._streams.items()) if t == tenant]
+        return [self._streams[(tenant, i)] for i in self._ids.get(tenant, [])]
+
+    def page(
+        self, tenant: str, limit: int, after: str | None = None, prefix: str = "",
+        labels: Mapping[str, str | None] | None = None,
+    ) -> Page:  # fmt: skip
+        """Up to ``limit`` of the tenant's streams whose ids follow ``after`` and start with ``prefix`` and
+        whose labels have every key of ``labels`` (with that value, unless None). Stable under creates and
+        deletes: a stream is on at most one page, and every stream that exists throughout is on one."""
+        ids = self._ids.get(tenant, [])
+        first, end = bisect.bisect_left(ids, prefix), bisect.bisect_left(ids, prefix + "\U0010ffff")  # the prefix's
+        start = first if after is None else max(first, bisect.bisect_right(ids, after))
+        wanted = list((labels or {}).items())
+
+        def matches(stream_id: str) -> bool:
+            held = self._streams[(tenant, stream_id)].labels
+            return all(key in held and (value is None or held[key] == value) for key, value in wanted)
+
+        found: list[StreamState] = []
+        at = start
+        while at < end and len(found) <= limit:
+            if not wanted or matches(ids[at]):
+                found.append(self._streams[(tenant, ids[at])])
+            at += 1
+        more = len(found) > limit
+        total = sum(map(matches, ids[first:end])) if wanted else end - first
+        return Page(found[:limit], found[limit - 1].id if more else None, total)
 
     def check_room(self, tenant: str, state_bytes: int) -> None:
         """A 403 if one more stream, holding ``state_bytes``, would break a quota."""
@@ -62,10 +101,13 @@ class StreamRegistry:
 
     def add(self, state: StreamState) -> None:
         self._streams[state.tenant_key] = state
+        bisect.insort(self._ids.setdefault(state.tenant, []), state.id)
         self._per_tenant[state.tenant] = self._per_tenant.get(state.tenant, 0) + 1
         self._bytes[state.tenant] = self._bytes.get(state.tenant, 0) + state.state_bytes
 
     def remove(self, state: StreamState) -> None:
         del self._streams[state.tenant_key]
+        ids = self._ids[state.tenant]
+        del ids[bisect.bisect_left(ids, state.id)]
         self._per_tenant[state.tenant] -= 1
         self._bytes[state.tenant] -= state.state_bytes

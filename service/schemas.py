@@ -34,6 +34,9 @@ from .streams import StreamInfo
 MAX_SAFE_INT = 2**53 - 1
 MAX_VALUE = 1e15  # observations beyond this are refused: their squares would overflow float32 training
 STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+LABEL_KEY = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,62}$"  # no ':': a filter is key:value
+LABEL_FILTER = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,62}(:.{0,256})?$"
+MAX_LABELS, MAX_LABEL_VALUE = 32, 256
 MAX_BATCH = 10_000  # observations per request at most (TBPTT_MAX_BATCH may lower it)
 CORE_DEFAULTS = CoreConfig(input_size=1)
 
@@ -98,6 +101,16 @@ Timestamp = Annotated[
 ]
 
 
+Labels = Annotated[
+    dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=MAX_LABEL_VALUE)]],
+    Field(
+        max_length=MAX_LABELS,
+        description=f"up to {MAX_LABELS} string labels (key: letters, digits, _ . / -; value: at most "
+        f"{MAX_LABEL_VALUE} characters) to find streams by (GET /v1/streams?label=key:value)",
+    ),
+]
+
+
 class _Strict(BaseModel):
     """Requests: unknown fields refused, no coercion (true is not 1, "1" is not 1), no NaN or Infinity."""
 
@@ -157,6 +170,7 @@ class StreamCreate(_Strict):
                 {"model": {"input_size": 3}},
                 {"model": {"input_size": 1}, "target": "next"},
                 {"model": {"input_size": 1}, "target": "next", "horizon": 12},
+                {"model": {"input_size": 1}, "target": "next", "labels": {"site": "north", "kind": "pump"}},
             ]
         },
     )
@@ -218,6 +232,7 @@ class StreamCreate(_Strict):
         description="increasing: an observation whose ts is not after the stream's last is refused (409), never "
         "applied out of order; any: observations are applied as they arrive, whatever their ts",
     )
+    labels: Labels = {}
 
     def to_core(self) -> CoreConfig:
         """The core's config; its rules across fields (k2 >= k1, forecast sizes) are checked there, once:
@@ -235,7 +250,7 @@ class StreamCreate(_Strict):
         )  # fmt: skip
 
     @classmethod
-    def from_core(cls, c: CoreConfig) -> StreamCreate:
+    def from_core(cls, c: CoreConfig, labels: dict[str, str] | None = None) -> StreamCreate:
         return cls(
             model=ModelSpec(
                 cell=c.cell, input_size=c.input_size, hidden_size=c.hidden_size, num_layers=c.num_layers,
@@ -248,13 +263,14 @@ class StreamCreate(_Strict):
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
             horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
-            dtype=c.dtype, seed=c.seed, timestamps=c.timestamps,
+            dtype=c.dtype, seed=c.seed, timestamps=c.timestamps, labels=labels or {},
         )  # fmt: skip
 
 
 class StreamPublic(BaseModel):
     id: str
-    config: StreamCreate = Field(description="complete: every default filled in")
+    labels: dict[str, str]
+    config: StreamCreate = Field(description="complete: every default filled in (the PUT body that confirms it)")
     steps: int = Field(description="observations applied")
     updates: int
     last_seq: int | None = Field(description="the last applied seq; null before the first observation")
@@ -263,13 +279,15 @@ class StreamPublic(BaseModel):
     @classmethod
     def of(cls, info: StreamInfo) -> StreamPublic:
         return cls(
-            id=info.id, config=StreamCreate.from_core(info.config), steps=info.steps, updates=info.updates,
-            last_seq=info.last_seq, created_at=info.created_at,
+            id=info.id, labels=info.labels, config=StreamCreate.from_core(info.config, info.labels),
+            steps=info.steps, updates=info.updates, last_seq=info.last_seq, created_at=info.created_at,
         )  # fmt: skip
 
 
 class StreamsPublic(BaseModel):
-    streams: list[StreamPublic]
+    streams: list[StreamPublic] = Field(description="by id")
+    next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+    total: int = Field(description="how many streams match the filters")
 
 
 class StreamReset(_Strict):

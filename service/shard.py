@@ -217,18 +217,25 @@ class Shard:
             self.durability.load(state)
         return state
 
-    def create(self, tenant: str, stream: str, config: CoreConfig) -> tuple[StreamInfo, bool]:
-        """The stream's info, and whether it was created (False: it exists with the same config)."""
+    def create(
+        self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None
+    ) -> tuple[StreamInfo, bool]:
+        """The stream's info, and whether it was created (False: it exists with the same config and labels)."""
+        labels = labels or {}
         state = self.registry.find(tenant, stream)
         if state is not None:
             if state.config != config:
                 raise StreamConflict(stream)
+            if state.labels != labels:
+                raise StreamConflict(stream, "labels")
             return state.info(), False
         self.registry.check_room(tenant, stream_bytes(config, self.settings))
         created_at = now_iso()
         d = self.durability
-        uid = d.write(lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at))
+        text = json.dumps(labels)
+        uid = d.write(lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at, text))
         state = d.new_state(uid, tenant, stream, config, created_at)
+        state.labels = dict(labels)
         assert self.store is not None
         state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
         self.engine.add_stream(state.key, config)
@@ -240,8 +247,14 @@ class Shard:
     def info(self, tenant: str, stream: str) -> StreamInfo:
         return self.registry.get(tenant, stream).info()
 
-    def streams(self, tenant: str) -> list[StreamInfo]:
-        return [s.info() for s in self.registry.of_tenant(tenant)]
+    def streams(
+        self, tenant: str, limit: int, after: str | None = None, prefix: str = "",
+        labels: dict[str, str | None] | None = None,
+    ) -> tuple[list[StreamInfo], str | None, int]:  # fmt: skip
+        """A page of the tenant's streams by id (``StreamRegistry.page``): their info, the id to continue
+        after (None: the last page) and how many match."""
+        page = self.registry.page(tenant, limit, after, prefix, labels)
+        return [s.info() for s in page.streams], page.after, page.total
 
     def delete(self, tenant: str, stream: str) -> None:
         state = self.registry.get(tenant, stream)

@@ -42,7 +42,8 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     uid INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, id TEXT NOT NULL, config TEXT NOT NULL,
-    created_at TEXT NOT NULL, mark INTEGER NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, id)
+    created_at TEXT NOT NULL, mark INTEGER NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0,
+    labels TEXT NOT NULL DEFAULT '{}', UNIQUE (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, copy INTEGER NOT NULL DEFAULT 0,
@@ -84,6 +85,7 @@ class StreamRow:
     created_at: str
     mark: int  # the last log batch before the stream existed
     duplicates: int  # retries it has answered (not in the log: nothing is applied)
+    labels: str  # JSON
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class Store:
         self._db.executescript(SCHEMA)
         self._add_copies()
         self._add_duplicates()
+        self._add_labels()
         self._add_blobs()
         self._db.execute(ORPHAN_PARTS)  # a checkpoint whose writing a crash interrupted
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
@@ -227,6 +230,12 @@ class Store:
         if "duplicates" not in columns:
             self._db.execute("ALTER TABLE streams ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0")
 
+    def _add_labels(self) -> None:
+        """Stores made before streams had labels get the column (every stream: none)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(streams)")]
+        if "labels" not in columns:
+            self._db.execute("ALTER TABLE streams ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
+
     def close(self) -> None:
         self._closing.set()
         if self._syncer is not None:
@@ -239,14 +248,18 @@ class Store:
 
     # -- writes: each is one transaction; a failure leaves the store as it was ----------------------------
 
-    def add_stream(self, tenant: str, stream: str, config: str, created_at: str) -> int:
-        """The new stream's uid."""
-        row = (tenant, stream, config, created_at, self.last_batch)
+    def add_stream(self, tenant: str, stream: str, config: str, created_at: str, labels: str = "{}") -> int:
+        """The new stream's uid (``config`` and ``labels``: JSON)."""
+        row = (tenant, stream, config, created_at, self.last_batch, labels)
         uid = self._write(
-            [("INSERT INTO streams (tenant, id, config, created_at, mark) VALUES (?, ?, ?, ?, ?)", [row])]
+            [("INSERT INTO streams (tenant, id, config, created_at, mark, labels) VALUES (?, ?, ?, ?, ?, ?)", [row])]
         )
         assert uid is not None
         return uid
+
+    def set_labels(self, uid: int, labels: str) -> None:
+        """A stream's new labels (JSON)."""
+        self._write([("UPDATE streams SET labels = ? WHERE uid = ?", [(labels, uid)])])
 
     def delete_stream(self, uid: int) -> None:
         """Its row and checkpoints (its log records go with the next trims); the pages freed are given back."""
@@ -356,7 +369,7 @@ class Store:
 
     def streams(self) -> list[StreamRow]:
         rows = self._db.execute(
-            "SELECT uid, tenant, id, config, created_at, mark, duplicates FROM streams ORDER BY uid"
+            "SELECT uid, tenant, id, config, created_at, mark, duplicates, labels FROM streams ORDER BY uid"
         )
         return [StreamRow(*row) for row in rows]
 

@@ -38,6 +38,7 @@ class StreamInfo:
     duplicates: int
     created_at: str  # ISO 8601, UTC
     incarnation: int  # this stream's uid in the store: a stream deleted and created again is another one
+    labels: dict[str, str]
 
 
 @dataclass
@@ -48,6 +49,7 @@ class StreamState:
     config: CoreConfig
     created_at: str
     results: ResultLog
+    labels: dict[str, str] = field(default_factory=dict)
     last_seq: int | None = None
     last_ts: float | None = None  # the newest observation timestamp applied (Unix seconds)
     steps: int = 0  # observations applied
@@ -103,8 +105,9 @@ class StreamState:
 
     def info(self) -> StreamInfo:
         return StreamInfo(
-            self.id, self.config, self.steps, self.updates, self.last_seq, self.duplicates, self.created_at, self.uid
-        )
+            self.id, self.config, self.steps, self.updates, self.last_seq, self.duplicates, self.created_at, self.uid,
+            dict(self.labels),
+        )  # fmt: skip
 
 
 def record_results(

@@ -7,6 +7,7 @@ import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import StringConstraints
 
 from tbptt.models import InvalidConfig
 
@@ -14,10 +15,21 @@ from .. import limits
 from ..deps import HubDep, StreamId, Tenant
 from ..fastjson import reply
 from ..results import Observed
-from ..schemas import HistoryPublic, MetricsPublic, StreamCreate, StreamPublic, StreamReset, StreamsPublic
+from ..schemas import (
+    LABEL_FILTER,
+    MAX_LABELS,
+    STREAM_ID,
+    HistoryPublic,
+    MetricsPublic,
+    StreamCreate,
+    StreamPublic,
+    StreamReset,
+    StreamsPublic,
+)
 from ..shard import MAX_REPLY_VALUES
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
 CSV_EXAMPLE = (
     "seq,step,ts,x_0,y_0,prediction_0,lower_0,upper_0,loss,updated,anomaly,anomalous\n"
     "17,17,2026-12-02T10:00:00Z,21.4,,21.1,20.2,22.0,0.045,false,0.61,false\n"
@@ -63,16 +75,31 @@ async def put_stream(
     except InvalidConfig as exc:  # a rule across fields the schema cannot express
         raise limits.invalid_config(exc) from exc
     limits.check_model(core, hub.settings)
-    info, created = await hub.create(tenant, stream_id, core)
+    info, created = await hub.create(tenant, stream_id, core, config.labels)
     if not created:
         response.status_code = status.HTTP_200_OK
     return StreamPublic.of(info)
 
 
 @router.get("", response_model=StreamsPublic)
-async def list_streams(hub: HubDep, tenant: Tenant) -> StreamsPublic:
-    """List the streams."""
-    return StreamsPublic(streams=[StreamPublic.of(info) for info in await hub.streams(tenant)])
+async def list_streams(
+    hub: HubDep,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="streams per page")] = DEFAULT_PAGE,
+    cursor: Annotated[
+        str | None, Query(pattern=STREAM_ID, description="the previous page's next (opaque: pass it as it is)")
+    ] = None,
+    prefix: Annotated[str, Query(max_length=128, description="only ids that start with this")] = "",
+    label: Annotated[
+        list[Annotated[str, StringConstraints(pattern=LABEL_FILTER)]] | None,
+        Query(max_length=MAX_LABELS, description="key:value, or key for any value; repeated: every one must match"),
+    ] = None,
+) -> StreamsPublic:
+    """List the streams by id, a page at a time: a stream that exists throughout is on exactly one page,
+    whatever is created or deleted meanwhile."""
+    wanted = {key: value if sep else None for key, sep, value in (item.partition(":") for item in label or [])}
+    infos, after, total = await hub.streams(tenant, limit, cursor, prefix, wanted)
+    return StreamsPublic(streams=[StreamPublic.of(info) for info in infos], next=after, total=total)
 
 
 @router.get("/{stream_id}", response_model=StreamPublic)

@@ -38,6 +38,7 @@ DEFAULTS = {
     "dtype": "float32",
     "seed": 0,
     "timestamps": "increasing",
+    "labels": {},
 }
 
 NOT_JUDGED = {"anomaly": None, "anomalous": None, "interval": None}  # what a result without them says
