@@ -31,6 +31,13 @@ TIMESTAMP_ORDERS: tuple[str, ...] = get_args(TimestampOrder)
 # did (a config saved without them predates them), where that is not the default for new streams.
 BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False, "season": 1}
 
+# What a live stream may change (Engine.reconfigure): settings its state's layout does not depend on. The
+# rest (sizes, cell, schedule, optimizer, preprocessing, seed ...) define its network or the state it keeps.
+CHANGEABLE: tuple[str, ...] = (
+    "lr", "momentum", "betas", "eps", "weight_decay", "clip_grad_norm", "loss", "anomaly_threshold", "coverage",
+    "learn_from_anomalies", "timestamps",
+)  # fmt: skip
+
 MAX_HORIZON = 256  # the most steps ahead a stream may forecast (models/horizon.py)
 MAX_SEASON = 4096  # the longest period a stream may name (it keeps one more reading than its period)
 DETECTS_UP_TO = 4  # automatic detection of a season keeps ~1,000 readings of each input: narrow streams only
@@ -119,6 +126,10 @@ class StreamConfig:
         """Streams whose configs differ only in the seed (or in what the fleet never sees: the order their
         timestamps must keep) share a fleet (stacked weights, one batched step)."""
         return dataclasses.replace(self, seed=0, timestamps="increasing")
+
+    def differing(self, other: StreamConfig) -> list[str]:
+        """The fields whose values differ from ``other``'s."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -18,8 +18,8 @@ from torch import Tensor
 from . import optim
 from .anomaly import CALIBRATED_AFTER
 from .batch import Results, StepResult, prepare
-from .config import StreamConfig
-from .errors import InvalidState, StreamExists, StreamNotFound
+from .config import CHANGEABLE, StreamConfig
+from .errors import InvalidConfig, InvalidState, StreamExists, StreamNotFound
 from .fleet import Fleet
 from .slots import release_free_memory
 
@@ -249,6 +249,21 @@ class Engine:
         stream.fleet.reset_weights(stream.slot, stream.config.seed)
         stream.fleet.slots.params[stream.slot] = row
         stream.fleet.reset_hidden(stream.slot)
+
+    def reconfigure(self, stream_id: str, config: StreamConfig) -> None:
+        """Continue the stream under ``config`` from its next step, its state unchanged: only fields in
+        ``CHANGEABLE`` may differ (``InvalidConfig`` naming the first other). An update after the change
+        uses the new settings throughout (the new loss over its whole window)."""
+        state = self.state_dict(stream_id)
+        fixed = [name for name in StreamConfig.from_dict(state["config"]).differing(config) if name not in CHANGEABLE]
+        if fixed:
+            raise InvalidConfig(
+                f"{', '.join(fixed)} cannot change on a live stream (they define its network or the state it keeps); "
+                f"what can: {', '.join(CHANGEABLE)}",
+                fixed[0],
+            )
+        state["config"] = config.to_dict()
+        self.load_state_dict(stream_id, state)  # into the fleet of its new config
 
     def state_dict(self, stream_id: str) -> dict:
         """Everything about the stream: save, load, continue equals never having stopped."""

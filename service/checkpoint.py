@@ -14,6 +14,7 @@ from safetensors.torch import load as load_tensors
 
 from tbptt.models import Engine
 from tbptt.models import StreamConfig as CoreConfig
+from tbptt.models.config import CHANGEABLE
 
 from .streams import StreamState
 
@@ -92,6 +93,8 @@ def _safetensors(tensors: dict[str, torch.Tensor], meta: str) -> Snapshot:
 def summary(data: bytes, stream: StreamState) -> None:
     """Set the stream's counters from a checkpoint's metadata, without loading its tensors."""
     meta = _meta(data, stream)
+    stream.config = CoreConfig.from_dict(meta["config"])  # with the changes made until then
+    stream.results.threshold = stream.config.anomaly_threshold
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
@@ -114,7 +117,9 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     state = {"version": meta["engine_version"], "config": meta["config"], "tensors": engine_tensors}
     engine.load_state_dict(stream.key, state)
     results = {k.removeprefix("results."): v.numpy() for k, v in arrays.items() if k.startswith("results.")}
+    stream.config = CoreConfig.from_dict(meta["config"])  # with the changes made until then
     stream.results = stream.results.emptied()
+    stream.results.threshold = stream.config.anomaly_threshold
     stream.results.load(results)
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
@@ -130,6 +135,7 @@ def _meta(data: bytes, stream: StreamState) -> dict[str, Any]:
         raise UnusableCheckpoint(f"unreadable checkpoint: {exc}") from exc
     if meta.get("version") != CHECKPOINT_VERSION:
         raise UnusableCheckpoint(f"unsupported checkpoint version {meta.get('version')!r}")
-    if CoreConfig.from_dict(meta["config"]) != stream.config:
-        raise UnusableCheckpoint("checkpoint config differs from the stream's")
+    fixed = [name for name in CoreConfig.from_dict(meta["config"]).differing(stream.origin) if name not in CHANGEABLE]
+    if fixed:  # what a PATCH may change can differ: the checkpoint's config is the one it continues with
+        raise UnusableCheckpoint(f"checkpoint config differs from the stream's in {', '.join(fixed)}")
     return meta

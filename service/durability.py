@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -87,9 +87,11 @@ class Durability:
 
     # -- events: resets and imports, logged between the observations they come after ------------------------
 
-    def log_event(self, state: StreamState, kind: str, payload: bytes) -> None:
+    def log_event(self, state: StreamState, kind: str, payload: bytes, labels: str | None = None) -> None:
+        """Log a reset, an import or a change of config (with the stream's new ``labels``, JSON, if they
+        change too) after the stream's last observation."""
         event = Event(state.uid, state.steps, state.events + 1, kind, payload)
-        self.write(lambda s: s.append(event))
+        self.write(lambda s: s.append(event, labels=None if labels is None else (state.uid, labels)))
         state.events += 1
 
     def apply_event(self, state: StreamState, kind: str, payload: bytes) -> None:
@@ -98,6 +100,11 @@ class Durability:
                 self.engine.reset_hidden(state.key)
             if payload[1]:
                 self.engine.reset_weights(state.key)
+        elif kind == "config":  # a PATCH: the settings apply from the next observation
+            config = CoreConfig.from_dict(json.loads(payload))
+            self.engine.reconfigure(state.key, config)
+            state.config = config
+            state.results.threshold = config.anomaly_threshold
         else:
             self.engine.import_weights(state.key, read_weights(payload, state.config))
 
@@ -121,6 +128,8 @@ class Durability:
                 state.damaged = f"stream {state.id!r} cannot be restored: its checkpoints are unreadable"
                 log.error(state.damaged)
                 raise Unavailable(state.damaged)
+            state.config = state.origin  # from its creation: the log has every change since
+            state.results.threshold = state.origin.anomaly_threshold
             self.engine.add_stream(state.key, state.config)
             state.checkpoint_step, state.checkpoint_events, state.checkpoint_updates = 0, 0, 0
         state.loaded = True
@@ -215,6 +224,13 @@ class Durability:
         needing = (st.fallback_mark for st in self.registry if st.needs_log or st.uid in busy)
         return min(needing, default=self.store.last_batch)
 
+    def _replay_from(self, states: Iterable[StreamState]) -> int:
+        """The log batch after which recovery reads: each stream's records after its newest checkpoint may be
+        news (a quiet stream, whose two checkpoints hold the same state, may have been sent more since: its
+        checkpoints cannot tell), and after its fallback where the newest might not hold its state."""
+        marks = (st.fallback_mark if st.needs_log else st.newest_mark for st in states)
+        return min(marks, default=self.store.last_batch)
+
     def _evict(self, *states: StreamState) -> None:
         """Drop from memory, after a checkpoint if changed; the next request restores them transparently."""
         for state in states:
@@ -253,7 +269,7 @@ class Durability:
             by_uid[row.uid] = state
         self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         try:  # from the oldest state any stream might have to restart from: records it holds are skipped
-            return self._replay(by_uid, max(self._trimmed, self._needed_from(frozenset())))
+            return self._replay(by_uid, max(self._trimmed, self._replay_from(by_uid.values())))
         except CorruptLog as exc:
             for state in by_uid.values():
                 if state.loaded or state.steps > state.checkpoint_step:

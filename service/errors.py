@@ -59,6 +59,15 @@ class Invalid(ServiceError):
         super().__init__(msg)
         self.errors = [{"loc": list(loc), "msg": msg, "type": type_}]
 
+    @classmethod
+    def listing(cls, errors: list[dict[str, Any]]) -> Invalid:
+        """A 422 with several errors (FastAPI's form: loc, msg, type each), as a body validated off the event
+        loop fails."""
+        first = validation_errors(errors)
+        invalid = cls(first[0]["loc"], first[0]["msg"], first[0]["type"])
+        invalid.errors = first
+        return invalid
+
     def detail(self) -> Any:
         return self.errors
 

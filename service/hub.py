@@ -10,6 +10,7 @@ shard's state is only ever touched on the engine thread.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
@@ -83,6 +84,10 @@ class Hub:
     async def delete(self, tenant: str, stream: str) -> None:
         await self.engine.call(tenant, self.shard.delete, tenant, stream)
         self.watchers.close((tenant, stream))  # they watched this stream, not one created later with its id
+
+    async def patch(self, tenant: str, stream: str, changes: dict[str, Any]) -> tuple[StreamInfo, int]:
+        """Change a live stream (a merge patch of its config): its info, and the step the change applies from."""
+        return await self.engine.call(tenant, self.shard.patch, tenant, stream, changes)
 
     async def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
         return await self.engine.call(tenant, self.shard.reset, tenant, stream, hidden, weights)

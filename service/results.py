@@ -52,7 +52,7 @@ class ResultLog:
         their intervals."""
         ahead = 24 * horizon * output_size if horizon > 1 else 0
         observed = 8 + 8 * input_size + 8 * targets
-        return capacity * (8 + 8 + 8 + 1 + 8 + 8 * output_size + 16 * output_size + ahead + observed)
+        return capacity * (8 + 8 + 8 + 1 + 8 + 1 + 8 * output_size + 16 * output_size + ahead + observed)
 
     @property
     def full_bytes(self) -> int:
@@ -79,7 +79,8 @@ class ResultLog:
         self, capacity: int, output_size: int, threshold: float, horizon: int = 1, input_size: int = 1,
         targets: int | None = None,
     ) -> None:  # fmt: skip
-        """``threshold``: the stream's anomaly_threshold, which says which kept results were anomalous;
+        """``threshold``: the stream's anomaly_threshold, which says which results loaded from a checkpoint that
+        predates kept flags were anomalous;
         ``horizon``: how many readings ahead each result forecasts (above 1: results carry ``forecast``);
         ``targets``: the width of a target (default ``output_size``; 0: none kept, forecast mode)."""
         self.capacity, self.output_size, self.threshold, self.horizon = capacity, output_size, threshold, horizon
@@ -91,6 +92,7 @@ class ResultLog:
         self._updated = np.empty(0, dtype=bool)
         self._pred = np.empty((0, output_size))
         self._score = np.empty(0)  # NaN: none
+        self._flag = np.empty(0, dtype=bool)  # anomalous: the score reached the threshold of its time
         self._band = np.empty((0, output_size, 2))  # NaN: none
         self._ahead = np.empty((0, horizon if horizon > 1 else 0, output_size))  # the forecasts ...
         self._ahead_band = np.empty((0, horizon if horizon > 1 else 0, output_size, 2))  # ... and intervals
@@ -104,6 +106,7 @@ class ResultLog:
         self, seq: np.ndarray, step: np.ndarray, prediction: np.ndarray, loss: np.ndarray, updated: np.ndarray,
         score: np.ndarray, band: np.ndarray, ahead: np.ndarray | None = None, ahead_band: np.ndarray | None = None,
         ts: np.ndarray | None = None, x: np.ndarray | None = None, y: np.ndarray | None = None,
+        flag: np.ndarray | None = None,
     ) -> None:  # fmt: skip
         """Append m results (arrays of length m; ``prediction`` (m, O), ``band`` (m, O, 2), with a horizon
         ``ahead`` (m, H, O) and ``ahead_band`` (m, H, O, 2); NaN loss, score, band: none) and the
@@ -119,6 +122,7 @@ class ResultLog:
         columns: tuple[np.ndarray, ...] = (
             seq, step, prediction, loss, updated, score, band, given(ahead, self._ahead),
             given(ahead_band, self._ahead_band), given(ts, self._ts), given(x, self._x), given(y, self._y),
+            score >= self.threshold if flag is None else flag,
         )  # fmt: skip
         if m > self.capacity:
             columns = tuple(a[-self.capacity :] for a in columns)
@@ -134,12 +138,13 @@ class ResultLog:
 
     _COLUMNS = (
         "_seq", "_step", "_pred", "_loss", "_updated", "_score", "_band", "_ahead", "_ahead_band", "_ts", "_x", "_y",
+        "_flag",
     )  # fmt: skip
 
     def append(
         self, seq: int, step: int, prediction: np.ndarray, loss: float, updated: bool, score: float, band: np.ndarray,
         ahead: np.ndarray | None = None, ahead_band: np.ndarray | None = None, ts: float = np.nan,
-        x: Sequence[float] | None = None, y: Sequence[float] | None = None,
+        x: Sequence[float] | None = None, y: Sequence[float] | None = None, flag: bool | None = None,
     ) -> None:  # fmt: skip
         """One result (``prediction`` (O,), ``band`` (O, 2), with a horizon ``ahead`` (H, O) and
         ``ahead_band`` (H, O, 2); NaN loss, score, band: none) and its observation (``ts``: NaN, ``y``: None:
@@ -155,6 +160,7 @@ class ResultLog:
             seq, step, updated, loss, score, ts,
         )  # fmt: skip
         self._pred[at], self._band[at] = prediction, band
+        self._flag[at] = score >= self.threshold if flag is None else flag
         self._x[at] = np.nan if x is None else x
         self._y[at] = np.nan if y is None else y
         if ahead is not None and ahead_band is not None:
@@ -227,6 +233,7 @@ class ResultLog:
             "updated": self._ordered(self._updated),
             "prediction": self._ordered(self._pred),
             "anomaly": self._ordered(self._score),
+            "anomalous": self._ordered(self._flag),
             "interval": self._ordered(self._band),
             "ts": self._ordered(self._ts),
             "x": self._ordered(self._x),
@@ -244,6 +251,7 @@ class ResultLog:
         self.extend(
             arrays["seq"], arrays["step"], arrays["prediction"], arrays["loss"], arrays["updated"], score, band,
             arrays.get("forecast"), arrays.get("forecast_interval"), arrays.get("ts"), arrays.get("x"), arrays.get("y"),
+            arrays.get("anomalous"),
         )  # fmt: skip
 
     def _ordered(self, array: np.ndarray) -> np.ndarray:
@@ -263,7 +271,7 @@ class ResultLog:
             "loss": None if loss != loss else loss,
             "updated": bool(self._updated[at]),
             "anomaly": None if score != score else score,
-            "anomalous": None if score != score else score >= self.threshold,
+            "anomalous": None if score != score else bool(self._flag[at]),
             "interval": None if np.isnan(band).any() else band.tolist(),
             "duplicate": duplicate,
         }

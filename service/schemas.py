@@ -284,6 +284,13 @@ class StreamPublic(BaseModel):
         )  # fmt: skip
 
 
+class StreamPatched(StreamPublic):
+    effective_from_step: int = Field(
+        description="the change applies from this step on (the stream's next observation); an update after it "
+        "uses the new settings throughout (the new loss over its whole window)"
+    )
+
+
 class StreamsPublic(BaseModel):
     streams: list[StreamPublic] = Field(description="by id")
     next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")

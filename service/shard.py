@@ -35,6 +35,7 @@ from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
 from .ingest import Part, Plan, check
 from .modelfile import read_weights, write_weights
+from .patching import patched
 from .registry import StreamRegistry
 from .results import Observed, Result
 from .settings import Settings
@@ -263,6 +264,21 @@ class Shard:
             self.engine.remove_stream(state.key)
         self.registry.remove(state)
         self.telemetry.streams(len(self.registry))
+
+    def patch(self, tenant: str, stream: str, changes: dict[str, Any]) -> tuple[StreamInfo, int]:
+        """Apply a merge patch of the stream's config (service/patching.py): logged with the observations
+        and durable before it answers. The info after it, and the step from which it applies."""
+        state = self.loaded(tenant, stream)
+        config, labels = patched(state.config, state.labels, changes)
+        relabel = None if labels == state.labels else json.dumps(labels)
+        if config != state.config:
+            payload = json.dumps(config.to_dict()).encode()
+            self.durability.log_event(state, "config", payload, relabel)
+            self.durability.apply_event(state, "config", payload)
+        elif relabel is not None:
+            self.durability.write(lambda s: s.set_labels(state.uid, relabel))
+        state.labels = labels
+        return state.info(), state.steps + 1
 
     def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
         state = self.loaded(tenant, stream)

@@ -276,16 +276,23 @@ class Store:
         except sqlite3.Error as exc:  # the delete stands; the space is reused by later writes
             log.warning("giving disk space back failed: %s", exc)
 
-    def append(self, batch: Observations | Event, duplicates: dict[int, int] | None = None) -> int:
+    def append(
+        self,
+        batch: Observations | Event,
+        duplicates: dict[int, int] | None = None,
+        labels: tuple[int, str] | None = None,
+    ) -> int:
         """One log row (group commit for a whole engine batch), with the streams' new ``duplicates`` counts
-        (uid -> count) in the same transaction; its batch number."""
+        (uid -> count) and a stream's new ``labels`` ((uid, JSON): a change of its config changes both) in
+        the same transaction; its batch number."""
         if isinstance(batch, Event):
             kind, data = batch.kind, _encode_event(batch)
         else:
             kind, data = batch.kind, _encode_observations(batch)
         number = self.last_batch + 1
         rows = [(number, kind, data, zlib.crc32(data))]
-        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates)])
+        relabel = [("UPDATE streams SET labels = ? WHERE uid = ?", [(labels[1], labels[0])])] if labels else []
+        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates), *relabel])
         self.last_batch = number
         return number
 

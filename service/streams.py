@@ -71,9 +71,11 @@ class StreamState:
     state_bytes: int = 0  # the memory it may hold (model state and a full result log): the tenant's budget
 
     key: str = field(init=False)  # the engine's id: namespaced per tenant (ids cannot hold '/')
+    origin: CoreConfig = field(init=False)  # the config it was created with (PATCHes since are logged events)
 
     def __post_init__(self) -> None:
         self.key = f"{self.tenant}/{self.id}"
+        self.origin = self.config
 
     @property
     def dirty(self) -> bool:
@@ -127,6 +129,7 @@ def record_results(
             else:
                 run.append(row)
         steps, updated, losses, scores = part.steps.tolist(), part.updated.tolist(), part.losses, part.scores
+        flags = part.anomalous
         for rows in runs.values():
             last = rows[-1]
             k = part.items[last]
@@ -140,6 +143,7 @@ def record_results(
                 state.results.append(
                     seqs[k], steps[last], part.predictions[last], losses[last], updated[last], scores[last],
                     part.intervals[last], *_ahead(part, last), NAN if ts is None else ts, items[k][1], items[k][2],
+                    bool(flags[last]),
                 )  # fmt: skip
                 continue
             at = np.array(rows)
@@ -152,7 +156,7 @@ def record_results(
                 np.array([seqs[k] for k in ks], dtype=np.int64), part.steps[at], part.predictions[at],
                 part.losses[at], part.updated[at], part.scores[at], part.intervals[at], *_ahead(part, at),
                 np.array([NAN if stamps[k] is None else stamps[k] for k in ks]), np.array([items[k][1] for k in ks]),
-                _targets([items[k][2] for k in ks], state.results.targets),
+                _targets([items[k][2] for k in ks], state.results.targets), flags[at],
             )  # fmt: skip
 
 

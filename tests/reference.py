@@ -6,7 +6,7 @@ the engine parameter by parameter.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,13 +71,18 @@ def textbook(
     dtype=None,
     reset_hidden: Collection[int] = (),
     reset_weights: Collection[int] = (),
+    settings_after: Mapping[int, Mapping[str, float]] | None = None,
 ) -> ReferenceRun:
     """TBPTT(K, K) exactly as DESIGN.md writes it:
     ``error += loss; if t % K == 0: error.backward(); opt.step(); opt.zero_grad(); error = 0; H = H.detach()``.
 
     After a step in ``reset_hidden`` the state is zeroed and the segment's pending losses dropped; after one
-    in ``reset_weights`` the modules and the optimizer start afresh (the state carries on).
+    in ``reset_weights`` the modules and the optimizer start afresh (the state carries on). After a step in
+    ``settings_after``, its optimizer settings (lr, weight_decay ...) and clip_grad_norm apply from then on,
+    as a user changes them: in every param group of the optimizer.
     """
+    changes = dict(settings_after or {})
+    clip = config.clip_grad_norm
     assert config.k1 == config.k2
     dtype = dtype or config.torch_dtype
     rnn, head, params, opt, loss_fn, hidden = _start(config, dtype)
@@ -92,13 +97,19 @@ def textbook(
         if t % config.k1 == 0:
             if terms:  # a segment without a single target has nothing to learn
                 error.backward()
-                if config.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
                 opt.step()
                 opt.zero_grad()
                 updates += 1
             error, terms = 0, 0
             hidden = detach(hidden)
+        for name, value in changes.get(t, {}).items():
+            if name == "clip_grad_norm":
+                clip = value
+            else:
+                for group in opt.param_groups:
+                    group[name] = value
         if t in reset_hidden:
             error, terms, hidden = 0, 0, zero_state(config, dtype)
         if t in reset_weights:

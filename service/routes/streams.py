@@ -6,14 +6,14 @@ import csv
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import StringConstraints
 
 from tbptt.models import InvalidConfig
 
 from .. import limits
 from ..deps import HubDep, StreamId, Tenant
-from ..fastjson import reply
+from ..fastjson import JSONBody, reply
 from ..results import Observed
 from ..schemas import (
     LABEL_FILTER,
@@ -22,6 +22,7 @@ from ..schemas import (
     HistoryPublic,
     MetricsPublic,
     StreamCreate,
+    StreamPatched,
     StreamPublic,
     StreamReset,
     StreamsPublic,
@@ -106,6 +107,37 @@ async def list_streams(
 async def get_stream(stream_id: StreamId, hub: HubDep, tenant: Tenant) -> StreamPublic:
     """Read a stream: its complete config and counters."""
     return StreamPublic.of(await hub.info(tenant, stream_id))
+
+
+PATCH_BODY = JSONBody(
+    dict[str, Any],
+    "StreamPatch",
+    [{"optimizer": {"lr": 0.001}}, {"labels": {"site": "south"}, "anomaly_threshold": 0.99}, {"clip_grad_norm": None}],
+)
+
+
+@router.patch(
+    "/{stream_id}",
+    response_model=StreamPatched,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                media: {"schema": {"$ref": "#/components/schemas/StreamPatch"}}
+                for media in ("application/merge-patch+json", "application/json")
+            },
+        }
+    },
+    responses={409: {"description": "It would change what a live stream cannot change (sizes, cell, ...)"}},
+)
+async def patch_stream(stream_id: StreamId, hub: HubDep, tenant: Tenant, request: Request) -> StreamPatched:
+    """Change a live stream: a JSON merge patch (RFC 7396) of its config as GET shows it (null: back to the
+    default). What may change: the optimizer's settings (not its name), clip_grad_norm, loss, anomaly and
+    interval settings, timestamps and labels; logged and durable like observations, applied from the step
+    the reply names."""
+    changes = await PATCH_BODY.parse(request)
+    info, effective = await hub.patch(tenant, stream_id, changes)
+    return StreamPatched(**vars(StreamPublic.of(info)), effective_from_step=effective)
 
 
 @router.delete("/{stream_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
-from tbptt.models import Engine, StreamConfig
+from tbptt.models import Engine, InvalidConfig, StreamConfig
 from tests.factories import RAW, sequence
-from tests.reference import reference
+from tests.reference import reference, textbook
 
 STEPS = 203  # not a multiple of any K1 below; some targets missing
 OPTIMIZERS = {
@@ -123,3 +124,27 @@ def test_from_last_target_learns_the_change_since_the_last_known_target(k1, k2):
     for name, value in ref.weights.items():
         torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)
     assert engine.metrics("s").updates == ref.updates > 0
+
+
+@pytest.mark.parametrize("opt", ["sgd-momentum", "adam"])
+def test_settings_changed_midway_equal_the_reference_loop_changing_them_then(opt):
+    """Engine.reconfigure after step 37 (mid-segment) equals torch.optim's param groups changed there."""
+    config = StreamConfig(
+        cell="gru", input_size=3, hidden_size=6, output_size=2, k1=5, k2=5, loss="mse", dtype="float64", **RAW,
+        seed=7, **OPTIMIZERS[opt],
+    )  # fmt: skip
+    xs, ys = sequence(3, 2, 120, seed=1, missing_every=7)
+    changed = {"lr": config.lr / 4, "weight_decay": 0.01, "clip_grad_norm": 0.3}
+    engine = Engine()
+    engine.add_stream("s", config)
+    results = [engine.observe("s", x, y) for x, y in zip(xs[:37], ys[:37])]
+    engine.reconfigure("s", dataclasses.replace(config, **changed))
+    results += [engine.observe("s", x, y) for x, y in zip(xs[37:], ys[37:])]
+    ref = textbook(config, xs, ys, settings_after={37: changed})
+    for t, (result, expected) in enumerate(zip(results, ref.predictions), start=1):
+        assert result.prediction == pytest.approx(expected, abs=1e-10, rel=0), f"prediction at step {t}"
+    for name, value in ref.weights.items():
+        torch.testing.assert_close(engine.export_weights("s")[name], value, atol=1e-10, rtol=0)
+    assert engine.config("s").lr == changed["lr"] and engine.metrics("s").updates == ref.updates
+    with pytest.raises(InvalidConfig, match="hidden_size cannot change on a live stream"):
+        engine.reconfigure("s", dataclasses.replace(config, hidden_size=7))

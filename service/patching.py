@@ -1,0 +1,59 @@
+"""Changing a live stream: a JSON merge patch (RFC 7396) of its config, as ``GET /v1/streams/{id}`` shows it.
+
+What a patch may change is what the stream's state does not depend on (``tbptt.models.config.CHANGEABLE``:
+the optimizer's settings, clipping, the loss, anomaly and interval settings, the timestamps' order) and its
+labels; anything else (sizes, cell, schedule, ...) is a 409 that names it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from tbptt.models import InvalidConfig
+from tbptt.models import StreamConfig as CoreConfig
+from tbptt.models.config import CHANGEABLE
+
+from . import limits
+from .errors import Conflict, Invalid
+from .schemas import BODY_FIELDS, StreamCreate
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: an object patches member by member (null removes one: here, back to its default); anything
+    else replaces the target whole."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def patched(config: CoreConfig, labels: dict[str, str], patch: dict[str, Any]) -> tuple[CoreConfig, dict[str, str]]:
+    """The config and labels after ``patch``: validated as a PUT body is (a 422 naming the field), and
+    refused (409) where it changes what a live stream cannot change."""
+    body = merge_patch(StreamCreate.from_core(config, labels).model_dump(mode="json"), patch)
+    try:
+        spec = StreamCreate.model_validate_json(json.dumps(body))
+    except ValidationError as exc:
+        raise Invalid.listing([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    try:
+        new = spec.to_core()
+    except InvalidConfig as exc:
+        raise limits.invalid_config(exc) from exc
+    fixed = [name for name in config.differing(new) if name not in CHANGEABLE]
+    if fixed:
+        where = BODY_FIELDS.get(fixed[0], (fixed[0],))
+        raise Conflict(
+            ["body", *where],
+            f"{', '.join(fixed)} cannot change on a live stream (they define its network or the state it keeps): "
+            f"create a new stream for that. A patch may change {', '.join(CHANGEABLE)} and labels",
+            "unchangeable",
+        )
+    return new, spec.labels
