@@ -21,7 +21,7 @@ from .batch import Results, StepResult, prepare
 from .config import CHANGEABLE, StreamConfig
 from .errors import InvalidConfig, InvalidState, StreamExists, StreamNotFound
 from .fleet import Fleet
-from .slots import release_free_memory
+from .slots import FleetSlots, release_free_memory
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 Values = float | Sequence[float]
@@ -37,6 +37,7 @@ ADDED_LATER = frozenset({
     "base_abs", "base_paired", "base_count", "last_y", "gate_err", "gate_count", "pending_raw", "history", "season",
     "pending_anchor", "gate_season_err", "an_mean", "an_var", "an_count", "seen_lo", "seen_hi", "iv_lo", "iv_hi",
     "iv_scale", "anomalies", "iv_inside", "iv_width", "hz_made", "hz_lo", "hz_hi", "hz_scale", "hz_count",
+    "out_abs", "out_sq", "out_count", "out_base_abs", "out_base_paired", "out_base_count",
 })  # fmt: skip
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
@@ -44,6 +45,18 @@ PREDICTION_STATE = (
     "hidden", "x_shift", "x_s1", "x_s2", "x_count", "y_shift", "y_s1", "y_s2", "y_count", "last_x", "last_y", "steps",
     "gate_err", "gate_count", "pending_raw", "history", "season", "pending_anchor", "gate_season_err",
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMetrics:
+    """One output's prequential errors, in its own units (since per-output errors were kept: a stream saved
+    before counts from its restart, ``n``)."""
+
+    n: int
+    mae: float | None
+    rmse: float | None
+    baseline_mae: float | None
+    vs_baseline: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,7 @@ class StreamMetrics:
     anomalies: int = 0  # judged steps whose anomaly score reached the threshold (models/anomaly.py)
     coverage: float | None = None  # the fraction of targets inside their intervals, since calibrated ...
     interval_width: float | None = None  # ... and the intervals' mean width (per output, averaged)
+    outputs: tuple[OutputMetrics, ...] = ()  # the prequential errors of each output
 
 
 @dataclass
@@ -210,6 +224,7 @@ class Engine:
             anomalies=int(s.anomalies[slot]),
             coverage=int(s.iv_inside[slot]) / covered if covered > 0 else None,
             interval_width=float(s.iv_width[slot]) / covered if covered > 0 else None,
+            outputs=_per_output(s, slot),
         )
 
     def hidden(self, stream_id: str) -> Hidden:
@@ -315,6 +330,20 @@ def _padded(name: str, row: Tensor, fleet: Fleet) -> Tensor:
     if name in ("params", *optim.state_names(fleet.config)) and tuple(row.shape) == (layout.used,):
         return torch.cat([row, row.new_zeros(layout.size - layout.used)])
     return row
+
+
+def _per_output(s: FleetSlots, slot: int) -> tuple[OutputMetrics, ...]:
+    n, paired = int(s.out_count[slot]), int(s.out_base_count[slot])
+    return tuple(
+        OutputMetrics(
+            n=n,
+            mae=float(err) / n if n else None,
+            rmse=math.sqrt(float(sq) / n) if n else None,
+            baseline_mae=float(base) / paired if paired else None,
+            vs_baseline=float(own / base) if base > 0 else None,
+        )
+        for err, sq, base, own in zip(s.out_abs[slot], s.out_sq[slot], s.out_base_abs[slot], s.out_base_paired[slot])
+    )
 
 
 def _finite_or_none(value: float) -> float | None:

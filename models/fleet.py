@@ -250,8 +250,23 @@ class Fleet:
         _add_in_order(s.base_abs, rows.slots, np.where(paired, np.abs(naive - truth).mean(axis=-1), 0.0))
         _add_in_order(s.base_paired, rows.slots, np.where(paired, errors, 0.0))
         rows.put(s.base_count, rows.take(s.base_count) + paired.sum(axis=1))
+        self._record_per_output(rows, finite, paired, pred, truth, naive)
         self._record_losses(rows.slots, losses)
         return losses
+
+    def _record_per_output(
+        self, rows: Rows, finite: np.ndarray, paired: np.ndarray, pred: np.ndarray, truth: np.ndarray,
+        naive: np.ndarray,
+    ) -> None:  # fmt: skip
+        """The prequential errors per output (outputs in different units must not be averaged to judge)."""
+        s = self.slots
+        errors = np.where(finite[..., None], np.abs(pred - truth), 0.0)  # (n, T, O)
+        _add_in_order(s.out_abs, rows.slots, errors)
+        _add_in_order(s.out_sq, rows.slots, errors * errors)
+        rows.put(s.out_count, rows.take(s.out_count) + finite.sum(axis=1))
+        _add_in_order(s.out_base_abs, rows.slots, np.where(paired[..., None], np.abs(naive - truth), 0.0))
+        _add_in_order(s.out_base_paired, rows.slots, np.where(paired[..., None], errors, 0.0))
+        rows.put(s.out_base_count, rows.take(s.out_base_count) + paired.sum(axis=1))
 
     def _record_losses(self, sl: np.ndarray, losses: np.ndarray) -> None:
         """The loss EWMA: a recurrence, so computed step by step, across slots at once when there are many

@@ -161,6 +161,12 @@ class FleetSlots(SlotArrays):
     base_abs: np.ndarray  # the naive forecast's errors (last value, or last target), where it has one: sum |e|
     base_paired: np.ndarray  # ... the stream's own errors on those same steps: sum |e| ...
     base_count: np.ndarray  # ... and how many
+    out_abs: np.ndarray  # (O,) the same per output: sum |e|, sum e^2, count ...
+    out_sq: np.ndarray
+    out_count: np.ndarray
+    out_base_abs: np.ndarray  # (O,) ... and the naive forecast's, and the stream's own on those steps, count
+    out_base_paired: np.ndarray
+    out_base_count: np.ndarray
     last_y: np.ndarray  # (O,) explicit: the last known target (NaN: none yet), the naive forecast
     gate_err: np.ndarray  # (O, W) per output, the recent absolute error of each of gate.WEIGHTS ...
     gate_count: np.ndarray  # () ... after this many judged steps
@@ -221,6 +227,12 @@ class FleetSlots(SlotArrays):
             "base_abs": ArraySpec((), f64),
             "base_paired": ArraySpec((), f64),
             "base_count": ArraySpec((), i64),
+            "out_abs": ArraySpec((out,), f64),
+            "out_sq": ArraySpec((out,), f64),
+            "out_count": ArraySpec((), i64),
+            "out_base_abs": ArraySpec((out,), f64),
+            "out_base_paired": ArraySpec((out,), f64),
+            "out_base_count": ArraySpec((), i64),
             "last_y": ArraySpec((out,), f64, nan),
             "gate_err": ArraySpec((out, gate_weights), f64),
             "gate_count": ArraySpec((), i64),

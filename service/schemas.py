@@ -452,6 +452,14 @@ class PrequentialPublic(BaseModel):
     )
 
 
+class OutputMetricsPublic(BaseModel):
+    n: int = Field(description="predictions of this output whose target is known (counted since kept per output)")
+    mae: float | None = Field(description="in this output's units")
+    rmse: float | None
+    baseline_mae: float | None = Field(description="the naive forecast's MAE for this output")
+    vs_baseline: float | None = Field(description="this output's MAE over the same steps / baseline_mae")
+
+
 class MetricsPublic(BaseModel):
     steps: int
     updates: int
@@ -467,6 +475,9 @@ class MetricsPublic(BaseModel):
     anomalies: int = Field(description="results whose anomaly reached the stream's anomaly_threshold")
     coverage: float | None = Field(description="the fraction of targets inside their intervals, since calibrated")
     interval_width: float | None = Field(description="the intervals' mean width (averaged over outputs)")
+    outputs: list[OutputMetricsPublic] = Field(
+        description="the prequential errors of each output, in its own units (those above average them)"
+    )
 
     @classmethod
     def of(cls, info: StreamInfo, m: StreamMetrics) -> MetricsPublic:
@@ -478,6 +489,10 @@ class MetricsPublic(BaseModel):
             ),
             grad_norm=m.grad_norm, season=m.season, anomalies=m.anomalies, coverage=m.coverage,
             interval_width=m.interval_width,
+            outputs=[
+                OutputMetricsPublic(n=o.n, mae=o.mae, rmse=o.rmse, baseline_mae=o.baseline_mae, vs_baseline=o.vs_baseline)
+                for o in m.outputs
+            ],
         )  # fmt: skip
 
 

@@ -117,3 +117,39 @@ def test_a_state_saved_before_the_baseline_existed_still_loads():
     engine.observe("t", [1.0], [3.0])
     engine.observe("t", [1.0], [4.0])
     assert engine.metrics("t").baseline_mae == pytest.approx(1.0)
+
+
+def test_each_output_has_its_own_prequential_errors_in_its_units():
+    """Outputs in different units: the averaged MAE hides the small one; each output's is its own."""
+    engine = Engine()
+    config = StreamConfig(input_size=3, target="next", dtype="float64")
+    engine.add_stream("s", config)
+    rng = np.random.default_rng(0)
+    xs = [[1000 + 40 * rng.standard_normal(), 2 + rng.standard_normal(), 0.1 * rng.standard_normal()] for _ in range(300)]
+    results = [engine.observe("s", x) for x in xs]
+    m = engine.metrics("s")
+    assert len(m.outputs) == 3 and all(o.n == m.prequential_n == 299 for o in m.outputs)
+    predictions = np.array([r.prediction for r in results[:-1]])
+    truth, last = np.array(xs[1:]), np.array(xs[:-1])
+    for k, output in enumerate(m.outputs):
+        assert output.mae == pytest.approx(np.abs(predictions[:, k] - truth[:, k]).mean(), rel=1e-9)
+        assert output.rmse == pytest.approx(np.sqrt(((predictions[:, k] - truth[:, k]) ** 2).mean()), rel=1e-9)
+        assert output.baseline_mae == pytest.approx(np.abs(last[:, k] - truth[:, k]).mean(), rel=1e-9)
+    assert m.mae == pytest.approx(np.mean([o.mae for o in m.outputs]), rel=1e-9)  # the average of the three
+    assert m.outputs[0].mae > 100 * m.outputs[2].mae
+
+
+def test_a_state_saved_before_per_output_errors_counts_them_from_its_restart():
+    engine = Engine()
+    config = StreamConfig(input_size=2, target="next", dtype="float64")
+    engine.add_stream("s", config)
+    for k in range(50):
+        engine.observe("s", [float(k % 5), float(k % 3)])
+    state = engine.state_dict("s")
+    for name in ("out_abs", "out_sq", "out_count", "out_base_abs", "out_base_paired", "out_base_count"):
+        del state["tensors"][name]  # as an older version saved it
+    engine.load_state_dict("s", state)
+    assert all(o.n == 0 and o.mae is None for o in engine.metrics("s").outputs)
+    for k in range(10):
+        engine.observe("s", [float(k % 5), float(k % 3)])
+    assert all(o.n == 10 for o in engine.metrics("s").outputs) and engine.metrics("s").prequential_n == 59

@@ -346,6 +346,8 @@ def test_metrics_shape_and_values(client):
     }
     assert (m["steps"], m["updates"], m["skipped_updates"], m["last_seq"], m["prequential"]["n"]) == (20, 5, 0, 20, 20)
     assert m["grad_norm"] > 0 and m["loss"]["ewma"] > 0 and m["prequential"]["rmse"] >= m["prequential"]["mae"]
+    (output,) = m["outputs"]  # one output: its errors are the stream's
+    assert output == {**m["prequential"], "n": 20}
 
 
 # -- model files ----------------------------------------------------------------------------------------------
