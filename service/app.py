@@ -22,7 +22,7 @@ from .auth import Authenticate, Keys
 from .browser import BrowserGuard
 from .hub import Hub
 from .ratelimit import RateLimit
-from .routes import anomalies, dashboard, health, model, observations, streams
+from .routes import anomalies, dashboard, health, model, observations, streams, templates
 from .settings import Settings
 from .telemetry import Telemetry
 from .ws import router as ws_router
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model.router,
         health.router,
         anomalies.router,
+        templates.router,
         ws_router,
         dashboard.router,
     )

@@ -18,6 +18,7 @@ from tbptt.models import StreamMetrics
 from .alerts import Alert
 from .engine_thread import EngineThread
 from .ingest import Part
+from .patching import Template
 from .results import Observed, Result
 from .settings import Settings
 from .shard import Shard
@@ -70,6 +71,18 @@ class Hub:
     ) -> tuple[StreamInfo, bool]:
         """Create a stream; (its info, False) if it exists with the same config and labels."""
         return await self.engine.call(tenant, self.shard.create, tenant, stream, config, labels)
+
+    async def create_many(
+        self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]
+    ) -> list[tuple[StreamInfo, bool]]:
+        """Create streams (each: id, config, labels); conflicts and quotas checked for all first."""
+        return await self.engine.call(tenant, self.shard.create_many, tenant, streams)
+
+    async def template(self, tenant: str) -> Template | None:
+        return await self.engine.call(tenant, self.shard.templates.get, tenant)
+
+    async def set_template(self, tenant: str, template: Template | None) -> None:
+        await self.engine.call(tenant, self.shard.set_template, tenant, template)
 
     async def info(self, tenant: str, stream: str) -> StreamInfo:
         return await self.engine.call(tenant, self.shard.info, tenant, stream)

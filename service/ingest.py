@@ -57,7 +57,11 @@ def check(state: StreamState, part: Part) -> None:
     it is when the batch is applied."""
     if part.incarnation is not None and part.incarnation != state.uid:
         raise StreamReplaced(state.id)
-    config = state.config
+    fits(state.config, part)
+
+
+def fits(config: CoreConfig, part: Part) -> None:
+    """Every observation of ``part`` fits a stream of this config (a 422 naming the first that does not)."""
     for k, obs in enumerate(part.observations):
         if len(obs.x) != config.input_size or (obs.y is not None and _bad_target(config, obs.y)):
             _refuse(config, obs, (*part.loc, k) if part.indexed else part.loc)

@@ -82,12 +82,12 @@ class StreamRegistry:
         total = sum(map(matches, ids[first:end])) if wanted else end - first
         return Page(found[:limit], found[limit - 1].id if more else None, total)
 
-    def check_room(self, tenant: str, state_bytes: int) -> None:
-        """A 403 if one more stream, holding ``state_bytes``, would break a quota."""
+    def check_room(self, tenant: str, state_bytes: int, count: int = 1) -> None:
+        """A 403 if ``count`` more streams, holding ``state_bytes`` together, would break a quota."""
         s = self.settings
-        if len(self._streams) >= s.max_streams:
+        if len(self._streams) + count > s.max_streams:
             raise LimitReached(f"the service holds its limit of {s.max_streams} streams (TBPTT_MAX_STREAMS)")
-        if self._per_tenant.get(tenant, 0) >= s.max_streams_per_tenant:
+        if self._per_tenant.get(tenant, 0) + count > s.max_streams_per_tenant:
             raise LimitReached(
                 f"this tenant holds its limit of {s.max_streams_per_tenant} streams (TBPTT_MAX_STREAMS_PER_TENANT)"
             )

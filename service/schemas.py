@@ -284,6 +284,37 @@ class StreamPublic(BaseModel):
         )  # fmt: skip
 
 
+MAX_CREATE = 1000  # streams per bulk create
+
+
+class StreamsCreate(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"streams": [{"id": "pump-1", "labels": {"site": "north"}}, {"id": "pump-2"}]},
+                {"streams": [{"id": "a", "model": {"input_size": 3}}, {"id": "b", "model": {"input_size": 1}}]},
+            ]
+        },
+    )
+
+    streams: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_CREATE,
+        description="each: an id and a stream's PUT body, merged over the tenant's template if it has one (so "
+        "the id alone will do); without a template, a complete body",
+    )
+
+
+class StreamCreated(StreamPublic):
+    created: bool = Field(description="false: it existed with the same config and labels")
+
+
+class StreamsCreated(BaseModel):
+    streams: list[StreamCreated] = Field(description="in request order")
+
+
 class StreamPatched(StreamPublic):
     effective_from_step: int = Field(
         description="the change applies from this step on (the stream's next observation); an update after it "

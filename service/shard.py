@@ -33,9 +33,9 @@ from .datadir import DataDirLock
 from .durability import Durability, stream_bytes
 from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
-from .ingest import Part, Plan, check
+from .ingest import Part, Plan, check, fits
 from .modelfile import read_weights, write_weights
-from .patching import patched
+from .patching import Template, patched
 from .registry import StreamRegistry
 from .results import Observed, Result
 from .settings import Settings
@@ -68,6 +68,7 @@ class Shard:
         self.on_alerts: Alerted = lambda alerts: None
         self._alerts: AlertFeed | None = None
         self._applying: list[Applying] = []  # micro-batches not yet wholly applied
+        self.templates: dict[str, Template] = {}  # per tenant: what an unknown stream's observation creates
         self._pace = Pace()
 
     @property
@@ -96,6 +97,7 @@ class Shard:
         self._durability = Durability(
             s, self.engine, self.store, self._writer, self.registry, self.telemetry, self._alerts
         )
+        self.templates = {tenant: Template.of(body) for tenant, body in self.store.templates().items()}
         replayed = self.durability.recover()
         self.telemetry.streams(len(self.registry))
         log.info(
@@ -111,7 +113,7 @@ class Shard:
         plan = Plan()
         for k, (tenant, parts) in enumerate(requests):
             try:  # every part of the request first: all or nothing
-                states = [self.loaded(tenant, part.stream) for part in parts]
+                states = [self._receiving(tenant, part) for part in parts]
                 for state, part in zip(states, parts):
                     check(state, part)
                 limits.check_rollout(states, parts, self.settings)
@@ -217,6 +219,39 @@ class Shard:
         if not state.loaded:
             self.durability.load(state)
         return state
+
+    def _receiving(self, tenant: str, part: Part) -> StreamState:
+        """The stream ``part`` is for, loaded; an unknown one is created from the tenant's template, if it has
+        one and the observations fit it (else they are refused as the stream would refuse them)."""
+        template = self.templates.get(tenant)
+        if template is None or part.incarnation is not None or self.registry.find(tenant, part.stream) is not None:
+            return self.loaded(tenant, part.stream)
+        fits(template.config, part)
+        self.create(tenant, part.stream, template.config, template.labels)
+        return self.loaded(tenant, part.stream)
+
+    def set_template(self, tenant: str, template: Template | None) -> None:
+        """The tenant's template (None: none): durable before it answers."""
+        self.durability.write(lambda s: s.set_template(tenant, None if template is None else template.body))
+        if template is None:
+            self.templates.pop(tenant, None)
+        else:
+            self.templates[tenant] = template
+
+    def create_many(
+        self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]
+    ) -> list[tuple[StreamInfo, bool]]:
+        """Create many streams (``create`` each); all or nothing for conflicts and quotas, checked first."""
+        room, seen = 0, set()
+        for stream, config, labels in streams:
+            state = self.registry.find(tenant, stream)
+            if state is not None and (state.config != config or state.labels != labels):
+                raise StreamConflict(stream, "config" if state.config != config else "labels")
+            if state is None and stream not in seen:
+                room += stream_bytes(config, self.settings)
+            seen.add(stream)
+        self.registry.check_room(tenant, room, len([s for s in seen if self.registry.find(tenant, s) is None]))
+        return [self.create(tenant, stream, config, labels) for stream, config, labels in streams]
 
     def create(
         self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None

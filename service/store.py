@@ -5,6 +5,7 @@
   to the other; each remembers ``mark``, the last log batch written before it. A large one's bytes are in
   ``parts`` (``blob``: its parts' id), written in transactions of their own by the checkpoint writer
   (service/checkpoint_writer.py), so that no log append waits for more than one part.
+- ``templates``: per tenant, the stream settings that an observation for an unknown stream creates it with.
 - ``alerts``: the tenants' alerts feeds (service/alerts.py), one row per anomalous observation, the newest
   ``alerts_retained`` per tenant.
 - ``log``: one row per engine batch (group commit), a compact binary record of every observation it applied
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     data TEXT NOT NULL, UNIQUE (uid, step)
 );
 CREATE INDEX IF NOT EXISTS alerts_of_tenant ON alerts (tenant, id);
+CREATE TABLE IF NOT EXISTS templates (tenant TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 KEPT_CHECKPOINTS = 2
 ORPHAN_PARTS = "DELETE FROM parts WHERE blob NOT IN (SELECT blob FROM checkpoints WHERE blob IS NOT NULL)"
@@ -256,6 +258,17 @@ class Store:
         )
         assert uid is not None
         return uid
+
+    def set_template(self, tenant: str, body: str | None) -> None:
+        """The tenant's template (a stream's PUT body, JSON), or none."""
+        if body is None:
+            self._write([("DELETE FROM templates WHERE tenant = ?", [(tenant,)])])
+        else:
+            self._write([("INSERT OR REPLACE INTO templates (tenant, body) VALUES (?, ?)", [(tenant, body)])])
+
+    def templates(self) -> dict[str, str]:
+        """Every tenant's template (JSON)."""
+        return dict(self._db.execute("SELECT tenant, body FROM templates").fetchall())
 
     def set_labels(self, uid: int, labels: str) -> None:
         """A stream's new labels (JSON)."""

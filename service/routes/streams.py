@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -13,7 +14,9 @@ from tbptt.models import InvalidConfig
 
 from .. import limits
 from ..deps import HubDep, StreamId, Tenant
+from ..errors import Invalid
 from ..fastjson import JSONBody, reply
+from ..patching import completed
 from ..results import Observed
 from ..schemas import (
     LABEL_FILTER,
@@ -22,9 +25,12 @@ from ..schemas import (
     HistoryPublic,
     MetricsPublic,
     StreamCreate,
+    StreamCreated,
     StreamPatched,
     StreamPublic,
     StreamReset,
+    StreamsCreate,
+    StreamsCreated,
     StreamsPublic,
 )
 from ..shard import MAX_REPLY_VALUES
@@ -80,6 +86,32 @@ async def put_stream(
     if not created:
         response.status_code = status.HTTP_200_OK
     return StreamPublic.of(info)
+
+
+@router.post("", response_model=StreamsCreated)
+async def create_streams(body: StreamsCreate, hub: HubDep, tenant: Tenant) -> StreamsCreated:
+    """Create many streams in one request (a fleet's worth): each item is an id and a stream's PUT body,
+    merged over the tenant's template if it has one. Validated whole, and conflicts (another config or labels)
+    and quotas checked for all, before any is created."""
+    template = await hub.template(tenant)
+    streams, seen = [], set()
+    for k, item in enumerate(body.streams):
+        loc = ("body", "streams", k)
+        stream_id = item.get("id")
+        if not isinstance(stream_id, str) or not re.fullmatch(STREAM_ID, stream_id):
+            raise Invalid([*loc, "id"], f"each stream needs an id matching {STREAM_ID}")
+        if stream_id in seen:
+            raise Invalid([*loc, "id"], f"stream {stream_id!r} is named twice")
+        seen.add(stream_id)
+        spec = completed(template, {key: value for key, value in item.items() if key != "id"}, loc)
+        try:
+            core = spec.to_core()
+        except InvalidConfig as exc:
+            raise limits.invalid_config(exc) from exc
+        limits.check_model(core, hub.settings)
+        streams.append((stream_id, core, spec.labels))
+    created = await hub.create_many(tenant, streams)
+    return StreamsCreated(streams=[StreamCreated(**vars(StreamPublic.of(info)), created=new) for info, new in created])
 
 
 @router.get("", response_model=StreamsPublic)

@@ -125,7 +125,9 @@ def test_each_output_has_its_own_prequential_errors_in_its_units():
     config = StreamConfig(input_size=3, target="next", dtype="float64")
     engine.add_stream("s", config)
     rng = np.random.default_rng(0)
-    xs = [[1000 + 40 * rng.standard_normal(), 2 + rng.standard_normal(), 0.1 * rng.standard_normal()] for _ in range(300)]
+    xs = [
+        [1000 + 40 * rng.standard_normal(), 2 + rng.standard_normal(), 0.1 * rng.standard_normal()] for _ in range(300)
+    ]
     results = [engine.observe("s", x) for x in xs]
     m = engine.metrics("s")
     assert len(m.outputs) == 3 and all(o.n == m.prequential_n == 299 for o in m.outputs)

@@ -1,0 +1,90 @@
+"""Fleets: a tenant's template creates the streams its sensors report to, and many streams are created in
+one request, through the real server."""
+
+from __future__ import annotations
+
+import httpx
+
+from tbptt.service.settings import Settings
+from tests.service.factories import app_client, wait_ready
+from tests.service.server import Server
+
+TEMPLATE = {"model": {"input_size": 1}, "target": "next", "labels": {"fleet": "boilers"}}
+
+
+def ids(client) -> list[str]:
+    return [s["id"] for s in client.get("/v1/streams").json()["streams"]]
+
+
+def test_with_a_template_an_observation_creates_its_stream(client):
+    assert client.post("/v1/streams/boiler-1/observations", json={"x": 20.5}).status_code == 404  # none yet
+    assert client.get("/v1/template").status_code == 404
+    too_big = client.put("/v1/template", json={"model": {"input_size": 1, "output_size": 1025}})
+    assert too_big.status_code == 422 and client.get("/v1/template").status_code == 404  # the service's limits
+    put = client.put("/v1/template", json=TEMPLATE)
+    assert put.status_code == 200 and put.json()["target"] == "next" and put.json()["horizon"] == 1  # complete
+    assert client.get("/v1/template").json() == put.json()
+    response = client.post("/v1/streams/boiler-1/observations", json={"x": 20.5, "seq": 1})
+    assert response.status_code == 200 and response.json()["results"][0]["step"] == 1
+    info = client.get("/v1/streams/boiler-1").json()
+    assert info["config"]["target"] == "next" and info["labels"] == {"fleet": "boilers"}
+    cross = {"observations": [{"stream": "boiler-2", "x": 1.0}, {"stream": "boiler-3", "x": 2.0}]}
+    assert client.post("/v1/observations", json=cross).status_code == 200
+    assert ids(client) == ["boiler-1", "boiler-2", "boiler-3"]
+    misfit = client.post("/v1/streams/boiler-4/observations", json={"x": [1.0, 2.0]})  # the template's size: 1
+    assert misfit.status_code == 422 and misfit.json()["detail"][0]["loc"] == ["body", "x"]
+    assert "boiler-4" not in ids(client)  # refused: nothing created
+    assert client.delete("/v1/template").status_code == 204
+    assert client.post("/v1/streams/boiler-5/observations", json={"x": 1.0}).status_code == 404
+    assert client.post("/v1/streams/boiler-1/observations", json={"x": 1.0}).status_code == 200  # it stays
+
+
+def test_many_streams_are_created_in_one_request_over_the_template(client):
+    assert client.put("/v1/template", json=TEMPLATE).status_code == 200
+    body = {"streams": [{"id": "a"}, {"id": "b", "labels": {"fleet": "spare"}}, {"id": "c", "horizon": 4}]}
+    response = client.post("/v1/streams", json=body)
+    assert response.status_code == 200, response.text
+    made = response.json()["streams"]
+    assert [(s["id"], s["created"]) for s in made] == [("a", True), ("b", True), ("c", True)]
+    assert made[1]["labels"] == {"fleet": "spare"} and made[2]["config"]["horizon"] == 4
+    again = client.post("/v1/streams", json=body).json()["streams"]
+    assert [s["created"] for s in again] == [False, False, False]  # the same: confirmed, as PUT does
+    conflict = client.post("/v1/streams", json={"streams": [{"id": "d"}, {"id": "a", "horizon": 2}]})
+    assert conflict.status_code == 409 and "d" not in ids(client)  # checked whole first
+    twice = client.post("/v1/streams", json={"streams": [{"id": "e"}, {"id": "e"}]})
+    assert twice.status_code == 422 and twice.json()["detail"][0]["loc"] == ["body", "streams", 1, "id"]
+    bad = client.post("/v1/streams", json={"streams": [{"id": "f"}, {"id": "g", "horizon": 0}]})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "streams", 1, "horizon"]
+    assert ids(client) == ["a", "b", "c"]
+
+
+def test_without_a_template_each_item_is_a_whole_body(client):
+    response = client.post("/v1/streams", json={"streams": [{"id": "x", "model": {"input_size": 2}}, {"id": "y"}]})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "streams", 1, "model"]
+    assert ids(client) == []
+
+
+def test_a_bulk_create_over_the_quota_creates_nothing(tmp_path):
+    with app_client(Settings(data_dir=tmp_path / "data", max_streams_per_tenant=3)) as c:
+        wait_ready(c)
+        c.put("/v1/template", json=TEMPLATE)
+        refused = c.post("/v1/streams", json={"streams": [{"id": f"s{k}"} for k in range(4)]})
+        assert refused.status_code == 403 and ids(c) == []
+        assert c.post("/v1/streams", json={"streams": [{"id": f"s{k}"} for k in range(3)]}).status_code == 200
+        assert c.post("/v1/streams/s9/observations", json={"x": 1.0}).status_code == 403  # no room to create it
+
+
+def test_the_template_and_the_streams_it_created_survive_kill_9(tmp_path):
+    server = Server(tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.put("/v1/template", json=TEMPLATE).status_code == 200
+            assert c.post("/v1/streams/auto/observations", json={"x": 3.0, "seq": 1}).status_code == 200
+        server.kill()
+        server = Server(tmp_path / "data").start()
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.get("/v1/template").json()["labels"] == {"fleet": "boilers"}
+            assert c.get("/v1/streams/auto").json()["steps"] == 1
+            assert c.post("/v1/streams/auto-2/observations", json={"x": 3.0}).status_code == 200
+    finally:
+        server.stop()
