@@ -3,6 +3,8 @@ retries (only a genuine one: the same seq with the same values) and ``/predictio
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NotRequired, TypedDict
@@ -301,7 +303,21 @@ def calibrated(band: list[list[float]]) -> list[list[float]] | None:
 
 
 def rfc3339(ts: float | None) -> str | None:
-    """A timestamp as results carry it (None or NaN: none): RFC 3339 in UTC, to the microsecond given."""
+    """A timestamp as results carry it (None or NaN: none): RFC 3339 in UTC, to the microsecond given; the
+    same text as ``datetime.fromtimestamp(ts, UTC).isoformat()`` with Z, which costs 3 µs a result: its
+    rounding is done here, and each second's text is built once (a batch's readings share a few)."""
     if ts is None or ts != ts:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    fraction, whole = math.modf(ts)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    second = _second(int(whole))
+    return f"{second}.{micro:06d}Z" if micro else f"{second}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(whole: int) -> str:
+    return datetime.fromtimestamp(whole, UTC).isoformat()[:19]

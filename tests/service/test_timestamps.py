@@ -134,3 +134,18 @@ def test_the_history_comes_as_csv_too(client):
     assert (last["ts"], last["y_0"], last["y_1"]) == ("", "", "")  # none: empty cells
     assert [float(last["lower_1"]), float(last["upper_1"])] == results[-1]["interval"][1]
     assert client.get("/v1/streams/nope/predictions.csv").status_code == 404
+
+
+def test_timestamps_are_written_as_datetime_writes_them():
+    """rfc3339 rounds and formats itself (datetime's isoformat cost 3 µs a result): the same text."""
+    import random
+    from datetime import UTC, datetime
+
+    from tbptt.service.results import rfc3339
+
+    rng = random.Random(0)
+    stamps = [rng.uniform(-62_135_596_800.0, 253_402_300_799.0) for _ in range(20_000)]
+    stamps += [rng.uniform(1.7e9, 1.8e9) for _ in range(20_000)] + [0.0, -0.5, -1e-7, 0.9999995, 1.9999994999]
+    for ts in stamps:
+        assert rfc3339(ts) == datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z"), ts
+    assert rfc3339(None) is None and rfc3339(float("nan")) is None
