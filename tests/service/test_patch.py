@@ -26,8 +26,8 @@ def observations(start: int, count: int) -> dict:
                              enumerate(zip(xs[start : start + count], ys[start : start + count]))]}  # fmt: skip
 
 
-def expected_predictions(changed_after: int, changes: dict) -> list[list[float]]:
-    """The same observations in process, the engine reconfigured after step ``changed_after``."""
+def expected_predictions(changes: dict[int, dict]) -> list[list[float]]:
+    """The same observations in process, the engine reconfigured after each step in ``changes``."""
     config = StreamCreate.model_validate(CONFIG).to_core()
     engine = Engine()
     engine.add_stream("s", config)
@@ -35,8 +35,9 @@ def expected_predictions(changed_after: int, changes: dict) -> list[list[float]]
     out = []
     for t, (x, y) in enumerate(zip(xs, ys), start=1):
         out.append(engine.observe("s", x, y).prediction)
-        if t == changed_after:
-            engine.reconfigure("s", dataclasses.replace(config, **changes))
+        if t in changes:
+            config = dataclasses.replace(config, **changes[t])
+            engine.reconfigure("s", config)
     return out
 
 
@@ -51,7 +52,7 @@ def test_a_patch_changes_what_may_change_from_the_next_step(client):
     assert (info["config"]["optimizer"]["lr"], info["config"]["clip_grad_norm"]) == (0.005, 1.0)
     assert client.get("/v1/streams/s").json()["config"] == info["config"]
     rest = client.post("/v1/streams/s/observations", json=observations(30, 50)).json()["results"]
-    expected = expected_predictions(30, {"lr": 0.005, "weight_decay": 0.01, "clip_grad_norm": 1.0})
+    expected = expected_predictions({30: {"lr": 0.005, "weight_decay": 0.01, "clip_grad_norm": 1.0}})
     assert [r["prediction"] for r in first + rest] == expected  # float64: bit for bit
     assert [s["id"] for s in client.get("/v1/streams", params={"label": "site:south"}).json()["streams"]] == ["s"]
     back = client.patch("/v1/streams/s", json={"clip_grad_norm": None, "labels": {"site": None}})  # null: default
@@ -117,17 +118,6 @@ def test_patches_survive_kill_9_before_and_after_a_checkpoint(tmp_path):
             kept = c.get("/v1/streams/s/predictions", params={"limit": 80}).json()["results"]
     finally:
         server.stop()
-    config = StreamCreate.model_validate(CONFIG).to_core()
-    engine = Engine()
-    engine.add_stream("s", config)
-    xs, ys = sequence(2, 1, 80, seed=3)
-    expected = []
-    for t, (x, y) in enumerate(zip(xs, ys), start=1):
-        expected.append(engine.observe("s", x, y).prediction)
-        if t == 30:
-            config = dataclasses.replace(config, lr=0.005)
-            engine.reconfigure("s", config)
-        if t == 60:
-            engine.reconfigure("s", dataclasses.replace(config, loss="mse"))
+    expected = expected_predictions({30: {"lr": 0.005}, 60: {"loss": "mse"}})
     assert [r["prediction"] for r in first + middle + last] == expected  # float64: bit for bit
     assert [r["prediction"] for r in kept] == expected
