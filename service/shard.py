@@ -113,9 +113,7 @@ class Shard:
         plan = Plan()
         for k, (tenant, parts) in enumerate(requests):
             try:  # every part of the request first: all or nothing
-                states = [self._receiving(tenant, part) for part in parts]
-                for state, part in zip(states, parts):
-                    check(state, part)
+                states = self._receiving(tenant, parts)
                 limits.check_rollout(states, parts, self.settings)
                 plan.add(k, states, parts)
             except Exception as exc:  # nothing written yet: only this request fails
@@ -220,15 +218,22 @@ class Shard:
             self.durability.load(state)
         return state
 
-    def _receiving(self, tenant: str, part: Part) -> StreamState:
-        """The stream ``part`` is for, loaded; an unknown one is created from the tenant's template, if it has
-        one and the observations fit it (else they are refused as the stream would refuse them)."""
+    def _receiving(self, tenant: str, parts: list[Part]) -> list[StreamState]:
+        """The streams ``parts`` are for, loaded, each part checked against its stream. Unknown streams are
+        created from the tenant's template, if it has one, once every part has passed its checks (a refused
+        request creates nothing)."""
         template = self.templates.get(tenant)
-        if template is None or part.incarnation is not None or self.registry.find(tenant, part.stream) is not None:
-            return self.loaded(tenant, part.stream)
-        fits(template.config, part)
-        self.create(tenant, part.stream, template.config, template.labels)
-        return self.loaded(tenant, part.stream)
+        unknown: dict[str, None] = {}
+        for part in parts:
+            if template is not None and part.incarnation is None and self.registry.find(tenant, part.stream) is None:
+                fits(template.config, part)
+                unknown[part.stream] = None
+            else:
+                check(self.loaded(tenant, part.stream), part)
+        if template is not None:
+            for stream in unknown:
+                self.create(tenant, stream, template.config, template.labels)
+        return [self.loaded(tenant, part.stream) for part in parts]
 
     def set_template(self, tenant: str, template: Template | None) -> None:
         """The tenant's template (None: none): durable before it answers."""

@@ -34,6 +34,9 @@ def test_with_a_template_an_observation_creates_its_stream(client):
     misfit = client.post("/v1/streams/boiler-4/observations", json={"x": [1.0, 2.0]})  # the template's size: 1
     assert misfit.status_code == 422 and misfit.json()["detail"][0]["loc"] == ["body", "x"]
     assert "boiler-4" not in ids(client)  # refused: nothing created
+    mixed = {"observations": [{"stream": "boiler-5", "x": 1.0}, {"stream": "boiler-1", "x": [1.0, 2.0]}]}
+    assert client.post("/v1/observations", json=mixed).status_code == 422  # another part is refused ...
+    assert "boiler-5" not in ids(client)  # ... so the request creates nothing
     assert client.delete("/v1/template").status_code == 204
     assert client.post("/v1/streams/boiler-5/observations", json={"x": 1.0}).status_code == 404
     assert client.post("/v1/streams/boiler-1/observations", json={"x": 1.0}).status_code == 200  # it stays
