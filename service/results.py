@@ -193,13 +193,6 @@ class ResultLog:
         kept = self._y[k]
         return bool(np.isnan(kept).all()) if y is None else kept.tolist() == list(y)
 
-    @property
-    def last_ts(self) -> float | None:
-        """The newest timestamp among the kept results (None: none has one)."""
-        kept = self._ordered(self._ts)
-        given = kept[~np.isnan(kept)]
-        return float(given[-1]) if len(given) else None
-
     def _index(self, seq: int) -> int | None:
         seqs = self._ordered(self._seq)
         k = int(np.searchsorted(seqs, seq))
