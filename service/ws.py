@@ -25,7 +25,7 @@ from tbptt.models import CoreError, StreamNotFound
 from .auth import subprotocol
 from .browser import origin_allowed
 from .deps import HubDep, StreamId, Tenant
-from .errors import ServiceError, StreamReplaced, status_and_detail, validation_errors
+from .errors import LimitReached, ServiceError, StreamReplaced, status_and_detail, validation_errors
 from .hub import Hub
 from .routes.anomalies import MAX_ALERTS
 from .routes.observations import ObservationsIn, observe_stream
@@ -47,7 +47,7 @@ MESSAGE: TypeAdapter[Observation | ObservationBatch] = TypeAdapter(ObservationsI
 async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, tenant: Tenant) -> None:
     """Each text message is an Observation or {"observations": [...]}; each gets exactly one reply, in order:
     the same JSON as the POST response, or {"detail": ...} for a bad message (the socket stays open)."""
-    info = await _accept_known(websocket, hub, tenant, stream_id)
+    info = await _accept_known(websocket, hub, tenant, stream_id, create=True)
     if info is None:
         return
     s, loop = hub.settings, asyncio.get_running_loop()
@@ -193,14 +193,24 @@ async def _send(websocket: WebSocket, payload: Any) -> None:
     await websocket.send_text(orjson.dumps(payload).decode())
 
 
-async def _accept_known(websocket: WebSocket, hub: Hub, tenant: str, stream: str) -> StreamInfo | None:
-    """Accept the socket for an existing stream (its info), or close it saying why (None)."""
+async def _accept_known(
+    websocket: WebSocket, hub: Hub, tenant: str, stream: str, create: bool = False
+) -> StreamInfo | None:
+    """Accept the socket for an existing stream (its info), or close it saying why (None). With ``create``
+    (a socket that sends observations), an unknown stream is created from the tenant's template if it has one,
+    as an observation sent over HTTP would create it."""
     if not await _accept(websocket, hub):
         return None
     try:
-        info = await hub.info(tenant, stream)
-    except StreamNotFound as exc:
-        await websocket.close(POLICY_VIOLATION, str(exc))
+        try:
+            info = await hub.info(tenant, stream)
+        except StreamNotFound:
+            template = await hub.template(tenant) if create else None
+            if template is None:
+                raise
+            info, _ = await hub.create(tenant, stream, template.config, template.labels)
+    except (StreamNotFound, LimitReached) as exc:
+        await websocket.close(POLICY_VIOLATION, str(exc)[:120])
         return None
     except ServiceError as exc:  # recovering or stopping: worth another try
         await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])

@@ -4,6 +4,7 @@ one request, through the real server."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -40,6 +41,22 @@ def test_with_a_template_an_observation_creates_its_stream(client):
     assert client.delete("/v1/template").status_code == 204
     assert client.post("/v1/streams/boiler-5/observations", json={"x": 1.0}).status_code == 404
     assert client.post("/v1/streams/boiler-1/observations", json={"x": 1.0}).status_code == 200  # it stays
+
+
+def test_a_websocket_to_an_unknown_stream_creates_it_from_the_template(client):
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/v1/streams/ws-0/ws") as ws:
+        ws.receive_json()  # no template: closed, saying the stream is unknown
+    assert closed.value.code == 1008
+    assert client.put("/v1/template", json=TEMPLATE).status_code == 200
+    with client.websocket_connect("/v1/streams/ws-1/ws") as ws:
+        ws.send_json({"x": 4.0})
+        assert ws.receive_json()["results"][0]["step"] == 1
+    assert client.get("/v1/streams/ws-1").json()["labels"] == {"fleet": "boilers"}
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/v1/streams/ws-2/watch") as ws:
+        ws.receive_json()  # watching does not create: nothing would ever be sent to it
+    assert "ws-2" not in ids(client)
 
 
 def test_many_streams_are_created_in_one_request_over_the_template(client):
