@@ -64,7 +64,7 @@ def fits(config: CoreConfig, part: Part) -> None:
     """Every observation of ``part`` fits a stream of this config (a 422 naming the first that does not)."""
     for k, obs in enumerate(part.observations):
         if len(obs.x) != config.input_size or (obs.y is not None and _bad_target(config, obs.y)):
-            _refuse(config, obs, (*part.loc, k) if part.indexed else part.loc)
+            _refuse(config, obs, _loc(part, k))
 
 
 def _bad_target(config: CoreConfig, y: list[float]) -> bool:
@@ -114,29 +114,27 @@ class Plan:
         seen_ts: dict[str, float] = {}  # ... and last timestamp
         repeats: dict[int, tuple[StreamState, int]] = {}  # ... and its duplicates per stream (uid)
         new: list[tuple[StreamState, Incoming, int]] = []
-        mine: dict[tuple[str, int], Incoming] = {}  # this request's new observations by (engine key, seq)
         planned = []
         for state, part in zip(states, parts):
             key = state.key
             entries: list[Entry] = []
             for k, obs in enumerate(part.observations):
-                loc = (*part.loc, k) if part.indexed else part.loc
                 last = seen[key] if key in seen else self._last_seq.get(key, state.last_seq)
                 seq = obs.seq if obs.seq is not None else (1 if last is None else last + 1)
-                if last is not None and seq <= last:
-                    self._check_retry(state, obs, seq, last, mine.get((key, seq)), loc)
+                if last is not None and seq <= last:  # (rare: what it repeats is looked for only now)
+                    mine = next((o for st, o, q in reversed(new) if q == seq and st.key == key), None)
+                    self._check_retry(state, obs, seq, last, mine, _loc(part, k))
                     entries.append((True, seq))  # answered from the results
                     repeats[state.uid] = (state, repeats.get(state.uid, (state, 0))[1] + 1)
                     continue
                 if seq > MAX_SEQ:
-                    raise Invalid([*loc, "seq"], SEQS_EXHAUSTED)
+                    raise Invalid([*_loc(part, k), "seq"], SEQS_EXHAUSTED)
                 if obs.ts is not None:
                     last_ts = seen_ts[key] if key in seen_ts else self._last_ts.get(key, state.last_ts)
                     if last_ts is not None and obs.ts <= last_ts and state.config.timestamps == "increasing":
-                        raise Conflict([*loc, "ts"], _out_of_order(obs.ts, last_ts), "ts_out_of_order")
+                        raise Conflict([*_loc(part, k), "ts"], _out_of_order(obs.ts, last_ts), "ts_out_of_order")
                     seen_ts[key] = obs.ts
                 seen[key] = seq
-                mine[(key, seq)] = obs
                 entries.append((False, len(self.items) + len(new)))
                 new.append((state, obs, seq))
             planned.append((state, entries))
@@ -259,6 +257,11 @@ def _duplicate(state: StreamState, seq: int) -> Result:
         "seq": seq, "step": state.steps, "ts": None, "prediction": [], "loss": None, "updated": False,
         "anomaly": None, "anomalous": None, "interval": None, "duplicate": True,
     }  # fmt: skip
+
+
+def _loc(part: Part, k: int) -> Loc:
+    """Where observation ``k`` of ``part`` is in its request (built only for an error message)."""
+    return (*part.loc, k) if part.indexed else part.loc
 
 
 def _same(obs: Incoming, x: list[float], y: list[float] | None, ts: float | None) -> bool:
