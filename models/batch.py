@@ -48,10 +48,11 @@ class FleetBatch:
     has_y: np.ndarray  # (n, T)
     lengths: np.ndarray  # (n,)
     learn: np.ndarray  # (n, T) False: learn nothing from that observation's target
+    ts: np.ndarray | None = None  # (n, T) timestamps, Unix seconds (streams with elapsed_input)
 
     def apply(self) -> Columns:
         """Step the fleet; the results as columns, in the order of ``items``."""
-        out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths, self.learn)
+        out: Outcome = self.fleet.observe(self.slots, self.x, self.y, self.has_y, self.lengths, self.learn, self.ts)
         at = (self.rank, self.position)
         scores = out.scores[at]
         ahead = None if out.forecasts is None else out.forecasts[at]
@@ -152,16 +153,18 @@ class Results(Sequence[StepResult]):
 
 
 def prepare(
-    fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any], ys: list[Any], learn: list[bool]
-) -> FleetBatch:
-    """Validate and pad one fleet's items (request positions ``items``, stream ``slots``, raw x and y, and
-    whether to learn from each)."""
+    fleet: Fleet, items: list[int], slots: Sequence[int], xs: list[Any], ys: list[Any], learn: list[bool],
+    stamps: list[float | None] | None = None,
+) -> FleetBatch:  # fmt: skip
+    """Validate and pad one fleet's items (request positions ``items``, stream ``slots``, raw x and y, whether
+    to learn from each, and their timestamps)."""
     c = fleet.config
     assert c.output_size is not None
-    x = _matrix(items, "x", xs, c.input_size)
-    finite = np.isfinite(x).all(axis=1)
+    x = _matrix(items, "x", xs, c.input_size, gaps=c.impute_missing)
+    finite = (~np.isinf(x) if c.impute_missing else np.isfinite(x)).all(axis=1)
     if not finite.all():
-        raise InvalidObservation(items[int(np.argmin(finite))], "x", "values must be finite")
+        why = "values must be finite or null" if c.impute_missing else "values must be finite"
+        raise InvalidObservation(items[int(np.argmin(finite))], "x", why)
     has_y = np.fromiter((v is not None for v in ys), dtype=bool, count=len(ys))
     y = np.full((len(items), c.output_size), np.nan)
     if has_y.any():
@@ -185,11 +188,32 @@ def prepare(
     has_y_pad, learn_pad = np.zeros((n, t_max), dtype=bool), np.ones((n, t_max), dtype=bool)
     x_pad[rank, position], y_pad[rank, position], has_y_pad[rank, position] = x, y, has_y
     learn_pad[rank, position] = learn
-    return FleetBatch(fleet, items, unique, rank, position, x_pad, y_pad, has_y_pad, counts, learn_pad)
+    ts = _timestamps(fleet, items, unique, rank, position, t_max, stamps) if c.elapsed_input else None
+    return FleetBatch(fleet, items, unique, rank, position, x_pad, y_pad, has_y_pad, counts, learn_pad, ts)
 
 
-def _matrix(items: list[int], field: str, values: list[Any], size: int) -> np.ndarray:
-    """``values`` (numbers, or lists of ``size`` numbers) as an (m, size) float64 matrix."""
+def _timestamps(
+    fleet: Fleet, items: list[int], slots: np.ndarray, rank: np.ndarray, position: np.ndarray, t_max: int,
+    stamps: list[float | None] | None,
+) -> np.ndarray:  # fmt: skip
+    """The items' timestamps as (n, T), padded with NaN; each required, finite and after the one before."""
+    given = np.array([np.nan if t is None else t for t in stamps or [None] * len(items)], dtype=np.float64)
+    if not np.isfinite(given).all():
+        index = items[int(np.argmin(np.isfinite(given)))]
+        raise InvalidObservation(index, "ts", "required: the stream feeds the time between observations to its network")
+    ts = np.full((len(slots), t_max), np.nan)
+    ts[rank, position] = given
+    before = np.concatenate([fleet.slots.last_ts[slots][:, None], ts[:, :-1]], axis=1)[rank, position]
+    late = given <= before  # (NaN before: the first; compares False)
+    if late.any():
+        index = items[int(np.argmax(late))]
+        raise InvalidObservation(index, "ts", "must be after the stream's previous observation's")
+    return ts
+
+
+def _matrix(items: list[int], field: str, values: list[Any], size: int, gaps: bool = False) -> np.ndarray:
+    """``values`` (numbers, or lists of ``size`` numbers; with ``gaps``, lists may hold None: NaN) as an
+    (m, size) float64 matrix."""
     try:
         array = np.array(values)
     except ValueError:  # ragged
@@ -200,14 +224,17 @@ def _matrix(items: list[int], field: str, values: list[Any], size: int) -> np.nd
         if array.ndim == 2 and array.shape[1] == size:
             return array.astype(np.float64)
     for index, value in zip(items, values):  # find and name the first bad item
-        _vector(index, field, value, size)
+        _vector(index, field, value, size, gaps)
+    if gaps:  # every item is a list of numbers and Nones
+        return np.array([[np.nan if v is None else v for v in value] for value in values], dtype=np.float64)
     raise InvalidObservation(items[0], field, "must be a number or a list of numbers")
 
 
-def _vector(index: int, field: str, value: Any, size: int) -> None:
+def _vector(index: int, field: str, value: Any, size: int, gaps: bool = False) -> None:
     values = [value] if _is_number(value) else value
-    if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
-        raise InvalidObservation(index, field, "must be a number or a list of numbers")
+    if not isinstance(values, (list, tuple)) or not all(_is_number(v) or (gaps and v is None) for v in values):
+        why = "must be a list of numbers and nulls" if gaps else "must be a number or a list of numbers"
+        raise InvalidObservation(index, field, why)
     if len(values) != size:
         raise InvalidObservation(index, field, f"expected {size} values, got {len(values)}")
 

@@ -97,6 +97,12 @@ class StreamConfig:
     seed: int = 0  # fixes the initial weights
     # observations' timestamps: "increasing" refuses one not after the last given (the service's check)
     timestamps: TimestampOrder = "increasing"
+    # null (or NaN) entries of x are read as missing: filled with that input's last reading (0 before its
+    # first), and the network gets one more input per input, 1 where it was filled (models/inputs.py)
+    impute_missing: bool = False
+    # the network gets one more input: the time since the stream's previous observation (log(1 + seconds),
+    # standardized online); every observation must carry its timestamp, increasing
+    elapsed_input: bool = False
 
     def __post_init__(self) -> None:
         if self.output_size is None:
@@ -109,6 +115,12 @@ class StreamConfig:
     @property
     def torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+    @property
+    def network_inputs(self) -> int:
+        """The width of what the network sees at each step: the inputs, their missing-value indicators and
+        the elapsed time, as configured."""
+        return self.input_size * (2 if self.impute_missing else 1) + (1 if self.elapsed_input else 0)
 
     @property
     def detects_season(self) -> bool:
@@ -192,7 +204,19 @@ def _validate(c: StreamConfig) -> None:
         raise InvalidConfig("horizon needs target 'next': it rolls the forecast of the next reading forward", "horizon")
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
     _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
-    for name in ("normalize", "residual", "from_last_target", "gate", "learn_from_anomalies"):
+    if c.elapsed_input and c.timestamps != "increasing":
+        raise InvalidConfig(
+            "elapsed_input needs timestamps 'increasing': the time since the last must be >= 0", "timestamps"
+        )
+    for name in (
+        "normalize",
+        "residual",
+        "from_last_target",
+        "gate",
+        "learn_from_anomalies",
+        "impute_missing",
+        "elapsed_input",
+    ):
         if not isinstance(getattr(c, name), bool):
             raise InvalidConfig(f"{name} must be a bool, got {getattr(c, name)!r}", name)
     _int_at_least("seed", c.seed, 0)

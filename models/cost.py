@@ -18,7 +18,7 @@ def step_macs(config: StreamConfig) -> int:
     """Multiply-adds of one live step: every layer's gates and the output head."""
     assert config.output_size is not None
     hidden, gates = config.hidden_size, GATES[config.cell]
-    layers = sum(gates * hidden * ((config.input_size if layer == 0 else hidden) + hidden)
+    layers = sum(gates * hidden * ((config.network_inputs if layer == 0 else hidden) + hidden)
                  for layer in range(config.num_layers))  # fmt: skip
     return layers + hidden * config.output_size
 

@@ -25,9 +25,16 @@ from .slots import FleetSlots, release_free_memory
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 Values = float | Sequence[float]
+Reading = float | Sequence[float | None]  # x: with impute_missing, None is a missing entry
 # (stream id, x, y), or with a fourth element ``learn``: False predicts and scores, but the network learns
-# nothing from this observation's target (its loss is skipped as a missing target's)
-Item = tuple[str, Values, Values | None] | tuple[str, Values, Values | None, bool]
+# nothing from this observation's target (its loss is skipped as a missing target's), and a fifth: its
+# timestamp, Unix seconds (streams with ``elapsed_input`` need it; others ignore it). With ``impute_missing``
+# an entry of x may be None (or NaN): missing (models/inputs.py).
+Item = (
+    tuple[str, Reading, Values | None]
+    | tuple[str, Reading, Values | None, bool]
+    | tuple[str, Reading, Values | None, bool, float | None]
+)
 
 STATE_VERSION = 1
 
@@ -78,6 +85,7 @@ class StreamMetrics:
     coverage: float | None = None  # the fraction of targets inside their intervals, since calibrated ...
     interval_width: float | None = None  # ... and the intervals' mean width (per output, averaged)
     outputs: tuple[OutputMetrics, ...] = ()  # the prequential errors of each output
+    imputed: int = 0  # readings with a missing entry filled in (models/inputs.py)
 
 
 @dataclass
@@ -169,8 +177,10 @@ class Engine:
 
     # -- observations --------------------------------------------------------------------------------------
 
-    def observe(self, stream_id: str, x: Values, y: Values | None = None) -> StepResult:
-        return self.observe_many([(stream_id, x, y)])[0]
+    def observe(
+        self, stream_id: str, x: Reading, y: Values | None = None, learn: bool = True, ts: float | None = None
+    ) -> StepResult:
+        return self.observe_many([(stream_id, x, y, learn, ts)])[0]
 
     @torch.inference_mode()  # no autograd anywhere in here: skipping its dispatch saves ~15% of each call
     def observe_many(self, items: Sequence[Item]) -> Results:
@@ -195,6 +205,7 @@ class Engine:
                 [items[i][1] for i in indices],
                 [items[i][2] for i in indices],
                 [len(items[i]) < 4 or items[i][3] is not False for i in indices],  # type: ignore[misc]
+                [items[i][4] if len(items[i]) > 4 else None for i in indices],  # type: ignore[misc]
             )
             for indices in by_fleet.values()
         ]
@@ -225,6 +236,7 @@ class Engine:
             coverage=int(s.iv_inside[slot]) / covered if covered > 0 else None,
             interval_width=float(s.iv_width[slot]) / covered if covered > 0 else None,
             outputs=_per_output(s, slot),
+            imputed=int(s.imputed[slot]) if stream.config.impute_missing else 0,
         )
 
     def hidden(self, stream_id: str) -> Hidden:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import gate, optim
+from . import gate, inputs, optim
 from .anomaly import CALIBRATED_AFTER
 from .cells import make_cell, per_step
 from .config import StreamConfig
@@ -56,6 +56,9 @@ class Fleet:
             history=config.history_length,
             season=config.season or 1,
             horizon=config.horizon,
+            seen=config.network_inputs,
+            impute=config.impute_missing,
+            elapsed=config.elapsed_input,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots)
         self.mode = target_mode(self)
@@ -100,13 +103,14 @@ class Fleet:
 
     def observe(
         self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, lengths: np.ndarray,
-        learn: np.ndarray,
+        learn: np.ndarray, ts: np.ndarray | None = None,
     ) -> Outcome:  # fmt: skip
         """Apply to each of ``slots`` (n,), sorted and distinct, its run of ``lengths`` (n,) observations.
 
-        ``x`` (n, T, I) and ``y`` (n, T, O) are float64 in the caller's units, padded to the longest run;
-        ``has_y`` (n, T) says where a target is given (explicit mode only); where ``learn`` (n, T) is False,
-        that observation's target (forecast mode: its x) is judged but not learnt from.
+        ``x`` (n, T, I) and ``y`` (n, T, O) are float64 in the caller's units, padded to the longest run (x:
+        NaN where missing, with ``impute_missing``); ``has_y`` (n, T) says where a target is given (explicit
+        mode only); where ``learn`` (n, T) is False, that observation's target (forecast mode: its x) is
+        judged but not learnt from; ``ts`` (n, T): the observations' timestamps (``elapsed_input``).
         """
         n, t_max = x.shape[:2]
         out = Outcome(
@@ -133,15 +137,14 @@ class Fleet:
             if horizon > 1:  # forecasts roll forward from the state after each reading: one at a time
                 size = 1
             block = slice(done, done + size)
-            result = self.mode.block(
-                rows, first, x[active, block], y[active, block], has_y[active, block], learn[active, block]
+            taken = inputs.seen(
+                self.config, self.slots, rows, x[active, block], None if ts is None else ts[active, block]
             )
+            result = self.mode.block(rows, first, taken, y[active, block], has_y[active, block], learn[active, block])
             for name in ("steps", "predictions", "losses", "updated", "scores", "intervals"):
                 getattr(out, name)[active, block] = getattr(result, name)
             if out.forecasts is not None and out.forecast_intervals is not None:
-                ahead, bands = horizon_roll(
-                    self, rows, first, x[active, done], result.predictions[:, 0], result.intervals[:, 0]
-                )
+                ahead, bands = horizon_roll(self, rows, first, taken, result.predictions[:, 0], result.intervals[:, 0])
                 out.forecasts[active, done], out.forecast_intervals[active, done] = ahead, bands
             done += size
         self._count_judged(slots, judged_before, inside_before)
@@ -154,12 +157,15 @@ class Fleet:
         self.covered += int(had_interval.sum())
         self.inside += int(self.slots.iv_inside[slots].sum()) - inside_before
 
-    def forward(self, rows: Rows, steps: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        """The live steps ``steps`` (n, T) on ``seen`` (n, T, I): no autograd, each prediction made before
-        any learning from it; the outputs (n, T, O), in training units."""
+    def forward(self, rows: Rows, steps: np.ndarray, seen: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+        """The live steps ``steps`` (n, T) on ``seen`` (n, T, I) and the network's ``extra`` inputs (n, T, E)
+        (models/inputs.py): no autograd, each prediction made before any learning from it; the outputs
+        (n, T, O), in training units."""
         c, s = self.config, self.slots
         assert c.k2 is not None
-        inputs = torch.from_numpy(seen).to(c.torch_dtype)  # (n, T, I)
+        if extra is not None:
+            seen = np.concatenate([seen, extra], axis=-1)
+        inputs = torch.from_numpy(seen).to(c.torch_dtype)  # (n, T, N)
         net = self.layout.views(rows.take(s.params))
         state = rows.take(s.hidden)  # (n, L, C*H)
         states, outputs, extras = [], [], []
@@ -167,11 +173,11 @@ class Fleet:
         h_only = self.cell.state_parts == 1  # then the state is the output
         for u in per_step(inputs):  # one step at a time: (n, 1, I)
             states.append(state)
-            state, output, extra = self._step(net, state, u, single, h_only)
+            state, output, kept = self._step(net, state, u, single, h_only)
             outputs.append(output)
-            extras.append(extra)
+            extras.append(kept)
         ring = ring_index(rows.slots, steps, c.k2)
-        ring_rows(s.ring_x).index_copy_(0, ring, inputs.reshape(-1, c.input_size))
+        ring_rows(s.ring_x).index_copy_(0, ring, inputs.reshape(-1, c.network_inputs))
         # Before the hidden state is stored: the first state may be a view of it.
         ring_rows(s.ring_state).index_copy_(0, ring, torch.stack(states, dim=1).flatten(0, 1))
         if self.cell.extras_size:
@@ -197,10 +203,11 @@ class Fleet:
         state = new[0] if single else torch.cat(new, dim=1)
         return state, torch.baddbmm(net.head_b, u, net.head_w), extra
 
-    def roller(self, rows: Rows) -> Callable[[np.ndarray], np.ndarray]:
-        """A function that steps the network on inputs (n, I) and returns its outputs (n, O), training units,
-        from the carried state and then from its own copy: the carried state, the rings and the weights stay
-        as they are (models/horizon.py rolls forecasts forward with it)."""
+    def roller(self, rows: Rows, extra: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """A function that steps the network on inputs (n, I) (with the network's ``extra`` inputs (n, E), the
+        same at every step) and returns its outputs (n, O), training units, from the carried state and then
+        from its own copy: the carried state, the rings and the weights stay as they are (models/horizon.py
+        rolls forecasts forward with it)."""
         c = self.config
         net = self.layout.views(rows.take(self.slots.params))
         state = rows.take(self.slots.hidden)
@@ -208,6 +215,8 @@ class Fleet:
 
         def step(inputs: np.ndarray) -> np.ndarray:
             nonlocal state
+            if extra is not None:
+                inputs = np.concatenate([inputs, extra], axis=-1)
             u = torch.from_numpy(inputs[:, None]).to(c.torch_dtype)
             state, output, _ = self._step(net, state, u, single, h_only)
             return output[:, 0].to(torch.float64).numpy()

@@ -21,6 +21,7 @@ import numpy as np
 
 from .anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA, quantiles
 from .gate import WEIGHTS
+from .inputs import Seen
 from .slots import Rows
 
 if TYPE_CHECKING:
@@ -28,17 +29,17 @@ if TYPE_CHECKING:
 
 
 def roll(
-    fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, next_forecast: np.ndarray, next_interval: np.ndarray
+    fleet: Fleet, rows: Rows, step: np.ndarray, reading: Seen, next_forecast: np.ndarray, next_interval: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """After reading ``x`` (n, I) of ``step`` (n,), whose forecast of the next reading is ``next_forecast``
-    (n, O) with ``next_interval`` (n, O, 2): the forecasts of the next H readings (n, H, O) and their
-    intervals (n, H, O, 2)."""
+    """After ``reading`` (a block of one) of ``step`` (n,), whose forecast of the next reading is
+    ``next_forecast`` (n, O) with ``next_interval`` (n, O, 2): the forecasts of the next H readings (n, H, O)
+    and their intervals (n, H, O, 2)."""
     c, s, sl = fleet.config, fleet.slots, rows.slots
-    horizon = c.horizon
-    _judge(fleet, rows, step, x)
+    horizon, x = c.horizon, reading.x[:, 0]
+    _judge(fleet, rows, step, x, None if reading.gaps is None else reading.gaps[:, 0])
     forecasts = np.empty((len(step), horizon, x.shape[1]))
     forecasts[:, 0] = next_forecast
-    network = fleet.roller(rows)
+    network = fleet.roller(rows, reading.ahead(0))
     seen, output = fleet.mode.rollers(rows)  # type: ignore[attr-defined]
     choose = _Choice(fleet, rows, step, x) if c.gate else None
     for h in range(2, horizon + 1):
@@ -53,14 +54,17 @@ def roll(
     return forecasts, intervals
 
 
-def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray) -> None:
+def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.ndarray | None) -> None:
     """Reading ``x`` judges the forecasts made for it h steps before, for each h in 2..H: the intervals'
-    trackers take in those errors (the same updates as models/anomaly.py's)."""
+    trackers take in those errors (the same updates as models/anomaly.py's); a reading with a filled entry
+    (``gaps``, models/inputs.py) judges nothing."""
     s, sl, horizon = fleet.slots, rows.slots, fleet.config.horizon
     ahead = np.arange(2, horizon + 1)  # (H-1,)
     at = (step[:, None] - ahead) % horizon  # (n, H-1): the ring place of the step that made each
     e = x[:, None] - s.hz_made[sl[:, None], at, ahead - 2]  # (n, H-1, O)
     now = ((step[:, None] - ahead) >= 1) & np.isfinite(e).all(axis=-1)  # (n, H-1)
+    if gaps is not None:
+        now &= ~gaps[:, None]
     if not now.any():
         return
     upper, lower, start = quantiles(fleet.config.coverage)

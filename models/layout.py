@@ -82,7 +82,7 @@ class Layout:
             offset += math.prod(shape)
 
         for layer in range(config.num_layers):
-            inp = config.input_size if layer == 0 else config.hidden_size
+            inp = config.network_inputs if layer == 0 else config.hidden_size
             add(f"rnn.weight_ih_l{layer}", (gates_h, inp))
             add(f"rnn.weight_hh_l{layer}", (gates_h, config.hidden_size))
             add(f"rnn.bias_ih_l{layer}", (gates_h,))

@@ -131,7 +131,7 @@ class FleetSlots(SlotArrays):
     # torch, in the model's dtype: what the network touches
     params: Tensor  # (P,) the flat weights (see layout)
     hidden: Tensor  # (L, C*H) the carried state
-    ring_x: Tensor  # (k2, I) the inputs the network saw, the last k2 steps (ring buffer by step)
+    ring_x: Tensor  # (k2, N) what the network saw (N: config.network_inputs), the last k2 steps (a ring by step)
     ring_y: Tensor  # (k2, O) their targets, in training units
     ring_state: Tensor  # (k2, L, C*H) the state before each step
     ring_extra: Tensor  # (k2, L, E) what each live step computed that its backward needs (see cells)
@@ -195,17 +195,27 @@ class FleetSlots(SlotArrays):
     loss_ewma: np.ndarray
     last_update_loss: np.ndarray
     grad_norm: np.ndarray
+    # models/inputs.py, for the streams that have them: each input's last reading (impute_missing); the last
+    # timestamp and the statistics of the elapsed times (elapsed_input)
+    last_seen: np.ndarray  # (I,)
+    imputed: np.ndarray  # () readings with an entry filled
+    last_ts: np.ndarray  # () NaN: none yet
+    dt_shift: np.ndarray  # (1,)
+    dt_s1: np.ndarray
+    dt_s2: np.ndarray
+    dt_count: np.ndarray
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
+        seen: int | None = None, impute: bool = False, elapsed: bool = False,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
             "params": ArraySpec((params,), dtype),
             **{name: ArraySpec((params,), dtype) for name in optim},
             "hidden": ArraySpec(state, dtype),
-            "ring_x": ArraySpec((k2, inp), dtype),
+            "ring_x": ArraySpec((k2, inp if seen is None else seen), dtype),
             "ring_y": ArraySpec((k2, out), dtype),
             "ring_state": ArraySpec((k2, *state), dtype),
             "ring_extra": ArraySpec((k2, state[0], extras), dtype),
@@ -264,6 +274,10 @@ class FleetSlots(SlotArrays):
             "last_update_loss": ArraySpec((), f64, nan),
             "grad_norm": ArraySpec((), f64, nan),
         }
+        if impute:
+            specs.update({"last_seen": ArraySpec((inp,), f64), "imputed": ArraySpec((), i64)})
+        if elapsed:
+            specs.update({"last_ts": ArraySpec((), f64, nan), **_moment_specs("dt", 1)})
         super().__init__(specs)
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import anomaly, gate, season
+from .inputs import Seen
 from .normalizer import Moments
 from .slots import Rows
 
@@ -53,10 +54,10 @@ class TargetMode:
         self.fleet, self.config, self.slots = fleet, fleet.config, fleet.slots
 
     def block(
-        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
+        self, rows: Rows, first: np.ndarray, seen: Seen, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
     ) -> Outcome:
-        """Apply one block: ``x`` (n, T, I), ``y`` (n, T, O), ``has_y`` and ``learn`` (n, T) from step ``first``
-        (n,)."""
+        """Apply one block: the readings ``seen`` (x: (n, T, I), see models/inputs.py), ``y`` (n, T, O),
+        ``has_y`` and ``learn`` (n, T) from step ``first`` (n,)."""
         raise NotImplementedError
 
     def _learnt(self, learn: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -97,12 +98,12 @@ class TargetMode:
 
 class Explicit(TargetMode):
     def block(
-        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
+        self, rows: Rows, first: np.ndarray, seen: Seen, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
     ) -> Outcome:
         fleet = self.fleet
-        steps = first[:, None] + np.arange(x.shape[1])  # (n, T) network steps, one per observation
+        steps = first[:, None] + np.arange(y.shape[1])  # (n, T) network steps, one per observation
         rows.put(self.slots.steps, steps[:, -1])
-        yhat = fleet.forward(rows, steps, self._standardized_inputs(rows, x)[0])
+        yhat = fleet.forward(rows, steps, self._standardized_inputs(rows, seen.x)[0], seen.extra)
         finite = has_y & np.isfinite(y).all(axis=-1)
         naive = self._last_targets(rows, y, finite)
         base, based = np.zeros_like(y), np.ones_like(has_y)
@@ -141,30 +142,33 @@ class Forecast(TargetMode):
     """Levels: the network sees the (standardized) readings and predicts the next one."""
 
     def block(
-        self, rows: Rows, first: np.ndarray, x: np.ndarray, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
+        self, rows: Rows, first: np.ndarray, seen: Seen, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray
     ) -> Outcome:
-        s, fleet = self.slots, self.fleet
+        s, fleet, x = self.slots, self.fleet, seen.x
         n, size = x.shape[:2]
         steps = first[:, None] + np.arange(size)
         losses, scores = np.full((n, size), np.nan), np.full((n, size), np.nan)
         updated = np.zeros((n, size), dtype=bool)
+        # A reading with a filled entry (models/inputs.py) is no target: judging or learning from it would
+        # judge or learn the imputation.
+        real = np.ones((n, size), dtype=bool) if seen.gaps is None else ~seen.gaps
         pending = first > 1
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
             losses[pending, 0], updated[pending, 0], scores[pending, 0] = self._resolve_pending(
-                sub, first[pending] - 1, x[pending, :1], learn[pending, :1]
+                sub, first[pending] - 1, x[pending, :1], learn[pending, :1], real[pending, :1]
             )
         rows.put(s.steps, steps[:, -1])
-        yhat, pred, target, warm = self._network(rows, steps, x)
+        yhat, pred, target, warm = self._network(rows, steps, x, seen.extra)
         truth = x[:, 1:]  # the targets of this block's steps but its last
-        known = np.ones(truth.shape[:2], dtype=bool)
+        known = real[:, 1:]
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
         seasonal = season.anchors(self.config, s, rows, steps, x) if self.config.history_length else None
         targets = np.concatenate([truth, x[:, -1:]], axis=1)  # (the last is not judged: its target is to come)
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
         judged_scores, intervals = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
-        learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1])  # x_{t+1} is step t's target
+        learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1]) & known  # x_{t+1} is step t's target
         losses[:, 1:] = fleet.resolve(
             rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, learnt, known, warm, x[:, :-1]
         )
@@ -177,13 +181,14 @@ class Forecast(TargetMode):
         return Outcome(steps, shown, losses, updated, scores, intervals)
 
     def _network(
-        self, rows: Rows, steps: np.ndarray, x: np.ndarray
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Forward the block: the outputs, the predictions in the caller's units, and the targets in training
-        units of the block's steps but its last (with ``warm``: whether their scale is known)."""
+        """Forward the block (with the network's ``extra`` inputs): the outputs, the predictions in the
+        caller's units, and the targets in training units of the block's steps but its last (with ``warm``:
+        whether their scale is known)."""
         truth = x[:, 1:]
         seen, history = self._standardized_inputs(rows, x)
-        yhat = self.fleet.forward(rows, steps, seen)
+        yhat = self.fleet.forward(rows, steps, seen, extra)
         if history is None:
             return yhat, yhat, truth, np.ones(truth.shape[:2], dtype=bool)
         mean, std = history.scale()
@@ -191,19 +196,18 @@ class Forecast(TargetMode):
         return yhat, mean + std * yhat, (truth - mean[:, :-1]) / std[:, :-1], count[:, :-1] >= 2
 
     def _resolve_pending(
-        self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray
+        self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,); its loss, whether the
-        update that step completes applied, and the reading's anomaly score."""
+        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,) where ``known`` (n, 1); its
+        loss, whether the update that step completes applied, and the reading's anomaly score."""
         s, sl = self.slots, rows.slots
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
         target, warm = self._pending_target(rows, x)
-        known = np.ones(x.shape[:2], dtype=bool)
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores = anomaly.calibrate(self.config, s, rows, pred, x, known)[0]
-        learnt = self._learnt(learn, scores)
+        learnt = self._learnt(learn, scores) & known
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0]
 
@@ -230,18 +234,18 @@ class Residual(Forecast):
     Measured on the series under tests/models/data, changes as inputs beat levels."""
 
     def _network(
-        self, rows: Rows, steps: np.ndarray, x: np.ndarray
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         change = x[:, 1:] - x[:, :-1]  # the targets of this block's steps but its last
         since_last = np.where((steps[:, 0] > 1)[:, None], x[:, 0] - rows.take(self.slots.last_x), 0.0)
         changes = np.concatenate([since_last[:, None], change], axis=1)  # (n, T, I): the inputs
         if not self.config.normalize:
-            yhat = self.fleet.forward(rows, steps, changes)
+            yhat = self.fleet.forward(rows, steps, changes, extra)
             return yhat, x + yhat, change, np.ones(change.shape[:2], dtype=bool)
         history = self._moments("y", rows).accumulate(change, np.ones(change.shape[:2], dtype=bool))
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()  # index k: with the change into step k, before the next one
-        yhat = self.fleet.forward(rows, steps, (changes - mean) / std)
+        yhat = self.fleet.forward(rows, steps, (changes - mean) / std, extra)
         target = (change - mean[:, :-1]) / std[:, :-1]
         return yhat, x + mean + std * yhat, target, history.count[:, :-1] >= 2
 

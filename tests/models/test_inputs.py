@@ -1,0 +1,169 @@
+"""Missing inputs and the time between observations (models/inputs.py) against the reference loop, fed the
+network's inputs as computed here, independently: each missing entry filled with its input's last reading
+(0 before the first) plus one indicator per input; log(1 + seconds since the previous observation)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tbptt.models import Engine, InvalidConfig, InvalidObservation, StreamConfig
+from tests.factories import RAW, sequence
+from tests.reference import reference
+
+STEPS = 157
+
+
+def with_gaps(xs: list[list[float]], seed: int, rate: float = 0.25) -> list[list[float | None]]:
+    """``xs`` with entries dropped at random, runs of a dead channel included, and a first reading with
+    nothing yet to fill from."""
+    rng = random.Random(seed)
+    out: list[list[float | None]] = []
+    dead = -1
+    for t, x in enumerate(xs):
+        if rng.random() < 0.05:
+            dead = rng.randrange(len(x)) if dead < 0 else -1  # a channel dies, or comes back
+        out.append([None if i == dead or rng.random() < rate or (t == 0 and i == 0) else v for i, v in enumerate(x)])
+    return out
+
+
+def filled(xs: list[list[float | None]]) -> list[list[float]]:
+    """What the network sees: each missing entry as its input's last reading (0 before one), then 1 for each
+    entry that was missing, 0 for each read."""
+    last = [0.0] * len(xs[0])
+    out = []
+    for x in xs:
+        values, flags = [], []
+        for i, v in enumerate(x):
+            if v is None:
+                values.append(last[i])
+                flags.append(1.0)
+            else:
+                values.append(v)
+                flags.append(0.0)
+                last[i] = v
+        out.append(values + flags)
+    return out
+
+
+def run(config: StreamConfig, items: list[tuple]) -> tuple[Engine, list]:
+    engine = Engine()
+    engine.add_stream("s", config)
+    return engine, [engine.observe("s", *item) for item in items]
+
+
+def assert_weights(engine: Engine, ref_weights: dict[str, torch.Tensor]) -> None:
+    weights = engine.export_weights("s")
+    assert set(weights) == set(ref_weights)
+    for name, value in ref_weights.items():
+        torch.testing.assert_close(weights[name], value, atol=1e-10, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize(("k1", "k2"), [(5, 5), (4, 12)])
+def test_missing_inputs_are_filled_and_flagged_exactly_as_the_reference_loop_sees_them(cell, k1, k2):
+    common = dict(cell=cell, hidden_size=5, output_size=2, k1=k1, k2=k2, dtype="float64", loss="mse", seed=4, **RAW)
+    xs, ys = sequence(3, 2, STEPS, seed=5, missing_every=6)
+    gappy = with_gaps(xs, seed=1)
+    engine, results = run(StreamConfig(input_size=3, impute_missing=True, **common), list(zip(gappy, ys)))
+    ref = reference(StreamConfig(input_size=6, **common), filled(gappy), ys)
+    for t, (result, expected) in enumerate(zip(results, ref.predictions), start=1):
+        assert result.prediction == pytest.approx(expected, abs=1e-10, rel=0), f"prediction at step {t}"
+    assert_weights(engine, ref.weights)
+    assert engine.metrics("s").updates == ref.updates > 0
+
+
+@pytest.mark.parametrize(("k1", "k2"), [(4, 4), (3, 8)])
+def test_in_forecast_mode_a_reading_with_a_filled_entry_is_no_target(k1, k2):
+    """Forecast mode is explicit mode on the shifted sequence, where a next reading with a missing entry is
+    no target: no loss, no score, nothing learnt from it."""
+    common = dict(cell="gru", hidden_size=5, k1=k1, k2=k2, dtype="float64", seed=2, **RAW)
+    xs, _ = sequence(2, 2, STEPS, seed=9)
+    gappy = with_gaps(xs, seed=3)
+    engine, results = run(StreamConfig(input_size=2, target="next", residual=False, impute_missing=True, **common),
+                          [(x,) for x in gappy])  # fmt: skip
+    targets = [None if None in x else x for x in gappy[1:]]
+    ref = reference(StreamConfig(input_size=4, output_size=2, **common), filled(gappy)[:-1], targets)
+    for t, (result, expected) in enumerate(zip(results, ref.predictions), start=1):
+        assert result.prediction == pytest.approx(expected, abs=1e-10, rel=0), f"prediction at step {t}"
+    for x, result in zip(gappy[1:], results[1:]):
+        if None in x:
+            assert result.loss is None and result.anomaly is None and result.anomalous is None
+    assert any(r.loss is not None for r in results)
+    assert_weights(engine, ref.weights)
+    assert engine.metrics("s").prequential_n == sum(t is not None for t in targets)
+    assert engine.metrics("s").imputed == sum(None in x for x in gappy) > 0
+
+
+def test_the_defaults_impute_too_and_results_do_not_depend_on_how_observations_are_grouped():
+    """Every default (standardization, residual forecasts, the gate, a season, a horizon, anomaly scores):
+    one at a time and in one call give the same results, and a state saved midway continues exactly."""
+    config = StreamConfig(input_size=2, target="next", impute_missing=True, elapsed_input=True, season=7, horizon=3)
+    xs, _ = sequence(2, 2, 120, seed=1)
+    gappy = with_gaps(xs, seed=5)
+    stamps = np.cumsum(np.random.default_rng(0).exponential(30.0, len(xs)) + 0.001).tolist()
+    items = [(x, None, True, ts) for x, ts in zip(gappy, stamps)]
+    _, singly = run(config, items)
+    batched = Engine()
+    batched.add_stream("s", config)
+    together = batched.observe_many([("s", *item) for item in items[:60]])
+    restored = Engine()
+    restored.load_state_dict("s", batched.state_dict("s"))
+    together = [*together, *restored.observe_many([("s", *item) for item in items[60:]])]
+    assert list(together) == singly
+    assert any(r.forecast is not None and r.anomaly is not None for r in singly)
+
+
+def test_elapsed_time_is_an_input_standardized_online():
+    """The network's last input is log(1 + seconds since the previous observation), standardized by the
+    running mean and (population) standard deviation of those seen, the first observation excluded (0)."""
+    config = StreamConfig(input_size=1, k1=64, k2=64, elapsed_input=True)
+    rng = np.random.default_rng(3)
+    stamps = (1.7e9 + np.cumsum(rng.choice([1.0, 2.0, 60.0, 3600.0], size=50))).tolist()
+    engine, _ = run(config, [(float(v), None, True, ts) for v, ts in zip(rng.normal(size=50), stamps)])
+    seen = engine.state_dict("s")["tensors"]["ring_x"][:50, -1].to(torch.float64).numpy()
+    gaps = np.log1p(np.diff(stamps))
+    expected = [0.0]
+    for t in range(1, 50):
+        so_far = gaps[:t]
+        mean = so_far.mean()
+        std = max(so_far.std(), 1e-9 * max(abs(mean), 1.0)) if t >= 2 else 1.0  # (a constant: floored)
+        expected.append((gaps[t - 1] - mean) / std)
+    np.testing.assert_allclose(seen, expected, atol=1e-6)  # (float32 inputs)
+
+
+def test_elapsed_time_raw_matches_the_reference_loop():
+    common = dict(cell="lstm", hidden_size=4, output_size=1, k1=6, k2=6, dtype="float64", loss="huber", **RAW)
+    xs, ys = sequence(2, 1, 90, seed=2, missing_every=5)
+    stamps = np.cumsum([1.0 + (t % 7) ** 2 for t in range(90)]).tolist()  # irregular
+    engine, results = run(StreamConfig(input_size=2, elapsed_input=True, **common),
+                          [(x, y, True, ts) for x, y, ts in zip(xs, ys, stamps)])  # fmt: skip
+    seen = [[*x, 0.0 if t == 0 else math.log1p(stamps[t] - stamps[t - 1])] for t, x in enumerate(xs)]
+    ref = reference(StreamConfig(input_size=3, **common), seen, ys)
+    for result, expected in zip(results, ref.predictions):
+        assert result.prediction == pytest.approx(expected, abs=1e-10, rel=0)
+    assert_weights(engine, ref.weights)
+
+
+def test_what_is_refused_and_why():
+    plain, gappy, timed = Engine(), Engine(), Engine()
+    plain.add_stream("s", StreamConfig(input_size=2))
+    gappy.add_stream("s", StreamConfig(input_size=2, impute_missing=True))
+    timed.add_stream("s", StreamConfig(input_size=1, elapsed_input=True))
+    with pytest.raises(InvalidObservation, match="must be a number or a list of numbers"):
+        plain.observe("s", [1.0, None])
+    with pytest.raises(InvalidObservation, match="finite"):
+        gappy.observe("s", [1.0, math.inf])
+    assert gappy.observe("s", [None, None]).step == 1  # a reading of nothing still steps
+    with pytest.raises(InvalidObservation, match="required"):
+        timed.observe("s", 1.0)
+    timed.observe("s", 1.0, ts=100.0)
+    with pytest.raises(InvalidObservation, match="after the stream's previous"):
+        timed.observe_many([("s", 1.0, None, True, 101.0), ("s", 1.0, None, True, 101.0)])
+    assert timed.metrics("s").steps == 1  # nothing of the refused call was applied
+    with pytest.raises(InvalidConfig, match="timestamps"):
+        StreamConfig(input_size=1, elapsed_input=True, timestamps="any")
