@@ -286,7 +286,7 @@ class Durability:
             nonlocal replayed
             while chunk:
                 items = [
-                    (s.key, x.tolist(), None if y is None else y.tolist(), learn) for s, _, x, y, learn, _ in chunk
+                    (s.key, x.tolist(), None if y is None else y.tolist(), learn, ts) for s, _, x, y, learn, ts in chunk
                 ]
                 try:
                     results = self.engine.observe_many(items)

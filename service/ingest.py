@@ -7,6 +7,7 @@ the engine step, and tests run it on its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +26,19 @@ SEQS_EXHAUSTED = (
 )
 Entry = tuple[bool, int]  # (True, seq): a duplicate of that seq; (False, k): new, the plan's item k
 # (engine key, x, y), with a fourth element False where the observation's target is not learnt from
-PlanItem = tuple[str, list[float], list[float] | None] | tuple[str, list[float], list[float] | None, bool]
+# (engine key, x, y), with learn false a fourth element False, with a timestamp a fourth and a fifth (Item)
+PlanItem = (
+    tuple[str, list[float | None], list[float] | None]
+    | tuple[str, list[float | None], list[float] | None, bool]
+    | tuple[str, list[float | None], list[float] | None, bool, float]
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One observation as a request carries it (already valid JSON of the right types)."""
 
-    x: list[float]
+    x: list[float | None]  # None: missing (streams with impute_missing)
     y: list[float] | None
     seq: int | None
     learn: bool = True  # False: its target is judged, not learnt from
@@ -62,9 +68,18 @@ def check(state: StreamState, part: Part) -> None:
 
 def fits(config: CoreConfig, part: Part) -> None:
     """Every observation of ``part`` fits a stream of this config (a 422 naming the first that does not)."""
+    gaps, timed = config.impute_missing, config.elapsed_input
     for k, obs in enumerate(part.observations):
         if len(obs.x) != config.input_size or (obs.y is not None and _bad_target(config, obs.y)):
             _refuse(config, obs, _loc(part, k))
+        if not gaps and None in obs.x:
+            raise Invalid([*_loc(part, k), "x", obs.x.index(None)], NO_GAPS)
+        if timed and obs.ts is None:
+            raise Invalid([*_loc(part, k), "ts"], TS_REQUIRED)
+
+
+NO_GAPS = "null (a missing reading) needs a stream with impute_missing: true; this one refuses it"
+TS_REQUIRED = "required: the stream feeds the time since its previous observation to its network (elapsed_input)"
 
 
 def _bad_target(config: CoreConfig, y: list[float]) -> bool:
@@ -142,7 +157,10 @@ class Plan:
             key = state.key
             self._last_step[key] = step = self._last_step.get(key, state.steps) + 1
             self._item_of[(key, seq)] = len(self.items)
-            self.items.append((key, obs.x, obs.y) if obs.learn else (key, obs.x, obs.y, False))
+            if obs.ts is not None:  # (the engine needs it for streams with elapsed_input)
+                self.items.append((key, obs.x, obs.y, obs.learn, obs.ts))
+            else:
+                self.items.append((key, obs.x, obs.y) if obs.learn else (key, obs.x, obs.y, False))
             self.owners.append(state)
             self.seqs.append(seq)
             self.steps.append(step)
@@ -241,12 +259,17 @@ class Plan:
             item = self.items[k]
             batch["results"].append(self._built[k])
             seen: dict[str, Any] = {"seq": self.seqs[k], "x": item[1], "y": item[2]}
-            if len(item) == 4:
+            if not learns(item):
                 seen["learn"] = False
             if self.stamps[k] is not None:
                 seen["ts"] = rfc3339(self.stamps[k])
             batch["observations"].append(seen)
         return batches
+
+
+def learns(item: PlanItem) -> bool:
+    """Whether the network learns from this item's target (``learn`` false: a fourth element, False)."""
+    return len(item) < 4 or item[3] is not False
 
 
 def _duplicate(state: StreamState, seq: int) -> Result:
@@ -264,7 +287,7 @@ def _loc(part: Part, k: int) -> Loc:
     return (*part.loc, k) if part.indexed else part.loc
 
 
-def _same(obs: Incoming, x: list[float], y: list[float] | None, ts: float | None) -> bool:
+def _same(obs: Incoming, x: Sequence[float | None], y: list[float] | None, ts: float | None) -> bool:
     return list(obs.x) == list(x) and obs.y == y and obs.ts == ts
 
 

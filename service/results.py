@@ -33,7 +33,7 @@ class Result(TypedDict):
 class Observed(Result):
     """A result with the observation that got it, as ``/predictions`` returns it."""
 
-    x: list[float] | None  # None: not kept (a checkpoint from before observations were kept with results)
+    x: list[float | None] | None  # None: not kept (a checkpoint from before observations were kept with results)
     y: list[float] | None
 
 
@@ -71,22 +71,29 @@ class ResultLog:
         """An empty log for a stream of this config (forecast mode keeps no y: its target is the next x)."""
         assert config.output_size is not None
         targets = 0 if config.target == "next" else config.output_size
-        return cls(capacity, config.output_size, config.anomaly_threshold, config.horizon, config.input_size, targets)
+        return cls(
+            capacity, config.output_size, config.anomaly_threshold, config.horizon, config.input_size, targets,
+            config.impute_missing,
+        )  # fmt: skip
 
     def emptied(self) -> ResultLog:
         """An empty log of the same shape."""
-        return ResultLog(self.capacity, self.output_size, self.threshold, self.horizon, self.input_size, self.targets)
+        return ResultLog(
+            self.capacity, self.output_size, self.threshold, self.horizon, self.input_size, self.targets, self.gaps
+        )
 
     def __init__(
         self, capacity: int, output_size: int, threshold: float, horizon: int = 1, input_size: int = 1,
-        targets: int | None = None,
+        targets: int | None = None, gaps: bool = False,
     ) -> None:  # fmt: skip
         """``threshold``: the stream's anomaly_threshold, which says which results loaded from a checkpoint that
         predates kept flags were anomalous;
         ``horizon``: how many readings ahead each result forecasts (above 1: results carry ``forecast``);
-        ``targets``: the width of a target (default ``output_size``; 0: none kept, forecast mode)."""
+        ``targets``: the width of a target (default ``output_size``; 0: none kept, forecast mode);
+        ``gaps``: the stream takes missing readings (NaN in x: one, not "not kept")."""
         self.capacity, self.output_size, self.threshold, self.horizon = capacity, output_size, threshold, horizon
         self.input_size, self.targets = input_size, output_size if targets is None else targets
+        self.gaps = gaps
         self._size = 0  # allocated rows: grows by doubling up to capacity, so quiet streams stay small
         self._seq = np.empty(0, dtype=np.int64)
         self._step = np.empty(0, dtype=np.int64)
@@ -173,19 +180,19 @@ class ResultLog:
         k = self._index(seq)
         return None if k is None else self._result(k, duplicate=True)
 
-    def repeats(self, seq: int, x: Sequence[float], y: Sequence[float] | None, ts: float | None) -> bool | None:
+    def repeats(self, seq: int, x: Sequence[float | None], y: Sequence[float] | None, ts: float | None) -> bool | None:
         """Whether an observation with these values is a genuine retry of the kept ``seq`` (the same x, y and
         ts), None if ``seq`` is not kept. A result loaded from a checkpoint that predates kept observations
         cannot be compared: any values repeat it."""
         k = self._index(seq)
         if k is None:
             return None
-        if np.isnan(self._x[k]).all():
+        if np.isnan(self._x[k]).all() and not self.gaps:
             return True
         kept_ts = float(self._ts[k])
         return (
             (kept_ts != kept_ts if ts is None else kept_ts == ts)
-            and self._x[k].tolist() == list(x)
+            and _readings(self._x[k]) == list(x)
             and (y is None if not self.targets else self._same_target(k, y))
         )
 
@@ -213,7 +220,7 @@ class ResultLog:
             x, y = self._x[at], self._y[at]
             observed: Observed = {
                 **self._result(at),  # type: ignore[typeddict-item]
-                "x": None if np.isnan(x).all() else x.tolist(),
+                "x": None if np.isnan(x).all() and not self.gaps else _readings(x),
                 "y": None if not self.targets or np.isnan(y).all() else y.tolist(),
             }
             history.append(observed)
@@ -282,6 +289,11 @@ class ResultLog:
             new[: self.count] = old[order]
             setattr(self, name, new)
         self._size, self._start = size, 0
+
+
+def _readings(x: np.ndarray) -> list[float | None]:
+    """An observation's kept inputs as it sent them (NaN: a missing reading, null)."""
+    return [None if v != v else v for v in x.tolist()]
 
 
 def ahead_of(values: np.ndarray, bands: np.ndarray) -> list[Ahead]:

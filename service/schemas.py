@@ -64,6 +64,17 @@ Vector = Annotated[
 ]
 
 
+_NUMBER_OR_NULL = {"anyOf": [_NUMBER, {"type": "null"}]}
+
+# An observation's inputs: a null entry is a missing reading (streams with impute_missing).
+Reading = Annotated[
+    list[Finite | None],
+    BeforeValidator(_as_list),
+    Field(min_length=1, max_length=4096),
+    WithJsonSchema({"anyOf": [_NUMBER, {"type": "array", "items": _NUMBER_OR_NULL, "minItems": 1, "maxItems": 4096}]}),
+]
+
+
 # Timestamps: from year 1 to 9999 (what RFC 3339 can write), as Unix seconds.
 EARLIEST_TS, LATEST_TS = -62_135_596_800.0, 253_402_300_799.0
 
@@ -232,6 +243,18 @@ class StreamCreate(_Strict):
         description="increasing: an observation whose ts is not after the stream's last is refused (409), never "
         "applied out of order; any: observations are applied as they arrive, whatever their ts",
     )
+    impute_missing: bool = Field(
+        CORE_DEFAULTS.impute_missing,
+        description="a null entry of x is a missing reading (a dead channel): filled with that input's last "
+        "reading (0 before its first), with one more input per input telling the network it was filled; in "
+        "forecast mode a reading with a filled entry is not learnt from or judged. false: null is refused",
+    )
+    elapsed_input: bool = Field(
+        CORE_DEFAULTS.elapsed_input,
+        description="feed the network the time since the stream's previous observation (log(1 + seconds), "
+        "standardized online) as one more input, so that gaps in the sampling are visible to it; every "
+        "observation must then carry ts (timestamps: increasing)",
+    )
     labels: Labels = {}
 
     def to_core(self) -> CoreConfig:
@@ -246,7 +269,7 @@ class StreamCreate(_Strict):
             from_last_target=self.from_last_target, gate=self.gate, season=self.season, horizon=self.horizon,
             anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
             learn_from_anomalies=self.learn_from_anomalies, dtype=self.dtype, seed=self.seed,
-            timestamps=self.timestamps,
+            timestamps=self.timestamps, impute_missing=self.impute_missing, elapsed_input=self.elapsed_input,
         )  # fmt: skip
 
     @classmethod
@@ -263,7 +286,8 @@ class StreamCreate(_Strict):
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
             horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
-            dtype=c.dtype, seed=c.seed, timestamps=c.timestamps, labels=labels or {},
+            dtype=c.dtype, seed=c.seed, timestamps=c.timestamps, impute_missing=c.impute_missing,
+            elapsed_input=c.elapsed_input, labels=labels or {},
         )  # fmt: skip
 
 
@@ -356,7 +380,10 @@ class Observation(_Strict):
         },
     )
 
-    x: Vector
+    x: Reading = Field(
+        description="the inputs; a null entry is a missing reading (streams with impute_missing: it is filled in "
+        "and flagged to the network; other streams refuse it)"
+    )
     y: Vector | None = Field(None, description="the target; null or absent: none (and in forecast mode)")
     seq: Seq | None = Field(
         None,
@@ -446,7 +473,9 @@ class StreamResults(BaseModel):
 class ObservedPublic(ResultPublic):
     """A kept result with the observation that got it."""
 
-    x: list[float] | None = Field(description="the observation's inputs; null: not kept (older checkpoints)")
+    x: list[float | None] | None = Field(
+        description="the observation's inputs (a null entry: missing); null: not kept (older checkpoints)"
+    )
     y: list[float] | None = Field(description="its target; null: none (and in forecast mode)")
 
 
@@ -509,6 +538,7 @@ class MetricsPublic(BaseModel):
     outputs: list[OutputMetricsPublic] = Field(
         description="the prequential errors of each output, in its own units (those above average them)"
     )
+    imputed: int = Field(description="observations with a missing reading filled in (streams with impute_missing)")
 
     @classmethod
     def of(cls, info: StreamInfo, m: StreamMetrics) -> MetricsPublic:
@@ -519,7 +549,7 @@ class MetricsPublic(BaseModel):
                 n=m.prequential_n, mae=m.mae, rmse=m.rmse, baseline_mae=m.baseline_mae, vs_baseline=m.vs_baseline
             ),
             grad_norm=m.grad_norm, season=m.season, anomalies=m.anomalies, coverage=m.coverage,
-            interval_width=m.interval_width,
+            interval_width=m.interval_width, imputed=m.imputed,
             outputs=[
                 OutputMetricsPublic(n=o.n, mae=o.mae, rmse=o.rmse, baseline_mae=o.baseline_mae, vs_baseline=o.vs_baseline)
                 for o in m.outputs

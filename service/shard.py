@@ -33,7 +33,7 @@ from .datadir import DataDirLock
 from .durability import Durability, stream_bytes
 from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
-from .ingest import Part, Plan, check, fits
+from .ingest import Part, Plan, check, fits, learns
 from .modelfile import read_weights, write_weights
 from .patching import Template, patched
 from .registry import StreamRegistry
@@ -183,7 +183,7 @@ class Shard:
             return
         record = Observations.of(
             [s.uid for s in plan.owners], plan.steps, plan.seqs, [item[1] for item in plan.items],
-            [item[2] for item in plan.items], [len(item) < 4 for item in plan.items], plan.stamps,
+            [item[2] for item in plan.items], [learns(item) for item in plan.items], plan.stamps,
         )  # fmt: skip
         self.durability.write(lambda store: store.append(record, counts))
 

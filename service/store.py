@@ -123,8 +123,8 @@ class Observations:
 
     @classmethod
     def of(
-        cls, uids: list[int], steps: list[int], seqs: list[int], xs: list[list[float]], ys: list[list[float] | None],
-        learn: list[bool] | None = None, stamps: list[float | None] | None = None,
+        cls, uids: list[int], steps: list[int], seqs: list[int], xs: Sequence[Sequence[float | None]],
+        ys: list[list[float] | None], learn: list[bool] | None = None, stamps: list[float | None] | None = None,
     ) -> Observations:  # fmt: skip
         """From Python lists, in a few bulk calls (this runs for every batch)."""
         count = len(uids)
@@ -134,7 +134,7 @@ class Observations:
             np.array(uids, dtype=np.int64),
             np.array(steps, dtype=np.int64),
             np.array(seqs, dtype=np.int64),
-            np.fromiter(chain.from_iterable(xs), dtype=np.float64),
+            _flat(xs),
             np.fromiter(map(len, xs), dtype=np.int32, count=count),
             np.fromiter(chain.from_iterable(given), dtype=np.float64),
             np.fromiter((-1 if y is None else len(y) for y in ys), dtype=np.int32, count=count),
@@ -153,6 +153,14 @@ class Observations:
         ):
             y = self.y[y_at[k] : y_at[k + 1]] if has_y else None
             yield uid, step, seq, self.x[x_at[k] : x_at[k + 1]], y, learn[k], stamps[k]
+
+
+def _flat(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """Rows of numbers one after the other; a None (a missing reading) as NaN."""
+    try:
+        return np.fromiter(chain.from_iterable(rows), dtype=np.float64)
+    except TypeError:  # (rare: a reading with a missing value)
+        return np.array([np.nan if v is None else v for v in chain.from_iterable(rows)], dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ DEFAULTS = {
     "dtype": "float32",
     "seed": 0,
     "timestamps": "increasing",
+    "impute_missing": False,
+    "elapsed_input": False,
     "labels": {},
 }
 
