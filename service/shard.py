@@ -223,17 +223,20 @@ class Shard:
         created from the tenant's template, if it has one, once every part has passed its checks (a refused
         request creates nothing)."""
         template = self.templates.get(tenant)
-        unknown: dict[str, None] = {}
+        states: list[StreamState | None] = []  # None: created from the template below
         for part in parts:
             if template is not None and part.incarnation is None and self.registry.find(tenant, part.stream) is None:
                 fits(template.config, part)
-                unknown[part.stream] = None
-            else:
-                check(self.loaded(tenant, part.stream), part)
+                states.append(None)
+                continue
+            state = self.loaded(tenant, part.stream)  # (loading evicts nothing: eviction is housekeeping's)
+            check(state, part)
+            states.append(state)
         if template is not None:
-            for stream in unknown:
-                self.create(tenant, stream, template.config, template.labels)
-        return [self.loaded(tenant, part.stream) for part in parts]
+            for part, found in zip(parts, states):
+                if found is None and self.registry.find(tenant, part.stream) is None:
+                    self.create(tenant, part.stream, template.config, template.labels)
+        return [self.loaded(tenant, p.stream) if s is None else s for p, s in zip(parts, states)]
 
     def set_template(self, tenant: str, template: Template | None) -> None:
         """The tenant's template (None: none): durable before it answers."""

@@ -128,8 +128,14 @@ def record_results(
                 runs[id(owners[item])] = [row]
             else:
                 run.append(row)
-        steps, updated, losses, scores = part.steps.tolist(), part.updated.tolist(), part.losses, part.scores
-        flags = part.anomalous
+        # Python lists: one conversion per part, then cheap reads per row (the common case: one row a stream)
+        steps, updated, losses, scores = (
+            part.steps.tolist(),
+            part.updated.tolist(),
+            part.losses.tolist(),
+            part.scores.tolist(),
+        )
+        flags, no_horizon = part.anomalous.tolist(), part.forecasts is None
         for rows in runs.values():
             last = rows[-1]
             k = part.items[last]
@@ -142,8 +148,8 @@ def record_results(
                 state.updates += updated[last]
                 state.results.append(
                     seqs[k], steps[last], part.predictions[last], losses[last], updated[last], scores[last],
-                    part.intervals[last], *_ahead(part, last), NAN if ts is None else ts, items[k][1], items[k][2],
-                    bool(flags[last]),
+                    part.intervals[last], *((None, None) if no_horizon else _ahead(part, last)), NAN if ts is None else ts,
+                    items[k][1], items[k][2], flags[last],
                 )  # fmt: skip
                 continue
             at = np.array(rows)
@@ -156,7 +162,7 @@ def record_results(
                 np.array([seqs[k] for k in ks], dtype=np.int64), part.steps[at], part.predictions[at],
                 part.losses[at], part.updated[at], part.scores[at], part.intervals[at], *_ahead(part, at),
                 np.array([NAN if stamps[k] is None else stamps[k] for k in ks]), np.array([items[k][1] for k in ks]),
-                _targets([items[k][2] for k in ks], state.results.targets), flags[at],
+                _targets([items[k][2] for k in ks], state.results.targets), part.anomalous[at],
             )  # fmt: skip
 
 
