@@ -182,6 +182,7 @@ class StreamCreate(_Strict):
                 {"model": {"input_size": 1}, "target": "next"},
                 {"model": {"input_size": 1}, "target": "next", "horizon": 12},
                 {"model": {"input_size": 1}, "target": "next", "labels": {"site": "north", "kind": "pump"}},
+                {"model": {"input_size": 3}, "target": "next", "impute_missing": True, "elapsed_input": True},
             ]
         },
     )
@@ -376,6 +377,7 @@ class Observation(_Strict):
                 {"x": [0.5, 1.2, -0.3], "y": 2.0, "seq": 17},
                 {"x": 21.4},
                 {"x": 21.4, "seq": 18, "ts": "2026-12-02T10:00:00Z"},
+                {"x": [21.4, None, 3.0], "seq": 19, "ts": "2026-12-02T10:00:07Z"},
             ]
         },
     )
