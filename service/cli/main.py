@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--x", help="input columns, comma-separated names or 0-based indices "
                         "(default: every numeric column but --y and time or index columns)")  # fmt: skip
     replay.add_argument("--y", help="target columns (default: none, forecast the next row's x)")
+    replay.add_argument("--ts", help="the time column, sent as each observation's ts (ISO 8601, read as UTC without "
+                        "an offset, or Unix seconds)")  # fmt: skip
     replay.add_argument("--rate", type=float, default=0.0, help="observations per second (default: as fast as it can)")
     replay.add_argument("--batch", type=int, default=100, help="observations per request over HTTP")
     replay.add_argument("--websocket", action="store_true", help="one WebSocket message per observation")

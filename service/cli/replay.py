@@ -8,6 +8,7 @@ import argparse
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,26 @@ from .table import Table, read
 
 
 def run(args: argparse.Namespace) -> None:
-    table = read(args.file, args.x, args.y)
+    table = read(args.file, args.x, args.y, args.ts)
     forecast = not table.ys
     target = "the next row's inputs" if forecast else ", ".join(table.y_names)
     print(f"{args.stream}: inputs {', '.join(table.x_names)}; target {target}")
+    if table.gaps:
+        print(f"{args.stream}: {table.gaps} rows with an empty input cell, sent as null (a missing reading)")
     with Client(args.url, args.api_key) as tbptt:
         _ensure_stream(tbptt, args.stream, table)
-        observations = (
-            [{"x": x} for x in table.xs] if forecast else [{"x": x, "y": y} for x, y in zip(table.xs, table.ys)]
-        )
+        observations: list[dict[str, Any]] = [{"x": x} for x in table.xs]
+        for obs, y in zip(observations, table.ys):  # (explicit mode; None: no target this row)
+            obs["y"] = y
+        for obs, ts in zip(observations, table.stamps or []):
+            obs["ts"] = ts
         results = _send(tbptt, args, observations)
         coverage = tbptt.info(args.stream)["config"]["coverage"]
-    truth = table.xs[1:] if forecast else table.ys
+    # what each judged prediction is compared with (NaN: missing, not judged)
+    truth = [
+        _row(t, len(table.x_names) if forecast else len(table.y_names))
+        for t in (table.xs[1:] if forecast else table.ys)
+    ]
     judged = results[:-1] if forecast else results  # the results whose predictions are judged against ``truth``
     predictions = [r["prediction"] for r in judged]
     intervals = [r["interval"] for r in judged]
@@ -37,8 +46,8 @@ def run(args: argparse.Namespace) -> None:
     mae, rmse = _errors(predictions, truth)
     print(f"{args.stream}: {len(results)} observations from {args.file.name}")
     print(f"prequential MAE {mae:.6g}  RMSE {rmse:.6g}")
-    naive = table.xs if forecast else table.ys
-    last = [abs(a - b) for prev, nxt in itertools.pairwise(naive) for a, b in zip(prev, nxt)]
+    naive = truth if not forecast else [_row(x, len(table.x_names)) for x in table.xs]
+    last = [abs(a - b) for prev, nxt in itertools.pairwise(naive) for a, b in zip(prev, nxt) if a == a and b == b]
     if last:
         baseline = sum(last) / len(last)
         name = "last-value" if forecast else "last-target"
@@ -59,8 +68,9 @@ def _report_anomalies(flagged: list[bool], first_row: int) -> None:
 
 
 def _report_intervals(intervals: list[list[list[float]] | None], truth: list[list[float]], nominal: float) -> None:
-    """The empirical coverage and mean width of the intervals the predictions had (once calibrated)."""
-    pairs = [(band, true) for band, true in zip(intervals, truth) if band is not None]
+    """The empirical coverage and mean width of the intervals the predictions had (once calibrated), over
+    the targets known whole."""
+    pairs = [(band, true) for band, true in zip(intervals, truth) if band is not None and not any(t != t for t in true)]
     if not pairs:
         print("intervals: none yet (they come once the stream has judged 20 predictions)")
         return
@@ -76,11 +86,14 @@ def _ensure_stream(tbptt: Client, stream: str, table: Table) -> None:
     except APIError as exc:
         if exc.status != 404:
             raise
-        inputs = len(table.x_names)
+        body: dict[str, Any] = {"model": {"input_size": len(table.x_names)}}
         if table.ys:
-            tbptt.create(stream, {"model": {"input_size": inputs, "output_size": len(table.y_names)}})
+            body["model"]["output_size"] = len(table.y_names)
         else:
-            tbptt.create(stream, {"model": {"input_size": inputs}, "target": "next"})
+            body["target"] = "next"
+        if table.gaps:
+            body["impute_missing"] = True
+        tbptt.create(stream, body)
 
 
 def _send(tbptt: Client, args: argparse.Namespace, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,8 +116,15 @@ def _send(tbptt: Client, args: argparse.Namespace, observations: list[dict[str, 
     return results
 
 
+def _row(values: Sequence[float | None] | None, width: int) -> list[float]:
+    """A row of a table as numbers, all NaN if any is missing (a reading with a missing value is not judged)."""
+    if values is None or None in values:
+        return [math.nan] * width
+    return [v for v in values if v is not None]
+
+
 def _errors(predictions: list[list[float]], truth: list[list[float]]) -> tuple[float, float]:
-    errors = [abs(p - t) for pred, true in zip(predictions, truth) for p, t in zip(pred, true)]
+    errors = [abs(p - t) for pred, true in zip(predictions, truth) for p, t in zip(pred, true) if t == t]
     if not errors:
         return math.nan, math.nan
     return sum(errors) / len(errors), math.sqrt(sum(e * e for e in errors) / len(errors))

@@ -68,19 +68,21 @@ def test_a_reader_that_leaves_early_gets_no_traceback(server):
 
 
 @pytest.mark.parametrize(
-    ("content", "phrases"),
+    ("content", "phrases", "more"),
     [
-        ("", ["is empty"]),
-        ("t,value\n", ["no rows"]),
-        ("a,b\n1,2\n\n,3\n", ["row 4", "'a'", "not a finite number"]),
-        ("a,b\n1,2\n3\n", ["row 3", "'b'", "short"]),
-        ("a,b\n" + "".join(f"{k},{k}\n" for k in range(25)) + "oops,1\n", ["row 27", "'a'", "'oops'"]),
+        ("", ["is empty"], []),
+        ("t,value\n", ["no rows"], []),
+        ("a,b\n1,2\n\nn/a,3\n", ["row 4", "'a'", "'n/a' is not a finite number"], []),  # (empty: missing)
+        ("a,b\n1,2\n3\n", ["row 3", "'b'", "short"], []),
+        ("a,b\n" + "".join(f"{k},{k}\n" for k in range(25)) + "oops,1\n", ["row 27", "'a'", "'oops'"], []),
+        ("t,a\n2026-12-02,1\nlater,2\n", ["row 3", "'t'", "not a time"], ["--ts", "t"]),
+        ("a,b,c\n1,2,3\n1,,3\n", ["row 3", "'b'", "empty, while the row's other targets are not"], ["--y", "b,c"]),
     ],
 )
-def test_replay_refuses_bad_files_naming_row_and_column(tmp_path, content, phrases):
+def test_replay_refuses_bad_files_naming_row_and_column(tmp_path, content, phrases, more):
     path = tmp_path / "data.csv"
     path.write_text(content)
-    result = tbptt("replay", str(path), "--stream", "s", "--url", f"http://127.0.0.1:{free_port()}")
+    result = tbptt("replay", str(path), "--stream", "s", *more, "--url", f"http://127.0.0.1:{free_port()}")
     assert_one_line_error(result, *phrases)
 
 
@@ -118,3 +120,41 @@ def test_replay_leaves_time_and_index_columns_out_and_says_which_it_used(server,
     assert lines[0] == "plant-y: inputs temp; target flow"
     assert any(line.startswith("last-target forecast MAE") for line in lines)  # the baseline, in explicit mode too
     assert Path(tmp_path / "q.png").stat().st_size > 10_000
+
+
+def test_replay_sends_empty_cells_as_missing_readings_and_a_time_column_as_ts(server, tmp_path):
+    """A sensor's CSV as exported: a time column without an offset (read as UTC) and a channel that went dead
+    for a while (empty cells). The stream is created imputing them; every reading keeps its time."""
+    path = tmp_path / "sensor.csv"
+    rows = [
+        f"2026-12-02 10:{k // 60:02d}:{k % 60:02d},{20 + (k % 7) * 0.5},{'' if 30 <= k < 40 else (k % 5) * 0.1}\n"
+        for k in range(0, 3 * 80, 3)
+    ]
+    path.write_text("time,temp,flow\n" + "".join(rows))
+    result = tbptt("replay", str(path), "--stream", "sensor", "--ts", "time", "--url", server.url, "--api-key", KEY,
+                   "--plot", str(tmp_path / "s.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "sensor: inputs temp, flow; target the next row's inputs"
+    assert lines[1] == "sensor: 4 rows with an empty input cell, sent as null (a missing reading)"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    info = httpx.get(f"{server.url}/v1/streams/sensor", headers=headers).json()
+    assert info["config"]["impute_missing"] is True and info["steps"] == 80
+    history = httpx.get(f"{server.url}/v1/streams/sensor/predictions", params={"limit": 80}, headers=headers).json()
+    kept = history["results"]
+    assert kept[0]["ts"] == "2026-12-02T10:00:00Z" and kept[-1]["ts"] == "2026-12-02T10:03:57Z"
+    assert [r["x"][1] for r in kept[10:14]] == [None] * 4 and kept[14]["x"][1] is not None
+    metrics = httpx.get(f"{server.url}/v1/streams/sensor/metrics", headers=headers).json()
+    assert metrics["imputed"] == 4
+    mae = float(next(line for line in lines if line.startswith("prequential MAE")).split()[2])
+    assert mae == pytest.approx(metrics["prequential"]["mae"], rel=1e-5)  # the same readings judged as the server
+
+
+def test_replay_sends_a_row_without_target_cells_without_a_target(server, tmp_path):
+    path = tmp_path / "plant.csv"
+    path.write_text("temp,flow\n" + "".join(f"{20 + k % 7},{'' if k % 4 == 3 else k % 5}\n" for k in range(60)))
+    result = tbptt("replay", str(path), "--stream", "plant-gaps", "--y", "flow", "--url", server.url, "--api-key", KEY,
+                   "--plot", str(tmp_path / "g.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = httpx.get(f"{server.url}/v1/streams/plant-gaps/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    assert metrics.json()["steps"] == 60 and metrics.json()["prequential"]["n"] == 45
