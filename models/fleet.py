@@ -41,6 +41,8 @@ class Fleet:
     def __init__(self, config: StreamConfig) -> None:
         assert config.output_size is not None and config.k2 is not None
         self.config = config
+        # forecast mode with missing inputs: a target (the next reading) may lack some of its values
+        self.partial_targets = config.impute_missing and config.target == "next"
         self.layout = Layout(config)
         self.cell = make_cell(config.cell, config.hidden_size)
         self.slots = FleetSlots(
@@ -59,8 +61,9 @@ class Fleet:
             seen=config.network_inputs,
             impute=config.impute_missing,
             elapsed=config.elapsed_input,
+            partial_targets=self.partial_targets,
         )
-        self.updater = Updater(config, self.layout, self.cell, self.slots)
+        self.updater = Updater(config, self.layout, self.cell, self.slots, self.partial_targets)
         self.mode = target_mode(self)
         # for monitoring: targets judged, those that had an interval, and those inside it, over all time
         self.judged = self.covered = self.inside = 0
@@ -235,22 +238,30 @@ class Fleet:
         finite: np.ndarray,
         warm: np.ndarray,
         naive: np.ndarray,
+        present: np.ndarray | None = None,
     ) -> np.ndarray:
         """Record the targets of network ``steps`` (n, T); the per-step losses in training units (NaN: none).
 
         ``target`` is in training units, ``truth`` in the caller's; learning waits until the target's scale
         is known (``warm``). A non-finite target is kept: the update that would use it is skipped. ``naive``
         is the naive forecast of each step (the last value or the last target; NaN where there is none):
-        its errors are the baseline of the stream's metrics.
+        its errors are the baseline of the stream's metrics, which count the steps ``finite`` says.
+        ``present`` (n, T, O), for a fleet whose targets may be partial (models/inputs.py): which outputs of
+        each target are readings. The others count as no error in its loss (still averaged over all O
+        outputs), so they neither add to it nor to its gradient.
         """
         c, s = self.config, self.slots
         assert c.k2 is not None
         has_loss = has_target & warm
-        losses = np.where(has_loss & finite, step_loss(c.loss, yhat - target), np.nan)
+        diff = yhat - target if present is None else np.where(present, yhat - target, 0.0)
+        losses = np.where(has_loss & (finite if present is None else True), step_loss(c.loss, diff), np.nan)
         ring = ring_index(rows.slots, steps, c.k2)
         stored = np.where(has_target[..., None], target, 0.0).reshape(-1, target.shape[-1])
         ring_rows(s.ring_y).index_copy_(0, ring, torch.from_numpy(stored).to(c.torch_dtype))
         s.ring_loss.reshape(-1)[ring.numpy()] = has_loss.reshape(-1)
+        if self.partial_targets:
+            mask = np.ones_like(target, dtype=bool) if present is None else present
+            s.ring_present.reshape(-1, target.shape[-1])[ring.numpy()] = mask.reshape(-1, target.shape[-1])
         errors = np.where(finite, np.abs(pred - truth).mean(axis=-1), 0.0)
         _add_in_order(s.err_abs, rows.slots, errors)
         _add_in_order(s.err_sq, rows.slots, errors * errors)

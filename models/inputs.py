@@ -4,9 +4,11 @@
 the entry is filled with that input's last reading (last observation carried forward, 0 before its first
 reading), and the network gets one more input per input, 1 where the value was filled, so that it can tell
 a filled value from a reading. The filled value is what the stream saw: it enters the inputs' statistics
-and, in forecast mode, the last value and the seasonal history. It is never a target: in forecast mode a
-reading with a filled entry resolves the step before it without a loss, a score or an error (as a missing
-``y`` in explicit mode), since learning from it would teach the network the imputation.
+and, in forecast mode, the last value and the seasonal history. It is never a target: learning from it
+would teach the network the imputation. In forecast mode a reading with a filled entry is learnt from for
+its other entries only (the filled outputs count as no error in the step's loss, averaged over all
+outputs as ever, so they add nothing to it or to its gradient); it is not judged (no score, no interval
+update, no error in the metrics: those compare whole readings).
 
 ``elapsed_input``: a stream sampled irregularly feeds ``log(1 + seconds since its previous observation)``
 to the network as one more input, standardized online (with ``normalize``) like the inputs. The first
@@ -30,12 +32,14 @@ from .slots import FleetSlots, Rows
 @dataclass(frozen=True)
 class Seen:
     """One block's readings as the stream takes them: ``x`` (n, T, I) with missing entries filled; ``extra``
-    (n, T, E): the network's other inputs (indicators, elapsed time), None if none; ``gaps`` (n, T): which
-    readings had an entry filled (None: no stream of the fleet imputes)."""
+    (n, T, E): the network's other inputs (indicators, elapsed time), None if none; ``missing`` (n, T, I):
+    which entries were filled, and ``gaps`` (n, T): which readings had one (both None: the fleet does not
+    impute)."""
 
     x: np.ndarray
     extra: np.ndarray | None
     gaps: np.ndarray | None
+    missing: np.ndarray | None = None
 
     def ahead(self, k: int) -> np.ndarray | None:
         """The network's other inputs for forecasts rolled forward from step ``k`` of the block (n, E): no
@@ -52,6 +56,7 @@ def seen(config: StreamConfig, slots: FleetSlots, rows: Rows, x: np.ndarray, ts:
     """The block ``x`` (n, T, I), NaN where missing, with its timestamps ``ts`` (n, T) (Unix seconds)."""
     parts = []
     gaps: np.ndarray | None = None
+    missing = None
     if config.impute_missing:
         x, missing = _filled(slots, rows, x)
         parts.append(missing.astype(np.float64))
@@ -60,7 +65,7 @@ def seen(config: StreamConfig, slots: FleetSlots, rows: Rows, x: np.ndarray, ts:
         assert ts is not None
         parts.append(_elapsed(config, slots, rows, ts)[..., None])
     extra = None if not parts else parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    return Seen(x, extra, gaps)
+    return Seen(x, extra, gaps, missing)
 
 
 def _filled(slots: FleetSlots, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

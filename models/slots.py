@@ -199,6 +199,7 @@ class FleetSlots(SlotArrays):
     # timestamp and the statistics of the elapsed times (elapsed_input)
     last_seen: np.ndarray  # (I,)
     imputed: np.ndarray  # () readings with an entry filled
+    ring_present: np.ndarray  # (k2, O) forecast mode: which outputs of each step's target are readings
     last_ts: np.ndarray  # () NaN: none yet
     dt_shift: np.ndarray  # (1,)
     dt_s1: np.ndarray
@@ -208,7 +209,7 @@ class FleetSlots(SlotArrays):
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
-        seen: int | None = None, impute: bool = False, elapsed: bool = False,
+        seen: int | None = None, impute: bool = False, elapsed: bool = False, partial_targets: bool = False,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -278,6 +279,8 @@ class FleetSlots(SlotArrays):
             specs.update({"last_seen": ArraySpec((inp,), f64), "imputed": ArraySpec((), i64)})
         if elapsed:
             specs.update({"last_ts": ArraySpec((), f64, nan), **_moment_specs("dt", 1)})
+        if partial_targets:
+            specs["ring_present"] = ArraySpec((k2, out), np.bool_)
         super().__init__(specs)
 
 

@@ -149,14 +149,20 @@ class Forecast(TargetMode):
         steps = first[:, None] + np.arange(size)
         losses, scores = np.full((n, size), np.nan), np.full((n, size), np.nan)
         updated = np.zeros((n, size), dtype=bool)
-        # A reading with a filled entry (models/inputs.py) is no target: judging or learning from it would
-        # judge or learn the imputation.
+        # A reading with a filled entry (models/inputs.py) is judged by nothing and learnt from for its
+        # readings only: judging or learning the filled values would judge or learn the imputation.
         real = np.ones((n, size), dtype=bool) if seen.gaps is None else ~seen.gaps
+        present = None if seen.missing is None else ~seen.missing  # (n, T, I): the entries that are readings
         pending = first > 1
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
             losses[pending, 0], updated[pending, 0], scores[pending, 0] = self._resolve_pending(
-                sub, first[pending] - 1, x[pending, :1], learn[pending, :1], real[pending, :1]
+                sub,
+                first[pending] - 1,
+                x[pending, :1],
+                learn[pending, :1],
+                real[pending, :1],
+                None if present is None else present[pending, :1],
             )
         rows.put(s.steps, steps[:, -1])
         yhat, pred, target, warm = self._network(rows, steps, x, seen.extra)
@@ -168,9 +174,12 @@ class Forecast(TargetMode):
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
         judged_scores, intervals = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
-        learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1]) & known  # x_{t+1} is step t's target
+        learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1])  # x_{t+1} is step t's target
+        ahead = None if present is None else present[:, 1:]
+        if ahead is not None:
+            learnt = learnt & ahead.any(axis=-1)  # (a reading of nothing teaches nothing)
         losses[:, 1:] = fleet.resolve(
-            rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, learnt, known, warm, x[:, :-1]
+            rows, steps[:, :-1], yhat[:, :-1], shown[:, :-1], target, truth, learnt, known, warm, x[:, :-1], ahead
         )
         rows.put(s.pending_yhat, yhat[:, -1])
         rows.put(s.pending_pred, shown[:, -1])
@@ -196,10 +205,12 @@ class Forecast(TargetMode):
         return yhat, mean + std * yhat, (truth - mean[:, :-1]) / std[:, :-1], count[:, :-1] >= 2
 
     def _resolve_pending(
-        self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,) where ``known`` (n, 1); its
-        loss, whether the update that step completes applied, and the reading's anomaly score."""
+        self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray,
+        present: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,), judged where ``known``
+        (n, 1), learnt from where ``present`` (n, 1, I; None: whole); its loss, whether the update that step
+        completes applied, and the reading's anomaly score."""
         s, sl = self.slots, rows.slots
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
         target, warm = self._pending_target(rows, x)
@@ -207,8 +218,10 @@ class Forecast(TargetMode):
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores = anomaly.calibrate(self.config, s, rows, pred, x, known)[0]
-        learnt = self._learnt(learn, scores) & known
-        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive)
+        learnt = self._learnt(learn, scores)
+        if present is not None:
+            learnt = learnt & present.any(axis=-1)
+        losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive, present)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0]
 
     def rollers(self, rows: Rows) -> tuple[Callable, Callable]:

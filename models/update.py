@@ -51,14 +51,18 @@ class Window:
     states: Tensor  # (n, W, L, C*H): the detached live state before each step
     final: Tensor  # (n, L, C*H): the live state after the last step
     extras: Tensor | None  # (n, W, L, E): the live steps' extras, if they all ran with the current weights
+    present: Tensor | None = None  # (n, W, O) bool: the outputs of each target that count (None: all)
 
 
 class Updater:
     """The TBPTT updates of one fleet's slots."""
 
-    def __init__(self, config: StreamConfig, layout: Layout, cell: Cell, slots: FleetSlots) -> None:
+    def __init__(
+        self, config: StreamConfig, layout: Layout, cell: Cell, slots: FleetSlots, partial_targets: bool = False
+    ) -> None:
         assert config.k2 is not None
         self.config, self.layout, self.cell, self.slots = config, layout, cell, slots
+        self.partial_targets = partial_targets  # targets may lack outputs: slots.ring_present says which
         self._offsets = np.arange(config.k2)
         self._grad = torch.zeros(0, layout.size, dtype=config.torch_dtype)
         self.update_seconds = 0.0  # time spent in TBPTT updates, for monitoring
@@ -104,7 +108,13 @@ class Updater:
             states=states.view(n, length, *states.shape[1:]),
             final=rows.take(s.hidden),
             extras=None if extras is None else extras.view(n, length, *s.ring_extra.shape[2:]),
+            present=self._present(ring, n, length) if self.partial_targets else None,
         )
+
+    def _present(self, ring: Tensor, n: int, length: int) -> Tensor:
+        """Which outputs of the targets at ``ring`` count (n, W, O)."""
+        present = self.slots.ring_present
+        return torch.from_numpy(present.reshape(-1, present.shape[-1])[ring.numpy()].reshape(n, length, -1))
 
     def _update(self, rows: Rows, ends: np.ndarray, length: int, reuse: bool) -> np.ndarray:
         """One TBPTT update of each slot over its last ``length`` steps; which slots applied it."""
@@ -182,6 +192,8 @@ def window_gradient(layout: Layout, cell: Cell, loss: str, flat: Tensor, window:
     y_hat = torch.baddbmm(net.head_b, u, net.head_w)  # (n, W, O)
 
     diff = y_hat - window.targets
+    if window.present is not None:  # an output without a reading: no error (its loss and gradient are 0)
+        diff = torch.where(window.present, diff, 0.0)
     mask = window.loss_mask
     losses = torch.where(mask, step_loss(loss, diff), 0.0)  # (n, W)
     d_y = torch.where(mask.unsqueeze(-1), step_loss_grad(loss, diff), 0.0)  # (n, W, O)

@@ -247,8 +247,9 @@ class StreamCreate(_Strict):
     impute_missing: bool = Field(
         CORE_DEFAULTS.impute_missing,
         description="a null entry of x is a missing reading (a dead channel): filled with that input's last "
-        "reading (0 before its first), with one more input per input telling the network it was filled; in "
-        "forecast mode a reading with a filled entry is not learnt from or judged. false: null is refused",
+        "reading (0 before its first), with one more input per input telling the network it was filled; a "
+        "filled value is never learnt from (forecast mode: a reading with one is learnt from for its other "
+        "entries, and not judged). false: null is refused",
     )
     elapsed_input: bool = Field(
         CORE_DEFAULTS.elapsed_input,

@@ -72,6 +72,7 @@ def textbook(
     reset_hidden: Collection[int] = (),
     reset_weights: Collection[int] = (),
     settings_after: Mapping[int, Mapping[str, float]] | None = None,
+    masks: Sequence[Sequence[bool] | None] | None = None,
 ) -> ReferenceRun:
     """TBPTT(K, K) exactly as DESIGN.md writes it:
     ``error += loss; if t % K == 0: error.backward(); opt.step(); opt.zero_grad(); error = 0; H = H.detach()``.
@@ -79,7 +80,9 @@ def textbook(
     After a step in ``reset_hidden`` the state is zeroed and the segment's pending losses dropped; after one
     in ``reset_weights`` the modules and the optimizer start afresh (the state carries on). After a step in
     ``settings_after``, its optimizer settings (lr, weight_decay ...) and clip_grad_norm apply from then on,
-    as a user changes them: in every param group of the optimizer.
+    as a user changes them: in every param group of the optimizer. ``masks[t - 1]`` (if given, and not
+    None) says which outputs of step t's target count: the others are multiplied out of the prediction and
+    the target before the loss (still averaged over every output, as a masked loss usually is).
     """
     changes = dict(settings_after or {})
     clip = config.clip_grad_norm
@@ -92,7 +95,7 @@ def textbook(
         prediction = head(out[-1])
         predictions.append(prediction.tolist())
         if y is not None:
-            error = error + loss_fn(prediction, torch.tensor(y, dtype=dtype))
+            error = error + _masked(loss_fn, prediction, torch.tensor(y, dtype=dtype), masks, t)
             terms += 1
         if t % config.k1 == 0:
             if terms:  # a segment without a single target has nothing to learn
@@ -117,8 +120,21 @@ def textbook(
     return ReferenceRun(predictions, weights(rnn, head), updates)
 
 
+def _masked(loss_fn, prediction, target, masks, t: int):
+    """The loss of step t, with the outputs ``masks`` leaves out multiplied out of both sides."""
+    mask = masks[t - 1] if masks else None
+    if mask is None:
+        return loss_fn(prediction, target)
+    keep = torch.tensor(mask, dtype=target.dtype)
+    return loss_fn(prediction * keep, target * keep)
+
+
 def recompute(
-    config: StreamConfig, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float] | None], dtype=None
+    config: StreamConfig,
+    xs: Sequence[Sequence[float]],
+    ys: Sequence[Sequence[float] | None],
+    dtype=None,
+    masks: Sequence[Sequence[bool] | None] | None = None,
 ) -> ReferenceRun:
     """TBPTT(K1, K2), K2 >= K1, by recomputing from stored state: the live forward runs without a graph;
     at every t % K1 == 0 the last K2 inputs are run again, with gradients, from the detached live state
@@ -139,7 +155,7 @@ def recompute(
         out, _ = rnn(inputs[start - 1 : t], before[start])
         outputs = head(out)
         terms = [
-            loss_fn(outputs[s - start], torch.tensor(ys[s - 1], dtype=dtype))
+            _masked(loss_fn, outputs[s - start], torch.tensor(ys[s - 1], dtype=dtype), masks, s)
             for s in range(max(start, t - config.k1 + 1), t + 1)
             if ys[s - 1] is not None
         ]
@@ -153,7 +169,8 @@ def recompute(
     return ReferenceRun(predictions, weights(rnn, head), updates)
 
 
-def reference(config: StreamConfig, xs, ys, dtype=None) -> ReferenceRun:
+def reference(config: StreamConfig, xs, ys, dtype=None, masks=None) -> ReferenceRun:
     """The textbook loop where it applies (K1 == K2), else the recompute loop."""
-    run = textbook if config.k1 == config.k2 else recompute
-    return run(config, xs, ys, dtype)
+    if config.k1 == config.k2:
+        return textbook(config, xs, ys, dtype, masks=masks)
+    return recompute(config, xs, ys, dtype, masks=masks)

@@ -77,25 +77,28 @@ def test_missing_inputs_are_filled_and_flagged_exactly_as_the_reference_loop_see
     assert engine.metrics("s").updates == ref.updates > 0
 
 
+@pytest.mark.parametrize("loss", ["mse", "huber", "l1"])
 @pytest.mark.parametrize(("k1", "k2"), [(4, 4), (3, 8)])
-def test_in_forecast_mode_a_reading_with_a_filled_entry_is_no_target(k1, k2):
+def test_in_forecast_mode_a_partial_reading_teaches_its_readings_only_and_is_not_judged(k1, k2, loss):
     """Forecast mode is explicit mode on the shifted sequence, where a next reading with a missing entry is
-    no target: no loss, no score, nothing learnt from it."""
-    common = dict(cell="gru", hidden_size=5, k1=k1, k2=k2, dtype="float64", seed=2, **RAW)
-    xs, _ = sequence(2, 2, STEPS, seed=9)
-    gappy = with_gaps(xs, seed=3)
-    engine, results = run(StreamConfig(input_size=2, target="next", residual=False, impute_missing=True, **common),
+    learnt from for its other entries only (the missing ones multiplied out of the loss, here independently)
+    and judged by nothing: no score, no error in the metrics."""
+    common = dict(cell="gru", hidden_size=5, k1=k1, k2=k2, dtype="float64", seed=2, loss=loss, **RAW)
+    xs, _ = sequence(3, 3, STEPS, seed=9)
+    gappy = with_gaps(xs, seed=3, rate=0.2)
+    engine, results = run(StreamConfig(input_size=3, target="next", residual=False, impute_missing=True, **common),
                           [(x,) for x in gappy])  # fmt: skip
-    targets = [None if None in x else x for x in gappy[1:]]
-    ref = reference(StreamConfig(input_size=4, output_size=2, **common), filled(gappy)[:-1], targets)
+    nexts = gappy[1:]
+    targets = [None if all(v is None for v in x) else [0.0 if v is None else v for v in x] for x in nexts]
+    masks = [[v is not None for v in x] for x in nexts]
+    ref = reference(StreamConfig(input_size=6, output_size=3, **common), filled(gappy)[:-1], targets, masks=masks)
     for t, (result, expected) in enumerate(zip(results, ref.predictions), start=1):
         assert result.prediction == pytest.approx(expected, abs=1e-10, rel=0), f"prediction at step {t}"
-    for x, result in zip(gappy[1:], results[1:]):
-        if None in x:
-            assert result.loss is None and result.anomaly is None and result.anomalous is None
-    assert any(r.loss is not None for r in results)
+    partial = [r for x, r in zip(nexts, results[1:]) if None in x and any(v is not None for v in x)]
+    assert partial and all(r.loss is not None and r.anomaly is None and r.anomalous is None for r in partial)
     assert_weights(engine, ref.weights)
-    assert engine.metrics("s").prequential_n == sum(t is not None for t in targets)
+    assert engine.metrics("s").updates == ref.updates
+    assert engine.metrics("s").prequential_n == sum(None not in x for x in nexts)
     assert engine.metrics("s").imputed == sum(None in x for x in gappy) > 0
 
 
