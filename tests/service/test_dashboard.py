@@ -29,7 +29,8 @@ def test_the_chart_follows_observations_with_their_intervals_and_anomalies(tmp_p
     server = Server(tmp_path / "data", TBPTT_API_KEYS=f"ops:{KEY}").start()
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
-        httpx.put(f"{server.url}/v1/streams/boiler", json={"model": {"input_size": 1}, "target": "next"}, headers=auth)
+        boiler = {"model": {"input_size": 1}, "target": "next", "impute_missing": True}
+        httpx.put(f"{server.url}/v1/streams/boiler", json=boiler, headers=auth)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1300, "height": 700})
@@ -41,6 +42,8 @@ def test_the_chart_follows_observations_with_their_intervals_and_anomalies(tmp_p
             expect(page.locator("#live")).to_contain_text("live: waiting")
             readings = [{"x": 20 + 5 * ((k % 24) / 12 - 1) ** 2} for k in range(120)]
             readings[100]["x"] = 60.0  # a reading far outside the rest: marked as anomalous
+            for k in (40, 41, 42):
+                readings[k]["x"] = [None]  # a dead sensor for three readings: a gap in the chart, counted
             for start in range(0, 120, 10):
                 r = httpx.post(f"{server.url}/v1/streams/boiler/observations",
                                json={"observations": readings[start : start + 10]}, headers=auth)  # fmt: skip
@@ -53,6 +56,7 @@ def test_the_chart_follows_observations_with_their_intervals_and_anomalies(tmp_p
             assert 90 <= band <= 100  # every prediction once calibrated (20 judged) has its interval drawn
             expect(page.locator("body")).not_to_have_attribute("data-anomalies", "0")  # the reading at 100
             expect(page.locator("#stats")).to_contain_text("anomalies")
+            expect(page.locator("#stats")).to_contain_text("imputed 3")
             screenshot = Path(os.environ.get("TBPTT_SCREENSHOTS", tmp_path)) / "dashboard.png"
             page.screenshot(path=str(screenshot))
             assert screenshot.stat().st_size > 10_000
