@@ -225,8 +225,9 @@ def _matrix(items: list[int], field: str, values: list[Any], size: int, gaps: bo
             return array.astype(np.float64)
     for index, value in zip(items, values):  # find and name the first bad item
         _vector(index, field, value, size, gaps)
-    if gaps:  # every item is a list of numbers and Nones
-        return np.array([[np.nan if v is None else v for v in value] for value in values], dtype=np.float64)
+    if gaps:  # every item is a number, or a list of numbers and Nones
+        rows = (value if isinstance(value, (list, tuple)) else [value] for value in values)
+        return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
     raise InvalidObservation(items[0], field, "must be a number or a list of numbers")
 
 

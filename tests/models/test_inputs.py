@@ -162,6 +162,9 @@ def test_what_is_refused_and_why():
     with pytest.raises(InvalidObservation, match="finite"):
         gappy.observe("s", [1.0, math.inf])
     assert gappy.observe("s", [None, None]).step == 1  # a reading of nothing still steps
+    one = Engine()
+    one.add_stream("s", StreamConfig(input_size=1, impute_missing=True))
+    assert [r.step for r in one.observe_many([("s", 1.0, None), ("s", [None], None), ("s", 2, None)])] == [1, 2, 3]
     with pytest.raises(InvalidObservation, match="required"):
         timed.observe("s", 1.0)
     timed.observe("s", 1.0, ts=100.0)
