@@ -25,8 +25,7 @@ SEQS_EXHAUSTED = (
     "sent back; create a new stream (its seqs start at 1)"
 )
 Entry = tuple[bool, int]  # (True, seq): a duplicate of that seq; (False, k): new, the plan's item k
-# (engine key, x, y), with a fourth element False where the observation's target is not learnt from
-# (engine key, x, y), with learn false a fourth element False, with a timestamp a fourth and a fifth (Item)
+# (engine key, x, y); with learn false, a fourth element False; with a timestamp, learn and ts (the engine's Item)
 PlanItem = (
     tuple[str, list[float | None], list[float] | None]
     | tuple[str, list[float | None], list[float] | None, bool]
