@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .ingest import Part
     from .streams import StreamState
 
+Loc = tuple[str | int, ...]  # where in the body
+
 SPEC_SCHEMAS = {"model": ModelSpec.__name__, "tbptt": TBPTTSpec.__name__}  # body section -> OpenAPI component
 
 # Config field -> the setting that bounds it in this service (at most the core's CEILINGS, which bound the
@@ -34,27 +36,29 @@ SETTINGS = {
 }
 
 
-def check_model(config: CoreConfig, settings: Settings) -> None:
+def check_model(config: CoreConfig, settings: Settings, at: Loc = ("body",)) -> None:
     """A 422 naming the first field beyond its configured limit, or k2 if one update would be more work than
-    the service allows (one update runs whole: everyone else waits for it)."""
+    the service allows (one update runs whole: everyone else waits for it); ``at``: where the config is in
+    the body."""
     for field, setting in SETTINGS.items():
         limit = getattr(settings, setting)
         if getattr(config, field) > limit:
-            loc = ("body", *BODY_FIELDS[field])
+            loc = (*at, *BODY_FIELDS[field])
             raise Invalid(loc, f"must be at most {limit} (TBPTT_{setting.upper()}), got {getattr(config, field)}")
     mmacs = update_macs(config) / 1e6
     if mmacs > settings.max_update_mmacs:
         raise Invalid(
-            ("body", *BODY_FIELDS["k2"]),
+            (*at, *BODY_FIELDS["k2"]),
             f"one update of this stream would be about {mmacs:,.0f} million multiply-adds (3 x k2 x one step's), "
             f"more than {settings.max_update_mmacs:,.0f} (TBPTT_MAX_UPDATE_MMACS): lower k2, hidden_size, "
             "num_layers or the input and output sizes",
         )
 
 
-def invalid_config(exc: InvalidConfig) -> Invalid:
-    """The core's refusal of a config as a 422 naming the field where it is in the body."""
-    return Invalid(("body", *BODY_FIELDS.get(exc.field or "", (exc.field,) if exc.field else ())), str(exc))
+def invalid_config(exc: InvalidConfig, at: Loc = ("body",)) -> Invalid:
+    """The core's refusal of a config as a 422 naming the field where it is in the body (the config at
+    ``at``)."""
+    return Invalid((*at, *BODY_FIELDS.get(exc.field or "", (exc.field,) if exc.field else ())), str(exc))
 
 
 def check_batch(count: int, settings: Settings, loc: tuple[str | int, ...] = ("body", "observations")) -> None:

@@ -107,8 +107,8 @@ async def create_streams(body: StreamsCreate, hub: HubDep, tenant: Tenant) -> St
         try:
             core = spec.to_core()
         except InvalidConfig as exc:
-            raise limits.invalid_config(exc) from exc
-        limits.check_model(core, hub.settings)
+            raise limits.invalid_config(exc, loc) from exc
+        limits.check_model(core, hub.settings, loc)
         streams.append((stream_id, core, spec.labels))
     created = await hub.create_many(tenant, streams)
     return StreamsCreated(streams=[StreamCreated(**vars(StreamPublic.of(info)), created=new) for info, new in created])

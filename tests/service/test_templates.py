@@ -82,6 +82,19 @@ def test_without_a_template_each_item_is_a_whole_body(client):
     response = client.post("/v1/streams", json={"streams": [{"id": "x", "model": {"input_size": 2}}, {"id": "y"}]})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "streams", 1, "model"]
     assert ids(client) == []
+    # a rule across fields, and a service limit: named where they are, in the item that breaks them
+    crossed = {
+        "streams": [
+            {"id": "a", "model": {"input_size": 1}},
+            {"id": "b", "model": {"input_size": 1}, "elapsed_input": True, "timestamps": "any"},
+        ]
+    }
+    response = client.post("/v1/streams", json=crossed)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "streams", 1, "timestamps"]
+    big = {"streams": [{"id": "a", "model": {"input_size": 1, "hidden_size": 1024, "num_layers": 4}}]}
+    response = client.post("/v1/streams", json=big)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"][:3] == ["body", "streams", 0]
+    assert ids(client) == []
 
 
 def test_a_bulk_create_over_the_quota_creates_nothing(tmp_path):
