@@ -80,7 +80,9 @@ def _check_architecture(raw: str, config: CoreConfig) -> None:
         theirs = StreamCreate.model_validate_json(raw).to_core()
     except ValueError as exc:
         raise Invalid(["body", "config"], f"the file's config is invalid: {exc}") from exc
-    for name in ("cell", "input_size", "hidden_size", "num_layers", "output_size", "dtype"):
+    # (impute_missing and elapsed_input add inputs to the network: they are part of its architecture)
+    for name in ("cell", "input_size", "impute_missing", "elapsed_input", "hidden_size", "num_layers", "output_size",
+                 "dtype"):  # fmt: skip
         if getattr(theirs, name) != getattr(config, name):
             raise Invalid(
                 ["body", "config"],

@@ -99,3 +99,13 @@ def test_an_exported_file_imports_into_another_stream(client):
 
     r = client.put("/v1/streams/b/model", content=save_tensors(typo))
     assert r.status_code == 422 and "stream.hiden" in r.text
+
+
+def test_a_file_from_a_stream_with_other_network_inputs_is_refused_saying_why(client):
+    """impute_missing and elapsed_input add inputs to the network: a model file from a stream without them
+    does not fit one with them (nor the other way), and the refusal names the setting, not a shape."""
+    assert client.put("/v1/streams/gappy", json={"model": {"input_size": 2}, "impute_missing": True}).status_code == 201
+    assert client.put("/v1/streams/plain", json={"model": {"input_size": 2}}).status_code == 201
+    exported = client.get("/v1/streams/plain/model").content
+    r = client.put("/v1/streams/gappy/model", content=exported)
+    assert r.status_code == 422 and "impute_missing=False, the stream True" in r.text, r.text
