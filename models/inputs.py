@@ -33,13 +33,16 @@ from .slots import FleetSlots, Rows
 class Seen:
     """One block's readings as the stream takes them: ``x`` (n, T, I) with missing entries filled; ``extra``
     (n, T, E): the network's other inputs (indicators, elapsed time), None if none; ``missing`` (n, T, I):
-    which entries were filled, and ``gaps`` (n, T): which readings had one (both None: the fleet does not
-    impute)."""
+    which entries were filled (None: the fleet does not impute)."""
 
     x: np.ndarray
     extra: np.ndarray | None
-    gaps: np.ndarray | None
-    missing: np.ndarray | None = None
+    missing: np.ndarray | None
+
+    @property
+    def gaps(self) -> np.ndarray | None:
+        """Which readings (n, T) had an entry filled (None: the fleet does not impute)."""
+        return None if self.missing is None else np.asarray(self.missing.any(axis=-1))
 
     def ahead(self, k: int) -> np.ndarray | None:
         """The network's other inputs for forecasts rolled forward from step ``k`` of the block (n, E): no
@@ -47,7 +50,7 @@ class Seen:
         if self.extra is None:
             return None
         extra = self.extra[:, k].copy()
-        if self.gaps is not None:
+        if self.missing is not None:
             extra[:, : self.x.shape[2]] = 0.0
         return extra
 
@@ -55,17 +58,15 @@ class Seen:
 def seen(config: StreamConfig, slots: FleetSlots, rows: Rows, x: np.ndarray, ts: np.ndarray | None) -> Seen:
     """The block ``x`` (n, T, I), NaN where missing, with its timestamps ``ts`` (n, T) (Unix seconds)."""
     parts = []
-    gaps: np.ndarray | None = None
     missing = None
     if config.impute_missing:
         x, missing = _filled(slots, rows, x)
         parts.append(missing.astype(np.float64))
-        gaps = np.asarray(missing.any(axis=-1))
     if config.elapsed_input:
         assert ts is not None
         parts.append(_elapsed(config, slots, rows, ts)[..., None])
     extra = None if not parts else parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    return Seen(x, extra, gaps, missing)
+    return Seen(x, extra, missing)
 
 
 def _filled(slots: FleetSlots, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -151,8 +151,8 @@ class Forecast(TargetMode):
         updated = np.zeros((n, size), dtype=bool)
         # A reading with a filled entry (models/inputs.py) is judged by nothing and learnt from for its
         # readings only: judging or learning the filled values would judge or learn the imputation.
-        real = np.ones((n, size), dtype=bool) if seen.gaps is None else ~seen.gaps
         present = None if seen.missing is None else ~seen.missing  # (n, T, I): the entries that are readings
+        real = np.ones((n, size), dtype=bool) if present is None else np.asarray(present.all(axis=-1))  # whole
         pending = first > 1
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
