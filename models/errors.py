@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def rebuilt(cls: type[BaseException], args: tuple, state: dict[str, Any]) -> BaseException:
+    """An error as it was pickled, without running its ``__init__`` (whose arguments are not its ``args``)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class CoreError(Exception):
-    """Root of the errors the learning core raises for input it refuses."""
+    """Root of the errors the learning core raises for input it refuses. Each crosses a process boundary
+    (pickle) as it is: a shard in another process refuses what the single process refuses, with the same
+    message and fields."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt, (type(self), self.args, self.__dict__)
 
 
 class InvalidConfig(CoreError, ValueError):

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tbptt.models import CoreError, StreamNotFound
+from tbptt.models.errors import rebuilt
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ class ServiceError(Exception):
 
     def detail(self) -> Any:
         return str(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # as it is across processes (a shard's answer to the front)
+        return rebuilt, (type(self), self.args, self.__dict__)
 
 
 class StreamConflict(ServiceError):
