@@ -1,6 +1,15 @@
 """The learning core: per-stream recurrent models learning online by exact truncated BPTT (pure PyTorch)."""
 
-from .batch import Columns, Results, StepResult
+import os
+
+# torch's SIMD kernels compute the last elements of a tensor (those past its last whole vectors) with scalar
+# code that rounds otherwise (exp, tanh, fused multiply-adds): a stream's bits would depend on how many
+# streams share its call, and a recovery that replays the log in other groupings than the live calls had
+# would drift from the uninterrupted run. The portable kernels compute every element alike. Read by torch
+# at its first operation; a value set beforehand is kept (tests/models/test_grouping.py, README: "Exactness").
+os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
+
+from .batch import Columns, Results, StepResult  # (after the kernel choice above)
 from .config import StreamConfig
 from .cost import observation_macs, step_macs, update_macs
 from .engine import Engine, Hidden, StreamMetrics

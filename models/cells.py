@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .batched import baddbmm, bmm
+
 
 def per_step(t: Tensor) -> tuple[Tensor, ...]:
     """A (n, T, ...) tensor as T views (n, 1, ...). (``Tensor.split`` is a Python wrapper, several times
@@ -90,7 +92,7 @@ class RNNCell(_Cell):
     extras_parts = ()  # the backward pass needs only the outputs
 
     def step(self, gi: Tensor, state: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        return torch.tanh(gi + torch.baddbmm(b_hh, state, w_hh)), ()
+        return torch.tanh(gi + baddbmm(b_hh, state, w_hh)), ()
 
     def backward_sequence(self, d_out: Tensor, saved: Saved, w_hh: Tensor) -> tuple[Tensor, Tensor]:
         act_grad = per_step(1 - saved.out * saved.out)  # tanh'
@@ -102,7 +104,7 @@ class RNNCell(_Cell):
             da = dh * act_grad[t]
             d_pre.append(da)
             if t:
-                carry = torch.bmm(da, w_hh_t)
+                carry = bmm(da, w_hh_t)
         d_gates = torch.cat(d_pre[::-1], dim=1)
         return d_gates, d_gates
 
@@ -113,7 +115,7 @@ class GRUCell(_Cell):
     extras_parts = (2, 1, 1)  # r and z, n, the hidden side of n
 
     def step(self, gi: Tensor, state: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        gh = torch.baddbmm(b_hh, state, w_hh)  # (n, 1, 3H)
+        gh = baddbmm(b_hh, state, w_hh)  # (n, 1, 3H)
         gi_rz, gi_n = gi.split_with_sizes(self._rz_n, dim=-1)
         gh_rz, gh_n = gh.split_with_sizes(self._rz_n, dim=-1)
         rz = torch.sigmoid(gi_rz + gh_rz)
@@ -142,7 +144,7 @@ class GRUCell(_Cell):
             d_gh.append(dgh)
             dhs.append(dh)
             if t:  # dh_{t-1} = dL/dy_{t-1} + z_t dh_t + dgh_t w_hh^T
-                dh = torch.baddbmm(torch.addcmul(d_outs[t - 1], dh, zs[t]), dgh, w_hh_t)
+                dh = baddbmm(torch.addcmul(d_outs[t - 1], dh, zs[t]), dgh, w_hh_t)
         d_hidden = torch.cat(d_gh[::-1], dim=1)  # (n, T, 3H)
         dh_all = torch.cat(dhs[::-1], dim=1)  # (n, T, H)
         d_input = torch.cat([d_hidden[..., : 2 * self.h], dh_all * to_a_n], dim=-1)
@@ -156,7 +158,7 @@ class LSTMCell(_Cell):
 
     def step(self, gi: Tensor, state: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         h, c = state.split_with_sizes(self._h_c, dim=-1)
-        pre = gi + torch.baddbmm(b_hh, h, w_hh)  # (n, 1, 4H): i, f, g, o
+        pre = gi + baddbmm(b_hh, h, w_hh)  # (n, 1, 4H): i, f, g, o
         act = torch.sigmoid(pre)
         i, f, _, o = act.chunk(4, dim=-1)
         g = torch.tanh(pre[..., 2 * self.h : 3 * self.h])
@@ -187,7 +189,7 @@ class LSTMCell(_Cell):
             d_pre.append(da)
             if t:
                 carry_c = dc * fs[t]
-                carry_h = torch.bmm(da, w_hh_t)
+                carry_h = bmm(da, w_hh_t)
         d_gates = torch.cat(d_pre[::-1], dim=1)
         return d_gates, d_gates
 

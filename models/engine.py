@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,10 +97,28 @@ class _Stream:
     slot: int
 
 
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _check_kernels() -> None:
+    """Once: say so if torch runs its SIMD kernels (it chose them before this package was imported, or they
+    were asked for): results then depend in their last bits on how streams are grouped into calls."""
+    chosen = torch.backends.cpu.get_cpu_capability()
+    if chosen != "DEFAULT":
+        log.warning(
+            "torch runs its %s kernels: a stream's results may differ in their last bits with how streams are "
+            "grouped into calls (import tbptt.models before running any torch operation, and leave "
+            "ATEN_CPU_CAPABILITY unset, for bit-for-bit results)",
+            chosen,
+        )
+
+
 class Engine:
     """Streams by id; observations in, predictions out, learning by TBPTT in between."""
 
     def __init__(self) -> None:
+        _check_kernels()
         self._streams: dict[str, _Stream] = {}
         self._fleets: dict[StreamConfig, Fleet] = {}
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from . import gate, inputs, optim
 from .anomaly import CALIBRATED_AFTER
+from .batched import baddbmm
 from .cells import make_cell, per_step
 from .config import StreamConfig
 from .horizon import roll as horizon_roll
@@ -196,7 +197,7 @@ class Fleet:
         new: list[Tensor] = []
         extra: list[Tensor] = []
         for layer, w in enumerate(net.layers):
-            gi = torch.baddbmm(w.b_ih, u, w.w_ih)
+            gi = baddbmm(w.b_ih, u, w.w_ih)
             layer_state, layer_extra = self.cell.step(
                 gi, state if single else state[:, layer : layer + 1], w.w_hh, w.b_hh
             )
@@ -204,7 +205,7 @@ class Fleet:
             extra.extend(layer_extra)
             u = layer_state if h_only else layer_state[..., : self.config.hidden_size]
         state = new[0] if single else torch.cat(new, dim=1)
-        return state, torch.baddbmm(net.head_b, u, net.head_w), extra
+        return state, baddbmm(net.head_b, u, net.head_w), extra
 
     def roller(self, rows: Rows, extra: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """A function that steps the network on inputs (n, I) (with the network's ``extra`` inputs (n, E), the

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from . import optim
+from .batched import baddbmm, bmm
 from .cells import Cell, Saved
 from .config import StreamConfig
 from .layout import Layout
@@ -184,12 +185,12 @@ def window_gradient(layout: Layout, cell: Cell, loss: str, flat: Tensor, window:
         if window.extras is not None:  # the live forward is the replay: reuse it
             s = cell.saved(window.states[:, :, layer], window.final[:, layer : layer + 1], window.extras[:, :, layer])
         else:  # replay from the stored start state with the current weights
-            gi = torch.baddbmm(w.b_ih, u, w.w_ih)  # (n, W, G*H), every step at once
+            gi = baddbmm(w.b_ih, u, w.w_ih)  # (n, W, G*H), every step at once
             s = cell.forward_sequence(gi, window.states[:, 0, layer : layer + 1], w.w_hh, w.b_hh)
         layer_inputs.append(u)
         saved.append(s)
         u = s.out  # (n, W, H)
-    y_hat = torch.baddbmm(net.head_b, u, net.head_w)  # (n, W, O)
+    y_hat = baddbmm(net.head_b, u, net.head_w)  # (n, W, O)
 
     diff = y_hat - window.targets
     if window.present is not None:  # an output without a reading: no error (its loss and gradient are 0)
@@ -199,16 +200,16 @@ def window_gradient(layout: Layout, cell: Cell, loss: str, flat: Tensor, window:
     d_y = torch.where(mask.unsqueeze(-1), step_loss_grad(loss, diff), 0.0)  # (n, W, O)
 
     # Weight gradients are written straight into the workspace's views: no temporaries of their size.
-    torch.bmm(u.transpose(1, 2), d_y, out=grads.head_w)
+    bmm(u.transpose(1, 2), d_y, out=grads.head_w)
     torch.sum(d_y, dim=1, keepdim=True, out=grads.head_b)
-    d_out = torch.bmm(d_y, net.head_w.transpose(1, 2))  # (n, W, H)
+    d_out = bmm(d_y, net.head_w.transpose(1, 2))  # (n, W, H)
     for layer in range(len(net.layers) - 1, -1, -1):
         w, g, s = net.layers[layer], grads.layers[layer], saved[layer]
         d_in, d_hid = cell.backward_sequence(d_out, s, w.w_hh)
-        torch.bmm(layer_inputs[layer].transpose(1, 2), d_in, out=g.w_ih)
+        bmm(layer_inputs[layer].transpose(1, 2), d_in, out=g.w_ih)
         torch.sum(d_in, dim=1, keepdim=True, out=g.b_ih)
-        torch.bmm(s.h_prev.transpose(1, 2), d_hid, out=g.w_hh)
+        bmm(s.h_prev.transpose(1, 2), d_hid, out=g.w_hh)
         torch.sum(d_hid, dim=1, keepdim=True, out=g.b_hh)
         if layer:
-            d_out = torch.bmm(d_in, w.w_ih.transpose(1, 2))
+            d_out = bmm(d_in, w.w_ih.transpose(1, 2))
     return losses.sum(dim=1)

@@ -91,3 +91,40 @@ def test_a_streams_slot_in_its_fleet_never_changes_a_bit(dtype, hidden_size):
     for slot, got, tensors in outcomes[1:]:
         assert got == expected, slot
         assert_identical(tensors, state)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        StreamConfig(input_size=2, hidden_size=32, k1=4, k2=16),  # output 1: the head's products are matrix-vector
+        StreamConfig(cell="lstm", input_size=2, hidden_size=6, num_layers=2, k1=4, k2=6),
+        StreamConfig(cell="rnn", input_size=2, hidden_size=5, k1=3),
+        StreamConfig(input_size=2, hidden_size=7, target="next", k1=3),
+    ],
+    ids=["gru-32", "lstm-2-layers", "rnn", "gru-next"],
+)
+def test_a_stream_computes_the_same_bits_alone_as_beside_other_streams(config, dtype):
+    """Streams of one fleet, each stepped alone or all in one call: the same bits. (A recovery replays the
+    log in other groupings than the live calls had; torch's kernels computed the elements at the end of a
+    tensor, and a batch of one's matrix-vector products, another way.)"""
+    config = StreamConfig(**{**config.to_dict(), "dtype": dtype})
+    sequences = {}
+    for k in range(3):
+        xs, ys = data(config, seed=k)
+        sequences[f"s{k}"] = xs, [None if y is None else y[:1] for y in ys]  # output 1
+    alone, together = Engine(), Engine()
+    for engine in (alone, together):
+        for k, stream in enumerate(sequences):
+            engine.add_stream(stream, StreamConfig(**{**config.to_dict(), "seed": k}))
+    by_stream = {
+        stream: [alone.observe(stream, xs[t], ys[t]) for t in range(40)] for stream, (xs, ys) in sequences.items()
+    }
+    mixed = {stream: [] for stream in sequences}
+    for t in range(40):
+        items = [(stream, xs[t], ys[t]) for stream, (xs, ys) in sequences.items()]
+        for (stream, _, _), result in zip(items, together.observe_many(items)):
+            mixed[stream].append(result)
+    assert mixed == by_stream
+    for stream in sequences:
+        assert_identical(together.state_dict(stream)["tensors"], alone.state_dict(stream)["tensors"])
