@@ -24,6 +24,7 @@ from .hub import Hub
 from .ratelimit import RateLimit
 from .routes import anomalies, dashboard, health, model, observations, streams, templates
 from .settings import Settings
+from .sharded import ShardedHub
 from .telemetry import Telemetry
 from .ws import router as ws_router
 
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hub = Hub(settings, telemetry)
+        hub = ShardedHub(settings, telemetry) if settings.shards else Hub(settings, telemetry)
         app.state.hub = hub
         hub.start()
         # The ~200,000 objects of torch, FastAPI and pydantic never die; a full GC pass over them takes

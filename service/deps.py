@@ -9,11 +9,15 @@ from starlette.requests import HTTPConnection
 
 from .hub import Hub
 from .schemas import STREAM_ID
+from .sharded import ShardedHub
 
 DEFAULT_TENANT = "default"
 
 
-async def get_hub(connection: HTTPConnection) -> Hub:  # async: no threadpool hop
+AnyHub = Hub | ShardedHub  # one process, or shards
+
+
+async def get_hub(connection: HTTPConnection) -> AnyHub:  # async: no threadpool hop
     return connection.app.state.hub
 
 
@@ -26,6 +30,6 @@ async def get_tenant(connection: HTTPConnection) -> str:  # async: no threadpool
     return tenant_of(connection)
 
 
-HubDep = Annotated[Hub, Depends(get_hub)]
+HubDep = Annotated[AnyHub, Depends(get_hub)]
 Tenant = Annotated[str, Depends(get_tenant)]
 StreamId = Annotated[str, Path(pattern=STREAM_ID, description="letters, digits, '.', '_', '-'; at most 128")]

@@ -17,6 +17,21 @@ def _mib(count: int) -> str:
     return f"{count / 2**20:,.1f} MiB"
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a shard holds against the quotas: streams in all, and one tenant's streams and their bytes."""
+
+    streams: int
+    tenant_streams: int
+    tenant_bytes: int
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.streams + other.streams, self.tenant_streams + other.tenant_streams,
+            self.tenant_bytes + other.tenant_bytes,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of a tenant's streams, by id: ``after`` is the id to continue from (None: the last page),
@@ -82,16 +97,21 @@ class StreamRegistry:
         total = sum(map(matches, ids[first:end])) if wanted else end - first
         return Page(found[:limit], found[limit - 1].id if more else None, total)
 
-    def check_room(self, tenant: str, state_bytes: int, count: int = 1) -> None:
-        """A 403 if ``count`` more streams, holding ``state_bytes`` together, would break a quota."""
-        s = self.settings
-        if len(self._streams) + count > s.max_streams:
+    def usage(self, tenant: str) -> Usage:
+        """What this registry holds: streams in all, and the tenant's streams and their bytes."""
+        return Usage(len(self._streams), self._per_tenant.get(tenant, 0), self._bytes.get(tenant, 0))
+
+    def check_room(self, tenant: str, state_bytes: int, count: int = 1, elsewhere: Usage | None = None) -> None:
+        """A 403 if ``count`` more streams, holding ``state_bytes`` together, would break a quota, counting what
+        the other shards hold (``elsewhere``: quotas are the service's, not a shard's)."""
+        s, other = self.settings, elsewhere or Usage(0, 0, 0)
+        if len(self._streams) + other.streams + count > s.max_streams:
             raise LimitReached(f"the service holds its limit of {s.max_streams} streams (TBPTT_MAX_STREAMS)")
-        if self._per_tenant.get(tenant, 0) + count > s.max_streams_per_tenant:
+        if self._per_tenant.get(tenant, 0) + other.tenant_streams + count > s.max_streams_per_tenant:
             raise LimitReached(
                 f"this tenant holds its limit of {s.max_streams_per_tenant} streams (TBPTT_MAX_STREAMS_PER_TENANT)"
             )
-        held, budget = self._bytes.get(tenant, 0), s.max_state_bytes_per_tenant
+        held, budget = self._bytes.get(tenant, 0) + other.tenant_bytes, s.max_state_bytes_per_tenant
         if held + state_bytes > budget:
             raise LimitReached(
                 f"this stream may hold {_mib(state_bytes)} of state and results; this tenant's streams hold "

@@ -582,3 +582,4 @@ class AlertsPublic(BaseModel):
 
 class Status(BaseModel):
     status: str
+    shards: list[str] | None = Field(None, description="sharded server: each shard's status (ok, starting)")

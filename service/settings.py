@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         50.0, gt=0, le=10_000, description="the engine's work on one batch before it serves other tenants (ms)"
     )
     torch_threads: int = Field(1, ge=1, le=64, description="threads for tensor work (the server shares the cores)")
+    shards: int = Field(
+        0, ge=0, le=128,
+        description="shard processes (Ray actors, pip extra [ray]) that own the streams; 0: everything in this "
+        "process, no Ray",
+    )  # fmt: skip
+    ray_address: str | None = Field(
+        None, description="with shards: the Ray cluster to join (ray start's address); unset: a local Ray this "
+        "server starts and stops"
+    )  # fmt: skip
 
     # -- access ------------------------------------------------------------------------------------------
     api_keys: str = Field("", description="comma-separated tenant:key pairs; empty: no keys (loopback only)")

@@ -34,9 +34,10 @@ from .durability import Durability, stream_bytes
 from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
 from .ingest import Part, Plan, check, fits, learns
+from .keygroups import check_unsharded
 from .modelfile import read_weights, write_weights
 from .patching import Template, patched
-from .registry import StreamRegistry
+from .registry import StreamRegistry, Usage
 from .results import Observed, Result
 from .settings import Settings
 from .store import Observations, Store
@@ -69,6 +70,7 @@ class Shard:
         self._alerts: AlertFeed | None = None
         self._applying: list[Applying] = []  # micro-batches not yet wholly applied
         self.templates: dict[str, Template] = {}  # per tenant: what an unknown stream's observation creates
+        self.elsewhere: Usage | None = None  # sharded: what the other shards hold, counted in the quotas
         self._pace = Pace()
 
     @property
@@ -88,6 +90,7 @@ class Shard:
         faults = Faults.from_environment()
         faults.install_in_engine()
         s = self.settings
+        check_unsharded(s.data_dir)  # a sharded directory's streams are in its shards' folders
         self._lock = DataDirLock(s.data_dir)
         self._lock.acquire()  # one server per data directory: refused (the engine fails) if another holds it
         self.store = Store(s.data_dir, s.fsync, s.fsync_interval, faults)
@@ -246,10 +249,20 @@ class Shard:
         else:
             self.templates[tenant] = template
 
+    def check(self, tenant: str, parts: list[Part]) -> None:
+        """What ``begin`` checks of a request, applying nothing: a request whose streams live on several
+        shards is checked on each before any applies it."""
+        limits.check_rollout(self._receiving(tenant, parts), parts, self.settings)
+
     def create_many(
         self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]
     ) -> list[tuple[StreamInfo, bool]]:
         """Create many streams (``create`` each); all or nothing for conflicts and quotas, checked first."""
+        self.check_create_many(tenant, streams)
+        return [self.create(tenant, stream, config, labels) for stream, config, labels in streams]
+
+    def check_create_many(self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]) -> None:
+        """``create_many``'s checks, creating nothing: conflicts, then the quotas for the new streams."""
         room, seen = 0, set()
         for stream, config, labels in streams:
             state = self.registry.find(tenant, stream)
@@ -258,8 +271,8 @@ class Shard:
             if state is None and stream not in seen:
                 room += stream_bytes(config, self.settings)
             seen.add(stream)
-        self.registry.check_room(tenant, room, len([s for s in seen if self.registry.find(tenant, s) is None]))
-        return [self.create(tenant, stream, config, labels) for stream, config, labels in streams]
+        new = len([s for s in seen if self.registry.find(tenant, s) is None])
+        self.registry.check_room(tenant, room, new, self.elsewhere)
 
     def create(
         self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None
@@ -273,7 +286,7 @@ class Shard:
             if state.labels != labels:
                 raise StreamConflict(stream, "labels")
             return state.info(), False
-        self.registry.check_room(tenant, stream_bytes(config, self.settings))
+        self.registry.check_room(tenant, stream_bytes(config, self.settings), elsewhere=self.elsewhere)
         created_at = now_iso()
         d = self.durability
         text = json.dumps(labels)
@@ -287,6 +300,9 @@ class Shard:
         self.registry.add(state)
         self.telemetry.streams(len(self.registry))
         return state.info(), True
+
+    def usage(self, tenant: str) -> Usage:
+        return self.registry.usage(tenant)
 
     def info(self, tenant: str, stream: str) -> StreamInfo:
         return self.registry.get(tenant, stream).info()

@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1, $TBPTT_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, $TBPTT_PORT)")
     serve.add_argument("--data-dir", type=Path, help="where the store lives (default ./data, $TBPTT_DATA_DIR)")
+    serve.add_argument(
+        "--shards",
+        type=int,
+        help="shard processes that own the streams, as Ray actors (pip extra "
+        "[ray]; default 0: one process, no Ray; $TBPTT_SHARDS)",
+    )
+    serve.add_argument(
+        "--ray-address", help="with --shards: the Ray cluster to join (default: start a local one; $TBPTT_RAY_ADDRESS)"
+    )
     serve.set_defaults(run=_lazy("serve", "run"))
 
     replay = _client_command(commands, "replay", "stream a CSV file into a stream, then report and plot")

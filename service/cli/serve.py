@@ -10,7 +10,7 @@ import sys
 
 import uvicorn
 
-from .. import logredact
+from .. import keygroups, logredact
 from ..app import create_app
 from ..auth import Keys, check_exposure
 from ..datadir import preflight
@@ -20,7 +20,9 @@ from ..ws import close_all
 
 
 def run(args: argparse.Namespace) -> None:
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
+    given = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "shards": args.shards,
+             "ray_address": args.ray_address}  # fmt: skip
+    overrides = {k: v for k, v in given.items() if v not in (None, "")}
     settings = Settings(**overrides)
     keys = Keys.from_settings(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     check_exposure(settings, keys, settings.host)
     preflight(settings.data_dir)  # refused here, before listening: not a server that answers 503 forever
+    keygroups.preflight(settings.data_dir, settings.shards)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..deps import HubDep
 from ..engine_thread import RECOVERING_RETRY_AFTER
 from ..schemas import Status
+from ..sharded import ShardedHub
 
 router = APIRouter(tags=["health"])
 
@@ -23,13 +24,15 @@ async def get_health(hub: HubDep) -> Response:
 
 @router.get("/readyz", response_model=Status, responses={503: {"model": Status}})
 async def get_ready(hub: HubDep) -> Response:
-    """The engine and the store are ready (503 while recovering, with Retry-After, or if the engine failed)."""
+    """The engine and the store are ready (503 while recovering, with Retry-After, or if the engine failed).
+    A sharded server: every shard is (``shards`` says which are, while one restarts)."""
+    shards = {"shards": hub.shard_status()} if isinstance(hub, ShardedHub) else {}
     if hub.ready and hub.failure is None:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", **shards})
     if hub.failure is not None:
-        return JSONResponse({"status": "failed"}, status_code=503)
+        return JSONResponse({"status": "failed", **shards}, status_code=503)
     headers = {"Retry-After": str(RECOVERING_RETRY_AFTER)}
-    return JSONResponse({"status": "starting"}, status_code=503, headers=headers)
+    return JSONResponse({"status": "starting", **shards}, status_code=503, headers=headers)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Discriminator, Tag
 
 from .. import limits
-from ..deps import StreamId, tenant_of
+from ..deps import AnyHub, StreamId, tenant_of
 from ..fastjson import JSONBody, reply
-from ..hub import Hub
 from ..ingest import Incoming, Part
 from ..schemas import CrossStreamBatch, CrossStreamResults, Observation, ObservationBatch, StreamResults
 
@@ -60,7 +59,7 @@ async def post_cross_stream(request: Request) -> Response:
 
 
 async def observe_stream(
-    hub: Hub, tenant: str, stream: str, body: Observation | ObservationBatch, incarnation: int | None = None
+    hub: AnyHub, tenant: str, stream: str, body: Observation | ObservationBatch, incarnation: int | None = None
 ) -> list:
     """Apply ``body`` to the stream (checked against it on the engine thread); shared by HTTP and WebSocket
     (which passes the ``incarnation`` of the stream it opened)."""

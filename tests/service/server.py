@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -33,7 +34,10 @@ class Server:
         command = [sys.executable, "-m", "tbptt.service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                    "--data-dir", str(self.data_dir)]  # fmt: skip
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # its own session: a kill -9 takes down what it started too (a sharded server's local Ray)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"server exited with {self.process.returncode}: {self.output()}"
@@ -50,6 +54,7 @@ class Server:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
+        self._kill_session()  # anything it left behind
         self.log.close()
         return code
 
@@ -58,7 +63,13 @@ class Server:
         assert self.process is not None
         self.process.kill()
         self.process.wait(10)
+        self._kill_session()
         self.log.close()
+
+    def _kill_session(self) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def output(self) -> str:
         """The end of the server's log (for assertion messages)."""

@@ -92,9 +92,9 @@ class Client:
         return True
 
     @contextmanager
-    def restarted(self, data_dir: Path) -> Iterator[Server]:
+    def restarted(self, data_dir: Path, **env: str) -> Iterator[Server]:
         """A new server on the data the old one left behind, stopped after the checks inside the block."""
-        self.server = Server(data_dir).start()
+        self.server = Server(data_dir, **env).start()
         try:
             yield self.server
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import pickle
 import socket
@@ -21,6 +22,8 @@ from tbptt.service.auth import Keys, check_exposure
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
 from tests.service.server import Server
+
+RAY = importlib.util.find_spec("ray") is not None
 
 KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"
 KEYS = f"alpha:{KEY_A},beta:{KEY_B}"
@@ -60,9 +63,17 @@ def path_of(route) -> str:
 # -- keys and tenants ------------------------------------------------------------------------------------------
 
 
-def test_auth_matrix_over_every_route(tmp_path):
-    with client_with(tmp_path, api_keys=KEYS) as c:
+SHARDS = pytest.mark.parametrize(
+    "shards", [0, pytest.param(2, marks=pytest.mark.skipif(not RAY, reason="needs the [ray] extra"))],
+    ids=["one process", "2 shards"],
+)  # fmt: skip
+
+
+@SHARDS
+def test_auth_matrix_over_every_route(tmp_path, shards):
+    with client_with(tmp_path, api_keys=KEYS, shards=shards) as c:
         wait_ready(c)
+        assert c.get("/readyz").json().get("shards") == (["ok"] * shards or None)
         assert c.put("/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
         http = [r for r in routes(c.app) if isinstance(r, APIRoute) and r.path.startswith("/v1/")]
         sockets = [r for r in routes(c.app) if isinstance(r, APIWebSocketRoute)]
@@ -163,9 +174,10 @@ def test_body_size_limit_with_and_without_content_length(tmp_path):
         assert c.get("/v1/streams/s").json()["steps"] == 0
 
 
-def test_batch_length_model_size_and_stream_count_limits(tmp_path):
+@SHARDS
+def test_batch_length_model_size_and_stream_count_limits(tmp_path, shards):
     with client_with(tmp_path, max_batch=5, max_hidden_size=32, max_streams_per_tenant=2, max_streams=3,
-                     api_keys=KEYS) as c:  # fmt: skip
+                     api_keys=KEYS, shards=shards) as c:  # fmt: skip
         wait_ready(c)
         r = c.put("/v1/streams/big", json={"model": {"input_size": 1, "hidden_size": 33}}, headers=A)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "model", "hidden_size"]

@@ -1,0 +1,90 @@
+"""Which shard owns a stream: a stable hash of (tenant, stream) into a fixed number of key groups, and key
+groups over shards (as Flink's key groups and Kafka's partitions).
+
+The group count is chosen once, when a data directory is first served with shards, and recorded with the
+shard count in ``data_dir/sharding.json``; a stream's group never changes, so which shard owns it depends
+only on the shard count. The hash is BLAKE2b of the tenant and the stream id, not Python's ``hash`` (salted
+per process: the front and a restarted shard must agree forever).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .datadir import DataDirUnusable
+
+GROUPS = 128  # key groups of a new sharded data directory: the most shards it can ever have
+PLACEMENT_FILE = "sharding.json"
+SHARDS_FOLDER = "shards"
+SINGLE_PROCESS_STORE = "tbptt.sqlite3"  # service/store.py's file: a single-process server's data directory
+
+
+class PlacementError(DataDirUnusable):
+    """The data directory cannot be served with these shards; the message says why and what to do."""
+
+
+def group_of(tenant: str, stream: str, groups: int) -> int:
+    """The key group of a stream: stable across processes, machines and versions."""
+    key = f"{len(tenant)}:{tenant}{stream}".encode()  # (the length keeps ("ab", "c") apart from ("a", "bc"))
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % groups
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    groups: int
+    shards: int
+
+    def shard_of(self, tenant: str, stream: str) -> int:
+        return group_of(tenant, stream, self.groups) % self.shards
+
+    def folder(self, data_dir: Path, shard: int) -> Path:
+        """Shard ``shard``'s own data directory (its store, its log, its checkpoints)."""
+        return data_dir / SHARDS_FOLDER / str(shard)
+
+    @classmethod
+    def of(cls, data_dir: Path, shards: int) -> Placement:
+        """The placement of ``data_dir`` served with ``shards`` shards: recorded on first use; refused if the
+        folder holds a single-process store or was sharded otherwise."""
+        if not 1 <= shards <= GROUPS:
+            raise PlacementError(f"shards must be between 1 and {GROUPS}, got {shards}")
+        path = data_dir / PLACEMENT_FILE
+        if path.exists():
+            recorded = json.loads(path.read_text())
+            placement = cls(int(recorded["groups"]), int(recorded["shards"]))
+            if placement.shards != shards:
+                raise PlacementError(
+                    f"{data_dir} holds {placement.shards} shards, not {shards}: serve it with --shards "
+                    f"{placement.shards} (moving streams between shards is not built yet)"
+                )
+            return placement
+        if (data_dir / SINGLE_PROCESS_STORE).exists():
+            raise PlacementError(
+                f"{data_dir} holds a single-process server's streams: serve it without --shards, or give the "
+                "sharded server its own --data-dir (moving streams into shards is not built yet)"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        placement = cls(GROUPS, shards)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"groups": placement.groups, "shards": placement.shards}))
+        temporary.replace(path)  # whole or absent after a crash
+        return placement
+
+
+def check_unsharded(data_dir: Path) -> None:
+    """A single-process server refuses a sharded data directory (its streams live in the shards' folders)."""
+    path = data_dir / PLACEMENT_FILE
+    if path.exists():
+        shards = json.loads(path.read_text())["shards"]
+        raise PlacementError(f"{data_dir} holds {shards} shards: serve it with --shards {shards}")
+
+
+def preflight(data_dir: Path, shards: int) -> Placement | None:
+    """Before a server starts: its placement with ``shards`` (0: a single process, refused on a sharded
+    directory)."""
+    if shards == 0:
+        check_unsharded(data_dir)
+        return None
+    return Placement.of(data_dir, shards)

@@ -1,0 +1,84 @@
+"""A shard in its own process, served to the front over calls: the body of a Ray actor (service/sharded.py).
+
+The shard (``Shard``) is what the engine thread runs in the single process; here the actor's one thread is
+its only writer, and every call is synchronous. Each answer carries what the shard told its watchers
+meanwhile, for the front to publish. Plain Python: tested without Ray, and Ray is imported by the front only.
+
+A shard that fails while applying a batch may hold half of it: the process exits, and Ray starts it again
+(its constructor recovers exactly from its log), as a restart recovers the single process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from .engine_thread import _domain
+from .registry import Usage
+from .settings import Settings
+from .shard import Outcome, Request, Shard
+from .streams import Key
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# What a call answers: (its value, None) or (None, the domain error that refused it)
+Answer = tuple[Any, BaseException | None]
+Applied = dict[Key, dict[str, Any]]  # what watched streams got, as the single process hands to its watchers
+
+CALLS = frozenset({
+    "check", "check_create_many", "create", "create_many", "info", "streams", "delete", "patch", "reset",
+    "predictions", "metrics", "export_model", "import_model", "usage",
+})  # fmt: skip
+
+
+class ShardHost:
+    def __init__(self, settings: Settings, index: int) -> None:
+        import torch  # the shard's process does the tensor work: its thread count is the shard's
+
+        torch.set_num_threads(settings.torch_threads)
+        self.index = index
+        self.shard = Shard(settings, Telemetry(None))
+        self._applied: list[Applied] = []
+        self.shard.on_applied = self._applied.append
+        self.shard.open()
+
+    def ready(self) -> int:
+        """Answered once the shard has recovered (the constructor returned): its index."""
+        return self.index
+
+    def apply(self, requests: list[Request], watched: frozenset[Key] | None) -> tuple[list[Outcome], list[Applied]]:
+        """A micro-batch of observation requests (``Shard.apply``), with the watched streams if they changed;
+        each request's results or what refused it, and what watchers were told."""
+        if watched is not None:
+            self.shard.watched = watched
+        try:
+            outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(requests)]
+            self.shard.tick()
+        except BaseException:
+            log.exception("shard %d failed while applying a batch; restarting to recover from its log", self.index)
+            logging.shutdown()
+            os._exit(70)  # what was applied of the batch is in the log: the restart replays it exactly
+        applied = self._applied.copy()  # (the shard appends to this very list: emptied, never replaced)
+        self._applied.clear()
+        return outcomes, applied
+
+    def call(self, name: str, args: tuple, elsewhere: Usage | None = None) -> Answer:
+        """``Shard.<name>(*args)``, with the quota usage of the other shards when it creates streams."""
+        if name not in CALLS:
+            raise ValueError(f"not a shard call: {name}")
+        self.shard.elsewhere = elsewhere
+        try:
+            return getattr(self.shard, name)(*args), None
+        except Exception as exc:
+            return None, _domain(exc)
+        finally:
+            self.shard.elsewhere = None
+
+    def tick(self) -> None:
+        self.shard.tick()
+
+    def close(self) -> None:
+        """Final checkpoints, then the store closed: a graceful stop."""
+        self.shard.close(failed=False)

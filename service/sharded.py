@@ -1,0 +1,444 @@
+"""The sharded server's hub: ``Hub``'s verbs over shard processes (Ray actors) that own the streams.
+
+    front (this process: FastAPI, validation, routing)  --one call per micro-batch-->  shard k (ShardHost)
+
+A stream's shard is fixed by its key group (service/keygroups.py). Each shard has a queue here; whatever is
+queued for it when its previous call returns goes in one call (consecutive observation requests as one
+batch: a Ray call costs ~1.3 ms beyond the work, so it must carry many observations). Calls to one shard
+run one at a time, in the order they were queued: per-stream order holds, as on the engine thread.
+
+A shard whose process dies is started again by Ray (``max_restarts=-1``) and recovers from its log; Ray
+does not retry the calls it was running (``max_task_retries=0``: retried calls may run out of order). Those
+requests answer 503 with Retry-After, and so does every request for that shard until it answers again;
+the other shards keep serving. A client's retry with the same seqs is answered exactly once: what the dead
+shard had logged is replayed, and answers as duplicates.
+
+A request whose streams live on several shards is checked on each (nothing applied) before any applies
+it. Quotas are the service's: creations are serialized here and each counts what the other shards hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tbptt.models import StreamConfig as CoreConfig
+from tbptt.models import StreamMetrics
+
+from .alerts import Alert
+from .errors import NotSharded, Unavailable
+from .ingest import Part
+from .keygroups import Placement
+from .patching import Template
+from .registry import Usage
+from .results import Observed, Result
+from .settings import Settings
+from .streams import Key, StreamInfo
+from .telemetry import Telemetry
+from .watchers import Watchers
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.5  # a shard's housekeeping while no work comes (as the engine thread's)
+RETRY_AFTER = 2  # seconds a client is told to wait while a shard restarts (Ray's restart: ~4 s here)
+
+
+@dataclass(slots=True)
+class _Job:
+    future: asyncio.Future
+    payload: Any = None  # an observation request (tenant, parts) ...
+    call: tuple[str, tuple, Usage | None] | None = None  # ... or a call: (name, args, usage elsewhere)
+
+
+@dataclass
+class _Remote:
+    """One shard as the front sees it."""
+
+    index: int
+    handle: Any  # the Ray actor
+    jobs: deque[_Job] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    up: bool = False
+    watched: frozenset[Key] | None = frozenset()  # the set last sent (None: send it again)
+
+
+class ShardedHub:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
+        self.settings = settings
+        self.telemetry = telemetry or Telemetry(None)
+        self.placement = Placement.of(settings.data_dir, settings.shards)
+        self.watchers: Watchers[Key] = Watchers(on_change=self._watched)
+        self.alert_watchers: Watchers[str] = Watchers(on_change=lambda tenants: None)
+        self.failure: BaseException | None = None
+        self._watched_keys: frozenset[Key] = frozenset()
+        self._remotes: list[_Remote] = []
+        self._tasks: list[asyncio.Task] = []
+        self._creating = asyncio.Lock()  # quotas are global: one creation at a time
+        self._started_ray = False
+        self._starting: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._remotes) and all(r.up for r in self._remotes)
+
+    def shard_status(self) -> list[str]:
+        """Per shard: "ok", or "starting" while it starts or restarts."""
+        if not self._remotes:
+            return ["starting"] * self.placement.shards
+        return ["ok" if r.up else "starting" for r in self._remotes]
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._starting = asyncio.ensure_future(self._start())
+
+    async def _start(self) -> None:
+        try:
+            handles = await asyncio.to_thread(self._launch)
+            self._remotes = [_Remote(k, handle) for k, handle in enumerate(handles)]
+            self._tasks = [asyncio.ensure_future(self._serve(remote)) for remote in self._remotes]
+            for remote in self._remotes:
+                self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("the shards could not be started")
+
+    def _launch(self) -> list[Any]:
+        """Ray (local unless an address is set), then one actor per shard, each restarted by Ray if its
+        process dies, always on the node that holds its data: on a local Ray, this machine; on a cluster,
+        the node started with the custom resource ``tbptt-shard-K`` (a shard waits, 503, while no such node
+        is up: its data is nowhere else)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .shard_host import ShardHost
+
+        s = self.settings
+        if not ray.is_initialized():
+            ray.init(address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+            self._started_ray = True
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        offered = ray.cluster_resources()
+        actor = ray.remote(ShardHost)
+        handles = []
+        for k in range(self.placement.shards):
+            shard_settings = s.model_copy(update={"data_dir": self.placement.folder(s.data_dir, k), "shards": 0})
+            placed: dict[str, Any] = {"scheduling_strategy": here}
+            if s.ray_address:
+                placed = {"resources": {resource_of(k): 0.001}}
+                if resource_of(k) not in offered:
+                    log.warning("shard %d waits for a node started with the resource %s", k, resource_of(k))
+            handles.append(
+                actor.options(max_restarts=-1, max_task_retries=0, num_cpus=0, **placed).remote(shard_settings, k)
+            )
+        return handles
+
+    async def stop(self) -> None:
+        """Finish what is queued, then each shard's final checkpoints; stop the Ray this server started."""
+        if self._starting is not None:
+            await self._starting
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while any(r.jobs for r in self._remotes if r.up) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        closing = [r.handle.close.remote() for r in self._remotes if r.up]
+        try:
+            await asyncio.wait_for(asyncio.gather(*closing), max(deadline - time.monotonic(), 1.0))
+        except Exception:
+            log.exception("a shard did not close cleanly (its log has everything acknowledged)")
+        await asyncio.to_thread(self._shutdown_ray)
+
+    def _shutdown_ray(self) -> None:
+        import ray
+
+        for remote in self._remotes:
+            ray.kill(remote.handle, no_restart=True)
+        if self._started_ray:
+            ray.shutdown()
+
+    # -- the calls to one shard ------------------------------------------------------------------------------
+
+    async def _await_ready(self, remote: _Remote) -> None:
+        """Until the shard answers (it recovered from its log): then it serves again."""
+        while True:
+            try:
+                await remote.handle.ready.remote()
+            except Exception as exc:
+                log.info("shard %d not ready yet (%s)", remote.index, type(exc).__name__)
+                await asyncio.sleep(0.2)
+                continue
+            remote.up, remote.watched = True, None
+            remote.wake.set()
+            log.info("shard %d is serving", remote.index)
+            return
+
+    def _down(self, remote: _Remote, exc: BaseException) -> None:
+        if remote.up:
+            log.warning("shard %d is down (%s); its streams answer 503 until it is back", remote.index, exc)
+            remote.up = False
+            self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
+        for job in remote.jobs:
+            _settle(job, error=self._unavailable(remote))
+        remote.jobs.clear()
+
+    def _unavailable(self, remote: _Remote) -> Unavailable:
+        return Unavailable(f"shard {remote.index} is restarting; try again shortly", retry_after=RETRY_AFTER)
+
+    def _submit(self, shard: int, job: _Job) -> asyncio.Future:
+        if self.failure is not None:
+            raise Unavailable("the shards could not be started: see the server's log")
+        if not self._remotes:
+            raise Unavailable("the service is starting; try again shortly", retry_after=1)
+        remote = self._remotes[shard]
+        if not remote.up:
+            raise self._unavailable(remote)
+        remote.jobs.append(job)
+        remote.wake.set()
+        return job.future
+
+    async def _call(self, shard: int, name: str, *args: Any, elsewhere: Usage | None = None) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        return await self._submit(shard, _Job(future, call=(name, args, elsewhere)))
+
+    async def _apply(self, shard: int, tenant: str, parts: list[Part]) -> list[list[Result]]:
+        future = asyncio.get_running_loop().create_future()
+        return await self._submit(shard, _Job(future, payload=(tenant, parts)))
+
+    async def _serve(self, remote: _Remote) -> None:
+        while True:
+            if not remote.jobs or not remote.up:
+                remote.wake.clear()
+                try:
+                    await asyncio.wait_for(remote.wake.wait(), TICK_SECONDS)
+                except TimeoutError:
+                    if remote.up:
+                        await self._send(remote, [], remote.handle.tick.remote())
+                continue
+            first = remote.jobs.popleft()
+            if first.call is not None:
+                name, args, elsewhere = first.call
+                await self._send(remote, [first], remote.handle.call.remote(name, args, elsewhere))
+                continue
+            jobs = [first]
+            while remote.jobs and remote.jobs[0].call is None:
+                jobs.append(remote.jobs.popleft())
+            wanted, watched = self._shard_watched(remote), None
+            if remote.watched != wanted:  # sent only when it changed (None: after a restart)
+                watched = remote.watched = wanted
+            await self._send(remote, jobs, remote.handle.apply.remote([job.payload for job in jobs], watched))
+
+    async def _send(self, remote: _Remote, jobs: list[_Job], reference: Any) -> None:
+        try:
+            answer = await reference
+        except Exception as exc:  # the shard's process died (Ray restarts it): these are not answered
+            for job in jobs:
+                _settle(job, error=self._unavailable(remote))
+            self._down(remote, exc)
+            return
+        if not jobs:
+            return
+        if jobs[0].call is not None:
+            value, error = answer
+            _settle(jobs[0], value, error)
+            return
+        outcomes, applied = answer
+        for job, outcome in zip(jobs, outcomes):
+            if isinstance(outcome, BaseException):
+                _settle(job, error=outcome)
+            else:
+                _settle(job, outcome)
+        for batches in applied:
+            self.watchers.publish(batches)
+
+    def _shard_watched(self, remote: _Remote) -> frozenset[Key]:
+        return frozenset(k for k in self._watched_keys if self.placement.shard_of(*k) == remote.index)
+
+    def _watched(self, keys: frozenset[Key]) -> None:
+        self._watched_keys = keys
+        for remote in self._remotes:
+            remote.wake.set()
+
+    def _shard_of(self, tenant: str, stream: str) -> int:
+        return self.placement.shard_of(tenant, stream)
+
+    async def _elsewhere(self, tenant: str, but: set[int]) -> Usage:
+        """What the shards other than ``but`` hold against the quotas."""
+        usages = await asyncio.gather(
+            *(self._call(k, "usage", tenant) for k in range(self.placement.shards) if k not in but)
+        )
+        total = Usage(0, 0, 0)
+        for usage in usages:
+            total = total + usage
+        return total
+
+    # -- observations --------------------------------------------------------------------------------------
+
+    async def observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
+        """Apply observations to one or more streams, all or none; the results per part, in order. Parts on
+        several shards: checked on every shard first, then applied on each."""
+        by_shard: dict[int, list[int]] = {}
+        for k, part in enumerate(parts):
+            by_shard.setdefault(self._shard_of(tenant, part.stream), []).append(k)
+        if len(by_shard) == 1:
+            (shard,) = by_shard
+            return await self._apply(shard, tenant, parts)
+        await asyncio.gather(
+            *(self._call(shard, "check", tenant, [parts[k] for k in ks]) for shard, ks in by_shard.items())
+        )
+        answers = await asyncio.gather(
+            *(self._apply(shard, tenant, [parts[k] for k in ks]) for shard, ks in by_shard.items()),
+            return_exceptions=True,
+        )
+        failed = [a for a in answers if isinstance(a, BaseException)]
+        if failed:
+            unavailable = [a for a in failed if isinstance(a, Unavailable)]
+            if unavailable and len(unavailable) < len(answers):
+                raise Unavailable(
+                    f"{unavailable[0]} (the parts of this request on other shards were applied: a retry with "
+                    "the same seqs completes it, each part once)",
+                    retry_after=RETRY_AFTER,
+                )
+            raise failed[0]
+        results: list[list[Result]] = [[] for _ in parts]
+        for ks, answer in zip(by_shard.values(), answers):
+            assert isinstance(answer, list)
+            for k, part_results in zip(ks, answer):
+                results[k] = part_results
+        return results
+
+    # -- streams -------------------------------------------------------------------------------------------
+
+    async def create(
+        self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None
+    ) -> tuple[StreamInfo, bool]:
+        shard = self._shard_of(tenant, stream)
+        async with self._creating:
+            elsewhere = await self._elsewhere(tenant, {shard})
+            return await self._call(shard, "create", tenant, stream, config, labels, elsewhere=elsewhere)
+
+    async def create_many(
+        self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]
+    ) -> list[tuple[StreamInfo, bool]]:
+        """All or nothing: conflicts and quotas checked on every shard first (the quotas counting every
+        shard's new streams), then each shard creates its own."""
+        by_shard: dict[int, list[int]] = {}
+        for k, (stream, _, _) in enumerate(streams):
+            by_shard.setdefault(self._shard_of(tenant, stream), []).append(k)
+        async with self._creating:
+            usage = {k: await self._call(k, "usage", tenant) for k in range(self.placement.shards)}
+            for shard, ks in by_shard.items():
+                others = Usage(0, 0, 0)
+                for k, used in usage.items():
+                    if k != shard:
+                        others = others + used
+                others = others + _claimed(streams, by_shard, shard, self.settings)
+                await self._call(shard, "check_create_many", tenant, [streams[k] for k in ks], elsewhere=others)
+            created: list[tuple[StreamInfo, bool]] = [None] * len(streams)  # type: ignore[list-item]
+            for shard, ks in by_shard.items():
+                others = Usage(0, 0, 0)
+                for k in by_shard:
+                    if k != shard:
+                        others = others + await self._call(k, "usage", tenant)
+                for k in set(range(self.placement.shards)) - set(by_shard):
+                    others = others + usage[k]
+                answer = await self._call(shard, "create_many", tenant, [streams[k] for k in ks], elsewhere=others)
+                for k, one in zip(ks, answer):
+                    created[k] = one
+            return created
+
+    async def template(self, tenant: str) -> Template | None:
+        return None  # none can be set (below): observations for unknown streams are 404s, as without one
+
+    async def set_template(self, tenant: str, template: Template | None) -> None:
+        raise NotSharded("a tenant's template (PUT /v1/template)")
+
+    async def info(self, tenant: str, stream: str) -> StreamInfo:
+        return await self._call(self._shard_of(tenant, stream), "info", tenant, stream)
+
+    async def streams(
+        self, tenant: str, limit: int, after: str | None = None, prefix: str = "",
+        labels: dict[str, str | None] | None = None,
+    ) -> tuple[list[StreamInfo], str | None, int]:  # fmt: skip
+        """A page of the tenant's streams by id, merged from every shard's page."""
+        pages = await asyncio.gather(
+            *(self._call(k, "streams", tenant, limit, after, prefix, labels) for k in range(self.placement.shards))
+        )
+        merged = sorted((info for infos, _, _ in pages for info in infos), key=lambda info: info.id)
+        more = len(merged) > limit or any(next_after is not None for _, next_after, _ in pages)
+        page = merged[:limit]
+        return page, (page[-1].id if more and page else None), sum(total for _, _, total in pages)
+
+    async def delete(self, tenant: str, stream: str) -> None:
+        async with self._creating:  # (a deletion frees room another creation may be counting)
+            await self._call(self._shard_of(tenant, stream), "delete", tenant, stream)
+        self.watchers.close((tenant, stream))
+
+    async def patch(self, tenant: str, stream: str, changes: dict[str, Any]) -> tuple[StreamInfo, int]:
+        return await self._call(self._shard_of(tenant, stream), "patch", tenant, stream, changes)
+
+    async def reset(self, tenant: str, stream: str, hidden: bool, weights: bool) -> StreamInfo:
+        return await self._call(self._shard_of(tenant, stream), "reset", tenant, stream, hidden, weights)
+
+    async def predictions(self, tenant: str, stream: str, limit: int | None) -> list[Observed]:
+        return await self._call(self._shard_of(tenant, stream), "predictions", tenant, stream, limit)
+
+    async def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
+        raise NotSharded("the alerts feed (/v1/anomalies)")
+
+    async def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
+        return await self._call(self._shard_of(tenant, stream), "metrics", tenant, stream)
+
+    async def export_model(self, tenant: str, stream: str) -> bytes:
+        return await self._call(self._shard_of(tenant, stream), "export_model", tenant, stream)
+
+    async def import_model(self, tenant: str, stream: str, data: bytes) -> StreamInfo:
+        return await self._call(self._shard_of(tenant, stream), "import_model", tenant, stream, data)
+
+    # -- watchers ------------------------------------------------------------------------------------------
+
+    def watch(self, tenant: str, stream: str) -> asyncio.Queue:
+        return self.watchers.watch((tenant, stream), self.settings.watch_queue)
+
+    def unwatch(self, tenant: str, stream: str, watcher: asyncio.Queue) -> None:
+        self.watchers.unwatch((tenant, stream), watcher)
+
+    def watch_anomalies(self, tenant: str) -> asyncio.Queue:
+        raise NotSharded("the alerts feed (/v1/anomalies/watch)")  # (service/ws.py closes it saying so first)
+
+    def unwatch_anomalies(self, tenant: str, watcher: asyncio.Queue) -> None:
+        self.alert_watchers.unwatch(tenant, watcher)
+
+
+def resource_of(shard: int) -> str:
+    """The Ray custom resource of the node that holds shard ``shard``'s data, in a cluster."""
+    return f"tbptt-shard-{shard}"
+
+
+def _claimed(
+    streams: list[tuple[str, CoreConfig, dict[str, str]]], by_shard: dict[int, list[int]], shard: int,
+    settings: Settings,
+) -> Usage:  # fmt: skip
+    """What the request's streams for the other shards will hold (counted as if none existed yet: a
+    conservative check, exact for the usual request of new streams)."""
+    from .durability import stream_bytes
+
+    count, held = 0, 0
+    for k, ks in by_shard.items():
+        if k != shard:
+            count += len({streams[i][0] for i in ks})
+            held += sum(stream_bytes(streams[i][1], settings) for i in ks)
+    return Usage(count, count, held)
+
+
+def _settle(job: _Job, value: Any = None, error: BaseException | None = None) -> None:
+    if job.future.done():  # the client went away
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(value)

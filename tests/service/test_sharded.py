@@ -1,0 +1,271 @@
+"""The sharded server (``tbptt serve --shards 2``: shard processes as Ray actors on a local Ray) keeps the
+single process's contracts: every weight as the learning core gives it, bit for bit; nothing acknowledged
+lost when a shard's process or the front is killed; requests across shards all or nothing; quotas and
+listings over every shard.
+
+Key groups and placement are checked without Ray; the rest drives real servers (each starts its own local
+Ray: ~10 s here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tbptt.models import StreamConfig, StreamNotFound
+from tbptt.service.ingest import Incoming, Part
+from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
+from tbptt.service.settings import Settings
+from tbptt.service.shard_host import ShardHost
+from tests.service.server import Server
+from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
+
+ray = pytest.importorskip("ray", reason="the sharded server needs the [ray] extra")
+
+SHARDED = {"TBPTT_SHARDS": "2", **FAST_CHECKPOINTS}
+PLACEMENT = Placement(GROUPS, 2)
+# CONFIGS' streams, and one of each more on the other shard (their names all hash to shard 0)
+SPREAD = {**CONFIGS, **{f"{name}-{k}": config for name, config in CONFIGS.items() for k in (1, 2)}}
+
+
+# -- placement, without Ray --------------------------------------------------------------------------------
+
+
+def test_a_streams_group_is_stable_and_groups_spread_streams_evenly():
+    # pinned: a different hash would put every existing stream on another shard than its data
+    assert [group_of("default", s, 128) for s in ("gru64", "a", "lstm64", "e")] == [80, 83, 16, 29]
+    assert group_of("ab", "c", 128) != group_of("a", "bc", 128)  # the tenant is not run into the id
+    counts = [0] * 8
+    for k in range(8_000):
+        counts[group_of("tenant", f"sensor-{k}", 8)] += 1
+    assert min(counts) > 900 and max(counts) < 1_100
+
+
+def test_the_shard_count_is_recorded_once_and_other_counts_are_refused(tmp_path):
+    assert Placement.of(tmp_path, 2) == Placement(GROUPS, 2)
+    assert json.loads((tmp_path / "sharding.json").read_text()) == {"groups": GROUPS, "shards": 2}
+    assert Placement.of(tmp_path, 2) == Placement(GROUPS, 2)
+    with pytest.raises(PlacementError, match="holds 2 shards, not 3: serve it with --shards 2"):
+        Placement.of(tmp_path, 3)
+    with pytest.raises(PlacementError, match="holds 2 shards: serve it with --shards 2"):
+        preflight(tmp_path, 0)  # a single-process server would not find the shards' streams
+    with pytest.raises(PlacementError, match="between 1 and 128"):
+        Placement.of(tmp_path / "other", 129)
+
+
+def test_a_single_process_directory_is_not_served_with_shards(tmp_path):
+    (tmp_path / "tbptt.sqlite3").write_bytes(b"")
+    with pytest.raises(PlacementError, match="holds a single-process server's streams"):
+        preflight(tmp_path, 2)
+
+
+def test_a_shard_host_answers_calls_and_hands_over_what_watchers_get_after_every_batch(tmp_path):
+    """The actor's body in process: its answers carry the watched streams' batches, every call."""
+    host = ShardHost(Settings(data_dir=tmp_path / "shard"), 0)
+    info, created = host.call("create", ("t", "s", StreamConfig(input_size=1)))[0]
+    assert created and info.steps == 0
+    _, refused = host.call("info", ("t", "nope"))
+    assert isinstance(refused, StreamNotFound)
+    watched = frozenset({("t", "s")})
+    for k, watching in enumerate((watched, None, frozenset())):  # None: unchanged since the last call
+        request = ("t", [Part("s", [Incoming([float(k)], None, k + 1)])])
+        (answer,), applied = host.apply([request], watching)
+        assert answer[0][0]["step"] == k + 1
+        assert [batch[("t", "s")]["results"][0]["step"] for batch in applied] == ([k + 1] if k < 2 else [])
+    with pytest.raises(ValueError, match="not a shard call"):
+        host.call("close", ())
+    host.close()
+
+
+# -- real sharded servers ----------------------------------------------------------------------------------
+
+
+class RetryingClient(Client):
+    """``Client``, retrying with the same seqs while a shard restarts (503 with Retry-After), as the README
+    tells clients to."""
+
+    def _post(self, stream: str, body: list[dict]) -> bool:
+        deadline = time.monotonic() + 60
+        while True:
+            self.in_flight[stream] = body
+            try:
+                response = httpx.post(
+                    f"{self.server.url}/v1/streams/{stream}/observations", json={"observations": body}, timeout=30
+                )
+            except httpx.TransportError:
+                return False
+            if response.status_code == 503 and time.monotonic() < deadline:
+                assert response.headers["retry-after"], response.text
+                self.restarts_seen += 1
+                time.sleep(0.1)
+                continue
+            assert response.status_code == 200, response.text
+            self._ack(stream, body, response.json()["results"])
+            return True
+
+    restarts_seen = 0
+    sent = 0  # observations per stream so far
+
+    def drive(self, rounds: int) -> None:
+        """Interleave HTTP batches, single POSTs and WebSocket messages over every stream."""
+        for _ in range(rounds):
+            k = self.sent
+            for stream in self.configs:
+                if stream.startswith("lstm"):
+                    assert self.send_ws(stream, [k, k + 1, k + 2])
+                else:
+                    assert self.post(stream, [k, k + 1]) and self.post(stream, [k + 2])
+            self.sent += 3
+
+
+def shard_pid(data_dir, shard: int) -> int:
+    """The process of a shard: it holds its folder's lock, which names it."""
+    return int((PLACEMENT.folder(data_dir, shard) / "lock").read_text())
+
+
+def test_sharded_server_equals_the_learning_core_and_loses_nothing_when_a_shard_or_the_front_dies(tmp_path):
+    data = tmp_path / "data"
+    server = Server(data, **SHARDED).start()
+    try:
+        assert httpx.get(f"{server.url}/readyz").json() == {"status": "ok", "shards": ["ok", "ok"]}
+        client = RetryingClient(server, SPREAD)
+        assert {PLACEMENT.shard_of("default", s) for s in SPREAD} == {0, 1}
+        client.create_all()
+        client.drive(rounds=6)
+        client.assert_same_as_uncrashed()  # float64 streams: every weight as the core gives it, bit for bit
+
+        # kill -9 of one shard's process: its streams 503 until Ray restarted it, then nothing is lost
+        victim = shard_pid(data, 1)
+        os.kill(victim, signal.SIGKILL)
+        client.drive(rounds=6)
+        assert client.restarts_seen > 0, "no request met the restart: the kill tested nothing"
+        assert shard_pid(data, 1) != victim
+        client.assert_same_as_uncrashed()
+        client.assert_duplicates_recognized()
+    finally:
+        server.kill()  # kill -9 of the front (and the Ray it started) ...
+
+    # ... and a new server recovers every shard from its log
+    with client.restarted(data, **SHARDED):
+        client.retry_in_flight()
+        client.assert_same_as_uncrashed()
+        client.drive(rounds=2)
+        client.assert_same_as_uncrashed()
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("sharded") / "data", TBPTT_SHARDS="2", TBPTT_MAX_STREAMS_PER_TENANT="12")
+    yield server.start()
+    assert server.stop() == 0
+
+
+def test_a_request_across_shards_is_checked_on_every_shard_before_any_applies_it(sharded):
+    url = sharded.url
+    for stream in ("a", "b", "e", "c"):
+        assert httpx.put(f"{url}/v1/streams/{stream}", json={"model": {"input_size": 1}}).status_code == 201
+    good = [{"stream": s, "x": [float(k)]} for k, s in enumerate(("a", "b", "e", "c"))]
+    bad = [*good, {"stream": "c", "x": [1.0, 2.0]}]  # the last item, on shard 0, does not fit its stream
+    refused = httpx.post(f"{url}/v1/observations", json={"observations": bad})
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "observations", 4, "x"]
+    assert [httpx.get(f"{url}/v1/streams/{s}").json()["steps"] for s in ("a", "b", "e", "c")] == [0, 0, 0, 0]
+    answered = httpx.post(f"{url}/v1/observations", json={"observations": good}).json()["results"]
+    assert [r["stream"] for r in answered] == ["a", "b", "e", "c"]
+    assert [r["seq"] for r in answered] == [1, 1, 1, 1]
+
+
+def test_quotas_and_listings_cover_every_shard(sharded):
+    url = sharded.url
+    created = 0
+    for k in range(30):
+        response = httpx.put(f"{url}/v1/streams/q-{k}", json={"model": {"input_size": 1}})
+        if response.status_code == 403:
+            break
+        assert response.status_code == 201
+        created += 1
+    existing = httpx.get(f"{url}/v1/streams").json()["total"]
+    assert existing == 12, "the tenant's limit counts the streams of both shards"
+    owners = {PLACEMENT.shard_of("default", f"q-{k}") for k in range(created)}
+    assert owners == {0, 1}
+    ids, after = [], None
+    while True:
+        page = httpx.get(f"{url}/v1/streams", params={"limit": 5, **({"cursor": after} if after else {})}).json()
+        ids += [s["id"] for s in page["streams"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert ids == sorted(ids) and len(ids) == len(set(ids)) == 12
+    for k in range(created):  # deleting gives the room back, on whichever shard
+        assert httpx.delete(f"{url}/v1/streams/q-{k}").status_code == 204
+    assert httpx.get(f"{url}/v1/streams").json()["total"] == 12 - created
+
+
+def test_what_shards_do_not_serve_yet_is_refused_saying_so(sharded):
+    response = httpx.get(f"{sharded.url}/v1/anomalies")
+    assert response.status_code == 501
+    assert "not served by a sharded server yet" in response.json()["detail"]
+    assert httpx.put(f"{sharded.url}/v1/template", json={"model": {"input_size": 1}}).status_code == 501
+
+
+def test_a_watcher_sees_the_batches_of_a_stream_on_another_process(sharded):
+    url, stream = sharded.url, "f"  # on shard 1
+    assert PLACEMENT.shard_of("default", stream) == 1
+    assert httpx.put(f"{url}/v1/streams/{stream}", json={"model": {"input_size": 1}}).status_code == 201
+    with connect(f"{sharded.ws_url}/v1/streams/{stream}/watch") as watch:
+        body = {"observations": [{"x": [1.0]}, {"x": [2.0]}]}
+        assert httpx.post(f"{url}/v1/streams/{stream}/observations", json=body).status_code == 200
+        batch = json.loads(watch.recv(timeout=10))
+    assert batch["stream"] == stream and [r["step"] for r in batch["results"]] == [1, 2]
+
+
+def test_the_alerts_websocket_closes_saying_shards_do_not_serve_it_yet(sharded):
+    with connect(f"{sharded.ws_url}/v1/anomalies/watch") as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008 and "not served with --shards yet" in closed.value.rcvd.reason
+
+
+def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_it_returns(tmp_path):
+    """Two Ray nodes on this machine (Ray's own test utility), each holding one shard's data (the custom
+    resource ``tbptt-shard-K``): removing one node's processes makes only its shard's streams 503; once a
+    node with its resource joins again, the shard recovers there from its log, and nothing acknowledged is
+    lost."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"tbptt-shard-0": 1}})
+    try:
+        second = cluster.add_node(num_cpus=1, resources={"tbptt-shard-1": 1})
+        data = tmp_path / "data"
+        server = Server(data, TBPTT_SHARDS="2", TBPTT_RAY_ADDRESS=cluster.address, **FAST_CHECKPOINTS).start()
+        try:
+            client = RetryingClient(server, SPREAD)
+            client.create_all()
+            client.drive(rounds=2)
+            on_0, on_1 = "gru64", "gru64-1"  # on shards 0 and 1
+            assert [PLACEMENT.shard_of("default", s) for s in (on_0, on_1)] == [0, 1]
+
+            cluster.remove_node(second, allow_graceful=False)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{server.url}/v1/streams/{on_1}").status_code != 503:
+                assert time.monotonic() < deadline, "shard 1 kept answering without its node"
+                time.sleep(0.1)
+            ready = httpx.get(f"{server.url}/readyz")
+            assert ready.status_code == 503 and ready.json()["shards"] == ["ok", "starting"]
+            assert httpx.get(f"{server.url}/v1/streams/{on_0}").status_code == 200  # the other shard serves
+            assert client.post(on_0, [client.sent, client.sent + 1, client.sent + 2])
+
+            cluster.add_node(num_cpus=1, resources={"tbptt-shard-1": 1})
+            client.drive(rounds=2)  # retried (503) until shard 1 is back on the new node
+            assert httpx.get(f"{server.url}/readyz").json() == {"status": "ok", "shards": ["ok", "ok"]}
+            client.assert_same_as_uncrashed()
+        finally:
+            server.stop()
+    finally:
+        cluster.shutdown()
