@@ -17,15 +17,15 @@ from typing import Any
 from .engine_thread import _domain
 from .registry import Usage
 from .settings import Settings
-from .shard import Outcome, Request, Shard
+from .shard import Shard
 from .streams import Key
 from .telemetry import Telemetry
+from .wire import Answers, Applied, answers_bytes, requests_of
 
 log = logging.getLogger(__name__)
 
 # What a call answers: (its value, None) or (None, the domain error that refused it)
 Answer = tuple[Any, BaseException | None]
-Applied = dict[Key, dict[str, Any]]  # what watched streams got, as the single process hands to its watchers
 
 CALLS = frozenset({
     "check", "check_create_many", "create", "create_many", "info", "streams", "delete", "patch", "reset",
@@ -48,13 +48,15 @@ class ShardHost:
         """Answered once the shard has recovered (the constructor returned): its index."""
         return self.index
 
-    def apply(self, requests: list[Request], watched: frozenset[Key] | None) -> tuple[list[Outcome], list[Applied]]:
-        """A micro-batch of observation requests (``Shard.apply``), with the watched streams if they changed;
-        each request's results or what refused it, and what watchers were told."""
+    def apply(self, requests: bytes, watched: frozenset[Key] | None) -> Answers:
+        """A micro-batch of observation requests (``Shard.apply``; service/wire.py's bytes), with the watched
+        streams if they changed: each request's results or what refused it, and what watchers were told."""
         if watched is not None:
             self.shard.watched = watched
         try:
-            outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(requests)]
+            outcomes = [
+                _domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(requests_of(requests))
+            ]
             self.shard.tick()
         except BaseException:
             log.exception("shard %d failed while applying a batch; restarting to recover from its log", self.index)
@@ -62,7 +64,7 @@ class ShardHost:
             os._exit(70)  # what was applied of the batch is in the log: the restart replays it exactly
         applied = self._applied.copy()  # (the shard appends to this very list: emptied, never replaced)
         self._applied.clear()
-        return outcomes, applied
+        return answers_bytes(outcomes, applied)
 
     def call(self, name: str, args: tuple, elsewhere: Usage | None = None) -> Answer:
         """``Shard.<name>(*args)``, with the quota usage of the other shards when it creates streams."""
@@ -70,6 +72,8 @@ class ShardHost:
             raise ValueError(f"not a shard call: {name}")
         self.shard.elsewhere = elsewhere
         try:
+            if name == "check":  # (a request's parts, as ``apply`` takes them: service/wire.py's bytes)
+                (args,) = requests_of(args[0])
             return getattr(self.shard, name)(*args), None
         except Exception as exc:
             return None, _domain(exc)

@@ -40,11 +40,13 @@ from .settings import Settings
 from .streams import Key, StreamInfo
 from .telemetry import Telemetry
 from .watchers import Watchers
+from .wire import answers_of, requests_bytes
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5  # a shard's housekeeping while no work comes (as the engine thread's)
 RETRY_AFTER = 2  # seconds a client is told to wait while a shard restarts (Ray's restart: ~4 s here)
+IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
 
 
 @dataclass(slots=True)
@@ -210,7 +212,14 @@ class ShardedHub:
         return await self._submit(shard, _Job(future, payload=(tenant, parts)))
 
     async def _serve(self, remote: _Remote) -> None:
+        """Send what is queued for the shard, up to ``IN_FLIGHT`` calls at a time: the shard runs them in the
+        order sent (Ray keeps one caller's calls to an actor in order), and works on the next batch while
+        this process encodes the last one's answers and parses new requests."""
+        sending: set[asyncio.Future] = set()
         while True:
+            if len(sending) >= IN_FLIGHT or (sending and not remote.jobs):
+                _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                continue
             if not remote.jobs or not remote.up:
                 remote.wake.clear()
                 try:
@@ -222,7 +231,8 @@ class ShardedHub:
             first = remote.jobs.popleft()
             if first.call is not None:
                 name, args, elsewhere = first.call
-                await self._send(remote, [first], remote.handle.call.remote(name, args, elsewhere))
+                reference = remote.handle.call.remote(name, args, elsewhere)
+                sending.add(asyncio.ensure_future(self._send(remote, [first], reference)))
                 continue
             jobs = [first]
             while remote.jobs and remote.jobs[0].call is None:
@@ -230,7 +240,8 @@ class ShardedHub:
             wanted, watched = self._shard_watched(remote), None
             if remote.watched != wanted:  # sent only when it changed (None: after a restart)
                 watched = remote.watched = wanted
-            await self._send(remote, jobs, remote.handle.apply.remote([job.payload for job in jobs], watched))
+            reference = remote.handle.apply.remote(requests_bytes([job.payload for job in jobs]), watched)
+            sending.add(asyncio.ensure_future(self._send(remote, jobs, reference)))
 
     async def _send(self, remote: _Remote, jobs: list[_Job], reference: Any) -> None:
         try:
@@ -246,7 +257,7 @@ class ShardedHub:
             value, error = answer
             _settle(jobs[0], value, error)
             return
-        outcomes, applied = answer
+        outcomes, applied = answers_of(answer)
         for job, outcome in zip(jobs, outcomes):
             if isinstance(outcome, BaseException):
                 _settle(job, error=outcome)
@@ -288,7 +299,10 @@ class ShardedHub:
             (shard,) = by_shard
             return await self._apply(shard, tenant, parts)
         await asyncio.gather(
-            *(self._call(shard, "check", tenant, [parts[k] for k in ks]) for shard, ks in by_shard.items())
+            *(
+                self._call(shard, "check", requests_bytes([(tenant, [parts[k] for k in ks])]))
+                for shard, ks in by_shard.items()
+            )
         )
         answers = await asyncio.gather(
             *(self._apply(shard, tenant, [parts[k] for k in ks]) for shard, ks in by_shard.items()),

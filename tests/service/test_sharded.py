@@ -24,6 +24,7 @@ from tbptt.service.ingest import Incoming, Part
 from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
 from tbptt.service.settings import Settings
 from tbptt.service.shard_host import ShardHost
+from tbptt.service.wire import answers_of, requests_bytes
 from tests.service.server import Server
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
 
@@ -76,7 +77,7 @@ def test_a_shard_host_answers_calls_and_hands_over_what_watchers_get_after_every
     watched = frozenset({("t", "s")})
     for k, watching in enumerate((watched, None, frozenset())):  # None: unchanged since the last call
         request = ("t", [Part("s", [Incoming([float(k)], None, k + 1)])])
-        (answer,), applied = host.apply([request], watching)
+        (answer,), applied = answers_of(host.apply(requests_bytes([request]), watching))
         assert answer[0][0]["step"] == k + 1
         assert [batch[("t", "s")]["results"][0]["step"] for batch in applied] == ([k + 1] if k < 2 else [])
     with pytest.raises(ValueError, match="not a shard call"):

@@ -1,0 +1,58 @@
+"""What the front and a shard send each other: observation requests and their results as JSON bytes (orjson).
+
+Ray would pickle them with cloudpickle, whose pure-Python pickler spent a quarter of the front's time on
+batches of thousands of small objects (py-spy, bench.service c) with 2 shards); orjson writes and reads them
+in C, a float as the shortest text that reads back as the same double (so exactness holds), and nothing
+here unpickles. What refused a request (an exception, rare) travels beside the bytes, as Ray sends it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .ingest import Incoming, Part
+from .shard import Outcome, Request
+from .streams import Key
+
+Applied = dict[Key, dict[str, Any]]  # what watched streams got, as the single process hands to its watchers
+
+
+def requests_bytes(requests: list[Request]) -> bytes:
+    return orjson.dumps([
+        [tenant, [[p.stream, list(p.loc), p.indexed, p.incarnation, [
+            [o.x, o.y, o.seq, o.learn, o.ts] for o in p.observations
+        ]] for p in parts]]
+        for tenant, parts in requests
+    ])  # fmt: skip
+
+
+def requests_of(data: bytes) -> list[Request]:
+    return [
+        (tenant, [
+            Part(stream, [Incoming(x, y, seq, learn, ts) for x, y, seq, learn, ts in observations], tuple(loc),
+                 indexed, incarnation)
+            for stream, loc, indexed, incarnation, observations in parts
+        ])
+        for tenant, parts in orjson.loads(data)
+    ]  # fmt: skip
+
+
+Answers = tuple[bytes, dict[int, Exception], bytes]  # results, refusals by request, watchers' batches
+
+
+def answers_bytes(outcomes: list[Outcome], applied: list[Applied]) -> Answers:
+    refused = {k: o for k, o in enumerate(outcomes) if isinstance(o, Exception)}
+    results = orjson.dumps([None if isinstance(o, Exception) else o for o in outcomes])
+    batches = orjson.dumps([[[tenant, stream, batch] for (tenant, stream), batch in b.items()] for b in applied])
+    return results, refused, batches
+
+
+def answers_of(answers: Answers) -> tuple[list[Outcome], list[Applied]]:
+    results, refused, batches = answers
+    outcomes: list[Outcome] = orjson.loads(results)
+    for k, error in refused.items():
+        outcomes[k] = error
+    applied = [{(tenant, stream): batch for tenant, stream, batch in b} for b in orjson.loads(batches)]
+    return outcomes, applied
