@@ -15,18 +15,20 @@ import os
 from typing import Any
 
 from .engine_thread import _domain
+from .gcpolicy import park_long_lived
 from .registry import Usage
 from .settings import Settings
-from .shard import Shard
+from .shard import Request, Shard
 from .streams import Key
 from .telemetry import Telemetry
-from .wire import Answers, Applied, answers_bytes, requests_of
+from .wire import Answers, Applied, answers_bytes, request_of
 
 log = logging.getLogger(__name__)
 
 # What a call answers: (its value, None) or (None, the domain error that refused it)
 Answer = tuple[Any, BaseException | None]
 
+CHECKED_KEPT = 64  # decoded requests kept between a check and its apply
 CALLS = frozenset({
     "check", "check_create_many", "create", "create_many", "info", "streams", "delete", "patch", "reset",
     "predictions", "metrics", "export_model", "import_model", "usage",
@@ -41,22 +43,24 @@ class ShardHost:
         self.index = index
         self.shard = Shard(settings, Telemetry(None))
         self._applied: list[Applied] = []
+        self._checked: dict[bytes, Request] = {}  # requests checked, not yet applied (oldest first)
         self.shard.on_applied = self._applied.append
         self.shard.open()
+        park_long_lived()  # as the single process does (service/gcpolicy.py)
 
     def ready(self) -> int:
         """Answered once the shard has recovered (the constructor returned): its index."""
         return self.index
 
-    def apply(self, requests: bytes, watched: frozenset[Key] | None) -> Answers:
-        """A micro-batch of observation requests (``Shard.apply``; service/wire.py's bytes), with the watched
-        streams if they changed: each request's results or what refused it, and what watchers were told."""
+    def apply(self, requests: list[bytes], watched: frozenset[Key] | None) -> Answers:
+        """A micro-batch of observation requests (``Shard.apply``; each as service/wire.py's bytes), with the
+        watched streams if they changed: each request's results or what refused it, and what watchers were
+        told."""
         if watched is not None:
             self.shard.watched = watched
         try:
-            outcomes = [
-                _domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(requests_of(requests))
-            ]
+            decoded = [self._checked.pop(data, None) or request_of(data) for data in requests]
+            outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(decoded)]
             self.shard.tick()
         except BaseException:
             log.exception("shard %d failed while applying a batch; restarting to recover from its log", self.index)
@@ -72,13 +76,21 @@ class ShardHost:
             raise ValueError(f"not a shard call: {name}")
         self.shard.elsewhere = elsewhere
         try:
-            if name == "check":  # (a request's parts, as ``apply`` takes them: service/wire.py's bytes)
-                (args,) = requests_of(args[0])
+            if name == "check":  # (a request as ``apply`` takes it: service/wire.py's bytes)
+                args = self._checking(args[0])
             return getattr(self.shard, name)(*args), None
         except Exception as exc:
             return None, _domain(exc)
         finally:
             self.shard.elsewhere = None
+
+    def _checking(self, data: bytes) -> Request:
+        """The request decoded, and kept for its apply (the next call but few, unless another shard refused
+        it): equal bytes decode to an equal request, so a kept one is always right, and the oldest go."""
+        request = self._checked[data] = request_of(data)
+        while len(self._checked) > CHECKED_KEPT:
+            del self._checked[next(iter(self._checked))]
+        return request
 
     def tick(self) -> None:
         self.shard.tick()

@@ -40,7 +40,7 @@ from .settings import Settings
 from .streams import Key, StreamInfo
 from .telemetry import Telemetry
 from .watchers import Watchers
-from .wire import answers_of, requests_bytes
+from .wire import answers_of, request_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
 @dataclass(slots=True)
 class _Job:
     future: asyncio.Future
-    payload: Any = None  # an observation request (tenant, parts) ...
+    payload: bytes | None = None  # an observation request (service/wire.py's bytes) ...
     call: tuple[str, tuple, Usage | None] | None = None  # ... or a call: (name, args, usage elsewhere)
 
 
@@ -207,9 +207,10 @@ class ShardedHub:
         future = asyncio.get_running_loop().create_future()
         return await self._submit(shard, _Job(future, call=(name, args, elsewhere)))
 
-    async def _apply(self, shard: int, tenant: str, parts: list[Part]) -> list[list[Result]]:
+    async def _apply(self, shard: int, request: bytes) -> list[list[Result]]:
+        """An observation request (service/wire.py's bytes) applied on the shard."""
         future = asyncio.get_running_loop().create_future()
-        return await self._submit(shard, _Job(future, payload=(tenant, parts)))
+        return await self._submit(shard, _Job(future, payload=request))
 
     async def _serve(self, remote: _Remote) -> None:
         """Send what is queued for the shard, up to ``IN_FLIGHT`` calls at a time: the shard runs them in the
@@ -240,7 +241,7 @@ class ShardedHub:
             wanted, watched = self._shard_watched(remote), None
             if remote.watched != wanted:  # sent only when it changed (None: after a restart)
                 watched = remote.watched = wanted
-            reference = remote.handle.apply.remote(requests_bytes([job.payload for job in jobs]), watched)
+            reference = remote.handle.apply.remote([job.payload for job in jobs], watched)
             sending.add(asyncio.ensure_future(self._send(remote, jobs, reference)))
 
     async def _send(self, remote: _Remote, jobs: list[_Job], reference: Any) -> None:
@@ -297,16 +298,11 @@ class ShardedHub:
             by_shard.setdefault(self._shard_of(tenant, part.stream), []).append(k)
         if len(by_shard) == 1:
             (shard,) = by_shard
-            return await self._apply(shard, tenant, parts)
-        await asyncio.gather(
-            *(
-                self._call(shard, "check", requests_bytes([(tenant, [parts[k] for k in ks])]))
-                for shard, ks in by_shard.items()
-            )
-        )
+            return await self._apply(shard, request_bytes((tenant, parts)))
+        requests = {shard: request_bytes((tenant, [parts[k] for k in ks])) for shard, ks in by_shard.items()}
+        await asyncio.gather(*(self._call(shard, "check", request) for shard, request in requests.items()))
         answers = await asyncio.gather(
-            *(self._apply(shard, tenant, [parts[k] for k in ks]) for shard, ks in by_shard.items()),
-            return_exceptions=True,
+            *(self._apply(shard, request) for shard, request in requests.items()), return_exceptions=True
         )
         failed = [a for a in answers if isinstance(a, BaseException)]
         if failed:

@@ -19,24 +19,21 @@ from .streams import Key
 Applied = dict[Key, dict[str, Any]]  # what watched streams got, as the single process hands to its watchers
 
 
-def requests_bytes(requests: list[Request]) -> bytes:
-    return orjson.dumps([
-        [tenant, [[p.stream, list(p.loc), p.indexed, p.incarnation, [
-            [o.x, o.y, o.seq, o.learn, o.ts] for o in p.observations
-        ]] for p in parts]]
-        for tenant, parts in requests
+def request_bytes(request: Request) -> bytes:
+    """One observation request, encoded once: the same bytes go to the shard's check and to its apply."""
+    tenant, parts = request
+    return orjson.dumps([tenant, [[p.stream, list(p.loc), p.indexed, p.incarnation, [
+        [o.x, o.y, o.seq, o.learn, o.ts] for o in p.observations
+    ]] for p in parts]])  # fmt: skip
+
+
+def request_of(data: bytes) -> Request:
+    tenant, parts = orjson.loads(data)
+    return (tenant, [
+        Part(stream, [Incoming(x, y, seq, learn, ts) for x, y, seq, learn, ts in observations], tuple(loc),
+             indexed, incarnation)
+        for stream, loc, indexed, incarnation, observations in parts
     ])  # fmt: skip
-
-
-def requests_of(data: bytes) -> list[Request]:
-    return [
-        (tenant, [
-            Part(stream, [Incoming(x, y, seq, learn, ts) for x, y, seq, learn, ts in observations], tuple(loc),
-                 indexed, incarnation)
-            for stream, loc, indexed, incarnation, observations in parts
-        ])
-        for tenant, parts in orjson.loads(data)
-    ]  # fmt: skip
 
 
 Answers = tuple[bytes, dict[int, Exception], bytes]  # results, refusals by request, watchers' batches

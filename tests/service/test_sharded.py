@@ -23,8 +23,8 @@ from tbptt.models import StreamConfig, StreamNotFound
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
 from tbptt.service.settings import Settings
-from tbptt.service.shard_host import ShardHost
-from tbptt.service.wire import answers_of, requests_bytes
+from tbptt.service.shard_host import CHECKED_KEPT, ShardHost
+from tbptt.service.wire import answers_of, request_bytes
 from tests.service.server import Server
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
 
@@ -77,11 +77,26 @@ def test_a_shard_host_answers_calls_and_hands_over_what_watchers_get_after_every
     watched = frozenset({("t", "s")})
     for k, watching in enumerate((watched, None, frozenset())):  # None: unchanged since the last call
         request = ("t", [Part("s", [Incoming([float(k)], None, k + 1)])])
-        (answer,), applied = answers_of(host.apply(requests_bytes([request]), watching))
+        (answer,), applied = answers_of(host.apply([request_bytes(request)], watching))
         assert answer[0][0]["step"] == k + 1
         assert [batch[("t", "s")]["results"][0]["step"] for batch in applied] == ([k + 1] if k < 2 else [])
     with pytest.raises(ValueError, match="not a shard call"):
         host.call("close", ())
+    host.close()
+
+
+def test_a_shard_host_keeps_checked_requests_for_their_apply_and_only_the_newest(tmp_path):
+    """A cross-shard request is decoded once per shard (its check keeps it for its apply); requests whose
+    apply never comes (another shard refused them) do not pile up."""
+    host = ShardHost(Settings(data_dir=tmp_path / "shard"), 0)
+    host.call("create", ("t", "s", StreamConfig(input_size=1)))
+    requests = [request_bytes(("t", [Part("s", [Incoming([float(k)], None, k + 1)])])) for k in range(100)]
+    for data in requests:
+        assert host.call("check", (data,)) == (None, None)
+    (first,), _ = answers_of(host.apply([requests[0]], None))  # long gone from what is kept: decoded again
+    (last,), _ = answers_of(host.apply([requests[-1]], None))  # kept: not decoded again
+    assert [first[0][0]["seq"], last[0][0]["seq"]] == [1, 100]
+    assert len(host._checked) == CHECKED_KEPT - 1 and requests[-1] not in host._checked
     host.close()
 
 

@@ -7,7 +7,7 @@ import random
 
 from tbptt.service.errors import Conflict, Invalid
 from tbptt.service.ingest import Incoming, Part
-from tbptt.service.wire import answers_bytes, answers_of, requests_bytes, requests_of
+from tbptt.service.wire import answers_bytes, answers_of, request_bytes, request_of
 
 
 def test_requests_read_back_as_written_every_float_to_the_bit():
@@ -19,7 +19,7 @@ def test_requests_read_back_as_written_every_float_to_the_bit():
         ("alpha", [Part("s", observations, ("body", "observations"), True)]),
         ("beta", [Part("t", [Incoming([1.0, 2.0], None, None)], ("body",), False, incarnation=7)]),
     ]
-    back = requests_of(requests_bytes(requests))
+    back = [request_of(request_bytes(request)) for request in requests]
     assert back == requests
     for a, b in zip(back[0][1][0].observations, observations):
         assert math.copysign(1.0, a.x[0]) == math.copysign(1.0, b.x[0])  # -0.0 stays -0.0
