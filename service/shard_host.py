@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
+
 from .engine_thread import _domain
 from .gcpolicy import park_long_lived
 from .registry import Usage
@@ -41,7 +43,8 @@ class ShardHost:
 
         torch.set_num_threads(settings.torch_threads)
         self.index = index
-        self.shard = Shard(settings, Telemetry(None))
+        self.telemetry = Telemetry(None)
+        self.shard = Shard(settings, self.telemetry)
         self._applied: list[Applied] = []
         self._checked: dict[bytes, Request] = {}  # requests checked, not yet applied (oldest first)
         self.shard.on_applied = self._applied.append
@@ -91,6 +94,10 @@ class ShardHost:
         while len(self._checked) > CHECKED_KEPT:
             del self._checked[next(iter(self._checked))]
         return request
+
+    def families(self) -> list[Metric]:
+        """This shard's Prometheus metrics (service/telemetry.py's ``per_shard`` labels them)."""
+        return list(self.telemetry.registry.collect())
 
     def tick(self) -> None:
         self.shard.tick()

@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
+
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
 
@@ -38,7 +40,7 @@ from .registry import Usage
 from .results import Observed, Result
 from .settings import Settings
 from .streams import Key, StreamInfo
-from .telemetry import Telemetry
+from .telemetry import Telemetry, per_shard
 from .watchers import Watchers
 from .wire import answers_of, request_bytes
 
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5  # a shard's housekeeping while no work comes (as the engine thread's)
 RETRY_AFTER = 2  # seconds a client is told to wait while a shard restarts (Ray's restart: ~4 s here)
+METRICS_SECONDS = 5  # a shard's metrics are left out of /metrics if it has not answered by then
 IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
 
 
@@ -266,6 +269,22 @@ class ShardedHub:
                 _settle(job, outcome)
         for batches in applied:
             self.watchers.publish(batches)
+
+    async def metric_families(self) -> list[Metric]:
+        """The front's HTTP metrics and every serving shard's others, labelled with its index; a shard that
+        does not answer within a few seconds is left out (its series come back with it)."""
+
+        async def of(remote: _Remote) -> list[Metric] | None:
+            try:
+                return await asyncio.wait_for(remote.handle.families.remote(), METRICS_SECONDS)
+            except Exception as exc:
+                log.info("shard %d gave no metrics (%s)", remote.index, type(exc).__name__)
+                return None
+
+        up = [remote for remote in self._remotes if remote.up]
+        answers = await asyncio.gather(*(of(remote) for remote in up))
+        shards = {remote.index: families for remote, families in zip(up, answers) if families is not None}
+        return per_shard(self.telemetry.registry, shards)
 
     def _shard_watched(self, remote: _Remote) -> frozenset[Key]:
         return frozenset(k for k in self._watched_keys if self.placement.shard_of(*k) == remote.index)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics_core import Metric
 
 disable_created_metrics()  # the *_created series add nothing a scraper needs
+
+# What a front process counts; everything else is counted where streams are applied (a sharded server: in
+# each shard, exposed by the front per shard).
+HTTP_METRICS = frozenset({"tbptt_http_requests", "tbptt_http_request_duration_seconds"})
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -78,3 +85,28 @@ class Telemetry:
 
     def in_memory(self, count: int) -> None:
         self.loaded_streams.set(count)
+
+
+def per_shard(front: CollectorRegistry, shards: dict[int, list[Metric]]) -> list[Metric]:
+    """A sharded server's metrics: the front's HTTP series, and every shard's others labelled ``shard``
+    (its index: no stream labels, as everywhere). A shard that did not answer has no series."""
+    families = [family for family in front.collect() if family.name in HTTP_METRICS]
+    merged: dict[str, Metric] = {}
+    for index, shard_families in sorted(shards.items()):
+        for family in shard_families:
+            if family.name in HTTP_METRICS:
+                continue
+            into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
+            for sample in family.samples:
+                into.samples.append(sample._replace(labels={"shard": str(index), **sample.labels}))
+    return families + list(merged.values())
+
+
+class Exposition:
+    """Metric families as ``generate_latest`` takes them."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

@@ -10,6 +10,7 @@ from ..deps import HubDep
 from ..engine_thread import RECOVERING_RETRY_AFTER
 from ..schemas import Status
 from ..sharded import ShardedHub
+from ..telemetry import Exposition
 
 router = APIRouter(tags=["health"])
 
@@ -37,5 +38,9 @@ async def get_ready(hub: HubDep) -> Response:
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def get_metrics(request: Request) -> Response:
-    """Prometheus text format; no per-stream labels."""
+    """Prometheus text format; no per-stream labels. A sharded server: the streams' series per shard (the
+    label ``shard``), the HTTP series of this front."""
+    hub = request.app.state.hub
+    if isinstance(hub, ShardedHub):
+        return Response(generate_latest(Exposition(await hub.metric_families())), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(request.app.state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

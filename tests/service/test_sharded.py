@@ -16,6 +16,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -240,6 +241,38 @@ def test_a_watcher_sees_the_batches_of_a_stream_on_another_process(sharded):
         assert httpx.post(f"{url}/v1/streams/{stream}/observations", json=body).status_code == 200
         batch = json.loads(watch.recv(timeout=10))
     assert batch["stream"] == stream and [r["step"] for r in batch["results"]] == [1, 2]
+
+
+def shard_series(url: str) -> dict[tuple[str, str], float]:
+    """/metrics' samples as {(name, shard): value}; shard "" for the front's own."""
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (sample.name, sample.labels.get("shard", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels.keys() - {"shard"}
+    } | {("http", ""): float("tbptt_http_requests_total{" in text)}
+
+
+def test_metrics_have_each_shards_series_and_the_fronts_http_series(sharded):
+    url = sharded.url
+    streams = {"i": 0, "f": 1}  # stream: its shard
+    for stream, shard in streams.items():
+        assert PLACEMENT.shard_of("default", stream) == shard
+        assert httpx.put(f"{url}/v1/streams/{stream}", json={"model": {"input_size": 1}}).status_code in (200, 201)
+    before = shard_series(url)
+    sent = {"i": 3, "f": 5}
+    for stream, count in sent.items():
+        body = {"observations": [{"x": [float(k)]} for k in range(count)]}
+        assert httpx.post(f"{url}/v1/streams/{stream}/observations", json=body).status_code == 200
+    after = shard_series(url)
+    for stream, shard in streams.items():
+        key = ("tbptt_observations_total", str(shard))
+        assert after[key] - before.get(key, 0.0) == sent[stream]
+    total = httpx.get(f"{url}/v1/streams").json()["total"]
+    assert after[("tbptt_streams", "0")] + after[("tbptt_streams", "1")] == total
+    assert ("tbptt_observations_total", "") not in after, "the front counts no observations of its own"
+    assert after[("http", "")] == 1.0, "the front's HTTP series are there, without a shard label"
 
 
 def test_the_alerts_websocket_closes_saying_shards_do_not_serve_it_yet(sharded):
