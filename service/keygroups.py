@@ -9,6 +9,7 @@ per process: the front and a restarted shard must agree forever).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class PlacementError(DataDirUnusable):
     """The data directory cannot be served with these shards; the message says why and what to do."""
 
 
+@functools.lru_cache(maxsize=1 << 15)  # the front routes every observation: hashing was 4% of its time
 def group_of(tenant: str, stream: str, groups: int) -> int:
     """The key group of a stream: stable across processes, machines and versions."""
     key = f"{len(tenant)}:{tenant}{stream}".encode()  # (the length keeps ("ab", "c") apart from ("a", "bc"))
