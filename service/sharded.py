@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.5  # a shard's housekeeping while no work comes (as the engine thread's)
 RETRY_AFTER = 2  # seconds a client is told to wait while a shard restarts (Ray's restart: ~4 s here)
 METRICS_SECONDS = 5  # a shard's metrics are left out of /metrics if it has not answered by then
+# Ray sends call arguments and answers above 100 KiB through its object store (shared memory, a reference
+# to count): a 500-observation part is ~120 kB. Carried in the call itself up to this size, c) gained ~13%.
+INLINE_BYTES = 8 << 20
 IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
 
 
@@ -124,7 +127,10 @@ class ShardedHub:
 
         s = self.settings
         if not ray.is_initialized():
-            ray.init(address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(
+                address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING,
+                _system_config=None if s.ray_address else {"max_direct_call_object_size": INLINE_BYTES},
+            )  # fmt: skip
             self._started_ray = True
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         offered = ray.cluster_resources()
