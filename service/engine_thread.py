@@ -54,12 +54,7 @@ class Job:
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         """On the event loop."""
-        if self.future.done():  # the client went away
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(value)
+        settle(self.future, value, error)
 
 
 class Slices(Protocol):
@@ -285,6 +280,16 @@ def _domain(outcome: Any) -> Any:
         log.error("engine call failed", exc_info=outcome)
         return ServiceError("internal error")
     return outcome
+
+
+def settle(future: asyncio.Future, value: Any = None, error: BaseException | None = None) -> None:
+    """On the event loop: a request's answer, unless its client went away."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
 
 
 def _settle_all(settled: list[tuple[Job, Any]]) -> None:

@@ -62,7 +62,8 @@ class ShardHost:
         if watched is not None:
             self.shard.watched = watched
         try:
-            decoded = [self._checked.pop(data, None) or request_of(data) for data in requests]
+            checked = self._checked
+            decoded = [checked.pop(data) if data in checked else request_of(data) for data in requests]
             outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(decoded)]
             self.shard.tick()
         except BaseException:

@@ -32,6 +32,7 @@ from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
 
 from .alerts import Alert
+from .engine_thread import settle
 from .errors import NotSharded, Unavailable
 from .ingest import Part
 from .keygroups import Placement
@@ -194,7 +195,7 @@ class ShardedHub:
             remote.up = False
             self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
         for job in remote.jobs:
-            _settle(job, error=self._unavailable(remote))
+            settle(job.future, error=self._unavailable(remote))
         remote.jobs.clear()
 
     def _unavailable(self, remote: _Remote) -> Unavailable:
@@ -258,21 +259,21 @@ class ShardedHub:
             answer = await reference
         except Exception as exc:  # the shard's process died (Ray restarts it): these are not answered
             for job in jobs:
-                _settle(job, error=self._unavailable(remote))
+                settle(job.future, error=self._unavailable(remote))
             self._down(remote, exc)
             return
         if not jobs:
             return
         if jobs[0].call is not None:
             value, error = answer
-            _settle(jobs[0], value, error)
+            settle(jobs[0].future, value, error)
             return
         outcomes, applied = answers_of(answer)
         for job, outcome in zip(jobs, outcomes):
             if isinstance(outcome, BaseException):
-                _settle(job, error=outcome)
+                settle(job.future, error=outcome)
             else:
-                _settle(job, outcome)
+                settle(job.future, outcome)
         for batches in applied:
             self.watchers.publish(batches)
 
@@ -468,12 +469,3 @@ def _claimed(
             count += len({streams[i][0] for i in ks})
             held += sum(stream_bytes(streams[i][1], settings) for i in ks)
     return Usage(count, count, held)
-
-
-def _settle(job: _Job, value: Any = None, error: BaseException | None = None) -> None:
-    if job.future.done():  # the client went away
-        return
-    if error is not None:
-        job.future.set_exception(error)
-    else:
-        job.future.set_result(value)

@@ -64,16 +64,22 @@ class Client:
         return self._post(stream, [self.observation(stream, k) for k in ks])
 
     def _post(self, stream: str, body: list[dict]) -> bool:
-        self.in_flight[stream] = body
-        try:
-            response = httpx.post(
-                f"{self.server.url}/v1/streams/{stream}/observations", json={"observations": body}, timeout=30
-            )
-        except httpx.TransportError:
+        response = self._send(stream, body)
+        if response is None:
             return False
         assert response.status_code == 200, response.text
         self._ack(stream, body, response.json()["results"])
         return True
+
+    def _send(self, stream: str, body: list[dict]) -> httpx.Response | None:
+        """POST ``body`` once, kept as in flight until acknowledged; None if the server is gone."""
+        self.in_flight[stream] = body
+        try:
+            return httpx.post(
+                f"{self.server.url}/v1/streams/{stream}/observations", json={"observations": body}, timeout=30
+            )
+        except httpx.TransportError:
+            return None
 
     def send_ws(self, stream: str, ks: list[int]) -> bool:
         """Send one message per observation; False (the rest not acknowledged) if the server is gone. A reply

@@ -108,24 +108,15 @@ class RetryingClient(Client):
     """``Client``, retrying with the same seqs while a shard restarts (503 with Retry-After), as the README
     tells clients to."""
 
-    def _post(self, stream: str, body: list[dict]) -> bool:
+    def _send(self, stream: str, body: list[dict]) -> httpx.Response | None:
         deadline = time.monotonic() + 60
         while True:
-            self.in_flight[stream] = body
-            try:
-                response = httpx.post(
-                    f"{self.server.url}/v1/streams/{stream}/observations", json={"observations": body}, timeout=30
-                )
-            except httpx.TransportError:
-                return False
-            if response.status_code == 503 and time.monotonic() < deadline:
-                assert response.headers["retry-after"], response.text
-                self.restarts_seen += 1
-                time.sleep(0.1)
-                continue
-            assert response.status_code == 200, response.text
-            self._ack(stream, body, response.json()["results"])
-            return True
+            response = super()._send(stream, body)
+            if response is None or response.status_code != 503 or time.monotonic() > deadline:
+                return response
+            assert response.headers["retry-after"], response.text
+            self.restarts_seen += 1
+            time.sleep(0.1)
 
     restarts_seen = 0
     sent = 0  # observations per stream so far
