@@ -227,6 +227,7 @@ class ShardedHub:
         order sent (Ray keeps one caller's calls to an actor in order), and works on the next batch while
         this process encodes the last one's answers and parses new requests."""
         sending: set[asyncio.Future] = set()
+        last: asyncio.Future | None = None  # the call sent last: the next one's answers wait for its own
         while True:
             if len(sending) >= IN_FLIGHT or (sending and not remote.jobs):
                 _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
@@ -243,7 +244,8 @@ class ShardedHub:
             if first.call is not None:
                 name, args, elsewhere = first.call
                 reference = remote.handle.call.remote(name, args, elsewhere)
-                sending.add(asyncio.ensure_future(self._send(remote, [first], reference)))
+                last = asyncio.ensure_future(self._send(remote, [first], reference, last))
+                sending.add(last)
                 continue
             jobs = [first]
             while remote.jobs and remote.jobs[0].call is None:
@@ -252,9 +254,14 @@ class ShardedHub:
             if remote.watched != wanted:  # sent only when it changed (None: after a restart)
                 watched = remote.watched = wanted
             reference = remote.handle.apply.remote([job.payload for job in jobs], watched)
-            sending.add(asyncio.ensure_future(self._send(remote, jobs, reference)))
+            last = asyncio.ensure_future(self._send(remote, jobs, reference, last))
+            sending.add(last)
 
-    async def _send(self, remote: _Remote, jobs: list[_Job], reference: Any) -> None:
+    async def _send(
+        self, remote: _Remote, jobs: list[_Job], reference: Any, previous: asyncio.Future | None = None
+    ) -> None:
+        """Await a call's answer and hand it out, after the ``previous`` call's: watchers see a stream's
+        batches in the order they were applied."""
         try:
             answer = await reference
         except Exception as exc:  # the shard's process died (Ray restarts it): these are not answered
@@ -262,6 +269,8 @@ class ShardedHub:
                 settle(job.future, error=self._unavailable(remote))
             self._down(remote, exc)
             return
+        if previous is not None:
+            await previous
         if not jobs:
             return
         if jobs[0].call is not None:
