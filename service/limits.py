@@ -17,10 +17,8 @@ from .schemas import BODY_FIELDS, ModelSpec, TBPTTSpec
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .ingest import Part
+    from .ingest import Loc, Part
     from .streams import StreamState
-
-Loc = tuple[str | int, ...]  # where in the body
 
 SPEC_SCHEMAS = {"model": ModelSpec.__name__, "tbptt": TBPTTSpec.__name__}  # body section -> OpenAPI component
 
@@ -61,7 +59,7 @@ def invalid_config(exc: InvalidConfig, at: Loc = ("body",)) -> Invalid:
     return Invalid((*at, *BODY_FIELDS.get(exc.field or "", (exc.field,) if exc.field else ())), str(exc))
 
 
-def check_batch(count: int, settings: Settings, loc: tuple[str | int, ...] = ("body", "observations")) -> None:
+def check_batch(count: int, settings: Settings, loc: Loc = ("body", "observations")) -> None:
     if count > settings.max_batch:
         raise Invalid(loc, f"at most {settings.max_batch} observations per request (TBPTT_MAX_BATCH), got {count}")
 

@@ -116,9 +116,7 @@ class Shard:
         plan = Plan()
         for k, (tenant, parts) in enumerate(requests):
             try:  # every part of the request first: all or nothing
-                states = self._receiving(tenant, parts)
-                limits.check_rollout(states, parts, self.settings)
-                plan.add(k, states, parts)
+                plan.add(k, self._admitted(tenant, parts), parts)
             except Exception as exc:  # nothing written yet: only this request fails
                 refused[k] = exc
         if (plan.items or plan.duplicates) and self.settings.log:
@@ -252,7 +250,13 @@ class Shard:
     def check(self, tenant: str, parts: list[Part]) -> None:
         """What ``begin`` checks of a request, applying nothing: a request whose streams live on several
         shards is checked on each before any applies it."""
-        limits.check_rollout(self._receiving(tenant, parts), parts, self.settings)
+        self._admitted(tenant, parts)
+
+    def _admitted(self, tenant: str, parts: list[Part]) -> list[StreamState]:
+        """The streams of a request that passed every check (``begin``'s and ``check``'s), one per part."""
+        states = self._receiving(tenant, parts)
+        limits.check_rollout(states, parts, self.settings)
+        return states
 
     def create_many(
         self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]

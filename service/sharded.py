@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
 
 from .alerts import Alert
+from .durability import stream_bytes
 from .engine_thread import settle
 from .errors import NotSharded, Unavailable
 from .ingest import Part
@@ -313,24 +315,28 @@ class ShardedHub:
     def _shard_of(self, tenant: str, stream: str) -> int:
         return self.placement.shard_of(tenant, stream)
 
-    async def _elsewhere(self, tenant: str, but: set[int]) -> Usage:
-        """What the shards other than ``but`` hold against the quotas."""
-        usages = await asyncio.gather(
-            *(self._call(k, "usage", tenant) for k in range(self.placement.shards) if k not in but)
-        )
-        total = Usage(0, 0, 0)
-        for usage in usages:
-            total = total + usage
-        return total
+    def _by_shard(self, tenant: str, streams: list[str]) -> dict[int, list[int]]:
+        """The positions of ``streams`` grouped by the shard that owns each, in order."""
+        by_shard: dict[int, list[int]] = {}
+        for k, stream in enumerate(streams):
+            by_shard.setdefault(self._shard_of(tenant, stream), []).append(k)
+        return by_shard
+
+    async def _usage(self, tenant: str, but: int | None = None) -> dict[int, Usage]:
+        """What each shard (but ``but``) holds against the quotas."""
+        shards = [k for k in range(self.placement.shards) if k != but]
+        return dict(zip(shards, await asyncio.gather(*(self._call(k, "usage", tenant) for k in shards))))
+
+    async def _elsewhere(self, tenant: str, shard: int) -> Usage:
+        """What the shards other than ``shard`` hold against the quotas."""
+        return _total((await self._usage(tenant, but=shard)).values())
 
     # -- observations --------------------------------------------------------------------------------------
 
     async def observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
         """Apply observations to one or more streams, all or none; the results per part, in order. Parts on
         several shards: checked on every shard first, then applied on each."""
-        by_shard: dict[int, list[int]] = {}
-        for k, part in enumerate(parts):
-            by_shard.setdefault(self._shard_of(tenant, part.stream), []).append(k)
+        by_shard = self._by_shard(tenant, [part.stream for part in parts])
         if len(by_shard) == 1:
             (shard,) = by_shard
             return await self._apply(shard, request_bytes((tenant, parts)))
@@ -363,7 +369,7 @@ class ShardedHub:
     ) -> tuple[StreamInfo, bool]:
         shard = self._shard_of(tenant, stream)
         async with self._creating:
-            elsewhere = await self._elsewhere(tenant, {shard})
+            elsewhere = await self._elsewhere(tenant, shard)
             return await self._call(shard, "create", tenant, stream, config, labels, elsewhere=elsewhere)
 
     async def create_many(
@@ -371,26 +377,16 @@ class ShardedHub:
     ) -> list[tuple[StreamInfo, bool]]:
         """All or nothing: conflicts and quotas checked on every shard first (the quotas counting every
         shard's new streams), then each shard creates its own."""
-        by_shard: dict[int, list[int]] = {}
-        for k, (stream, _, _) in enumerate(streams):
-            by_shard.setdefault(self._shard_of(tenant, stream), []).append(k)
+        by_shard = self._by_shard(tenant, [stream for stream, _, _ in streams])
         async with self._creating:
-            usage = {k: await self._call(k, "usage", tenant) for k in range(self.placement.shards)}
+            usage = await self._usage(tenant)
             for shard, ks in by_shard.items():
-                others = Usage(0, 0, 0)
-                for k, used in usage.items():
-                    if k != shard:
-                        others = others + used
-                others = others + _claimed(streams, by_shard, shard, self.settings)
+                others = _total([*(used for k, used in usage.items() if k != shard),
+                                 _claimed(streams, by_shard, shard, self.settings)])  # fmt: skip
                 await self._call(shard, "check_create_many", tenant, [streams[k] for k in ks], elsewhere=others)
             created: list[tuple[StreamInfo, bool]] = [None] * len(streams)  # type: ignore[list-item]
-            for shard, ks in by_shard.items():
-                others = Usage(0, 0, 0)
-                for k in by_shard:
-                    if k != shard:
-                        others = others + await self._call(k, "usage", tenant)
-                for k in set(range(self.placement.shards)) - set(by_shard):
-                    others = others + usage[k]
+            for shard, ks in by_shard.items():  # (each counting what the shards before it created)
+                others = await self._elsewhere(tenant, shard)
                 answer = await self._call(shard, "create_many", tenant, [streams[k] for k in ks], elsewhere=others)
                 for k, one in zip(ks, answer):
                     created[k] = one
@@ -470,11 +466,13 @@ def _claimed(
 ) -> Usage:  # fmt: skip
     """What the request's streams for the other shards will hold (counted as if none existed yet: a
     conservative check, exact for the usual request of new streams)."""
-    from .durability import stream_bytes
-
     count, held = 0, 0
     for k, ks in by_shard.items():
         if k != shard:
             count += len({streams[i][0] for i in ks})
             held += sum(stream_bytes(streams[i][1], settings) for i in ks)
     return Usage(count, count, held)
+
+
+def _total(usages: Iterable[Usage]) -> Usage:
+    return sum(usages, Usage(0, 0, 0))

@@ -216,6 +216,24 @@ def test_quotas_and_listings_cover_every_shard(sharded):
     assert httpx.get(f"{url}/v1/streams").json()["total"] == 12 - created
 
 
+def test_a_batch_of_streams_across_shards_is_created_whole_or_not_at_all(sharded):
+    url = sharded.url
+    room = 12 - httpx.get(f"{url}/v1/streams").json()["total"]  # the tenant's limit, over every shard
+    assert room >= 2
+    ids = [f"m-{k}" for k in range(room + 1)]
+    assert {PLACEMENT.shard_of("default", i) for i in ids[:room]} == {0, 1}
+    body = {"streams": [{"id": i, "model": {"input_size": 1}} for i in ids]}
+    refused = httpx.post(f"{url}/v1/streams", json=body)
+    assert refused.status_code == 403, refused.text
+    assert httpx.get(f"{url}/v1/streams", params={"prefix": "m-"}).json()["total"] == 0, "checked whole first"
+    made = httpx.post(f"{url}/v1/streams", json={"streams": body["streams"][:room]})
+    assert made.status_code == 200, made.text
+    assert [(s["id"], s["created"]) for s in made.json()["streams"]] == [(i, True) for i in ids[:room]]
+    assert httpx.get(f"{url}/v1/streams").json()["total"] == 12
+    for i in ids[:room]:
+        assert httpx.delete(f"{url}/v1/streams/{i}").status_code == 204
+
+
 def test_what_shards_do_not_serve_yet_is_refused_saying_so(sharded):
     response = httpx.get(f"{sharded.url}/v1/anomalies")
     assert response.status_code == 501
