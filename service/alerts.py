@@ -8,12 +8,19 @@ against the prediction made at t-1 (the previous result's); in explicit mode, it
 Alerts are built on the engine thread after a slice is applied, and again when the log is replayed at a
 restart: the store keeps one per (stream incarnation, step), so an alert whose write a crash prevented
 comes back with the replay, and one already kept is not repeated.
+
+A single process numbers its alerts 1, 2, 3, ... (the store's). A sharded server's front merges every
+shard's alerts into one feed, so a shard's ids (``ShardAlertIds``) are unique among shards and follow the
+clock, and each shard can promise a ``watermark``: every id it gives from now on is above it. The front
+serves alerts up to the lowest shard's watermark only, so a feed read with ``since`` never skips an alert
+that a slower shard stores later (service/sharded.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +37,34 @@ log = logging.getLogger(__name__)
 UNSAVED_LIMIT = 10_000  # alerts held while the store refuses writes (the oldest go first beyond)
 
 Alert = dict[str, Any]  # as the feed serves it: {"id", "stream", "seq", "step", "at", "value", ...}
+STRIDE = 128  # a sharded server's alert id: microseconds since 1970 x 128 + the shard's index (< 128 shards)
+# ids below: counted 1, 2, 3, ... (a shard's from before its ids followed the clock), moved above it once
+COUNTED = 1 << 50
+
+
+class ShardAlertIds:
+    """A shard's alert ids: increasing, ``index`` modulo ``STRIDE`` (unique among shards), and never below
+    the clock in microseconds (times ``STRIDE``), so that shards' ids interleave as their alerts happen."""
+
+    def __init__(self, index: int, last: int) -> None:
+        self.index = index
+        self._time = last // STRIDE  # the last microsecond given out or promised
+
+    def take(self, count: int) -> list[int]:
+        start = max(self._time + 1, time.time_ns() // 1000)
+        self._time = start + count - 1
+        return [(start + k) * STRIDE + self.index for k in range(count)]
+
+    def watermark(self) -> int:
+        """An id below every id ``take`` gives from now on (and above every one it gave)."""
+        self._time = max(self._time, time.time_ns() // 1000)
+        return (self._time + 1) * STRIDE - 1
+
+    @classmethod
+    def open(cls, store: Store, index: int) -> ShardAlertIds:
+        """The shard's ids, after those its store holds (counted ids, from before, are spread first)."""
+        store.spread_alert_ids(COUNTED, STRIDE, index)
+        return cls(index, store.last_alert_id())
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +84,9 @@ class NewAlert:
 class AlertFeed:
     """The alerts in the store: kept (``keep``), read (``since``) and trimmed to ``retained`` per tenant."""
 
-    def __init__(self, store: Store, retained: int, telemetry: Telemetry) -> None:
+    def __init__(self, store: Store, retained: int, telemetry: Telemetry, ids: ShardAlertIds | None = None) -> None:
         self.store, self.retained, self.telemetry = store, retained, telemetry
+        self.ids = ids  # a shard's of a sharded server (None: the store counts them)
         self._unsaved: list[NewAlert] = []  # what the store refused, tried again with the next ones
         self._grown: set[str] = set()  # tenants with alerts added since the last trim
 
@@ -59,7 +95,8 @@ class AlertFeed:
         they wait for the next call (the observations behind them are safe in the log either way)."""
         self._unsaved += alerts
         try:
-            ids = self.store.add_alerts([alert.row for alert in self._unsaved])
+            given = None if self.ids is None else self.ids.take(len(self._unsaved))  # (refused: not reused)
+            ids = self.store.add_alerts([alert.row for alert in self._unsaved], given)
         except StoreUnavailable as exc:
             self.telemetry.write_failed()
             log.warning("alerts not stored yet (%s): %d waiting", exc, len(self._unsaved))
@@ -76,6 +113,11 @@ class AlertFeed:
     def since(self, tenant: str, since: int, limit: int) -> list[Alert]:
         """The tenant's alerts after id ``since``, oldest first, at most ``limit``."""
         return [{"id": id_, **json.loads(body)} for id_, body in self.store.alerts(tenant, since, limit)]
+
+    def watermark(self) -> int:
+        """Below every alert id this shard gives from now on (a sharded server's; service/sharded.py)."""
+        assert self.ids is not None, "only a shard of a sharded server promises its ids"
+        return self.ids.watermark()
 
     def housekeeping(self) -> None:
         """Retry what the store refused; keep each tenant's newest ``retained``."""

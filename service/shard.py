@@ -26,7 +26,7 @@ from tbptt.models import Engine, StreamMetrics
 from tbptt.models import StreamConfig as CoreConfig
 
 from . import limits
-from .alerts import Alert, AlertFeed, alerts_of
+from .alerts import Alert, AlertFeed, ShardAlertIds, alerts_of
 from .applying import Applying, Pace
 from .checkpoint_writer import CheckpointWriter
 from .datadir import DataDirLock
@@ -56,8 +56,9 @@ Outcome = list[list[Result]] | Exception | None  # results per part, or what ref
 
 
 class Shard:
-    def __init__(self, settings: Settings, telemetry: Telemetry) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry, index: int | None = None) -> None:
         self.settings, self.telemetry = settings, telemetry
+        self.index = index  # a sharded server's shard's (None: the single process)
         self.engine = Engine()
         self.registry = StreamRegistry(settings)
         self.store: Store | None = None
@@ -96,7 +97,8 @@ class Shard:
         self.store = Store(s.data_dir, s.fsync, s.fsync_interval, faults)
         self.store.start_syncing()
         self._writer = CheckpointWriter(self.store.path, faults)
-        self._alerts = AlertFeed(self.store, s.alerts_retained, self.telemetry)
+        ids = None if self.index is None else ShardAlertIds.open(self.store, self.index)
+        self._alerts = AlertFeed(self.store, s.alerts_retained, self.telemetry, ids)
         self._durability = Durability(
             s, self.engine, self.store, self._writer, self.registry, self.telemetry, self._alerts
         )
@@ -368,6 +370,11 @@ class Shard:
     def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
         """The tenant's alerts after id ``since``, oldest first."""
         return self.alerts.since(tenant, since, limit)
+
+    def feed(self, tenant: str, since: int, limit: int) -> tuple[list[Alert], int]:
+        """A sharded server's: the tenant's alerts after ``since`` here, and an id below every alert this
+        shard will store from now on (the front merges the shards' feeds up to the lowest such id)."""
+        return self.alerts.since(tenant, since, limit), self.alerts.watermark()
 
     def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
         state = self.loaded(tenant, stream)

@@ -33,7 +33,7 @@ Answer = tuple[Any, BaseException | None]
 CHECKED_KEPT = 64  # decoded requests kept between a check and its apply
 CALLS = frozenset({
     "check", "check_create_many", "create", "create_many", "info", "streams", "delete", "patch", "reset",
-    "predictions", "metrics", "export_model", "import_model", "usage",
+    "predictions", "metrics", "export_model", "import_model", "usage", "feed",
 })  # fmt: skip
 
 
@@ -44,10 +44,12 @@ class ShardHost:
         torch.set_num_threads(settings.torch_threads)
         self.index = index
         self.telemetry = Telemetry(None)
-        self.shard = Shard(settings, self.telemetry)
+        self.shard = Shard(settings, self.telemetry, index)
         self._applied: list[Applied] = []
+        self._alerted: set[str] = set()  # tenants with new alerts: the front wakes their feeds' watchers
         self._checked: dict[bytes, Request] = {}  # requests checked, not yet applied (oldest first)
         self.shard.on_applied = self._applied.append
+        self.shard.on_alerts = lambda alerts: self._alerted.update(alerts)
         self.shard.open()
         park_long_lived()  # as the single process does (service/gcpolicy.py)
 
@@ -57,8 +59,8 @@ class ShardHost:
 
     def apply(self, requests: list[bytes], watched: frozenset[Key] | None) -> Answers:
         """A micro-batch of observation requests (``Shard.apply``; each as service/wire.py's bytes), with the
-        watched streams if they changed: each request's results or what refused it, and what watchers were
-        told."""
+        watched streams if they changed: each request's results or what refused it, what watchers were
+        told, and the tenants that got new alerts."""
         if watched is not None:
             self.shard.watched = watched
         try:
@@ -72,7 +74,9 @@ class ShardHost:
             os._exit(70)  # what was applied of the batch is in the log: the restart replays it exactly
         applied = self._applied.copy()  # (the shard appends to this very list: emptied, never replaced)
         self._applied.clear()
-        return answers_bytes(outcomes, applied)
+        alerted = sorted(self._alerted)
+        self._alerted.clear()
+        return answers_bytes(outcomes, applied, alerted)
 
     def call(self, name: str, args: tuple, elsewhere: Usage | None = None) -> Answer:
         """``Shard.<name>(*args)``, with the quota usage of the other shards when it creates streams."""

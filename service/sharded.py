@@ -279,7 +279,7 @@ class ShardedHub:
             value, error = answer
             settle(jobs[0].future, value, error)
             return
-        outcomes, applied = answers_of(answer)
+        outcomes, applied, alerted = answers_of(answer)
         for job, outcome in zip(jobs, outcomes):
             if isinstance(outcome, BaseException):
                 settle(job.future, error=outcome)
@@ -287,6 +287,7 @@ class ShardedHub:
                 settle(job.future, outcome)
         for batches in applied:
             self.watchers.publish(batches)
+        self.alert_watchers.publish({tenant: {} for tenant in alerted})  # a wake-up: they read the feed
 
     async def metric_families(self) -> list[Metric]:
         """The front's HTTP metrics and every serving shard's others, labelled with its index; a shard that
@@ -429,7 +430,17 @@ class ShardedHub:
         return await self._call(self._shard_of(tenant, stream), "predictions", tenant, stream, limit)
 
     async def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
-        raise NotSharded("the alerts feed (/v1/anomalies)")
+        return (await self.feed(tenant, since, limit))[0]
+
+    async def feed(self, tenant: str, since: int, limit: int) -> tuple[list[Alert], int]:
+        """The tenant's alerts after ``since`` over every shard, oldest first, at most ``limit``; and how far
+        the feed is known: every alert up to that id is in it (those after ``since``), and none a shard
+        stores later will be (service/alerts.py). A shard that lags (its clock, or its alerts not stored
+        yet) holds the others' newer alerts back until it passes them: none is ever skipped."""
+        pages = await asyncio.gather(
+            *(self._call(k, "feed", tenant, since, limit) for k in range(self.placement.shards))
+        )
+        return merge_feeds(pages, limit)
 
     async def metrics(self, tenant: str, stream: str) -> tuple[StreamInfo, StreamMetrics]:
         return await self._call(self._shard_of(tenant, stream), "metrics", tenant, stream)
@@ -449,10 +460,20 @@ class ShardedHub:
         self.watchers.unwatch((tenant, stream), watcher)
 
     def watch_anomalies(self, tenant: str) -> asyncio.Queue:
-        raise NotSharded("the alerts feed (/v1/anomalies/watch)")  # (service/ws.py closes it saying so first)
+        """Wake-ups (empty items) when a shard stored new alerts of the tenant: the watcher reads ``feed``."""
+        return self.alert_watchers.watch(tenant, self.settings.watch_queue)
 
     def unwatch_anomalies(self, tenant: str, watcher: asyncio.Queue) -> None:
         self.alert_watchers.unwatch(tenant, watcher)
+
+
+def merge_feeds(pages: list[tuple[list[Alert], int]], limit: int) -> tuple[list[Alert], int]:
+    """The shards' pages of one feed (each: up to ``limit`` alerts after the same id, and the shard's
+    watermark) as one page, and the id up to which it is complete. A full page says nothing beyond its
+    last alert; any other, nothing below its shard's watermark is missing."""
+    known = min(alerts[-1]["id"] if len(alerts) == limit else watermark for alerts, watermark in pages)
+    merged = sorted((a for alerts, _ in pages for a in alerts if a["id"] <= known), key=lambda a: a["id"])
+    return merged[:limit], (merged[limit - 1]["id"] if len(merged) > limit else known)
 
 
 def resource_of(shard: int) -> str:

@@ -343,18 +343,25 @@ class Store:
         first = self._db.execute("SELECT MIN(batch) FROM log").fetchone()[0]
         return self.last_batch if first is None else first - 1
 
-    def add_alerts(self, rows: list[tuple[str, int, int, str]]) -> list[int | None]:
-        """Store alerts (tenant, stream uid, step, JSON body) in one transaction; each one's id, or None where
-        that stream's step already has one (an alert replayed from the log after a restart)."""
+    def add_alerts(self, rows: list[tuple[str, int, int, str]], ids: list[int] | None = None) -> list[int | None]:
+        """Store alerts (tenant, stream uid, step, JSON body) in one transaction, under ``ids`` if given (else
+        counted); each one's id, or None where that stream's step already has one (an alert replayed from the
+        log after a restart)."""
 
         def insert() -> list[int | None]:
-            ids = []
-            for row in rows:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO alerts (tenant, uid, step, data) VALUES (?, ?, ?, ?)", row
-                )
-                ids.append(cursor.lastrowid if cursor.rowcount else None)
-            return ids
+            out = []
+            for k, row in enumerate(rows):
+                if ids is None:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO alerts (tenant, uid, step, data) VALUES (?, ?, ?, ?)", row
+                    )
+                else:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO alerts (id, tenant, uid, step, data) VALUES (?, ?, ?, ?, ?)",
+                        (ids[k], *row),
+                    )
+                out.append(cursor.lastrowid if cursor.rowcount else None)
+            return out
 
         return in_transaction(self._db, self._faults, insert)
 
@@ -364,6 +371,17 @@ class Store:
             "SELECT id, data FROM alerts WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?", (tenant, since, limit)
         )
         return rows.fetchall()
+
+    def last_alert_id(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
+
+    def spread_alert_ids(self, below: int, stride: int, index: int) -> None:
+        """Alert ids under ``below`` become ``below`` + id * ``stride`` + ``index``, in order (through negative
+        ids: no two rows ever hold one id)."""
+        self._write([
+            ("UPDATE alerts SET id = -(? + id * ? + ?) WHERE id > 0 AND id < ?", [(below, stride, index, below)]),
+            ("UPDATE alerts SET id = -id WHERE id < 0", [()]),
+        ])  # fmt: skip
 
     def trim_alerts(self, tenants: Sequence[str], keep: int) -> None:
         """Keep the newest ``keep`` alerts of each of ``tenants``."""

@@ -36,20 +36,21 @@ def request_of(data: bytes) -> Request:
     ])  # fmt: skip
 
 
-Answers = tuple[bytes, dict[int, Exception], bytes]  # results, refusals by request, watchers' batches
+# results, refusals by request, watchers' batches, the tenants with new alerts
+Answers = tuple[bytes, dict[int, Exception], bytes, list[str]]
 
 
-def answers_bytes(outcomes: list[Outcome], applied: list[Applied]) -> Answers:
+def answers_bytes(outcomes: list[Outcome], applied: list[Applied], alerted: list[str]) -> Answers:
     refused = {k: o for k, o in enumerate(outcomes) if isinstance(o, Exception)}
     results = orjson.dumps([None if isinstance(o, Exception) else o for o in outcomes])
     batches = orjson.dumps([[[tenant, stream, batch] for (tenant, stream), batch in b.items()] for b in applied])
-    return results, refused, batches
+    return results, refused, batches, alerted
 
 
-def answers_of(answers: Answers) -> tuple[list[Outcome], list[Applied]]:
-    results, refused, batches = answers
+def answers_of(answers: Answers) -> tuple[list[Outcome], list[Applied], list[str]]:
+    results, refused, batches, alerted = answers
     outcomes: list[Outcome] = orjson.loads(results)
     for k, error in refused.items():
         outcomes[k] = error
     applied = [{(tenant, stream): batch for tenant, stream, batch in b} for b in orjson.loads(batches)]
-    return outcomes, applied
+    return outcomes, applied, alerted

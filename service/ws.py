@@ -40,6 +40,7 @@ NORMAL, GOING_AWAY = status.WS_1000_NORMAL_CLOSURE, status.WS_1001_GOING_AWAY
 POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = (
     status.WS_1008_POLICY_VIOLATION, status.WS_1009_MESSAGE_TOO_BIG, status.WS_1013_TRY_AGAIN_LATER,
 )  # fmt: skip
+FEED_POLL_SECONDS = 1.0  # a sharded server's alerts watcher reads the feed at least this often
 MESSAGE: TypeAdapter[Observation | ObservationBatch] = TypeAdapter(ObservationsIn)
 
 
@@ -125,9 +126,8 @@ async def watch_anomalies(
     """Receive {"anomalies": [...]} as the tenant's observations are judged anomalous (each alert as GET
     /v1/anomalies gives it); with ``since``, first every kept alert after that id. Each alert once, in id
     order; a watcher too slow to keep up is dropped (close 1013)."""
-    if isinstance(hub, ShardedHub):  # (a feed over every shard's alerts is not built yet)
-        if await _accept(websocket, hub):
-            await websocket.close(POLICY_VIOLATION, "the alerts feed is not served with --shards yet")
+    if isinstance(hub, ShardedHub):
+        await _follow_feed(websocket, hub, tenant, since)
         return
     alerts = hub.watch_anomalies(tenant)  # before reading the backlog: nothing falls between the two
     try:
@@ -155,6 +155,50 @@ async def watch_anomalies(
         return
     finally:
         hub.unwatch_anomalies(tenant, alerts)
+        open_sockets(websocket.app).discard(websocket)
+
+
+async def _follow_feed(websocket: WebSocket, hub: ShardedHub, tenant: str, since: int | None) -> None:
+    """The alerts watch of a sharded server: the feed over every shard (``ShardedHub.feed``) read from
+    ``since`` (None: from now) whenever a shard stored new alerts of the tenant, and every
+    ``FEED_POLL_SECONDS`` (for alerts a lagging shard held back, or stored while recovering). Pushed alerts
+    could not be put in id order across shards; the feed is, so this is as the single process's watch."""
+    wakes = hub.watch_anomalies(tenant)
+    closed: asyncio.Future | None = None
+    try:
+        if not await _accept(websocket, hub):
+            return
+        closed = asyncio.ensure_future(_until_closed(websocket))
+        sent = since if since is not None else (await hub.feed(tenant, 2**63 - 1, 1))[1]
+        while True:
+            page, sent = await hub.feed(tenant, sent, MAX_ALERTS)
+            if page:
+                await asyncio.wait_for(_send(websocket, {"anomalies": page}), hub.settings.ws_send_timeout)
+            if len(page) == MAX_ALERTS:
+                continue
+            woken = asyncio.ensure_future(wakes.get())
+            done, _ = await asyncio.wait(
+                {woken, closed}, timeout=FEED_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            woken.cancel()
+            if closed in done:
+                return
+            while not wakes.empty():  # one read of the feed answers them all
+                if wakes.get_nowait() is None:  # (dropped while a page was sent: watched again)
+                    hub.unwatch_anomalies(tenant, wakes)
+                    wakes = hub.watch_anomalies(tenant)
+    except ServiceError as exc:  # a shard recovering, or the service stopping: worth another try
+        with contextlib.suppress(Exception):
+            await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
+    except TimeoutError:  # not reading at all
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(TRY_AGAIN_LATER, "too slow to keep up"), 1)
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    finally:
+        if closed is not None:
+            closed.cancel()
+        hub.unwatch_anomalies(tenant, wakes)
         open_sockets(websocket.app).discard(websocket)
 
 

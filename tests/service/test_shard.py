@@ -58,7 +58,7 @@ def test_an_alert_whose_write_a_crash_prevented_comes_back_with_the_replay(tmp_p
     values = [20.0 + (k % 7) * 0.3 for k in range(120)]
     values[100] = 80.0  # far outside anything seen: judged anomalous
     refused = StoreUnavailable("disk I/O error (test)")
-    monkeypatch.setattr(shard.store, "add_alerts", lambda rows: (_ for _ in ()).throw(refused))
+    monkeypatch.setattr(shard.store, "add_alerts", lambda rows, ids=None: (_ for _ in ()).throw(refused))
     (answer,) = shard.apply([("t", [Part("s", [Incoming([v], None, None) for v in values])])])
     assert answer[0][100]["anomalous"] is True and answer[0][100]["seq"] == 101
     assert shard.anomalies("t", 0, 10) == []  # never stored ...

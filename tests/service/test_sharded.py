@@ -17,7 +17,6 @@ import time
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tbptt.models import StreamConfig, StreamNotFound
@@ -27,6 +26,7 @@ from tbptt.service.settings import Settings
 from tbptt.service.shard_host import CHECKED_KEPT, ShardHost
 from tbptt.service.wire import answers_of, request_bytes
 from tests.service.server import Server
+from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
 
 ray = pytest.importorskip("ray", reason="the sharded server needs the [ray] extra")
@@ -78,7 +78,7 @@ def test_a_shard_host_answers_calls_and_hands_over_what_watchers_get_after_every
     watched = frozenset({("t", "s")})
     for k, watching in enumerate((watched, None, frozenset())):  # None: unchanged since the last call
         request = ("t", [Part("s", [Incoming([float(k)], None, k + 1)])])
-        (answer,), applied = answers_of(host.apply([request_bytes(request)], watching))
+        (answer,), applied, _ = answers_of(host.apply([request_bytes(request)], watching))
         assert answer[0][0]["step"] == k + 1
         assert [batch[("t", "s")]["results"][0]["step"] for batch in applied] == ([k + 1] if k < 2 else [])
     with pytest.raises(ValueError, match="not a shard call"):
@@ -94,8 +94,8 @@ def test_a_shard_host_keeps_checked_requests_for_their_apply_and_only_the_newest
     requests = [request_bytes(("t", [Part("s", [Incoming([float(k)], None, k + 1)])])) for k in range(100)]
     for data in requests:
         assert host.call("check", (data,)) == (None, None)
-    (first,), _ = answers_of(host.apply([requests[0]], None))  # long gone from what is kept: decoded again
-    (last,), _ = answers_of(host.apply([requests[-1]], None))  # kept: not decoded again
+    (first,), _, _ = answers_of(host.apply([requests[0]], None))  # long gone from what is kept: decoded again
+    (last,), _, _ = answers_of(host.apply([requests[-1]], None))  # kept: not decoded again
     assert [first[0][0]["seq"], last[0][0]["seq"]] == [1, 100]
     assert len(host._checked) == CHECKED_KEPT - 1 and requests[-1] not in host._checked
     host.close()
@@ -235,10 +235,52 @@ def test_a_batch_of_streams_across_shards_is_created_whole_or_not_at_all(sharded
 
 
 def test_what_shards_do_not_serve_yet_is_refused_saying_so(sharded):
-    response = httpx.get(f"{sharded.url}/v1/anomalies")
+    response = httpx.put(f"{sharded.url}/v1/template", json={"model": {"input_size": 1}})
     assert response.status_code == 501
     assert "not served by a sharded server yet" in response.json()["detail"]
-    assert httpx.put(f"{sharded.url}/v1/template", json={"model": {"input_size": 1}}).status_code == 501
+
+
+def test_the_alerts_feed_merges_every_shards_alerts_in_id_order_and_its_websocket_sends_each_once(sharded):
+    url, streams = sharded.url, {"alert-b": 0, "alert-a": 1}  # stream: its shard
+    forecast = {"model": {"input_size": 1}, "target": "next"}
+    for stream, shard in streams.items():
+        assert PLACEMENT.shard_of("default", stream) == shard
+        assert httpx.put(f"{url}/v1/streams/{stream}", json=forecast).status_code == 201
+    values = spiked((150, 250))
+    with (
+        connect(f"{sharded.ws_url}/v1/anomalies/watch?since=0") as backlog_and_live,
+        connect(f"{sharded.ws_url}/v1/anomalies/watch") as live,
+    ):
+        flagged = {}
+        for first, half in ((1, values[:200]), (201, values[200:])):  # (two requests per stream, interleaved)
+            for stream in streams:
+                body = {"observations": [{"x": [v], "seq": first + k} for k, v in enumerate(half)]}
+                response = httpx.post(f"{url}/v1/streams/{stream}/observations", json=body, timeout=30)
+                assert response.status_code == 200, response.text
+                flagged.setdefault(stream, []).extend(r["seq"] for r in response.json()["results"] if r["anomalous"])
+        feed = httpx.get(f"{url}/v1/anomalies", params={"limit": 1000}).json()
+        ours = [a for a in feed["anomalies"] if a["stream"] in streams]
+        ids = [a["id"] for a in feed["anomalies"]]
+        assert ids == sorted(set(ids)) and feed["next"] >= ids[-1]
+        for stream in streams:
+            assert {151, 251} <= set(flagged[stream])
+            assert [a["seq"] for a in ours if a["stream"] == stream] == flagged[stream]
+        paged, since = [], 0
+        while page := httpx.get(f"{url}/v1/anomalies", params={"since": since, "limit": 3}).json()["anomalies"]:
+            paged, since = paged + page, page[-1]["id"]
+        assert paged == feed["anomalies"]
+        assert received(backlog_and_live, len(ids)) == feed["anomalies"]  # in id order, each once
+        assert received(live, len(ours)) == ours
+    for stream in streams:
+        assert httpx.delete(f"{url}/v1/streams/{stream}").status_code == 204
+
+
+def received(websocket, count: int) -> list[dict]:
+    """The next ``count`` alerts the socket sends, over as many messages as it takes."""
+    alerts: list[dict] = []
+    while len(alerts) < count:
+        alerts += json.loads(websocket.recv(timeout=20))["anomalies"]
+    return alerts
 
 
 def test_a_watcher_sees_the_batches_of_a_stream_on_another_process(sharded):
@@ -282,12 +324,6 @@ def test_metrics_have_each_shards_series_and_the_fronts_http_series(sharded):
     assert after[("tbptt_streams", "0")] + after[("tbptt_streams", "1")] == total
     assert ("tbptt_observations_total", "") not in after, "the front counts no observations of its own"
     assert after[("http", "")] == 1.0, "the front's HTTP series are there, without a shard label"
-
-
-def test_the_alerts_websocket_closes_saying_shards_do_not_serve_it_yet(sharded):
-    with connect(f"{sharded.ws_url}/v1/anomalies/watch") as ws, pytest.raises(ConnectionClosed) as closed:
-        ws.recv(timeout=10)
-    assert closed.value.rcvd.code == 1008 and "not served with --shards yet" in closed.value.rcvd.reason
 
 
 def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_it_returns(tmp_path):
