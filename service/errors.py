@@ -92,15 +92,6 @@ class StorageFull(ServiceError):
         super().__init__(f"storage unavailable, nothing was applied: {reason}")
 
 
-class NotSharded(ServiceError):
-    """501: a feature the sharded server does not serve yet (it says which, and how to get it)."""
-
-    status = 501
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is not served by a sharded server yet (--shards): a single-process one serves it")
-
-
 class Unavailable(ServiceError):
     """503. ``retry_after`` (seconds) when trying again will work (recovering); None when it will not
     until someone acts (the engine failed, the service is stopping, a stream is damaged)."""

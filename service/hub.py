@@ -79,7 +79,7 @@ class Hub:
         return await self.engine.call(tenant, self.shard.create_many, tenant, streams)
 
     async def template(self, tenant: str) -> Template | None:
-        return await self.engine.call(tenant, self.shard.templates.get, tenant)
+        return await self.engine.call(tenant, self.shard.template, tenant)
 
     async def set_template(self, tenant: str, template: Template | None) -> None:
         await self.engine.call(tenant, self.shard.set_template, tenant, template)

@@ -225,7 +225,8 @@ class Shard:
         """The streams ``parts`` are for, loaded, each part checked against its stream. Unknown streams are
         created from the tenant's template, if it has one, once every part has passed its checks (a refused
         request creates nothing)."""
-        template = self.templates.get(tenant)
+        # (a sharded server's shard creates none itself: its front does, counting every shard in the quotas)
+        template = self.templates.get(tenant) if self.index is None else None
         states: list[StreamState | None] = []  # None: created from the template below
         for part in parts:
             if template is not None and part.incarnation is None and self.registry.find(tenant, part.stream) is None:
@@ -240,6 +241,13 @@ class Shard:
                 if found is None and self.registry.find(tenant, part.stream) is None:
                     self.create(tenant, part.stream, template.config, template.labels)
         return [self.loaded(tenant, p.stream) if s is None else s for p, s in zip(parts, states)]
+
+    def template(self, tenant: str) -> Template | None:
+        return self.templates.get(tenant)
+
+    def missing(self, tenant: str, streams: list[str]) -> list[str]:
+        """Those of ``streams`` this shard does not hold."""
+        return [stream for stream in streams if self.registry.find(tenant, stream) is None]
 
     def set_template(self, tenant: str, template: Template | None) -> None:
         """The tenant's template (None: none): durable before it answers."""

@@ -33,7 +33,8 @@ Answer = tuple[Any, BaseException | None]
 CHECKED_KEPT = 64  # decoded requests kept between a check and its apply
 CALLS = frozenset({
     "check", "check_create_many", "create", "create_many", "info", "streams", "delete", "patch", "reset",
-    "predictions", "metrics", "export_model", "import_model", "usage", "feed",
+    "predictions", "metrics", "export_model", "import_model", "usage", "feed", "template", "set_template",
+    "missing",
 })  # fmt: skip
 
 

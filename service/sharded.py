@@ -30,13 +30,13 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from tbptt.models import StreamConfig as CoreConfig
-from tbptt.models import StreamMetrics
+from tbptt.models import StreamMetrics, StreamNotFound
 
 from .alerts import Alert
 from .durability import stream_bytes
 from .engine_thread import settle
-from .errors import NotSharded, Unavailable
-from .ingest import Part
+from .errors import Unavailable
+from .ingest import Part, fits
 from .keygroups import Placement
 from .patching import Template
 from .registry import Usage
@@ -55,6 +55,7 @@ METRICS_SECONDS = 5  # a shard's metrics are left out of /metrics if it has not 
 # Ray sends call arguments and answers above 100 KiB through its object store (shared memory, a reference
 # to count): a 500-observation part is ~120 kB. Carried in the call itself up to this size, c) gained ~13%.
 INLINE_BYTES = 8 << 20
+TEMPLATES = 0  # the shard whose store keeps the tenants' templates (tenant-wide: one home)
 IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
 
 
@@ -336,13 +337,47 @@ class ShardedHub:
 
     async def observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
         """Apply observations to one or more streams, all or none; the results per part, in order. Parts on
-        several shards: checked on every shard first, then applied on each."""
+        several shards: checked on every shard first, then applied on each. Unknown streams: created from
+        the tenant's template, if it has one, once every part has passed its checks."""
+        try:
+            return await self._observe(tenant, parts)
+        except StreamNotFound:
+            template = await self.template(tenant)
+            if template is None:
+                raise
+        await self._create_from(template, tenant, parts)
+        return await self._observe(tenant, parts)
+
+    async def _create_from(self, template: Template, tenant: str, parts: list[Part]) -> None:
+        """The unknown streams of a request, created from ``template`` (as one process does, but here, where
+        the quotas are counted over every shard) once every part has passed its checks: a refused request
+        creates nothing."""
+        by_shard = self._by_shard(tenant, [part.stream for part in parts])
+        answers = await asyncio.gather(
+            *(self._call(k, "missing", tenant, [parts[i].stream for i in ks]) for k, ks in by_shard.items())
+        )
+        unknown = {stream for streams in answers for stream in streams}
+        new = [p for p in parts if p.stream in unknown and p.incarnation is None]  # (a socket's own: not found)
+        for part in new:
+            fits(template.config, part)
+        known = [p for p in parts if p not in new]
+        if known:
+            await self._check(tenant, self._by_shard(tenant, [p.stream for p in known]), known)
+        streams = dict.fromkeys(part.stream for part in new)
+        await self.create_many(tenant, [(stream, template.config, template.labels) for stream in streams])
+
+    async def _check(self, tenant: str, by_shard: dict[int, list[int]], parts: list[Part]) -> dict[int, bytes]:
+        """Each shard's share of a request checked there, nothing applied; those shares, encoded."""
+        requests = {shard: request_bytes((tenant, [parts[k] for k in ks])) for shard, ks in by_shard.items()}
+        await asyncio.gather(*(self._call(shard, "check", request) for shard, request in requests.items()))
+        return requests
+
+    async def _observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
         by_shard = self._by_shard(tenant, [part.stream for part in parts])
         if len(by_shard) == 1:
             (shard,) = by_shard
             return await self._apply(shard, request_bytes((tenant, parts)))
-        requests = {shard: request_bytes((tenant, [parts[k] for k in ks])) for shard, ks in by_shard.items()}
-        await asyncio.gather(*(self._call(shard, "check", request) for shard, request in requests.items()))
+        requests = await self._check(tenant, by_shard, parts)
         answers = await asyncio.gather(
             *(self._apply(shard, request) for shard, request in requests.items()), return_exceptions=True
         )
@@ -394,10 +429,10 @@ class ShardedHub:
             return created
 
     async def template(self, tenant: str) -> Template | None:
-        return None  # none can be set (below): observations for unknown streams are 404s, as without one
+        return await self._call(TEMPLATES, "template", tenant)
 
     async def set_template(self, tenant: str, template: Template | None) -> None:
-        raise NotSharded("a tenant's template (PUT /v1/template)")
+        await self._call(TEMPLATES, "set_template", tenant, template)
 
     async def info(self, tenant: str, stream: str) -> StreamInfo:
         return await self._call(self._shard_of(tenant, stream), "info", tenant, stream)

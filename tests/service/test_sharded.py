@@ -28,6 +28,7 @@ from tbptt.service.wire import answers_of, request_bytes
 from tests.service.server import Server
 from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
+from tests.service.test_templates import TEMPLATE, ids, observations_create_streams_from_the_template
 
 ray = pytest.importorskip("ray", reason="the sharded server needs the [ray] extra")
 
@@ -234,10 +235,26 @@ def test_a_batch_of_streams_across_shards_is_created_whole_or_not_at_all(sharded
         assert httpx.delete(f"{url}/v1/streams/{i}").status_code == 204
 
 
-def test_what_shards_do_not_serve_yet_is_refused_saying_so(sharded):
-    response = httpx.put(f"{sharded.url}/v1/template", json={"model": {"input_size": 1}})
-    assert response.status_code == 501
-    assert "not served by a sharded server yet" in response.json()["detail"]
+def test_a_tenants_template_creates_streams_on_every_shard_within_the_tenants_quota(sharded):
+    """As with one process (tests/service/test_templates.py), the template's streams landing on both shards;
+    the front creates them, so the tenant's stream quota counts every shard's."""
+    with httpx.Client(base_url=sharded.url, timeout=30) as client:
+        observations_create_streams_from_the_template(client)
+        assert {PLACEMENT.shard_of("default", s) for s in ids(client, "boiler-")} == {0, 1}
+        assert client.put("/v1/template", json=TEMPLATE).status_code == 200
+        with connect(f"{sharded.ws_url}/v1/streams/ws-1/ws") as ws:  # a socket to an unknown stream creates it
+            ws.send(json.dumps({"x": 4.0}))
+            assert json.loads(ws.recv(timeout=20))["results"][0]["step"] == 1
+        room = 12 - client.get("/v1/streams").json()["total"]
+        over = {"observations": [{"stream": f"fleet-{k}", "x": 1.0} for k in range(room + 1)]}
+        refused = client.post("/v1/observations", json=over)
+        assert refused.status_code == 403, refused.text
+        assert ids(client, "fleet-") == []  # refused whole
+        assert client.post("/v1/observations", json={"observations": over["observations"][:room]}).status_code == 200
+        assert client.get("/v1/streams").json()["total"] == 12
+        assert client.delete("/v1/template").status_code == 204
+        for stream in ids(client, "boiler-") + ids(client, "fleet-") + ["ws-1"]:
+            assert client.delete(f"/v1/streams/{stream}").status_code == 204
 
 
 def test_the_alerts_feed_merges_every_shards_alerts_in_id_order_and_its_websocket_sends_each_once(sharded):

@@ -13,11 +13,16 @@ from tests.service.server import Server
 TEMPLATE = {"model": {"input_size": 1}, "target": "next", "labels": {"fleet": "boilers"}}
 
 
-def ids(client) -> list[str]:
-    return [s["id"] for s in client.get("/v1/streams").json()["streams"]]
+def ids(client, prefix: str = "") -> list[str]:
+    return [s["id"] for s in client.get("/v1/streams", params={"prefix": prefix}).json()["streams"]]
 
 
 def test_with_a_template_an_observation_creates_its_stream(client):
+    observations_create_streams_from_the_template(client)
+
+
+def observations_create_streams_from_the_template(client) -> None:
+    """(tests/service/test_sharded.py runs this against a sharded server: ``client`` is an httpx.Client there)"""
     assert client.post("/v1/streams/boiler-1/observations", json={"x": 20.5}).status_code == 404  # none yet
     assert client.get("/v1/template").status_code == 404
     too_big = client.put("/v1/template", json={"model": {"input_size": 1, "output_size": 1025}})
@@ -31,13 +36,13 @@ def test_with_a_template_an_observation_creates_its_stream(client):
     assert info["config"]["target"] == "next" and info["labels"] == {"fleet": "boilers"}
     cross = {"observations": [{"stream": "boiler-2", "x": 1.0}, {"stream": "boiler-3", "x": 2.0}]}
     assert client.post("/v1/observations", json=cross).status_code == 200
-    assert ids(client) == ["boiler-1", "boiler-2", "boiler-3"]
+    assert ids(client, "boiler-") == ["boiler-1", "boiler-2", "boiler-3"]
     misfit = client.post("/v1/streams/boiler-4/observations", json={"x": [1.0, 2.0]})  # the template's size: 1
     assert misfit.status_code == 422 and misfit.json()["detail"][0]["loc"] == ["body", "x"]
-    assert "boiler-4" not in ids(client)  # refused: nothing created
+    assert "boiler-4" not in ids(client, "boiler-")  # refused: nothing created
     mixed = {"observations": [{"stream": "boiler-5", "x": 1.0}, {"stream": "boiler-1", "x": [1.0, 2.0]}]}
     assert client.post("/v1/observations", json=mixed).status_code == 422  # another part is refused ...
-    assert "boiler-5" not in ids(client)  # ... so the request creates nothing
+    assert "boiler-5" not in ids(client, "boiler-")  # ... so the request creates nothing
     assert client.delete("/v1/template").status_code == 204
     assert client.post("/v1/streams/boiler-5/observations", json={"x": 1.0}).status_code == 404
     assert client.post("/v1/streams/boiler-1/observations", json={"x": 1.0}).status_code == 200  # it stays
