@@ -19,6 +19,7 @@ from .datadir import DataDirUnusable
 
 GROUPS = 128  # key groups of a new sharded data directory: the most shards it can ever have
 PLACEMENT_FILE = "sharding.json"
+REBALANCING_FILE = "rebalancing.json"  # there while tbptt rebalance moves streams (service/rebalance.py)
 SHARDS_FOLDER = "shards"
 SINGLE_PROCESS_STORE = "tbptt.sqlite3"  # service/store.py's file: a single-process server's data directory
 
@@ -52,6 +53,7 @@ class Placement:
         folder holds a single-process store or was sharded otherwise."""
         if not 1 <= shards <= GROUPS:
             raise PlacementError(f"shards must be between 1 and {GROUPS}, got {shards}")
+        check_settled(data_dir)
         path = data_dir / PLACEMENT_FILE
         if path.exists():
             recorded = json.loads(path.read_text())
@@ -59,13 +61,13 @@ class Placement:
             if placement.shards != shards:
                 raise PlacementError(
                     f"{data_dir} holds {placement.shards} shards, not {shards}: serve it with --shards "
-                    f"{placement.shards} (moving streams between shards is not built yet)"
+                    f"{placement.shards}, or move its streams first (tbptt rebalance --shards {shards})"
                 )
             return placement
         if (data_dir / SINGLE_PROCESS_STORE).exists():
             raise PlacementError(
-                f"{data_dir} holds a single-process server's streams: serve it without --shards, or give the "
-                "sharded server its own --data-dir (moving streams into shards is not built yet)"
+                f"{data_dir} holds a single-process server's streams: serve it without --shards, or move them "
+                f"into shards first (tbptt rebalance --shards {shards})"
             )
         data_dir.mkdir(parents=True, exist_ok=True)
         placement = cls(GROUPS, shards)
@@ -83,10 +85,22 @@ def check_unsharded(data_dir: Path) -> None:
         raise PlacementError(f"{data_dir} holds {shards} shards: serve it with --shards {shards}")
 
 
+def check_settled(data_dir: Path) -> None:
+    """No server starts while ``tbptt rebalance`` is moving the directory's streams (service/rebalance.py)."""
+    marker = data_dir / REBALANCING_FILE
+    if marker.exists():
+        to = json.loads(marker.read_text())["to"]
+        raise PlacementError(
+            f"{data_dir}: a rebalance to {to} shards has not finished (was it stopped?): finish it first "
+            f"(tbptt rebalance --shards {to})"
+        )
+
+
 def preflight(data_dir: Path, shards: int) -> Placement | None:
     """Before a server starts: its placement with ``shards`` (0: a single process, refused on a sharded
     directory)."""
     if shards == 0:
+        check_settled(data_dir)
         check_unsharded(data_dir)
         return None
     return Placement.of(data_dir, shards)

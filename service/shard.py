@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tbptt.models import Engine, StreamMetrics
@@ -28,6 +29,7 @@ from tbptt.models import StreamConfig as CoreConfig
 from . import limits
 from .alerts import Alert, AlertFeed, ShardAlertIds, alerts_of
 from .applying import Applying, Pace
+from .checkpoint import pack, unpack
 from .checkpoint_writer import CheckpointWriter
 from .datadir import DataDirLock
 from .durability import Durability, stream_bytes
@@ -53,6 +55,21 @@ Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thr
 Alerted = Callable[[dict[str, list[Alert]]], None]  # ... and the new alerts, per tenant
 Request = tuple[str, list[Part]]  # (tenant, parts)
 Outcome = list[list[Result]] | Exception | None  # results per part, or what refused the request
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A stream as one shard hands it to another (service/rebalance.py): what its row holds, its exact state
+    (a checkpoint's bytes, with its counters) and its alerts (id, step, JSON body)."""
+
+    tenant: str
+    stream: str
+    origin: CoreConfig
+    labels: dict[str, str]
+    created_at: str
+    counters: tuple[int, int]  # (steps, events)
+    state: bytes
+    alerts: list[tuple[int, int, str]]
 
 
 class Shard:
@@ -314,6 +331,41 @@ class Shard:
         self.registry.add(state)
         self.telemetry.streams(len(self.registry))
         return state.info(), True
+
+    def handover(self, tenant: str, stream: str) -> Handover:
+        """The stream, whole, for another shard to ``adopt``."""
+        state = self.loaded(tenant, stream)
+        assert self.store is not None
+        return Handover(
+            tenant, stream, state.origin, dict(state.labels), state.created_at, (state.steps, state.events),
+            b"".join(pack(self.engine, state).pieces), self.store.alerts_of(state.uid),
+        )  # fmt: skip
+
+    def adopt(self, handover: Handover) -> None:
+        """A stream another shard handed over, continued exactly: its row, then its alerts (ids kept: a
+        single process's counted ones are spread when this shard next opens), then its state as its
+        checkpoint, committed (``holds`` tells whether it got that far), and evicted."""
+        h, d = handover, self.durability
+        labels = json.dumps(h.labels)
+        uid = d.write(lambda s: s.add_stream(h.tenant, h.stream, json.dumps(h.origin.to_dict()), h.created_at, labels))
+        rows = [(h.tenant, uid, step, body) for _, step, body in h.alerts]
+        d.write(lambda s: s.add_alerts(rows, [id_ for id_, _, _ in h.alerts]))
+        state = d.new_state(uid, h.tenant, h.stream, h.origin, h.created_at)
+        state.labels = dict(h.labels)
+        assert self.store is not None
+        state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
+        unpack(h.state, self.engine, state)
+        state.loaded = True
+        self.registry.add(state)
+        d.checkpoint(state, evict=True)
+        d.writer.flush()
+        d.written()
+        self.telemetry.streams(len(self.registry))
+
+    def holds(self, handover: Handover) -> bool:
+        """Whether the handed-over stream is here as it was handed over (not left half-adopted)."""
+        state = self.registry.find(handover.tenant, handover.stream)
+        return state is not None and (state.steps, state.events) == handover.counters
 
     def usage(self, tenant: str) -> Usage:
         return self.registry.usage(tenant)

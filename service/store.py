@@ -372,6 +372,10 @@ class Store:
         )
         return rows.fetchall()
 
+    def alerts_of(self, uid: int) -> list[tuple[int, int, str]]:
+        """A stream incarnation's alerts: (id, step, JSON body), oldest first."""
+        return self._db.execute("SELECT id, step, data FROM alerts WHERE uid = ? ORDER BY id", (uid,)).fetchall()
+
     def last_alert_id(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
 

@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_lazy("serve", "run"))
 
+    rebalance = commands.add_parser(
+        "rebalance", help="move a data directory's streams to another shard count (offline: no server running)"
+    )
+    rebalance.add_argument("--data-dir", type=Path, help="the data directory (default ./data, $TBPTT_DATA_DIR)")
+    rebalance.add_argument("--shards", type=int, required=True, help="the shard count to serve it with from now on")
+    rebalance.set_defaults(run=_lazy("rebalance", "run"))
+
     replay = _client_command(commands, "replay", "stream a CSV file into a stream, then report and plot")
     replay.add_argument("file", type=Path, help="a CSV file with a header row")
     replay.add_argument("--stream", required=True, help="the stream (created if missing)")

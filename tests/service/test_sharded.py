@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from tbptt.models import StreamConfig, StreamNotFound
+from tbptt.service.cli.main import main
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
 from tbptt.service.settings import Settings
@@ -341,6 +342,26 @@ def test_metrics_have_each_shards_series_and_the_fronts_http_series(sharded):
     assert after[("tbptt_streams", "0")] + after[("tbptt_streams", "1")] == total
     assert ("tbptt_observations_total", "") not in after, "the front counts no observations of its own"
     assert after[("http", "")] == 1.0, "the front's HTTP series are there, without a shard label"
+
+
+def test_a_single_process_directory_rebalanced_into_shards_is_served_by_them(tmp_path):
+    data, body = tmp_path / "data", {"observations": [{"x": [float(k % 5)]} for k in range(30)]}
+    single = Server(data).start()
+    for stream in ("i", "f"):  # one for each shard
+        assert httpx.put(f"{single.url}/v1/streams/{stream}", json={"model": {"input_size": 1}}).status_code == 201
+        assert httpx.post(f"{single.url}/v1/streams/{stream}/observations", json=body).status_code == 200
+    before = {stream: httpx.get(f"{single.url}/v1/streams/{stream}").json() for stream in ("i", "f")}
+    assert single.stop() == 0
+    main(["rebalance", "--data-dir", str(data), "--shards", "2"])
+    server = Server(data, **SHARDED).start()
+    try:
+        assert {PLACEMENT.shard_of("default", s) for s in ("i", "f")} == {0, 1}
+        for stream in ("i", "f"):
+            assert httpx.get(f"{server.url}/v1/streams/{stream}").json() == before[stream]
+            answer = httpx.post(f"{server.url}/v1/streams/{stream}/observations", json=body, timeout=30).json()
+            assert [r["step"] for r in answer["results"]] == list(range(31, 61))
+    finally:
+        assert server.stop() == 0
 
 
 def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_it_returns(tmp_path):
