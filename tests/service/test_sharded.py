@@ -17,6 +17,7 @@ import time
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tbptt.models import StreamConfig, StreamNotFound
@@ -383,15 +384,21 @@ def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_i
             on_0, on_1 = "gru64", "gru64-1"  # on shards 0 and 1
             assert [PLACEMENT.shard_of("default", s) for s in (on_0, on_1)] == [0, 1]
 
-            cluster.remove_node(second, allow_graceful=False)
-            deadline = time.monotonic() + 30
-            while httpx.get(f"{server.url}/v1/streams/{on_1}").status_code != 503:
-                assert time.monotonic() < deadline, "shard 1 kept answering without its node"
-                time.sleep(0.1)
-            ready = httpx.get(f"{server.url}/readyz")
-            assert ready.status_code == 503 and ready.json()["shards"] == ["ok", "starting"]
-            assert httpx.get(f"{server.url}/v1/streams/{on_0}").status_code == 200  # the other shard serves
-            assert client.post(on_0, [client.sent, client.sent + 1, client.sent + 2])
+            with connect(f"{server.ws_url}/v1/anomalies/watch") as alerts:  # (the server closes it below)
+                cluster.remove_node(second, allow_graceful=False)
+                deadline = time.monotonic() + 30
+                while httpx.get(f"{server.url}/v1/streams/{on_1}").status_code != 503:
+                    assert time.monotonic() < deadline, "shard 1 kept answering without its node"
+                    time.sleep(0.1)
+                ready = httpx.get(f"{server.url}/readyz")
+                assert ready.status_code == 503 and ready.json()["shards"] == ["ok", "starting"]
+                assert httpx.get(f"{server.url}/v1/streams/{on_0}").status_code == 200  # the other shard serves
+                feed = httpx.get(f"{server.url}/v1/anomalies")  # (shard 1's alerts are not known meanwhile)
+                assert feed.status_code == 503 and "Retry-After" in feed.headers
+                with pytest.raises(ConnectionClosed) as closed:  # the feed's watcher: told to come back
+                    alerts.recv(timeout=10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+                assert client.post(on_0, [client.sent, client.sent + 1, client.sent + 2])
 
             cluster.add_node(num_cpus=1, resources={"tbptt-shard-1": 1})
             client.drive(rounds=2)  # retried (503) until shard 1 is back on the new node
