@@ -43,7 +43,8 @@ class Placement:
     def shard_of(self, tenant: str, stream: str) -> int:
         return group_of(tenant, stream, self.groups) % self.shards
 
-    def folder(self, data_dir: Path, shard: int) -> Path:
+    @staticmethod
+    def folder(data_dir: Path, shard: int) -> Path:
         """Shard ``shard``'s own data directory (its store, its log, its checkpoints)."""
         return data_dir / SHARDS_FOLDER / str(shard)
 

@@ -23,16 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datadir import DataDirUnusable
-from .keygroups import GROUPS, PLACEMENT_FILE, REBALANCING_FILE, SINGLE_PROCESS_STORE, Placement, group_of
+from . import keygroups
+from .keygroups import GROUPS, PLACEMENT_FILE, REBALANCING_FILE, SINGLE_PROCESS_STORE, PlacementError, group_of
 from .patching import Template
 from .settings import Settings
-from .shard import Handover, Shard
+from .shard import Shard
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-MARKER = REBALANCING_FILE
 
 
 @dataclass(frozen=True)
@@ -45,9 +43,9 @@ class Moved:
 def rebalance(data_dir: Path, shards: int, settings: Settings, say: Callable[[str], None] = log.info) -> Moved:
     """Move the streams of ``data_dir`` to ``shards`` shards (see the module's docstring)."""
     if not 1 <= shards <= GROUPS:
-        raise DataDirUnusable(f"shards must be between 1 and {GROUPS}, got {shards}")
+        raise PlacementError(f"shards must be between 1 and {GROUPS}, got {shards}")
     groups, before = _where(data_dir, shards)
-    marker = data_dir / MARKER
+    marker = data_dir / REBALANCING_FILE
     if not marker.exists():
         _write_json(marker, {"groups": groups, "from": before, "to": shards})
     sources = [None] if before == 0 else list(range(before))
@@ -55,14 +53,14 @@ def rebalance(data_dir: Path, shards: int, settings: Settings, say: Callable[[st
 
     def shard(k: int | None) -> Shard:
         if k not in opened:
-            folder = _folder(data_dir, groups, k)
+            folder = _folder(data_dir, k)
             opened[k] = Shard(settings.model_copy(update={"data_dir": folder, "shards": 0}), Telemetry(None), k)
             opened[k].open()
         return opened[k]
 
     moved = stayed = 0
     try:
-        present = [k for k in sources if _folder(data_dir, groups, k).joinpath(SINGLE_PROCESS_STORE).exists()]
+        present = [k for k in sources if _folder(data_dir, k).joinpath(SINGLE_PROCESS_STORE).exists()]
         held = {k: [(s.tenant, s.id) for s in shard(k).registry] for k in present}  # (before any moves in)
         for k, streams in held.items():
             for tenant, stream in streams:
@@ -80,7 +78,7 @@ def rebalance(data_dir: Path, shards: int, settings: Settings, say: Callable[[st
     finally:
         for opened_shard in opened.values():
             opened_shard.close(failed=False)
-    _remove_unused(data_dir, groups, before, shards)
+    _remove_unused(data_dir, before, shards)
     _write_json(data_dir / PLACEMENT_FILE, {"groups": groups, "shards": shards})
     marker.unlink()
     say(f"{data_dir}: {moved} streams moved, {stayed} stayed; {before or 'a single process'} -> {shards} shards")
@@ -90,14 +88,11 @@ def rebalance(data_dir: Path, shards: int, settings: Settings, say: Callable[[st
 def _where(data_dir: Path, shards: int) -> tuple[int, int]:
     """The directory's key groups and shard count (0: a single process's), or where a rebalance that
     stopped was going from."""
-    marker = data_dir / MARKER
+    marker = data_dir / REBALANCING_FILE
     if marker.exists():
         recorded = json.loads(marker.read_text())
         if recorded["to"] != shards:
-            raise DataDirUnusable(
-                f"{data_dir}: a rebalance to {recorded['to']} shards stopped before it finished: finish it first "
-                f"(tbptt rebalance --shards {recorded['to']})"
-            )
+            keygroups.check_settled(data_dir)  # (refused: finish that one first)
         return int(recorded["groups"]), int(recorded["from"])
     placement = data_dir / PLACEMENT_FILE
     if placement.exists():
@@ -105,7 +100,7 @@ def _where(data_dir: Path, shards: int) -> tuple[int, int]:
         return int(recorded["groups"]), int(recorded["shards"])
     if (data_dir / SINGLE_PROCESS_STORE).exists():
         return GROUPS, 0
-    raise DataDirUnusable(f"{data_dir} holds no streams to move (no store and no shards there)")
+    raise PlacementError(f"{data_dir} holds no streams to move (no store and no shards there)")
 
 
 def _hand_over(source: Shard, target: Shard, tenant: str, stream: str) -> None:
@@ -120,24 +115,21 @@ def _hand_over(source: Shard, target: Shard, tenant: str, stream: str) -> None:
     source.delete(tenant, stream)
 
 
-def _folder(data_dir: Path, groups: int, shard: int | None) -> Path:
+def _folder(data_dir: Path, shard: int | None) -> Path:
     """Where shard ``shard``'s store is (None: a single process's, the directory itself)."""
-    return data_dir if shard is None else Placement(groups, 1).folder(data_dir, shard)
+    return data_dir if shard is None else keygroups.Placement.folder(data_dir, shard)
 
 
-def _remove_unused(data_dir: Path, groups: int, before: int, shards: int) -> None:
+def _remove_unused(data_dir: Path, before: int, shards: int) -> None:
     """The stores no shard uses any more (every stream in them was handed over)."""
     if before == 0:
         for name in (SINGLE_PROCESS_STORE, f"{SINGLE_PROCESS_STORE}-wal", f"{SINGLE_PROCESS_STORE}-shm"):
             (data_dir / name).unlink(missing_ok=True)
     for k in range(shards, before):
-        shutil.rmtree(_folder(data_dir, groups, k), ignore_errors=True)
+        shutil.rmtree(_folder(data_dir, k), ignore_errors=True)
 
 
 def _write_json(path: Path, value: dict) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(value))
     temporary.replace(path)  # whole or absent after a crash
-
-
-__all__ = ["Handover", "Moved", "rebalance"]

@@ -357,10 +357,12 @@ class ShardedHub:
             *(self._call(k, "missing", tenant, [parts[i].stream for i in ks]) for k, ks in by_shard.items())
         )
         unknown = {stream for streams in answers for stream in streams}
-        new = [p for p in parts if p.stream in unknown and p.incarnation is None]  # (a socket's own: not found)
+        new: list[Part] = []
+        known: list[Part] = []
+        for part in parts:  # (a socket's own stream, gone, is not created again: its check says not found)
+            (new if part.stream in unknown and part.incarnation is None else known).append(part)
         for part in new:
             fits(template.config, part)
-        known = [p for p in parts if p not in new]
         if known:
             await self._check(tenant, self._by_shard(tenant, [p.stream for p in known]), known)
         streams = dict.fromkeys(part.stream for part in new)

@@ -180,13 +180,16 @@ async def _follow_feed(websocket: WebSocket, hub: ShardedHub, tenant: str, since
             done, _ = await asyncio.wait(
                 {woken, closed}, timeout=FEED_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
             )
-            woken.cancel()
             if closed in done:
+                woken.cancel()
                 return
+            items = [woken.result()] if woken in done else []
+            woken.cancel()
             while not wakes.empty():  # one read of the feed answers them all
-                if wakes.get_nowait() is None:  # (dropped while a page was sent: watched again)
-                    hub.unwatch_anomalies(tenant, wakes)
-                    wakes = hub.watch_anomalies(tenant)
+                items.append(wakes.get_nowait())
+            if None in items:  # dropped while a page was sent (the queue filled): watched again
+                hub.unwatch_anomalies(tenant, wakes)
+                wakes = hub.watch_anomalies(tenant)
     except ServiceError as exc:  # a shard recovering, or the service stopping: worth another try
         with contextlib.suppress(Exception):
             await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
