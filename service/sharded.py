@@ -84,7 +84,8 @@ class ShardedHub:
         self.telemetry = telemetry or Telemetry(None)
         self.placement = Placement.of(settings.data_dir, settings.shards)
         self.watchers: Watchers[Key] = Watchers(on_change=self._watched)
-        self.alert_watchers: Watchers[str] = Watchers(on_change=lambda tenants: None)
+        self.alert_watchers: Watchers[str] = Watchers(on_change=self._feeds_watched)
+        self._feed_tenants: frozenset[str] = frozenset()  # tenants whose alerts feed is watched
         self.failure: BaseException | None = None
         self._watched_keys: frozenset[Key] = frozenset()
         self._remotes: list[_Remote] = []
@@ -189,6 +190,7 @@ class ShardedHub:
                 continue
             remote.up, remote.watched = True, None
             remote.wake.set()
+            self._wake_feeds()  # (its recovery may have stored alerts)
             log.info("shard %d is serving", remote.index)
             return
 
@@ -197,6 +199,7 @@ class ShardedHub:
             log.warning("shard %d is down (%s); its streams answer 503 until it is back", remote.index, exc)
             remote.up = False
             self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
+            self._wake_feeds()  # (their watchers learn at once that the feed is not whole meanwhile)
         for job in remote.jobs:
             settle(job.future, error=self._unavailable(remote))
         remote.jobs.clear()
@@ -305,6 +308,13 @@ class ShardedHub:
         answers = await asyncio.gather(*(of(remote) for remote in up))
         shards = {remote.index: families for remote, families in zip(up, answers) if families is not None}
         return per_shard(self.telemetry.registry, shards)
+
+    def _feeds_watched(self, tenants: frozenset[str]) -> None:
+        self._feed_tenants = tenants
+
+    def _wake_feeds(self) -> None:
+        """Every alerts watcher reads its feed again."""
+        self.alert_watchers.publish({tenant: {} for tenant in self._feed_tenants})
 
     def _shard_watched(self, remote: _Remote) -> frozenset[Key]:
         return frozenset(k for k in self._watched_keys if self.placement.shard_of(*k) == remote.index)
@@ -469,11 +479,12 @@ class ShardedHub:
     async def anomalies(self, tenant: str, since: int, limit: int) -> list[Alert]:
         return (await self.feed(tenant, since, limit))[0]
 
-    async def feed(self, tenant: str, since: int, limit: int) -> tuple[list[Alert], int]:
-        """The tenant's alerts after ``since`` over every shard, oldest first, at most ``limit``; and how far
+    async def feed(self, tenant: str, since: int, limit: int) -> tuple[list[Alert], int, bool]:
+        """The tenant's alerts after ``since`` over every shard, oldest first, at most ``limit``; how far
         the feed is known: every alert up to that id is in it (those after ``since``), and none a shard
-        stores later will be (service/alerts.py). A shard that lags (its clock, or its alerts not stored
-        yet) holds the others' newer alerts back until it passes them: none is ever skipped."""
+        stores later will be (service/alerts.py); and whether newer ones were held back. A shard that lags
+        (its clock, or its alerts not stored yet) holds the others' newer alerts back until it passes them:
+        none is ever skipped."""
         pages = await asyncio.gather(
             *(self._call(k, "feed", tenant, since, limit) for k in range(self.placement.shards))
         )
@@ -504,13 +515,15 @@ class ShardedHub:
         self.alert_watchers.unwatch(tenant, watcher)
 
 
-def merge_feeds(pages: list[tuple[list[Alert], int]], limit: int) -> tuple[list[Alert], int]:
+def merge_feeds(pages: list[tuple[list[Alert], int]], limit: int) -> tuple[list[Alert], int, bool]:
     """The shards' pages of one feed (each: up to ``limit`` alerts after the same id, and the shard's
-    watermark) as one page, and the id up to which it is complete. A full page says nothing beyond its
-    last alert; any other, nothing below its shard's watermark is missing."""
+    watermark) as one page, the id up to which it is complete, and whether alerts after that id were held
+    back (known already, served by the next read). A full page says nothing beyond its last alert; any
+    other, nothing below its shard's watermark is missing."""
     known = min(alerts[-1]["id"] if len(alerts) == limit else watermark for alerts, watermark in pages)
     merged = sorted((a for alerts, _ in pages for a in alerts if a["id"] <= known), key=lambda a: a["id"])
-    return merged[:limit], (merged[limit - 1]["id"] if len(merged) > limit else known)
+    held = len(merged) > limit or any(alerts and alerts[-1]["id"] > known for alerts, _ in pages)
+    return merged[:limit], (merged[limit - 1]["id"] if len(merged) > limit else known), held
 
 
 def resource_of(shard: int) -> str:

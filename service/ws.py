@@ -40,7 +40,9 @@ NORMAL, GOING_AWAY = status.WS_1000_NORMAL_CLOSURE, status.WS_1001_GOING_AWAY
 POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = (
     status.WS_1008_POLICY_VIOLATION, status.WS_1009_MESSAGE_TOO_BIG, status.WS_1013_TRY_AGAIN_LATER,
 )  # fmt: skip
-FEED_POLL_SECONDS = 1.0  # a sharded server's alerts watcher reads the feed at least this often
+# a sharded server's alerts watcher reads the feed when woken (new alerts, a shard lost or back), and at
+# least this often: soon while a lagging shard holds alerts back, rarely otherwise (nothing is missed)
+FEED_POLL_SECONDS, FEED_IDLE_SECONDS = 0.5, 10.0
 MESSAGE: TypeAdapter[Observation | ObservationBatch] = TypeAdapter(ObservationsIn)
 
 
@@ -161,8 +163,9 @@ async def watch_anomalies(
 async def _follow_feed(websocket: WebSocket, hub: ShardedHub, tenant: str, since: int | None) -> None:
     """The alerts watch of a sharded server: the feed over every shard (``ShardedHub.feed``) read from
     ``since`` (None: from now) whenever a shard stored new alerts of the tenant, and every
-    ``FEED_POLL_SECONDS`` (for alerts a lagging shard held back, or stored while recovering). Pushed alerts
-    could not be put in id order across shards; the feed is, so this is as the single process's watch."""
+    ``FEED_POLL_SECONDS`` while a lagging shard holds alerts back (``FEED_IDLE_SECONDS`` otherwise). Pushed
+    alerts could not be put in id order across shards; the feed is, so this is as the single process's
+    watch."""
     wakes = hub.watch_anomalies(tenant)
     closed: asyncio.Future | None = None
     try:
@@ -171,15 +174,16 @@ async def _follow_feed(websocket: WebSocket, hub: ShardedHub, tenant: str, since
         closed = asyncio.ensure_future(_until_closed(websocket))
         sent = since if since is not None else (await hub.feed(tenant, 2**63 - 1, 1))[1]
         while True:
-            page, sent = await hub.feed(tenant, sent, MAX_ALERTS)
+            page, sent, held = await hub.feed(tenant, sent, MAX_ALERTS)
             if page:
                 await asyncio.wait_for(_send(websocket, {"anomalies": page}), hub.settings.ws_send_timeout)
             if len(page) == MAX_ALERTS:
                 continue
             woken = asyncio.ensure_future(wakes.get())
             done, _ = await asyncio.wait(
-                {woken, closed}, timeout=FEED_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
+                {woken, closed}, timeout=FEED_POLL_SECONDS if held else FEED_IDLE_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
             if closed in done:
                 woken.cancel()
                 return

@@ -73,7 +73,7 @@ def test_streams_moved_between_shard_counts_continue_as_if_never_moved_with_thei
             owner = now[placement.shard_of("t", stream)]
             assert observe(owner, stream, done, 100) == expected[stream][done : done + 100], (shards, stream)
         assert now[0].template("t").body == Template.of(TEMPLATE).body
-        feed, _ = merge_feeds([shard.feed("t", 0, 1000) for shard in now.values()], 1000)
+        feed, _, _ = merge_feeds([shard.feed("t", 0, 1000) for shard in now.values()], 1000)
         ids = [a["id"] for a in feed]
         assert ids == sorted(set(ids))
         assert sorted((a["stream"], a["seq"]) for a in feed) == sorted(

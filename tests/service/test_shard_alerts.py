@@ -46,17 +46,18 @@ def alerts(*ids: int) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("pages", "limit", "page", "known"),
+    ("pages", "limit", "page", "known", "held"),
     [
         # a lagging shard (watermark 25) holds back the other's newer alert until it passes it
-        ([(alerts(10, 30), 40), (alerts(20), 25)], 5, [10, 20], 25),
+        ([(alerts(10, 30), 40), (alerts(20), 25)], 5, [10, 20], 25, True),
         # a full page says nothing beyond its last alert
-        ([(alerts(10, 12), 50), (alerts(11), 50)], 2, [10, 11], 11),
+        ([(alerts(10, 12), 50), (alerts(11), 50)], 2, [10, 11], 11, True),
         # more than a page merged: cut at the limit, complete up to its last
-        ([(alerts(1, 4), 90), (alerts(2, 3), 90)], 2, [1, 2], 2),
-        ([([], 70), ([], 60)], 3, [], 60),
+        ([(alerts(1, 4), 90), (alerts(2, 3), 90)], 2, [1, 2], 2, True),
+        ([(alerts(1, 4), 90), (alerts(2), 90)], 5, [1, 2, 4], 90, False),
+        ([([], 70), ([], 60)], 3, [], 60, False),
     ],
 )
-def test_the_front_merges_the_shards_pages_up_to_what_every_shard_has_said(pages, limit, page, known):
-    merged, complete = merge_feeds(pages, limit)
-    assert [a["id"] for a in merged] == page and complete == known
+def test_the_front_merges_the_shards_pages_up_to_what_every_shard_has_said(pages, limit, page, known, held):
+    merged, complete, more = merge_feeds(pages, limit)
+    assert [a["id"] for a in merged] == page and complete == known and more == held
