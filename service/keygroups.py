@@ -55,10 +55,8 @@ class Placement:
         if not 1 <= shards <= GROUPS:
             raise PlacementError(f"shards must be between 1 and {GROUPS}, got {shards}")
         check_settled(data_dir)
-        path = data_dir / PLACEMENT_FILE
-        if path.exists():
-            recorded = json.loads(path.read_text())
-            placement = cls(int(recorded["groups"]), int(recorded["shards"]))
+        placement = recorded(data_dir)
+        if placement is not None:
             if placement.shards != shards:
                 raise PlacementError(
                     f"{data_dir} holds {placement.shards} shards, not {shards}: serve it with --shards "
@@ -72,18 +70,34 @@ class Placement:
             )
         data_dir.mkdir(parents=True, exist_ok=True)
         placement = cls(GROUPS, shards)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"groups": placement.groups, "shards": placement.shards}))
-        temporary.replace(path)  # whole or absent after a crash
+        record(data_dir, placement)
         return placement
+
+
+def recorded(data_dir: Path) -> Placement | None:
+    """The placement ``data_dir`` records (None: it was never served with shards)."""
+    path = data_dir / PLACEMENT_FILE
+    if not path.exists():
+        return None
+    found = json.loads(path.read_text())
+    return Placement(int(found["groups"]), int(found["shards"]))
+
+
+def record(data_dir: Path, placement: Placement) -> None:
+    write_json(data_dir / PLACEMENT_FILE, {"groups": placement.groups, "shards": placement.shards})
+
+
+def write_json(path: Path, value: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value))
+    temporary.replace(path)  # whole or absent after a crash
 
 
 def check_unsharded(data_dir: Path) -> None:
     """A single-process server refuses a sharded data directory (its streams live in the shards' folders)."""
-    path = data_dir / PLACEMENT_FILE
-    if path.exists():
-        shards = json.loads(path.read_text())["shards"]
-        raise PlacementError(f"{data_dir} holds {shards} shards: serve it with --shards {shards}")
+    placement = recorded(data_dir)
+    if placement is not None:
+        raise PlacementError(f"{data_dir} holds {placement.shards} shards: serve it with --shards {placement.shards}")
 
 
 def check_settled(data_dir: Path) -> None:

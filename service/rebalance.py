@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import keygroups
-from .keygroups import GROUPS, PLACEMENT_FILE, REBALANCING_FILE, SINGLE_PROCESS_STORE, PlacementError, group_of
+from .keygroups import GROUPS, REBALANCING_FILE, SINGLE_PROCESS_STORE, Placement, PlacementError, group_of
 from .patching import Template
 from .settings import Settings
 from .shard import Shard
@@ -47,7 +47,7 @@ def rebalance(data_dir: Path, shards: int, settings: Settings, say: Callable[[st
     groups, before = _where(data_dir, shards)
     marker = data_dir / REBALANCING_FILE
     if not marker.exists():
-        _write_json(marker, {"groups": groups, "from": before, "to": shards})
+        keygroups.write_json(marker, {"groups": groups, "from": before, "to": shards})
     sources = [None] if before == 0 else list(range(before))
     opened: dict[int | None, Shard] = {}
 
@@ -79,7 +79,7 @@ def rebalance(data_dir: Path, shards: int, settings: Settings, say: Callable[[st
         for opened_shard in opened.values():
             opened_shard.close(failed=False)
     _remove_unused(data_dir, before, shards)
-    _write_json(data_dir / PLACEMENT_FILE, {"groups": groups, "shards": shards})
+    keygroups.record(data_dir, Placement(groups, shards))
     marker.unlink()
     say(f"{data_dir}: {moved} streams moved, {stayed} stayed; {before or 'a single process'} -> {shards} shards")
     return Moved(moved, stayed, before)
@@ -94,10 +94,9 @@ def _where(data_dir: Path, shards: int) -> tuple[int, int]:
         if recorded["to"] != shards:
             keygroups.check_settled(data_dir)  # (refused: finish that one first)
         return int(recorded["groups"]), int(recorded["from"])
-    placement = data_dir / PLACEMENT_FILE
-    if placement.exists():
-        recorded = json.loads(placement.read_text())
-        return int(recorded["groups"]), int(recorded["shards"])
+    placement = keygroups.recorded(data_dir)
+    if placement is not None:
+        return placement.groups, placement.shards
     if (data_dir / SINGLE_PROCESS_STORE).exists():
         return GROUPS, 0
     raise PlacementError(f"{data_dir} holds no streams to move (no store and no shards there)")
@@ -117,7 +116,7 @@ def _hand_over(source: Shard, target: Shard, tenant: str, stream: str) -> None:
 
 def _folder(data_dir: Path, shard: int | None) -> Path:
     """Where shard ``shard``'s store is (None: a single process's, the directory itself)."""
-    return data_dir if shard is None else keygroups.Placement.folder(data_dir, shard)
+    return data_dir if shard is None else Placement.folder(data_dir, shard)
 
 
 def _remove_unused(data_dir: Path, before: int, shards: int) -> None:
@@ -127,9 +126,3 @@ def _remove_unused(data_dir: Path, before: int, shards: int) -> None:
             (data_dir / name).unlink(missing_ok=True)
     for k in range(shards, before):
         shutil.rmtree(_folder(data_dir, k), ignore_errors=True)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value))
-    temporary.replace(path)  # whole or absent after a crash
