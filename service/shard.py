@@ -55,6 +55,7 @@ Applied = Callable[[dict[Key, dict[str, Any]]], None]  # told, on the engine thr
 Alerted = Callable[[dict[str, list[Alert]]], None]  # ... and the new alerts, per tenant
 Request = tuple[str, list[Part]]  # (tenant, parts)
 Outcome = list[list[Result]] | Exception | None  # results per part, or what refused the request
+Checked = list[StreamState] | None  # the streams ``check`` admitted a request to, if still to be trusted
 
 
 @dataclass(frozen=True)
@@ -127,15 +128,19 @@ class Shard:
             len(self.registry), replayed, time.monotonic() - started,
         )  # fmt: skip
 
-    def begin(self, requests: list[Request]) -> Applying:
+    def begin(self, requests: list[Request], checked: list[Checked] | None = None) -> Applying:
         """Check, plan and log a micro-batch of requests (each: a tenant and its parts, all or nothing); the
         rest is applied in slices by the returned ``Applying``, whose ``run`` answers each request (its
-        results per part, or the exception that refused it)."""
+        results per part, or the exception that refused it). ``checked``: per request, what ``check``
+        admitted if nothing that could change its verdict happened since (None: check it now)."""
         refused: dict[int, Any] = {}
         plan = Plan()
         for k, (tenant, parts) in enumerate(requests):
             try:  # every part of the request first: all or nothing
-                plan.add(k, self._admitted(tenant, parts), parts)
+                states = checked[k] if checked is not None else None
+                if states is None or not self._still_admitted(tenant, parts, states):
+                    states = self._admitted(tenant, parts)
+                plan.add(k, states, parts)
             except Exception as exc:  # nothing written yet: only this request fails
                 refused[k] = exc
         if (plan.items or plan.duplicates) and self.settings.log:
@@ -148,9 +153,9 @@ class Shard:
         self._applying = [a for a in self._applying if not a.done] + [applying]
         return applying
 
-    def apply(self, requests: list[Request]) -> list[Outcome]:
+    def apply(self, requests: list[Request], checked: list[Checked] | None = None) -> list[Outcome]:
         """``begin`` and every slice at once: per request, its results per part or what refused it."""
-        applying = self.begin(requests)
+        applying = self.begin(requests, checked)
         outcomes: list[Outcome] = [None] * len(requests)
         while True:
             for k, outcome in applying.run(math.inf):
@@ -274,10 +279,21 @@ class Shard:
         else:
             self.templates[tenant] = template
 
-    def check(self, tenant: str, parts: list[Part]) -> None:
+    def check(self, tenant: str, parts: list[Part]) -> list[StreamState]:
         """What ``begin`` checks of a request, applying nothing: a request whose streams live on several
-        shards is checked on each before any applies it."""
-        self._admitted(tenant, parts)
+        shards is checked on each before any applies it. The streams it admitted, for ``begin``: they stay
+        admitted until a stream's config or incarnation changes, which only a call other than an apply or
+        a read does (service/shard_host.py keeps them until then), or it is evicted or damaged."""
+        return self._admitted(tenant, parts)
+
+    def _still_admitted(self, tenant: str, parts: list[Part], states: list[StreamState]) -> bool:
+        """``check``'s streams are still those of the request, in the engine and whole (what the
+        observations were checked against, their config and incarnation, the caller vouches for)."""
+        registry = self.registry
+        for part, state in zip(parts, states):
+            if not state.loaded or state.damaged or registry.find(tenant, part.stream) is not state:
+                return False
+        return True
 
     def _admitted(self, tenant: str, parts: list[Part]) -> list[StreamState]:
         """The streams of a request that passed every check (``begin``'s and ``check``'s), one per part."""

@@ -20,7 +20,7 @@ from .engine_thread import _domain
 from .gcpolicy import park_long_lived
 from .registry import Usage
 from .settings import Settings
-from .shard import Request, Shard
+from .shard import Checked, Request, Shard
 from .streams import Key
 from .telemetry import Telemetry
 from .wire import Answers, Applied, answers_bytes, request_of
@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 Answer = tuple[Any, BaseException | None]
 
 CHECKED_KEPT = 64  # decoded requests kept between a check and its apply
-CALLS = frozenset({
-    "check", "check_create_many", "create", "create_many", "info", "streams", "delete", "patch", "reset",
-    "predictions", "metrics", "export_model", "import_model", "usage", "feed", "template", "set_template",
-    "missing",
+# Calls that change no stream's config or incarnation: what a check admitted stays admitted across them.
+# Every other call (create, delete, patch, reset, import_model, ...) makes the apply check again.
+READS = frozenset({
+    "check", "check_create_many", "info", "streams", "predictions", "metrics", "export_model", "usage", "feed",
+    "template", "missing",
 })  # fmt: skip
+CALLS = READS | {"create", "create_many", "delete", "patch", "reset", "import_model", "set_template"}
 
 
 class ShardHost:
@@ -48,7 +50,10 @@ class ShardHost:
         self.shard = Shard(settings, self.telemetry, index)
         self._applied: list[Applied] = []
         self._alerted: set[str] = set()  # tenants with new alerts: the front wakes their feeds' watchers
-        self._checked: dict[bytes, Request] = {}  # requests checked, not yet applied (oldest first)
+        # Requests checked, not yet applied (oldest first): decoded, the streams they were admitted to, and
+        # the number of changing calls then (the apply trusts the check if none came since)
+        self._checked: dict[bytes, tuple[Request, Checked, int]] = {}
+        self._changes = 0
         self.shard.on_applied = self._applied.append
         self.shard.on_alerts = lambda alerts: self._alerted.update(alerts)
         self.shard.open()
@@ -65,9 +70,10 @@ class ShardHost:
         if watched is not None:
             self.shard.watched = watched
         try:
-            checked = self._checked
-            decoded = [checked.pop(data) if data in checked else request_of(data) for data in requests]
-            outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(decoded)]
+            kept = [self._checked.pop(data, None) for data in requests]
+            decoded = [request_of(data) if k is None else k[0] for data, k in zip(requests, kept)]
+            trusted = [k[1] if k is not None and k[2] == self._changes else None for k in kept]
+            outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(decoded, trusted)]
             self.shard.tick()
         except BaseException:
             log.exception("shard %d failed while applying a batch; restarting to recover from its log", self.index)
@@ -83,23 +89,30 @@ class ShardHost:
         """``Shard.<name>(*args)``, with the quota usage of the other shards when it creates streams."""
         if name not in CALLS:
             raise ValueError(f"not a shard call: {name}")
+        if name not in READS:
+            self._changes += 1
         self.shard.elsewhere = elsewhere
         try:
             if name == "check":  # (a request as ``apply`` takes it: service/wire.py's bytes)
-                args = self._checking(args[0])
+                self._check(args[0])
+                return None, None
             return getattr(self.shard, name)(*args), None
         except Exception as exc:
             return None, _domain(exc)
         finally:
             self.shard.elsewhere = None
 
-    def _checking(self, data: bytes) -> Request:
-        """The request decoded, and kept for its apply (the next call but few, unless another shard refused
-        it): equal bytes decode to an equal request, so a kept one is always right, and the oldest go."""
-        request = self._checked[data] = request_of(data)
-        while len(self._checked) > CHECKED_KEPT:
-            del self._checked[next(iter(self._checked))]
-        return request
+    def _check(self, data: bytes) -> None:
+        """``Shard.check`` of the request, decoded and kept for its apply (the next call but few, unless
+        another shard refused it), with the streams it was admitted to: equal bytes decode to an equal
+        request, so a kept one is always right, and the oldest go."""
+        request = request_of(data)
+        self._checked[data] = (request, None, self._changes)  # refused: decoded all the same
+        try:
+            self._checked[data] = (request, self.shard.check(*request), self._changes)
+        finally:
+            while len(self._checked) > CHECKED_KEPT:
+                del self._checked[next(iter(self._checked))]
 
     def families(self) -> list[Metric]:
         """This shard's Prometheus metrics (service/telemetry.py's ``per_shard`` labels them)."""

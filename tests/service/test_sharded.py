@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 
 from tbptt.models import StreamConfig, StreamNotFound
 from tbptt.service.cli.main import main
+from tbptt.service.errors import Invalid
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
 from tbptt.service.settings import Settings
@@ -101,6 +102,42 @@ def test_a_shard_host_keeps_checked_requests_for_their_apply_and_only_the_newest
     (last,), _, _ = answers_of(host.apply([requests[-1]], None))  # kept: not decoded again
     assert [first[0][0]["seq"], last[0][0]["seq"]] == [1, 100]
     assert len(host._checked) == CHECKED_KEPT - 1 and requests[-1] not in host._checked
+    host.close()
+
+
+def test_an_apply_trusts_its_check_until_a_call_could_change_the_verdict(tmp_path, monkeypatch):
+    """A cross-shard request's parts are checked once per shard, not again at the apply (each c) request
+    spans both shards: the second check was a tenth of a shard's time), unless a call since could have
+    changed a stream's config or incarnation, or the stream the check admitted is not the one there now."""
+    host = ShardHost(Settings(data_dir=tmp_path / "shard"), 0)
+    host.call("create", ("t", "s", StreamConfig(input_size=1)))
+    checks = []
+    admitted = host.shard._admitted
+    monkeypatch.setattr(host.shard, "_admitted", lambda *a: checks.append(a[0]) or admitted(*a))
+
+    def request(seq: int, width: int = 1) -> bytes:
+        return request_bytes(("t", [Part("s", [Incoming([0.5] * width, None, seq)])]))
+
+    def checked_then_applied(data: bytes, between=lambda: None):
+        checks.clear()
+        assert host.call("check", (data,)) == (None, None)
+        between()
+        (outcome,), _, _ = answers_of(host.apply([data], None))
+        return outcome, len(checks)
+
+    outcome, count = checked_then_applied(request(1), lambda: host.call("info", ("t", "s")))
+    assert outcome[0][0]["seq"] == 1 and count == 1  # a read between: trusted
+    outcome, count = checked_then_applied(request(2), lambda: host.call("patch", ("t", "s", {"lr": 0.01})))
+    assert outcome[0][0]["seq"] == 2 and count == 2  # a change between: checked again
+
+    def replaced(width: int):  # behind the host's back: only the identity of the stream tells
+        host.shard.delete("t", "s")
+        host.shard.create("t", "s", StreamConfig(input_size=width))
+
+    outcome, count = checked_then_applied(request(1), lambda: replaced(2))
+    assert count == 2 and isinstance(outcome, Invalid), outcome  # the new stream takes 2 inputs
+    outcome, count = checked_then_applied(request(1, width=2))
+    assert outcome[0][0]["step"] == 1 and count == 1
     host.close()
 
 
