@@ -1,6 +1,6 @@
 """Per-tenant request rate: a token bucket per tenant; beyond it, 429 with Retry-After. Off when rate is 0.
 
-A throttled request is answered only when its retry time comes, and a tenant's throttled requests one per
+A throttled request (or WebSocket connection) is answered only when its retry time comes, and a tenant's throttled requests one per
 1/rate seconds (each at most a second later): a client that floods without waiting then waits on its own
 connections, instead of costing the event loop a rejection per request, which is what would slow the
 other tenants down. (Held only until a token is due, 32 connections flooding a 100/s tenant were answered
@@ -36,7 +36,9 @@ class RateLimit:
         wait = self._take(tenant)
         if not wait:
             await self.app(scope, receive, send)
-        elif scope["type"] == "websocket":
+            return
+        await asyncio.sleep(self._hold(tenant, wait))  # (a socket that reconnects in a loop is held alike)
+        if scope["type"] == "websocket":
             await send(
                 {
                     "type": "websocket.close",
@@ -45,7 +47,6 @@ class RateLimit:
                 }
             )
         else:
-            await asyncio.sleep(self._hold(tenant, wait))
             retry = str(max(1, math.ceil(wait)))
             body = {"detail": f"rate limit of {self.rate:g} requests/s exceeded; retry in {retry} s"}
             await JSONResponse(body, status_code=429, headers={"Retry-After": retry})(scope, receive, send)

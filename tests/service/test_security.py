@@ -217,30 +217,31 @@ def test_a_tenants_throttled_requests_are_answered_no_faster_than_its_rate():
     from tbptt.service.ratelimit import RateLimit
 
     async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "websocket.accept"} if scope["type"] == "websocket" else {"type": "http.response.start"})
 
-    async def flood() -> list[tuple[int, float]]:
+    async def flood(kind: str) -> list[tuple[str, float]]:
         limit = RateLimit(app, rate=10, burst=1)
         started = time.monotonic()
 
-        async def one() -> tuple[int, float]:
+        async def one() -> tuple[str, float]:
             sent = []
 
             async def send(message):
                 sent.append(message)
 
-            scope = {"type": "http", "state": {"tenant": "a"}, "headers": [], "method": "GET", "path": "/v1/streams"}
+            scope = {"type": kind, "state": {"tenant": "a"}, "headers": [], "path": "/v1/streams"}
             await limit(scope, None, send)
-            return sent[0]["status"], time.monotonic() - started
+            first = sent[0]
+            return str(first.get("status") or first.get("code") or first["type"]), time.monotonic() - started
 
         return await asyncio.gather(*(one() for _ in range(20)))
 
-    answers = asyncio.run(flood())
-    assert sorted(code for code, _ in answers) == [200] + [429] * 19
-    # 10 a second: by 0.45 s at most 5 (a slow machine answers fewer, never more: sleeps do not end early)
-    assert sum(1 for code, at in answers if code == 429 and at < 0.45) <= 5
-    assert max(at for _, at in answers) < 5  # each held at most a second (and this machine's delays)
+    for kind, served, refused in (("http", "http.response.start", "429"), ("websocket", "websocket.accept", "1013")):
+        answers = asyncio.run(flood(kind))
+        assert sorted(code for code, _ in answers) == sorted([served] + [refused] * 19), kind
+        # 10 a second: by 0.45 s at most 5 (a slow machine answers fewer, never more: sleeps do not end early)
+        assert sum(1 for code, at in answers if code == refused and at < 0.45) <= 5, kind
+        assert max(at for _, at in answers) < 5  # each held at most a second (and this machine's delays)
 
 
 def test_websocket_message_size_origin_and_idle_limits(tmp_path):
