@@ -1,10 +1,10 @@
 """Per-tenant request rate: a token bucket per tenant; beyond it, 429 with Retry-After. Off when rate is 0.
 
-A throttled request (or WebSocket connection) is answered only when its retry time comes, and a tenant's throttled requests one per
-1/rate seconds (each at most a second later): a client that floods without waiting then waits on its own
-connections, instead of costing the event loop a rejection per request, which is what would slow the
-other tenants down. (Held only until a token is due, 32 connections flooding a 100/s tenant were answered
-3,000 429s a second, and another tenant's p99 doubled.)
+A throttled request (or WebSocket connection) is answered only when its retry time comes, and a tenant's
+throttled requests one per 1/rate seconds (each at most a second later): a client that floods without
+waiting then waits on its own connections, instead of costing the event loop a rejection per request,
+which is what would slow the other tenants down. (Held only until a token was due, 32 connections
+flooding a 100/s tenant drew 3,000 429s a second, and another tenant's p99 doubled.)
 """
 
 from __future__ import annotations
