@@ -30,17 +30,21 @@ from bench.anomaly import write_nab
 Step = Callable[[float], float]  # scores a reading, then learns from it
 
 
-def sad() -> Step:
-    from river import anomaly
-
-    model = anomaly.StandardAbsoluteDeviation()
+def univariate(model, squash: bool = False) -> Step:
+    """A river detector of one variable (it reads ``y`` and ignores ``x``); ``squash``: s / (1 + s)."""
 
     def step(value: float) -> float:
         score = model.score_one(None, value)
         model.learn_one(None, value)
-        return score / (1 + score)
+        return score / (1 + score) if squash else score
 
     return step
+
+
+def sad() -> Step:
+    from river import anomaly
+
+    return univariate(anomaly.StandardAbsoluteDeviation(), squash=True)
 
 
 def hst() -> Step:
@@ -81,14 +85,7 @@ def pad(clipped: bool = True) -> Step:
 def gaussian() -> Step:
     from river import anomaly
 
-    model = anomaly.GaussianScorer()
-
-    def step(value: float) -> float:
-        score = model.score_one(None, value)
-        model.learn_one(None, value)
-        return score
-
-    return step
+    return univariate(anomaly.GaussianScorer())
 
 
 DETECTORS: dict[str, Callable[[], Step]] = {

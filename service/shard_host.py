@@ -103,16 +103,13 @@ class ShardHost:
             self.shard.elsewhere = None
 
     def _check(self, data: bytes) -> None:
-        """``Shard.check`` of the request, decoded and kept for its apply (the next call but few, unless
-        another shard refused it), with the streams it was admitted to: equal bytes decode to an equal
-        request, so a kept one is always right, and the oldest go."""
+        """``Shard.check`` of the request; if it passes, the request is kept decoded for its apply (the next
+        call but few, unless another shard refused it) with the streams it was admitted to: equal bytes
+        decode to an equal request, so a kept one is always right, and the oldest go."""
         request = request_of(data)
-        self._checked[data] = (request, None, self._changes)  # refused: decoded all the same
-        try:
-            self._checked[data] = (request, self.shard.check(*request), self._changes)
-        finally:
-            while len(self._checked) > CHECKED_KEPT:
-                del self._checked[next(iter(self._checked))]
+        self._checked[data] = (request, self.shard.check(*request), self._changes)
+        while len(self._checked) > CHECKED_KEPT:
+            del self._checked[next(iter(self._checked))]
 
     def families(self) -> list[Metric]:
         """This shard's Prometheus metrics (service/telemetry.py's ``per_shard`` labels them)."""
