@@ -1,6 +1,6 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
-    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H]
+    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes through a default forecast stream (``input_size`` 1, nothing else set, nothing
 tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
@@ -9,7 +9,8 @@ for NAB's scorer. Printed per series: the intervals' empirical coverage after ca
 and their mean width, beside the same interval built from the last-value forecast's errors by the same
 quantile tracker (below 1: ours are narrower). With ``--horizon H``: the tests' series forecast H readings
 ahead (models/horizon.py), per h the MAE against the last value's h readings ahead, and the coverage and
-width of the h-ahead intervals.
+width of the h-ahead intervals. With ``--public``: the intervals on bench.quality's public series, which
+chose nothing (needs river and statsmodels).
 """
 
 from __future__ import annotations
@@ -51,18 +52,18 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
     return float(np.mean(inside)), float(np.mean(widths))
 
 
-def run(path: Path) -> tuple[list[list[str]], list[float], float, float]:
-    with open(path) as f:
-        rows = list(csv.reader(f))[1:]
+def run(values: list[float]) -> tuple[list[float], float, float]:
+    """A default forecast stream over ``values``: each reading's anomaly score (0 where there is none yet),
+    its intervals' coverage once calibrated, and their mean width."""
     engine = Engine()
     engine.add_stream("s", StreamConfig(input_size=1, target="next"))
     scores: list[float] = []
-    for k in range(0, len(rows), RUN):
-        results = engine.observe_many([("s", [float(r[1])], None) for r in rows[k : k + RUN]])
+    for k in range(0, len(values), RUN):
+        results = engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
         scores += [r.anomaly if r.anomaly is not None else 0.0 for r in results]
     m = engine.metrics("s")
     assert m.coverage is not None and m.interval_width is not None
-    return rows, scores, m.coverage, m.interval_width
+    return scores, m.coverage, m.interval_width
 
 
 def ahead(path: Path, horizon: int) -> list[tuple[float, float, float]]:
@@ -102,40 +103,54 @@ def main() -> None:
     parser.add_argument("--nab", type=Path, help="NAB's data folder")
     parser.add_argument("--out", type=Path, help="where to write NAB's results, in its format")
     parser.add_argument("--horizon", type=int, default=0, help="also forecast this many readings ahead")
+    parser.add_argument("--public", action="store_true", help="public series (needs river and statsmodels)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
     torch.set_num_threads(1)
-    report("the tests' four series", sorted(TESTS.glob("*.csv")), None)
+    tests = {path.stem: read(path) for path in sorted(TESTS.glob("*.csv")) if path.stem != "macrodata"}
+    report("the tests' four series", {name: [float(r[1]) for r in rows] for name, rows in tests.items()})
     if args.horizon > 1:
         for path in sorted(TESTS.glob("*.csv")):
             if path.stem != "macrodata":
                 rows = ahead(path, args.horizon)
                 print(f"{path.stem:10s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
                     f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
+    if args.public:
+        from bench.quality import public_series
+
+        report("public series that chose nothing", {name: list(v) for name, v in public_series().items()})
     if args.nab is not None:
-        report("NAB's 58 series", sorted(args.nab.glob("*/*.csv")), args.out)
+        nab = {f"{path.parent.name}/{path.stem}": read(path) for path in sorted(args.nab.glob("*/*.csv"))}
+        scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})
+        for name, rows in nab.items():
+            write_nab(rows, scores[name], args.out / f"{name}.csv")
 
 
-def report(name: str, paths: list[Path], out: Path | None) -> None:
-    coverages, ratios = [], []
-    for path in paths:
-        if path.stem == "macrodata":
-            continue
-        rows, scores, coverage, width = run(path)
-        if out is not None:
-            write_nab(rows, scores, out / path.parent.name / path.name)
-        naive_coverage, naive_width = naive_interval(np.array([float(r[1]) for r in rows]))
+def read(path: Path) -> list[list[str]]:
+    """A series' rows (timestamp, value), without its header."""
+    with open(path) as f:
+        return list(csv.reader(f))[1:]
+
+
+def report(name: str, series: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per series a line: its intervals' coverage and width beside the last value's; then a summary. Each
+    series' anomaly scores."""
+    coverages, ratios, scores = [], [], {}
+    for label, values in series.items():
+        scores[label], coverage, width = run(values)
+        naive_coverage, naive_width = naive_interval(np.array(values))
         ratio = width / naive_width if width and naive_width else math.nan
         coverages.append(coverage)
         ratios.append(ratio)
-        print(f"{path.parent.name}/{path.stem:44s} coverage {coverage:.3f}  width {width:.4g}  "
+        print(f"{label:52s} coverage {coverage:.3f}  width {width:.4g}  "
               f"last-value's: coverage {naive_coverage:.3f} width {naive_width:.4g}  ratio {ratio:.3f}", flush=True)  # fmt: skip
     cov = np.array(coverages, dtype=float)
     finite = np.array([r for r in ratios if math.isfinite(r) and r > 0])
     print(f"{name}: coverage: mean {cov.mean():.3f}, min {cov.min():.3f}, max {cov.max():.3f}, within 0.02 of 0.9: "
           f"{int((np.abs(cov - 0.9) <= 0.02).sum())}/{len(cov)}; width / last-value's: geo-mean "
           f"{math.exp(np.log(finite).mean()):.3f}, narrower on {int((finite < 1).sum())}/{len(finite)}")  # fmt: skip
+    return scores
 
 
 if __name__ == "__main__":
