@@ -66,11 +66,10 @@ def run(values: list[float]) -> tuple[list[float], float, float]:
     return scores, m.coverage, m.interval_width
 
 
-def ahead(path: Path, horizon: int) -> list[tuple[float, float, float]]:
+def ahead(series: list[float], horizon: int) -> list[tuple[float, float, float]]:
     """A default forecast stream with ``horizon``: per h, (its MAE h readings ahead / the last value's,
     the coverage of its h-ahead intervals once calibrated, their mean width / the last value's h-step MAE)."""
-    with open(path) as f:
-        values = np.array([float(r[1]) for r in list(csv.reader(f))[1:]])
+    values = np.array(series)
     engine = Engine()
     engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon))
     results = []
@@ -108,14 +107,13 @@ def main() -> None:
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
     torch.set_num_threads(1)
-    tests = {path.stem: read(path) for path in sorted(TESTS.glob("*.csv")) if path.stem != "macrodata"}
-    report("the tests' four series", {name: [float(r[1]) for r in rows] for name, rows in tests.items()})
+    tests = {p.stem: [float(r[1]) for r in read(p)] for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}
+    report("the tests' four series", tests)
     if args.horizon > 1:
-        for path in sorted(TESTS.glob("*.csv")):
-            if path.stem != "macrodata":
-                rows = ahead(path, args.horizon)
-                print(f"{path.stem:10s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
-                    f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
+        for name, values in tests.items():
+            rows = ahead(values, args.horizon)
+            print(f"{name:10s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
+                f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
     if args.public:
         from bench.quality import public_series
 
