@@ -173,9 +173,6 @@ class StreamCreate(_Strict):
     """Everything that defines a stream; every field has a default except ``model.input_size``."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={
             "examples": [
                 {"model": {"input_size": 3}},
@@ -315,8 +312,6 @@ MAX_CREATE = 1000  # streams per bulk create
 
 class StreamsCreate(_Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={
             "examples": [
                 {"streams": [{"id": "pump-1", "labels": {"site": "north"}}, {"id": "pump-2"}]},
@@ -355,9 +350,7 @@ class StreamsPublic(BaseModel):
 
 
 class StreamReset(_Strict):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"hidden": True, "weights": False}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"hidden": True, "weights": False}]})
 
     hidden: bool = Field(True, description="zero the hidden state (pending losses of the segment are dropped)")
     weights: bool = Field(False, description="back to the initial weights, with a fresh optimizer")
@@ -370,9 +363,6 @@ class Observation(_Strict):
     """One timestep. ``x`` may be a plain number when the stream's input_size is 1 (``y`` likewise)."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={
             "examples": [
                 {"x": [0.5, 1.2, -0.3], "y": 2.0, "seq": 17},
@@ -408,8 +398,6 @@ class Observation(_Strict):
 
 class ObservationBatch(_Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={"examples": [{"observations": [{"x": [1.0], "y": 2.0}, {"x": [1.5]}]}]},
     )
 
@@ -418,9 +406,6 @@ class ObservationBatch(_Strict):
 
 class StreamObservation(Observation):
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={"examples": [{"stream": "pump-7", "x": 3.2}]},
     )
 
@@ -429,8 +414,6 @@ class StreamObservation(Observation):
 
 class CrossStreamBatch(_Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={"examples": [{"observations": [{"stream": "a", "x": 1.0}, {"stream": "b", "x": 2.0}]}]},
     )
 
