@@ -424,22 +424,31 @@ class Store:
         return [StreamRow(*row) for row in rows]
 
     def checkpoints(self, uid: int) -> Iterator[Checkpoint]:
-        """Valid checkpoints, newest first; a corrupt one is logged and skipped."""
+        """Valid checkpoints, newest first. A corrupt one is logged and deleted: it can never be used, and
+        left in place it would still count as the newest, so that copying the newest (``copy_newest``) would
+        copy it and drop the good one behind it, leaving the stream nothing to recover from."""
         rows = self._db.execute(
-            "SELECT step, ord, mark, data, digest, blob FROM checkpoints WHERE uid = ? "
+            "SELECT step, ord, copy, mark, data, digest, blob FROM checkpoints WHERE uid = ? "
             "ORDER BY step DESC, ord DESC, copy DESC",
             (uid,),
         )
-        for step, order, mark, data, digest, blob in rows.fetchall():
+        for step, order, copy, mark, data, digest, blob in rows.fetchall():
             if blob is not None:
                 parts = self._db.execute("SELECT data FROM parts WHERE blob = ? ORDER BY part", (blob,))
                 data = b"".join(part for (part,) in parts)
             if hashlib.sha256(data).hexdigest() == digest:
                 yield Checkpoint(step, order, mark, data)
-            else:
-                log.error(
-                    "checkpoint of stream uid %d at step %d is corrupt: falling back to an older state", uid, step
-                )
+                continue
+            log.error("checkpoint of stream uid %d at step %d is corrupt: falling back to an older state", uid, step)
+            try:
+                self._write([
+                    ("DELETE FROM checkpoints WHERE uid = ? AND step = ? AND ord = ? AND copy = ?",
+                     [(uid, step, order, copy)]),
+                    ("DELETE FROM parts WHERE blob = ? AND blob NOT IN "
+                     "(SELECT blob FROM checkpoints WHERE blob IS NOT NULL)", [(blob,)]),
+                ])  # fmt: skip
+            except StoreUnavailable as exc:  # (kept, then: the next reading finds it again)
+                log.warning("deleting the corrupt checkpoint of stream uid %d failed: %s", uid, exc)
 
     def batches(self, after: int) -> Iterator[tuple[int, Observations | Event]]:
         """The log after batch ``after``, in order."""

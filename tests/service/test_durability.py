@@ -6,6 +6,7 @@ in process, fed exactly the observations the server acknowledged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -264,6 +265,23 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_the_log(
         client.assert_same_as_uncrashed()
         assert "is corrupt: falling back" in restarted.output()
         assert flipped == 3
+
+
+def test_a_corrupt_checkpoint_is_never_copied_over_the_good_one_behind_it(tmp_path):
+    """Found by the test above, now and then in CI: a restart fell back past a corrupt newest checkpoint;
+    then, the stream being quiet, copying its newest checkpoint copied the corrupt one and pruned the good
+    one behind it, and once evicted the stream could not be restored."""
+    store = Store(tmp_path / "data", fsync="never")
+    good, newer = b"the state at step 10", b"the state at step 20"
+    store._db.executemany(
+        "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest) VALUES (?, ?, 0, 0, ?, ?, ?)",
+        [(7, step, step, data, hashlib.sha256(data).hexdigest()) for step, data in ((10, good), (20, newer))],
+    )
+    store._db.execute("UPDATE checkpoints SET data = ? WHERE step = 20", (b"the state at step 21",))  # bit rot
+    assert [c.data for c in store.checkpoints(7)] == [good]  # the corrupt one is skipped (and gone)
+    store.copy_newest([7])
+    assert [c.data for c in store.checkpoints(7)] == [good, good]  # two copies of what can be restored
+    store._db.close()
 
 
 def test_a_torn_log_tail_is_dropped_at_every_byte_offset(tmp_path):
