@@ -4,6 +4,7 @@
     python -m bench.service --quick    # one short round, about 4 minutes
     python -m bench.service --timestamps [--quick]    # only the cost of timestamps
     python -m bench.service --shards 2 [--quick]      # only the sharded server against the single process
+    python -m bench.service --shards 2 --workers 2    # ... with 2 fronts, a) and b) against a bare app with 2
 
 Throughput (issue "service throughput"):
   a) single-observation POSTs, 16 connections, round robin over 1,000 streams: observations/s against a bare
@@ -16,8 +17,9 @@ Throughput (issue "service throughput"):
   e) resident memory per stream at 10,000 streams.
 Durability (issue "durability"): the load of a) with TBPTT_FSYNC=interval and =never, against no log.
 Timestamps (issue "sensor fleets"): a) and c) with an RFC 3339 ts on every observation, against without.
-Shards (issue "shards"): a), b) and c) with --shards N (Ray actors, one front) against the single process,
-alternated, with a) and b) against the bare app as well, and c) against the textbook loop.
+Shards (issue "shards"): a), b) and c) with --shards N (Ray actors; --workers M fronts, default one) against
+the single process, alternated, with a) and b) against the bare app as well (uvicorn --workers M for the
+sharded server: the same number of front processes), and c) against the textbook loop.
 """
 
 from __future__ import annotations
@@ -93,9 +95,9 @@ def tbptt(env: dict[str, str] | None = None):  # (TBPTT_SHARDS in env: sharded)
     return server([sys.executable, "-m", "tbptt.service.cli", "serve", "--port", "{port}", "--data-dir", "{data}"], env)
 
 
-def bare():
+def bare(workers: int = 1):
     return server([sys.executable, "-m", "uvicorn", "bench.bare:app", "--port", "{port}", "--no-access-log",
-                   "--log-level", "warning"])  # fmt: skip
+                   "--log-level", "warning", "--workers", str(workers)])  # fmt: skip
 
 
 def create_streams(url: str, count: int, config: dict) -> None:
@@ -317,23 +319,25 @@ def timestamps(seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
     ]  # fmt: skip
 
 
-def sharded(shards: int, seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
-    """a), b) and c) on the sharded server and the single process, alternated; the bare app and the textbook
-    loop as in ``run``."""
+def sharded(shards: int, seconds: float, rounds: int, workers: int = 1) -> list[tuple[str, str, str, str]]:
+    """a), b) and c) on the sharded server (``workers`` fronts) and the single process, alternated; the bare
+    app (one process, and ``workers`` of them) and the textbook loop as in ``run``."""
     torch.set_num_threads(1)
     config = {"model": {"input_size": STREAM_INPUT}}
     textbook_config = {"model": {"input_size": STREAM_INPUT, "hidden_size": 32}, "tbptt": {"k1": 16}, "loss": "mse",
                        "optimizer": {"name": "adam", "lr": 0.001}}  # fmt: skip
-    m: dict[str, list[float]] = {k: [] for k in ("floor", "echo", "many")}
+    m: dict[str, list[float]] = {k: [] for k in ("many",)}
     for kind in ("single", "sharded"):
-        m.update({f"{kind} a": [], f"{kind} b": [], f"{kind} c": []})
+        m.update({f"{kind} a": [], f"{kind} b": [], f"{kind} c": [], f"{kind} floor": [], f"{kind} echo": []})
+    fronts = {"single": 1, "sharded": workers}
     for k in range(rounds):
-        with bare() as (url, _):
-            m["floor"].append(wrk(url, lua_single(1000), seconds)["rate"])
-            m["echo"].append(ws_rate(url, 100, seconds))
+        for kind in ("single", "sharded") if workers > 1 else ("single",):
+            with bare(fronts[kind]) as (url, _):
+                m[f"{kind} floor"].append(wrk(url, lua_single(1000), seconds)["rate"])
+                m[f"{kind} echo"].append(ws_rate(url, 100, seconds))
         m["many"].append(textbook_rate(1000, 16, rounds=1))
         for kind in ("single", "sharded") if k % 2 == 0 else ("sharded", "single"):
-            env = {"TBPTT_SHARDS": str(shards)} if kind == "sharded" else None
+            env = {"TBPTT_SHARDS": str(shards), "TBPTT_WORKERS": str(workers)} if kind == "sharded" else None
             with tbptt(env) as (url, _):
                 create_streams(url, 1000, config)
                 m[f"{kind} a"].append(wrk(url, lua_single(1000), seconds)["rate"])
@@ -342,19 +346,24 @@ def sharded(shards: int, seconds: float, rounds: int) -> list[tuple[str, str, st
                 create_streams(url, 1000, textbook_config)
                 cross = lua_fixed("/v1/observations", cross_bodies(1000, 8))
                 m[f"{kind} c"].append(wrk(url, cross, seconds, connections=4)["rate"] * 1000)
+    if workers == 1:
+        m["sharded floor"], m["sharded echo"] = m["single floor"], m["single echo"]
     r = {k: statistics.median(v) for k, v in m.items()}
     rows = []
-    for kind, label in (("single", "one process"), ("sharded", f"{shards} shards, one front")):
+    fronts_label = "one front" if workers == 1 else f"{workers} fronts"
+    for kind, label in (("single", "one process"), ("sharded", f"{shards} shards, {fronts_label}")):
+        bare_label = "bare FastAPI" if fronts[kind] == 1 else f"bare FastAPI x{fronts[kind]}"
+        floor, echo = r[f"{kind} floor"], r[f"{kind} echo"]
         rows += [
-            (f"a) 1-observation POSTs, {label}", f"{r[f'{kind} a']:,.0f} obs/s", f"bare FastAPI {r['floor']:,.0f} req/s",
-             f"{r[f'{kind} a'] / r['floor']:.2f}x"),
-            (f"b) WebSocket, 100 clients, {label}", f"{r[f'{kind} b']:,.0f} msg/s", f"bare echo {r['echo']:,.0f} msg/s",
-             f"{r[f'{kind} b'] / r['echo']:.2f}x"),
+            (f"a) 1-observation POSTs, {label}", f"{r[f'{kind} a']:,.0f} obs/s", f"{bare_label} {floor:,.0f} req/s",
+             f"{r[f'{kind} a'] / floor:.2f}x"),
+            (f"b) WebSocket, 100 clients, {label}", f"{r[f'{kind} b']:,.0f} msg/s", f"{bare_label} echo {echo:,.0f} msg/s",
+             f"{r[f'{kind} b'] / echo:.2f}x"),
             (f"c) cross-stream batches, {label}", f"{r[f'{kind} c']:,.0f} obs/s", f"textbook loop {r['many']:,.0f} steps/s",
              f"{r[f'{kind} c'] / r['many']:.1f}x"),
         ]  # fmt: skip
     for figure in "abc":
-        rows.append((f"{figure}) {shards} shards against one process", "", "",
+        rows.append((f"{figure}) {shards} shards, {fronts_label}, against one process", "", "",
                      f"{r[f'sharded {figure}'] / r[f'single {figure}']:.2f}x"))  # fmt: skip
     return rows
 
@@ -364,12 +373,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--timestamps", action="store_true", help="only the cost of timestamps")
     parser.add_argument("--shards", type=int, help="only the sharded server (this many shards) against one process")
+    parser.add_argument("--workers", type=int, default=1, help="with --shards: the sharded server's front processes")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench.service needs wrk: apt-get install wrk")
     seconds, rounds = (4, 1) if args.quick else (10, 3)
     if args.shards:
-        rows = sharded(args.shards, seconds, rounds)
+        rows = sharded(args.shards, seconds, rounds, args.workers)
     elif args.timestamps:
         rows = timestamps(seconds, rounds)
     else:

@@ -24,7 +24,7 @@ from .hub import Hub
 from .ratelimit import RateLimit
 from .routes import anomalies, dashboard, health, model, observations, streams, templates
 from .settings import Settings
-from .sharded import ShardedHub
+from .sharded import Joined, ShardedHub
 from .telemetry import Telemetry
 from .ws import router as ws_router
 
@@ -34,15 +34,18 @@ DESCRIPTION = """Streaming online learning: every stream has its own recurrent m
 predicts each observation before learning from it, by exact truncated backpropagation through time."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, joined: Joined | None = None) -> FastAPI:
+    """The app; ``joined``: a front of several, whose shards the serving process started (``--workers``)."""
     settings = settings or Settings()
     telemetry = Telemetry(None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hub = ShardedHub(settings, telemetry) if settings.shards else Hub(settings, telemetry)
+        hub = ShardedHub(settings, telemetry, joined) if settings.shards else Hub(settings, telemetry)
         app.state.hub = hub
         hub.start()
+        if isinstance(hub, ShardedHub) and hub.joined is not None:
+            await hub.joining(settings.shutdown_timeout)  # (meanwhile the other fronts take the connections)
         # A full GC pass over torch's, FastAPI's and pydantic's objects took ~80 ms with the GIL held, which
         # showed as the p99 of every request; over the streams' objects, a fifth of the time under load.
         park_long_lived()

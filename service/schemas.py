@@ -566,3 +566,4 @@ class AlertsPublic(BaseModel):
 class Status(BaseModel):
     status: str
     shards: list[str] | None = Field(None, description="sharded server: each shard's status (ok, starting)")
+    front: int | None = Field(None, description="a server with several fronts (--workers): the one that answered")

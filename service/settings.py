@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         description="shard processes (Ray actors, pip extra [ray]) that own the streams; 0: everything in this "
         "process, no Ray",
     )  # fmt: skip
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="with shards: front processes that share the port, each routing requests to the shards",
+    )  # fmt: skip
     ray_address: str | None = Field(
         None, description="with shards: the Ray cluster to join (ray start's address); unset: a local Ray this "
         "server starts and stops"

@@ -1,8 +1,9 @@
 """A shard in its own process, served to the front over calls: the body of a Ray actor (service/sharded.py).
 
 The shard (``Shard``) is what the engine thread runs in the single process; here the actor's one thread is
-its only writer, and every call is synchronous. Each answer carries what the shard told its watchers
-meanwhile, for the front to publish. Plain Python: tested without Ray, and Ray is imported by the front only.
+its only writer, and every call is synchronous. Each answer to a front carries its outbox: the batches of
+the streams its watchers watch, applied through any front since it last called (service/outboxes.py). Plain Python: tested without Ray,
+and Ray is imported by the front only.
 
 A shard that fails while applying a batch may hold half of it: the process exits, and Ray starts it again
 (its constructor recovers exactly from its log), as a restart recovers the single process.
@@ -12,18 +13,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import warnings
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
 from .engine_thread import _domain
 from .gcpolicy import park_long_lived
+from .outboxes import LEASE_SECONDS, Lease, Outboxes
 from .registry import Usage
 from .settings import Settings
 from .shard import Checked, Request, Shard
 from .streams import Key
 from .telemetry import Telemetry
-from .wire import Answers, Applied, answers_bytes, request_of
+from .wire import Answers, answers_bytes, request_of
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ CHECKED_KEPT = 64  # decoded requests kept between a check and its apply
 # Every other call (create, delete, patch, reset, import_model, ...) makes the apply check again.
 READS = frozenset({
     "check", "check_create_many", "info", "streams", "predictions", "metrics", "export_model", "usage", "feed",
-    "template", "missing",
+    "template", "missing", "lease", "release",
 })  # fmt: skip
 CALLS = READS | {"create", "create_many", "delete", "patch", "reset", "import_model", "set_template"}
 
@@ -48,14 +52,14 @@ class ShardHost:
         self.index = index
         self.telemetry = Telemetry(None)
         self.shard = Shard(settings, self.telemetry, index)
-        self._applied: list[Applied] = []
-        self._alerted: set[str] = set()  # tenants with new alerts: the front wakes their feeds' watchers
+        self.outboxes = Outboxes()  # per front: what its watchers get (service/outboxes.py)
+        self.lease = Lease(LEASE_SECONDS if _restarted() else 0.0)
         # Requests checked, not yet applied (oldest first): decoded, the streams they were admitted to, and
         # the number of changing calls then (the apply trusts the check if none came since)
         self._checked: dict[bytes, tuple[Request, Checked, int]] = {}
         self._changes = 0
-        self.shard.on_applied = self._applied.append
-        self.shard.on_alerts = lambda alerts: self._alerted.update(alerts)
+        self.shard.on_applied = self.outboxes.applied
+        self.shard.on_alerts = self.outboxes.alerted
         self.shard.open()
         park_long_lived()  # as the single process does (service/gcpolicy.py)
 
@@ -63,12 +67,11 @@ class ShardHost:
         """Answered once the shard has recovered (the constructor returned): its index."""
         return self.index
 
-    def apply(self, requests: list[bytes], watched: frozenset[Key] | None) -> Answers:
-        """A micro-batch of observation requests (``Shard.apply``; each as service/wire.py's bytes), with the
-        watched streams if they changed: each request's results or what refused it, what watchers were
-        told, and the tenants that got new alerts."""
-        if watched is not None:
-            self.shard.watched = watched
+    def apply(self, front: str, requests: list[bytes], watched: frozenset[Key] | None) -> Answers:
+        """A micro-batch of observation requests (``Shard.apply``; each as service/wire.py's bytes) from
+        ``front``, with the streams its watchers watch if they changed: each request's results or what
+        refused it, and the front's outbox (service/outboxes.py)."""
+        told = self._visit(front, watched)
         try:
             kept = [self._checked.pop(data, None) for data in requests]
             decoded = [request_of(data) if k is None else k[0] for data, k in zip(requests, kept)]
@@ -79,11 +82,24 @@ class ShardHost:
             log.exception("shard %d failed while applying a batch; restarting to recover from its log", self.index)
             logging.shutdown()
             os._exit(70)  # what was applied of the batch is in the log: the restart replays it exactly
-        applied = self._applied.copy()  # (the shard appends to this very list: emptied, never replaced)
-        self._applied.clear()
-        alerted = sorted(self._alerted)
-        self._alerted.clear()
-        return answers_bytes(outcomes, applied, alerted)
+        return self._answer(front, outcomes, told)
+
+    def tick(self, front: str, watched: frozenset[Key] | None = None) -> Answers:
+        """Housekeeping while no work comes; the front's outbox (it calls while idle to collect it)."""
+        told = self._visit(front, watched)
+        self.shard.tick()
+        return self._answer(front, [], told)
+
+    def _visit(self, front: str, watched: frozenset[Key] | None) -> str:
+        self.outboxes.forget_silent()
+        told = self.outboxes.visit(front, watched)
+        self.shard.watched = self.outboxes.watched
+        return told
+
+    def _answer(self, front: str, outcomes: list, told: str) -> Answers:
+        applied, alerted, behind = self.outboxes.collect(front)
+        self.shard.watched = self.outboxes.watched  # (an outbox that overflowed watches nothing now)
+        return answers_bytes(outcomes, applied, alerted, told or behind)
 
     def call(self, name: str, args: tuple, elsewhere: Usage | None = None) -> Answer:
         """``Shard.<name>(*args)``, with the quota usage of the other shards when it creates streams."""
@@ -96,6 +112,8 @@ class ShardHost:
             if name == "check":  # (a request as ``apply`` takes it: service/wire.py's bytes)
                 self._check(args[0])
                 return None, None
+            if name in ("lease", "release"):  # (the fronts' one lease lives on shard 0: service/sharded.py)
+                return getattr(self.lease, "take" if name == "lease" else "release")(*args), None
             return getattr(self.shard, name)(*args), None
         except Exception as exc:
             return None, _domain(exc)
@@ -115,9 +133,16 @@ class ShardHost:
         """This shard's Prometheus metrics (service/telemetry.py's ``per_shard`` labels them)."""
         return list(self.telemetry.registry.collect())
 
-    def tick(self) -> None:
-        self.shard.tick()
-
     def close(self) -> None:
         """Final checkpoints, then the store closed: a graceful stop."""
         self.shard.close(failed=False)
+
+
+def _restarted() -> bool:
+    """Whether this is a Ray actor started again after its process died (plain Python: never)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return False
+    with warnings.catch_warnings():  # (Ray 2.5x's own property uses a deprecated one inside)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)

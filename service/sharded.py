@@ -14,16 +14,24 @@ the other shards keep serving. A client's retry with the same seqs is answered e
 shard had logged is replayed, and answers as duplicates.
 
 A request whose streams live on several shards is checked on each (nothing applied) before any applies
-it. Quotas are the service's: creations are serialized here and each counts what the other shards hold.
+it. Quotas are the service's: creations are serialized, over every front, and each counts what the other
+shards hold.
+
+With several fronts (``--workers M``: service/cli/fronts.py), the serving process starts the shards and
+each front finds them by name. A shard keeps an outbox per front (service/outboxes.py): a front's watchers
+see the batches applied through the others, collected with every call and, while idle, every few tens of
+milliseconds. Creations take a lease on shard ``TEMPLATES`` besides this front's lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +46,13 @@ from .engine_thread import settle
 from .errors import Unavailable
 from .ingest import Part, fits
 from .keygroups import Placement
+from .outboxes import BEHIND, LEASE_SECONDS
 from .patching import Template
 from .registry import Usage
 from .results import Observed, Result
 from .settings import Settings
 from .streams import Key, StreamInfo
-from .telemetry import Telemetry, per_shard
+from .telemetry import Telemetry, every_front, per_shard
 from .watchers import Watchers
 from .wire import answers_of, request_bytes
 
@@ -55,8 +64,89 @@ METRICS_SECONDS = 5  # a shard's metrics are left out of /metrics if it has not 
 # Ray sends call arguments and answers above 100 KiB through its object store (shared memory, a reference
 # to count): a 500-observation part is ~120 kB. Carried in the call itself up to this size, c) gained ~13%.
 INLINE_BYTES = 8 << 20
-TEMPLATES = 0  # the shard whose store keeps the tenants' templates (tenant-wide: one home)
+TEMPLATES = 0  # the shard whose store keeps the tenants' templates and the fronts' lease (one home)
 IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
+POLL_SECONDS = 0.02  # a front of several, with watchers: how often it collects batches applied through others
+LEASE_WAIT = 0.005  # seconds between tries for the fronts' lease (creations) while another front holds it
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A front of several (``--workers``): the shards are the serving process's, found by name on its Ray."""
+
+    address: str  # the Ray cluster's (its GCS')
+    namespace: str
+    front: int  # this front's number, 0 to workers - 1
+
+
+class Shards:
+    """The shard actors, started here (a server's only front, or the serving process of several fronts) or
+    found by name (a front of several)."""
+
+    def __init__(self, handles: list[Any], started_ray: bool, owned: bool) -> None:
+        self.handles, self.started_ray, self.owned = handles, started_ray, owned
+
+    @classmethod
+    def start(cls, settings: Settings, namespace: str | None = None) -> Shards:
+        """Ray (local unless an address is set), then one actor per shard, each restarted by Ray if its
+        process dies, always on the node that holds its data: on a local Ray, this machine; on a cluster,
+        the node started with the custom resource ``tbptt-shard-K`` (a shard waits, 503, while no such node
+        is up: its data is nowhere else). With a ``namespace``, each is named ``shard-K`` there."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .shard_host import ShardHost
+
+        s = settings
+        started = not ray.is_initialized()
+        if started:
+            ray.init(
+                address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING, namespace=namespace,
+                _system_config=None if s.ray_address else {"max_direct_call_object_size": INLINE_BYTES},
+            )  # fmt: skip
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        offered = ray.cluster_resources()
+        actor = ray.remote(ShardHost)
+        placement = Placement.of(s.data_dir, s.shards)
+        handles = []
+        for k in range(placement.shards):
+            shard_settings = s.model_copy(update={"data_dir": placement.folder(s.data_dir, k), "shards": 0})
+            placed: dict[str, Any] = {"scheduling_strategy": here}
+            if s.ray_address:
+                placed = {"resources": {resource_of(k): 0.001}}
+                if resource_of(k) not in offered:
+                    log.warning("shard %d waits for a node started with the resource %s", k, resource_of(k))
+            if namespace is not None:
+                placed["name"] = f"shard-{k}"
+            handles.append(
+                actor.options(max_restarts=-1, max_task_retries=0, num_cpus=0, **placed).remote(shard_settings, k)
+            )
+        return cls(handles, started, owned=True)
+
+    @classmethod
+    def find(cls, joined: Joined, shards: int) -> Shards:
+        import ray
+
+        ray.init(address=joined.address, namespace=joined.namespace, logging_level=logging.WARNING)
+        return cls([ray.get_actor(f"shard-{k}") for k in range(shards)], started_ray=True, owned=False)
+
+    def stop(self, timeout: float, up: list[bool] | None = None) -> None:
+        """Shards started here: their final checkpoints (those ``up``, default all), then gone; and the Ray
+        started here, stopped."""
+        import ray
+
+        if self.owned:
+            closing = [
+                h.close.remote() for h, serving in zip(self.handles, up or [True] * len(self.handles)) if serving
+            ]
+            try:
+                ray.get(closing, timeout=max(timeout, 1.0))
+            except Exception:
+                log.exception("a shard did not close cleanly (its log has everything acknowledged)")
+            for handle in self.handles:
+                ray.kill(handle, no_restart=True)
+        if self.started_ray:
+            ray.shutdown()
 
 
 @dataclass(slots=True)
@@ -79,8 +169,11 @@ class _Remote:
 
 
 class ShardedHub:
-    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None, joined: Joined | None = None) -> None:
         self.settings = settings
+        self.joined = joined
+        self.front = uuid.uuid4().hex  # what the shards know this front by (service/outboxes.py)
+        self._shards: Shards | None = None
         self.telemetry = telemetry or Telemetry(None)
         self.placement = Placement.of(settings.data_dir, settings.shards)
         self.watchers: Watchers[Key] = Watchers(on_change=self._watched)
@@ -90,8 +183,7 @@ class ShardedHub:
         self._watched_keys: frozenset[Key] = frozenset()
         self._remotes: list[_Remote] = []
         self._tasks: list[asyncio.Task] = []
-        self._creating = asyncio.Lock()  # quotas are global: one creation at a time
-        self._started_ray = False
+        self._creating = asyncio.Lock()  # quotas are global: one creation at a time (with the other fronts: lease)
         self._starting: asyncio.Task | None = None
 
     @property
@@ -111,8 +203,8 @@ class ShardedHub:
 
     async def _start(self) -> None:
         try:
-            handles = await asyncio.to_thread(self._launch)
-            self._remotes = [_Remote(k, handle) for k, handle in enumerate(handles)]
+            self._shards = await asyncio.to_thread(self._launch)
+            self._remotes = [_Remote(k, handle) for k, handle in enumerate(self._shards.handles)]
             self._tasks = [asyncio.ensure_future(self._serve(remote)) for remote in self._remotes]
             for remote in self._remotes:
                 self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
@@ -120,41 +212,24 @@ class ShardedHub:
             self.failure = exc
             log.exception("the shards could not be started")
 
-    def _launch(self) -> list[Any]:
-        """Ray (local unless an address is set), then one actor per shard, each restarted by Ray if its
-        process dies, always on the node that holds its data: on a local Ray, this machine; on a cluster,
-        the node started with the custom resource ``tbptt-shard-K`` (a shard waits, 503, while no such node
-        is up: its data is nowhere else)."""
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    async def joining(self, timeout: float) -> None:
+        """A front of several: until it has found the shards and each answers (at most ``timeout`` seconds:
+        a shard that is down meanwhile answers 503 for its streams, as it would anyway). A front accepts
+        connections only after this, so a front started again costs its clients nothing."""
+        assert self._starting is not None
+        await self._starting
+        deadline = time.monotonic() + timeout
+        while not self.ready and self.failure is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
-        from .shard_host import ShardHost
-
-        s = self.settings
-        if not ray.is_initialized():
-            ray.init(
-                address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING,
-                _system_config=None if s.ray_address else {"max_direct_call_object_size": INLINE_BYTES},
-            )  # fmt: skip
-            self._started_ray = True
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        offered = ray.cluster_resources()
-        actor = ray.remote(ShardHost)
-        handles = []
-        for k in range(self.placement.shards):
-            shard_settings = s.model_copy(update={"data_dir": self.placement.folder(s.data_dir, k), "shards": 0})
-            placed: dict[str, Any] = {"scheduling_strategy": here}
-            if s.ray_address:
-                placed = {"resources": {resource_of(k): 0.001}}
-                if resource_of(k) not in offered:
-                    log.warning("shard %d waits for a node started with the resource %s", k, resource_of(k))
-            handles.append(
-                actor.options(max_restarts=-1, max_task_retries=0, num_cpus=0, **placed).remote(shard_settings, k)
-            )
-        return handles
+    def _launch(self) -> Shards:
+        if self.joined is not None:
+            return Shards.find(self.joined, self.placement.shards)
+        return Shards.start(self.settings)
 
     async def stop(self) -> None:
-        """Finish what is queued, then each shard's final checkpoints; stop the Ray this server started."""
+        """Finish what is queued; then, if this front started the shards, their final checkpoints; stop the
+        Ray this front started (or leave the one it joined)."""
         if self._starting is not None:
             await self._starting
         deadline = time.monotonic() + self.settings.shutdown_timeout
@@ -162,20 +237,9 @@ class ShardedHub:
             await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
-        closing = [r.handle.close.remote() for r in self._remotes if r.up]
-        try:
-            await asyncio.wait_for(asyncio.gather(*closing), max(deadline - time.monotonic(), 1.0))
-        except Exception:
-            log.exception("a shard did not close cleanly (its log has everything acknowledged)")
-        await asyncio.to_thread(self._shutdown_ray)
-
-    def _shutdown_ray(self) -> None:
-        import ray
-
-        for remote in self._remotes:
-            ray.kill(remote.handle, no_restart=True)
-        if self._started_ray:
-            ray.shutdown()
+        if self._shards is not None:
+            up = [remote.up for remote in self._remotes]
+            await asyncio.to_thread(self._shards.stop, deadline - time.monotonic(), up)
 
     # -- the calls to one shard ------------------------------------------------------------------------------
 
@@ -239,12 +303,15 @@ class ShardedHub:
                 _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if not remote.jobs or not remote.up:
+                if remote.up and remote.watched != self._shard_watched(remote):  # a watcher came or went
+                    await self._tick(remote)
+                    continue
                 remote.wake.clear()
                 try:
-                    await asyncio.wait_for(remote.wake.wait(), TICK_SECONDS)
+                    await asyncio.wait_for(remote.wake.wait(), self._idle_seconds(remote))
                 except TimeoutError:
                     if remote.up:
-                        await self._send(remote, [], remote.handle.tick.remote())
+                        await self._tick(remote)
                 continue
             first = remote.jobs.popleft()
             if first.call is not None:
@@ -256,12 +323,27 @@ class ShardedHub:
             jobs = [first]
             while remote.jobs and remote.jobs[0].call is None:
                 jobs.append(remote.jobs.popleft())
-            wanted, watched = self._shard_watched(remote), None
-            if remote.watched != wanted:  # sent only when it changed (None: after a restart)
-                watched = remote.watched = wanted
-            reference = remote.handle.apply.remote([job.payload for job in jobs], watched)
+            reference = remote.handle.apply.remote(self.front, [job.payload for job in jobs], self._news(remote))
             last = asyncio.ensure_future(self._send(remote, jobs, reference, last))
             sending.add(last)
+
+    def _news(self, remote: _Remote) -> frozenset[Key] | None:
+        """The streams this front watches on the shard if they changed since last sent (None: unchanged)."""
+        wanted = self._shard_watched(remote)
+        if remote.watched == wanted:
+            return None
+        remote.watched = wanted
+        return wanted
+
+    async def _tick(self, remote: _Remote) -> None:
+        """The shard's housekeeping while no work comes, which also collects this front's outbox."""
+        await self._send(remote, [], remote.handle.tick.remote(self.front, self._news(remote)))
+
+    def _idle_seconds(self, remote: _Remote) -> float:
+        """How long the shard may go without a call: a front of several collects batches applied through
+        the others for its watchers every ``POLL_SECONDS``."""
+        watching = remote.watched or self._feed_tenants
+        return POLL_SECONDS if self.joined is not None and watching else TICK_SECONDS
 
     async def _send(
         self, remote: _Remote, jobs: list[_Job], reference: Any, previous: asyncio.Future | None = None
@@ -277,13 +359,11 @@ class ShardedHub:
             return
         if previous is not None:
             await previous
-        if not jobs:
-            return
-        if jobs[0].call is not None:
+        if jobs and jobs[0].call is not None:
             value, error = answer
             settle(jobs[0].future, value, error)
             return
-        outcomes, applied, alerted = answers_of(answer)
+        outcomes, applied, alerted, told = answers_of(answer)
         for job, outcome in zip(jobs, outcomes):
             if isinstance(outcome, BaseException):
                 settle(job.future, error=outcome)
@@ -292,6 +372,11 @@ class ShardedHub:
         for batches in applied:
             self.watchers.publish(batches)
         self.alert_watchers.publish({tenant: {} for tenant in alerted})  # a wake-up: they read the feed
+        if told == BEHIND:  # this front did not collect for too long: its watchers there fell behind
+            self.watchers.drop(self._shard_watched(remote))
+        if told:  # (the shard does not know what this front watches: it is sent with the next call)
+            remote.watched = None
+            remote.wake.set()
 
     async def metric_families(self) -> list[Metric]:
         """The front's HTTP metrics and every serving shard's others, labelled with its index; a shard that
@@ -307,7 +392,7 @@ class ShardedHub:
         up = [remote for remote in self._remotes if remote.up]
         answers = await asyncio.gather(*(of(remote) for remote in up))
         shards = {remote.index: families for remote, families in zip(up, answers) if families is not None}
-        return per_shard(self.telemetry.registry, shards)
+        return per_shard(self.telemetry.registry if self.joined is None else every_front(), shards)
 
     def _feeds_watched(self, tenants: frozenset[str]) -> None:
         self._feed_tenants = tenants
@@ -323,6 +408,22 @@ class ShardedHub:
         self._watched_keys = keys
         for remote in self._remotes:
             remote.wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _creation(self) -> AsyncIterator[None]:
+        """One creation (or deletion) at a time over every front: this front's lock, then the fronts' lease
+        on shard ``TEMPLATES`` (service/outboxes.py), given back after."""
+        async with self._creating:
+            deadline = time.monotonic() + 2 * LEASE_SECONDS
+            while wait := await self._call(TEMPLATES, "lease", self.front, LEASE_SECONDS):
+                if time.monotonic() > deadline:
+                    raise Unavailable("another front holds the lease on creations; try again shortly", retry_after=1)
+                await asyncio.sleep(min(wait, LEASE_WAIT))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Unavailable):  # (a shard restarted meanwhile forgot it anyway)
+                    await self._call(TEMPLATES, "release", self.front)
 
     def _shard_of(self, tenant: str, stream: str) -> int:
         return self.placement.shard_of(tenant, stream)
@@ -416,7 +517,7 @@ class ShardedHub:
         self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None
     ) -> tuple[StreamInfo, bool]:
         shard = self._shard_of(tenant, stream)
-        async with self._creating:
+        async with self._creation():
             elsewhere = await self._elsewhere(tenant, shard)
             return await self._call(shard, "create", tenant, stream, config, labels, elsewhere=elsewhere)
 
@@ -426,7 +527,7 @@ class ShardedHub:
         """All or nothing: conflicts and quotas checked on every shard first (the quotas counting every
         shard's new streams), then each shard creates its own."""
         by_shard = self._by_shard(tenant, [stream for stream, _, _ in streams])
-        async with self._creating:
+        async with self._creation():
             usage = await self._usage(tenant)
             for shard, ks in by_shard.items():
                 others = _total([*(used for k, used in usage.items() if k != shard),
@@ -463,7 +564,7 @@ class ShardedHub:
         return page, (page[-1].id if more and page else None), sum(total for _, _, total in pages)
 
     async def delete(self, tenant: str, stream: str) -> None:
-        async with self._creating:  # (a deletion frees room another creation may be counting)
+        async with self._creation():  # (a deletion frees room another creation may be counting)
             await self._call(self._shard_of(tenant, stream), "delete", tenant, stream)
         self.watchers.close((tenant, stream))
 

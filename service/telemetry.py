@@ -87,6 +87,17 @@ class Telemetry:
         self.loaded_streams.set(count)
 
 
+def every_front() -> CollectorRegistry:
+    """The HTTP series of every front of a server with several, summed: prometheus_client's multiprocess
+    mode, in which each front writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+    serving process, service/cli/fronts.py), and a front killed keeps its counts."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
+
+
 def per_shard(front: CollectorRegistry, shards: dict[int, list[Metric]]) -> list[Metric]:
     """A sharded server's metrics: the front's HTTP series, and every shard's others labelled ``shard``
     (its index: no stream labels, as everywhere). A shard that did not answer has no series."""

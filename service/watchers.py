@@ -44,6 +44,12 @@ class Watchers(Generic[K]):
             watcher.put_nowait(GONE)
         self._on_change(frozenset(self._queues))
 
+    def drop(self, keys: frozenset[K]) -> None:
+        """Every watcher of ``keys`` fell behind (None), as a slow one does in ``publish``."""
+        for key in keys:
+            for watcher in list(self._queues.get(key, ())):
+                self._behind(key, watcher)
+
     def publish(self, batches: dict[K, dict[str, Any]]) -> None:
         """Hand each stream's batch to its watchers; a full (slow) watcher is dropped, never slowing it."""
         for key, batch in batches.items():
@@ -51,6 +57,10 @@ class Watchers(Generic[K]):
                 try:
                     watcher.put_nowait(batch)
                 except asyncio.QueueFull:
-                    self.unwatch(key, watcher)
-                    watcher.get_nowait()  # make room for the goodbye
-                    watcher.put_nowait(None)
+                    self._behind(key, watcher)
+
+    def _behind(self, key: K, watcher: asyncio.Queue) -> None:
+        self.unwatch(key, watcher)
+        if watcher.full():
+            watcher.get_nowait()  # make room for the goodbye
+        watcher.put_nowait(None)

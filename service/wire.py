@@ -8,15 +8,11 @@ here unpickles. What refused a request (an exception, rare) travels beside the b
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from .ingest import Incoming, Part
+from .outboxes import KNOWN, Applied
 from .shard import Outcome, Request
-from .streams import Key
-
-Applied = dict[Key, dict[str, Any]]  # what watched streams got, as the single process hands to its watchers
 
 
 def request_bytes(request: Request) -> bytes:
@@ -36,21 +32,22 @@ def request_of(data: bytes) -> Request:
     ])  # fmt: skip
 
 
-# results, refusals by request, watchers' batches, the tenants with new alerts
-Answers = tuple[bytes, dict[int, Exception], bytes, list[str]]
+# results, refusals by request, the front's outbox: watchers' batches, the tenants with new alerts, and what
+# the front is told (service/outboxes.py)
+Answers = tuple[bytes, dict[int, Exception], bytes, list[str], str]
 
 
-def answers_bytes(outcomes: list[Outcome], applied: list[Applied], alerted: list[str]) -> Answers:
+def answers_bytes(outcomes: list[Outcome], applied: list[Applied], alerted: list[str], told: str = KNOWN) -> Answers:
     refused = {k: o for k, o in enumerate(outcomes) if isinstance(o, Exception)}
     results = orjson.dumps([None if isinstance(o, Exception) else o for o in outcomes])
     batches = orjson.dumps([[[tenant, stream, batch] for (tenant, stream), batch in b.items()] for b in applied])
-    return results, refused, batches, alerted
+    return results, refused, batches, alerted, told
 
 
-def answers_of(answers: Answers) -> tuple[list[Outcome], list[Applied], list[str]]:
-    results, refused, batches, alerted = answers
+def answers_of(answers: Answers) -> tuple[list[Outcome], list[Applied], list[str], str]:
+    results, refused, batches, alerted, told = answers
     outcomes: list[Outcome] = orjson.loads(results)
     for k, error in refused.items():
         outcomes[k] = error
     applied = [{(tenant, stream): batch for tenant, stream, batch in b} for b in orjson.loads(batches)]
-    return outcomes, applied, alerted
+    return outcomes, applied, alerted, told

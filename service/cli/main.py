@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         "[ray]; default 0: one process, no Ray; $TBPTT_SHARDS)",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        help="with --shards: front processes sharing the port, each routing requests to the shards (default 1; "
+        "$TBPTT_WORKERS)",
+    )
+    serve.add_argument(
         "--ray-address", help="with --shards: the Ray cluster to join (default: start a local one; $TBPTT_RAY_ADDRESS)"
     )
     serve.set_defaults(run=_lazy("serve", "run"))

@@ -26,8 +26,11 @@ async def get_health(hub: HubDep) -> Response:
 @router.get("/readyz", response_model=Status, responses={503: {"model": Status}})
 async def get_ready(hub: HubDep) -> Response:
     """The engine and the store are ready (503 while recovering, with Retry-After, or if the engine failed).
-    A sharded server: every shard is (``shards`` says which are, while one restarts)."""
-    shards = {"shards": hub.shard_status()} if isinstance(hub, ShardedHub) else {}
+    A sharded server: every shard is (``shards`` says which are, while one restarts); with several fronts,
+    ``front`` is the one that answered."""
+    shards: dict = {}
+    if isinstance(hub, ShardedHub):
+        shards = {"shards": hub.shard_status(), **({"front": hub.joined.front} if hub.joined else {})}
     if hub.ready and hub.failure is None:
         return JSONResponse({"status": "ok", **shards})
     if hub.failure is not None:

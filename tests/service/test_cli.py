@@ -53,6 +53,7 @@ def test_client_errors_are_one_line(server, tmp_path):
 def test_bad_settings_are_one_line():
     assert_one_line_error(tbptt("serve", env={"TBPTT_FSYNC": "sometimes"}), "TBPTT_FSYNC")
     assert_one_line_error(tbptt("serve", env={"TBPTT_API_KEYS": "ops:short"}), "16+ characters")
+    assert_one_line_error(tbptt("serve", "--workers", "2"), "--workers needs --shards")
 
 
 def test_a_reader_that_leaves_early_gets_no_traceback(server):

@@ -9,10 +9,14 @@ Ray: ~10 s here).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -82,7 +86,7 @@ def test_a_shard_host_answers_calls_and_hands_over_what_watchers_get_after_every
     watched = frozenset({("t", "s")})
     for k, watching in enumerate((watched, None, frozenset())):  # None: unchanged since the last call
         request = ("t", [Part("s", [Incoming([float(k)], None, k + 1)])])
-        (answer,), applied, _ = answers_of(host.apply([request_bytes(request)], watching))
+        (answer,), applied, _, _ = answers_of(host.apply("front", [request_bytes(request)], watching))
         assert answer[0][0]["step"] == k + 1
         assert [batch[("t", "s")]["results"][0]["step"] for batch in applied] == ([k + 1] if k < 2 else [])
     with pytest.raises(ValueError, match="not a shard call"):
@@ -98,8 +102,8 @@ def test_a_shard_host_keeps_checked_requests_for_their_apply_and_only_the_newest
     requests = [request_bytes(("t", [Part("s", [Incoming([float(k)], None, k + 1)])])) for k in range(100)]
     for data in requests:
         assert host.call("check", (data,)) == (None, None)
-    (first,), _, _ = answers_of(host.apply([requests[0]], None))  # long gone from what is kept: decoded again
-    (last,), _, _ = answers_of(host.apply([requests[-1]], None))  # kept: not decoded again
+    (first,), *_ = answers_of(host.apply("front", [requests[0]], None))  # long gone from what is kept: decoded again
+    (last,), *_ = answers_of(host.apply("front", [requests[-1]], None))  # kept: not decoded again
     assert [first[0][0]["seq"], last[0][0]["seq"]] == [1, 100]
     assert len(host._checked) == CHECKED_KEPT - 1 and requests[-1] not in host._checked
     host.close()
@@ -122,7 +126,7 @@ def test_an_apply_trusts_its_check_until_a_call_could_change_the_verdict(tmp_pat
         checks.clear()
         assert host.call("check", (data,)) == (None, None)
         between()
-        (outcome,), _, _ = answers_of(host.apply([data], None))
+        (outcome,), *_ = answers_of(host.apply("front", [data], None))
         return outcome, len(checks)
 
     outcome, count = checked_then_applied(request(1), lambda: host.call("info", ("t", "s")))
@@ -152,14 +156,26 @@ class RetryingClient(Client):
         deadline = time.monotonic() + 60
         while True:
             response = super()._send(stream, body)
+            if response is None and self.fronts_may_die and time.monotonic() < deadline:
+                time.sleep(0.1)  # (its front was killed: another takes the next connection)
+                continue
             if response is None or response.status_code != 503 or time.monotonic() > deadline:
                 return response
             assert response.headers["retry-after"], response.text
             self.restarts_seen += 1
             time.sleep(0.1)
 
+    def send_ws(self, stream: str, ks: list[int]) -> bool:
+        deadline = time.monotonic() + 60
+        while not super().send_ws(stream, ks):
+            if not self.fronts_may_die or time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)  # the same seqs again: those acknowledged before answer as duplicates
+        return True
+
     restarts_seen = 0
     sent = 0  # observations per stream so far
+    fronts_may_die = False  # a server with several fronts: a lost connection is retried on another
 
     def drive(self, rounds: int) -> None:
         """Interleave HTTP batches, single POSTs and WebSocket messages over every stream."""
@@ -206,6 +222,168 @@ def test_sharded_server_equals_the_learning_core_and_loses_nothing_when_a_shard_
         client.assert_same_as_uncrashed()
         client.drive(rounds=2)
         client.assert_same_as_uncrashed()
+
+
+def front_pids(server: Server) -> list[int]:
+    """The front processes of a server with several (``--workers``): the serving process's spawned ones."""
+    assert server.process is not None
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == server.process.pid and b"spawn_main" in command:
+                pids.append(int(entry))
+    return sorted(pids)
+
+
+def pinned(server: Server) -> dict[int, httpx.Client]:
+    """A client on each front of a server with two: each keeps its one connection, so its front."""
+    clients: dict[int, httpx.Client] = {}
+    for _ in range(200):
+        client = httpx.Client(base_url=server.url, limits=httpx.Limits(max_connections=1), timeout=30)
+        front = client.get("/readyz").json()["front"]
+        if front in clients:
+            client.close()
+        else:
+            clients[front] = client
+        if len(clients) == 2:
+            return clients
+    raise AssertionError(f"200 connections reached only the fronts {sorted(clients)}")
+
+
+def assert_both_fronts_answer(server: Server) -> None:
+    clients = pinned(server)
+    for client in clients.values():
+        client.close()
+    assert sorted(clients) == [0, 1]
+
+
+def test_two_fronts_serve_every_stream_exactly_and_a_killed_front_loses_nothing(tmp_path):
+    """``--workers 2``: requests land on either front (each connection on whichever accepts it), every weight
+    is the learning core's, and a front's kill -9 loses nothing acknowledged: its connections fail, the
+    client retries with the same seqs on the other, and the serving process starts the front again."""
+    server = Server(tmp_path / "data", TBPTT_WORKERS="2", **SHARDED).start()
+    try:
+        assert_both_fronts_answer(server)
+        client = RetryingClient(server, SPREAD)
+        client.fronts_may_die = True
+        client.create_all()
+        client.drive(rounds=4)
+        client.assert_same_as_uncrashed()
+        before = front_pids(server)
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        client.drive(rounds=4)
+        client.assert_same_as_uncrashed()
+        client.assert_duplicates_recognized()
+        deadline = time.monotonic() + 60
+        while len(after := front_pids(server)) < 2 or before[0] in after:
+            assert time.monotonic() < deadline, f"the killed front was not started again: {server.output()}"
+            time.sleep(0.2)
+        assert before[1] in after
+        assert_both_fronts_answer(server)
+    finally:
+        assert server.stop() == 0
+    assert not front_pids(server)
+
+
+@pytest.fixture(scope="module")
+def fronts(tmp_path_factory):
+    """A server with two fronts, and a client on each."""
+    data = tmp_path_factory.mktemp("fronts") / "data"
+    server = Server(data, TBPTT_SHARDS="2", TBPTT_WORKERS="2", TBPTT_MAX_STREAMS_PER_TENANT="6").start()
+    clients = pinned(server)
+    yield server, clients
+    for client in clients.values():
+        client.close()
+    assert server.stop() == 0
+
+
+def test_a_watcher_on_one_front_sees_every_batch_applied_through_either_in_order(fronts):
+    server, on = fronts
+    stream, forecast = "watched", {"model": {"input_size": 1}, "target": "next"}
+    assert on[0].put(f"/v1/streams/{stream}", json=forecast).status_code == 201
+    values, seq = spiked((150, 250)), 0
+
+    def post(front: int, count: int) -> list[int]:
+        nonlocal seq
+        body = {"observations": [{"x": [values[seq + k]], "seq": seq + k + 1} for k in range(count)]}
+        response = on[front].post(f"/v1/streams/{stream}/observations", json=body)
+        assert response.status_code == 200, response.text
+        seq += count
+        return [r["seq"] for r in response.json()["results"] if r["anomalous"]]
+
+    with (
+        connect(f"{server.ws_url}/v1/streams/{stream}/watch") as watch,
+        connect(f"{server.ws_url}/v1/anomalies/watch") as alerts,
+    ):
+        seen: list[int] = []
+        while not seen:  # (the watcher's front tells the shards within milliseconds: from then on, every batch)
+            assert seq < 100, "the watcher saw nothing"
+            post(seq % 2, 1)
+            with contextlib.suppress(TimeoutError):
+                seen += [r["seq"] for r in json.loads(watch.recv(timeout=0.2))["results"]]
+        first, flagged = seen[0], []
+        while seq < len(values):
+            flagged += post(seq // 10 % 2, min(10, len(values) - seq))  # ten at a time through each front in turn
+        while seen[-1] < seq:
+            seen += [r["seq"] for r in json.loads(watch.recv(timeout=10))["results"]]
+        assert seen == list(range(first, seq + 1))
+        assert {151, 251} <= set(flagged)
+        assert [a["seq"] for a in received(alerts, len(flagged))] == flagged  # alerts through both fronts
+    assert on[1].delete(f"/v1/streams/{stream}").status_code == 204
+
+
+def test_creations_through_two_fronts_at_once_stay_within_the_tenants_quota(fronts):
+    """The tenant may hold 6 streams. With 5, two creations at once, one through each front, for streams on
+    different shards: each front's count of the other shard is right only if they take turns (the lease)."""
+    _, on = fronts
+    held = [f"held-{k}" for k in range(5)]
+    for stream in held:
+        assert on[0].put(f"/v1/streams/{stream}", json={"model": {"input_size": 1}}).status_code == 201
+    racers = ("race-a", "race-b")
+    assert [PLACEMENT.shard_of("default", s) for s in racers] == [0, 1]
+    start = threading.Barrier(2)
+
+    def create(front: int) -> int:
+        start.wait()
+        return on[front].put(f"/v1/streams/{racers[front]}", json={"model": {"input_size": 1}}).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(10):
+            codes = sorted(pool.map(create, (0, 1)))
+            assert codes == [201, 403], codes
+            assert on[0].get("/v1/streams").json()["total"] == 6
+            for stream in racers:
+                on[1].delete(f"/v1/streams/{stream}")
+    for stream in held:
+        assert on[1].delete(f"/v1/streams/{stream}").status_code == 204
+
+
+def test_metrics_on_either_front_count_the_requests_of_both(fronts):
+    _, on = fronts
+
+    def readyz_count(client: httpx.Client) -> float:
+        text = client.get("/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "tbptt_http_requests_total" and sample.labels["route"] == "/readyz"
+        )
+
+    before = readyz_count(on[0])
+    for front, count in ((0, 5), (1, 7)):
+        for _ in range(count):
+            assert on[front].get("/readyz").status_code == 200
+    deadline = time.monotonic() + 10  # (a request is counted just after its answer is sent)
+    while (counted := readyz_count(on[1]) - before) < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counted == 12
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,6 @@ def test_answers_read_back_with_their_refusals_and_the_watchers_batches():
     applied = [
         {("alpha", "s"): {"stream": "s", "results": [result], "observations": [{"seq": 1, "x": [1.0], "y": None}]}}
     ]
-    back, batches, alerted = answers_of(answers_bytes(outcomes, applied, ["t"]))
+    back, batches, alerted, told = answers_of(answers_bytes(outcomes, applied, ["t"], "behind"))
     assert back[0] == [[result]] and back[1] is refused and isinstance(back[2], Invalid)
-    assert batches == applied and alerted == ["t"]
+    assert batches == applied and alerted == ["t"] and told == "behind"
