@@ -103,6 +103,8 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
             expose_headers=["Retry-After", "Content-Disposition"],
             max_age=600,
         )
+    if joined is not None:
+        app.add_middleware(FrontHeader, front=joined.front)
     app.add_middleware(RequestMetrics, telemetry=telemetry)  # added last: runs first
     return app
 
@@ -194,3 +196,23 @@ class RequestMetrics:
                 )
             children[0].inc()
             children[1].observe(time.perf_counter() - started)
+
+
+class FrontHeader:
+    """A server with several fronts: every answer, and every WebSocket's acceptance, says which front it is
+    (``X-Tbptt-Front``), for whoever debugs a connection."""
+
+    def __init__(self, app: ASGIApp, front: int) -> None:
+        self.app, self.header = app, (b"x-tbptt-front", str(front).encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_header(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_header)

@@ -21,7 +21,8 @@ from typing import Any
 
 from .streams import Key
 
-Applied = dict[Key, dict[str, Any]]  # what watched streams got, as the single process hands to its watchers
+# What watched streams got, as the single process hands to its watchers (None: the stream was deleted)
+Applied = dict[Key, dict[str, Any] | None]
 
 OUTBOX_BATCHES = 4096  # batches a front may leave uncollected (it collects every few tens of ms)
 FORGET_SECONDS = 30.0  # a live front calls every half second at least (its housekeeping tick)
@@ -62,19 +63,28 @@ class Outboxes:
             self._union()
         return KNOWN
 
-    def applied(self, batches: Applied) -> None:
+    def applied(self, batches: dict[Key, dict[str, Any]]) -> None:
         """Each front gets the batches of the streams it watches; one too far behind, none from now on."""
         for known in self._fronts.values():
             if not known.watched:
                 continue
             mine = {key: batch for key, batch in batches.items() if key in known.watched}
-            if not mine:
-                continue
-            known.batches.append(mine)
-            if len(known.batches) > OUTBOX_BATCHES:
-                known.batches.clear()
-                known.watched, known.behind = frozenset(), True
-                self._union()
+            if mine:
+                self._put(known, mine)
+
+    def _put(self, known: _Front, batches: dict[Key, Any]) -> None:
+        known.batches.append(batches)
+        if len(known.batches) > OUTBOX_BATCHES:
+            known.batches.clear()
+            known.watched, known.behind = frozenset(), True
+            self._union()
+
+    def gone(self, key: Key, but: str | None) -> None:
+        """The stream was deleted (through ``but``, which closed its own watchers): each other front that
+        watches it gets ``{key: None}``, its watchers' goodbye."""
+        for front, known in self._fronts.items():
+            if front != but and key in known.watched:
+                self._put(known, {key: None})
 
     def alerted(self, tenants: Iterable[str]) -> None:
         for known in self._fronts.values():

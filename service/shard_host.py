@@ -101,8 +101,9 @@ class ShardHost:
         self.shard.watched = self.outboxes.watched  # (an outbox that overflowed watches nothing now)
         return answers_bytes(outcomes, applied, alerted, told or behind)
 
-    def call(self, name: str, args: tuple, elsewhere: Usage | None = None) -> Answer:
-        """``Shard.<name>(*args)``, with the quota usage of the other shards when it creates streams."""
+    def call(self, name: str, args: tuple, elsewhere: Usage | None = None, front: str | None = None) -> Answer:
+        """``Shard.<name>(*args)`` for ``front``, with the quota usage of the other shards when it creates
+        streams. A stream deleted: the other fronts' watchers of it are told, through their outboxes."""
         if name not in CALLS:
             raise ValueError(f"not a shard call: {name}")
         if name not in READS:
@@ -114,7 +115,10 @@ class ShardHost:
                 return None, None
             if name in ("lease", "release"):  # (the fronts' one lease lives on shard 0: service/sharded.py)
                 return getattr(self.lease, "take" if name == "lease" else "release")(*args), None
-            return getattr(self.shard, name)(*args), None
+            value = getattr(self.shard, name)(*args)
+            if name == "delete":
+                self.outboxes.gone((args[0], args[1]), but=front)
+            return value, None
         except Exception as exc:
             return None, _domain(exc)
         finally:

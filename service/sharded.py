@@ -316,7 +316,7 @@ class ShardedHub:
             first = remote.jobs.popleft()
             if first.call is not None:
                 name, args, elsewhere = first.call
-                reference = remote.handle.call.remote(name, args, elsewhere)
+                reference = remote.handle.call.remote(name, args, elsewhere, self.front)
                 last = asyncio.ensure_future(self._send(remote, [first], reference, last))
                 sending.add(last)
                 continue
@@ -370,7 +370,9 @@ class ShardedHub:
             else:
                 settle(job.future, outcome)
         for batches in applied:
-            self.watchers.publish(batches)
+            for key in [key for key, batch in batches.items() if batch is None]:  # deleted through another front
+                self.watchers.close(key)
+            self.watchers.publish({key: batch for key, batch in batches.items() if batch is not None})
         self.alert_watchers.publish({tenant: {} for tenant in alerted})  # a wake-up: they read the feed
         if told == BEHIND:  # this front did not collect for too long: its watchers there fell behind
             self.watchers.drop(self._shard_watched(remote))

@@ -79,3 +79,13 @@ def test_a_lease_restarted_with_its_shard_is_given_to_nobody_until_any_earlier_o
     assert lease.take("a", 30) == 30.0
     clock.now += 30
     assert lease.take("a", 30) == 0.0
+
+
+def test_a_deleted_stream_is_gone_for_the_watchers_of_every_other_front():
+    boxes = Outboxes()
+    for front in ("deleter", "other", "elsewhere"):
+        boxes.visit(front, frozenset({A}) if front != "elsewhere" else frozenset({B}))
+    boxes.gone(A, but="deleter")  # (the deleting front closed its own watchers already)
+    assert boxes.collect("other") == ([{A: None}], [], KNOWN)
+    assert boxes.collect("deleter") == ([], [], KNOWN)
+    assert boxes.collect("elsewhere") == ([], [], KNOWN)

@@ -386,6 +386,27 @@ def test_metrics_on_either_front_count_the_requests_of_both(fronts):
     assert counted == 12
 
 
+def test_a_stream_deleted_through_one_front_closes_its_watchers_on_the_other(fronts):
+    """As in one process (tests/service/test_websocket.py): its watchers close, 1008, saying it was deleted."""
+    server, on = fronts
+    assert on[0].put("/v1/streams/doomed", json={"model": {"input_size": 1}}).status_code == 201
+    watching: dict[int, object] = {}
+    with contextlib.ExitStack() as stack:
+        for _ in range(200):  # a watcher on front 0 (each socket is on whichever front accepts it)
+            watch = stack.enter_context(connect(f"{server.ws_url}/v1/streams/doomed/watch"))
+            watching.setdefault(int(watch.response.headers["x-tbptt-front"]), watch)
+            if 0 in watching:
+                break
+        watch = watching[0]
+        assert on[0].post("/v1/streams/doomed/observations", json={"x": [1.0]}).status_code == 200
+        assert json.loads(watch.recv(timeout=10))["results"][0]["step"] == 1  # (its front told the shard)
+        assert on[1].delete("/v1/streams/doomed").status_code == 204
+        with pytest.raises(ConnectionClosed) as closed:
+            watch.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "deleted" in closed.value.rcvd.reason
+
+
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("sharded") / "data", TBPTT_SHARDS="2", TBPTT_MAX_STREAMS_PER_TENANT="12")
