@@ -180,7 +180,8 @@ class ShardedHub:
         self.alert_watchers: Watchers[str] = Watchers(on_change=self._feeds_watched)
         self._feed_tenants: frozenset[str] = frozenset()  # tenants whose alerts feed is watched
         self.failure: BaseException | None = None
-        self._watched_keys: frozenset[Key] = frozenset()
+        # per shard: the streams this front's watchers watch there (worked out when watchers come and go)
+        self._watched_by_shard: list[frozenset[Key]] = [frozenset()] * self.placement.shards
         self._remotes: list[_Remote] = []
         self._tasks: list[asyncio.Task] = []
         self._creating = asyncio.Lock()  # quotas are global: one creation at a time (with the other fronts: lease)
@@ -303,7 +304,7 @@ class ShardedHub:
                 _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if not remote.jobs or not remote.up:
-                if remote.up and remote.watched != self._shard_watched(remote):  # a watcher came or went
+                if remote.up and remote.watched is not self._shard_watched(remote):  # a watcher came or went
                     await self._tick(remote)
                     continue
                 remote.wake.clear()
@@ -328,9 +329,10 @@ class ShardedHub:
             sending.add(last)
 
     def _news(self, remote: _Remote) -> frozenset[Key] | None:
-        """The streams this front watches on the shard if they changed since last sent (None: unchanged)."""
+        """The streams this front watches on the shard if they changed since last sent (None: unchanged; a
+        new set is made whenever a watcher comes or goes, so that comparing is an identity check)."""
         wanted = self._shard_watched(remote)
-        if remote.watched == wanted:
+        if remote.watched is wanted:
             return None
         remote.watched = wanted
         return wanted
@@ -404,10 +406,13 @@ class ShardedHub:
         self.alert_watchers.publish({tenant: {} for tenant in self._feed_tenants})
 
     def _shard_watched(self, remote: _Remote) -> frozenset[Key]:
-        return frozenset(k for k in self._watched_keys if self.placement.shard_of(*k) == remote.index)
+        return self._watched_by_shard[remote.index]
 
     def _watched(self, keys: frozenset[Key]) -> None:
-        self._watched_keys = keys
+        by_shard: list[set[Key]] = [set() for _ in range(self.placement.shards)]
+        for key in keys:
+            by_shard[self.placement.shard_of(*key)].add(key)
+        self._watched_by_shard = [frozenset(shard_keys) for shard_keys in by_shard]
         for remote in self._remotes:
             remote.wake.set()
 
