@@ -9,6 +9,7 @@ Ray: ~10 s here).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -31,7 +32,8 @@ from tbptt.service.ingest import Incoming, Part
 from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
 from tbptt.service.settings import Settings
 from tbptt.service.shard_host import CHECKED_KEPT, ShardHost
-from tbptt.service.wire import answers_of, request_bytes
+from tbptt.service.sharded import POLL_SECONDS, TICK_SECONDS, Joined, ShardedHub, _Remote
+from tbptt.service.wire import answers_bytes, answers_of, request_bytes
 from tests.service.server import Server
 from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
@@ -288,6 +290,32 @@ def test_two_fronts_serve_every_stream_exactly_and_a_killed_front_loses_nothing(
         assert_both_fronts_answer(server)
     finally:
         assert server.stop() == 0  # (the serving process exits once every front has stopped)
+
+
+def test_a_front_with_idle_watchers_polls_the_shards_less_and_less_until_batches_come_again(tmp_path):
+    """Polls every 20 ms while batches come, doubling to 0.25 s while none do: polled every 20 ms, four idle
+    watchers on 2 fronts and 2 shards kept half of this 2-core machine busy."""
+    hub = ShardedHub(Settings(data_dir=tmp_path / "data", shards=2), joined=Joined("address", "namespace", 0))
+    remote = _Remote(PLACEMENT.shard_of("t", "a"), handle=None)
+    hub._watched(frozenset({("t", "a")}))
+    hub._news(remote)  # (told the shard)
+
+    def polled(batches: list) -> float:
+        async def poll() -> None:
+            reference = asyncio.get_running_loop().create_future()  # (what the shard's tick answers)
+            reference.set_result(answers_bytes([], batches, []))
+            await hub._send(remote, [], reference)
+
+        asyncio.run(poll())
+        return hub._idle_seconds(remote)
+
+    assert hub._idle_seconds(remote) == POLL_SECONDS
+    assert [polled([]) for _ in range(6)] == [0.04, 0.08, 0.16, 0.25, 0.25, 0.25]
+    batch = {("t", "a"): {"stream": "a", "results": [], "observations": []}}
+    assert polled([batch]) == POLL_SECONDS
+    hub._watched(frozenset())
+    hub._news(remote)
+    assert hub._idle_seconds(remote) == TICK_SECONDS  # no watchers: housekeeping only
 
 
 @pytest.fixture(scope="module")
