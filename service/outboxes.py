@@ -24,7 +24,7 @@ from .streams import Key
 # What watched streams got, as the single process hands to its watchers (None: the stream was deleted)
 Applied = dict[Key, dict[str, Any] | None]
 
-OUTBOX_BATCHES = 4096  # batches a front may leave uncollected (it collects every few tens of ms)
+OUTBOX_BATCHES = 4096  # batches a front may leave uncollected (while it watches, it collects every 0.25 s at least)
 FORGET_SECONDS = 30.0  # a live front calls every half second at least (its housekeeping tick)
 LEASE_SECONDS = 30.0  # a creation holds the fronts' lease this long at most (thousands of streams: seconds)
 
