@@ -2,8 +2,8 @@
 
 The shard (``Shard``) is what the engine thread runs in the single process; here the actor's one thread is
 its only writer, and every call is synchronous. Each answer to a front carries its outbox: the batches of
-the streams its watchers watch, applied through any front since it last called (service/outboxes.py). Plain Python: tested without Ray,
-and Ray is imported by the front only.
+the streams its watchers watch, applied through any front since it last called (service/outboxes.py).
+Plain Python: tested without Ray, and Ray is imported by the front only.
 
 A shard that fails while applying a batch may hold half of it: the process exits, and Ray starts it again
 (its constructor recovers exactly from its log), as a restart recovers the single process.

@@ -13,6 +13,7 @@ second (``rate_burst / M`` at once), so that M fronts together admit what the se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -82,7 +83,7 @@ class Fronts:
         return time.monotonic() - self._started[k] >= RESTART_SECONDS
 
     def _start(self, k: int) -> None:
-        joined = Joined(self.joined.address, self.joined.namespace, k)
+        joined = dataclasses.replace(self.joined, front=k)
         process = self._context.Process(
             target=run_front, args=(self.settings, joined, self.listening), name=f"tbptt-front-{k}", daemon=False
         )
