@@ -110,8 +110,9 @@ class Durability:
 
     # -- loading, checkpoints, eviction --------------------------------------------------------------------
 
-    def load(self, state: StreamState) -> None:
-        """Into the engine from the newest valid checkpoint (or fresh); nothing is replayed here."""
+    def load(self, state: StreamState) -> int:
+        """Into the engine from the newest valid checkpoint (or fresh); nothing is replayed here. The log batch
+        after which the state loaded may lack records."""
         for checkpoint in self.store.checkpoints(state.uid):
             try:
                 unpack(checkpoint.data, self.engine, state)
@@ -122,17 +123,43 @@ class Durability:
                 continue
             state.checkpoint_step, state.checkpoint_events = checkpoint.step, checkpoint.ord
             state.checkpoint_updates = state.updates
-            break
-        else:
-            if state.created_mark < self._trimmed:  # its early log is gone: a fresh start would be a silent reset
-                state.damaged = f"stream {state.id!r} cannot be restored: its checkpoints are unreadable"
-                log.error(state.damaged)
-                raise Unavailable(state.damaged)
-            state.config = state.origin  # from its creation: the log has every change since
-            state.results.threshold = state.origin.anomaly_threshold
-            self.engine.add_stream(state.key, state.config)
-            state.checkpoint_step, state.checkpoint_events, state.checkpoint_updates = 0, 0, 0
+            state.loaded = True
+            return checkpoint.mark
+        if state.created_mark < self._trimmed:  # its early log is gone: a fresh start would be a silent reset
+            state.damaged = f"stream {state.id!r} cannot be restored: its checkpoints are unreadable"
+            log.error(state.damaged)
+            raise Unavailable(state.damaged)
+        state.config = state.origin  # from its creation: the log has every change since
+        state.results = state.results.emptied()
+        state.results.threshold = state.origin.anomaly_threshold
+        self.engine.add_stream(state.key, state.config)
+        state.checkpoint_step, state.checkpoint_events, state.checkpoint_updates = 0, 0, 0
         state.loaded = True
+        return state.created_mark
+
+    def restore(self, state: StreamState) -> None:
+        """An evicted stream back into the engine, exactly as it was: if its newest checkpoint turned out
+        unusable (it rotted on disk since it was written), from an older one and the log after it, which is
+        kept for as long as the older one may be needed (``_needed_from``)."""
+        held = (state.steps, state.events, state.updates, state.last_seq, state.last_ts)
+        mark = self.load(state)
+        if (state.checkpoint_step, state.checkpoint_events) == held[:2]:
+            return
+        log.warning("%s was restored from an older checkpoint (step %d): replaying the log after it", state.key,
+                    state.checkpoint_step)  # fmt: skip
+        if (state.checkpoint_step, state.checkpoint_events) == (0, 0):  # afresh: the counters start over too
+            state.steps = state.events = state.updates = 0
+            state.last_seq = state.last_ts = None
+        if mark >= self._trimmed:
+            self._replay({state.uid: state}, mark)
+        if (state.steps, state.events) != held[:2]:
+            self.engine.remove_stream(state.key)
+            state.loaded, state.results = False, state.results.emptied()
+            state.steps, state.events, state.updates, state.last_seq, state.last_ts = held
+            self._damage(state, f"its log after step {state.checkpoint_step} is no longer kept")
+            raise Unavailable(state.damaged)
+        # the checkpoint it came from is the newest one now; the state it holds is checkpointed again soon
+        state.newest_mark, state.fallback_mark = mark, min(state.fallback_mark, mark)
 
     def checkpoint(self, *states: StreamState, evict: bool = False) -> None:
         """Snapshot these streams for the checkpoint writer, which commits them together (those with a
@@ -210,13 +237,19 @@ class Durability:
 
     def _copy_newest(self, *states: StreamState) -> None:
         try:
-            mark = self.write(lambda store: store.copy_newest([st.uid for st in states]))
+            mark, copied = self.write(lambda store: store.copy_newest([st.uid for st in states]))
         except ServiceError as exc:
             log.warning("copying the checkpoints of %d quiet streams failed: %s", len(states), exc)
             return
+        done = set(copied)
         for st in states:
-            st.fallback_mark, st.newest_mark = st.newest_mark, mark
-            st.fallback_state = (st.steps, st.events)
+            if st.uid in done:
+                st.fallback_mark, st.newest_mark = st.newest_mark, mark
+                st.fallback_state = (st.steps, st.events)
+            else:  # its newest had rotted and is gone: the older one is its newest; in memory, the stream is
+                # checkpointed again soon; evicted, it is restored from the older one and the log (``restore``)
+                st.newest_mark = st.fallback_mark
+                st.checkpoint_step, st.checkpoint_events = st.fallback_state
 
     def _needed_from(self, busy: frozenset[int]) -> int:
         """The log batch after which some stream may need the log to recover (a busy one: its pending

@@ -240,7 +240,7 @@ class Shard:
         if state.damaged:
             raise Unavailable(state.damaged)
         if not state.loaded:
-            self.durability.load(state)
+            self.durability.restore(state)
         return state
 
     def _receiving(self, tenant: str, parts: list[Part]) -> list[StreamState]:

@@ -321,17 +321,28 @@ class Store:
         """The streams' new ``duplicates`` counts (uid -> count), when a batch applied nothing."""
         self._write(_counting(duplicates))
 
-    def copy_newest(self, uids: Sequence[int]) -> int:
+    def copy_newest(self, uids: Sequence[int]) -> tuple[int, list[int]]:
         """Store a second copy of each stream's newest checkpoint (the older one goes; a copy shares its parts):
         a stream that stays quiet then needs no log at all to recover, even if one copy turns out corrupt. The
-        copies' mark."""
+        copies' mark, and the streams copied: a newest checkpoint that no longer matches its digest (it rotted
+        since it was written) is dropped instead, as ``checkpoints`` drops it, and its stream keeps the
+        checkpoint behind it and the log after that; copying it would copy the rot and prune the good one."""
+        newest = (
+            "SELECT step, ord, copy, data, digest, blob FROM checkpoints WHERE uid = ? "
+            "ORDER BY step DESC, ord DESC, copy DESC LIMIT 1"
+        )
+        sound = []
+        for uid in uids:
+            row = self._db.execute(newest, (uid,)).fetchone()
+            if row is not None and self._verified(uid, *row) is not None:
+                sound.append(uid)
         copy = (
             "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest, blob) "
             "SELECT uid, step, ord, copy + 1, ?, data, digest, blob FROM checkpoints "
             "WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT 1"
         )
-        self._write([(copy, [(self.last_batch, uid) for uid in uids]), *prune(uids)], point="checkpoint")
-        return self.last_batch
+        self._write([(copy, [(self.last_batch, uid) for uid in sound]), *prune(sound)], point="checkpoint")
+        return self.last_batch, sound
 
     def trim(self, needed_from: int) -> None:
         """Drop the log batches up to ``needed_from``: no stream needs them to recover. The newest batch always
@@ -433,22 +444,31 @@ class Store:
             (uid,),
         )
         for step, order, copy, mark, data, digest, blob in rows.fetchall():
-            if blob is not None:
-                parts = self._db.execute("SELECT data FROM parts WHERE blob = ? ORDER BY part", (blob,))
-                data = b"".join(part for (part,) in parts)
-            if hashlib.sha256(data).hexdigest() == digest:
+            data = self._verified(uid, step, order, copy, data, digest, blob)
+            if data is not None:
                 yield Checkpoint(step, order, mark, data)
-                continue
-            log.error("checkpoint of stream uid %d at step %d is corrupt: falling back to an older state", uid, step)
-            try:
-                self._write([
-                    ("DELETE FROM checkpoints WHERE uid = ? AND step = ? AND ord = ? AND copy = ?",
-                     [(uid, step, order, copy)]),
-                    ("DELETE FROM parts WHERE blob = ? AND blob NOT IN "
-                     "(SELECT blob FROM checkpoints WHERE blob IS NOT NULL)", [(blob,)]),
-                ])  # fmt: skip
-            except StoreUnavailable as exc:  # (kept, then: the next reading finds it again)
-                log.warning("deleting the corrupt checkpoint of stream uid %d failed: %s", uid, exc)
+
+    def _verified(
+        self, uid: int, step: int, order: int, copy: int, data: bytes, digest: str, blob: int | None
+    ) -> bytes | None:
+        """A checkpoint's bytes (its parts joined), or None if they do not match its digest: then it is logged
+        and deleted, since it can never be used."""
+        if blob is not None:
+            parts = self._db.execute("SELECT data FROM parts WHERE blob = ? ORDER BY part", (blob,))
+            data = b"".join(part for (part,) in parts)
+        if hashlib.sha256(data).hexdigest() == digest:
+            return data
+        log.error("checkpoint of stream uid %d at step %d is corrupt: falling back to an older state", uid, step)
+        try:
+            self._write([
+                ("DELETE FROM checkpoints WHERE uid = ? AND step = ? AND ord = ? AND copy = ?",
+                 [(uid, step, order, copy)]),
+                ("DELETE FROM parts WHERE blob = ? AND blob NOT IN "
+                 "(SELECT blob FROM checkpoints WHERE blob IS NOT NULL)", [(blob,)]),
+            ])  # fmt: skip
+        except StoreUnavailable as exc:  # (kept, then: the next reading finds it again)
+            log.warning("deleting the corrupt checkpoint of stream uid %d failed: %s", uid, exc)
+        return None
 
     def batches(self, after: int) -> Iterator[tuple[int, Observations | Event]]:
         """The log after batch ``after``, in order."""

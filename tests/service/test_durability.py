@@ -284,6 +284,23 @@ def test_a_corrupt_checkpoint_is_never_copied_over_the_good_one_behind_it(tmp_pa
     store._db.close()
 
 
+def test_a_newest_checkpoint_that_rotted_after_it_was_read_is_not_copied(tmp_path):
+    """The test above rots the newest checkpoint before it is read; here it rots afterwards, while its stream
+    is quiet: copying it used to copy the rot (digest and all) and prune the good one behind it."""
+    store = Store(tmp_path / "data", fsync="never")
+    good, newer = b"the state at step 10", b"the state at step 20"
+    store._db.executemany(
+        "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest) VALUES (?, ?, 0, 0, ?, ?, ?)",
+        [(7, step, step, data, hashlib.sha256(data).hexdigest()) for step, data in ((10, good), (20, newer))],
+    )
+    assert [c.data for c in store.checkpoints(7)] == [newer, good]
+    store._db.execute("UPDATE checkpoints SET data = ? WHERE step = 20", (b"the state at step 21",))  # bit rot
+    _, copied = store.copy_newest([7])
+    assert copied == []  # nothing copied ...
+    assert [c.data for c in store.checkpoints(7)] == [good]  # ... and the good one is still there
+    store._db.close()
+
+
 def test_a_torn_log_tail_is_dropped_at_every_byte_offset(tmp_path):
     """The last transaction, written but cut short anywhere: the store sees it whole or not at all."""
     store = Store(tmp_path / "data", fsync="never")

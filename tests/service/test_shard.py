@@ -74,3 +74,109 @@ def test_an_alert_whose_write_a_crash_prevented_comes_back_with_the_replay(tmp_p
     once_more = shard_on(tmp_path / "data")  # recovered from its checkpoint: the feed is not repeated
     assert once_more.anomalies("t", 0, 10) == alerts
     once_more.close(failed=False)
+
+
+def _rot_newest_checkpoint(shard: Shard, uid: int) -> int:
+    """Flip a byte in the stream's newest checkpoint, behind the store's back (bit rot): its step."""
+    db = shard.store._db
+    step, order, copy, data = db.execute(
+        "SELECT step, ord, copy, data FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC",
+        (uid,),
+    ).fetchone()
+    rotten = bytearray(data)
+    rotten[len(rotten) // 2] ^= 0x01
+    with db:
+        db.execute(
+            "UPDATE checkpoints SET data = ? WHERE uid = ? AND step = ? AND ord = ? AND copy = ?",
+            (bytes(rotten), uid, step, order, copy),
+        )
+    return step
+
+
+def test_an_evicted_stream_whose_newest_checkpoint_rotted_comes_back_from_the_older_one_and_the_log(tmp_path):
+    """Loading an evicted stream used to take the older checkpoint silently when the newest was corrupt: the
+    stream went back to step 40, its 20 acknowledged observations since gone from its model and counters."""
+    config = StreamConfig(input_size=1, dtype="float64")
+    values = [float((k * 7) % 11) for k in range(70)]
+
+    def request(lo: int, hi: int) -> tuple:
+        return ("t", [Part("s", [Incoming([values[k]], [0.5], k + 1) for k in range(lo, hi)])])
+
+    reference = shard_on(tmp_path / "reference")  # never evicted
+    reference.create("t", "s", config)
+    expected = [answer[0] for answer in reference.apply([request(0, 40), request(40, 60), request(60, 70)])]
+    reference.close(failed=False)
+
+    shard = shard_on(tmp_path / "data")
+    shard.create("t", "s", config)
+    durability, state = shard.durability, shard.loaded("t", "s")
+    assert shard.apply([request(0, 40)])[0][0] == expected[0]
+    durability.checkpoint(state)  # at step 40
+    durability.writer.flush()
+    durability.written()
+    assert shard.apply([request(40, 60)])[0][0] == expected[1]
+    durability._evict(state)  # checkpointed at step 60, then out of memory
+    durability.writer.flush()
+    durability.written()
+    assert not state.loaded
+    assert _rot_newest_checkpoint(shard, state.uid) == 60
+    (answer,) = shard.apply([request(60, 70)])
+    assert [r["step"] for r in answer[0]] == list(range(61, 71))
+    assert answer[0] == expected[2]
+    assert shard.info("t", "s").steps == 70
+    shard.close(failed=False)
+
+
+def test_a_quiet_stream_whose_newest_checkpoint_rotted_is_checkpointed_again_not_copied(tmp_path):
+    """Its newest checkpoint found rotten when it was to be copied: the stream is checkpointed afresh, and
+    nothing it was sent is lost when the process dies after the log behind it is trimmed."""
+    shard = shard_on(tmp_path / "data")
+    shard.create("t", "s", StreamConfig(input_size=1, dtype="float64"))
+    durability, state = shard.durability, shard.loaded("t", "s")
+
+    def feed(lo: int, hi: int) -> list:
+        (answer,) = shard.apply([("t", [Part("s", [Incoming([float(k % 5)], [0.5], k + 1) for k in range(lo, hi)])])])
+        durability.checkpoint(state)
+        durability.writer.flush()
+        durability.written()
+        return answer[0]
+
+    feed(0, 40)
+    results = feed(40, 60)
+    shard.create("t", "u", StreamConfig(input_size=1))
+    shard.apply([("t", [Part("u", [Incoming([1.0], None, None)])])])  # (the newest log batch is never trimmed)
+    _rot_newest_checkpoint(shard, state.uid)
+    durability._copy_newest(state)  # as housekeeping does for a quiet stream
+    durability.checkpoint_all()
+    shard.store.trim(durability._needed_from(frozenset()))
+    shard.close(failed=True)  # killed: no final checkpoint
+    again = shard_on(tmp_path / "data")
+    assert again.info("t", "s").steps == 60
+    kept = again.predictions("t", "s", 20)
+    assert [(r["step"], r["prediction"]) for r in kept] == [(r["step"], r["prediction"]) for r in results]
+    again.close(failed=False)
+
+
+def test_an_evicted_stream_that_cannot_catch_up_from_an_older_checkpoint_is_damaged_not_set_back(tmp_path):
+    """As above, but the log after the older checkpoint is gone (trimmed by hand): the stream answers that
+    it cannot be restored exactly, rather than carrying on from step 40 as if the rest had never come."""
+    from tbptt.service.errors import Unavailable
+
+    shard = shard_on(tmp_path / "data")
+    shard.create("t", "s", StreamConfig(input_size=1, dtype="float64"))
+    durability, state = shard.durability, shard.loaded("t", "s")
+    for lo, hi in ((0, 40), (40, 60)):
+        shard.apply([("t", [Part("s", [Incoming([float(k % 5)], [0.5], k + 1) for k in range(lo, hi)])])])
+        durability.checkpoint(state)
+        durability.writer.flush()
+        durability.written()
+    durability._evict(state)
+    shard.create("t", "u", StreamConfig(input_size=1))
+    shard.apply([("t", [Part("u", [Incoming([1.0], None, None)])])])
+    shard.store.trim(shard.store.last_batch)  # everything but the newest batch
+    durability._trimmed = shard.store.trimmed_through()
+    _rot_newest_checkpoint(shard, state.uid)
+    (answer,) = shard.apply([("t", [Part("s", [Incoming([1.0], [0.5], 61)])])])
+    assert isinstance(answer, Unavailable) and "cannot be restored exactly" in str(answer), answer
+    assert shard.info("t", "s").steps == 60  # what it was acknowledged to have, not the older checkpoint's 40
+    shard.close(failed=False)
