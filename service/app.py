@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
         try:
             yield
         finally:
-            await hub.stop()
+            await hub.stop(time_left_to_stop(app, settings))
 
     keys = Keys.from_settings(settings)
     app = FastAPIOffline(  # /docs and /redoc with their scripts served from the package: no CDN, works offline
@@ -107,6 +107,15 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
         app.add_middleware(FrontHeader, front=joined.front)
     app.add_middleware(RequestMetrics, telemetry=telemetry)  # added last: runs first
     return app
+
+
+def time_left_to_stop(app: FastAPI, settings: Settings) -> float:
+    """What the shutdown timeout leaves for the final checkpoints: it bounds the whole stop, the connections'
+    draining included (``stopping_since``: set when the server began to stop), as an orchestrator's grace
+    period does before it kills. At least a second: a checkpoint cut short is replayed from the log."""
+    since = getattr(app.state, "stopping_since", None)
+    spent = 0.0 if since is None else time.monotonic() - since
+    return max(settings.shutdown_timeout - spent, 1.0)
 
 
 def _methods_for(app: FastAPI, path: str) -> list[str]:

@@ -54,9 +54,10 @@ class Hub:
         self.shard.on_alerts = self._alerted
         self.engine.start()
 
-    async def stop(self) -> None:
-        """Finish queued work, checkpoint every stream, close the store (bounded by the shutdown timeout)."""
-        await self.engine.stop(self.settings.shutdown_timeout)
+    async def stop(self, timeout: float | None = None) -> None:
+        """Finish queued work, checkpoint every stream, close the store (bounded by ``timeout``, by default
+        the shutdown timeout)."""
+        await self.engine.stop(self.settings.shutdown_timeout if timeout is None else timeout)
 
     # -- observations --------------------------------------------------------------------------------------
 

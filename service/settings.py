@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     idle_seconds: float = Field(
         600.0, gt=0, description="checkpoint and evict a stream from memory after this long without observations"
     )
-    shutdown_timeout: float = Field(30.0, gt=0, description="seconds a graceful shutdown may take")
+    shutdown_timeout: float = Field(
+        30.0, gt=0, description="seconds a graceful shutdown may take in all (requests in flight get half at most)"
+    )
 
     results_retained: int = Field(
         5_000,

@@ -233,12 +233,13 @@ class ShardedHub:
             return Shards.find(self.joined, self.placement.shards)
         return Shards.start(self.settings)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
         """Finish what is queued; then, if this front started the shards, their final checkpoints; stop the
-        Ray this front started (or leave the one it joined)."""
+        Ray this front started (or leave the one it joined). All within ``timeout`` (by default the shutdown
+        timeout)."""
         if self._starting is not None:
             await self._starting
-        deadline = time.monotonic() + self.settings.shutdown_timeout
+        deadline = time.monotonic() + (self.settings.shutdown_timeout if timeout is None else timeout)
         while any(r.jobs for r in self._remotes if r.up) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for task in self._tasks:

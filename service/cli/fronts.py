@@ -43,6 +43,7 @@ def serve_fronts(settings: Settings) -> None:
     # The fronts count HTTP requests in files there, which /metrics on any front sums (service/telemetry.py).
     # Set after Ray started: the shards (Ray's worker processes) count in their own registries.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics.name
+    fronts: Fronts | None = None
     try:
         address = ray.get_runtime_context().gcs_address
         listening = uvicorn.Config(app=None, host=settings.host, port=settings.port).bind_socket()  # type: ignore[arg-type]
@@ -52,9 +53,10 @@ def serve_fronts(settings: Settings) -> None:
             signal.signal(signum, lambda signum, _: stop.append(signum))
         log.info("serving on %s:%d with %d fronts and %d shards", settings.host, settings.port,
                  settings.workers, settings.shards)  # fmt: skip
-        fronts.run(stop)
+        fronts.run(stop)  # (the fronts stopped within half the shutdown timeout ...)
     finally:
-        shards.stop(settings.shutdown_timeout)
+        began = fronts.stopping_since if fronts is not None else time.monotonic()
+        shards.stop(max(began + settings.shutdown_timeout - time.monotonic(), 1.0))  # (... the shards the rest)
         metrics.cleanup()
 
 
@@ -64,6 +66,7 @@ class Fronts:
         self._context = multiprocessing.get_context("spawn")  # a fresh interpreter: no Ray or torch state copied
         self._processes: list[Any] = [None] * settings.workers
         self._started = [0.0] * settings.workers
+        self.stopping_since = 0.0  # when the fronts were told to stop
 
     def run(self, stop: list[int]) -> None:
         """Every front started, and started again when it dies, until a signal is in ``stop``; then each
@@ -91,11 +94,13 @@ class Fronts:
         self._processes[k], self._started[k] = process, time.monotonic()
 
     def _stop_all(self) -> None:
-        """SIGTERM to each front (uvicorn drains it), then SIGKILL to any still there after the grace time."""
+        """SIGTERM to each front (uvicorn drains it), then SIGKILL to any still there after its share of the
+        shutdown timeout (``run_front``), and a second or two to exit."""
+        self.stopping_since = time.monotonic()
         running = [p for p in self._processes if p is not None and p.is_alive()]
         for process in running:
             process.terminate()
-        deadline = time.monotonic() + self.settings.shutdown_timeout + 5
+        deadline = self.stopping_since + front_share(self.settings) + 2
         for process in running:
             process.join(max(deadline - time.monotonic(), 0.1))
             if process.is_alive():
@@ -114,8 +119,16 @@ def run_front(settings: Settings, joined: Joined, listening: socket.socket) -> N
     configure_logging(settings, f"front-{joined.front} ")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # (uvicorn's graceful shutdown first: see serve.py)
     fronts = settings.workers
+    # The serving process stops the shards after the fronts, all within the shutdown timeout.
+    settings = settings.model_copy(update={"shutdown_timeout": front_share(settings)})
     if settings.rate_limit:  # the tenant's rate is the service's: each front admits its share
         settings = settings.model_copy(
             update={"rate_limit": settings.rate_limit / fronts, "rate_burst": max(1, settings.rate_burst // fronts)}
         )
     serve_app(create_app(settings, joined), settings, [listening])
+
+
+def front_share(settings: Settings) -> float:
+    """The part of the shutdown timeout a front's own stop may take (draining its connections, finishing its
+    calls): half; the shards' final checkpoints have the rest."""
+    return settings.shutdown_timeout / 2

@@ -9,6 +9,7 @@ import math
 import signal
 import socket
 import sys
+import time
 
 import uvicorn
 from fastapi import FastAPI
@@ -66,7 +67,8 @@ def serve_app(app: FastAPI, settings: Settings, sockets: list[socket.socket] | N
         log_level=settings.log_level,
         log_config=None,  # uvicorn's records go to the root handlers, where secrets are redacted
         access_log=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),  # uvicorn takes whole seconds
+        # requests in flight get half the shutdown timeout, the final checkpoints what is left (app.py)
+        timeout_graceful_shutdown=max(1, math.floor(settings.shutdown_timeout / 2)),  # (whole seconds)
         ws_max_size=settings.max_ws_message_bytes,  # close 1009 beyond
         # 503 beyond max_connections, 408 and 431 for slow and huge headers: see protocol.py
         http=GuardedProtocol.configured(settings.header_timeout, settings.max_header_bytes, settings.max_connections),
@@ -74,6 +76,7 @@ def serve_app(app: FastAPI, settings: Settings, sockets: list[socket.socket] | N
 
     class GracefulServer(uvicorn.Server):
         async def shutdown(self, sockets: list | None = None) -> None:
+            app.state.stopping_since = time.monotonic()  # the shutdown timeout counts from here
             await close_all(app)  # 1001 "going away", before uvicorn drops what is left (1012)
             await super().shutdown(sockets)
 

@@ -412,6 +412,27 @@ def test_sigterm_checkpoints_everything_and_says_goodbye_with_1001(tmp_path):
         client.assert_same_as_uncrashed()
 
 
+def test_the_shutdown_timeout_bounds_the_whole_stop_draining_included(tmp_path, monkeypatch):
+    """TBPTT_SHUTDOWN_TIMEOUT is what the whole stop may take (an orchestrator's grace period is set above
+    it): the final checkpoints get what draining the connections left. Both used to get all of it, so a stop
+    could take twice as long, and be killed halfway through its checkpoints."""
+    from tbptt.service.hub import Hub
+    from tbptt.service.settings import Settings
+
+    given: list[float | None] = []
+    stop = Hub.stop
+
+    async def recorded(self, timeout=None):
+        given.append(timeout)
+        await stop(self, timeout)
+
+    monkeypatch.setattr(Hub, "stop", recorded)
+    with app_client(Settings(data_dir=tmp_path / "data", shutdown_timeout=10)) as c:
+        wait_ready(c)
+        c.app.state.stopping_since = time.monotonic() - 4  # as when draining took 4 s (serve.py sets it)
+    assert len(given) == 1 and given[0] is not None and 5 < given[0] <= 6, given
+
+
 def test_readyz_is_503_until_recovery_is_done(tmp_path, monkeypatch):
 
     from tbptt.service.durability import Durability
