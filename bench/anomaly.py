@@ -1,6 +1,6 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
-    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public]
+    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes through a default forecast stream (``input_size`` 1, nothing else set, nothing
 tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
@@ -10,7 +10,7 @@ and their mean width, beside the same interval built from the last-value forecas
 quantile tracker (below 1: ours are narrower). With ``--horizon H``: the tests' series forecast H readings
 ahead (models/horizon.py), per h the MAE against the last value's h readings ahead, and the coverage and
 width of the h-ahead intervals. With ``--public``: the intervals on bench.quality's public series, which
-chose nothing (needs river and statsmodels).
+chose nothing (needs river and statsmodels); with ``--fresh``: on its series first looked at on 2026-12-03.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
             widths.append(scale * (hi - lo))
         hi += GAMMA * (upper if u > hi else -lower)
         lo -= GAMMA * (upper if u < lo else -lower)
-        scale += SCALE_ALPHA * (abs(e) - scale)
+        scale += max(1.0 / (k + 1.0), SCALE_ALPHA) * (abs(e) - scale)  # (a plain mean until 1 / SCALE_ALPHA)
     return float(np.mean(inside)), float(np.mean(widths))
 
 
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to write NAB's results, in its format")
     parser.add_argument("--horizon", type=int, default=0, help="also forecast this many readings ahead")
     parser.add_argument("--public", action="store_true", help="public series (needs river and statsmodels)")
+    parser.add_argument("--fresh", action="store_true", help="series first looked at on 2026-12-03 (bench.quality)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -118,6 +119,10 @@ def main() -> None:
         from bench.quality import public_series
 
         report("public series that chose nothing", {name: list(v) for name, v in public_series().items()})
+    if args.fresh:
+        from bench.quality import fresh_series
+
+        report("series first looked at on 2026-12-03", {name: list(v) for name, v in fresh_series().items()})
     if args.nab is not None:
         nab = {f"{path.parent.name}/{path.stem}": read(path) for path in sorted(args.nab.glob("*/*.csv"))}
         scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})

@@ -1,7 +1,7 @@
 """Forecast quality on defaults: prequential one-step forecasts, MAE over the last 80% of each series, as a
 ratio to the last-value forecast's MAE on the same steps (below 1 beats it).
 
-    python -m bench.quality [--nab DIR] [--public] [--peers]
+    python -m bench.quality [--nab DIR] [--public] [--fresh] [--peers]
 
 Always: the four series shipped with the tests (tests/models/data; the defaults were chosen on them),
 on defaults ("after") and on the defaults before seasons ("before": season 1).
@@ -10,6 +10,8 @@ on defaults ("after") and on the defaults before seasons ("before": season 1).
 settings) and all the others (used to choose nothing).
 ``--public``: public series used to choose nothing (river's airline passengers; statsmodels' Nile and six
 US quarterly macro series); needs river and statsmodels.
+``--fresh``: series first looked at on 2026-12-03, after the defaults were chosen (river's water flow and
+Trump approval, statsmodels' Danish and German macro series); needs river and statsmodels.
 ``--peers``: beside ours, river's SNARIMAX (2,1,1), seasonal (0,1,1) where the period is known, Holt-Winters
 (additive, with the known period) and a linear regression on the last three changes; needs river.
 """
@@ -106,6 +108,25 @@ def public_series() -> dict[str, np.ndarray]:
     return found
 
 
+def fresh_series() -> dict[str, np.ndarray]:
+    """Series first looked at on 2026-12-03, after every default had been chosen: river's pipeline water flow
+    and Trump approval ratings, statsmodels' Danish money demand and German interest and inflation data."""
+    import statsmodels.api as sm
+    from river import datasets
+
+    found = {
+        "water flow": np.array([y for _, y in datasets.WaterFlow()], dtype=float),
+        "trump approval": np.array([y for _, y in datasets.TrumpApproval()], dtype=float),
+    }
+    rates = sm.datasets.interest_inflation.load_pandas().data
+    for name in ("Dp", "R"):
+        found[f"interest_inflation {name}"] = rates[name].to_numpy(dtype=float)
+    danish = sm.datasets.danish_data.load_pandas().data
+    for name in ("lrm", "lry", "lpy", "ibo", "ide"):
+        found[f"danish {name}"] = danish[name].to_numpy(dtype=float)
+    return found
+
+
 def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
     """One line per series: ours before and after, and the peers'; returns our ratios."""
     after = []
@@ -133,6 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nab", type=Path, help="the NAB data folder (optional)")
     parser.add_argument("--public", action="store_true", help="public series (needs river and statsmodels)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="series first looked at on 2026-12-03 (river, statsmodels)"
+    )
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -141,6 +165,8 @@ def main() -> None:
     if args.public:
         untuned += table(public_series(), args.peers)
         summary("public series that chose nothing", untuned)
+    if args.fresh:
+        summary("series first looked at on 2026-12-03", table(fresh_series(), args.peers))
     if args.nab is not None:
         folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
         summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip

@@ -8,8 +8,9 @@ seen, a target beyond the range of every earlier one by more than ``SPATIAL_TOLE
 scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score is its outputs' highest,
 from statistics before the step (no look-ahead), null until ``WARM`` errors were judged.
 
-Interval: per output, ``prediction + scale * [lo, hi]``, with scale a running mean of |e| (about the last
-100 judged steps) and lo, hi tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the
+Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there
+are 100 judged errors, then a running mean over about the last 100: a stream's first error alone, too
+small or too large, set the band's width for hundreds of steps) and lo, hi tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the
 scaled errors u = e / scale online (quantile tracking, the P part of Angelopoulos, Candes and Tibshirani's
 conformal PID control, 2023): after each judged error, hi moves up by ``GAMMA`` * (1 + coverage) / 2 if
 u > hi, else down by ``GAMMA`` * (1 - coverage) / 2 (lo likewise). Whatever the errors do, drift included,
@@ -96,7 +97,7 @@ def calibrate(
         new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
         new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
         new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
-        new_scale = np.where(first, a, scale + SCALE_ALPHA * (a - scale))
+        new_scale = np.where(first, a, scale + np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[:, None] * (a - scale))
         keep = now[:, None]
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
@@ -157,6 +158,7 @@ def _calibrate_floats(
                 inside += all(a <= v <= b for v, a, b in zip(u, lo, hi))
                 width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
             weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
+            scale_weight = max(1.0 / (count + 1.0), SCALE_ALPHA)
             for o in range(outputs):
                 a, y = abs(e[o]), target[o]
                 if count == 0:
@@ -166,7 +168,7 @@ def _calibrate_floats(
                     mean[o], var[o] = mean[o] + weight * delta, (1 - weight) * (var[o] + weight * delta * delta)
                     hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
                     lo[o] = lo[o] - GAMMA * (upper if u[o] < lo[o] else -lower)
-                    scale[o] = scale[o] + SCALE_ALPHA * (a - scale[o])
+                    scale[o] = scale[o] + scale_weight * (a - scale[o])
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1

@@ -68,7 +68,11 @@ def blend(
     if seasonal is not None:
         rows.put(slots.gate_season_err, err[..., weights:])
     picked = np.take_along_axis(candidates, choice[..., None], axis=-1)[..., 0]
-    chosen = np.where(seen[..., None] & np.isfinite(picked), picked, raw)
+    # Before any target was judged the network has learnt nothing: the naive forecast is reported (a fresh
+    # network's first output, in units known from one reading, was off by tens of typical errors, and the
+    # intervals, which start from the first error, stayed that wide for a hundred steps).
+    unproven = np.where(seen[..., None], raw, naive)
+    chosen = np.where(seen[..., None] & np.isfinite(picked), picked, unproven)
     return np.where(usable[..., None], chosen, raw)
 
 

@@ -173,3 +173,17 @@ def test_a_stream_that_does_not_learn_from_anomalies_skips_exactly_the_anomalous
     _, learning = forecast(series, per_call=25)  # the default learns from them: other weights afterwards
     assert [r.prediction for r in learning][:301] == [r.prediction for r in results][:301]
     assert [r.prediction for r in learning][310:] != [r.prediction for r in results][310:]
+
+
+@pytest.mark.parametrize("first_change", [0.0, 40.0])
+def test_a_stream_s_first_error_does_not_set_its_intervals_width(first_change):
+    """A first judged error of forty typical changes (a jump) used to start the errors' running mean alone:
+    a hundred steps later the band was still seven times too wide (24.6 against 3.3). The mean is now a
+    plain one over the first hundred errors. A first error of nothing (a repeated reading) is checked too."""
+    rng = np.random.default_rng(4)
+    series = np.concatenate([[10.0, 10.0 + first_change], 10.0 + first_change + np.cumsum(rng.standard_normal(300))])
+    _, results = forecast(series)
+    later = [(r.interval[0], series[k + 1]) for k, r in enumerate(results[60:-1], start=60)]
+    widths = [hi - lo for (lo, hi), _ in later]
+    assert 2.5 < np.mean(widths) < 4.5, np.mean(widths)  # a random walk's steps: N(0, 1), 90% within +-1.64
+    assert np.mean([lo <= y <= hi for (lo, hi), y in later]) == pytest.approx(0.9, abs=0.06)

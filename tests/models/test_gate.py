@@ -53,3 +53,18 @@ def test_explicit_mode_is_damped_towards_the_last_target():
         naive = y[:-1]
         ratios[gate] = np.abs(predictions[300:] - y[301:]).mean() / np.abs(naive[300:] - y[301:]).mean()
     assert ratios[False] > 1.1 and ratios[True] <= 1.03, ratios
+
+
+def test_before_any_target_is_judged_the_naive_forecast_is_reported():
+    """A fresh network knows nothing: its first output, in units taken from one reading, was reported as
+    the forecast (off by tens of typical changes on a series of small values), and the intervals, which
+    start from the first error, stayed that wide for a hundred steps. The network still learns from its own
+    output: only what is reported changes."""
+    series = [0.083, 0.083, 0.087, 0.087, 0.102]  # (quarterly interest rates as fractions)
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target="next"))
+    first = engine.observe_many([("s", [v], None) for v in series[:1]])[0]
+    assert first.prediction == [0.083]
+    engine.add_stream("raw", StreamConfig(input_size=1, target="next", gate=False))
+    raw = engine.observe_many([("raw", [v], None) for v in series[:1]])[0]
+    assert abs(raw.prediction[0] - 0.083) > 0.01  # what used to be reported
