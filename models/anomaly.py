@@ -9,9 +9,9 @@ scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score i
 from statistics before the step (no look-ahead), null until ``WARM`` errors were judged.
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there
-are 100 judged errors, then a running mean over about the last 100: a stream's first error alone, too
-small or too large, set the band's width for hundreds of steps) and lo, hi tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the
-scaled errors u = e / scale online (quantile tracking, the P part of Angelopoulos, Candes and Tibshirani's
+are 100 judged errors, then a running mean over about the last 100: started at the first error alone, it
+let that one error, too small or too large, set the band's width for hundreds of steps) and lo, hi
+tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the scaled errors u = e / scale online (quantile tracking, the P part of Angelopoulos, Candes and Tibshirani's
 conformal PID control, 2023): after each judged error, hi moves up by ``GAMMA`` * (1 + coverage) / 2 if
 u > hi, else down by ``GAMMA`` * (1 - coverage) / 2 (lo likewise). Whatever the errors do, drift included,
 the long-run fraction of errors above the band is (1 - coverage) / 2, as below it (the tracker's
