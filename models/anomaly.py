@@ -8,16 +8,16 @@ seen, a target beyond the range of every earlier one by more than ``SPATIAL_TOLE
 scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score is its outputs' highest,
 from statistics before the step (no look-ahead), null until ``WARM`` errors were judged.
 
-Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there
-are 100 judged errors, then a running mean over about the last 100: started at the first error alone, it
-let that one error, too small or too large, set the band's width for hundreds of steps) and lo, hi
-tracking the (1 - coverage) / 2 and (1 + coverage) / 2 quantiles of the scaled errors u = e / scale online
-(quantile tracking, the P part of Angelopoulos, Candes and Tibshirani's conformal PID control, 2023): after each judged error, hi moves up by ``GAMMA`` * (1 + coverage) / 2 if
-u > hi, else down by ``GAMMA`` * (1 - coverage) / 2 (lo likewise). Whatever the errors do, drift included,
-the long-run fraction of errors above the band is (1 - coverage) / 2, as below it (the tracker's
-guarantee holds for any sequence; lo and hi start where normal errors would put them); the scale lets the
-band follow a stream whose errors shrink as its network learns, or grow after a change, within about 100
-steps. Null until ``CALIBRATED_AFTER`` errors were judged.
+Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
+judged errors, then a running mean over about the last 100: started at the first error alone, it let that one
+error, too small or too large, set the band's width for hundreds of steps) and lo, hi tracking the (1 -
+coverage) / 2 and (1 + coverage) / 2 quantiles of the scaled errors u = e / scale online (quantile tracking,
+the P part of Angelopoulos, Candes and Tibshirani's conformal PID control, 2023): after each judged error, hi
+moves up by ``GAMMA`` * (1 + coverage) / 2 if u > hi, else down by ``GAMMA`` * (1 - coverage) / 2 (lo
+likewise). Whatever the errors do, drift included, the long-run fraction of errors above the band is (1 -
+coverage) / 2, as below it (the tracker's guarantee holds for any sequence; lo and hi start where normal
+errors would put them); the scale lets the band follow a stream whose errors shrink as its network learns, or
+grow after a change, within about 100 steps. Null until ``CALIBRATED_AFTER`` errors were judged.
 
 Every update is a recurrence computed step by step in the same IEEE operations however observations are
 grouped, so grouping never changes a score or an interval. Nothing here changes what the network learns.
