@@ -17,11 +17,13 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -32,6 +34,7 @@ from ..sharded import Joined, Shards
 log = logging.getLogger(__name__)
 
 RESTART_SECONDS = 1.0  # a front that dies is started again no sooner than this after its last start
+METRICS_PREFIX = "tbptt-fronts-metrics-"  # then the serving process's pid: see ``forget_dead_metrics``
 
 
 def serve_fronts(settings: Settings) -> None:
@@ -39,7 +42,8 @@ def serve_fronts(settings: Settings) -> None:
 
     namespace = f"tbptt-{uuid.uuid4().hex[:12]}"  # this server's shards, whatever else runs on the cluster
     shards = Shards.start(settings, namespace)
-    metrics = tempfile.TemporaryDirectory(prefix="tbptt-fronts-metrics-")
+    forget_dead_metrics()
+    metrics = tempfile.TemporaryDirectory(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     # The fronts count HTTP requests in files there, which /metrics on any front sums (service/telemetry.py).
     # Set after Ray started: the shards (Ray's worker processes) count in their own registries.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics.name
@@ -58,6 +62,25 @@ def serve_fronts(settings: Settings) -> None:
         began = fronts.stopping_since if fronts is not None else time.monotonic()
         shards.stop(max(began + settings.shutdown_timeout - time.monotonic(), 1.0))  # (... the shards the rest)
         metrics.cleanup()
+
+
+def forget_dead_metrics(folder: Path | None = None) -> None:
+    """Remove the metrics folders of serving processes that are gone: one killed (kill -9, a crash) leaves
+    its folder behind, which a graceful stop removes."""
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*"):
+        pid = path.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 class Fronts:

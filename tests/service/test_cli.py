@@ -159,3 +159,18 @@ def test_replay_sends_a_row_without_target_cells_without_a_target(server, tmp_pa
     assert result.returncode == 0, result.stderr
     metrics = httpx.get(f"{server.url}/v1/streams/plant-gaps/metrics", headers={"Authorization": f"Bearer {KEY}"})
     assert metrics.json()["steps"] == 60 and metrics.json()["prequential"]["n"] == 45
+
+
+def test_the_metrics_folders_of_killed_serving_processes_are_removed_at_the_next_start(tmp_path):
+    """A serving process with --workers counts its fronts' requests in a temporary folder, which a graceful
+    stop removes and a kill -9 used to leave behind for ever."""
+    from tbptt.service.cli.fronts import METRICS_PREFIX, forget_dead_metrics
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = tmp_path / f"{METRICS_PREFIX}{gone.stdout.strip()}-x1", tmp_path / f"{METRICS_PREFIX}{os.getpid()}-x2"
+    other = tmp_path / f"{METRICS_PREFIX}someone-else"
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"\0" * 16)
+    forget_dead_metrics(tmp_path)
+    assert not dead.exists() and live.exists() and other.exists()
