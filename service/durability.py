@@ -156,8 +156,7 @@ class Durability:
             self.engine.remove_stream(state.key)
             state.loaded, state.results = False, state.results.emptied()
             state.steps, state.events, state.updates, state.last_seq, state.last_ts = held
-            self._damage(state, f"its log after step {state.checkpoint_step} is no longer kept")
-            raise Unavailable(state.damaged)
+            raise Unavailable(self._damage(state, f"its log after step {state.checkpoint_step} is no longer kept"))
         # the checkpoint it came from is the newest one now; the state it holds is checkpointed again soon
         state.newest_mark, state.fallback_mark = mark, min(state.fallback_mark, mark)
 
@@ -355,10 +354,12 @@ class Durability:
         flush()
         return replayed
 
-    def _damage(self, state: StreamState, why: str) -> None:
-        """The stream cannot be restored exactly: it answers 503 saying so; recovery goes on for the rest."""
+    def _damage(self, state: StreamState, why: str) -> str:
+        """The stream cannot be restored exactly: it answers 503 saying so; recovery goes on for the rest.
+        What it answers."""
         state.damaged = f"stream {state.id!r} cannot be restored exactly: {why}"
         log.error(state.damaged)
+        return state.damaged
 
     def _news(self, state: StreamState, step: int, order: int) -> bool:
         """Whether a log record is not yet in the stream's restored state (loading the stream if so)."""
