@@ -439,7 +439,8 @@ def test_a_stream_deleted_through_one_front_closes_its_watchers_on_the_other(fro
 def sharded(tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("sharded") / "data", TBPTT_SHARDS="2", TBPTT_MAX_STREAMS_PER_TENANT="12")
     yield server.start()
-    assert server.stop() == 0
+    code = server.stop()
+    assert code == 0, f"exit code {code} at SIGTERM (seen once: -6, an abort); its log:\n{server.output()}"
 
 
 def test_a_request_across_shards_is_checked_on_every_shard_before_any_applies_it(sharded):
