@@ -331,18 +331,19 @@ class Store:
             "SELECT step, ord, copy, data, digest, blob FROM checkpoints WHERE uid = ? "
             "ORDER BY step DESC, ord DESC, copy DESC LIMIT 1"
         )
-        sound = []
+        sound = []  # (uid, step, ord, copy) of each newest checkpoint that verified: what is copied
         for uid in uids:
             row = self._db.execute(newest, (uid,)).fetchone()
             if row is not None and self._verified(uid, *row) is not None:
-                sound.append(uid)
+                sound.append((uid, *row[:3]))
         copy = (
             "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest, blob) "
             "SELECT uid, step, ord, copy + 1, ?, data, digest, blob FROM checkpoints "
-            "WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT 1"
+            "WHERE uid = ? AND step = ? AND ord = ? AND copy = ?"
         )
-        self._write([(copy, [(self.last_batch, uid) for uid in sound]), *prune(sound)], point="checkpoint")
-        return self.last_batch, sound
+        copied = [uid for uid, *_ in sound]
+        self._write([(copy, [(self.last_batch, *key) for key in sound]), *prune(copied)], point="checkpoint")
+        return self.last_batch, copied
 
     def trim(self, needed_from: int) -> None:
         """Drop the log batches up to ``needed_from``: no stream needs them to recover. The newest batch always
