@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=0, help="also forecast this many readings ahead")
     parser.add_argument("--public", action="store_true", help="public series (needs river and statsmodels)")
     parser.add_argument("--fresh", action="store_true", help="series first looked at on 2026-12-03 (bench.quality)")
+    parser.add_argument(
+        "--holdout", action="store_true", help="series first run after the gate's drift candidate (bench.quality)"
+    )
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -123,6 +126,10 @@ def main() -> None:
         from bench.quality import fresh_series
 
         report("series first looked at on 2026-12-03", {name: list(v) for name, v in fresh_series().items()})
+    if args.holdout:
+        from bench.quality import holdout_series
+
+        report("series first run after the drift candidate", {name: list(v) for name, v in holdout_series().items()})
     if args.nab is not None:
         nab = {f"{path.parent.name}/{path.stem}": read(path) for path in sorted(args.nab.glob("*/*.csv"))}
         scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})

@@ -127,6 +127,25 @@ def fresh_series() -> dict[str, np.ndarray]:
     return found
 
 
+def holdout_series() -> dict[str, np.ndarray]:
+    """Series first run on the evening of 2026-12-03, after the gate's drift candidate had been chosen, to
+    judge it: five quarterly US series of statsmodels' macrodata no bench had run, and the fertility rates of
+    the first six countries in statsmodels' fertility data with no year missing (1960-2011)."""
+    import statsmodels.api as sm
+
+    macro = sm.datasets.macrodata.load_pandas().data
+    found = {
+        f"macro {name}": macro[name].to_numpy(dtype=float)
+        for name in ("realinv", "realgovt", "realdpi", "realint", "pop")
+    }
+    fertility = sm.datasets.fertility.load_pandas().data
+    years = [c for c in fertility.columns if c.isdigit() and fertility[c].notna().any()]  # (1960-2011)
+    complete = fertility.dropna(subset=years)
+    for _, row in complete.head(6).iterrows():
+        found[f"fertility {row['Country Code']}"] = row[years].to_numpy(dtype=float)
+    return found
+
+
 def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
     """One line per series: ours before and after, and the peers'; returns our ratios."""
     after = []
@@ -157,6 +176,9 @@ def main() -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="series first looked at on 2026-12-03 (river, statsmodels)"
     )
+    parser.add_argument(
+        "--holdout", action="store_true", help="series first run after the drift candidate was chosen (statsmodels)"
+    )
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -167,6 +189,8 @@ def main() -> None:
         summary("public series that chose nothing", untuned)
     if args.fresh:
         summary("series first looked at on 2026-12-03", table(fresh_series(), args.peers))
+    if args.holdout:
+        summary("series first run after the drift candidate was chosen", table(holdout_series(), args.peers))
     if args.nab is not None:
         folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
         summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip

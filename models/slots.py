@@ -175,6 +175,8 @@ class FleetSlots(SlotArrays):
     season: np.ndarray  # () ... the period in use (1: none) ...
     pending_anchor: np.ndarray  # (O,) ... the seasonal naive forecast awaiting its target (NaN: none) ...
     gate_season_err: np.ndarray  # (O, W - 1) ... and the gate's errors around it (NaN: not judged yet)
+    gate_drift: np.ndarray  # (O,) the gate's drift: the recent mean change of the targets ...
+    gate_drift_err: np.ndarray  # (O,) ... and its candidate's recent absolute error (NaN: not judged yet)
     an_mean: np.ndarray  # (O,) models/anomaly.py: the absolute errors' running mean and variance ...
     an_var: np.ndarray
     an_count: np.ndarray  # () ... over this many judged steps (the intervals' too)
@@ -252,6 +254,8 @@ class FleetSlots(SlotArrays):
             "season": ArraySpec((), i64, season),
             "pending_anchor": ArraySpec((out,), f64, nan),
             "gate_season_err": ArraySpec((out, gate_weights - 1), f64, nan),
+            "gate_drift": ArraySpec((out,), f64),
+            "gate_drift_err": ArraySpec((out,), f64, nan),
             "an_mean": ArraySpec((out,), f64),
             "an_var": ArraySpec((out,), f64),
             "an_count": ArraySpec((), i64),

@@ -50,6 +50,8 @@ class Outcome:
 
 
 class TargetMode:
+    DRIFTS = False  # whether the gate has a drift candidate (models/gate.py)
+
     def __init__(self, fleet: Fleet) -> None:
         self.fleet, self.config, self.slots = fleet, fleet.config, fleet.slots
 
@@ -74,7 +76,8 @@ class TargetMode:
         """What to report for the network's predictions ``pred`` (n, T, O): see ``gate.blend``."""
         if not self.config.gate:
             return pred
-        return gate.blend(self.slots, rows, pred, naive, truth, judged, *(seasonal or ()))
+        anchors, restart = seasonal or (None, None)
+        return gate.blend(self.slots, rows, pred, naive, truth, judged, anchors, restart, drifts=self.DRIFTS)
 
     def _standardized_inputs(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, Moments | None]:
         """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block."""
@@ -140,6 +143,8 @@ class Explicit(TargetMode):
 
 class Forecast(TargetMode):
     """Levels: the network sees the (standardized) readings and predicts the next one."""
+
+    DRIFTS = True
 
     def block(
         self, rows: Rows, first: np.ndarray, seen: Seen, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray

@@ -48,6 +48,11 @@ CASES = {
     "forecast, GRU, season found after the export": {
         "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 128}, "export_at": 40, "period": 12,
     },
+    # readings that fall, then climb, by one a step: the gate's drift candidate (the last reading plus the
+    # recent mean change) leads
+    "forecast, GRU, a trend that turns": {
+        "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 64}, "trend": 1.0, "period": 1e9,
+    },
 }  # fmt: skip
 
 
@@ -55,9 +60,10 @@ CASES = {
 def test_the_readme_function_reproduces_the_services_predictions_from_an_export(client, tmp_path, case):
     config = dict(CASES[case])
     export_at, period = config.pop("export_at", 70), config.pop("period", 10 * math.pi)
+    trend = config.pop("trend", 0.0)
     inputs = config["model"]["input_size"]
     explicit = config.get("target") != "next"
-    x = series(110, inputs, seed=len(case), period=period)
+    x = series(110, inputs, seed=len(case), period=period) + trend * np.abs(np.arange(110) - 55)[:, None]
     y = x.sum(axis=1, keepdims=True) / 3 + 1.0
 
     def observation(k: int) -> dict:
@@ -86,7 +92,13 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
     tolerance = 1e-5 * max(1.0, float(np.abs(served).max()))
     assert np.abs(served - ours).max() <= tolerance, np.abs(served - ours).max()
     assert not math.isnan(float(ours.sum()))
-    if "season" in config or "period" in CASES[case]:
+    if trend:
+        state = load_tensors(client.get("/v1/streams/s/model").content)
+        others = min(
+            float(state["stream.gate_err"].min()), float(state["stream.gate_season_err"].nan_to_num(math.inf).min())
+        )
+        assert float(state["stream.gate_drift_err"].min()) < others, "the drift candidate does not lead"
+    if "season" in config or period == 12:
         assert client.get("/v1/streams/s/metrics").json()["season"] == 12
 
 
