@@ -200,7 +200,8 @@ class StreamCreate(_Strict):
     gate: bool = Field(
         CORE_DEFAULTS.gate,
         description="report the naive forecast plus the network's predicted change, damped as far as the "
-        "stream's recent errors say it pays (never much worse than the naive forecast)",
+        "stream's recent errors say it pays (never much worse than the naive forecast); in forecast mode the "
+        "last value plus the recent mean change is a candidate too",
     )
     season: int | None = Field(
         CORE_DEFAULTS.season,
