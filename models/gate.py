@@ -98,7 +98,8 @@ def _drifting(
     block. ``judged`` (n,): the steps judged before the block, whose count sets the weight of the next."""
     change = truth - naive
     forecasts = np.empty_like(naive)
-    settled = bool((judged >= 1 / DRIFT_ALPHA - 1).all())  # past the plain mean: the weight is DRIFT_ALPHA
+    plain_until = 1 / DRIFT_ALPHA - 1  # judged steps after which max(1 / (n + 1), DRIFT_ALPHA) is DRIFT_ALPHA
+    settled = bool((judged >= plain_until).all())  # then the weight is DRIFT_ALPHA for every row
     for k in range(naive.shape[1]):
         forecasts[:, k] = naive[:, k] + drift
         if not some[k]:
@@ -108,7 +109,7 @@ def _drifting(
         drift = moved if every[k] else np.where(update[:, k, None], moved, drift)
         if not settled:
             judged = judged + update[:, k]
-            settled = bool((judged >= 1 / DRIFT_ALPHA - 1).all())
+            settled = bool((judged >= plain_until).all())
     return forecasts, drift
 
 
