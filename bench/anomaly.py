@@ -1,16 +1,17 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
-    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh]
+    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh] [--holdout]
 
-Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes through a default forecast stream (``input_size`` 1, nothing else set, nothing
-tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
+Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
+through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
 yet) is written in NAB's result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``,
 for NAB's scorer. Printed per series: the intervals' empirical coverage after calibration (nominal 0.9)
 and their mean width, beside the same interval built from the last-value forecast's errors by the same
-quantile tracker (below 1: ours are narrower). With ``--horizon H``: the tests' series forecast H readings
+quantile tracker (below 1: ours are narrower). With ``--horizon H``: every series run forecasts H readings
 ahead (models/horizon.py), per h the MAE against the last value's h readings ahead, and the coverage and
 width of the h-ahead intervals. With ``--public``: the intervals on bench.quality's public series, which
-chose nothing (needs river and statsmodels); with ``--fresh``: on its series first looked at on 2026-12-03.
+chose nothing (needs river and statsmodels); with ``--fresh``: on its series first looked at on 2026-12-03;
+with ``--holdout``: on those first run after the gate's drift candidate.
 """
 
 from __future__ import annotations
@@ -112,24 +113,23 @@ def main() -> None:
         parser.error("--nab and --out go together")
     torch.set_num_threads(1)
     tests = {p.stem: [float(r[1]) for r in read(p)] for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}
-    report("the tests' four series", tests)
-    if args.horizon > 1:
-        for name, values in tests.items():
-            rows = ahead(values, args.horizon)
-            print(f"{name:10s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
-                f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
+    groups = {"the tests' four series": tests}
     if args.public:
         from bench.quality import public_series
 
-        report("public series that chose nothing", {name: list(v) for name, v in public_series().items()})
+        groups["public series that chose nothing"] = {name: list(v) for name, v in public_series().items()}
     if args.fresh:
         from bench.quality import fresh_series
 
-        report("series first looked at on 2026-12-03", {name: list(v) for name, v in fresh_series().items()})
+        groups["series first looked at on 2026-12-03"] = {name: list(v) for name, v in fresh_series().items()}
     if args.holdout:
         from bench.quality import holdout_series
 
-        report("series first run after the drift candidate", {name: list(v) for name, v in holdout_series().items()})
+        groups["series first run after the drift candidate"] = {name: list(v) for name, v in holdout_series().items()}
+    for name, series in groups.items():
+        report(name, series)
+        if args.horizon > 1:
+            report_ahead(name, series, args.horizon)
     if args.nab is not None:
         nab = {f"{path.parent.name}/{path.stem}": read(path) for path in sorted(args.nab.glob("*/*.csv"))}
         scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})
@@ -161,6 +161,20 @@ def report(name: str, series: dict[str, list[float]]) -> dict[str, list[float]]:
           f"{int((np.abs(cov - 0.9) <= 0.02).sum())}/{len(cov)}; width / last-value's: geo-mean "
           f"{math.exp(np.log(finite).mean()):.3f}, narrower on {int((finite < 1).sum())}/{len(finite)}")  # fmt: skip
     return scores
+
+
+def report_ahead(name: str, series: dict[str, list[float]], horizon: int) -> None:
+    """Per series a line of ``ahead``'s figures per h; then, per h, the mean coverage and the mean distance
+    of coverage from 0.9."""
+    coverage = []
+    for label, values in series.items():
+        rows = ahead(values, horizon)
+        coverage.append([c for _, c, _ in rows])
+        print(f"{label:40s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
+            f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
+    cov = np.array(coverage, dtype=float)  # (series, H)
+    print(f"{name}, h = 1..{horizon}: coverage: mean " + ", ".join(f"{c:.3f}" for c in np.nanmean(cov, axis=0))
+          + "; distance from 0.9: mean " + ", ".join(f"{d:.3f}" for d in np.nanmean(np.abs(cov - 0.9), axis=0)))  # fmt: skip
 
 
 if __name__ == "__main__":
