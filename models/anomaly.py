@@ -50,6 +50,14 @@ def quantiles(coverage: float) -> tuple[float, float, float]:
     return upper, (1 - coverage) / 2, NormalDist().inv_cdf(upper) * math.sqrt(math.pi / 2)
 
 
+def scale_weight(count: np.ndarray) -> np.ndarray:
+    """The weight of a judged error in the intervals' scale after ``count`` earlier ones: a plain mean until
+    there are 100 (one first error, too small or too large, must not set the band's width for hundreds of
+    steps), then a running mean over about the last 100. The next reading's intervals and those further
+    ahead (models/horizon.py) share it."""
+    return np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)
+
+
 def calibrate(
     config: StreamConfig, slots: FleetSlots, rows: Rows, shown: np.ndarray, truth: np.ndarray, judged: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +105,7 @@ def calibrate(
         new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
         new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
         new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
-        new_scale = np.where(first, a, scale + np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[:, None] * (a - scale))
+        new_scale = np.where(first, a, scale + scale_weight(count)[:, None] * (a - scale))
         keep = now[:, None]
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
@@ -158,7 +166,7 @@ def _calibrate_floats(
                 inside += all(a <= v <= b for v, a, b in zip(u, lo, hi))
                 width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
             weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
-            scale_weight = max(1.0 / (count + 1.0), SCALE_ALPHA)
+            weight_of_scale = max(1.0 / (count + 1.0), SCALE_ALPHA)  # scale_weight's, in floats
             for o in range(outputs):
                 a, y = abs(e[o]), target[o]
                 if count == 0:
@@ -168,7 +176,7 @@ def _calibrate_floats(
                     mean[o], var[o] = mean[o] + weight * delta, (1 - weight) * (var[o] + weight * delta * delta)
                     hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
                     lo[o] = lo[o] - GAMMA * (upper if u[o] < lo[o] else -lower)
-                    scale[o] = scale[o] + scale_weight * (a - scale[o])
+                    scale[o] = scale[o] + weight_of_scale * (a - scale[o])
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1

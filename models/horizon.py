@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA, quantiles
+from .anomaly import CALIBRATED_AFTER, GAMMA, quantiles, scale_weight
 from .gate import WEIGHTS
 from .inputs import Seen
 from .slots import Rows
@@ -75,7 +75,7 @@ def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.n
     first = (count == 0)[..., None]
     new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
     new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
-    new_scale = np.where(first, a, scale + SCALE_ALPHA * (a - scale))
+    new_scale = np.where(first, a, scale + scale_weight(count)[..., None] * (a - scale))
     keep = now[..., None]
     s.hz_lo[sl], s.hz_hi[sl] = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi)
     s.hz_scale[sl], s.hz_count[sl] = np.where(keep, new_scale, scale), count + now

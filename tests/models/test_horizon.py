@@ -84,6 +84,21 @@ def test_each_horizons_interval_reaches_its_coverage():
     assert widths == sorted(widths)  # further ahead, less sure
 
 
+def test_each_horizons_scale_starts_as_a_plain_mean_of_its_errors():
+    """The h-ahead intervals' scale starts as the next reading's does (models/anomaly.py): a plain mean of
+    the absolute errors until there are 100, not the first error forgotten at 1% a step (which let that one
+    error set the band's width for hundreds of steps)."""
+    series, horizon = wavy(90, seed=2), 4
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon, dtype="float64"))
+    results = observe(StreamConfig(input_size=1, target="next"), series, per_call=30, engine=engine)
+    tensors = engine.state_dict("s")["tensors"]
+    for h in range(2, horizon + 1):
+        errors = [abs(series[t + h] - results[t].forecast[h - 1][0]) for t in range(len(series) - h)]
+        assert int(tensors["hz_count"][h - 2]) == len(errors)
+        assert float(tensors["hz_scale"][h - 2, 0]) == pytest.approx(np.mean(errors), rel=1e-12)
+
+
 def test_forecasts_do_not_depend_on_grouping_or_a_save_and_load():
     """Alone, one reading per call; in a fleet with others (in its middle slot), runs of 40, saved and
     loaded midway."""
