@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument(
         "--holdout", action="store_true", help="series first run after the gate's drift candidate (bench.quality)"
     )
+    parser.add_argument("--wheels", type=Path, help="series in two wheels (bench.quality's WHEELS puts them there)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -126,6 +127,12 @@ def main() -> None:
         from bench.quality import holdout_series
 
         groups["series first run after the drift candidate"] = {name: list(v) for name, v in holdout_series().items()}
+    if args.wheels is not None:
+        from bench.quality import wheel_series
+
+        groups["series in two wheels, chosen 2026-12-03 night"] = {
+            name: list(v) for name, v in wheel_series(args.wheels).items()
+        }
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:

@@ -146,6 +146,46 @@ def holdout_series() -> dict[str, np.ndarray]:
     return found
 
 
+WHEELS = "pip download --no-deps pmdarima==2.1.1 sktime==1.2.0 -d DIR"
+PMDARIMA = ("wineind", "woolyrnq", "heartrate", "lynx", "ausbeer", "austres", "taylor")
+SKTIME = {  # csv in sktime/datasets/data: the columns taken
+    "seatbelts/seatbelts.csv": ("KSI",),
+    "Uschange/Uschange.csv": ("Consumption", "Income", "Production", "Savings", "Unemployment"),
+    "PBS_dataset/PBS_dataset.csv": ("Scripts",),
+    "yahoo/yahoo.csv": ("data",),
+    "solar/solar.csv": ("solar_gen",),
+}
+
+
+def wheel_series(folder: Path) -> dict[str, np.ndarray]:
+    """Series chosen on the night of 2026-12-03, before any run on them, to judge changes made after: the
+    datasets shipped inside two wheels (``WHEELS`` puts them in ``folder``; nothing is installed): pmdarima's
+    wine sales, wool production, heart rate, lynx, Australian beer and residents, Taylor's half-hourly
+    electricity demand; sktime's UK road casualties (KSI), US changes in consumption, income, production,
+    savings and unemployment, Australian prescriptions, Yahoo's synthetic anomaly series, solar generation.
+    (Left out: series shorter than 50 readings, and those some earlier bench runs.)"""
+    import ast
+    import csv
+    import io
+    import re
+    import zipfile
+
+    found = {}
+    with zipfile.ZipFile(next(folder.glob("pmdarima-2.1.1-*.whl"))) as wheel:
+        for name in PMDARIMA:
+            source = wheel.read(f"pmdarima/datasets/{name}.py").decode()
+            literal = re.search(r"rslt = np\.array\((\[.*?\])", source, re.S)
+            assert literal is not None, name
+            values = [v for v in ast.literal_eval(literal.group(1)) if v is not None]  # (ausbeer ends with None)
+            found[f"pmdarima {name}"] = np.array(values, dtype=float)
+    with zipfile.ZipFile(folder / "sktime-1.2.0-py3-none-any.whl") as wheel:
+        for path, columns in SKTIME.items():
+            rows = list(csv.DictReader(io.StringIO(wheel.read(f"sktime/datasets/data/{path}").decode())))
+            for column in columns:
+                found[f"sktime {column}"] = np.array([float(r[column]) for r in rows])
+    return found
+
+
 def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
     """One line per series: ours before and after, and the peers'; returns our ratios."""
     after = []
@@ -179,6 +219,7 @@ def main() -> None:
     parser.add_argument(
         "--holdout", action="store_true", help="series first run after the drift candidate was chosen (statsmodels)"
     )
+    parser.add_argument("--wheels", type=Path, help=f"series in two wheels, put in a folder by: {WHEELS}")
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -191,6 +232,8 @@ def main() -> None:
         summary("series first looked at on 2026-12-03", table(fresh_series(), args.peers))
     if args.holdout:
         summary("series first run after the drift candidate was chosen", table(holdout_series(), args.peers))
+    if args.wheels is not None:
+        summary("series in two wheels, chosen 2026-12-03 night", table(wheel_series(args.wheels), args.peers))
     if args.nab is not None:
         folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
         summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip
