@@ -89,9 +89,10 @@ def test_each_horizons_scale_starts_as_a_plain_mean_of_its_errors():
     the absolute errors until there are 100, not the first error forgotten at 1% a step (which let that one
     error set the band's width for hundreds of steps)."""
     series, horizon = wavy(90, seed=2), 4
+    config = StreamConfig(input_size=1, target="next", horizon=horizon, dtype="float64")
     engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon, dtype="float64"))
-    results = observe(StreamConfig(input_size=1, target="next"), series, per_call=30, engine=engine)
+    engine.add_stream("s", config)
+    results = observe(config, series, per_call=30, engine=engine)
     tensors = engine.state_dict("s")["tensors"]
     for h in range(2, horizon + 1):
         errors = [abs(series[t + h] - results[t].forecast[h - 1][0]) for t in range(len(series) - h)]
