@@ -138,12 +138,19 @@ def holdout_series() -> dict[str, np.ndarray]:
         f"macro {name}": macro[name].to_numpy(dtype=float)
         for name in ("realinv", "realgovt", "realdpi", "realint", "pop")
     }
+    return found | fertility_series(0, 6)
+
+
+def fertility_series(first: int, last: int) -> dict[str, np.ndarray]:
+    """The fertility rates (1960-2011) of the countries ``first`` to ``last`` - 1 among those with no year
+    missing in statsmodels' fertility data, in its order. Countries 6-35 were first run on 2026-12-04 to
+    judge the season detection's threshold (``--fertility``)."""
+    import statsmodels.api as sm
+
     fertility = sm.datasets.fertility.load_pandas().data
     years = [c for c in fertility.columns if c.isdigit() and fertility[c].notna().any()]  # (1960-2011)
-    complete = fertility.dropna(subset=years)
-    for _, row in complete.head(6).iterrows():
-        found[f"fertility {row['Country Code']}"] = row[years].to_numpy(dtype=float)
-    return found
+    complete = fertility.dropna(subset=years).iloc[first:last]
+    return {f"fertility {row['Country Code']}": row[years].to_numpy(dtype=float) for _, row in complete.iterrows()}
 
 
 WHEELS = "pip download --no-deps pmdarima==2.1.1 sktime==1.2.0 -d DIR"
@@ -220,6 +227,7 @@ def main() -> None:
         "--holdout", action="store_true", help="series first run after the drift candidate was chosen (statsmodels)"
     )
     parser.add_argument("--wheels", type=Path, help=f"series in two wheels, put in a folder by: {WHEELS}")
+    parser.add_argument("--fertility", action="store_true", help="the fertility rates of 30 more countries")
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -232,6 +240,8 @@ def main() -> None:
         summary("series first looked at on 2026-12-03", table(fresh_series(), args.peers))
     if args.holdout:
         summary("series first run after the drift candidate was chosen", table(holdout_series(), args.peers))
+    if args.fertility:
+        summary("fertility rates of countries 6-35, first run 2026-12-04", table(fertility_series(6, 36), args.peers))
     if args.wheels is not None:
         summary("series in two wheels, chosen 2026-12-03 night", table(wheel_series(args.wheels), args.peers))
     if args.nab is not None:
