@@ -144,7 +144,7 @@ def holdout_series() -> dict[str, np.ndarray]:
 def fertility_series(first: int, last: int) -> dict[str, np.ndarray]:
     """The fertility rates (1960-2011) of the countries ``first`` to ``last`` - 1 among those with no year
     missing in statsmodels' fertility data, in its order. Countries 6-35 were first run on 2026-12-04 to
-    judge the season detection's threshold (``--fertility``)."""
+    judge the season detection's threshold (``--fertility 6:36``), 36-95 to judge the gate's start (36:96)."""
     import statsmodels.api as sm
 
     fertility = sm.datasets.fertility.load_pandas().data
@@ -227,7 +227,11 @@ def main() -> None:
         "--holdout", action="store_true", help="series first run after the drift candidate was chosen (statsmodels)"
     )
     parser.add_argument("--wheels", type=Path, help=f"series in two wheels, put in a folder by: {WHEELS}")
-    parser.add_argument("--fertility", action="store_true", help="the fertility rates of 30 more countries")
+    parser.add_argument(
+        "--fertility",
+        metavar="FIRST:LAST",
+        help="the fertility rates of these countries (6:36 and 36:96 judged changes)",
+    )
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -241,7 +245,8 @@ def main() -> None:
     if args.holdout:
         summary("series first run after the drift candidate was chosen", table(holdout_series(), args.peers))
     if args.fertility:
-        summary("fertility rates of countries 6-35, first run 2026-12-04", table(fertility_series(6, 36), args.peers))
+        first, last = (int(k) for k in args.fertility.split(":"))
+        summary(f"fertility rates of countries {first}-{last - 1}", table(fertility_series(first, last), args.peers))
     if args.wheels is not None:
         summary("series in two wheels, chosen 2026-12-03 night", table(wheel_series(args.wheels), args.peers))
     if args.nab is not None:
