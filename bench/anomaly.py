@@ -1,17 +1,19 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
     python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh] [--holdout]
+                            [--wheels DIR]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
-through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none
-yet) is written in NAB's result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``,
-for NAB's scorer. Printed per series: the intervals' empirical coverage after calibration (nominal 0.9)
+through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
+observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none yet) is written in NAB's
+result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``, for NAB's scorer. Printed per series: the intervals' empirical coverage after calibration (nominal 0.9)
 and their mean width, beside the same interval built from the last-value forecast's errors by the same
 quantile tracker (below 1: ours are narrower). With ``--horizon H``: every series run forecasts H readings
 ahead (models/horizon.py), per h the MAE against the last value's h readings ahead, and the coverage and
 width of the h-ahead intervals. With ``--public``: the intervals on bench.quality's public series, which
 chose nothing (needs river and statsmodels); with ``--fresh``: on its series first looked at on 2026-12-03;
-with ``--holdout``: on those first run after the gate's drift candidate.
+with ``--holdout``: on those first run after the gate's drift candidate; with ``--wheels DIR``: on the
+series in two downloaded wheels (bench.quality's ``wheel_series``).
 """
 
 from __future__ import annotations

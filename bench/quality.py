@@ -1,7 +1,8 @@
 """Forecast quality on defaults: prequential one-step forecasts, MAE over the last 80% of each series, as a
 ratio to the last-value forecast's MAE on the same steps (below 1 beats it).
 
-    python -m bench.quality [--nab DIR] [--public] [--fresh] [--peers]
+    python -m bench.quality [--nab DIR] [--public] [--fresh] [--holdout] [--fertility FIRST:LAST] [--wheels DIR]
+                            [--peers]
 
 Always: the four series shipped with the tests (tests/models/data; the defaults were chosen on them),
 on defaults ("after") and on the defaults before seasons ("before": season 1).
@@ -12,6 +13,8 @@ settings) and all the others (used to choose nothing).
 US quarterly macro series); needs river and statsmodels.
 ``--fresh``: series first looked at on 2026-12-03, after the defaults were chosen (river's water flow and
 Trump approval, statsmodels' Danish and German macro series); needs river and statsmodels.
+``--holdout``, ``--fertility FIRST:LAST``, ``--wheels DIR``: series first run later still, each to judge a
+change chosen before it (``holdout_series``, ``fertility_series``, ``wheel_series``).
 ``--peers``: beside ours, river's SNARIMAX (2,1,1), seasonal (0,1,1) where the period is known, Holt-Winters
 (additive, with the known period) and a linear regression on the last three changes; needs river.
 """
@@ -170,22 +173,26 @@ def wheel_series(folder: Path) -> dict[str, np.ndarray]:
     wine sales, wool production, heart rate, lynx, Australian beer and residents, Taylor's half-hourly
     electricity demand; sktime's UK road casualties (KSI), US changes in consumption, income, production,
     savings and unemployment, Australian prescriptions, Yahoo's synthetic anomaly series, solar generation.
-    (Left out: series shorter than 50 readings, and those some earlier bench runs.)"""
+    (Left out: series shorter than 50 readings, the airline passengers and sunspots other sets have, and
+    sktime's copy of the lynx series.)"""
     import ast
     import csv
     import io
     import re
     import zipfile
 
+    pmdarima, sktime = sorted(folder.glob("pmdarima-2.1.1-*.whl")), folder / "sktime-1.2.0-py3-none-any.whl"
+    if not pmdarima or not sktime.exists():
+        raise SystemExit(f"{folder} lacks the wheels; put them there with: {WHEELS.replace('DIR', str(folder))}")
     found = {}
-    with zipfile.ZipFile(next(folder.glob("pmdarima-2.1.1-*.whl"))) as wheel:
+    with zipfile.ZipFile(pmdarima[0]) as wheel:
         for name in PMDARIMA:
             source = wheel.read(f"pmdarima/datasets/{name}.py").decode()
             literal = re.search(r"rslt = np\.array\((\[.*?\])", source, re.S)
             assert literal is not None, name
             values = [v for v in ast.literal_eval(literal.group(1)) if v is not None]  # (ausbeer ends with None)
             found[f"pmdarima {name}"] = np.array(values, dtype=float)
-    with zipfile.ZipFile(folder / "sktime-1.2.0-py3-none-any.whl") as wheel:
+    with zipfile.ZipFile(sktime) as wheel:
         for path, columns in SKTIME.items():
             rows = list(csv.DictReader(io.StringIO(wheel.read(f"sktime/datasets/data/{path}").decode())))
             for column in columns:
@@ -234,6 +241,7 @@ def main() -> None:
     )
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
+    wheels = None if args.wheels is None else wheel_series(args.wheels)  # (a folder without them fails first)
     torch.set_num_threads(1)
     summary("the tests' four series", table({p.stem: values(p) for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}, args.peers))  # fmt: skip
     untuned: list[float] = []
@@ -245,10 +253,13 @@ def main() -> None:
     if args.holdout:
         summary("series first run after the drift candidate was chosen", table(holdout_series(), args.peers))
     if args.fertility:
-        first, last = (int(k) for k in args.fertility.split(":"))
-        summary(f"fertility rates of countries {first}-{last - 1}", table(fertility_series(first, last), args.peers))
-    if args.wheels is not None:
-        summary("series in two wheels, chosen 2026-12-03 night", table(wheel_series(args.wheels), args.peers))
+        first, colon, last = args.fertility.partition(":")
+        if not (colon and first.isdigit() and last.isdigit()):
+            parser.error(f"--fertility takes FIRST:LAST, two country indices (as 6:36), not {args.fertility!r}")
+        named = fertility_series(int(first), int(last))
+        summary(f"fertility rates of countries {first}-{int(last) - 1}", table(named, args.peers))
+    if wheels is not None:
+        summary("series in two wheels, chosen 2026-12-03 night", table(wheels, args.peers))
     if args.nab is not None:
         folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
         summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip
