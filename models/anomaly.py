@@ -50,12 +50,28 @@ def quantiles(coverage: float) -> tuple[float, float, float]:
     return upper, (1 - coverage) / 2, NormalDist().inv_cdf(upper) * math.sqrt(math.pi / 2)
 
 
-def scale_weight(count: np.ndarray) -> np.ndarray:
-    """The weight of a judged error in the intervals' scale after ``count`` earlier ones: a plain mean until
-    there are 100 (one first error, too small or too large, must not set the band's width for hundreds of
-    steps), then a running mean over about the last 100. The next reading's intervals and those further
-    ahead (models/horizon.py) share it."""
-    return np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)
+def scaled(e: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Errors ``e`` in running mean absolute errors ``scale`` (any error is beyond the band while they are 0)."""
+    return np.divide(e, scale, out=np.where(e == 0, 0.0, np.copysign(np.inf, e)), where=scale > 0)
+
+
+def tracked(
+    band: tuple[np.ndarray, np.ndarray, np.ndarray], e: np.ndarray, u: np.ndarray, count: np.ndarray,
+    levels: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The interval's state ``band`` (lo, hi, scale; (..., O)) after taking in the errors ``e`` (``u``: scaled),
+    ``count`` (...) judged before them, at the ``levels`` of ``quantiles``: the quantiles step by ``GAMMA``;
+    the scale is a plain mean until there are 100 errors (one first error, too small or too large, must not
+    set the band's width for hundreds of steps), then a running mean over about the last 100. A row's first
+    error starts it. The next reading's intervals and those further ahead (models/horizon.py) share it."""
+    (lo, hi, scale), (upper, lower, start) = band, levels
+    first, a = (count == 0)[..., None], np.abs(e)
+    weight = np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[..., None]
+    return (
+        np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower)),
+        np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower)),
+        np.where(first, a, scale + weight * (a - scale)),
+    )
 
 
 def calibrate(
@@ -76,7 +92,7 @@ def calibrate(
     n, size = judged.shape
     scores = np.full((n, size), np.nan)
     intervals = np.full((*shown.shape, 2), np.nan)
-    upper, lower, start = quantiles(config.coverage)
+    levels = quantiles(config.coverage)
     errors = truth - shown
     for k in range(size):  # every step has an interval
         ready = count >= CALIBRATED_AFTER
@@ -93,8 +109,7 @@ def calibrate(
         beyond = ((y > high + SPATIAL_TOLERANCE * span) | (y < low - SPATIAL_TOLERANCE * span)).any(axis=-1)
         score = np.where(beyond & (count >= SPATIAL_AFTER), 1.0, score)
         scores[:, k] = np.where(now & (count >= WARM), score, np.nan)
-        # the error in running mean absolute errors (any error is beyond the band while they are all 0)
-        u = np.divide(e, scale, out=np.where(e == 0, 0.0, np.copysign(np.inf, e)), where=scale > 0)
+        u = scaled(e, scale)
         inside = inside + (now & ready & ((u >= lo) & (u <= hi)).all(axis=-1))
         widths = np.where(now & ready, widths + (scale * (hi - lo)).mean(axis=-1), widths)
         # the statistics take in this step's errors
@@ -103,9 +118,7 @@ def calibrate(
         delta = a - mean
         new_mean = np.where(first, a, mean + weight * delta)
         new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
-        new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
-        new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
-        new_scale = np.where(first, a, scale + scale_weight(count)[:, None] * (a - scale))
+        new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels)
         keep = now[:, None]
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
@@ -166,7 +179,7 @@ def _calibrate_floats(
                 inside += all(a <= v <= b for v, a, b in zip(u, lo, hi))
                 width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
             weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
-            weight_of_scale = max(1.0 / (count + 1.0), SCALE_ALPHA)  # scale_weight's, in floats
+            weight_of_scale = max(1.0 / (count + 1.0), SCALE_ALPHA)  # tracked's, in floats
             for o in range(outputs):
                 a, y = abs(e[o]), target[o]
                 if count == 0:

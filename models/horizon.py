@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, GAMMA, quantiles, scale_weight
+from .anomaly import CALIBRATED_AFTER, quantiles, scaled, tracked
 from .gate import WEIGHTS
 from .inputs import Seen
 from .slots import Rows
@@ -57,7 +57,7 @@ def roll(
 
 def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.ndarray | None) -> None:
     """Reading ``x`` judges the forecasts made for it h steps before, for each h in 2..H: the intervals'
-    trackers take in those errors (the same updates as models/anomaly.py's); a reading with a filled entry
+    trackers take in those errors (models/anomaly.py's ``tracked``, as the next reading's); a reading with a filled entry
     (``gaps``, models/inputs.py) judges nothing."""
     s, sl, horizon = fleet.slots, rows.slots, fleet.config.horizon
     ahead = np.arange(2, horizon + 1)  # (H-1,)
@@ -68,14 +68,8 @@ def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.n
         now &= ~gaps[:, None]
     if not now.any():
         return
-    upper, lower, start = quantiles(fleet.config.coverage)
     count, lo, hi, scale = s.hz_count[sl], s.hz_lo[sl], s.hz_hi[sl], s.hz_scale[sl]
-    a = np.abs(e)
-    u = np.divide(e, scale, out=np.where(e == 0, 0.0, np.copysign(np.inf, e)), where=scale > 0)
-    first = (count == 0)[..., None]
-    new_hi = np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower))
-    new_lo = np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower))
-    new_scale = np.where(first, a, scale + scale_weight(count)[..., None] * (a - scale))
+    new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, scaled(e, scale), count, quantiles(fleet.config.coverage))
     keep = now[..., None]
     s.hz_lo[sl], s.hz_hi[sl] = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi)
     s.hz_scale[sl], s.hz_count[sl] = np.where(keep, new_scale, scale), count + now
