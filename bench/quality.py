@@ -2,7 +2,7 @@
 ratio to the last-value forecast's MAE on the same steps (below 1 beats it).
 
     python -m bench.quality [--nab DIR] [--public] [--fresh] [--holdout] [--fertility FIRST:LAST] [--wheels DIR]
-                            [--peers]
+                            [--sensors DIR] [--peers]
 
 Always: the four series shipped with the tests (tests/models/data; the defaults were chosen on them),
 on defaults ("after") and on the defaults before seasons ("before": season 1).
@@ -13,8 +13,9 @@ settings) and all the others (used to choose nothing).
 US quarterly macro series); needs river and statsmodels.
 ``--fresh``: series first looked at on 2026-12-03, after the defaults were chosen (river's water flow and
 Trump approval, statsmodels' Danish and German macro series); needs river and statsmodels.
-``--holdout``, ``--fertility FIRST:LAST``, ``--wheels DIR``: series first run later still, each to judge a
-change chosen before it (``holdout_series``, ``fertility_series``, ``wheel_series``).
+``--holdout``, ``--fertility FIRST:LAST``, ``--wheels DIR``, ``--sensors DIR``: series first run later still,
+each to judge a change chosen before it (``holdout_series``, ``fertility_series``, ``wheel_series``,
+``sensor_series``).
 ``--peers``: beside ours, river's SNARIMAX (2,1,1), seasonal (0,1,1) where the period is known, Holt-Winters
 (additive, with the known period) and a linear regression on the last three changes; needs river.
 """
@@ -200,6 +201,52 @@ def wheel_series(folder: Path) -> dict[str, np.ndarray]:
     return found
 
 
+def sensor_series(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """More of sktime 1.2.0's wheel (``WHEELS`` puts it in ``folder``), in two sets, each chosen on 2026-12-04
+    before any run on it, to judge the gate's reversion candidate (bench/README.md, "A reversion candidate").
+    The first: an ECG (mitdb), the first 4,000 readings of a household's electric devices and a gun-draw
+    motion (the segmentation sets), the first ten appliances' power readings of ACSF1's training file (1,460
+    each) and the first ten countries' daily Covid cases of Covid3Month's. The second: the electric devices'
+    readings 4,000-7,999, the first 20 appliances' currents of PLAID's training file (200-620 readings), the
+    first ten motions of BasicMotions' (the first accelerometer axis, 100 readings), and the first ten of
+    ACSF1's and Covid3Month's test files."""
+    import csv
+    import io
+    import zipfile
+
+    sktime = folder / "sktime-1.2.0-py3-none-any.whl"
+    if not sktime.exists():
+        raise SystemExit(f"{folder} lacks the sktime wheel; put it there with: {WHEELS.replace('DIR', str(folder))}")
+    data = "sktime/datasets/data"
+    first: dict[str, np.ndarray] = {}
+    second: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(sktime) as wheel:
+
+        def instances(name: str, split: str, count: int) -> list[np.ndarray]:
+            """The first ``count`` series of a .ts file (the first dimension of each)."""
+            lines = wheel.read(f"{data}/{name}/{name}_{split}.ts").decode().splitlines()
+            body = lines[[line.strip().lower() for line in lines].index("@data") + 1 :]
+            return [np.array([float(v) for v in line.split(":")[0].split(",")]) for line in body if line.strip()][
+                :count
+            ]
+
+        ecg = list(csv.DictReader(io.StringIO(wheel.read(f"{data}/mitdb/mitdb.csv").decode())))
+        first["sktime mitdb"] = np.array([float(r["data"]) for r in ecg])
+        for name in ("ElectricDevices", "GunPoint"):
+            rows = list(csv.reader(io.StringIO(wheel.read(f"{data}/segmentation/{name}.csv").decode())))
+            readings = np.array([float(r[1]) for r in rows])
+            first[f"sktime {name}"] = readings[:POINTS]
+            if name == "ElectricDevices":
+                second[f"sktime {name} 4000-7999"] = readings[POINTS : 2 * POINTS]
+        for name, split, count, into in (
+            ("ACSF1", "TRAIN", 10, first), ("Covid3Month", "TRAIN", 10, first), ("PLAID", "TRAIN", 20, second),
+            ("BasicMotions", "TRAIN", 10, second), ("ACSF1", "TEST", 10, second), ("Covid3Month", "TEST", 10, second),
+        ):  # fmt: skip
+            for i, values in enumerate(instances(name, split, count)):
+                into[f"sktime {name} {split.lower()} {i}"] = values
+    return {"chosen 2026-12-04 02:05": first, "chosen 2026-12-04 02:13": second}
+
+
 def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
     """One line per series: ours before and after, and the peers'; returns our ratios."""
     after = []
@@ -239,9 +286,11 @@ def main() -> None:
         metavar="FIRST:LAST",
         help="the fertility rates of these countries (6:36 and 36:96 judged changes)",
     )
+    parser.add_argument("--sensors", type=Path, help=f"more series in the sktime wheel, put in a folder by: {WHEELS}")
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     wheels = None if args.wheels is None else wheel_series(args.wheels)  # (a folder without them fails first)
+    sensors = None if args.sensors is None else sensor_series(args.sensors)
     torch.set_num_threads(1)
     summary("the tests' four series", table({p.stem: values(p) for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}, args.peers))  # fmt: skip
     untuned: list[float] = []
@@ -260,6 +309,8 @@ def main() -> None:
         summary(f"fertility rates of countries {first}-{int(last) - 1}", table(named, args.peers))
     if wheels is not None:
         summary("series in two wheels, chosen 2026-12-03 night", table(wheels, args.peers))
+    for chosen, named in (sensors or {}).items():
+        summary(f"more of sktime's wheel, {chosen}", table(named, args.peers))
     if args.nab is not None:
         folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
         summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip
