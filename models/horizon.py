@@ -7,7 +7,7 @@ by the statistics as they stand: they do not move), the network steps on from a 
 state, and what is reported follows the gate's current choice (models/gate.py) among the same candidates
 (the previous forecast standing for the last reading; the seasonal naive forecast from the readings kept,
 and the forecasts before it where the season reaches past t; the network's own; the drift, added once more
-each step ahead).
+each step ahead; the reversion, pulling each step's forecast toward the level once more).
 
 Intervals: per horizon h, the quantile tracker of the next reading's (models/anomaly.py) fed with h-step
 errors: each step keeps its forecasts for 2..H ahead (``hz_made``), and reading t judges those made at
@@ -86,12 +86,14 @@ class _Choice:
         err = np.where(self.seen[..., None], s.gate_err[sl], np.nan)  # (n, O, W)
         if fleet.config.history_length:
             err = np.concatenate([err, s.gate_season_err[sl]], axis=-1)
-        err = np.concatenate([err, s.gate_drift_err[sl][..., None]], axis=-1)  # the drift candidate, last
+        trailing = np.stack([s.gate_drift_err[sl], s.gate_revert_err[sl]], axis=-1)  # drift and reversion, last
+        err = np.concatenate([err, trailing], axis=-1)
         self.choice = np.argmin(np.where(np.isnan(err), np.inf, err), axis=-1)  # (n, O)
-        self.drifting = self.choice == err.shape[-1] - 1
+        self.drifting, self.reverting = self.choice == err.shape[-1] - 2, self.choice == err.shape[-1] - 1
         self.drift = s.gate_drift[sl]  # (n, O)
-        self.seasonal = (self.choice >= len(WEIGHTS)) & ~self.drifting
-        around = np.minimum(self.choice, len(WEIGHTS) - 1)  # (the drift's weight is unused)
+        self.level, self.pull = s.gate_revert[sl, :, 0], s.gate_revert[sl, :, 6]  # (n, O)
+        self.seasonal = (self.choice >= len(WEIGHTS)) & ~self.drifting & ~self.reverting
+        around = np.minimum(self.choice, len(WEIGHTS) - 1)  # (the drift's and reversion's weights are unused)
         self.weight = WEIGHTS[np.where(self.seasonal, self.choice - len(WEIGHTS), around)]
 
     def __call__(self, forecasts: np.ndarray, h: int, raw: np.ndarray) -> np.ndarray:
@@ -101,6 +103,8 @@ class _Choice:
         picked = anchor + self.weight * (raw - anchor)  # (as gate._around, candidate by candidate)
         picked = np.where(self.choice == len(WEIGHTS) - 1, raw, picked)  # the network's own
         picked = np.where(self.drifting, forecasts[:, h - 2] + self.drift, picked)  # the last forecast + drift
+        pulled = forecasts[:, h - 2] + self.pull * (self.level - forecasts[:, h - 2])  # ... or toward the level
+        picked = np.where(self.reverting, pulled, picked)
         return np.where(self.seen & np.isfinite(picked), picked, raw)
 
     def _seasonal(self, forecasts: np.ndarray, h: int) -> np.ndarray:

@@ -177,6 +177,9 @@ class FleetSlots(SlotArrays):
     gate_season_err: np.ndarray  # (O, W - 1) ... and the gate's errors around it (NaN: not judged yet)
     gate_drift: np.ndarray  # (O,) the gate's drift: the recent mean change of the targets ...
     gate_drift_err: np.ndarray  # (O,) ... and its candidate's recent absolute error (NaN: not judged yet)
+    gate_revert: np.ndarray  # (O, 7) the gate's reversion: the level, its regression and pull (models/gate.py) ...
+    gate_revert_n: np.ndarray  # () ... over this many judged steps ...
+    gate_revert_err: np.ndarray  # (O,) ... and its candidate's recent absolute error (NaN: not judged yet)
     an_mean: np.ndarray  # (O,) models/anomaly.py: the absolute errors' running mean and variance ...
     an_var: np.ndarray
     an_count: np.ndarray  # () ... over this many judged steps (the intervals' too)
@@ -256,6 +259,9 @@ class FleetSlots(SlotArrays):
             "gate_season_err": ArraySpec((out, gate_weights - 1), f64, nan),
             "gate_drift": ArraySpec((out,), f64),
             "gate_drift_err": ArraySpec((out,), f64, nan),
+            "gate_revert": ArraySpec((out, 7), f64),
+            "gate_revert_n": ArraySpec((), i64),
+            "gate_revert_err": ArraySpec((out,), f64, nan),
             "an_mean": ArraySpec((out,), f64),
             "an_var": ArraySpec((out,), f64),
             "an_count": ArraySpec((), i64),

@@ -53,6 +53,10 @@ CASES = {
     "forecast, GRU, a trend that turns": {
         "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 64}, "trend": 1.0, "period": 1e9,
     },
+    # noise around a level: the gate's reversion candidate (the last reading pulled toward the recent mean) leads
+    "forecast, GRU, readings around a level": {
+        "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 64}, "period": 1e9, "reverts": True,
+    },
 }  # fmt: skip
 
 
@@ -60,7 +64,7 @@ CASES = {
 def test_the_readme_function_reproduces_the_services_predictions_from_an_export(client, tmp_path, case):
     config = dict(CASES[case])
     export_at, period = config.pop("export_at", 70), config.pop("period", 10 * math.pi)
-    trend = config.pop("trend", 0.0)
+    trend, reverts = config.pop("trend", 0.0), config.pop("reverts", False)
     inputs = config["model"]["input_size"]
     explicit = config.get("target") != "next"
     x = series(110, inputs, seed=len(case), period=period) + trend * np.abs(np.arange(110) - 55)[:, None]
@@ -98,6 +102,11 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
             float(state["stream.gate_err"].min()), float(state["stream.gate_season_err"].nan_to_num(math.inf).min())
         )
         assert float(state["stream.gate_drift_err"].min()) < others, "the drift candidate does not lead"
+    if reverts:
+        state = load_tensors(client.get("/v1/streams/s/model").content)
+        others = min(float(state["stream.gate_err"].min()), float(state["stream.gate_drift_err"].min()))
+        assert float(state["stream.gate_revert_err"].min()) < others, "the reversion candidate does not lead"
+        assert int(load_tensors(exported.read_bytes())["stream.gate_revert_n"]) == export_at - 1
     if "season" in config or period == 12:
         assert client.get("/v1/streams/s/metrics").json()["season"] == 12
 
