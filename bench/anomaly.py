@@ -1,7 +1,7 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
     python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh] [--holdout]
-                            [--wheels DIR]
+                            [--wheels DIR] [--sensors DIR]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
 through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
@@ -13,7 +13,8 @@ ahead (models/horizon.py), per h the MAE against the last value's h readings ahe
 width of the h-ahead intervals. With ``--public``: the intervals on bench.quality's public series, which
 chose nothing (needs river and statsmodels); with ``--fresh``: on its series first looked at on 2026-12-03;
 with ``--holdout``: on those first run after the gate's drift candidate; with ``--wheels DIR``: on the
-series in two downloaded wheels (bench.quality's ``wheel_series``).
+series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sensors DIR``: on the sensor-like
+series of sktime's wheel (bench.quality's ``sensor_series``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main() -> None:
         "--holdout", action="store_true", help="series first run after the gate's drift candidate (bench.quality)"
     )
     parser.add_argument("--wheels", type=Path, help="series in two wheels (bench.quality's WHEELS puts them there)")
+    parser.add_argument("--sensors", type=Path, help="more series in sktime's wheel (bench.quality's sensor_series)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -135,6 +137,11 @@ def main() -> None:
         groups["series in two wheels, chosen 2026-12-03 night"] = {
             name: list(v) for name, v in wheel_series(args.wheels).items()
         }
+    if args.sensors is not None:
+        from bench.quality import sensor_series
+
+        for chosen, named in sensor_series(args.sensors).items():
+            groups[f"more of sktime's wheel, {chosen}"] = {name: list(v) for name, v in named.items()}
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:
