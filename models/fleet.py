@@ -251,6 +251,8 @@ class Fleet:
         each target are readings. The others count as no error in its loss (still averaged over all O
         outputs), so they neither add to it nor to its gradient.
         """
+        if not steps.shape[1]:  # nothing to record (a forecast block of one reading: its target is to come)
+            return np.empty(steps.shape)
         c, s = self.config, self.slots
         assert c.k2 is not None
         has_loss = has_target & warm
