@@ -2,7 +2,7 @@
 ratio to the last-value forecast's MAE on the same steps (below 1 beats it).
 
     python -m bench.quality [--nab DIR] [--public] [--fresh] [--holdout] [--fertility FIRST:LAST] [--wheels DIR]
-                            [--sensors DIR] [--peers]
+                            [--sensors DIR] [--m1 DIR] [--peers]
 
 Always: the four series shipped with the tests (tests/models/data; the defaults were chosen on them),
 on defaults ("after") and on the defaults before seasons ("before": season 1).
@@ -15,7 +15,7 @@ US quarterly macro series); needs river and statsmodels.
 Trump approval, statsmodels' Danish and German macro series); needs river and statsmodels.
 ``--holdout``, ``--fertility FIRST:LAST``, ``--wheels DIR``, ``--sensors DIR``: series first run later still,
 each to judge a change chosen before it (``holdout_series``, ``fertility_series``, ``wheel_series``,
-``sensor_series``).
+``sensor_series``); ``--m1 DIR``: the M1 competition's yearly series (``m1_series``).
 ``--peers``: beside ours, river's SNARIMAX (2,1,1), seasonal (0,1,1) where the period is known, Holt-Winters
 (additive, with the known period) and a linear regression on the last three changes; needs river.
 """
@@ -247,6 +247,25 @@ def sensor_series(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     return {"chosen 2026-12-04 02:05": first, "chosen 2026-12-04 02:13": second}
 
 
+M1 = "pip download --no-deps aeon==1.6.0 -d DIR"
+
+
+def m1_series(folder: Path) -> dict[str, np.ndarray]:
+    """The 181 yearly series of the M1 forecasting competition (Makridakis et al., 1982; 15-58 readings each),
+    as aeon 1.6.0's wheel ships them (``M1`` puts it in ``folder``; nothing is installed). First run on
+    2026-12-04, after every default had been chosen, to see how ours and the peers do on short yearly
+    trends."""
+    import zipfile
+
+    aeon = folder / "aeon-1.6.0-py3-none-any.whl"
+    if not aeon.exists():
+        raise SystemExit(f"{folder} lacks aeon's wheel; put it there with: {M1.replace('DIR', str(folder))}")
+    with zipfile.ZipFile(aeon) as wheel:
+        text = wheel.read("aeon/datasets/data/m1_yearly_dataset/m1_yearly_dataset.tsf").decode()
+    body = [line for line in text.splitlines() if line and line[0] not in "#@"]
+    return {f"m1 {line.split(':')[0]}": np.array([float(v) for v in line.rsplit(":", 1)[1].split(",")]) for line in body}
+
+
 def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
     """One line per series: ours before and after, and the peers'; returns our ratios."""
     after = []
@@ -286,11 +305,13 @@ def main() -> None:
         metavar="FIRST:LAST",
         help="the fertility rates of these countries (6:36 and 36:96 judged changes)",
     )
+    parser.add_argument("--m1", type=Path, help=f"the M1 competition's yearly series, put in a folder by: {M1}")
     parser.add_argument("--sensors", type=Path, help=f"more series in the sktime wheel, put in a folder by: {WHEELS}")
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()
     wheels = None if args.wheels is None else wheel_series(args.wheels)  # (a folder without them fails first)
     sensors = None if args.sensors is None else sensor_series(args.sensors)
+    m1 = None if args.m1 is None else m1_series(args.m1)
     torch.set_num_threads(1)
     summary("the tests' four series", table({p.stem: values(p) for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}, args.peers))  # fmt: skip
     untuned: list[float] = []
@@ -311,6 +332,8 @@ def main() -> None:
         summary("series in two wheels, chosen 2026-12-03 night", table(wheels, args.peers))
     for chosen, named in (sensors or {}).items():
         summary(f"more of sktime's wheel, {chosen}", table(named, args.peers))
+    if m1 is not None:
+        summary("the M1 competition's 181 yearly series", table(m1, args.peers))
     if args.nab is not None:
         folders = [sorted((args.nab / folder).glob("*.csv")) for folder in NAB_FOLDERS]
         summary("NAB, 20 series the gate was chosen on", table({p.stem: values(p) for f in folders for p in f[:4]}, args.peers))  # fmt: skip
