@@ -263,7 +263,9 @@ def m1_series(folder: Path) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(aeon) as wheel:
         text = wheel.read("aeon/datasets/data/m1_yearly_dataset/m1_yearly_dataset.tsf").decode()
     body = [line for line in text.splitlines() if line and line[0] not in "#@"]
-    return {f"m1 {line.split(':')[0]}": np.array([float(v) for v in line.rsplit(":", 1)[1].split(",")]) for line in body}
+    return {
+        f"m1 {line.split(':')[0]}": np.array([float(v) for v in line.rsplit(":", 1)[1].split(",")]) for line in body
+    }
 
 
 def table(named: dict[str, np.ndarray], with_peers: bool) -> list[float]:
