@@ -49,8 +49,9 @@ def blend(
     """What to report for ``raw`` network predictions (n, T, O), given the ``naive`` forecasts of the same
     steps (NaN: none; reported as is) and, for a stream with a season, the ``seasonal`` naive forecasts
     (NaN: none yet; ``restart`` (n, T): the period changed at that step, its candidates start afresh); with
-    ``drifts``, the drift and reversion candidates too; then the steps with a finite target in ``truth`` (``judged``: (n, T))
-    update the candidates' errors. The choice comes from errors before each step (no look-ahead)."""
+    ``drifts``, the drift and reversion candidates too; then the steps with a finite target in ``truth``
+    (``judged``: (n, T)) update the candidates' errors. The choice comes from errors before each step (no
+    look-ahead)."""
     count = rows.take(slots.gate_count)
     err = np.where((count > 0)[:, None, None], rows.take(slots.gate_err), np.nan)  # (n, O, W), NaN: unknown
     usable = np.isfinite(naive).all(axis=-1)
@@ -189,8 +190,8 @@ def _reverting_floats(
     state: np.ndarray, counted: np.ndarray, naive: np.ndarray, truth: np.ndarray, update: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_reverting`` for a few streams and outputs, in Python floats: the same IEEE double operations in the
-    same order, so either path gives the same bits (a stream alone and in a crowd: tests/models/test_fleet.py),
-    at a fifth of the cost per step of numpy's calls on arrays of one."""
+    same order, so either path gives the same bits (tests/models/test_gate.py runs six streams in a crowd and
+    each alone), at a ninth of the cost per step of numpy's calls on arrays of one (4 against 37 us)."""
     forecasts = np.empty_like(naive)
     state, counts = state.copy(), counted.copy()
     for i, (row_naive, row_truth, row_update) in enumerate(zip(naive.tolist(), truth.tolist(), update.tolist())):
