@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from bench import core
+from bench.labelled import roc_area
 
 
 def test_the_core_benchmark_runs():
@@ -13,3 +16,10 @@ def test_the_core_benchmark_runs():
     # Resident memory need not grow for 20 small streams: in a process that has run other tests, the
     # allocator reuses pages those freed (this asserted per_stream > 0 and failed now and then in CI's run).
     assert rate > 0 and needed > 0 and math.isfinite(per_stream)
+
+
+def test_the_roc_area_counts_ties_as_half():
+    """bench.labelled's measure of how well scores rank the labelled readings."""
+    assert roc_area(np.array([0.1, 0.2, 0.9]), np.array([0, 0, 1])) == 1.0
+    assert roc_area(np.array([0.9, 0.2, 0.1]), np.array([0, 0, 1])) == 0.0
+    assert roc_area(np.array([0.1, 0.2, 0.3, 0.3]), np.array([0, 0, 1, 0])) == 2.5 / 3

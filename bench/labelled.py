@@ -1,0 +1,84 @@
+"""Anomaly scores on labelled series that chose nothing: ours against river's detectors (bench.anomaly_peers).
+
+    python -m bench.labelled DIR
+
+DIR holds aeon 1.6.0's wheel (``pip download --no-deps aeon==1.6.0 -d DIR``; nothing is installed), which
+ships two univariate series with labelled anomalies: the UCR anomaly archive's InternalBleeding16 (KDD
+Cup 2021, series 135: 1,200 normal readings to learn from, then one anomaly of 12 readings among 6,300) and
+a synthetic ECG with 300 anomalous readings among 10,000 (GutenTAG's ecg-diff-count-3). Every detector runs
+online on defaults, scoring each reading before it learns it. Printed per series and detector: where the
+highest score after the learning part falls, a hit if within 100 readings of a labelled one (the UCR
+archive's own measure), and the area under the ROC curve of the scores against the labels there.
+First run on 2026-12-04, after every default had been chosen (the score was chosen on NAB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.anomaly import run
+from bench.anomaly_peers import DETECTORS, scores
+
+WHEEL = "pip download --no-deps aeon==1.6.0 -d DIR"
+DATA = "aeon/datasets/data"
+SERIES = {  # name: (file in the wheel, readings to learn from before judging)
+    "UCR 135 InternalBleeding16": ("KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TEST.csv", 1200),
+    "ecg-diff-count-3": ("UnitTest/ecg-diff-count-3_TEST.csv", 0),
+}
+PEERS = ("pad_unclipped", "sad", "gaussian")
+NEAR = 100  # a highest score this close to a labelled reading is a hit
+
+
+def labelled(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Each series' readings, its labels (1: anomalous) and the readings to learn from."""
+    wheel = folder / "aeon-1.6.0-py3-none-any.whl"
+    if not wheel.exists():
+        raise SystemExit(f"{folder} lacks aeon's wheel; put it there with: {WHEEL.replace('DIR', str(folder))}")
+    found = {}
+    with zipfile.ZipFile(wheel) as archive:
+        for name, (path, learn) in SERIES.items():
+            rows = list(csv.reader(io.StringIO(archive.read(f"{DATA}/{path}").decode())))[1:]
+            values = np.array([float(r[1]) for r in rows])
+            found[name] = values, np.array([int(r[-1]) for r in rows]), learn
+    return found
+
+
+def roc_area(score: np.ndarray, label: np.ndarray) -> float:
+    """The area under the ROC curve (Mann-Whitney, ties counted as half)."""
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2)[inverse]  # each value's average rank, from 1
+    positive = label == 1
+    hits, misses = positive.sum(), (~positive).sum()
+    return float((ranks[positive].sum() - hits * (hits + 1) / 2) / (hits * misses))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {WHEEL}")
+    args = parser.parse_args()
+    series = labelled(args.folder)
+    torch.set_num_threads(1)
+    for name, (values, label, learn) in series.items():
+        anomalous = np.flatnonzero(label)
+        print(f"{name}: {len(values)} readings, {len(anomalous)} labelled anomalous, the first {learn} to learn from")
+        detectors = {"ours": lambda v: run(v)[0]} | {
+            peer: (lambda v, peer=peer: scores(DETECTORS[peer], v)) for peer in PEERS
+        }
+        for detector, score_of in detectors.items():
+            score = np.array(score_of(list(values)))[learn:]
+            top = learn + int(np.argmax(score))
+            hit = bool((np.abs(anomalous - top) <= NEAR).any())
+            area = roc_area(score, label[learn:])
+            print(f"  {detector:14s} highest at {top:6d} ({'hit' if hit else 'miss'})  ROC area {area:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
