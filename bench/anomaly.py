@@ -6,8 +6,9 @@
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
 through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
 observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none yet) is written in NAB's
-result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``, for NAB's scorer. Printed per series: the intervals' empirical coverage after calibration (nominal 0.9)
-and their mean width, beside the same interval built from the last-value forecast's errors by the same
+result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``, for NAB's scorer.
+Printed per series: the intervals' empirical coverage after calibration (nominal 0.9) and their mean width,
+beside the same interval built from the last-value forecast's errors by the same
 quantile tracker (below 1: ours are narrower). With ``--horizon H``: every series run forecasts H readings
 ahead (models/horizon.py), per h the MAE against the last value's h readings ahead, and the coverage and
 width of the h-ahead intervals. With ``--public``: the intervals on bench.quality's public series, which

@@ -25,8 +25,8 @@ import torch
 
 from bench.anomaly import run
 from bench.anomaly_peers import DETECTORS, scores
+from bench.quality import AEON, AEON_WHEEL, wheel
 
-WHEEL = "pip download --no-deps aeon==1.6.0 -d DIR"
 DATA = "aeon/datasets/data"
 SERIES = {  # name: (file in the wheel, readings to learn from before judging)
     "UCR 135 InternalBleeding16": ("KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TEST.csv", 1200),
@@ -38,11 +38,8 @@ NEAR = 100  # a highest score this close to a labelled reading is a hit
 
 def labelled(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     """Each series' readings, its labels (1: anomalous) and the readings to learn from."""
-    wheel = folder / "aeon-1.6.0-py3-none-any.whl"
-    if not wheel.exists():
-        raise SystemExit(f"{folder} lacks aeon's wheel; put it there with: {WHEEL.replace('DIR', str(folder))}")
     found = {}
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(wheel(folder, AEON_WHEEL, AEON)) as archive:
         for name, (path, learn) in SERIES.items():
             rows = list(csv.reader(io.StringIO(archive.read(f"{DATA}/{path}").decode())))[1:]
             values = np.array([float(r[1]) for r in rows])
@@ -62,7 +59,7 @@ def roc_area(score: np.ndarray, label: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {WHEEL}")
+    parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}")
     args = parser.parse_args()
     series = labelled(args.folder)
     torch.set_num_threads(1)

@@ -158,6 +158,18 @@ def fertility_series(first: int, last: int) -> dict[str, np.ndarray]:
 
 
 WHEELS = "pip download --no-deps pmdarima==2.1.1 sktime==1.2.0 -d DIR"
+AEON = "pip download --no-deps aeon==1.6.0 -d DIR"  # (the M1 series, and bench.labelled's)
+SKTIME_WHEEL, AEON_WHEEL = "sktime-1.2.0-py3-none-any.whl", "aeon-1.6.0-py3-none-any.whl"
+
+
+def wheel(folder: Path, name: str, download: str) -> Path:
+    """The wheel file ``name`` (a glob pattern) in ``folder``; without it, exit saying how to get it."""
+    found = sorted(folder.glob(name))
+    if not found:
+        raise SystemExit(f"{folder} lacks {name}; put it there with: {download.replace('DIR', str(folder))}")
+    return found[0]
+
+
 PMDARIMA = ("wineind", "woolyrnq", "heartrate", "lynx", "ausbeer", "austres", "taylor")
 SKTIME = {  # csv in sktime/datasets/data: the columns taken
     "seatbelts/seatbelts.csv": ("KSI",),
@@ -182,20 +194,18 @@ def wheel_series(folder: Path) -> dict[str, np.ndarray]:
     import re
     import zipfile
 
-    pmdarima, sktime = sorted(folder.glob("pmdarima-2.1.1-*.whl")), folder / "sktime-1.2.0-py3-none-any.whl"
-    if not pmdarima or not sktime.exists():
-        raise SystemExit(f"{folder} lacks the wheels; put them there with: {WHEELS.replace('DIR', str(folder))}")
+    pmdarima, sktime = wheel(folder, "pmdarima-2.1.1-*.whl", WHEELS), wheel(folder, SKTIME_WHEEL, WHEELS)
     found = {}
-    with zipfile.ZipFile(pmdarima[0]) as wheel:
+    with zipfile.ZipFile(pmdarima) as archive:
         for name in PMDARIMA:
-            source = wheel.read(f"pmdarima/datasets/{name}.py").decode()
+            source = archive.read(f"pmdarima/datasets/{name}.py").decode()
             literal = re.search(r"rslt = np\.array\((\[.*?\])", source, re.S)
             assert literal is not None, name
             values = [v for v in ast.literal_eval(literal.group(1)) if v is not None]  # (ausbeer ends with None)
             found[f"pmdarima {name}"] = np.array(values, dtype=float)
-    with zipfile.ZipFile(sktime) as wheel:
+    with zipfile.ZipFile(sktime) as archive:
         for path, columns in SKTIME.items():
-            rows = list(csv.DictReader(io.StringIO(wheel.read(f"sktime/datasets/data/{path}").decode())))
+            rows = list(csv.DictReader(io.StringIO(archive.read(f"sktime/datasets/data/{path}").decode())))
             for column in columns:
                 found[f"sktime {column}"] = np.array([float(r[column]) for r in rows])
     return found
@@ -214,26 +224,23 @@ def sensor_series(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     import io
     import zipfile
 
-    sktime = folder / "sktime-1.2.0-py3-none-any.whl"
-    if not sktime.exists():
-        raise SystemExit(f"{folder} lacks the sktime wheel; put it there with: {WHEELS.replace('DIR', str(folder))}")
     data = "sktime/datasets/data"
     first: dict[str, np.ndarray] = {}
     second: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(sktime) as wheel:
+    with zipfile.ZipFile(wheel(folder, SKTIME_WHEEL, WHEELS)) as archive:
 
         def instances(name: str, split: str, count: int) -> list[np.ndarray]:
             """The first ``count`` series of a .ts file (the first dimension of each)."""
-            lines = wheel.read(f"{data}/{name}/{name}_{split}.ts").decode().splitlines()
+            lines = archive.read(f"{data}/{name}/{name}_{split}.ts").decode().splitlines()
             body = lines[[line.strip().lower() for line in lines].index("@data") + 1 :]
             return [np.array([float(v) for v in line.split(":")[0].split(",")]) for line in body if line.strip()][
                 :count
             ]
 
-        ecg = list(csv.DictReader(io.StringIO(wheel.read(f"{data}/mitdb/mitdb.csv").decode())))
+        ecg = list(csv.DictReader(io.StringIO(archive.read(f"{data}/mitdb/mitdb.csv").decode())))
         first["sktime mitdb"] = np.array([float(r["data"]) for r in ecg])
         for name in ("ElectricDevices", "GunPoint"):
-            rows = list(csv.reader(io.StringIO(wheel.read(f"{data}/segmentation/{name}.csv").decode())))
+            rows = list(csv.reader(io.StringIO(archive.read(f"{data}/segmentation/{name}.csv").decode())))
             readings = np.array([float(r[1]) for r in rows])
             first[f"sktime {name}"] = readings[:POINTS]
             if name == "ElectricDevices":
@@ -247,21 +254,15 @@ def sensor_series(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     return {"chosen 2026-12-04 02:05": first, "chosen 2026-12-04 02:13": second}
 
 
-M1 = "pip download --no-deps aeon==1.6.0 -d DIR"
-
-
 def m1_series(folder: Path) -> dict[str, np.ndarray]:
     """The 181 yearly series of the M1 forecasting competition (Makridakis et al., 1982; 15-58 readings each),
-    as aeon 1.6.0's wheel ships them (``M1`` puts it in ``folder``; nothing is installed). First run on
+    as aeon 1.6.0's wheel ships them (``AEON`` puts it in ``folder``; nothing is installed). First run on
     2026-12-04, after every default had been chosen, to see how ours and the peers do on short yearly
     trends."""
     import zipfile
 
-    aeon = folder / "aeon-1.6.0-py3-none-any.whl"
-    if not aeon.exists():
-        raise SystemExit(f"{folder} lacks aeon's wheel; put it there with: {M1.replace('DIR', str(folder))}")
-    with zipfile.ZipFile(aeon) as wheel:
-        text = wheel.read("aeon/datasets/data/m1_yearly_dataset/m1_yearly_dataset.tsf").decode()
+    with zipfile.ZipFile(wheel(folder, AEON_WHEEL, AEON)) as archive:
+        text = archive.read("aeon/datasets/data/m1_yearly_dataset/m1_yearly_dataset.tsf").decode()
     body = [line for line in text.splitlines() if line and line[0] not in "#@"]
     return {
         f"m1 {line.split(':')[0]}": np.array([float(v) for v in line.rsplit(":", 1)[1].split(",")]) for line in body
@@ -307,7 +308,7 @@ def main() -> None:
         metavar="FIRST:LAST",
         help="the fertility rates of these countries (6:36 and 36:96 judged changes)",
     )
-    parser.add_argument("--m1", type=Path, help=f"the M1 competition's yearly series, put in a folder by: {M1}")
+    parser.add_argument("--m1", type=Path, help=f"the M1 competition's yearly series, put in a folder by: {AEON}")
     parser.add_argument("--sensors", type=Path, help=f"more series in the sktime wheel, put in a folder by: {WHEELS}")
     parser.add_argument("--peers", action="store_true", help="river's forecasters beside ours (needs river)")
     args = parser.parse_args()

@@ -57,8 +57,8 @@ def roll(
 
 def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.ndarray | None) -> None:
     """Reading ``x`` judges the forecasts made for it h steps before, for each h in 2..H: the intervals'
-    trackers take in those errors (models/anomaly.py's ``tracked``, as the next reading's); a reading with a filled entry
-    (``gaps``, models/inputs.py) judges nothing."""
+    trackers take in those errors (models/anomaly.py's ``tracked``, as the next reading's); a reading with a
+    filled entry (``gaps``, models/inputs.py) judges nothing."""
     s, sl, horizon = fleet.slots, rows.slots, fleet.config.horizon
     ahead = np.arange(2, horizon + 1)  # (H-1,)
     at = (step[:, None] - ahead) % horizon  # (n, H-1): the ring place of the step that made each
