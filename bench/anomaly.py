@@ -1,7 +1,7 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
     python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh] [--holdout]
-                            [--wheels DIR] [--sensors DIR]
+                            [--wheels DIR] [--sensors DIR] [--idle]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
 through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
@@ -15,7 +15,8 @@ width of the h-ahead intervals. With ``--public``: the intervals on bench.qualit
 chose nothing (needs river and statsmodels); with ``--fresh``: on its series first looked at on 2026-12-03;
 with ``--holdout``: on those first run after the gate's drift candidate; with ``--wheels DIR``: on the
 series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sensors DIR``: on the sensor-like
-series of sktime's wheel (bench.quality's ``sensor_series``).
+series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: sensors that idle at 0, then
+move (``idle_then_moving``: a defect left open, bench/README.md).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main() -> None:
     )
     parser.add_argument("--wheels", type=Path, help="series in two wheels (bench.quality's WHEELS puts them there)")
     parser.add_argument("--sensors", type=Path, help="more series in sktime's wheel (bench.quality's sensor_series)")
+    parser.add_argument("--idle", action="store_true", help="sensors that idle at 0, then move")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -143,6 +145,8 @@ def main() -> None:
 
         for chosen, named in sensor_series(args.sensors).items():
             groups[f"more of sktime's wheel, {chosen}"] = {name: list(v) for name, v in named.items()}
+    if args.idle:
+        idle_then_moving()
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:
@@ -152,6 +156,29 @@ def main() -> None:
         scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})
         for name, rows in nab.items():
             write_nab(rows, scores[name], args.out / f"{name}.csv")
+
+
+def idle_then_moving(seed: int = 0) -> None:
+    """Per case (idle 100, 300 or 1,000 readings of 0, then 600 of a noisy sine, a random walk or noise): how
+    many of the first 50 and the next 50 moving readings are flagged, and the share of the first 100 moving
+    readings inside their intervals (nominal 0.9). The first moving reading is the event; on 2026-12-04,
+    8-20 of the first 50 were flagged and 55-66% covered (bench/README.md, "Sensors that idle, then move")."""
+    rng = np.random.default_rng(seed)
+    for idle in (100, 300, 1000):
+        for kind in ("sine", "walk", "noise"):
+            draws = rng.standard_normal(600)
+            move = {"sine": np.sin(np.arange(600) * 2 * np.pi / 24) + 0.1 * draws, "walk": np.cumsum(draws)}
+            values = np.concatenate([np.zeros(idle), move.get(kind, draws)])
+            engine = Engine()
+            engine.add_stream("s", StreamConfig(input_size=1, target="next"))
+            results = []
+            for k in range(0, len(values), RUN):
+                results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
+            flagged = [bool(r.anomalous) for r in results[idle:]]
+            bands = [r.interval[0] for r in results[idle : idle + 100]]  # each for the reading after its own
+            covered = np.mean([lo <= y <= hi for (lo, hi), y in zip(bands, values[idle + 1 : idle + 101])])
+            print(f"idle {idle:5d}, then {kind:5s}: flagged {sum(flagged[:50]):2d} of the first 50 moving readings, "
+                  f"{sum(flagged[50:100]):2d} of the next 50; the first 100's intervals cover {covered:.2f}")  # fmt: skip
 
 
 def read(path: Path) -> list[list[str]]:
