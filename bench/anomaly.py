@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import torch
 
-from tbptt.models import Engine, StreamConfig
+from tbptt.models import Engine, StepResult, StreamConfig
 from tbptt.models.anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA
 
 RUN = 500
@@ -61,26 +62,27 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
 def run(values: list[float]) -> tuple[list[float], float, float]:
     """A default forecast stream over ``values``: each reading's anomaly score (0 where there is none yet),
     its intervals' coverage once calibrated, and their mean width."""
-    engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next"))
-    scores: list[float] = []
-    for k in range(0, len(values), RUN):
-        results = engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
-        scores += [r.anomaly if r.anomaly is not None else 0.0 for r in results]
+    engine, results = forecast(values)
     m = engine.metrics("s")
     assert m.coverage is not None and m.interval_width is not None
-    return scores, m.coverage, m.interval_width
+    return [r.anomaly if r.anomaly is not None else 0.0 for r in results], m.coverage, m.interval_width
+
+
+def forecast(values: Sequence[float], horizon: int = 1) -> tuple[Engine, list[StepResult]]:
+    """A default forecast stream (with ``horizon``) fed ``values`` in runs of ``RUN``: it, and its results."""
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon))
+    results: list[StepResult] = []
+    for k in range(0, len(values), RUN):
+        results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
+    return engine, results
 
 
 def ahead(series: list[float], horizon: int) -> list[tuple[float, float, float]]:
     """A default forecast stream with ``horizon``: per h, (its MAE h readings ahead / the last value's,
     the coverage of its h-ahead intervals once calibrated, their mean width / the last value's h-step MAE)."""
     values = np.array(series)
-    engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon))
-    results = []
-    for k in range(0, len(values), RUN):
-        results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
+    _, results = forecast(values, horizon)
     start = len(values) // 5  # the first 20% learn (as bench.quality scores the last 80%)
     out = []
     for h in range(1, horizon + 1):
@@ -169,11 +171,7 @@ def idle_then_moving(seed: int = 0) -> None:
             draws = rng.standard_normal(600)
             move = {"sine": np.sin(np.arange(600) * 2 * np.pi / 24) + 0.1 * draws, "walk": np.cumsum(draws)}
             values = np.concatenate([np.zeros(idle), move.get(kind, draws)])
-            engine = Engine()
-            engine.add_stream("s", StreamConfig(input_size=1, target="next"))
-            results = []
-            for k in range(0, len(values), RUN):
-                results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
+            _, results = forecast(values)
             flagged = [bool(r.anomalous) for r in results[idle:]]
             bands = [r.interval[0] for r in results[idle : idle + 100]]  # each for the reading after its own
             covered = np.mean([lo <= y <= hi for (lo, hi), y in zip(bands, values[idle + 1 : idle + 101])])
