@@ -47,12 +47,14 @@ def pack(engine: Engine, stream: StreamState) -> Snapshot:
         {f"results.{name}": torch.from_numpy(np.ascontiguousarray(a)) for name, a in stream.results.arrays().items()}
     )
     buffers: dict[str, list[torch.Tensor]] = {}
+    filled: dict[str, int] = {}  # per dtype, the elements its buffer holds so far: where the next one starts
     layout = []
     for name, tensor in arrays.items():
-        group = buffers.setdefault(str(tensor.dtype).removeprefix("torch."), [])
-        offset = sum(t.numel() for t in group)
-        layout.append([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset])
-        group.append(tensor.reshape(-1))
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        offset = filled.get(dtype, 0)
+        layout.append([name, dtype, list(tensor.shape), offset])
+        buffers.setdefault(dtype, []).append(tensor.reshape(-1))
+        filled[dtype] = offset + tensor.numel()
     meta = {
         "version": CHECKPOINT_VERSION,
         "engine_version": state["version"],
