@@ -36,6 +36,7 @@ INSERT = (
 REPLACED = (
     "DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ? AND step = ? AND ord = ? AND copy = 0)"
 )
+PART = "INSERT INTO parts (blob, part, data) VALUES (?, ?, ?)"
 DELETED = "DELETE FROM parts WHERE blob = ? AND NOT EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
 
 
@@ -101,11 +102,14 @@ class CheckpointWriter:
             db.close()
 
     def _write(self, db: Any, job: Job) -> None:
-        """Small jobs in one transaction; larger ones in parts, then one transaction that makes them visible
-        and keeps the newest two per stream."""
+        """Small jobs in one transaction; larger ones in parts, about ``PART_BYTES`` per transaction (a
+        stream's, or several small streams'), then one transaction that makes them visible and keeps the
+        newest two per stream."""
         pieces = [_pieces(data) for *_, data in job.rows]
         inline = sum(piece.nbytes for row in pieces for piece in row) <= PART_BYTES
         rows = []
+        held: list[tuple[int, int, memoryview]] = []  # parts not written yet, of ``size`` bytes
+        size = 0
         for (uid, step, order, _), views in zip(job.rows, pieces):
             digest = hashlib.sha256()
             for view in views:
@@ -116,9 +120,14 @@ class CheckpointWriter:
             blob, self._next_blob = self._next_blob, self._next_blob + 1
             parts = (view[at : at + PART_BYTES] for view in views for at in range(0, view.nbytes, PART_BYTES))
             for k, part in enumerate(parts):
-                insert = [("INSERT INTO parts (blob, part, data) VALUES (?, ?, ?)", [(blob, k, part)])]
-                transaction(db, self._faults, insert, point="part")
+                if held and size + part.nbytes > PART_BYTES:  # (64 streams of 66 kB: 65 transactions were 5)
+                    transaction(db, self._faults, [(PART, held)], point="part")
+                    held, size = [], 0
+                held.append((blob, k, part))
+                size += part.nbytes
             rows.append((uid, step, order, job.mark, b"", digest.hexdigest(), blob, uid))
+        if held:
+            transaction(db, self._faults, [(PART, held)], point="part")
         uids = [uid for uid, *_ in job.rows]
         statements: list[tuple[str, list[tuple]]] = [
             (REPLACED, [(uid, step, order) for uid, step, order, _ in job.rows]),
