@@ -120,7 +120,7 @@ class CheckpointWriter:
             blob, self._next_blob = self._next_blob, self._next_blob + 1
             parts = (view[at : at + PART_BYTES] for view in views for at in range(0, view.nbytes, PART_BYTES))
             for k, part in enumerate(parts):
-                if held and size + part.nbytes > PART_BYTES:  # (64 streams of 66 kB: 65 transactions were 5)
+                if held and size + part.nbytes > PART_BYTES:  # (64 streams of 66 kB: 5 transactions, not 64)
                     transaction(db, self._faults, [(PART, held)], point="part")
                     held, size = [], 0
                 held.append((blob, k, part))

@@ -55,18 +55,20 @@ def test_a_large_checkpoint_goes_in_parts_and_its_parts_go_with_it(tmp_path):
 
 def test_small_checkpoints_share_their_parts_transactions(tmp_path):
     """A group of small streams too large for one transaction: their parts go about ``PART_BYTES`` to a
-    transaction, not one each (64 streams of 66 kB took 65 transactions, and evicting 9,000 idle streams
-    a minute), and each comes back whole."""
+    transaction, not one each (a group of 64 streams of 66 kB took 65 commits), and each comes back whole."""
 
     class Counted(Faults):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.points: list[str] = []
+
         def reached(self, point: str) -> None:
             self.points.append(point)
 
     store = Store(tmp_path / "data", fsync="never")
     uids = [store.add_stream("t", f"s{k}", "{}", "now") for k in range(40)]
     data = [bytes([k]) * (PART_BYTES // 10) for k in range(40)]  # 4 PART_BYTES in all
-    faults = Counted(None)
-    faults.points = []
+    faults = Counted()
     writer = CheckpointWriter(store.path, faults)
     job = Job([(uid, 5, 0, blob) for uid, blob in zip(uids, data)], mark=0)
     writer.submit(job)
