@@ -15,7 +15,7 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +108,7 @@ class CheckpointWriter:
         pieces = [_pieces(data) for *_, data in job.rows]
         inline = sum(piece.nbytes for row in pieces for piece in row) <= PART_BYTES
         rows = []
-        held: list[tuple[int, int, memoryview]] = []  # parts not written yet, of ``size`` bytes
-        size = 0
+        parts: list[tuple[int, int, memoryview]] = []  # (blob, index, data) of those too large to go inline
         for (uid, step, order, _), views in zip(job.rows, pieces):
             digest = hashlib.sha256()
             for view in views:
@@ -118,16 +117,11 @@ class CheckpointWriter:
                 rows.append((uid, step, order, job.mark, b"".join(views), digest.hexdigest(), None, uid))
                 continue
             blob, self._next_blob = self._next_blob, self._next_blob + 1
-            parts = (view[at : at + PART_BYTES] for view in views for at in range(0, view.nbytes, PART_BYTES))
-            for k, part in enumerate(parts):
-                if held and size + part.nbytes > PART_BYTES:  # (64 streams of 66 kB: 5 transactions, not 64)
-                    transaction(db, self._faults, [(PART, held)], point="part")
-                    held, size = [], 0
-                held.append((blob, k, part))
-                size += part.nbytes
+            chunks = (view[at : at + PART_BYTES] for view in views for at in range(0, view.nbytes, PART_BYTES))
+            parts += [(blob, k, chunk) for k, chunk in enumerate(chunks)]
             rows.append((uid, step, order, job.mark, b"", digest.hexdigest(), blob, uid))
-        if held:
-            transaction(db, self._faults, [(PART, held)], point="part")
+        for batch in _batches(parts):  # (64 streams of 66 kB: 5 transactions, not 64)
+            transaction(db, self._faults, [(PART, batch)], point="part")
         uids = [uid for uid, *_ in job.rows]
         statements: list[tuple[str, list[tuple]]] = [
             (REPLACED, [(uid, step, order) for uid, step, order, _ in job.rows]),
@@ -136,6 +130,20 @@ class CheckpointWriter:
             (DELETED, [(row[6], row[0]) for row in rows if row[6] is not None]),
         ]
         transaction(db, self._faults, [(sql, args) for sql, args in statements if args], point="checkpoint")
+
+
+def _batches(parts: list[tuple[int, int, memoryview]]) -> Iterator[list[tuple[int, int, memoryview]]]:
+    """``parts`` in order, in runs of at most ``PART_BYTES`` of data (a part that large alone)."""
+    batch: list[tuple[int, int, memoryview]] = []
+    size = 0
+    for part in parts:
+        if batch and size + part[2].nbytes > PART_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(part)
+        size += part[2].nbytes
+    if batch:
+        yield batch
 
 
 def _pieces(data: bytes | Snapshot) -> list[memoryview]:
