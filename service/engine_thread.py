@@ -88,6 +88,10 @@ class EngineThread:
         self.ready = False
         self.failure: BaseException | None = None
         self._batch_wait = batch_wait_seconds
+        # Whether the last batch found more than one observation job waiting: only then does the next one wait
+        # for company. A lone client that posts, awaits and posts again never has any, and waiting would only
+        # add to each of its round trips (measured: bench/README.md, "Waiting for company").
+        self._crowded = False
         self._torch_threads = torch_threads
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
@@ -159,10 +163,12 @@ class EngineThread:
                     stopping = True  # finish what is running and queued first
                     continue
                 self._waiting.append(job)
-                if self._batch_wait and job.call is None:
-                    time.sleep(self._batch_wait)  # let concurrent observations join this batch
+                if self._batch_wait and job.call is None and self._crowded:
+                    time.sleep(self._batch_wait)  # let concurrent observations join this batch: the sleep hands
+                    # the interpreter lock to the event loop, which parses the requests already on their way
             if not stopping:  # what came after the stop sentinel is refused at shutdown, not served
                 stopping = self._take()
+            self._crowded = sum(job.call is None for job in self._waiting) > 1
             self._process()
             self._continue()
             if self.failure is not None:  # what waits or runs will never be served: say so now

@@ -50,7 +50,11 @@ class Settings(BaseSettings):
         10_000, ge=100, le=1_000_000, description="alerts kept per tenant in its feed (GET /v1/anomalies)"
     )
     batch_wait_ms: float = Field(
-        0.0, ge=0, le=100, description="how long the engine waits for more observations to batch with (ms)"
+        0.5,
+        ge=0,
+        le=100,
+        description="how long the engine waits for more observations to batch with (ms), while clients send "
+        "concurrently",
     )
     engine_slice_ms: float = Field(
         50.0, gt=0, le=10_000, description="the engine's work on one batch before it serves other tenants (ms)"

@@ -25,10 +25,12 @@ class Done:
 class Recorder:
     def __init__(self) -> None:
         self.closed = False
+        self.batches: list[list[Any]] = []
 
     def open(self) -> None: ...
 
     def begin(self, payloads: list[Any]) -> Done:
+        self.batches.append(payloads)
         return Done(payloads)
 
     def tick(self) -> None: ...
@@ -143,3 +145,48 @@ def test_a_tenant_answered_in_another_tenants_unfinished_batch_is_not_held_behin
         return order
 
     assert asyncio.run(scenario()) == ["second", "long"]
+
+
+async def _started(engine: EngineThread) -> EngineThread:
+    engine.start()
+    while not engine.ready:
+        await asyncio.sleep(0.01)
+    return engine
+
+
+def test_a_lone_client_does_not_wait_for_company():
+    """A client that posts, awaits the answer and posts again has no one to batch with: a batch wait must not
+    be added to each of its round trips. With a 30 s wait, one wait would overrun the 20 s bound."""
+
+    async def scenario() -> list[list[Any]]:
+        worker = Recorder()
+        engine = await _started(EngineThread(worker, 30.0, 1))
+        for k in range(3):
+            await asyncio.wait_for(engine.observe("t", k), 20)
+        await engine.stop(30)
+        return worker.batches
+
+    assert asyncio.run(scenario()) == [[0], [1], [2]]
+
+
+def test_once_clients_overlap_an_observation_waits_for_the_next_to_join_its_batch():
+    """Two observations queued together show concurrent clients: the next observation to find the engine idle
+    waits (1 s here) for company, and one sent 50 ms after it shares its batch."""
+
+    async def scenario() -> list[list[Any]]:
+        worker = Recorder()
+        engine = await _started(EngineThread(worker, 1.0, 1))
+        gate = threading.Event()
+        blocked = asyncio.ensure_future(engine.call(None, gate.wait, 30))
+        await asyncio.sleep(0.1)  # the thread is inside the call: the next two queue up together
+        together = asyncio.gather(engine.observe("t", "a"), engine.observe("u", "b"))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(blocked, together)
+        first = asyncio.ensure_future(engine.observe("t", "c"))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, engine.observe("u", "d"))
+        await engine.stop(30)
+        return worker.batches
+
+    assert asyncio.run(scenario()) == [["a", "b"], ["c", "d"]]
