@@ -51,7 +51,7 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
             continue
         u = e / scale if scale > 0 else (0.0 if e == 0 else math.copysign(math.inf, e))
         if k >= CALIBRATED_AFTER:
-            inside.append(lo <= u <= hi)
+            inside.append(scale * lo <= e <= scale * hi)  # the band as an interval reports it (a scale of 0: [0, 0])
             widths.append(scale * (hi - lo))
         hi += GAMMA * (upper if u > hi else -lower)
         lo -= GAMMA * (upper if u < lo else -lower)

@@ -77,6 +77,36 @@ def test_coverage_is_a_setting():
         assert engine.metrics("s").coverage == pytest.approx(coverage, abs=0.02)
 
 
+@pytest.mark.parametrize("streams", [1, 6])  # alone: the float path; six: numpy's (models/anomaly.py)
+def test_the_coverage_counts_the_targets_inside_the_intervals_the_stream_reported(streams):
+    """A flat sensor is forecast exactly: its errors are 0, its reported intervals [p, p] hold every target.
+    The coverage counted them in scaled errors, where the band's quantiles, stepping on errors of 0, dip
+    below 0 one step in twenty: it said 0.965 while every reported interval held its target. Beside the flat
+    ones, noisy streams' counts must match their reported intervals too."""
+    rng = np.random.default_rng(7)
+    engine = Engine()
+    names = [f"s{k}" for k in range(streams)]
+    for name in names:
+        engine.add_stream(name, StreamConfig(input_size=1, target="next"))
+    levels = [3.0 * k if k % 2 == 0 else 0.0 for k in range(streams)]  # flat, or noise
+    inside, judged = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    last: dict[str, object] = {}
+    for _ in range(400):
+        readings = [level if k % 2 == 0 else float(rng.standard_normal()) for k, level in enumerate(levels)]
+        results = engine.observe_many([(name, [v], None) for name, v in zip(names, readings)])
+        for name, reading, result in zip(names, readings, results):
+            before = last.get(name)
+            if before is not None and before.interval is not None:
+                lo, hi = before.interval[0]
+                inside[name] += lo <= reading <= hi
+                judged[name] += 1
+            last[name] = result
+    for k, name in enumerate(names):
+        assert engine.metrics(name).coverage == inside[name] / judged[name]
+        if k % 2 == 0:
+            assert engine.metrics(name).coverage == 1.0
+
+
 def test_injected_spikes_score_high_and_are_counted():
     rng = np.random.default_rng(5)
     series = 30 + 3 * np.sin(np.arange(2000) / 8) + 0.3 * rng.standard_normal(2000)
