@@ -39,16 +39,20 @@ class Recorder:
         self.closed = True
 
 
+async def _started(engine: EngineThread) -> EngineThread:
+    engine.start()
+    while not engine.ready:
+        await asyncio.sleep(0.01)
+    return engine
+
+
 def test_a_stop_finishes_what_came_before_it_and_refuses_what_came_after():
     """A stop under steady load must end: what was queued after the stop is refused ("shutting down"),
     not served, or a busy server would never reach its final checkpoints within the shutdown timeout."""
 
     async def scenario() -> tuple[Any, BaseException | None]:
         worker = Recorder()
-        engine = EngineThread(worker, 0.0, 1)
-        engine.start()
-        while not engine.ready:
-            await asyncio.sleep(0.01)
+        engine = await _started(EngineThread(worker, 0.0, 1))
         gate = threading.Event()
         blocked = asyncio.ensure_future(engine.call(None, gate.wait, 30))
         await asyncio.sleep(0.1)  # the thread is inside the call
@@ -77,10 +81,7 @@ def test_a_stop_finishes_what_came_before_it_and_refuses_what_came_after():
 @pytest.mark.parametrize("tenant", ["t", None])
 def test_calls_and_observations_of_a_tenant_keep_their_order(tenant):
     async def scenario() -> list[Any]:
-        engine = EngineThread(Recorder(), 0.0, 1)
-        engine.start()
-        while not engine.ready:
-            await asyncio.sleep(0.01)
+        engine = await _started(EngineThread(Recorder(), 0.0, 1))
         seen: list[str] = []
         jobs = [
             engine.call(tenant, seen.append, "call 1"),
@@ -124,10 +125,7 @@ def test_a_tenant_answered_in_another_tenants_unfinished_batch_is_not_held_behin
     next request must not wait for the rest of a's batch (it once did: 18 s behind a 300-observation LSTM)."""
 
     async def scenario() -> list[str]:
-        engine = EngineThread(SlowWorker(), 0.0, 1)
-        engine.start()
-        while not engine.ready:
-            await asyncio.sleep(0.01)
+        engine = await _started(EngineThread(SlowWorker(), 0.0, 1))
         gate = threading.Event()
         blocked = asyncio.ensure_future(engine.call(None, gate.wait, 30))
         await asyncio.sleep(0.1)  # the thread is inside the call: the next two queue up into one batch
@@ -145,13 +143,6 @@ def test_a_tenant_answered_in_another_tenants_unfinished_batch_is_not_held_behin
         return order
 
     assert asyncio.run(scenario()) == ["second", "long"]
-
-
-async def _started(engine: EngineThread) -> EngineThread:
-    engine.start()
-    while not engine.ready:
-        await asyncio.sleep(0.01)
-    return engine
 
 
 def test_a_lone_client_does_not_wait_for_company():
