@@ -8,7 +8,8 @@ Cup 2021, series 135: 1,200 normal readings to learn from, then one anomaly of 1
 a synthetic ECG with 300 anomalous readings among 10,000 (GutenTAG's ecg-diff-count-3). Every detector runs
 online on defaults, scoring each reading before it learns it. Printed per series and detector: where the
 highest score after the learning part falls, a hit if within 100 readings of a labelled one (the UCR
-archive's own measure), and the area under the ROC curve of the scores against the labels there.
+archive's own measure), and the area under the ROC curve of the scores against the labels there; and
+ours' alerts, the episodes they open, and whether each labelled region is near an alert and an opening.
 First run on 2026-12-04, after every default had been chosen (the score was chosen on NAB).
 """
 
@@ -23,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.anomaly import run
+from bench.anomaly import forecast, run
 from bench.anomaly_peers import DETECTORS, scores
 from bench.quality import AEON, AEON_WHEEL, wheel
+from tbptt.models import StreamConfig
+from tbptt.service.alerts import opens_episode
 
 DATA = "aeon/datasets/data"
 SERIES = {  # name: (file in the wheel, readings to learn from before judging)
@@ -57,6 +60,32 @@ def roc_area(score: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[positive].sum() - hits * (hits + 1) / 2) / (hits * misses))
 
 
+def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
+    """Ours' alerts after the learning part (a default stream's anomalous readings), the alert episodes they
+    open (the service's rule, service/alerts.py, at the default episode_gap), and the labelled regions (runs
+    of anomalous readings) within ``NEAR`` readings of an alert, and of an opening: the feed's openings
+    should find every region its alerts find."""
+    _, results = forecast(values)
+    gap, last, flags, openings = StreamConfig(input_size=1).episode_gap, None, [], []
+    for step, result in enumerate(results):
+        if result.anomalous:
+            if opens_episode(last, step, gap):
+                openings.append(step)
+            flags.append(step)
+            last = step
+    flags, openings = [np.array([s for s in steps if s >= learn], dtype=int) for steps in (flags, openings)]
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], label, [0]])))
+    regions = list(zip(edges[::2], edges[1::2]))  # [start, end) of each run of anomalous readings
+    near = [
+        sum(bool(len(at)) and bool((np.abs(at[:, None] - np.arange(a, b)[None, :]) <= NEAR).any()) for a, b in regions)
+        for at in (flags, openings)
+    ]
+    return (
+        f"{len(flags)} flags opening {len(openings)} episodes; labelled regions near a flag {near[0]}/{len(regions)}, "
+        f"near an opening {near[1]}/{len(regions)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}")
@@ -69,6 +98,7 @@ def main() -> None:
         detectors = {"ours": lambda v: run(v)[0]} | {
             peer: (lambda v, peer=peer: scores(DETECTORS[peer], v)) for peer in PEERS
         }
+        print(f"  ours' alerts   {episodes_found(values, label, learn)}")
         for detector, score_of in detectors.items():
             score = np.array(score_of(list(values)))[learn:]
             top = learn + int(np.argmax(score))

@@ -35,7 +35,7 @@ BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False, "
 # rest (sizes, cell, schedule, optimizer, preprocessing, seed ...) define its network or the state it keeps.
 CHANGEABLE: tuple[str, ...] = (
     "lr", "momentum", "betas", "eps", "weight_decay", "clip_grad_norm", "loss", "anomaly_threshold", "coverage",
-    "learn_from_anomalies", "timestamps",
+    "learn_from_anomalies", "timestamps", "episode_gap",
 )  # fmt: skip
 
 MAX_HORIZON = 256  # the most steps ahead a stream may forecast (models/horizon.py)
@@ -93,6 +93,9 @@ class StreamConfig:
     anomaly_threshold: float = 0.95  # a result is anomalous when its score reaches this (models/anomaly.py)
     coverage: float = 0.9  # the long-run fraction of targets inside their prediction intervals
     learn_from_anomalies: bool = True  # False: a target whose score reaches anomaly_threshold is not learnt from
+    # the service's alerts: one opens an episode when none of the stream's episode_gap observations before it
+    # was anomalous (a sensor waking up raises one episode, not a storm of alerts); the network never sees it
+    episode_gap: int = 25
     dtype: DType = "float32"
     seed: int = 0  # fixes the initial weights
     # observations' timestamps: "increasing" refuses one not after the last given (the service's check)
@@ -136,8 +139,8 @@ class StreamConfig:
     @property
     def fleet_key(self) -> StreamConfig:
         """Streams whose configs differ only in the seed (or in what the fleet never sees: the order their
-        timestamps must keep) share a fleet (stacked weights, one batched step)."""
-        return dataclasses.replace(self, seed=0, timestamps="increasing")
+        timestamps must keep, how their alerts group) share a fleet (stacked weights, one batched step)."""
+        return dataclasses.replace(self, seed=0, timestamps="increasing", episode_gap=1)
 
     def differing(self, other: StreamConfig) -> list[str]:
         """The fields whose values differ from ``other``'s."""
@@ -204,6 +207,7 @@ def _validate(c: StreamConfig) -> None:
         raise InvalidConfig("horizon needs target 'next': it rolls the forecast of the next reading forward", "horizon")
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
     _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
+    _int_at_least("episode_gap", c.episode_gap, 1)
     if c.elapsed_input and c.timestamps != "increasing":
         raise InvalidConfig(
             "elapsed_input needs timestamps 'increasing': the time since the last must be >= 0", "timestamps"

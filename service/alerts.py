@@ -136,30 +136,49 @@ def alerts_of(
 ) -> list[NewAlert]:
     """The anomalous results among ``results`` (item k: observation ``seqs[k]`` of ``owners[k]``, applied as
     ``items[k]`` = (key, x, y, ...): the target judged is x in forecast mode, y in explicit mode), in item
-    order. Run after the results are recorded (a forecast's judged prediction is the previous kept result)."""
-    found: list[tuple[int, NewAlert]] = []
+    order, each placed in its stream's episodes (``episode``). Run after the results are recorded (a
+    forecast's judged prediction is the previous kept result), once per applied observation: it advances
+    the streams' episodes."""
+    found = [(part.items[row], part, row) for part in results.parts for row in part.anomalous.nonzero()[0].tolist()]
+    found.sort(key=lambda alert: alert[0])  # each stream's in the order of its steps
     at = now_iso()
-    for part in results.parts:
-        if not part.anomalous.any():
-            continue
-        scores, steps = part.scores.tolist(), part.steps.tolist()
-        for row in part.anomalous.nonzero()[0].tolist():
-            item = part.items[row]
-            state, seq = owners[item], seqs[item]
-            if state.config.target == "next":
-                judged = state.results.before(seq)
-                prediction, interval = (judged["prediction"], judged["interval"]) if judged else (None, None)
-            else:
-                prediction, interval = part.predictions[row].tolist(), calibrated(part.intervals[row].tolist())
-            kept = state.results.find(seq)
-            body = {
-                "stream": state.id, "seq": seq, "step": steps[row], "at": at, "ts": kept["ts"] if kept else None,
-                "value": _target(state, items[item]),
-                "prediction": prediction, "interval": interval, "score": scores[row],
-            }  # fmt: skip
-            found.append((item, NewAlert(state.tenant, state.uid, steps[row], body)))
-    found.sort(key=lambda pair: pair[0])
-    return [alert for _, alert in found]
+    alerts = []
+    for item, part, row in found:
+        state, seq, step = owners[item], seqs[item], int(part.steps[row])
+        if state.config.target == "next":
+            judged = state.results.before(seq)
+            prediction, interval = (judged["prediction"], judged["interval"]) if judged else (None, None)
+        else:
+            prediction, interval = part.predictions[row].tolist(), calibrated(part.intervals[row].tolist())
+        kept = state.results.find(seq)
+        body = {
+            "stream": state.id, "seq": seq, "step": step, "at": at, "ts": kept["ts"] if kept else None,
+            "value": _target(state, items[item]), "prediction": prediction, "interval": interval,
+            "score": float(part.scores[row]), **episode(state, step),
+        }  # fmt: skip
+        alerts.append(NewAlert(state.tenant, state.uid, step, body))
+    return alerts
+
+
+def episode(state: StreamState, step: int) -> dict[str, Any]:
+    """Alert ``step`` of ``state`` placed in the stream's episodes: it opens one when none of the stream's
+    ``episode_gap`` observations before it was anomalous, else belongs to the episode open since (one sensor
+    waking up after idling raises a storm of alerts while its statistics catch up: one episode)."""
+    opens = opens_episode(state.last_alert, step, state.config.episode_gap)
+    if opens:
+        state.episode = step
+    state.last_alert = step
+    return {"opens": opens, "episode": state.episode}
+
+
+def opens_episode(last_alert: int | None, step: int, gap: int) -> bool:
+    """Whether an alert at ``step`` opens an episode, the stream's previous one at ``last_alert`` (None: none)."""
+    return last_alert is None or step - last_alert > gap
+
+
+def openings_of(alerts: list[Alert]) -> list[Alert]:
+    """The alerts that open an episode (those kept before episodes were, all: none is hidden)."""
+    return [alert for alert in alerts if alert.get("opens") is not False]
 
 
 def _target(state: StreamState, item: Any) -> list[float]:

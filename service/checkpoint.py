@@ -66,6 +66,7 @@ def pack(engine: Engine, stream: StreamState) -> Snapshot:
         "updates": stream.updates,
         "duplicates": stream.duplicates,
         "events": stream.events,
+        "alerted": [stream.last_alert, stream.episode],
         "layout": layout,
     }
     return _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
@@ -99,6 +100,7 @@ def summary(data: bytes, stream: StreamState) -> None:
     stream.results.threshold = stream.config.anomaly_threshold
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
+    stream.last_alert, stream.episode = meta.get("alerted", (None, None))  # (older checkpoints: none known)
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 
@@ -125,6 +127,7 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     stream.results.load(results)
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
+    stream.last_alert, stream.episode = meta.get("alerted", (None, None))  # (older checkpoints: none known)
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 

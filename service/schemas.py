@@ -235,6 +235,13 @@ class StreamCreate(_Strict):
         description="false: a target judged anomalous is scored and reported but not learnt from (an outage "
         "does not teach the network that outages are normal)",
     )
+    episode_gap: int = Field(
+        CORE_DEFAULTS.episode_gap,
+        ge=1,
+        le=2**31 - 1,
+        description="an alert opens an episode when none of the stream's this many observations before it was "
+        "anomalous (GET /v1/anomalies?openings=true: a sensor waking up raises one alert, not a storm)",
+    )
     dtype: DType = CORE_DEFAULTS.dtype
     seed: int = Field(CORE_DEFAULTS.seed, ge=0, le=2**31 - 1, description="fixes the initial weights")
     timestamps: TimestampOrder = Field(
@@ -268,7 +275,7 @@ class StreamCreate(_Strict):
             target=self.target, normalize=self.normalize, residual=self.residual,
             from_last_target=self.from_last_target, gate=self.gate, season=self.season, horizon=self.horizon,
             anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
-            learn_from_anomalies=self.learn_from_anomalies, dtype=self.dtype, seed=self.seed,
+            learn_from_anomalies=self.learn_from_anomalies, episode_gap=self.episode_gap, dtype=self.dtype, seed=self.seed,
             timestamps=self.timestamps, impute_missing=self.impute_missing, elapsed_input=self.elapsed_input,
         )  # fmt: skip
 
@@ -286,6 +293,7 @@ class StreamCreate(_Strict):
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
             horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
+            episode_gap=c.episode_gap,
             dtype=c.dtype, seed=c.seed, timestamps=c.timestamps, impute_missing=c.impute_missing,
             elapsed_input=c.elapsed_input, labels=labels or {},
         )  # fmt: skip
@@ -557,6 +565,12 @@ class AlertPublic(BaseModel):
     prediction: list[float] | None = Field(description="the prediction it was judged against")
     interval: list[list[float]] | None = Field(description="that prediction's interval, per output")
     score: float = Field(description="the anomaly score, in [0, 1]")
+    opens: bool | None = Field(
+        None,
+        description="whether it opens an episode: none of the stream's episode_gap observations before it was "
+        "anomalous (null: kept before episodes were)",
+    )
+    episode: int | None = Field(None, description="the step of the alert that opened its episode (null: as opens)")
 
 
 class AlertsPublic(BaseModel):

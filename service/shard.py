@@ -186,7 +186,7 @@ class Shard:
         self.telemetry.judged(*(now - before for now, before in zip(self.engine.judged, judged)))
         alerts = alerts_of(owners, seqs, batch, results)
         if alerts:
-            self.telemetry.anomalies(len(alerts))
+            self.telemetry.anomalies(len(alerts), sum(alert.body["opens"] for alert in alerts))
             stored = self.alerts.keep(alerts)
             if stored:
                 self.on_alerts(stored)

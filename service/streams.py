@@ -56,6 +56,8 @@ class StreamState:
     updates: int = 0
     duplicates: int = 0
     events: int = 0  # resets and imports logged after observation ``steps`` (they order the log)
+    last_alert: int | None = None  # the step of its newest alert (service/alerts.py) ...
+    episode: int | None = None  # ... and of the alert that opened that alert's episode
     loaded: bool = False  # in the engine (else evicted: the newest checkpoint holds it all)
     checkpoint_step: int = -1  # steps at the last checkpoint (-1: none yet)
     checkpoint_events: int = 0

@@ -32,6 +32,10 @@ class Telemetry:
             "tbptt_anomalies", "Observations judged anomalous (the score reached the stream's anomaly_threshold)",
             registry=r,
         )  # fmt: skip
+        self.episodes = Counter(
+            "tbptt_anomaly_episodes", "Alerts that opened an episode (none of the stream's episode_gap before)",
+            registry=r,
+        )  # fmt: skip
         self.interval_targets = Counter(
             "tbptt_interval_targets", "Judged targets that had a prediction interval", registry=r
         )
@@ -74,8 +78,9 @@ class Telemetry:
             self.interval_targets.inc(with_interval)
             self.interval_hits.inc(inside)
 
-    def anomalies(self, count: int) -> None:
-        self.anomalous.inc(count)
+    def anomalies(self, alerts: int, episodes: int) -> None:
+        self.anomalous.inc(alerts)
+        self.episodes.inc(episodes)
 
     def write_failed(self) -> None:
         self.write_failures.inc()

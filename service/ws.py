@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketState
 
 from tbptt.models import CoreError, StreamNotFound
 
+from .alerts import openings_of
 from .auth import subprotocol
 from .browser import origin_allowed
 from .deps import AnyHub, HubDep, StreamId, Tenant
@@ -123,13 +124,16 @@ async def watch_stream(websocket: WebSocket, stream_id: StreamId, hub: HubDep, t
 
 @router.websocket("/v1/anomalies/watch")
 async def watch_anomalies(
-    websocket: WebSocket, hub: HubDep, tenant: Tenant, since: Annotated[int | None, Query(ge=0)] = None
-) -> None:
+    websocket: WebSocket, hub: HubDep, tenant: Tenant, since: Annotated[int | None, Query(ge=0)] = None,
+    openings: bool = False,
+) -> None:  # fmt: skip
     """Receive {"anomalies": [...]} as the tenant's observations are judged anomalous (each alert as GET
-    /v1/anomalies gives it); with ``since``, first every kept alert after that id. Each alert once, in id
-    order; a watcher too slow to keep up is dropped (close 1013)."""
+    /v1/anomalies gives it); with ``since``, first every kept alert after that id; with ``openings``, only
+    the alerts that open an episode. Each alert once, in id order; a watcher too slow to keep up is dropped
+    (close 1013)."""
+    shown = openings_of if openings else list
     if isinstance(hub, ShardedHub):
-        await _follow_feed(websocket, hub, tenant, since)
+        await _follow_feed(websocket, hub, tenant, since, shown)
         return
     alerts = hub.watch_anomalies(tenant)  # before reading the backlog: nothing falls between the two
     try:
@@ -142,14 +146,15 @@ async def watch_anomalies(
             except ServiceError as exc:  # recovering or stopping: worth another try
                 await websocket.close(TRY_AGAIN_LATER, str(exc)[:120])
                 return
+            if picked := shown(page):
+                await asyncio.wait_for(_send(websocket, {"anomalies": picked}), hub.settings.ws_send_timeout)
             if page:
-                await asyncio.wait_for(_send(websocket, {"anomalies": page}), hub.settings.ws_send_timeout)
                 sent = page[-1]["id"]
             if len(page) < MAX_ALERTS:
                 break
 
         def unseen(batch: dict) -> dict | None:  # what the backlog sent already goes
-            fresh = [alert for alert in batch["anomalies"] if sent is None or alert["id"] > sent]
+            fresh = shown([alert for alert in batch["anomalies"] if sent is None or alert["id"] > sent])
             return {"anomalies": fresh} if fresh else None
 
         await _relay(websocket, hub, alerts, unseen, "")
@@ -160,12 +165,14 @@ async def watch_anomalies(
         open_sockets(websocket.app).discard(websocket)
 
 
-async def _follow_feed(websocket: WebSocket, hub: ShardedHub, tenant: str, since: int | None) -> None:
+async def _follow_feed(
+    websocket: WebSocket, hub: ShardedHub, tenant: str, since: int | None, shown: Callable[[list], list]
+) -> None:
     """The alerts watch of a sharded server: the feed over every shard (``ShardedHub.feed``) read from
     ``since`` (None: from now) whenever a shard stored new alerts of the tenant, and every
     ``FEED_POLL_SECONDS`` while a lagging shard holds alerts back (``FEED_IDLE_SECONDS`` otherwise). Pushed
     alerts could not be put in id order across shards; the feed is, so this is as the single process's
-    watch."""
+    watch. ``shown``: what of a page is sent (every alert, or the openings)."""
     wakes = hub.watch_anomalies(tenant)
     closed: asyncio.Future | None = None
     try:
@@ -175,8 +182,8 @@ async def _follow_feed(websocket: WebSocket, hub: ShardedHub, tenant: str, since
         sent = since if since is not None else (await hub.feed(tenant, 2**63 - 1, 1))[1]
         while True:
             page, sent, held = await hub.feed(tenant, sent, MAX_ALERTS)
-            if page:
-                await asyncio.wait_for(_send(websocket, {"anomalies": page}), hub.settings.ws_send_timeout)
+            if picked := shown(page):
+                await asyncio.wait_for(_send(websocket, {"anomalies": picked}), hub.settings.ws_send_timeout)
             if len(page) == MAX_ALERTS:
                 continue
             woken = asyncio.ensure_future(wakes.get())

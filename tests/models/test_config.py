@@ -37,6 +37,7 @@ def test_round_trip_through_a_dict():
         (dict(dtype="float16"), "dtype must be one of float32, float64; got 'float16'"),
         (dict(clip_grad_norm=-1.0), "clip_grad_norm must be a finite number > 0, got -1.0"),
         (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(episode_gap=0), "episode_gap must be an integer >= 1, got 0"),
         (dict(normalize="yes"), "normalize must be a bool, got 'yes'"),
     ],
 )

@@ -71,7 +71,8 @@ def test_streams_with_other_configs_live_in_other_fleets():
     engine.add_stream("a", config(seed=1))
     engine.add_stream("b", config(seed=2))
     engine.add_stream("c", config(lr=0.5))
-    assert engine._streams["a"].fleet is engine._streams["b"].fleet
+    engine.add_stream("d", config(episode_gap=3, timestamps="any"))  # the service's business: one fleet still
+    assert engine._streams["a"].fleet is engine._streams["b"].fleet is engine._streams["d"].fleet
     assert engine._streams["a"].fleet is not engine._streams["c"].fleet
 
 

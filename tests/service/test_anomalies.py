@@ -27,9 +27,9 @@ def readings(count: int = 300, spike_at: int = 250) -> list[float]:
     return values.tolist()
 
 
-def post(client: TestClient, values: list[float], first_seq: int = 1) -> list[dict]:
+def post(client: TestClient, values: list[float], first_seq: int = 1, stream: str = "s") -> list[dict]:
     body = {"observations": [{"x": v, "seq": first_seq + k} for k, v in enumerate(values)]}
-    response = client.post("/v1/streams/s/observations", json=body)
+    response = client.post(f"/v1/streams/{stream}/observations", json=body)
     assert response.status_code == 200, response.text
     return response.json()["results"]
 
@@ -210,6 +210,37 @@ def test_the_alerts_websocket_sends_the_backlog_then_each_alert_once_per_tenant(
             theirs = c.get("/v1/anomalies", headers=B).json()["anomalies"]
             assert theirs and all(a["id"] > live[-1]["id"] for a in theirs)
             assert received(beta, len(theirs)) == theirs  # beta's own alerts, never alpha's
+
+
+def test_the_feed_and_its_websocket_give_the_alerts_that_open_an_episode_when_asked(client):
+    values = spiked((150, 165))  # the second spike: 14 readings after the first's echo
+    for stream in ("s", "t"):
+        assert client.put(f"/v1/streams/{stream}", json=FORECAST).status_code == 201
+        post(client, values[:160], stream=stream)
+    patched = client.patch("/v1/streams/t", json={"episode_gap": 10})  # from its next reading on
+    assert patched.status_code == 200 and patched.json()["config"]["episode_gap"] == 10
+    with client.websocket_connect("/v1/anomalies/watch?since=0&openings=true") as openings:
+        for stream in ("s", "t"):
+            post(client, values[160:], first_seq=161, stream=stream)
+        feed = client.get("/v1/anomalies").json()
+        by_stream = {stream: [a for a in feed["anomalies"] if a["stream"] == stream] for stream in ("s", "t")}
+        for stream, gap in (("s", 25), ("t", 10)):
+            steps = [a["step"] for a in by_stream[stream]]
+            assert {151, 166} <= set(steps)
+            assert [a["opens"] for a in by_stream[stream]] == [
+                k == 0 or step - steps[k - 1] > gap for k, step in enumerate(steps)
+            ]
+        second = {stream: next(a for a in alerts if a["step"] == 166) for stream, alerts in by_stream.items()}
+        assert (second["s"]["opens"], second["s"]["episode"]) == (False, 151)  # within 25 of the first's
+        assert (second["t"]["opens"], second["t"]["episode"]) == (True, 166)  # more than 10 after
+        opened = [a for a in feed["anomalies"] if a["opens"]]
+        assert 0 < len(opened) < len(feed["anomalies"])
+        assert client.get("/v1/anomalies", params={"openings": True}).json() == {**feed, "anomalies": opened}
+        page = client.get("/v1/anomalies", params={"openings": True, "limit": 2}).json()
+        assert page["anomalies"] == [a for a in feed["anomalies"][:2] if a["opens"]]
+        assert page["next"] == feed["anomalies"][1]["id"]  # past what it looked at, openings or not
+        assert received(openings, len(opened)) == opened
+        assert prometheus(client)["tbptt_anomaly_episodes_total"] == len(opened)
 
 
 def received(websocket, count: int) -> list[dict]:

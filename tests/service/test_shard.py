@@ -10,6 +10,7 @@ from tbptt.service.settings import Settings
 from tbptt.service.shard import Shard
 from tbptt.service.store import StoreUnavailable
 from tbptt.service.telemetry import Telemetry
+from tests.service.test_anomalies import spiked
 
 
 def shard_on(data_dir) -> Shard:
@@ -74,6 +75,34 @@ def test_an_alert_whose_write_a_crash_prevented_comes_back_with_the_replay(tmp_p
     once_more = shard_on(tmp_path / "data")  # recovered from its checkpoint: the feed is not repeated
     assert once_more.anomalies("t", 0, 10) == alerts
     once_more.close(failed=False)
+
+
+def test_alerts_open_episodes_that_continue_through_a_restart_and_a_crash(tmp_path):
+    values = spiked((150, 165))  # the second spike is within episode_gap (25) of the first's alerts
+
+    def episodes(data_dir, restarts: dict[int, bool]) -> list[tuple[int, bool, int]]:
+        """(step, opens, episode) of every alert, the shard stopped after each of ``restarts``' readings
+        (True: as by a crash, its log alone kept) and opened again."""
+        shard = shard_on(data_dir)
+        shard.create("t", "s", StreamConfig(input_size=1, target="next", dtype="float64"))
+        done = 0
+        for stop in [*restarts, len(values)]:
+            shard.apply([("t", [Part("s", [Incoming([v], None, None) for v in values[done:stop]])])])
+            if stop in restarts:
+                shard.close(failed=restarts[stop])
+                shard = shard_on(data_dir)
+            done = stop
+        alerts = shard.anomalies("t", 0, 100)
+        shard.close(failed=False)
+        return [(a["step"], a["opens"], a["episode"]) for a in alerts]
+
+    whole = episodes(tmp_path / "whole", {})
+    steps = [step for step, _, _ in whole]
+    assert {151, 166} <= set(steps)
+    assert [opens for _, opens, _ in whole] == [k == 0 or step - steps[k - 1] > 25 for k, step in enumerate(steps)]
+    assert (166, False, 151) in whole  # the second spike: in the first's episode
+    assert episodes(tmp_path / "stopped", {160: False}) == whole  # from the checkpoint taken when it stopped
+    assert episodes(tmp_path / "crashed", {160: True, 163: False}) == whole  # from the log, replayed
 
 
 def _rot_newest_checkpoint(shard: Shard, uid: int) -> int:

@@ -534,6 +534,7 @@ def test_the_alerts_feed_merges_every_shards_alerts_in_id_order_and_its_websocke
     with (
         connect(f"{sharded.ws_url}/v1/anomalies/watch?since=0") as backlog_and_live,
         connect(f"{sharded.ws_url}/v1/anomalies/watch") as live,
+        connect(f"{sharded.ws_url}/v1/anomalies/watch?since=0&openings=true") as openings,
     ):
         flagged = {}
         for first, half in ((1, values[:200]), (201, values[200:])):  # (two requests per stream, interleaved)
@@ -555,6 +556,10 @@ def test_the_alerts_feed_merges_every_shards_alerts_in_id_order_and_its_websocke
         assert paged == feed["anomalies"]
         assert received(backlog_and_live, len(ids)) == feed["anomalies"]  # in id order, each once
         assert received(live, len(ours)) == ours
+        assert any(a["opens"] for a in ours) and not all(a["opens"] for a in ours)  # (a spike's echo: not)
+        opened = [a for a in feed["anomalies"] if a["opens"]]
+        assert httpx.get(f"{url}/v1/anomalies", params={"limit": 1000, "openings": True}).json()["anomalies"] == opened
+        assert received(openings, len(opened)) == opened
     for stream in streams:
         assert httpx.delete(f"{url}/v1/streams/{stream}").status_code == 204
 
