@@ -51,16 +51,21 @@ class Job:
     evict: bool = False
     error: str | None = None  # why nothing was written, once finished
 
+    def __post_init__(self) -> None:
+        self.nbytes = sum(piece.nbytes for *_, data in self.rows for piece in _pieces(data))
+
 
 class CheckpointWriter:
     def __init__(self, path: Path, faults: Faults) -> None:
         self._path, self._faults = path, faults
         self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self.backlog = 0  # bytes of snapshots submitted and not yet seen ``finished`` (the submitter's count)
         self._finished: queue.Queue[Job] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        self.backlog += job.nbytes
         self._jobs.put(job)
 
     def finished(self) -> list[Job]:
@@ -70,6 +75,7 @@ class CheckpointWriter:
             try:
                 done.append(self._finished.get_nowait())
             except queue.Empty:
+                self.backlog -= sum(job.nbytes for job in done)
                 return done
 
     def flush(self) -> None:

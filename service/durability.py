@@ -37,7 +37,8 @@ from .telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 0.5  # how often: due checkpoints, evictions, log trims
-HOUSEKEEPING_BUDGET = 0.1  # seconds of checkpointing and evicting per pass: requests wait meanwhile
+HOUSEKEEPING_BUDGET = 0.1  # seconds of checkpointing and evicting per pass: requests wait meanwhile ...
+WRITER_BACKLOG = 64 << 20  # ... unless none waits: then on, while the writer holds less than this of snapshots
 CHECKPOINT_GROUP = 64  # streams checkpointed per transaction at most ...
 GROUP_BYTES = 16 << 20  # ... and about this much state: a pass stays within its budget with large streams
 REPLAY_CHUNK = 20_000  # observations per engine call while recovering
@@ -55,6 +56,11 @@ def _engine_bytes(fleet_key: CoreConfig) -> int:
     return Engine.state_bytes(fleet_key)
 
 
+def never() -> bool:
+    """Nothing waits? Never known: housekeeping keeps to its budget (a worker of a shard process)."""
+    return False
+
+
 class Durability:
     def __init__(
         self,
@@ -70,6 +76,7 @@ class Durability:
         self.writer, self.telemetry, self.alerts = writer, telemetry, alerts
         self._trimmed = 0  # log batches up to here are gone
         self._housekept = 0.0
+        self._unfinished = False  # the last pass left work for later
 
     def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
         results = ResultLog.of(self.settings.results_retained, config)
@@ -203,15 +210,19 @@ class Durability:
         self.writer.flush()
         self.written()
 
-    def housekeeping(self, busy: frozenset[int] = frozenset()) -> None:
-        """Due checkpoints and evictions, in groups (``groups``), within a time budget; then the log behind
-        every stream's fallback checkpoint is trimmed. Streams in ``busy`` (uids: observations of theirs are
-        logged but not all applied yet) are left alone: a checkpoint now would claim the whole log batch."""
+    def housekeeping(self, busy: frozenset[int] = frozenset(), unhurried: Callable[[], bool] = never) -> None:
+        """Due checkpoints and evictions, in groups (``groups``), within a time budget, or past it while
+        ``unhurried()`` says nothing waits and the writer keeps up (``WRITER_BACKLOG``); then the log behind every
+        stream's fallback checkpoint is trimmed. Streams in ``busy`` (uids: observations of theirs are logged
+        but not all applied yet) are left alone: a checkpoint now would claim the whole log batch."""
         self.written(busy)
         now = time.monotonic()
+        budget = HOUSEKEEPING_BUDGET
         if now - self._housekept < HOUSEKEEPING_SECONDS:
-            return
-        self._housekept = now
+            if not (self._unfinished and unhurried() and self.writer.backlog < WRITER_BACKLOG):
+                return
+            budget = 0.0  # a pass resumed because nothing waits: on only while nothing does
+        self._housekept, self._unfinished = now, False
         s = self.settings
         free = [st for st in self.registry if st.uid not in busy and st.pending is None]
         idle = [st for st in free if st.loaded and now - st.last_active >= s.idle_seconds]
@@ -223,8 +234,9 @@ class Durability:
         quiet = [st for st in quiet if st.needs_log]  # quiet, yet holding the log back for an older checkpoint
         for action, states in ((self._evict, idle), (self.checkpoint, due), (self._copy_newest, quiet)):
             for group in groups(states):
-                if time.monotonic() - now > HOUSEKEEPING_BUDGET:
-                    break  # the rest next time
+                if time.monotonic() - now > budget and not self._may_go_on(busy, unhurried):
+                    self._unfinished = True  # the rest next time, or as soon as nothing waits
+                    break
                 action(*group)
         self.telemetry.in_memory(len(self.engine))
         needed = self._needed_from(busy)
@@ -234,6 +246,14 @@ class Durability:
                 self._trimmed = needed
             except StoreUnavailable as exc:
                 log.warning("log trim failed: %s", exc)
+
+    def _may_go_on(self, busy: frozenset[int], unhurried: Callable[[], bool]) -> bool:
+        """Past the budget: whether nothing waits and the writer keeps up (what it wrote is taken in first:
+        evicted streams leave memory as their checkpoints are committed, not at the end of the pass)."""
+        if not unhurried():
+            return False
+        self.written(busy)
+        return self.writer.backlog < WRITER_BACKLOG
 
     def _copy_newest(self, *states: StreamState) -> None:
         try:

@@ -74,7 +74,8 @@ class Worker(Protocol):
 
     def begin(self, payloads: list[Any]) -> Slices: ...  # a batch, to apply in slices
 
-    def tick(self) -> None: ...  # housekeeping, between batches and when idle
+    # housekeeping, between batches and when idle; ``idle()``: whether nothing waits for the thread now
+    def tick(self, idle: Callable[[], bool]) -> None: ...
 
     def close(self, failed: bool) -> None: ...  # after the last job (final checkpoints unless failed)
 
@@ -157,7 +158,7 @@ class EngineThread:
                 try:
                     job = self._jobs.get(timeout=TICK_SECONDS)
                 except queue.Empty:
-                    self.worker.tick()
+                    self.worker.tick(self._idle)
                     continue
                 if job is None:
                     stopping = True  # finish what is running and queued first
@@ -173,7 +174,11 @@ class EngineThread:
             self._continue()
             if self.failure is not None:  # what waits or runs will never be served: say so now
                 self._refuse_all("internal error: the service must be restarted")
-            self.worker.tick()
+            self.worker.tick(self._idle)
+
+    def _idle(self) -> bool:
+        """Nothing waits for this thread (housekeeping may then go past its budget)."""
+        return not self._waiting and not self._running and self._jobs.empty()
 
     def _take(self) -> bool:
         """What is queued, after what waits already, up to the stop sentinel; whether it came."""

@@ -32,7 +32,7 @@ from .applying import Applying, Pace
 from .checkpoint import pack, unpack
 from .checkpoint_writer import CheckpointWriter
 from .datadir import DataDirLock
-from .durability import Durability, stream_bytes
+from .durability import Durability, never, stream_bytes
 from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
 from .ingest import Part, Plan, check, fits, learns
@@ -212,9 +212,10 @@ class Shard:
         )  # fmt: skip
         self.durability.write(lambda store: store.append(record, counts))
 
-    def tick(self) -> None:
+    def tick(self, idle: Callable[[], bool] = never) -> None:
+        """Housekeeping (``idle()``: whether nothing waits for this shard now)."""
         self._applying = [a for a in self._applying if not a.done]
-        self.durability.housekeeping(self.busy)
+        self.durability.housekeeping(self.busy, idle)
         self.alerts.housekeeping()
 
     def close(self, failed: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ class Recorder:
         self.batches.append(payloads)
         return Done(payloads)
 
-    def tick(self) -> None: ...
+    def tick(self, idle: Callable[[], bool]) -> None: ...
 
     def close(self, failed: bool) -> None:
         self.closed = True

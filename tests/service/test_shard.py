@@ -3,7 +3,14 @@ the shards issue runs it in other processes)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
+
 from tbptt.models import StreamConfig, StreamNotFound
+from tbptt.service import durability
+from tbptt.service.durability import WRITER_BACKLOG
 from tbptt.service.errors import Invalid, StorageFull
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.settings import Settings
@@ -103,6 +110,54 @@ def test_alerts_open_episodes_that_continue_through_a_restart_and_a_crash(tmp_pa
     assert (166, False, 151) in whole  # the second spike: in the first's episode
     assert episodes(tmp_path / "stopped", {160: False}) == whole  # from the checkpoint taken when it stopped
     assert episodes(tmp_path / "crashed", {160: True, 163: False}) == whole  # from the log, replayed
+
+
+def idle_shard(data_dir, streams: int) -> Shard:
+    """A shard whose ``streams`` streams, each with one observation, are all idle past idle_seconds."""
+    shard = Shard(Settings(data_dir=data_dir, idle_seconds=0.01), Telemetry(None))
+    shard.open()
+    for k in range(streams):
+        shard.create("t", f"s{k}", StreamConfig(input_size=1))
+    shard.apply([("t", [Part(f"s{k}", [Incoming([1.0], None, None)])]) for k in range(streams)])
+    time.sleep(0.02)
+    return shard
+
+
+def evicted(shard: Shard) -> int:
+    shard._writer.flush()
+    shard.tick()  # what was written is taken in (a pass is not due again so soon)
+    return sum(not state.loaded for state in shard.registry)
+
+
+def test_a_housekeeping_pass_cut_short_resumes_as_soon_as_nothing_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(durability, "HOUSEKEEPING_BUDGET", 0.0)  # spent before the first group
+    shard = idle_shard(tmp_path / "data", 200)
+    shard.tick(lambda: False)  # the pass that was due: requests wait, so it stops at once
+    monkeypatch.setattr(durability, "HOUSEKEEPING_SECONDS", 3600.0)  # no pass is due again in this test
+    shard.tick(lambda: False)
+    assert evicted(shard) == 0
+    shard.tick(lambda: True)  # nothing waits: the pass resumes, and goes on while nothing does
+    assert evicted(shard) == 200
+    shard.close(failed=False)
+
+
+@pytest.mark.parametrize(
+    ("idle", "backlog", "count"),
+    [(False, WRITER_BACKLOG, 0), (True, WRITER_BACKLOG, 200), (True, 1, 64)],
+    ids=["requests-wait", "nothing-waits", "the-writer-lags"],
+)
+def test_housekeeping_goes_past_its_budget_only_while_nothing_waits_and_the_writer_keeps_up(
+    tmp_path, monkeypatch, idle, backlog, count
+):
+    monkeypatch.setattr(durability, "HOUSEKEEPING_BUDGET", 0.0)  # spent before the first group
+    monkeypatch.setattr(durability, "WRITER_BACKLOG", backlog)
+    shard = idle_shard(tmp_path / "data", 200)
+    release, write = threading.Event(), shard._writer._write
+    shard._writer._write = lambda db, job: (release.wait(30), write(db, job))  # nothing written during the pass
+    shard.tick(lambda: idle)
+    release.set()
+    assert evicted(shard) == count  # (the writer lagging: the first group of 64 only)
+    shard.close(failed=False)
 
 
 def _rot_newest_checkpoint(shard: Shard, uid: int) -> int:
