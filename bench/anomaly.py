@@ -33,7 +33,7 @@ import torch
 
 from tbptt.models import Engine, StepResult, StreamConfig
 from tbptt.models.anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA
-from tbptt.service.alerts import opens_episode
+from tbptt.service.episodes import openings
 
 RUN = 500
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "models" / "data"
@@ -189,11 +189,7 @@ def idle_then_moving(seed: int = 0) -> None:
 
 def episodes(steps: list[int]) -> int:
     """How many episodes alerts at ``steps`` open (the service's rule, at the default episode_gap)."""
-    gap, opened, last = StreamConfig(input_size=1).episode_gap, 0, None
-    for step in steps:
-        opened += opens_episode(last, step, gap)
-        last = step
-    return opened
+    return len(openings(steps, StreamConfig(input_size=1).episode_gap))
 
 
 def read(path: Path) -> list[list[str]]:

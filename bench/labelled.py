@@ -28,7 +28,7 @@ from bench.anomaly import forecast, run
 from bench.anomaly_peers import DETECTORS, scores
 from bench.quality import AEON, AEON_WHEEL, wheel
 from tbptt.models import StreamConfig
-from tbptt.service.alerts import opens_episode
+from tbptt.service.episodes import openings
 
 DATA = "aeon/datasets/data"
 SERIES = {  # name: (file in the wheel, readings to learn from before judging)
@@ -66,22 +66,17 @@ def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
     of anomalous readings) within ``NEAR`` readings of an alert, and of an opening: the feed's openings
     should find every region its alerts find."""
     _, results = forecast(values)
-    gap, last, flags, openings = StreamConfig(input_size=1).episode_gap, None, [], []
-    for step, result in enumerate(results):
-        if result.anomalous:
-            if opens_episode(last, step, gap):
-                openings.append(step)
-            flags.append(step)
-            last = step
-    flags, openings = [np.array([s for s in steps if s >= learn], dtype=int) for steps in (flags, openings)]
+    every = [step for step, result in enumerate(results) if result.anomalous]
+    opened = openings(every, StreamConfig(input_size=1).episode_gap)
+    flags, opening = [np.array([s for s in steps if s >= learn], dtype=int) for steps in (every, opened)]
     edges = np.flatnonzero(np.diff(np.concatenate([[0], label, [0]])))
     regions = list(zip(edges[::2], edges[1::2]))  # [start, end) of each run of anomalous readings
     near = [
         sum(bool(len(at)) and bool((np.abs(at[:, None] - np.arange(a, b)[None, :]) <= NEAR).any()) for a, b in regions)
-        for at in (flags, openings)
+        for at in (flags, opening)
     ]
     return (
-        f"{len(flags)} flags opening {len(openings)} episodes; labelled regions near a flag {near[0]}/{len(regions)}, "
+        f"{len(flags)} flags opening {len(opening)} episodes; labelled regions near a flag {near[0]}/{len(regions)}, "
         f"near an opening {near[1]}/{len(regions)}"
     )
 

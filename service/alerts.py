@@ -27,6 +27,7 @@ from typing import Any
 
 from tbptt.models import Results
 
+from .episodes import opens_episode
 from .results import calibrated
 from .store import Store, StoreUnavailable
 from .streams import StreamState, now_iso
@@ -161,19 +162,12 @@ def alerts_of(
 
 
 def episode(state: StreamState, step: int) -> dict[str, Any]:
-    """Alert ``step`` of ``state`` placed in the stream's episodes: it opens one when none of the stream's
-    ``episode_gap`` observations before it was anomalous, else belongs to the episode open since (one sensor
-    waking up after idling raises a storm of alerts while its statistics catch up: one episode)."""
+    """Alert ``step`` of ``state`` placed in the stream's episodes (service/episodes.py)."""
     opens = opens_episode(state.last_alert, step, state.config.episode_gap)
     if opens:
         state.episode = step
     state.last_alert = step
     return {"opens": opens, "episode": state.episode}
-
-
-def opens_episode(last_alert: int | None, step: int, gap: int) -> bool:
-    """Whether an alert at ``step`` opens an episode, the stream's previous one at ``last_alert`` (None: none)."""
-    return last_alert is None or step - last_alert > gap
 
 
 def openings_of(alerts: list[Alert]) -> list[Alert]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import APIError, Client
+from ..episodes import openings
 from .plot import plot
 from .progress import bar, pace
 from .table import Table, read
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
         for obs, ts in zip(observations, table.stamps or []):
             obs["ts"] = ts
         results = _send(tbptt, args, observations)
-        coverage = tbptt.info(args.stream)["config"]["coverage"]
+        config = tbptt.info(args.stream)["config"]
     # what each judged prediction is compared with (NaN: missing, not judged)
     truth = [
         _row(t, len(table.x_names) if forecast else len(table.y_names))
@@ -52,19 +53,22 @@ def run(args: argparse.Namespace) -> None:
         baseline = sum(last) / len(last)
         name = "last-value" if forecast else "last-target"
         print(f"{name} forecast MAE {baseline:.6g}  (ratio {mae / baseline if baseline else math.inf:.3f})")
-    _report_anomalies(flagged, 1 if forecast else 0)
-    _report_intervals(intervals, truth, coverage)
+    _report_anomalies(flagged, 1 if forecast else 0, config["episode_gap"])
+    _report_intervals(intervals, truth, config["coverage"])
     path = args.plot or Path(f"{args.stream}.png")
     plot(path, args.stream, table.x_names[0] if forecast else table.y_names[0], truth, predictions,
          [r["loss"] for r in results], intervals, flagged)  # fmt: skip
     print(f"plot: {path}")
 
 
-def _report_anomalies(flagged: list[bool], first_row: int) -> None:
-    """``flagged[k]``: whether truth row k (data row ``k + first_row``, counted from 0) was judged anomalous."""
+def _report_anomalies(flagged: list[bool], first_row: int, gap: int) -> None:
+    """``flagged[k]``: whether truth row k (data row ``k + first_row``, counted from 0) was judged anomalous;
+    and the episodes those open (service/episodes.py: this file's alone, as if the stream had none before)."""
     rows = [k + first_row for k, flag in enumerate(flagged) if flag]
     shown = ", ".join(map(str, rows[:10])) + (f", ... ({len(rows) - 10} more)" if len(rows) > 10 else "")
-    print(f"anomalies: {len(rows)}" + (f" (data rows {shown}, counted from 0)" if rows else ""))
+    opened = len(openings(rows, gap))
+    print(f"anomalies: {len(rows)} in {opened} episode{'s' * (opened != 1)}"
+          + (f" (data rows {shown}, counted from 0)" if rows else ""))  # fmt: skip
 
 
 def _report_intervals(intervals: list[list[list[float]] | None], truth: list[list[float]], nominal: float) -> None:
