@@ -133,6 +133,12 @@ class _Verbs:
     def metrics(self, stream: str) -> Any:
         return self._run([_Call("GET", f"/v1/streams/{stream}/metrics", _json)])
 
+    def anomalies(self, since: int = 0, limit: int = 100, openings: bool = False) -> Any:
+        """One page of the alerts feed after id ``since``, ``{"anomalies", "next"}``: poll on from ``next``.
+        ``openings``: only the alerts that open an episode (a page may then hold none while more follow)."""
+        params = {"since": since, "limit": limit, "openings": openings}
+        return self._run([_Call("GET", "/v1/anomalies", _json, {"params": params})])
+
     def export_model(self, stream: str) -> Any:
         """The model as safetensors bytes."""
         return self._run([_Call("GET", f"/v1/streams/{stream}/model", lambda r: _check(r).content)])

@@ -34,6 +34,16 @@ def test_sync_client_covers_the_api(server):
         model = tbptt.export_model("pump-7")
         assert "head.weight" in load_tensors(model) and tbptt.import_model("pump-7", model)["id"] == "pump-7"
         assert tbptt.reset("pump-7", weights=True)["steps"] == 3
+        assert tbptt.anomalies() == {"anomalies": [], "next": 0}  # (three readings: none judged yet)
+        tbptt.create("boiler", {"model": {"input_size": 1}, "target": "next"})
+        readings = [{"x": 20.0 + (k % 7) * 0.3} for k in range(120)]
+        readings[100] = {"x": 80.0}  # beyond every earlier reading, and its echo after it
+        tbptt.observe("boiler", readings)
+        feed = tbptt.anomalies(limit=10)
+        assert [a["seq"] for a in feed["anomalies"]][:1] == [101] and feed["next"] == feed["anomalies"][-1]["id"]
+        assert tbptt.anomalies(openings=True)["anomalies"] == [a for a in feed["anomalies"] if a["opens"]]
+        assert tbptt.anomalies(since=feed["next"]) == {"anomalies": [], "next": feed["next"]}
+        tbptt.delete("boiler")
         with tbptt.stream("pump-7") as ws:
             assert ws.send({"x": [3, 4]})[0]["step"] == 4
             assert [r["step"] for r in ws.send([{"x": [4, 5]}, {"x": [5, 6]}])] == [5, 6]
@@ -58,6 +68,7 @@ def test_async_client_has_every_verb_of_the_sync_one(server):
             results = await asyncio.gather(*(tbptt.observe("a", [{"x": float(i)}]) for i in range(10)))
             assert sorted(r[0]["step"] for r in results) == list(range(1, 11))
             assert (await tbptt.metrics("a"))["steps"] == 10
+            assert await tbptt.anomalies(since=5, openings=True) == {"anomalies": [], "next": 5}
             assert len(await tbptt.predictions("a", limit=3)) == 3 and (await tbptt.info("a"))["steps"] == 10
             model = await tbptt.export_model("a")
             assert (await tbptt.import_model("a", model))["id"] == "a"
