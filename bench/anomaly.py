@@ -1,12 +1,15 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
-    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR] [--horizon H] [--public] [--fresh] [--holdout]
-                            [--wheels DIR] [--sensors DIR] [--idle]
+    python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR [--feed FEED_DIR]] [--horizon H] [--public]
+                            [--fresh] [--holdout] [--wheels DIR] [--sensors DIR] [--idle]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
 through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
 observation at a time in runs of 500; each row's ``anomaly`` (0 where there is none yet) is written in NAB's
-result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``, for NAB's scorer.
+result format, OUT_DIR/<folder>/<name>.csv with ``timestamp,value,anomaly_score``, for NAB's scorer. With
+``--feed FEED_DIR``: the alerts an operator gets at the defaults, as NAB results too (1 where the stream
+would alert, 0 elsewhere): FEED_DIR/alerts (every anomalous reading) and FEED_DIR/openings (the alerts that
+open an episode, service/episodes.py).
 Printed per series: the intervals' empirical coverage after calibration (nominal 0.9) and their mean width,
 beside the same interval built from the last-value forecast's errors by the same
 quantile tracker (below 1: ours are narrower). With ``--horizon H``: every series run forecasts H readings
@@ -110,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nab", type=Path, help="NAB's data folder")
     parser.add_argument("--out", type=Path, help="where to write NAB's results, in its format")
+    parser.add_argument("--feed", type=Path, help="with --nab: where to write the alerts feed as NAB's results")
     parser.add_argument("--horizon", type=int, default=0, help="also forecast this many readings ahead")
     parser.add_argument("--public", action="store_true", help="public series (needs river and statsmodels)")
     parser.add_argument("--fresh", action="store_true", help="series first looked at on 2026-12-03 (bench.quality)")
@@ -122,6 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
+    if args.feed is not None and args.nab is None:
+        parser.error("--feed needs --nab")
     torch.set_num_threads(1)
     tests = {p.stem: [float(r[1]) for r in read(p)] for p in sorted(TESTS.glob("*.csv")) if p.stem != "macrodata"}
     groups = {"the tests' four series": tests}
@@ -163,6 +169,11 @@ def main() -> None:
         flagged = [[k for k, score in enumerate(series) if score >= threshold] for series in scores.values()]
         print(f"NAB's 58 series: {sum(map(len, flagged))} alerts (scores >= {threshold}), opening "
               f"{sum(map(episodes, flagged))} alert episodes")  # fmt: skip
+        if args.feed is not None:
+            gap = StreamConfig(input_size=1).episode_gap
+            for (name, rows), alerts in zip(nab.items(), flagged):
+                for kind, chosen in (("alerts", set(alerts)), ("openings", set(openings(alerts, gap)))):
+                    write_nab(rows, [float(k in chosen) for k in range(len(rows))], args.feed / kind / f"{name}.csv")
 
 
 def idle_then_moving(seed: int = 0) -> None:
