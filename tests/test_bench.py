@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import core
+from bench import core, shard_scaling
 from bench.labelled import roc_area
 
 
@@ -16,6 +16,10 @@ def test_the_core_benchmark_runs():
     # Resident memory need not grow for 20 small streams: in a process that has run other tests, the
     # allocator reuses pages those freed (this asserted per_stream > 0 and failed now and then in CI's run).
     assert rate > 0 and needed > 0 and math.isfinite(per_stream)
+
+
+def test_the_shard_scaling_benchmark_runs():
+    assert shard_scaling.total_rate(shards=2, seconds=0.2, streams=10) > 0
 
 
 def test_the_roc_area_counts_ties_as_half():
