@@ -219,7 +219,7 @@ class Durability:
         now = time.monotonic()
         budget = HOUSEKEEPING_BUDGET
         if now - self._housekept < HOUSEKEEPING_SECONDS:
-            if not (self._unfinished and unhurried() and self.writer.backlog < WRITER_BACKLOG):
+            if not (self._unfinished and self._may_go_on(busy, unhurried)):
                 return
             budget = 0.0  # a pass resumed because nothing waits: on only while nothing does
         self._housekept, self._unfinished = now, False
