@@ -165,21 +165,21 @@ def main() -> None:
         scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})
         for name, rows in nab.items():
             write_nab(rows, scores[name], args.out / f"{name}.csv")
-        threshold = StreamConfig(input_size=1).anomaly_threshold
-        flagged = [[k for k, score in enumerate(series) if score >= threshold] for series in scores.values()]
-        print(f"NAB's 58 series: {sum(map(len, flagged))} alerts (scores >= {threshold}), opening "
-              f"{sum(map(episodes, flagged))} alert episodes")  # fmt: skip
+        defaults = StreamConfig(input_size=1)
+        flagged = [[k for k, s in enumerate(series) if s >= defaults.anomaly_threshold] for series in scores.values()]
+        opened = [openings(alerts, defaults.episode_gap) for alerts in flagged]
+        print(f"NAB's 58 series: {sum(map(len, flagged))} alerts (scores >= {defaults.anomaly_threshold}), opening "
+              f"{sum(map(len, opened))} alert episodes")  # fmt: skip
         if args.feed is not None:
-            gap = StreamConfig(input_size=1).episode_gap
-            for (name, rows), alerts in zip(nab.items(), flagged):
-                for kind, chosen in (("alerts", set(alerts)), ("openings", set(openings(alerts, gap)))):
-                    write_nab(rows, [float(k in chosen) for k in range(len(rows))], args.feed / kind / f"{name}.csv")
+            for (name, rows), alerts, first in zip(nab.items(), flagged, opened):
+                for kind, marked in (("alerts", set(alerts)), ("openings", set(first))):
+                    write_nab(rows, [float(k in marked) for k in range(len(rows))], args.feed / kind / f"{name}.csv")
 
 
 def idle_then_moving(seed: int = 0) -> None:
     """Per case (idle 100, 300 or 1,000 readings of 0, then 600 of a noisy sine, a random walk or noise): how
     many of the first 50 and the next 50 moving readings are flagged, how many alert episodes those open
-    (service/alerts.py), and the share of the first 100 moving readings inside their intervals (nominal 0.9).
+    (service/episodes.py), and the share of the first 100 moving readings inside their intervals (nominal 0.9).
     The first moving reading is the event; on 2026-12-04, 8-20 of the first 50 were flagged, opening 1-2
     episodes, and 55-66% covered (bench/README.md, "Sensors that idle, then move")."""
     rng = np.random.default_rng(seed)

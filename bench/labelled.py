@@ -62,7 +62,7 @@ def roc_area(score: np.ndarray, label: np.ndarray) -> float:
 
 def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
     """Ours' alerts after the learning part (a default stream's anomalous readings), the alert episodes they
-    open (the service's rule, service/alerts.py, at the default episode_gap), and the labelled regions (runs
+    open (the service's rule, service/episodes.py, at the default episode_gap), and the labelled regions (runs
     of anomalous readings) within ``NEAR`` readings of an alert, and of an opening: the feed's openings
     should find every region its alerts find."""
     _, results = forecast(values)
