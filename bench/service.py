@@ -5,6 +5,7 @@
     python -m bench.service --timestamps [--quick]    # only the cost of timestamps
     python -m bench.service --shards 2 [--quick]      # only the sharded server against the single process
     python -m bench.service --shards 2 --workers 2    # ... with 2 fronts, a) and b) against a bare app with 2
+    python -m bench.service --shards 8 --workers 4 --load 4    # ... with more load: wrk threads, client processes
 
 Throughput (issue "service throughput"):
   a) single-observation POSTs, 16 connections, round robin over 1,000 streams: observations/s against a bare
@@ -139,11 +140,11 @@ def lua_fixed(path: str, bodies: list[str]) -> str:
     return lua(bodies, f'"{path}"')
 
 
-def wrk(url: str, script: str, seconds: float, connections: int = 16) -> dict:
+def wrk(url: str, script: str, seconds: float, connections: int = 16, threads: int = 2) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     out = subprocess.run(
-        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", f.name, url],
+        ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", f.name, url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     os.unlink(f.name)
@@ -188,11 +189,13 @@ def _ws_client(url: str, streams: list[str], seconds: float, counter) -> None:
         counter.value += total
 
 
-def ws_rate(url: str, clients: int, seconds: float) -> float:
+def ws_rate(url: str, clients: int, seconds: float, processes: int = 2) -> float:
+    """Messages per second of ``clients`` WebSocket connections spread over ``processes`` client processes."""
     counter = multiprocessing.Value("q", 0)
     streams = [f"s{i}" for i in range(clients)]
     workers = [
-        multiprocessing.Process(target=_ws_client, args=(url, streams[k::2], seconds, counter)) for k in range(2)
+        multiprocessing.Process(target=_ws_client, args=(url, streams[k::processes], seconds, counter))
+        for k in range(processes)
     ]
     for w in workers:
         w.start()
@@ -319,9 +322,13 @@ def timestamps(seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
     ]  # fmt: skip
 
 
-def sharded(shards: int, seconds: float, rounds: int, workers: int = 1) -> list[tuple[str, str, str, str]]:
+def sharded(
+    shards: int, seconds: float, rounds: int, workers: int = 1, load: int = 2
+) -> list[tuple[str, str, str, str]]:
     """a), b) and c) on the sharded server (``workers`` fronts) and the single process, alternated; the bare
-    app (one process, and ``workers`` of them) and the textbook loop as in ``run``."""
+    app (one process, and ``workers`` of them) and the textbook loop as in ``run``. ``load``: wrk's threads
+    and the WebSocket client processes (c) gets twice as many connections), so that on a machine with many
+    cores the load, not the server, is never what limits a figure."""
     torch.set_num_threads(1)
     config = {"model": {"input_size": STREAM_INPUT}}
     textbook_config = {"model": {"input_size": STREAM_INPUT, "hidden_size": 32}, "tbptt": {"k1": 16}, "loss": "mse",
@@ -333,19 +340,19 @@ def sharded(shards: int, seconds: float, rounds: int, workers: int = 1) -> list[
     for k in range(rounds):
         for kind in ("single", "sharded") if workers > 1 else ("single",):
             with bare(fronts[kind]) as (url, _):
-                m[f"{kind} floor"].append(wrk(url, lua_single(1000), seconds)["rate"])
-                m[f"{kind} echo"].append(ws_rate(url, 100, seconds))
+                m[f"{kind} floor"].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
+                m[f"{kind} echo"].append(ws_rate(url, 100, seconds, processes=load))
         m["many"].append(textbook_rate(1000, 16, rounds=1))
         for kind in ("single", "sharded") if k % 2 == 0 else ("sharded", "single"):
             env = {"TBPTT_SHARDS": str(shards), "TBPTT_WORKERS": str(workers)} if kind == "sharded" else None
             with tbptt(env) as (url, _):
                 create_streams(url, 1000, config)
-                m[f"{kind} a"].append(wrk(url, lua_single(1000), seconds)["rate"])
-                m[f"{kind} b"].append(ws_rate(url, 100, seconds))
+                m[f"{kind} a"].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
+                m[f"{kind} b"].append(ws_rate(url, 100, seconds, processes=load))
             with tbptt(env) as (url, _):
                 create_streams(url, 1000, textbook_config)
                 cross = lua_fixed("/v1/observations", cross_bodies(1000, 8))
-                m[f"{kind} c"].append(wrk(url, cross, seconds, connections=4)["rate"] * 1000)
+                m[f"{kind} c"].append(wrk(url, cross, seconds, connections=2 * load, threads=load)["rate"] * 1000)
     if workers == 1:
         m["sharded floor"], m["sharded echo"] = m["single floor"], m["single echo"]
     r = {k: statistics.median(v) for k, v in m.items()}
@@ -374,12 +381,18 @@ def main() -> None:
     parser.add_argument("--timestamps", action="store_true", help="only the cost of timestamps")
     parser.add_argument("--shards", type=int, help="only the sharded server (this many shards) against one process")
     parser.add_argument("--workers", type=int, default=1, help="with --shards: the sharded server's front processes")
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=2,
+        help="with --shards: wrk threads and WebSocket client processes (c): twice as many connections)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench.service needs wrk: apt-get install wrk")
     seconds, rounds = (4, 1) if args.quick else (10, 3)
     if args.shards:
-        rows = sharded(args.shards, seconds, rounds, args.workers)
+        rows = sharded(args.shards, seconds, rounds, args.workers, args.load)
     elif args.timestamps:
         rows = timestamps(seconds, rounds)
     else:
