@@ -166,6 +166,7 @@ def episode(state: StreamState, step: int) -> dict[str, Any]:
     opens = opens_episode(state.last_alert, step, state.config.episode_gap)
     if opens:
         state.episode = step
+        state.episodes += 1
     state.last_alert = step
     return {"opens": opens, "episode": state.episode}
 

@@ -66,7 +66,7 @@ def pack(engine: Engine, stream: StreamState) -> Snapshot:
         "updates": stream.updates,
         "duplicates": stream.duplicates,
         "events": stream.events,
-        "alerted": [stream.last_alert, stream.episode],
+        "alerted": [stream.last_alert, stream.episode, stream.episodes],
         "layout": layout,
     }
     return _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
@@ -100,7 +100,7 @@ def summary(data: bytes, stream: StreamState) -> None:
     stream.results.threshold = stream.config.anomaly_threshold
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
-    stream.last_alert, stream.episode = meta.get("alerted", (None, None))  # (older checkpoints: none known)
+    _alerted(meta, stream)
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 
@@ -127,8 +127,16 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     stream.results.load(results)
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
-    stream.last_alert, stream.episode = meta.get("alerted", (None, None))  # (older checkpoints: none known)
+    _alerted(meta, stream)
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
+
+
+def _alerted(meta: dict[str, Any], stream: StreamState) -> None:
+    """The stream's alert episodes as the checkpoint knew them: checkpoints written before episodes knew
+    none, and those written before they were counted give the count from here on."""
+    alerted = meta.get("alerted", (None, None))
+    stream.last_alert, stream.episode = alerted[0], alerted[1]
+    stream.episodes = alerted[2] if len(alerted) > 2 else 0
 
 
 def _meta(data: bytes, stream: StreamState) -> dict[str, Any]:

@@ -139,6 +139,7 @@ class Durability:
         state.config = state.origin  # from its creation: the log has every change since
         state.results = state.results.emptied()
         state.last_alert = state.episode = None
+        state.episodes = 0
         state.results.threshold = state.origin.anomaly_threshold
         self.engine.add_stream(state.key, state.config)
         state.checkpoint_step, state.checkpoint_events, state.checkpoint_updates = 0, 0, 0

@@ -528,6 +528,10 @@ class MetricsPublic(BaseModel):
         description="the period of the season the gate may follow (given, or detected so far); null: none"
     )
     anomalies: int = Field(description="results whose anomaly reached the stream's anomaly_threshold")
+    anomaly_episodes: int = Field(
+        description="the alert episodes those anomalies opened: alerts that no other within the stream's "
+        "episode_gap observations before them preceded (GET /v1/anomalies?openings=true lists them)"
+    )
     coverage: float | None = Field(description="the fraction of targets inside their intervals, since calibrated")
     interval_width: float | None = Field(description="the intervals' mean width (averaged over outputs)")
     outputs: list[OutputMetricsPublic] = Field(
@@ -543,7 +547,8 @@ class MetricsPublic(BaseModel):
             prequential=PrequentialPublic(
                 n=m.prequential_n, mae=m.mae, rmse=m.rmse, baseline_mae=m.baseline_mae, vs_baseline=m.vs_baseline
             ),
-            grad_norm=m.grad_norm, season=m.season, anomalies=m.anomalies, coverage=m.coverage,
+            grad_norm=m.grad_norm, season=m.season, anomalies=m.anomalies, anomaly_episodes=info.anomaly_episodes,
+            coverage=m.coverage,
             interval_width=m.interval_width, imputed=m.imputed,
             outputs=[
                 OutputMetricsPublic(n=o.n, mae=o.mae, rmse=o.rmse, baseline_mae=o.baseline_mae, vs_baseline=o.vs_baseline)

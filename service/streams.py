@@ -39,6 +39,7 @@ class StreamInfo:
     created_at: str  # ISO 8601, UTC
     incarnation: int  # this stream's uid in the store: a stream deleted and created again is another one
     labels: dict[str, str]
+    anomaly_episodes: int = 0  # alert episodes its anomalies opened (service/episodes.py)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class StreamState:
     events: int = 0  # resets and imports logged after observation ``steps`` (they order the log)
     last_alert: int | None = None  # the step of its newest alert (service/alerts.py) ...
     episode: int | None = None  # ... and of the alert that opened that alert's episode
+    episodes: int = 0  # alert episodes opened (since the checkpoint it was restored from kept the count)
     loaded: bool = False  # in the engine (else evicted: the newest checkpoint holds it all)
     checkpoint_step: int = -1  # steps at the last checkpoint (-1: none yet)
     checkpoint_events: int = 0
@@ -110,7 +112,7 @@ class StreamState:
     def info(self) -> StreamInfo:
         return StreamInfo(
             self.id, self.config, self.steps, self.updates, self.last_seq, self.duplicates, self.created_at, self.uid,
-            dict(self.labels),
+            dict(self.labels), self.episodes,
         )  # fmt: skip
 
 

@@ -241,6 +241,9 @@ def test_the_feed_and_its_websocket_give_the_alerts_that_open_an_episode_when_as
         assert page["next"] == feed["anomalies"][1]["id"]  # past what it looked at, openings or not
         assert received(openings, len(opened)) == opened
         assert prometheus(client)["tbptt_anomaly_episodes_total"] == len(opened)
+        for stream, alerts in by_stream.items():  # each stream's metrics count its own
+            metrics = client.get(f"/v1/streams/{stream}/metrics").json()
+            assert (metrics["anomalies"], metrics["anomaly_episodes"]) == (len(alerts), sum(a["opens"] for a in alerts))
 
 
 def received(websocket, count: int) -> list[dict]:

@@ -67,6 +67,7 @@ def test_the_chart_follows_observations_with_their_intervals_and_anomalies(tmp_p
             assert 90 <= band <= 100  # every prediction once calibrated (20 judged) has its interval drawn
             expect(page.locator("body")).not_to_have_attribute("data-anomalies", "0")  # the reading at 100
             expect(page.locator("#stats")).to_contain_text("anomalies")
+            expect(page.locator("#stats")).to_contain_text(" episodes")
             expect(page.locator("#stats")).to_contain_text("imputed 3")
             screenshot = Path(os.environ.get("TBPTT_SCREENSHOTS", tmp_path)) / "dashboard.png"
             page.screenshot(path=str(screenshot))

@@ -87,9 +87,9 @@ def test_an_alert_whose_write_a_crash_prevented_comes_back_with_the_replay(tmp_p
 def test_alerts_open_episodes_that_continue_through_a_restart_and_a_crash(tmp_path):
     values = spiked((150, 165))  # the second spike is within episode_gap (25) of the first's alerts
 
-    def episodes(data_dir, restarts: dict[int, bool]) -> list[tuple[int, bool, int]]:
-        """(step, opens, episode) of every alert, the shard stopped after each of ``restarts``' readings
-        (True: as by a crash, its log alone kept) and opened again."""
+    def episodes(data_dir, restarts: dict[int, bool]) -> tuple[list[tuple[int, bool, int]], int]:
+        """(step, opens, episode) of every alert, and the stream's count of episodes, the shard stopped after
+        each of ``restarts``' readings (True: as by a crash, its log alone kept) and opened again."""
         shard = shard_on(data_dir)
         shard.create("t", "s", StreamConfig(input_size=1, target="next", dtype="float64"))
         done = 0
@@ -99,17 +99,18 @@ def test_alerts_open_episodes_that_continue_through_a_restart_and_a_crash(tmp_pa
                 shard.close(failed=restarts[stop])
                 shard = shard_on(data_dir)
             done = stop
-        alerts = shard.anomalies("t", 0, 100)
+        alerts, count = shard.anomalies("t", 0, 100), shard.info("t", "s").anomaly_episodes
         shard.close(failed=False)
-        return [(a["step"], a["opens"], a["episode"]) for a in alerts]
+        return [(a["step"], a["opens"], a["episode"]) for a in alerts], count
 
-    whole = episodes(tmp_path / "whole", {})
+    whole, count = episodes(tmp_path / "whole", {})
+    assert count == sum(opens for _, opens, _ in whole) >= 1
     steps = [step for step, _, _ in whole]
     assert {151, 166} <= set(steps)
     assert [opens for _, opens, _ in whole] == [k == 0 or step - steps[k - 1] > 25 for k, step in enumerate(steps)]
     assert (166, False, 151) in whole  # the second spike: in the first's episode
-    assert episodes(tmp_path / "stopped", {160: False}) == whole  # from the checkpoint taken when it stopped
-    assert episodes(tmp_path / "crashed", {160: True, 163: False}) == whole  # from the log, replayed
+    assert episodes(tmp_path / "stopped", {160: False}) == (whole, count)  # from the checkpoint taken when it stopped
+    assert episodes(tmp_path / "crashed", {160: True, 163: False}) == (whole, count)  # from the log, replayed
 
 
 def idle_shard(data_dir, streams: int) -> Shard:

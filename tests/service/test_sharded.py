@@ -560,7 +560,9 @@ def test_the_alerts_feed_merges_every_shards_alerts_in_id_order_and_its_websocke
         opened = [a for a in feed["anomalies"] if a["opens"]]
         assert httpx.get(f"{url}/v1/anomalies", params={"limit": 1000, "openings": True}).json()["anomalies"] == opened
         assert received(openings, len(opened)) == opened
-    for stream in streams:
+    for stream in streams:  # each shard's streams count their own episodes
+        metrics = httpx.get(f"{url}/v1/streams/{stream}/metrics").json()
+        assert metrics["anomaly_episodes"] == sum(a["opens"] for a in ours if a["stream"] == stream) >= 1
         assert httpx.delete(f"{url}/v1/streams/{stream}").status_code == 204
 
 
