@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import core, shard_scaling
+from bench import core, interval_peers, shard_scaling
 from bench.labelled import roc_area
 
 
@@ -27,3 +27,14 @@ def test_the_roc_area_counts_ties_as_half():
     assert roc_area(np.array([0.1, 0.2, 0.9]), np.array([0, 0, 1])) == 1.0
     assert roc_area(np.array([0.9, 0.2, 0.1]), np.array([0, 0, 1])) == 0.0
     assert roc_area(np.array([0.1, 0.2, 0.3, 0.3]), np.array([0, 0, 1, 0])) == 2.5 / 3
+
+
+def test_the_interval_score_charges_a_miss_twenty_times_its_distance():
+    """bench.interval_peers' measure of a 0.9 interval: its width, plus 2 / 0.1 times how far a target misses."""
+    bands = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    assert interval_peers.scores(bands, np.array([0.5, 2.0, -0.5])) == (1 / 3, 1.0, (1 + 21 + 11) / 3)
+
+
+def test_our_intervals_in_the_interval_peers_benchmark_start_once_calibrated():
+    bands = interval_peers.ours(np.sin(np.arange(60) / 3.0))
+    assert bands.shape == (59, 2) and np.isnan(bands[:10]).all() and (bands[40:, 0] <= bands[40:, 1]).all()
