@@ -24,10 +24,10 @@ from .settings import Settings
 from .shard import Shard
 from .streams import Key, StreamInfo
 from .telemetry import Telemetry
-from .watchers import Watchers
+from .watchers import Watchers, Watching
 
 
-class Hub:
+class Hub(Watching):
     def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
         self.shard = Shard(settings, telemetry or Telemetry(None))
@@ -122,18 +122,6 @@ class Hub:
         return await self.engine.call(tenant, self.shard.import_model, tenant, stream, data)
 
     # -- watchers ------------------------------------------------------------------------------------------
-
-    def watch(self, tenant: str, stream: str) -> asyncio.Queue:
-        return self.watchers.watch((tenant, stream), self.settings.watch_queue)
-
-    def unwatch(self, tenant: str, stream: str, watcher: asyncio.Queue) -> None:
-        self.watchers.unwatch((tenant, stream), watcher)
-
-    def watch_anomalies(self, tenant: str) -> asyncio.Queue:
-        return self.alert_watchers.watch(tenant, self.settings.watch_queue)
-
-    def unwatch_anomalies(self, tenant: str, watcher: asyncio.Queue) -> None:
-        self.alert_watchers.unwatch(tenant, watcher)
 
     def _watched(self, keys: frozenset[Key]) -> None:
         self.shard.watched = keys  # one reference swapped: the engine thread sees the old set or the new

@@ -53,7 +53,7 @@ from .results import Observed, Result
 from .settings import Settings
 from .streams import Key, StreamInfo
 from .telemetry import Telemetry, every_front, per_shard
-from .watchers import Watchers
+from .watchers import Watchers, Watching
 from .wire import answers_of, request_bytes
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class _Remote:
     poll: float = POLL_SECONDS  # a front of several, with watchers: seconds between calls while idle
 
 
-class ShardedHub:
+class ShardedHub(Watching):
     def __init__(self, settings: Settings, telemetry: Telemetry | None = None, joined: Joined | None = None) -> None:
         self.settings = settings
         self.joined = joined
@@ -616,21 +616,6 @@ class ShardedHub:
 
     async def import_model(self, tenant: str, stream: str, data: bytes) -> StreamInfo:
         return await self._call(self._shard_of(tenant, stream), "import_model", tenant, stream, data)
-
-    # -- watchers ------------------------------------------------------------------------------------------
-
-    def watch(self, tenant: str, stream: str) -> asyncio.Queue:
-        return self.watchers.watch((tenant, stream), self.settings.watch_queue)
-
-    def unwatch(self, tenant: str, stream: str, watcher: asyncio.Queue) -> None:
-        self.watchers.unwatch((tenant, stream), watcher)
-
-    def watch_anomalies(self, tenant: str) -> asyncio.Queue:
-        """Wake-ups (empty items) when a shard stored new alerts of the tenant: the watcher reads ``feed``."""
-        return self.alert_watchers.watch(tenant, self.settings.watch_queue)
-
-    def unwatch_anomalies(self, tenant: str, watcher: asyncio.Queue) -> None:
-        self.alert_watchers.unwatch(tenant, watcher)
 
 
 def merge_feeds(pages: list[tuple[list[Alert], int]], limit: int) -> tuple[list[Alert], int, bool]:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .streams import Key
 
 K = TypeVar("K", bound=Hashable)  # (tenant, stream), or a tenant
 GONE = "gone"  # a watcher's last item when its stream is deleted (None: when it fell behind)
@@ -64,3 +68,25 @@ class Watchers(Generic[K]):
         if watcher.full():
             watcher.get_nowait()  # make room for the goodbye
         watcher.put_nowait(None)
+
+
+class Watching:
+    """The watch side of a hub, the same in one process and sharded: ``watchers`` per stream, and
+    ``alert_watchers`` per tenant (one process hands them the alerts; a sharded front, wake-ups to read its
+    merged feed), each queue bounded by ``settings.watch_queue``."""
+
+    settings: Settings
+    watchers: Watchers[Key]
+    alert_watchers: Watchers[str]
+
+    def watch(self, tenant: str, stream: str) -> asyncio.Queue:
+        return self.watchers.watch((tenant, stream), self.settings.watch_queue)
+
+    def unwatch(self, tenant: str, stream: str, watcher: asyncio.Queue) -> None:
+        self.watchers.unwatch((tenant, stream), watcher)
+
+    def watch_anomalies(self, tenant: str) -> asyncio.Queue:
+        return self.alert_watchers.watch(tenant, self.settings.watch_queue)
+
+    def unwatch_anomalies(self, tenant: str, watcher: asyncio.Queue) -> None:
+        self.alert_watchers.unwatch(tenant, watcher)
