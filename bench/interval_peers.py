@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from bench.anomaly import TESTS, forecast, read
+from bench.quality import last_changes
 
 COVERAGE, ALPHA = 0.9, 0.1  # (ALPHA spelled out: 1 - 0.9 is not 0.1 in floating point)
 FROM = 30  # intervals scored for the readings after the first FROM + 1
@@ -48,10 +49,8 @@ def jackknife_on_changes(series: np.ndarray, window: int | None = None) -> Bands
     model = conf.RegressionJackknife(
         preprocessing.StandardScaler() | linear_model.LinearRegression(), confidence_level=COVERAGE, window_size=window
     )
-    change = np.r_[0.0, np.diff(series)]
     out = []
-    for k in range(len(series) - 1):
-        features = {f"d{j}": float(change[k - j]) if k - j >= 0 else 0.0 for j in range(3)}
+    for k, features in enumerate(last_changes(series)):
         band = model.predict_one(features, with_interval=True)
         out.append((series[k] + band.lower, series[k] + band.upper))
         model.learn_one(features, float(series[k + 1] - series[k]))

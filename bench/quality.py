@@ -86,9 +86,7 @@ def peers(period: int | None) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
     def lagged_changes(series: np.ndarray) -> np.ndarray:
         model, out = preprocessing.StandardScaler() | linear_model.LinearRegression(), []
-        change = np.r_[0.0, np.diff(series)]
-        for k in range(len(series) - 1):
-            features = {f"d{j}": float(change[k - j]) if k - j >= 0 else 0.0 for j in range(3)}
+        for k, features in enumerate(last_changes(series)):
             out.append(series[k] + model.predict_one(features))
             model.learn_one(features, float(series[k + 1] - series[k]))
         return np.array(out)
@@ -98,6 +96,13 @@ def peers(period: int | None) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         "Holt-Winters": lambda s: river_forecaster(holt_winters, s),
         "LinReg on changes": lagged_changes,
     }
+
+
+def last_changes(series: np.ndarray) -> list[dict[str, float]]:
+    """Per reading k but the last, the features of "LinReg on changes": its last three changes (0 before
+    the first reading), ``d0`` the newest."""
+    change = np.r_[0.0, np.diff(series)]
+    return [{f"d{j}": float(change[k - j]) if k - j >= 0 else 0.0 for j in range(3)} for k in range(len(series) - 1)]
 
 
 def public_series() -> dict[str, np.ndarray]:
