@@ -7,9 +7,8 @@ one batch (micro-batching: streams that arrive together are stepped together). B
 a batch means is the worker's business (``Shard``).
 
 Fairness: the worker applies a batch in slices of about ``slice_seconds`` and answers each request when all
-of it is applied. After a slice the thread serves whatever else has queued (from other tenants) before the
-next slice of an unfinished batch, and holds back the later jobs of the tenants that batch serves (their
-order is kept). So a small request waits for about one slice of another tenant's work, not all of it.
+of it is applied; between slices the thread serves other tenants (service/scheduling.py, which a shard
+process of the sharded server runs too).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 from tbptt.models import CoreError
 
 from .errors import ServiceError, Unavailable
+from .scheduling import Schedule, Slices
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +48,9 @@ class Job:
         """From the engine thread."""
         self.loop.call_soon_threadsafe(self.settle, value, error)
 
-    def fail(self, error: BaseException) -> None:
-        """From the engine thread: a domain error as it is, anything else as an internal error (logged)."""
-        self.resolve(error=_domain(error))
-
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         """On the event loop."""
         settle(self.future, value, error)
-
-
-class Slices(Protocol):
-    """A batch being applied: ``run`` applies slices until the deadline (at least one) and returns the
-    payloads answered meanwhile, as (index in the batch, answer or exception)."""
-
-    @property
-    def done(self) -> bool: ...
-
-    def run(self, deadline: float) -> list[tuple[int, Any]]: ...
 
 
 class Worker(Protocol):
@@ -85,7 +71,6 @@ class EngineThread:
         self, worker: Worker, batch_wait_seconds: float, torch_threads: int, slice_seconds: float = 0.05
     ) -> None:
         self.worker = worker
-        self.slice_seconds = slice_seconds
         self.ready = False
         self.failure: BaseException | None = None
         self._batch_wait = batch_wait_seconds
@@ -97,8 +82,7 @@ class EngineThread:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._stopped = threading.Event()
-        self._waiting: list[Job] = []  # taken from the queue, held back behind their tenant's unfinished batch
-        self._running: list[tuple[Slices, list[Job]]] = []  # batches not wholly applied, with their jobs
+        self._schedule: Schedule[Job] = Schedule(self._begin, _answer, self._failed, slice_seconds)
 
     # -- the event loop side -------------------------------------------------------------------------------
 
@@ -152,7 +136,7 @@ class EngineThread:
     def _serve(self) -> None:
         stopping = False
         while True:
-            if not self._waiting and not self._running:
+            if self._schedule.idle:
                 if stopping:
                     return
                 try:
@@ -163,22 +147,21 @@ class EngineThread:
                 if job is None:
                     stopping = True  # finish what is running and queued first
                     continue
-                self._waiting.append(job)
+                self._schedule.add(job)
                 if self._batch_wait and job.call is None and self._crowded:
                     time.sleep(self._batch_wait)  # let concurrent observations join this batch: the sleep hands
                     # the interpreter lock to the event loop, which parses the requests already on their way
             if not stopping:  # what came after the stop sentinel is refused at shutdown, not served
                 stopping = self._take()
-            self._crowded = sum(job.call is None for job in self._waiting) > 1
-            self._process()
-            self._continue()
+            self._crowded = sum(job.call is None for job in self._schedule.waiting) > 1
+            self._schedule.round()
             if self.failure is not None:  # what waits or runs will never be served: say so now
                 self._refuse_all("internal error: the service must be restarted")
             self.worker.tick(self._idle)
 
     def _idle(self) -> bool:
         """Nothing waits for this thread (housekeeping may then go past its budget)."""
-        return not self._waiting and not self._running and self._jobs.empty()
+        return self._schedule.idle and self._jobs.empty()
 
     def _take(self) -> bool:
         """What is queued, after what waits already, up to the stop sentinel; whether it came."""
@@ -189,75 +172,14 @@ class EngineThread:
                 return False
             if job is None:
                 return True
-            self._waiting.append(job)
+            self._schedule.add(job)
 
-    def _busy(self) -> set[str | None]:
-        """The tenants with a request in an unfinished batch that is not answered yet."""
-        return {job.tenant for _, jobs in self._running for job in jobs if job.tenant is not None and not job.answered}
-
-    def _process(self) -> None:
-        """The waiting jobs of tenants with no unfinished batch, in order: calls one by one, consecutive
-        observation jobs as one batch. A batch left unfinished holds back its tenants' later jobs."""
-        busy = self._busy()
-        held: list[Job] = []
-        batch: list[Job] = []
-        for job in self._waiting:
-            if job.tenant in busy:
-                held.append(job)
-                continue
-            if job.call is None:
-                batch.append(job)
-                continue
-            if batch:
-                busy |= self._begin(batch)
-                batch = []
-                if job.tenant in busy:
-                    held.append(job)
-                    continue
-            try:
-                job.resolve(job.call())
-            except Exception as exc:
-                job.fail(exc)
-        if batch:
-            self._begin(batch)
-        self._waiting = held
-
-    def _begin(self, jobs: list[Job]) -> set[str | None]:
-        """Start a batch and run its first slice; the tenants it still holds."""
-        try:
-            slices = self.worker.begin([job.payload for job in jobs])
-        except Exception as exc:
-            self._failed(jobs, exc)
-            return set()
-        if self._slice(slices, jobs):
-            return set()
-        self._running.append((slices, jobs))
-        return {job.tenant for job in jobs if job.tenant is not None and not job.answered}
-
-    def _continue(self) -> None:
-        """One more slice of every unfinished batch."""
-        running, self._running = self._running, []
-        for slices, jobs in running:
-            if not self._slice(slices, jobs):
-                self._running.append((slices, jobs))
-
-    def _slice(self, slices: Slices, jobs: list[Job]) -> bool:
-        """Run one slice and answer what it finished, in one wake-up of the event loop; whether the batch
-        is done. A bug must not leave requests hanging: the worker may hold half a batch, so the service then
-        stops taking work (503) and a restart recovers exactly from the log."""
-        try:
-            answered = slices.run(time.monotonic() + self.slice_seconds)
-        except Exception as exc:
-            self._failed(jobs, exc)
-            return True
-        if answered:
-            for k, _ in answered:
-                jobs[k].answered = True
-            settled = [(jobs[k], _domain(outcome)) for k, outcome in answered]
-            jobs[0].loop.call_soon_threadsafe(_settle_all, settled)
-        return slices.done
+    def _begin(self, payloads: list[Any]) -> Slices:
+        return self.worker.begin(payloads)
 
     def _failed(self, jobs: list[Job], exc: Exception) -> None:
+        """A bug must not leave requests hanging: the worker may hold half a batch, so the service then stops
+        taking work (503) and a restart recovers exactly from the log."""
         self.failure = exc
         log.error("an engine batch failed; refusing work until restarted", exc_info=exc)
         for job in jobs:
@@ -265,9 +187,8 @@ class EngineThread:
 
     def _refuse_all(self, why: str) -> None:
         """Every waiting and running job (those already answered stay answered)."""
-        for job in [*self._waiting, *(job for _, jobs in self._running for job in jobs)]:
+        for job in self._schedule.drain():
             job.resolve(error=Unavailable(why))
-        self._waiting, self._running = [], []
 
     def _shutdown(self) -> None:
         self._stopped.set()
@@ -301,6 +222,12 @@ def settle(future: asyncio.Future, value: Any = None, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+def _answer(answered: list[tuple[Job, Any]]) -> None:
+    """From the engine thread: jobs answered together, in one wake-up of the event loop."""
+    settled = [(job, _domain(outcome)) for job, outcome in answered]
+    answered[0][0].loop.call_soon_threadsafe(_settle_all, settled)
 
 
 def _settle_all(settled: list[tuple[Job, Any]]) -> None:
