@@ -4,7 +4,8 @@ Every front has its own watchers (WebSockets on /watch and /v1/anomalies/watch),
 be applied through any front. So a shard keeps, per front: the streams its watchers watch, the batches
 applied to those streams since the front last called (its outbox), and the tenants with new alerts. Each
 answer to a front hands it its outbox, in the order applied, and a front with watchers calls while idle to
-collect it. With one front this is what the single process does: the batches it applied, handed back.
+collect it. With one front this is what the single process does: the batches it applied, handed back. The
+outbox also holds the answers to the front's jobs finished since it last called (service/shard_host.py).
 
 A front that stops collecting (killed, or its loop stuck) must not hold a shard's memory: an outbox past
 ``OUTBOX_BATCHES`` is dropped, and the front told its watchers here fell behind (they close, as a slow
@@ -41,6 +42,7 @@ class _Front:
     batches: list[Applied] = field(default_factory=list)
     alerted: set[str] = field(default_factory=set)
     behind: bool = False
+    answered: list[tuple[int, Any, bool]] = field(default_factory=list)  # (job id, its answer, whether a call's)
 
 
 class Outboxes:
@@ -90,17 +92,25 @@ class Outboxes:
         for known in self._fronts.values():
             known.alerted.update(tenants)
 
-    def collect(self, front: str) -> tuple[list[Applied], list[str], str]:
-        """The front's outbox, emptied: batches in the order applied, tenants with new alerts, and what it is
-        told (``BEHIND``: its watchers of this shard's streams fell behind; send the streams watched then)."""
+    def answer(self, front: str, job: int, outcome: Any, call: bool) -> None:
+        """The answer to ``front``'s job ``job`` (a request's results, or a call's (value, error) if ``call``),
+        until it collects it; a front forgotten here (killed) gets none."""
+        known = self._fronts.get(front)
+        if known is not None:
+            known.answered.append((job, outcome, call))
+
+    def collect(self, front: str) -> tuple[list[tuple[int, Any, bool]], list[Applied], list[str], str]:
+        """The front's outbox, emptied: the answers to its jobs, batches in the order applied, tenants with new
+        alerts, and what it is told (``BEHIND``: its watchers of this shard's streams fell behind; send the
+        streams watched then)."""
         known = self._fronts.get(front)
         if known is None:
-            return [], [], RESEND
-        batches, alerted = known.batches, sorted(known.alerted)
-        known.batches, known.alerted = [], set()
+            return [], [], [], RESEND
+        answered, batches, alerted = known.answered, known.batches, sorted(known.alerted)
+        known.answered, known.batches, known.alerted = [], [], set()
         told = BEHIND if known.behind else KNOWN
         known.behind = False
-        return batches, alerted, told
+        return answered, batches, alerted, told
 
     def forget_silent(self) -> None:
         """Fronts silent for ``FORGET_SECONDS``: gone (killed), with what was waiting for them."""

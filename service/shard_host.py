@@ -1,9 +1,14 @@
 """A shard in its own process, served to the front over calls: the body of a Ray actor (service/sharded.py).
 
 The shard (``Shard``) is what the engine thread runs in the single process; here the actor's one thread is
-its only writer, and every call is synchronous. Each answer to a front carries its outbox: the batches of
-the streams its watchers watch, applied through any front since it last called (service/outboxes.py).
-Plain Python: tested without Ray, and Ray is imported by the front only.
+its only writer, and every call is synchronous. A front sends its jobs (observation requests and calls, in
+order, each with an id), and each call runs one round of the engine thread's schedule (service/scheduling.py):
+a batch is applied in slices, so a call takes about a slice per unfinished batch, and a small request of
+one tenant waits for a slice of another's heavy batch, not all of it. Jobs are answered by id, in the call
+that finished them or a later one: a front with jobs unanswered calls again until they are. Each answer to a
+front also carries its outbox: the batches of the streams its watchers watch, applied through any front
+since it last called (service/outboxes.py). Plain Python: tested without Ray, and Ray is imported by the
+front only.
 
 A shard that fails while applying a batch may hold half of it: the process exits, and Ray starts it again
 (its constructor recovers exactly from its log), as a restart recovers the single process.
@@ -15,19 +20,23 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from .applying import Applying
 from .engine_thread import _domain
 from .gcpolicy import park_long_lived
 from .outboxes import LEASE_SECONDS, Lease, Outboxes
 from .registry import Usage
+from .scheduling import Schedule
 from .settings import Settings
 from .shard import Checked, Request, Shard
 from .streams import Key
 from .telemetry import Telemetry
-from .wire import Answers, answers_bytes, request_of
+from .wire import Answers, Sent, answers_bytes, request_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,18 @@ READS = frozenset({
     "template", "missing", "lease", "release",
 })  # fmt: skip
 CALLS = READS | {"create", "create_many", "delete", "patch", "reset", "import_model", "set_template"}
+
+
+@dataclass(slots=True)
+class _Job:
+    """A front's job here (service/scheduling.py's ``Scheduled``)."""
+
+    front: str
+    id: int  # the front's: what it is answered by
+    tenant: str | None
+    payload: bytes | None = None  # an observation request (service/wire.py's bytes) ...
+    call: Callable[[], Answer] | None = None  # ... or a call
+    answered: bool = False
 
 
 class ShardHost:
@@ -60,6 +81,9 @@ class ShardHost:
         self._changes = 0
         self.shard.on_applied = self.outboxes.applied
         self.shard.on_alerts = self.outboxes.alerted
+        self.schedule: Schedule[_Job] = Schedule(
+            self._begin, self._answered, self._failed, settings.engine_slice_ms / 1000
+        )
         self.shard.open()
         park_long_lived()  # as the single process does (service/gcpolicy.py)
 
@@ -67,28 +91,48 @@ class ShardHost:
         """Answered once the shard has recovered (the constructor returned): its index."""
         return self.index
 
-    def apply(self, front: str, requests: list[bytes], watched: frozenset[Key] | None) -> Answers:
-        """A micro-batch of observation requests (``Shard.apply``; each as service/wire.py's bytes) from
-        ``front``, with the streams its watchers watch if they changed: each request's results or what
-        refused it, and the front's outbox (service/outboxes.py)."""
+    def submit(self, front: str, jobs: list[Sent], watched: frozenset[Key] | None) -> Answers:
+        """``front``'s ``jobs`` (after its earlier ones), with the streams its watchers watch if they changed:
+        one round of the schedule, then housekeeping; what was answered for the front since it last called
+        (in this round or an earlier one), and its outbox. An empty call collects them (the front calls while
+        jobs of its are unanswered here, and while idle: every half second at least)."""
         told = self._visit(front, watched)
+        for id, tenant, body in jobs:
+            if isinstance(body, bytes):
+                self.schedule.add(_Job(front, id, tenant, payload=body))
+            else:
+                name, args, elsewhere = body
+                self.schedule.add(_Job(front, id, tenant, call=_calling(self, name, args, elsewhere, front)))
+        self.schedule.round()
         try:
-            kept = [self._checked.pop(data, None) for data in requests]
-            decoded = [request_of(data) if k is None else k[0] for data, k in zip(requests, kept)]
-            trusted = [k[1] if k is not None and k[2] == self._changes else None for k in kept]
-            outcomes = [_domain(o) if isinstance(o, BaseException) else o for o in self.shard.apply(decoded, trusted)]
             self.shard.tick()
-        except BaseException:
-            log.exception("shard %d failed while applying a batch; restarting to recover from its log", self.index)
-            logging.shutdown()
-            os._exit(70)  # what was applied of the batch is in the log: the restart replays it exactly
-        return self._answer(front, outcomes, told)
+        except BaseException as exc:
+            self._failed([], exc)
+        return self._answer(front, told)
 
-    def tick(self, front: str, watched: frozenset[Key] | None = None) -> Answers:
-        """Housekeeping while no work comes; the front's outbox (it calls while idle to collect it)."""
-        told = self._visit(front, watched)
-        self.shard.tick()
-        return self._answer(front, [], told)
+    def _begin(self, payloads: list[bytes]) -> Applying:
+        """A micro-batch of observation requests (``Shard.begin``), each decoded once: a request checked here
+        (a request spanning shards) was kept decoded, with what its check admitted, trusted if no changing
+        call came since."""
+        kept = [self._checked.pop(data, None) for data in payloads]
+        decoded = [request_of(data) if k is None else k[0] for data, k in zip(payloads, kept)]
+        trusted = [k[1] if k is not None and k[2] == self._changes else None for k in kept]
+        return self.shard.begin(decoded, trusted)
+
+    def _answered(self, answered: list[tuple[_Job, Any]]) -> None:
+        """Jobs answered (a request's results or what refused it; a call's (value, error)): kept for their
+        fronts until they call."""
+        for job, outcome in answered:
+            if job.call is None and isinstance(outcome, BaseException):
+                outcome = _domain(outcome)
+            self.outboxes.answer(job.front, job.id, outcome, job.call is not None)
+
+    def _failed(self, jobs: list[_Job], exc: BaseException) -> None:
+        """A shard that failed while applying a batch may hold half of it: the process exits, and Ray starts it
+        again; its log holds what was applied of the batch, and the restart replays it exactly."""
+        log.error("shard %d failed; restarting to recover from its log", self.index, exc_info=exc)
+        logging.shutdown()
+        os._exit(70)
 
     def _visit(self, front: str, watched: frozenset[Key] | None) -> str:
         self.outboxes.forget_silent()
@@ -96,10 +140,10 @@ class ShardHost:
         self.shard.watched = self.outboxes.watched
         return told
 
-    def _answer(self, front: str, outcomes: list, told: str) -> Answers:
-        applied, alerted, behind = self.outboxes.collect(front)
+    def _answer(self, front: str, told: str) -> Answers:
+        answered, applied, alerted, behind = self.outboxes.collect(front)
         self.shard.watched = self.outboxes.watched  # (an outbox that overflowed watches nothing now)
-        return answers_bytes(outcomes, applied, alerted, told or behind)
+        return answers_bytes(answered, applied, alerted, told or behind)
 
     def call(self, name: str, args: tuple, elsewhere: Usage | None = None, front: str | None = None) -> Answer:
         """``Shard.<name>(*args)`` for ``front``, with the quota usage of the other shards when it creates
@@ -140,6 +184,10 @@ class ShardHost:
     def close(self) -> None:
         """Final checkpoints, then the store closed: a graceful stop."""
         self.shard.close(failed=False)
+
+
+def _calling(host: ShardHost, name: str, args: tuple, elsewhere: Usage | None, front: str) -> Callable[[], Answer]:
+    return lambda: host.call(name, args, elsewhere, front)
 
 
 def _restarted() -> bool:

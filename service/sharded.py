@@ -3,9 +3,13 @@
     front (this process: FastAPI, validation, routing)  --one call per micro-batch-->  shard k (ShardHost)
 
 A stream's shard is fixed by its key group (service/keygroups.py). Each shard has a queue here; whatever is
-queued for it when its previous call returns goes in one call (consecutive observation requests as one
-batch: a Ray call costs ~1.3 ms beyond the work, so it must carry many observations). Calls to one shard
-run one at a time, in the order they were queued: per-stream order holds, as on the engine thread.
+queued for it when its previous call returns goes in one call (a Ray call costs ~1.3 ms beyond the work, so
+it must carry many observations). The shard serves the jobs of every front as the engine thread serves the
+single process's (service/scheduling.py): in order, consecutive observation requests as one batch applied
+in slices, a tenant's jobs held behind its unfinished batch, one round per call. So per-stream order
+holds, a small request of one tenant waits for a slice of another's heavy batch, not all of it, and jobs
+are answered by id, in the call that finished them or a later one: while some are unanswered, this front
+calls again at once.
 
 A shard whose process dies is started again by Ray (``max_restarts=-1``) and recovers from its log; Ray
 does not retry the calls it was running (``max_task_retries=0``: retried calls may run out of order). Those
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -54,7 +59,7 @@ from .settings import Settings
 from .streams import Key, StreamInfo
 from .telemetry import Telemetry, every_front, per_shard
 from .watchers import Watchers, Watching
-from .wire import answers_of, request_bytes
+from .wire import Sent, answers_of, request_bytes
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +161,16 @@ class Shards:
 @dataclass(slots=True)
 class _Job:
     future: asyncio.Future
+    id: int  # what the shard answers it by
+    tenant: str | None  # whose (the shard keeps a tenant's jobs in order); None: anyone's
     payload: bytes | None = None  # an observation request (service/wire.py's bytes) ...
     call: tuple[str, tuple, Usage | None] | None = None  # ... or a call: (name, args, usage elsewhere)
+
+    def sent(self) -> Sent:
+        if self.call is not None:
+            return self.id, self.tenant, self.call
+        assert self.payload is not None
+        return self.id, self.tenant, self.payload
 
 
 @dataclass
@@ -166,7 +179,8 @@ class _Remote:
 
     index: int
     handle: Any  # the Ray actor
-    jobs: deque[_Job] = field(default_factory=deque)
+    jobs: deque[_Job] = field(default_factory=deque)  # queued here
+    sent: dict[int, _Job] = field(default_factory=dict)  # sent, not answered yet
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     up: bool = False
     watched: frozenset[Key] | None = frozenset()  # the set last sent (None: send it again)
@@ -178,6 +192,7 @@ class ShardedHub(Watching):
         self.settings = settings
         self.joined = joined
         self.front = uuid.uuid4().hex  # what the shards know this front by (service/outboxes.py)
+        self._ids = itertools.count()  # the jobs' ids
         self._shards: Shards | None = None
         self.telemetry = telemetry or Telemetry(None)
         self.placement = Placement.of(settings.data_dir, settings.shards)
@@ -240,7 +255,7 @@ class ShardedHub(Watching):
         if self._starting is not None:
             await self._starting
         deadline = time.monotonic() + (self.settings.shutdown_timeout if timeout is None else timeout)
-        while any(r.jobs for r in self._remotes if r.up) and time.monotonic() < deadline:
+        while any(r.jobs or r.sent for r in self._remotes if r.up) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
@@ -271,9 +286,10 @@ class ShardedHub(Watching):
             remote.up = False
             self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
             self._wake_feeds()  # (their watchers learn at once that the feed is not whole meanwhile)
-        for job in remote.jobs:
+        for job in [*remote.jobs, *remote.sent.values()]:  # (the shard's process lost what it held)
             settle(job.future, error=self._unavailable(remote))
         remote.jobs.clear()
+        remote.sent.clear()
 
     def _unavailable(self, remote: _Remote) -> Unavailable:
         return Unavailable(f"shard {remote.index} is restarting; try again shortly", retry_after=RETRY_AFTER)
@@ -290,19 +306,26 @@ class ShardedHub(Watching):
         remote.wake.set()
         return job.future
 
-    async def _call(self, shard: int, name: str, *args: Any, elsewhere: Usage | None = None) -> Any:
+    async def _call(
+        self, shard: int, name: str, *args: Any, elsewhere: Usage | None = None, tenant: str | None = None
+    ) -> Any:
+        """``Shard.<name>(*args)`` on the shard, after the earlier jobs of ``tenant`` (by default the first
+        argument, which most calls' is; the fronts' lease is anyone's)."""
+        if tenant is None and name not in ("lease", "release"):
+            tenant = args[0]
         future = asyncio.get_running_loop().create_future()
-        return await self._submit(shard, _Job(future, call=(name, args, elsewhere)))
+        return await self._submit(shard, _Job(future, next(self._ids), tenant, call=(name, args, elsewhere)))
 
-    async def _apply(self, shard: int, request: bytes) -> list[list[Result]]:
-        """An observation request (service/wire.py's bytes) applied on the shard."""
+    async def _apply(self, shard: int, tenant: str, request: bytes) -> list[list[Result]]:
+        """An observation request of ``tenant`` (service/wire.py's bytes) applied on the shard."""
         future = asyncio.get_running_loop().create_future()
-        return await self._submit(shard, _Job(future, payload=request))
+        return await self._submit(shard, _Job(future, next(self._ids), tenant, payload=request))
 
     async def _serve(self, remote: _Remote) -> None:
         """Send what is queued for the shard, up to ``IN_FLIGHT`` calls at a time: the shard runs them in the
         order sent (Ray keeps one caller's calls to an actor in order), and works on the next batch while
-        this process encodes the last one's answers and parses new requests."""
+        this process encodes the last one's answers and parses new requests. While jobs sent are not
+        answered (a batch applied in slices, or held behind one), call again at once to collect them."""
         sending: set[asyncio.Future] = set()
         last: asyncio.Future | None = None  # the call sent last: the next one's answers wait for its own
         while True:
@@ -310,8 +333,8 @@ class ShardedHub(Watching):
                 _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if not remote.jobs or not remote.up:
-                if remote.up and remote.watched is not self._shard_watched(remote):  # a watcher came or went
-                    await self._tick(remote)
+                if remote.up and (remote.sent or remote.watched is not self._shard_watched(remote)):
+                    await self._tick(remote)  # (unanswered jobs to collect, or a watcher came or went)
                     continue
                 remote.wake.clear()
                 try:
@@ -320,18 +343,12 @@ class ShardedHub(Watching):
                     if remote.up:
                         await self._tick(remote)
                 continue
-            first = remote.jobs.popleft()
-            if first.call is not None:
-                name, args, elsewhere = first.call
-                reference = remote.handle.call.remote(name, args, elsewhere, self.front)
-                last = asyncio.ensure_future(self._send(remote, [first], reference, last))
-                sending.add(last)
-                continue
-            jobs = [first]
-            while remote.jobs and remote.jobs[0].call is None:
+            jobs = [remote.jobs.popleft()]  # a call alone (its answer may be large: others need not wait for it),
+            while jobs[0].call is None and remote.jobs and remote.jobs[0].call is None:  # or observation requests
                 jobs.append(remote.jobs.popleft())
-            reference = remote.handle.apply.remote(self.front, [job.payload for job in jobs], self._news(remote))
-            last = asyncio.ensure_future(self._send(remote, jobs, reference, last))
+            remote.sent.update((job.id, job) for job in jobs)
+            reference = remote.handle.submit.remote(self.front, [job.sent() for job in jobs], self._news(remote))
+            last = asyncio.ensure_future(self._send(remote, reference, last))
             sending.add(last)
 
     def _news(self, remote: _Remote) -> frozenset[Key] | None:
@@ -344,8 +361,9 @@ class ShardedHub(Watching):
         return wanted
 
     async def _tick(self, remote: _Remote) -> None:
-        """The shard's housekeeping while no work comes, which also collects this front's outbox."""
-        await self._send(remote, [], remote.handle.tick.remote(self.front, self._news(remote)))
+        """A call with no new jobs: the shard's round and housekeeping, which also collects this front's
+        answers and outbox."""
+        await self._send(remote, remote.handle.submit.remote(self.front, [], self._news(remote)))
 
     def _idle_seconds(self, remote: _Remote) -> float:
         """How long the shard may go without a call: a front of several collects batches applied through
@@ -353,34 +371,31 @@ class ShardedHub(Watching):
         watching = remote.watched or self._feed_tenants
         return remote.poll if self.joined is not None and watching else TICK_SECONDS
 
-    async def _send(
-        self, remote: _Remote, jobs: list[_Job], reference: Any, previous: asyncio.Future | None = None
-    ) -> None:
+    async def _send(self, remote: _Remote, reference: Any, previous: asyncio.Future | None = None) -> None:
         """Await a call's answer and hand it out, after the ``previous`` call's: watchers see a stream's
         batches in the order they were applied."""
         try:
             answer = await reference
-        except Exception as exc:  # the shard's process died (Ray restarts it): these are not answered
-            for job in jobs:
-                settle(job.future, error=self._unavailable(remote))
+        except Exception as exc:  # the shard's process died (Ray restarts it): what it held is not answered
             self._down(remote, exc)
             return
         if previous is not None:
             await previous
-        if jobs and jobs[0].call is not None:
-            value, error = answer
-            settle(jobs[0].future, value, error)
-            return
-        outcomes, applied, alerted, told = answers_of(answer)
-        if applied or alerted:
-            remote.poll = POLL_SECONDS
-        elif not jobs:  # a poll that found nothing
-            remote.poll = min(2 * remote.poll, POLL_LONGEST)
-        for job, outcome in zip(jobs, outcomes):
-            if isinstance(outcome, BaseException):
+        answered, applied, alerted, told = answers_of(answer)
+        for id, outcome in answered:
+            job = remote.sent.pop(id, None)
+            if job is None:  # (answered as unavailable when the shard was thought down)
+                continue
+            if job.call is not None:
+                settle(job.future, *outcome)
+            elif isinstance(outcome, BaseException):
                 settle(job.future, error=outcome)
             else:
                 settle(job.future, outcome)
+        if applied or alerted:
+            remote.poll = POLL_SECONDS
+        elif not answered:  # a poll that found nothing
+            remote.poll = min(2 * remote.poll, POLL_LONGEST)
         for batches in applied:
             for key in [key for key, batch in batches.items() if batch is None]:  # deleted through another front
                 self.watchers.close(key)
@@ -499,17 +514,19 @@ class ShardedHub(Watching):
     async def _check(self, tenant: str, by_shard: dict[int, list[int]], parts: list[Part]) -> dict[int, bytes]:
         """Each shard's share of a request checked there, nothing applied; those shares, encoded."""
         requests = {shard: request_bytes((tenant, [parts[k] for k in ks])) for shard, ks in by_shard.items()}
-        await asyncio.gather(*(self._call(shard, "check", request) for shard, request in requests.items()))
+        await asyncio.gather(
+            *(self._call(shard, "check", request, tenant=tenant) for shard, request in requests.items())
+        )
         return requests
 
     async def _observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
         by_shard = self._by_shard(tenant, [part.stream for part in parts])
         if len(by_shard) == 1:
             (shard,) = by_shard
-            return await self._apply(shard, request_bytes((tenant, parts)))
+            return await self._apply(shard, tenant, request_bytes((tenant, parts)))
         requests = await self._check(tenant, by_shard, parts)
         answers = await asyncio.gather(
-            *(self._apply(shard, request) for shard, request in requests.items()), return_exceptions=True
+            *(self._apply(shard, tenant, request) for shard, request in requests.items()), return_exceptions=True
         )
         failed = [a for a in answers if isinstance(a, BaseException)]
         if failed:

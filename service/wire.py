@@ -8,11 +8,18 @@ here unpickles. What refused a request (an exception, rare) travels beside the b
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from .ingest import Incoming, Part
 from .outboxes import KNOWN, Applied
-from .shard import Outcome, Request
+from .registry import Usage
+from .shard import Request
+
+# A front's job for a shard: its id there, its tenant (None: anyone's), and an observation request (bytes, as
+# ``request_bytes`` encodes it) or a call (name, arguments, the quota usage of the other shards)
+Sent = tuple[int, str | None, bytes | tuple[str, tuple, Usage | None]]
 
 
 def request_bytes(request: Request) -> bytes:
@@ -32,22 +39,27 @@ def request_of(data: bytes) -> Request:
     ])  # fmt: skip
 
 
-# results, refusals by request, the front's outbox: watchers' batches, the tenants with new alerts, and what
-# the front is told (service/outboxes.py)
-Answers = tuple[bytes, dict[int, Exception], bytes, list[str], str]
+# The answers to a front's jobs: their ids; a request's results as JSON (null where beside); beside, by
+# position, what refused a request and each call's (value, error); then the front's outbox: watchers'
+# batches, the tenants with new alerts, and what the front is told (service/outboxes.py)
+Answers = tuple[list[int], bytes, dict[int, Any], bytes, list[str], str]
 
 
-def answers_bytes(outcomes: list[Outcome], applied: list[Applied], alerted: list[str], told: str = KNOWN) -> Answers:
-    refused = {k: o for k, o in enumerate(outcomes) if isinstance(o, Exception)}
-    results = orjson.dumps([None if isinstance(o, Exception) else o for o in outcomes])
+def answers_bytes(
+    answered: list[tuple[int, Any, bool]], applied: list[Applied], alerted: list[str], told: str = KNOWN
+) -> Answers:
+    """``answered``: (job id, its answer, whether a call's)."""
+    beside = {k: o for k, (_, o, call) in enumerate(answered) if call or isinstance(o, BaseException)}
+    results = orjson.dumps([None if k in beside else o for k, (_, o, _) in enumerate(answered)])
     batches = orjson.dumps([[[tenant, stream, batch] for (tenant, stream), batch in b.items()] for b in applied])
-    return results, refused, batches, alerted, told
+    return [job for job, _, _ in answered], results, beside, batches, alerted, told
 
 
-def answers_of(answers: Answers) -> tuple[list[Outcome], list[Applied], list[str], str]:
-    results, refused, batches, alerted, told = answers
-    outcomes: list[Outcome] = orjson.loads(results)
-    for k, error in refused.items():
-        outcomes[k] = error
+def answers_of(answers: Answers) -> tuple[list[tuple[int, Any]], list[Applied], list[str], str]:
+    """Per job answered, (its id, its answer), and the outbox."""
+    jobs, results, beside, batches, alerted, told = answers
+    outcomes: list[Any] = orjson.loads(results)
+    for k, outcome in beside.items():
+        outcomes[k] = outcome
     applied = [{(tenant, stream): batch for tenant, stream, batch in b} for b in orjson.loads(batches)]
-    return outcomes, applied, alerted, told
+    return list(zip(jobs, outcomes)), applied, alerted, told
