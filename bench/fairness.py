@@ -1,16 +1,19 @@
 """How long one tenant's small request waits while another tenant does heavy work within its limits.
 
-    python -m bench.fairness [--quick]
+    python -m bench.fairness [--quick] [--shards N]
 
 A real server with two tenants. Tenant "small" sends one observation at a time to a default stream and
 records each round trip; meanwhile tenant "heavy" runs one of the loads of the hardening issue, in a loop,
 from its own threads. Printed: the small tenant's p50 / p99 / max round trip under each load, next to the
 same figures with no load (the baseline measured in the same run), and the heavy tenant's own throughput.
+With ``--shards N`` the server is sharded, and the small tenant's stream is on the shard of the stream the
+heavy tenant loads (the worst case: on another shard it shares only the cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import threading
 import time
@@ -19,6 +22,7 @@ from collections.abc import Callable
 import httpx
 
 from bench.service import tbptt
+from tbptt.service.keygroups import GROUPS, Placement
 
 SMALL_KEY, HEAVY_KEY = "s" * 32, "h" * 32
 SMALL, HEAVY = {"Authorization": f"Bearer {SMALL_KEY}"}, {"Authorization": f"Bearer {HEAVY_KEY}"}
@@ -37,9 +41,9 @@ def heavy_batches(c: httpx.Client) -> int:
 
 
 def wide_reads(c: httpx.Client) -> int:
-    r = c.get("/v1/streams/wide/predictions", params={"limit": 256}, headers=HEAVY)
+    r = c.get("/v1/streams/wide/predictions", params={"limit": 64}, headers=HEAVY)
     assert r.status_code == 200, r.text
-    return 256
+    return 64
 
 
 def wide_writes(c: httpx.Client) -> int:
@@ -48,23 +52,33 @@ def wide_writes(c: httpx.Client) -> int:
     return 20
 
 
-def setup(url: str) -> None:
+def neighbour(shards: int, heavy: str) -> str:
+    """The small tenant's stream on the shard of the heavy tenant's stream ``heavy`` (without shards: "one")."""
+    if not shards:
+        return "one"
+    placement = Placement(GROUPS, shards)
+    names = (f"one-{k}" for k in itertools.count())
+    return next(n for n in names if placement.shard_of("small", n) == placement.shard_of("heavy", heavy))
+
+
+def setup(url: str, small: set[str]) -> None:
     with httpx.Client(base_url=url, timeout=120) as c:
-        assert c.put("/v1/streams/one", json={"model": {"input_size": 1}}, headers=SMALL).status_code == 201
+        for stream in small:
+            assert c.put(f"/v1/streams/{stream}", json={"model": {"input_size": 1}}, headers=SMALL).status_code == 201
         assert c.put("/v1/streams/lstm", json=LSTM, headers=HEAVY).status_code == 201
         assert c.put("/v1/streams/wide", json=WIDE, headers=HEAVY).status_code == 201
         for _ in range(13):  # 260 results of 1,024 values: a full reply to read
             wide_writes(c)
 
 
-def small_round_trips(url: str, seconds: float) -> list[float]:
+def small_round_trips(url: str, seconds: float, stream: str) -> list[float]:
     times = []
     with httpx.Client(base_url=url, timeout=120) as c:
         deadline = time.monotonic() + seconds
         k = 0
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            r = c.post("/v1/streams/one/observations", json={"x": [k % 7], "y": [k % 5]}, headers=SMALL)
+            r = c.post(f"/v1/streams/{stream}/observations", json={"x": [k % 7], "y": [k % 5]}, headers=SMALL)
             times.append(time.perf_counter() - started)
             assert r.status_code == 200, r.text
             k += 1
@@ -72,7 +86,7 @@ def small_round_trips(url: str, seconds: float) -> list[float]:
     return times
 
 
-def under(url: str, load: Callable[[httpx.Client], int] | None, seconds: float, threads: int = 4):
+def under(url: str, load: Callable[[httpx.Client], int] | None, seconds: float, stream: str, threads: int = 4):
     stop = threading.Event()
     done = [0]
 
@@ -86,7 +100,7 @@ def under(url: str, load: Callable[[httpx.Client], int] | None, seconds: float, 
         w.start()
     time.sleep(1 if load else 0)  # the load is running
     try:
-        times = small_round_trips(url, seconds)
+        times = small_round_trips(url, seconds, stream)
     finally:
         stop.set()
         for w in workers:
@@ -101,18 +115,20 @@ def quantile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--shards", type=int, default=0, help="a sharded server (Ray, the [ray] extra)")
     args = parser.parse_args()
     seconds = 4 if args.quick else 15
-    loads = [
-        ("no load (baseline)", None),
-        ("4 clients: 100-observation batches, LSTM 4x256, k1=1", heavy_batches),
-        ("4 clients: /predictions of 256 x 1,024 values", wide_reads),
-        ("4 clients: 20-observation batches of 1,024 values", wide_writes),
+    loads = [  # (name, the heavy tenant's load, the stream it loads)
+        ("no load (baseline)", None, "lstm"),
+        ("4 clients: 100-observation batches, LSTM 4x256, k1=1", heavy_batches, "lstm"),
+        ("4 clients: /predictions of 64 results of 1,024 values (the most a reply carries)", wide_reads, "wide"),
+        ("4 clients: 20-observation batches of 1,024 values", wide_writes, "wide"),
     ]
-    with tbptt(ENV) as (url, _):
-        setup(url)
-        for name, load in loads:
-            times, rate = under(url, load, seconds)
+    env = {**ENV, "TBPTT_SHARDS": str(args.shards)} if args.shards else ENV
+    with tbptt(env) as (url, _):
+        setup(url, {neighbour(args.shards, stream) for _, _, stream in loads})
+        for name, load, stream in loads:
+            times, rate = under(url, load, seconds, neighbour(args.shards, stream))
             ms = [t * 1e3 for t in times]
             print(f"{name:55s} small tenant: p50 {quantile(ms, 0.5):7.1f} ms  p99 {quantile(ms, 0.99):7.1f} ms  "
                   f"max {max(ms):7.1f} ms  ({len(ms)} requests)" + (f"; heavy tenant {rate:,.0f} units/s" if load else ""))  # fmt: skip
