@@ -16,6 +16,7 @@ A shard that fails while applying a batch may hold half of it: the process exits
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -94,15 +95,17 @@ class ShardHost:
     def submit(self, front: str, jobs: list[Sent], watched: frozenset[Key] | None) -> Answers:
         """``front``'s ``jobs`` (after its earlier ones), with the streams its watchers watch if they changed:
         one round of the schedule, then housekeeping; what was answered for the front since it last called
-        (in this round or an earlier one), and its outbox. An empty call collects them (the front calls while
-        jobs of its are unanswered here, and while idle: every half second at least)."""
+        (in this round or an earlier one), and its outbox. A call without jobs collects them: a front calls
+        again at once while any of its jobs is unanswered here, and every half second while idle."""
         told = self._visit(front, watched)
         for id, tenant, body in jobs:
             if isinstance(body, bytes):
                 self.schedule.add(_Job(front, id, tenant, payload=body))
             else:
                 name, args, elsewhere = body
-                self.schedule.add(_Job(front, id, tenant, call=_calling(self, name, args, elsewhere, front)))
+                self.schedule.add(
+                    _Job(front, id, tenant, call=functools.partial(self.call, name, args, elsewhere, front))
+                )
         self.schedule.round()
         try:
             self.shard.tick()
@@ -184,10 +187,6 @@ class ShardHost:
     def close(self) -> None:
         """Final checkpoints, then the store closed: a graceful stop."""
         self.shard.close(failed=False)
-
-
-def _calling(host: ShardHost, name: str, args: tuple, elsewhere: Usage | None, front: str) -> Callable[[], Answer]:
-    return lambda: host.call(name, args, elsewhere, front)
 
 
 def _restarted() -> bool:
