@@ -95,8 +95,10 @@ class ShardHost:
     def submit(self, front: str, jobs: list[Sent], watched: frozenset[Key] | None) -> Answers:
         """``front``'s ``jobs`` (after its earlier ones), with the streams its watchers watch if they changed:
         one round of the schedule, then housekeeping; what was answered for the front since it last called
-        (in this round or an earlier one), and its outbox. A call without jobs collects them: a front calls
-        again at once while any of its jobs is unanswered here, and every half second while idle."""
+        (in this round or an earlier one), and its outbox. A call without jobs collects them and goes on with
+        the work: every front calls again at once while this shard has work left (a batch applied in slices,
+        jobs held behind it), whoever sent it, and every half second while idle. The shard has no thread
+        of its own: its work goes on as long as some front calls."""
         told = self._visit(front, watched)
         for id, tenant, body in jobs:
             if isinstance(body, bytes):
@@ -146,7 +148,7 @@ class ShardHost:
     def _answer(self, front: str, told: str) -> Answers:
         answered, applied, alerted, behind = self.outboxes.collect(front)
         self.shard.watched = self.outboxes.watched  # (an outbox that overflowed watches nothing now)
-        return answers_bytes(answered, applied, alerted, told or behind)
+        return answers_bytes(answered, applied, alerted, told or behind, busy=not self.schedule.idle)
 
     def call(self, name: str, args: tuple, elsewhere: Usage | None = None, front: str | None = None) -> Answer:
         """``Shard.<name>(*args)`` for ``front``, with the quota usage of the other shards when it creates

@@ -9,7 +9,8 @@ single process's (service/scheduling.py): in order, consecutive observation requ
 in slices, a tenant's jobs held behind its unfinished batch, one round per call. So per-stream order
 holds, a small request of one tenant waits for a slice of another's heavy batch, not all of it, and jobs
 are answered by id, in the call that finished them or a later one: while some are unanswered, this front
-calls again at once.
+calls again at once, as every front does while the shard has work left (the shard has no thread of its
+own: a batch goes on while fronts call, even when the front that sent it died).
 
 A shard whose process dies is started again by Ray (``max_restarts=-1``) and recovers from its log; Ray
 does not retry the calls it was running (``max_task_retries=0``: retried calls may run out of order). Those
@@ -181,6 +182,7 @@ class _Remote:
     handle: Any  # the Ray actor
     jobs: deque[_Job] = field(default_factory=deque)  # queued here
     sent: dict[int, _Job] = field(default_factory=dict)  # sent, not answered yet
+    busy: bool = False  # the shard said it has work left (any front's): it goes on while fronts call
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     up: bool = False
     watched: frozenset[Key] | None = frozenset()  # the set last sent (None: send it again)
@@ -290,6 +292,7 @@ class ShardedHub(Watching):
             settle(job.future, error=self._unavailable(remote))
         remote.jobs.clear()
         remote.sent.clear()
+        remote.busy = False
 
     def _unavailable(self, remote: _Remote) -> Unavailable:
         return Unavailable(f"shard {remote.index} is restarting; try again shortly", retry_after=RETRY_AFTER)
@@ -333,8 +336,8 @@ class ShardedHub(Watching):
                 _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if not remote.jobs or not remote.up:
-                if remote.up and (remote.sent or remote.watched is not self._shard_watched(remote)):
-                    await self._tick(remote)  # (unanswered jobs to collect, or a watcher came or went)
+                if remote.up and (remote.busy or remote.sent or remote.watched is not self._shard_watched(remote)):
+                    await self._tick(remote)  # (work going on there, jobs to collect, or a watcher came or went)
                     continue
                 remote.wake.clear()
                 try:
@@ -381,7 +384,7 @@ class ShardedHub(Watching):
             return
         if previous is not None:
             await previous
-        answered, applied, alerted, told = answers_of(answer)
+        answered, applied, alerted, told, remote.busy = answers_of(answer)
         for id, outcome in answered:
             job = remote.sent.pop(id, None)
             if job is None:  # (answered as unavailable when the shard was thought down)

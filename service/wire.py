@@ -41,25 +41,30 @@ def request_of(data: bytes) -> Request:
 
 # The answers to a front's jobs: their ids; a request's results as JSON (null where beside); beside, by
 # position, what refused a request and each call's (value, error); then the front's outbox: watchers'
-# batches, the tenants with new alerts, and what the front is told (service/outboxes.py)
-Answers = tuple[list[int], bytes, dict[int, Any], bytes, list[str], str]
+# batches, the tenants with new alerts, and what the front is told (service/outboxes.py); and whether the
+# shard has work left (any front's: every front calls again at once while it has, so that it goes on)
+Answers = tuple[list[int], bytes, dict[int, Any], bytes, list[str], str, bool]
 
 
 def answers_bytes(
-    answered: list[tuple[int, Any, bool]], applied: list[Applied], alerted: list[str], told: str = KNOWN
+    answered: list[tuple[int, Any, bool]],
+    applied: list[Applied],
+    alerted: list[str],
+    told: str = KNOWN,
+    busy: bool = False,
 ) -> Answers:
     """``answered``: (job id, its answer, whether a call's)."""
     beside = {k: o for k, (_, o, call) in enumerate(answered) if call or isinstance(o, BaseException)}
     results = orjson.dumps([None if k in beside else o for k, (_, o, _) in enumerate(answered)])
     batches = orjson.dumps([[[tenant, stream, batch] for (tenant, stream), batch in b.items()] for b in applied])
-    return [job for job, _, _ in answered], results, beside, batches, alerted, told
+    return [job for job, _, _ in answered], results, beside, batches, alerted, told, busy
 
 
-def answers_of(answers: Answers) -> tuple[list[tuple[int, Any]], list[Applied], list[str], str]:
-    """Per job answered, (its id, its answer), and the outbox."""
-    jobs, results, beside, batches, alerted, told = answers
+def answers_of(answers: Answers) -> tuple[list[tuple[int, Any]], list[Applied], list[str], str, bool]:
+    """Per job answered, (its id, its answer); the outbox; whether the shard has work left."""
+    jobs, results, beside, batches, alerted, told, busy = answers
     outcomes: list[Any] = orjson.loads(results)
     for k, outcome in beside.items():
         outcomes[k] = outcome
     applied = [{(tenant, stream): batch for tenant, stream, batch in b} for b in orjson.loads(batches)]
-    return list(zip(jobs, outcomes)), applied, alerted, told
+    return list(zip(jobs, outcomes)), applied, alerted, told, busy

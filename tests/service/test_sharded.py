@@ -79,9 +79,9 @@ def test_a_single_process_directory_is_not_served_with_shards(tmp_path):
 
 
 def applied(host: ShardHost, data: bytes, watched: frozenset | None = None, front: str = "front"):
-    """A request submitted to ``host`` alone: its answer, and the front's outbox."""
-    answered, *outbox = answers_of(host.submit(front, [(0, "t", data)], watched))
-    assert [job for job, _ in answered] == [0]
+    """A request submitted to ``host`` alone, answered in that call: its answer, and the front's outbox."""
+    answered, *outbox, busy = answers_of(host.submit(front, [(0, "t", data)], watched))
+    assert [job for job, _ in answered] == [0] and not busy
     return answered[0][1], *outbox
 
 
@@ -155,6 +155,26 @@ def test_a_shard_host_applies_a_batch_in_slices_and_serves_other_tenants_between
     assert at_once == (0, answers[0])  # bit for bit: the same floats, as JSON carries them
     for h in (host, whole):
         h.close()
+
+
+def test_a_shards_work_goes_on_while_any_front_calls_even_when_the_front_that_sent_it_died(tmp_path):
+    """A shard has no thread of its own: each call runs a round. It says while it has work left, so that
+    every front calls again at once and a batch whose front was killed (its answers are kept for nobody)
+    does not hold its tenant's later jobs for a round per idle tick."""
+    host = ShardHost(Settings(data_dir=tmp_path / "shard", engine_slice_ms=1), 0)
+    host.call("create", ("t", "s", StreamConfig(input_size=1)))
+    heavy = request_bytes(("t", [Part("s", [Incoming([0.01 * k], None, k + 1) for k in range(300)])]))
+    answered, *_, busy = answers_of(host.submit("killed", [(0, "t", heavy)], None))
+    assert answered == [] and busy
+    later = request_bytes(("t", [Part("s", [Incoming([1.0], None, 301)])]))
+    answered, *_, busy = answers_of(host.submit("other", [(0, "t", later)], None))  # held behind the batch
+    rounds = 1
+    while busy and rounds < 10_000:
+        more, *_, busy = answers_of(host.submit("other", [], None))
+        answered += more
+        rounds += 1
+    assert not busy and [(job, result[0][0]["step"]) for job, result in answered] == [(0, 301)]
+    host.close()
 
 
 def test_an_apply_trusts_its_check_until_a_call_could_change_the_verdict(tmp_path, monkeypatch):

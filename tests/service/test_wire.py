@@ -35,8 +35,8 @@ def test_answers_read_back_with_their_refusals_and_the_watchers_batches():
     ]
     info = ({"id": "s"}, None)  # a call's (value, error), as Ray carries it
     answered = [(7, outcomes[0], False), (3, refused, False), (9, outcomes[2], False), (4, info, True)]
-    back, batches, alerted, told = answers_of(answers_bytes(answered, applied, ["t"], "behind"))
+    back, batches, alerted, told, busy = answers_of(answers_bytes(answered, applied, ["t"], "behind", busy=True))
     assert [job for job, _ in back] == [7, 3, 9, 4]
     assert back[0][1] == [[result]] and back[1][1] is refused and isinstance(back[2][1], Invalid)
-    assert back[3][1] is info
+    assert back[3][1] is info and busy
     assert batches == applied and alerted == ["t"] and told == "behind"
