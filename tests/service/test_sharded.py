@@ -37,6 +37,7 @@ from tbptt.service.wire import answers_bytes, answers_of, request_bytes
 from tests.service.server import Server
 from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
+from tests.service.test_fairness import HEAVY, KEY_A, KEY_B, A, B
 from tests.service.test_templates import TEMPLATE, ids, observations_create_streams_from_the_template
 
 ray = pytest.importorskip("ray", reason="the sharded server needs the [ray] extra")
@@ -358,43 +359,40 @@ def test_two_fronts_serve_every_stream_exactly_and_a_killed_front_loses_nothing(
         assert server.stop() == 0  # (the serving process exits once every front has stopped)
 
 
-def test_a_small_tenant_on_a_heavy_tenants_shard_is_answered_while_the_heavy_batch_is_applied(tmp_path):
-    """The shards serve tenants fairly, as the single process does: a heavy request (an LSTM updated at
-    every step: seconds of work) is applied in slices, and a small request of another tenant on the same
-    shard is answered between them. Before, it waited for the whole heavy call (16.9 s under
-    bench.fairness's load); only the order is asserted here, not a time."""
-    keys = {"heavy": "h" * 32, "small": "s" * 32}
-    server = Server(tmp_path / "data", TBPTT_SHARDS="2", TBPTT_API_KEYS=",".join(f"{t}:{k}" for t, k in keys.items()))
-    server.start()
-    heavy, small = ({"Authorization": f"Bearer {keys[t]}"} for t in ("heavy", "small"))
-    assert PLACEMENT.shard_of("heavy", "lstm") == PLACEMENT.shard_of("small", "four")  # one shard
-    lstm = {
-        "model": {"input_size": 16, "hidden_size": 256, "num_layers": 4, "cell": "lstm"},
-        "tbptt": {"k1": 1, "k2": 64},
-    }
-    finished: dict[str, float] = {}
+def test_a_small_tenant_on_a_heavy_tenants_shard_is_answered_between_slices_of_its_batch(tmp_path):
+    """tests/service/test_fairness.py's test on the sharded server, both streams on one shard: once a watcher
+    of alpha's stream has seen a first slice of its heavy batch applied, beta's one observation must be
+    answered before the rest is. Ordering, not timing. Before, a shard applied each call's batch whole: the
+    watcher saw all 400 at once, and under bench.fairness's load beta waited 16.9 s a request."""
+    keys = f"alpha:{KEY_A},beta:{KEY_B}"
+    server = Server(tmp_path / "data", TBPTT_SHARDS="2", TBPTT_API_KEYS=keys, TBPTT_ENGINE_SLICE_MS="5").start()
+    assert PLACEMENT.shard_of("alpha", "heavy") == PLACEMENT.shard_of("beta", "small")
+    done: dict[str, float] = {}
     try:
         with httpx.Client(base_url=server.url, timeout=300) as c:
-            assert c.put("/v1/streams/lstm", json=lstm, headers=heavy).status_code == 201
-            assert c.put("/v1/streams/four", json={"model": {"input_size": 1}}, headers=small).status_code == 201
-            warm = {"observations": [{"x": [0.0] * 16, "y": [0.0]}]}
-            assert c.post("/v1/streams/lstm/observations", json=warm, headers=heavy).status_code == 200
+            assert c.put("/v1/streams/heavy", json=HEAVY, headers=A).status_code == 201
+            assert c.put("/v1/streams/small", json={"model": {"input_size": 1}}, headers=B).status_code == 201
+            heavy = {"observations": [{"x": [0.01 * k] * 64, "y": [1.0]} for k in range(400)]}
 
-            def heavy_batch() -> None:
-                batch = {"observations": [{"x": [0.01 * k] * 16, "y": [1.0]} for k in range(60)]}
+            def send_heavy() -> None:
                 with httpx.Client(base_url=server.url, timeout=300) as own:
-                    r = own.post("/v1/streams/lstm/observations", json=batch, headers=heavy)
-                finished["heavy"] = time.monotonic()
-                assert r.status_code == 200 and len(r.json()["results"]) == 60
+                    r = own.post("/v1/streams/heavy/observations", json=heavy, headers=A)
+                assert r.status_code == 200, r.text
+                done["alpha"] = time.monotonic()
 
-            thread = threading.Thread(target=heavy_batch)
-            thread.start()
-            time.sleep(0.5)  # (the heavy request is at its shard)
-            r = c.post("/v1/streams/four/observations", json={"x": [1.0]}, headers=small)
-            finished["small"] = time.monotonic()
-            assert r.status_code == 200
-            thread.join(300)
-        assert finished["small"] < finished["heavy"], "the small request waited for the whole heavy batch"
+            with connect(f"{server.ws_url}/v1/streams/heavy/watch", additional_headers=A) as watch:
+                sender = threading.Thread(target=send_heavy)
+                sender.start()
+                first = json.loads(watch.recv(timeout=120))  # a first slice of alpha's batch is applied
+                assert 0 < len(first["results"]) < 400, "alpha's batch was applied whole"
+                r = c.post("/v1/streams/small/observations", json={"x": [1.0], "y": [1.0]}, headers=B)
+                done["beta"] = time.monotonic()
+                assert r.status_code == 200, r.text
+                sender.join(timeout=300)
+            assert "alpha" in done, "alpha's batch never finished"
+            assert done["beta"] < done["alpha"], "beta's one observation waited for all of alpha's batch"
+            results = c.get("/v1/streams/heavy/predictions", params={"limit": 400}, headers=A).json()["results"]
+            assert [r["step"] for r in results] == list(range(1, 401))  # all applied, in order
     finally:
         assert server.stop() == 0
 
