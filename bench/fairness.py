@@ -61,14 +61,14 @@ def neighbour(shards: int, heavy: str) -> str:
     return next(n for n in names if placement.shard_of("small", n) == placement.shard_of("heavy", heavy))
 
 
-def setup(url: str, small: set[str]) -> None:
-    with httpx.Client(base_url=url, timeout=120) as c:
-        for stream in small:
-            assert c.put(f"/v1/streams/{stream}", json={"model": {"input_size": 1}}, headers=SMALL).status_code == 201
-        assert c.put("/v1/streams/lstm", json=LSTM, headers=HEAVY).status_code == 201
-        assert c.put("/v1/streams/wide", json=WIDE, headers=HEAVY).status_code == 201
-        for _ in range(13):  # 260 results of 1,024 values: a full reply to read
-            wide_writes(c)
+def setup(c: httpx.Client, small: set[str]) -> None:
+    """The small tenant's streams, the heavy tenant's two, and more results of the wide one than a reply carries."""
+    for stream in small:
+        assert c.put(f"/v1/streams/{stream}", json={"model": {"input_size": 1}}, headers=SMALL).status_code == 201
+    assert c.put("/v1/streams/lstm", json=LSTM, headers=HEAVY).status_code == 201
+    assert c.put("/v1/streams/wide", json=WIDE, headers=HEAVY).status_code == 201
+    for _ in range(13):  # 260 results of 1,024 values
+        wide_writes(c)
 
 
 def small_round_trips(url: str, seconds: float, stream: str) -> list[float]:
@@ -126,7 +126,8 @@ def main() -> None:
     ]
     env = {**ENV, "TBPTT_SHARDS": str(args.shards)} if args.shards else ENV
     with tbptt(env) as (url, _):
-        setup(url, {neighbour(args.shards, stream) for _, _, stream in loads})
+        with httpx.Client(base_url=url, timeout=120) as c:
+            setup(c, {neighbour(args.shards, stream) for _, _, stream in loads})
         for name, load, stream in loads:
             times, rate = under(url, load, seconds, neighbour(args.shards, stream))
             ms = [t * 1e3 for t in times]

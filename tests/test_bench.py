@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 
-from bench import core, interval_peers, shard_scaling
+from bench import core, fairness, interval_peers, shard_scaling
 from bench.labelled import roc_area
+from tbptt.service.settings import Settings
+from tests.service.factories import app_client, wait_ready
 
 
 def test_the_core_benchmark_runs():
@@ -20,6 +22,20 @@ def test_the_core_benchmark_runs():
 
 def test_the_shard_scaling_benchmark_runs():
     assert shard_scaling.total_rate(shards=2, seconds=0.2, streams=10) > 0
+
+
+def test_every_load_of_the_fairness_benchmark_is_one_the_service_accepts(tmp_path):
+    """A refused load measures nothing: its /predictions load asked for more than a reply may carry for a day
+    (each load asserts its answers are 200)."""
+    keys = f"small:{fairness.SMALL_KEY},heavy:{fairness.HEAVY_KEY}"
+    with app_client(Settings(data_dir=tmp_path / "data", api_keys=keys)) as c:
+        wait_ready(c)
+        fairness.setup(c, {"one"})
+        assert [load(c) for load in (fairness.heavy_batches, fairness.wide_reads, fairness.wide_writes)] == [
+            100,
+            64,
+            20,
+        ]
 
 
 def test_the_roc_area_counts_ties_as_half():
