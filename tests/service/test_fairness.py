@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+
+import httpx
 
 from tbptt.service.settings import Settings
 
@@ -24,29 +27,42 @@ def test_a_small_request_is_answered_between_slices_of_another_tenants_batch(tmp
     settings = Settings(data_dir=tmp_path / "data", api_keys=f"alpha:{KEY_A},beta:{KEY_B}", engine_slice_ms=5)
     with app_client(settings) as c:
         wait_ready(c)
-        assert c.put("/v1/streams/heavy", json=HEAVY, headers=A).status_code == 201
-        assert c.put("/v1/streams/small", json={"model": {"input_size": 1}}, headers=B).status_code == 201
-        heavy = {"observations": [{"x": [0.01 * k] * 64, "y": [1.0]} for k in range(400)]}
-        done: dict[str, float] = {}
+        create_heavy_and_small(c)
+        # (a copy: starlette's websocket_connect adds its handshake's headers to the dict it is given)
+        with c.websocket_connect("/v1/streams/heavy/watch", headers=dict(A)) as watch:
+            assert_answered_between_slices(c, watch.receive_json)
 
-        def send_heavy() -> None:
-            r = c.post("/v1/streams/heavy/observations", json=heavy, headers=A)
-            assert r.status_code == 200, r.text
-            done["alpha"] = time.monotonic()
 
-        with c.websocket_connect("/v1/streams/heavy/watch", headers=A) as watch:
-            sender = threading.Thread(target=send_heavy)
-            sender.start()
-            first = watch.receive_json()  # a first slice of alpha's batch is applied; the rest is not
-            assert 0 < len(first["results"]) < 400
-            r = c.post("/v1/streams/small/observations", json={"x": [1.0], "y": [1.0]}, headers=B)
-            done["beta"] = time.monotonic()
-            assert r.status_code == 200, r.text
-            sender.join(timeout=300)
-        assert "alpha" in done, "alpha's batch never finished"
-        assert done["beta"] < done["alpha"], "beta's one observation waited for all of alpha's batch"
-        results = c.get("/v1/streams/heavy/predictions", params={"limit": 400}, headers=A).json()["results"]
-        assert [r["step"] for r in results] == list(range(1, 401))  # all applied, in order
+def create_heavy_and_small(c: httpx.Client) -> None:
+    assert c.put("/v1/streams/heavy", json=HEAVY, headers=A).status_code == 201
+    assert c.put("/v1/streams/small", json={"model": {"input_size": 1}}, headers=B).status_code == 201
+
+
+def assert_answered_between_slices(c: httpx.Client, first_batch: Callable[[], dict]) -> None:
+    """Alpha posts a heavy batch to its stream "heavy" (from another thread); once ``first_batch`` (what a
+    watcher of that stream receives first) shows a first slice applied and not the rest, beta's one
+    observation to its stream "small" must be answered before alpha's batch is; then all of alpha's is
+    applied, in order."""
+    heavy = {"observations": [{"x": [0.01 * k] * 64, "y": [1.0]} for k in range(400)]}
+    done: dict[str, float] = {}
+
+    def send_heavy() -> None:
+        r = c.post("/v1/streams/heavy/observations", json=heavy, headers=A)
+        assert r.status_code == 200, r.text
+        done["alpha"] = time.monotonic()
+
+    sender = threading.Thread(target=send_heavy)
+    sender.start()
+    first = first_batch()  # a first slice of alpha's batch is applied; the rest is not
+    assert 0 < len(first["results"]) < 400, "alpha's batch was applied whole"
+    r = c.post("/v1/streams/small/observations", json={"x": [1.0], "y": [1.0]}, headers=B)
+    done["beta"] = time.monotonic()
+    assert r.status_code == 200, r.text
+    sender.join(timeout=300)
+    assert "alpha" in done, "alpha's batch never finished"
+    assert done["beta"] < done["alpha"], "beta's one observation waited for all of alpha's batch"
+    results = c.get("/v1/streams/heavy/predictions", params={"limit": 400}, headers=A).json()["results"]
+    assert [r["step"] for r in results] == list(range(1, 401))  # all applied, in order
 
 
 def test_a_stream_whose_one_update_would_hold_everyone_up_is_refused_with_the_setting(tmp_path):

@@ -37,7 +37,7 @@ from tbptt.service.wire import answers_bytes, answers_of, request_bytes
 from tests.service.server import Server
 from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
-from tests.service.test_fairness import HEAVY, KEY_A, KEY_B, A, B
+from tests.service.test_fairness import KEY_A, KEY_B, A, assert_answered_between_slices, create_heavy_and_small
 from tests.service.test_templates import TEMPLATE, ids, observations_create_streams_from_the_template
 
 ray = pytest.importorskip("ray", reason="the sharded server needs the [ray] extra")
@@ -367,32 +367,11 @@ def test_a_small_tenant_on_a_heavy_tenants_shard_is_answered_between_slices_of_i
     keys = f"alpha:{KEY_A},beta:{KEY_B}"
     server = Server(tmp_path / "data", TBPTT_SHARDS="2", TBPTT_API_KEYS=keys, TBPTT_ENGINE_SLICE_MS="5").start()
     assert PLACEMENT.shard_of("alpha", "heavy") == PLACEMENT.shard_of("beta", "small")
-    done: dict[str, float] = {}
     try:
         with httpx.Client(base_url=server.url, timeout=300) as c:
-            assert c.put("/v1/streams/heavy", json=HEAVY, headers=A).status_code == 201
-            assert c.put("/v1/streams/small", json={"model": {"input_size": 1}}, headers=B).status_code == 201
-            heavy = {"observations": [{"x": [0.01 * k] * 64, "y": [1.0]} for k in range(400)]}
-
-            def send_heavy() -> None:
-                with httpx.Client(base_url=server.url, timeout=300) as own:
-                    r = own.post("/v1/streams/heavy/observations", json=heavy, headers=A)
-                assert r.status_code == 200, r.text
-                done["alpha"] = time.monotonic()
-
+            create_heavy_and_small(c)
             with connect(f"{server.ws_url}/v1/streams/heavy/watch", additional_headers=A) as watch:
-                sender = threading.Thread(target=send_heavy)
-                sender.start()
-                first = json.loads(watch.recv(timeout=120))  # a first slice of alpha's batch is applied
-                assert 0 < len(first["results"]) < 400, "alpha's batch was applied whole"
-                r = c.post("/v1/streams/small/observations", json={"x": [1.0], "y": [1.0]}, headers=B)
-                done["beta"] = time.monotonic()
-                assert r.status_code == 200, r.text
-                sender.join(timeout=300)
-            assert "alpha" in done, "alpha's batch never finished"
-            assert done["beta"] < done["alpha"], "beta's one observation waited for all of alpha's batch"
-            results = c.get("/v1/streams/heavy/predictions", params={"limit": 400}, headers=A).json()["results"]
-            assert [r["step"] for r in results] == list(range(1, 401))  # all applied, in order
+                assert_answered_between_slices(c, lambda: json.loads(watch.recv(timeout=120)))
     finally:
         assert server.stop() == 0
 
