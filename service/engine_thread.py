@@ -82,7 +82,7 @@ class EngineThread:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._stopped = threading.Event()
-        self._schedule: Schedule[Job] = Schedule(self._begin, _answer, self._failed, slice_seconds)
+        self._schedule: Schedule[Job] = Schedule(worker.begin, _answer, self._failed, slice_seconds)
 
     # -- the event loop side -------------------------------------------------------------------------------
 
@@ -173,9 +173,6 @@ class EngineThread:
             if job is None:
                 return True
             self._schedule.add(job)
-
-    def _begin(self, payloads: list[Any]) -> Slices:
-        return self.worker.begin(payloads)
 
     def _failed(self, jobs: list[Job], exc: Exception) -> None:
         """A bug must not leave requests hanging: the worker may hold half a batch, so the service then stops
