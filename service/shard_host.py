@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from prometheus_client.metrics_core import Metric
 from .applying import Applying
 from .engine_thread import _domain
 from .gcpolicy import park_long_lived
+from .link import Address, LinkServer, dumps, loads
 from .outboxes import LEASE_SECONDS, Lease, Outboxes
 from .registry import Usage
 from .scheduling import Schedule
@@ -72,6 +74,7 @@ class ShardHost:
 
         torch.set_num_threads(settings.torch_threads)
         self.index = index
+        self.settings = settings
         self.telemetry = Telemetry(None)
         self.shard = Shard(settings, self.telemetry, index)
         self.outboxes = Outboxes()  # per front: what its watchers get (service/outboxes.py)
@@ -85,12 +88,30 @@ class ShardHost:
         self.schedule: Schedule[_Job] = Schedule(
             self._begin, self._answered, self._failed, settings.engine_slice_ms / 1000
         )
+        # The fronts call ``submit`` over their links (service/link.py), each on its own thread, and Ray
+        # calls the rest on the actor's: one at a time, as the shard's only writer
+        self._lock = threading.Lock()
+        self._link: LinkServer | None = None
         self.shard.open()
         park_long_lived()  # as the single process does (service/gcpolicy.py)
 
     def ready(self) -> int:
         """Answered once the shard has recovered (the constructor returned): its index."""
         return self.index
+
+    def link(self) -> tuple[Address, bytes]:
+        """Where the fronts call ``submit`` (opened at the first ask), and the key that opens it: on a local
+        Ray this machine's loopback, in a cluster this node's address."""
+        if self._link is None:
+            self._link = LinkServer(_node_address() if self.settings.ray_address else "127.0.0.1", self._linked)
+        return self._link.address, self._link.key
+
+    def _linked(self, data: bytes) -> bytes:
+        """A front's ``submit`` over its link: (front, jobs, watched) in, its ``Answers`` out."""
+        front, jobs, watched = loads(data)
+        with self._lock:
+            answers = self.submit(front, jobs, watched)
+        return dumps(answers)
 
     def submit(self, front: str, jobs: list[Sent], watched: frozenset[Key] | None) -> Answers:
         """``front``'s ``jobs`` (after its earlier ones), with the streams its watchers watch if they changed:
@@ -184,11 +205,20 @@ class ShardHost:
 
     def families(self) -> list[Metric]:
         """This shard's Prometheus metrics (service/telemetry.py's ``per_shard`` labels them)."""
-        return list(self.telemetry.registry.collect())
+        with self._lock:
+            return list(self.telemetry.registry.collect())
 
     def close(self) -> None:
         """Final checkpoints, then the store closed: a graceful stop."""
-        self.shard.close(failed=False)
+        with self._lock:
+            self.shard.close(failed=False)
+
+
+def _node_address() -> str:
+    """The address Ray knows this node by (where the fronts on other nodes reach it)."""
+    import ray.util
+
+    return str(ray.util.get_node_ip_address())
 
 
 def _restarted() -> bool:

@@ -3,8 +3,9 @@
     front (this process: FastAPI, validation, routing)  --one call per micro-batch-->  shard k (ShardHost)
 
 A stream's shard is fixed by its key group (service/keygroups.py). Each shard has a queue here; whatever is
-queued for it when its previous call returns goes in one call (a Ray call costs ~1.3 ms beyond the work, so
-it must carry many observations). The shard serves the jobs of every front as the engine thread serves the
+queued for it when its previous call returns goes in one call, over a connection of this front's own to the
+shard's process (service/link.py): Ray places, starts and restarts the shards, but a Ray call costs about a
+millisecond beyond the work. The shard serves the jobs of every front as the engine thread serves the
 single process's (service/scheduling.py): in order, consecutive observation requests as one batch applied
 in slices, a tenant's jobs held behind its unfinished batch, one round per call. So per-stream order
 holds, a small request of one tenant waits for a slice of another's heavy batch, not all of it, and jobs
@@ -52,6 +53,7 @@ from .engine_thread import settle
 from .errors import Unavailable
 from .ingest import Part, fits
 from .keygroups import Placement
+from .link import Link, dumps, loads
 from .outboxes import BEHIND, LEASE_SECONDS
 from .patching import Template
 from .registry import Usage
@@ -67,9 +69,6 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.5  # a shard's housekeeping while no work comes (as the engine thread's)
 RETRY_AFTER = 2  # seconds a client is told to wait while a shard restarts (Ray's restart: ~4 s here)
 METRICS_SECONDS = 5  # a shard's metrics are left out of /metrics if it has not answered by then
-# Ray sends call arguments and answers above 100 KiB through its object store (shared memory, a reference
-# to count): a 500-observation part is ~120 kB. Carried in the call itself up to this size, c) gained ~13%.
-INLINE_BYTES = 8 << 20
 TEMPLATES = 0  # the shard whose store keeps the tenants' templates and the fronts' lease (one home)
 IN_FLIGHT = 2  # calls sent to a shard and not yet answered, at most
 # A front of several, with watchers: how often it collects batches applied through the others while they
@@ -110,10 +109,7 @@ class Shards:
         s = settings
         started = not ray.is_initialized()
         if started:
-            ray.init(
-                address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING, namespace=namespace,
-                _system_config=None if s.ray_address else {"max_direct_call_object_size": INLINE_BYTES},
-            )  # fmt: skip
+            ray.init(address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING, namespace=namespace)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         offered = ray.cluster_resources()
         actor = ray.remote(ShardHost)
@@ -180,6 +176,7 @@ class _Remote:
 
     index: int
     handle: Any  # the Ray actor
+    link: Link | None = None  # this front's connection to it, while it is up
     jobs: deque[_Job] = field(default_factory=deque)  # queued here
     sent: dict[int, _Job] = field(default_factory=dict)  # sent, not answered yet
     busy: bool = False  # the shard said it has work left (any front's): it goes on while fronts call
@@ -261,6 +258,9 @@ class ShardedHub(Watching):
             await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
+        for remote in self._remotes:
+            if remote.link is not None:
+                remote.link.close()
         if self._shards is not None:
             up = [remote.up for remote in self._remotes]
             await asyncio.to_thread(self._shards.stop, deadline - time.monotonic(), up)
@@ -272,6 +272,7 @@ class ShardedHub(Watching):
         while True:
             try:
                 await remote.handle.ready.remote()
+                remote.link = await Link.open(*await remote.handle.link.remote())
             except Exception as exc:
                 log.info("shard %d not ready yet (%s)", remote.index, type(exc).__name__)
                 await asyncio.sleep(0.2)
@@ -283,9 +284,13 @@ class ShardedHub(Watching):
             return
 
     def _down(self, remote: _Remote, exc: BaseException) -> None:
+        if remote.link is not None and remote.link.failure is None:
+            return  # (a call lost with an earlier link: the shard is back already, on a new one)
         if remote.up:
             log.warning("shard %d is down (%s); its streams answer 503 until it is back", remote.index, exc)
             remote.up = False
+            if remote.link is not None:
+                remote.link.close()
             self._tasks.append(asyncio.ensure_future(self._await_ready(remote)))
             self._wake_feeds()  # (their watchers learn at once that the feed is not whole meanwhile)
         for job in [*remote.jobs, *remote.sent.values()]:  # (the shard's process lost what it held)
@@ -350,7 +355,7 @@ class ShardedHub(Watching):
             while jobs[0].call is None and remote.jobs and remote.jobs[0].call is None:  # or observation requests
                 jobs.append(remote.jobs.popleft())
             remote.sent.update((job.id, job) for job in jobs)
-            reference = remote.handle.submit.remote(self.front, [job.sent() for job in jobs], self._news(remote))
+            reference = self._submitted(remote, [job.sent() for job in jobs])
             last = asyncio.ensure_future(self._send(remote, reference, last))
             sending.add(last)
 
@@ -366,7 +371,12 @@ class ShardedHub(Watching):
     async def _tick(self, remote: _Remote) -> None:
         """A call with no new jobs: the shard's round and housekeeping, which also collects this front's
         answers and outbox."""
-        await self._send(remote, remote.handle.submit.remote(self.front, [], self._news(remote)))
+        await self._send(remote, self._submitted(remote, []))
+
+    def _submitted(self, remote: _Remote, jobs: list[Sent]) -> asyncio.Future[bytes]:
+        """``ShardHost.submit`` of ``jobs`` over the link: the future of its answers (``link.loads`` reads them)."""
+        assert remote.link is not None
+        return remote.link.call(dumps((self.front, jobs, self._news(remote))))
 
     def _idle_seconds(self, remote: _Remote) -> float:
         """How long the shard may go without a call: a front of several collects batches applied through
@@ -384,7 +394,7 @@ class ShardedHub(Watching):
             return
         if previous is not None:
             await previous
-        answered, applied, alerted, told, remote.busy = answers_of(answer)
+        answered, applied, alerted, told, remote.busy = answers_of(loads(answer))
         for id, outcome in answered:
             job = remote.sent.pop(id, None)
             if job is None:  # (answered as unavailable when the shard was thought down)

@@ -30,6 +30,7 @@ from tbptt.service.cli.main import main
 from tbptt.service.errors import Invalid
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.keygroups import GROUPS, Placement, PlacementError, group_of, preflight
+from tbptt.service.link import dumps
 from tbptt.service.settings import Settings
 from tbptt.service.shard_host import CHECKED_KEPT, ShardHost
 from tbptt.service.sharded import POLL_SECONDS, TICK_SECONDS, Joined, ShardedHub, _Remote
@@ -387,7 +388,7 @@ def test_a_front_with_idle_watchers_polls_the_shards_less_and_less_until_batches
     def polled(batches: list) -> float:
         async def poll() -> None:
             reference = asyncio.get_running_loop().create_future()  # (what the shard's tick answers)
-            reference.set_result(answers_bytes([], batches, []))
+            reference.set_result(dumps(answers_bytes([], batches, [])))  # (as its link carries it)
             await hub._send(remote, reference)
 
         asyncio.run(poll())

@@ -1,0 +1,88 @@
+"""The line between a front and a shard process (service/link.py): calls answered in order, a lost connection
+fails what it carried, a caller without the key is refused before it can send anything, and a message
+holding anything but the project's classes and plain data is refused without running it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import threading
+from multiprocessing.connection import AuthenticationError, Client
+from pathlib import Path
+
+import pytest
+
+from tbptt.service.errors import Unavailable
+from tbptt.service.link import Link, LinkServer, dumps, loads
+from tbptt.service.streams import Key
+
+
+def test_calls_are_answered_in_the_order_they_were_sent():
+    seen: list[bytes] = []
+    server = LinkServer("127.0.0.1", lambda data: seen.append(data) or data[::-1])
+
+    async def main() -> list[bytes]:
+        link = await Link.open(server.address, server.key)
+        calls = [link.call(f"call {k}".encode() * (1 + 10_000 * (k % 2))) for k in range(20)]
+        answers = await asyncio.gather(*calls)
+        link.close()
+        return answers
+
+    answers = asyncio.run(main())
+    assert seen == [f"call {k}".encode() * (1 + 10_000 * (k % 2)) for k in range(20)]
+    assert answers == [data[::-1] for data in seen]
+
+
+def test_a_lost_connection_fails_every_call_it_carried_and_every_later_one():
+    arrived = threading.Event()
+
+    def handle(data: bytes) -> bytes:
+        arrived.set()
+        raise RuntimeError("a defect")  # (the shard's end closes the connection)
+
+    server = LinkServer("127.0.0.1", handle)
+
+    async def main() -> None:
+        link = await Link.open(server.address, server.key)
+        first, second = link.call(b"a"), link.call(b"b")
+        for call in (first, second):
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(call, 10)
+        assert arrived.is_set()
+        with pytest.raises(ConnectionError):
+            await link.call(b"c")
+
+    asyncio.run(main())
+
+
+def test_a_caller_without_the_key_is_refused_before_it_can_send():
+    called = threading.Event()
+    server = LinkServer("127.0.0.1", lambda data: called.set() or data)
+    with pytest.raises(AuthenticationError):
+        Client(server.address, authkey=os.urandom(32))
+    assert not called.is_set()
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_message_holding_anything_but_the_projects_classes_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(pickle.UnpicklingError, match=r"(posix|os)\.system"):
+        loads(pickle.dumps(("front", [(0, "t", Payload(marker))], None)))
+    assert not marker.exists()
+
+
+def test_what_a_front_and_a_shard_send_each_other_reads_back_as_it_was():
+    watched: frozenset[Key] = frozenset({("t", "a"), ("t", "b")})
+    jobs = [(0, "t", b'["t", []]'), (1, None, ("lease", ("front", 5.0), None))]
+    assert loads(dumps(("front", jobs, watched))) == ("front", jobs, watched)
+    refused = Unavailable("shard 1 is restarting; try again shortly", retry_after=2)
+    back = loads(dumps({3: refused}))
+    assert isinstance(back, dict) and type(back[3]) is Unavailable and back[3].retry_after == 2
