@@ -33,7 +33,11 @@ PlanItem = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Incoming and Part are not frozen: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, 1.0 us against 0.26 us here for Incoming, and a request builds one of each per
+# observation (twice on the sharded server: in the front, and where its shard decodes it). Treat them as
+# read-only all the same: their lists are shared with the request's other holders.
+@dataclass(slots=True)
 class Incoming:
     """One observation as a request carries it (already valid JSON of the right types)."""
 
@@ -44,7 +48,7 @@ class Incoming:
     ts: float | None = None  # its timestamp, Unix seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Part:
     """Observations for one stream; observation k is at ``loc + (k,)`` in the request when ``indexed``, else
     at ``loc`` (error messages name it)."""
