@@ -6,8 +6,8 @@ the textbook loop (bench.core's: GRU 8->32, Adam, K = 16) in one process on the 
 
     python -m bench.shard_scaling [--shards 1 2 4 8] [--seconds 20]
 
-What it leaves out: the fronts (HTTP, validation, routing) and Ray's transport (about 1.3 ms a call here;
-bench/README.md, "Shards"). So it is the ceiling of a sharded server on that many cores, and says whether
+What it leaves out: the fronts (HTTP, validation, routing) and the calls between them and the shards
+(service/link.py; bench/README.md, "Shards"). So it is the ceiling of a sharded server on that many cores, and says whether
 the shards themselves scale: they share nothing but the machine.
 """
 
