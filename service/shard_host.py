@@ -1,10 +1,12 @@
 """A shard in its own process, served to the front over calls: the body of a Ray actor (service/sharded.py).
 
-The shard (``Shard``) is what the engine thread runs in the single process; here the actor's one thread is
-its only writer, and every call is synchronous. A front sends its jobs (observation requests and calls, in
-order, each with an id), and each call runs one round of the engine thread's schedule (service/scheduling.py):
-a batch is applied in slices, so a call takes about a slice per unfinished batch, and a small request of
-one tenant waits for a slice of another's heavy batch, not all of it. Jobs are answered by id, in the call
+The shard (``Shard``) is what the engine thread runs in the single process; here one call at a time is its
+only writer (the fronts call over their own connections, service/link.py, each served on a thread of its
+own), and every call is synchronous. A front sends its jobs (observation requests and calls, in order, each
+with an id), and each call runs one round of the engine thread's schedule (service/scheduling.py), shared
+with the calls of other fronts that came meanwhile: a batch is applied in slices, so a call takes about a
+slice per unfinished batch, and a small request of one tenant waits for a slice of another's heavy batch,
+not all of it. Jobs are answered by id, in the call
 that finished them or a later one: a front with jobs unanswered calls again until they are. Each answer to a
 front also carries its outbox: the batches of the streams its watchers watch, applied through any front
 since it last called (service/outboxes.py). Plain Python: tested without Ray, and Ray is imported by the
@@ -22,6 +24,7 @@ import os
 import sys
 import threading
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +71,17 @@ class _Job:
     answered: bool = False
 
 
+@dataclass(slots=True)
+class _Arrival:
+    """A front's call to ``submit``, until a round takes its jobs."""
+
+    front: str
+    jobs: list[Sent]
+    watched: frozenset[Key] | None
+    told: str = ""  # what the front is told (service/outboxes.py), once served
+    served: bool = False
+
+
 class ShardHost:
     def __init__(self, settings: Settings, index: int) -> None:
         import torch  # the shard's process does the tensor work: its thread count is the shard's
@@ -91,6 +105,7 @@ class ShardHost:
         # The fronts call ``submit`` over their links (service/link.py), each on its own thread, and Ray
         # calls the rest on the actor's: one at a time, as the shard's only writer
         self._lock = threading.Lock()
+        self._arrivals: deque[_Arrival] = deque()  # calls to ``submit`` not served by a round yet
         self._link: LinkServer | None = None
         self.shard.open()
         park_long_lived()  # as the single process does (service/gcpolicy.py)
@@ -108,10 +123,7 @@ class ShardHost:
 
     def _linked(self, data: bytes) -> bytes:
         """A front's ``submit`` over its link: (front, jobs, watched) in, its ``Answers`` out."""
-        front, jobs, watched = loads(data)
-        with self._lock:
-            answers = self.submit(front, jobs, watched)
-        return dumps(answers)
+        return dumps(self.submit(*loads(data)))
 
     def submit(self, front: str, jobs: list[Sent], watched: frozenset[Key] | None) -> Answers:
         """``front``'s ``jobs`` (after its earlier ones), with the streams its watchers watch if they changed:
@@ -119,22 +131,38 @@ class ShardHost:
         (in this round or an earlier one), and its outbox. A call without jobs collects them and goes on with
         the work: every front calls again at once while this shard has work left (a batch applied in slices,
         jobs held behind it), whoever sent it, and every half second while idle. The shard has no thread
-        of its own: its work goes on as long as some front calls."""
-        told = self._visit(front, watched)
-        for id, tenant, body in jobs:
-            if isinstance(body, bytes):
-                self.schedule.add(_Job(front, id, tenant, payload=body))
-            else:
-                name, args, elsewhere = body
-                self.schedule.add(
-                    _Job(front, id, tenant, call=functools.partial(self.call, name, args, elsewhere, front))
-                )
+        of its own: its work goes on as long as some front calls.
+
+        Calls from other fronts that came while a round ran go into the next round together, whichever of
+        them takes the shard first: their observation requests are one batch, as the engine thread batches
+        whatever queued meanwhile (a step's cost is mostly per batch, not per observation)."""
+        arrival = _Arrival(front, jobs, watched)
+        self._arrivals.append(arrival)  # (a deque: appending and popping need no lock)
+        with self._lock:
+            if not arrival.served:
+                self._round()
+            return self._answer(front, arrival.told)
+
+    def _round(self) -> None:
+        """Every call that has come, in order, then one round of the schedule and housekeeping."""
+        while self._arrivals:
+            arrival = self._arrivals.popleft()
+            front = arrival.front
+            arrival.told = self._visit(front, arrival.watched)
+            for id, tenant, body in arrival.jobs:
+                if isinstance(body, bytes):
+                    self.schedule.add(_Job(front, id, tenant, payload=body))
+                else:
+                    name, args, elsewhere = body
+                    self.schedule.add(
+                        _Job(front, id, tenant, call=functools.partial(self.call, name, args, elsewhere, front))
+                    )
+            arrival.served = True
         self.schedule.round()
         try:
             self.shard.tick()
         except BaseException as exc:
             self._failed([], exc)
-        return self._answer(front, told)
 
     def _begin(self, payloads: list[bytes]) -> Applying:
         """A micro-batch of observation requests (``Shard.begin``), each decoded once: a request checked here

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import core, fairness, interval_peers, shard_scaling
+from bench import core, fairness, interval_peers, shard_rounds, shard_scaling
 from bench.labelled import roc_area
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -22,6 +22,10 @@ def test_the_core_benchmark_runs():
 
 def test_the_shard_scaling_benchmark_runs():
     assert shard_scaling.total_rate(shards=2, seconds=0.2, streams=10) > 0
+
+
+def test_the_shard_rounds_benchmark_runs():
+    assert min(shard_rounds.rate(shared, fronts=2, per_call=2, seconds=0.2, streams=4) for shared in (True, False)) > 0
 
 
 def test_every_load_of_the_fairness_benchmark_is_one_the_service_accepts(tmp_path):

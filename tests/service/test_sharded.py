@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,6 +118,39 @@ def test_a_shard_host_keeps_checked_requests_for_their_apply_and_only_the_newest
     last, *_ = applied(host, requests[-1])  # kept: not decoded again
     assert [first[0][0]["seq"], last[0][0]["seq"]] == [1, 100]
     assert len(host._checked) == CHECKED_KEPT - 1 and requests[-1] not in host._checked
+    host.close()
+
+
+def test_calls_from_several_fronts_that_come_while_a_round_runs_are_applied_as_one_batch(tmp_path):
+    """As the engine thread steps together whatever queued while it worked: a step costs mostly per batch,
+    so rounds of one front's few observations each kept a shard behind several fronts busy on tiny batches.
+    Each front is still answered in its own call, with its own results."""
+    host = ShardHost(Settings(data_dir=tmp_path / "shard"), 0)
+    for stream in ("a", "b", "c"):
+        host.call("create", ("t", stream, StreamConfig(input_size=1)))
+    batches: list[int] = []
+    begin = host.shard.begin
+    host.shard.begin = lambda requests, checked=None: batches.append(len(requests)) or begin(requests, checked)
+    answers: dict[str, Any] = {}
+
+    def call(front: str, stream: str) -> None:
+        data = request_bytes(("t", [Part(stream, [Incoming([1.0], None, 1)])]))
+        answers[front] = answers_of(host.submit(front, [(0, "t", data)], None))[0]
+
+    with host._lock:  # (a round running)
+        fronts = [threading.Thread(target=call, args=(f"front-{s}", s)) for s in ("a", "b", "c")]
+        for front in fronts:
+            front.start()
+        deadline = time.monotonic() + 10
+        while len(host._arrivals) < 3:
+            assert time.monotonic() < deadline, "the fronts' calls did not arrive"
+            time.sleep(0.001)
+    for front in fronts:
+        front.join(10)
+    assert batches == [3]
+    for s in ("a", "b", "c"):
+        ((job, results),) = answers[f"front-{s}"]
+        assert job == 0 and results[0][0]["step"] == 1
     host.close()
 
 
