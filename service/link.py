@@ -25,9 +25,10 @@ import pickle
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ Address = tuple[str, int]
 LARGE = 0x7FFFFFFF  # frames above this carry an 8-byte length (multiprocessing.connection's format)
 OWN = "tbptt."  # the modules whose classes a message may hold
 PLAIN = {("builtins", "frozenset"), ("builtins", "set")}  # (protocol 5 writes most plain data without a class)
+HANDSHAKE_SECONDS = 10  # a caller that has not proved it has the key by then is dropped
 
 
 def dumps(message: object) -> bytes:
@@ -60,7 +62,9 @@ class LinkServer:
     def __init__(self, host: str, handle: Callable[[bytes], bytes]) -> None:
         self.key = os.urandom(32)
         self._handle = handle
-        self._listener = Listener((host, 0), authkey=self.key)
+        # (no authkey here: Listener.accept would run the challenge on the accepting thread, where one caller
+        # that never answers would hold every other front's connection back; each is checked on its own)
+        self._listener = Listener((host, 0))
         self.address: Address = self._listener.address
         threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
 
@@ -68,14 +72,20 @@ class LinkServer:
         while True:
             try:
                 connection = self._listener.accept()
-            except Exception as exc:  # (a caller without the key, or one that went away meanwhile)
-                log.warning("a connection to the shard was refused: %s", exc)
+            except OSError as exc:  # (out of file descriptors, say: try again shortly)
+                log.warning("the shard could not accept a connection: %s", exc)
+                time.sleep(0.1)
                 continue
-            _no_delay(connection.fileno())
             threading.Thread(target=self._serve, args=(connection,), name="link", daemon=True).start()
 
     def _serve(self, connection: Connection) -> None:
         with connection:
+            try:
+                with socket.socket(fileno=os.dup(connection.fileno())) as sock:  # (the same socket)
+                    _authenticate(sock, self.key, calling=False)
+            except Exception as exc:  # (a caller without the key, a silent one, or one that went away)
+                log.warning("a connection to the shard was refused: %s", exc)
+                return
             while True:
                 try:
                     data = connection.recv_bytes()
@@ -104,12 +114,13 @@ class Link:
     @classmethod
     async def open(cls, address: Address, key: bytes) -> Link:
         def handshake() -> socket.socket:  # (blocking, as the standard library does it)
-            connection = Client(address, authkey=key)
+            sock = socket.create_connection(address, timeout=HANDSHAKE_SECONDS)
             try:
-                sock = socket.socket(fileno=os.dup(connection.fileno()))
-            finally:
-                connection.close()
-            _no_delay(sock.fileno())
+                sock.settimeout(None)
+                _authenticate(sock, key, calling=True)
+            except BaseException:
+                sock.close()
+                raise
             return sock
 
         sock = await asyncio.to_thread(handshake)
@@ -158,7 +169,20 @@ class Link:
                 future.set_exception(failure)
 
 
-def _no_delay(fileno: int) -> None:
-    """Frames go out at once: Nagle's delay would hold a small one back for the peer's delayed ack."""
-    with socket.socket(fileno=os.dup(fileno)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _authenticate(sock: socket.socket, key: bytes, calling: bool) -> None:
+    """``multiprocessing.connection``'s challenge both ways (the caller answers first, as its ``Client``
+    does), each read within ``HANDSHAKE_SECONDS``; then frames go out at once (Nagle's delay would hold a
+    small one back for the peer's delayed ack)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", HANDSHAKE_SECONDS, 0))
+    connection = Connection(os.dup(sock.fileno()))
+    try:
+        if calling:
+            answer_challenge(connection, key)
+            deliver_challenge(connection, key)
+        else:
+            deliver_challenge(connection, key)
+            answer_challenge(connection, key)
+    finally:
+        connection.close()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import socket
 import threading
+import time
 from multiprocessing.connection import AuthenticationError, Client
 from pathlib import Path
 
 import pytest
 
+from tbptt.service import link
 from tbptt.service.errors import Unavailable
 from tbptt.service.link import Link, LinkServer, dumps, loads
 from tbptt.service.streams import Key
@@ -62,6 +65,26 @@ def test_a_caller_without_the_key_is_refused_before_it_can_send():
     with pytest.raises(AuthenticationError):
         Client(server.address, authkey=os.urandom(32))
     assert not called.is_set()
+
+
+def test_a_caller_that_never_answers_the_challenge_holds_back_no_one_and_is_dropped(monkeypatch):
+    """The challenge runs on the caller's own thread: a silent connection (a port scanner, a stuck peer)
+    does not keep a front from connecting, and is closed once the handshake's time is up."""
+    monkeypatch.setattr(link, "HANDSHAKE_SECONDS", 1)
+    server = LinkServer("127.0.0.1", lambda data: data[::-1])
+    with socket.create_connection(server.address) as silent:
+
+        async def main() -> bytes:
+            front = await asyncio.wait_for(Link.open(server.address, server.key), 5)
+            answer = await asyncio.wait_for(front.call(b"abc"), 5)
+            front.close()
+            return answer
+
+        assert asyncio.run(main()) == b"cba"
+        silent.settimeout(10)
+        started = time.monotonic()
+        silent.recv(1024)  # the server's challenge
+        assert silent.recv(1024) == b"" and time.monotonic() - started < 5  # then closed, unanswered
 
 
 class Payload:
