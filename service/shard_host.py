@@ -6,11 +6,10 @@ own), and every call is synchronous. A front sends its jobs (observation request
 with an id), and each call runs one round of the engine thread's schedule (service/scheduling.py), shared
 with the calls of other fronts that came meanwhile: a batch is applied in slices, so a call takes about a
 slice per unfinished batch, and a small request of one tenant waits for a slice of another's heavy batch,
-not all of it. Jobs are answered by id, in the call
-that finished them or a later one: a front with jobs unanswered calls again until they are. Each answer to a
-front also carries its outbox: the batches of the streams its watchers watch, applied through any front
-since it last called (service/outboxes.py). Plain Python: tested without Ray, and Ray is imported by the
-front only.
+not all of it. Jobs are answered by id, in the call that finished them or a later one: a front with jobs
+unanswered calls again until they are. Each answer to a front also carries its outbox: the batches of the
+streams its watchers watch, applied through any front since it last called (service/outboxes.py). Plain
+Python: tested without Ray, and Ray is imported by the front only.
 
 A shard that fails while applying a batch may hold half of it: the process exits, and Ray starts it again
 (its constructor recovers exactly from its log), as a restart recovers the single process.

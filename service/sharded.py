@@ -355,8 +355,8 @@ class ShardedHub(Watching):
             while jobs[0].call is None and remote.jobs and remote.jobs[0].call is None:  # or observation requests
                 jobs.append(remote.jobs.popleft())
             remote.sent.update((job.id, job) for job in jobs)
-            reference = self._submitted(remote, [job.sent() for job in jobs])
-            last = asyncio.ensure_future(self._send(remote, reference, last))
+            answers = self._submitted(remote, [job.sent() for job in jobs])
+            last = asyncio.ensure_future(self._send(remote, answers, last))
             sending.add(last)
 
     def _news(self, remote: _Remote) -> frozenset[Key] | None:
@@ -384,11 +384,13 @@ class ShardedHub(Watching):
         watching = remote.watched or self._feed_tenants
         return remote.poll if self.joined is not None and watching else TICK_SECONDS
 
-    async def _send(self, remote: _Remote, reference: Any, previous: asyncio.Future | None = None) -> None:
-        """Await a call's answer and hand it out, after the ``previous`` call's: watchers see a stream's
-        batches in the order they were applied."""
+    async def _send(
+        self, remote: _Remote, answers: asyncio.Future[bytes], previous: asyncio.Future | None = None
+    ) -> None:
+        """Await a call's ``answers`` (``_submitted``'s) and hand them out, after the ``previous`` call's:
+        watchers see a stream's batches in the order they were applied."""
         try:
-            answer = await reference
+            answer = await answers
         except Exception as exc:  # the shard's process died (Ray restarts it): what it held is not answered
             self._down(remote, exc)
             return

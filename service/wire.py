@@ -1,9 +1,11 @@
 """What the front and a shard send each other: observation requests and their results as JSON bytes (orjson).
 
-Ray would pickle them with cloudpickle, whose pure-Python pickler spent a quarter of the front's time on
-batches of thousands of small objects (py-spy, bench.service c) with 2 shards); orjson writes and reads them
-in C, a float as the shortest text that reads back as the same double (so exactness holds), and nothing
-here unpickles. What refused a request (an exception, rare) travels beside the bytes, as Ray sends it.
+The link between them pickles each message (service/link.py), and the bytes inside cost it a copy. Pickling
+a request's objects instead costs twice as much (encoded and read back, 500 one-observation parts: 4.05 us
+per observation against 2.06 with these bytes inside); orjson writes and reads them in C, a float as the
+shortest text that reads back as the same double (so exactness holds), and equal bytes are an equal request
+(a shard keeps a checked request decoded by its bytes). What refused a request (an exception, rare) travels
+beside the bytes, pickled by the link.
 """
 
 from __future__ import annotations
