@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from multiprocessing.connection import AuthenticationError, Client
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from tbptt.service import link
 from tbptt.service.errors import Unavailable
 from tbptt.service.link import Link, LinkServer, dumps, loads
 from tbptt.service.streams import Key
+from tests.service.test_security import Payload
 
 
 def test_calls_are_answered_in_the_order_they_were_sent():
@@ -85,14 +85,6 @@ def test_a_caller_that_never_answers_the_challenge_holds_back_no_one_and_is_drop
         started = time.monotonic()
         silent.recv(1024)  # the server's challenge
         assert silent.recv(1024) == b"" and time.monotonic() - started < 5  # then closed, unanswered
-
-
-class Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_message_holding_anything_but_the_projects_classes_is_refused_and_never_runs(tmp_path):
