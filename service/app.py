@@ -21,6 +21,7 @@ from .auth import Authenticate, Keys
 from .browser import BrowserGuard
 from .gcpolicy import park_long_lived
 from .hub import Hub
+from .lane import ObservationLane, lane_route
 from .ratelimit import RateLimit
 from .routes import anomalies, dashboard, health, model, observations, streams, templates
 from .settings import Settings
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
     for router in routers:
         app.include_router(router)
     _document(app, settings)
+    # Innermost: sensors' one-observation POSTs go past FastAPI's router, inside every middleware below.
+    app.add_middleware(ObservationLane, route=lane_route(observations.router.routes), handlers=app.exception_handlers)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
     app.add_middleware(Authenticate, keys=keys)
     app.add_middleware(BrowserGuard, settings=settings, keyless=not keys)
