@@ -169,3 +169,33 @@ def test_a_request_is_complete_once_its_new_observations_are_applied_whatever_th
     plan.record([1], Results.of([StepResult(plan.steps[1], [1.0], None, False)]))
     assert plan.complete(plan.requests[0])
     assert [[r["step"] for r in part] for part in plan.answer(plan.requests[0])] == [[1, 2], [1]]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17])
+def test_a_streams_results_are_recorded_alike_one_at_a_time_and_as_arrays(rows, monkeypatch):
+    """``record_results`` appends a stream's few rows of a batch one at a time and more as arrays
+    (``APPENDED_ROWS``): both keep the same results, observations, stamps and counts."""
+    import tbptt.service.streams as streams
+
+    def recorded(appended: int) -> list[tuple]:
+        monkeypatch.setattr(streams, "APPENDED_ROWS", appended)
+        states = [state(stream) for stream in ("a", "b")]
+        owners, seqs, items, stamps, answers = [], [], [], [], []
+        for k in range(rows):  # interleaved: a, b, a, b, ... (each stream's rows in order)
+            for i, s in enumerate(states):
+                owners.append(s)
+                seqs.append(10 + k)
+                items.append((s.id, [float(k), -1.0], None if k % 3 else [float(i)]))
+                stamps.append(None if k % 2 else 100.0 + k)
+                band = None if k < 2 else [[k - 1.0, k + 1.0]]
+                answers.append(StepResult(k + 1, [k / 7], None if k % 4 else 0.5, k % 5 == 4, k / 10, k > 7, band))
+        results = Results.of(answers)
+        record_results(owners, seqs, results, items, stamps)
+        return [
+            (s.last_seq, s.steps, s.updates, s.last_ts, {k: v.tolist() for k, v in s.results.arrays().items()})
+            for s in states
+        ]
+
+    one_at_a_time, as_arrays = recorded(streams.APPENDED_ROWS), recorded(0)
+    assert one_at_a_time[0][1] == rows  # (the steps: every row recorded)
+    assert repr(one_at_a_time) == repr(as_arrays)  # (repr: NaN equals NaN)
