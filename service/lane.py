@@ -25,7 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .schemas import STREAM_ID
 
 PATH = "/v1/streams/{stream_id}/observations"
-_MATCH = re.compile("/v1/streams/(" + STREAM_ID.strip("^$") + ")/observations").fullmatch
+_MATCH = re.compile(
+    PATH.replace("{stream_id}", "(" + STREAM_ID.strip("^$") + ")")
+).fullmatch  # (PATH has no other regex characters)
 
 Handler = Callable[[str, Request], Awaitable[Response]]
 
