@@ -25,6 +25,7 @@ grouped, so grouping never changes a score or an interval. Nothing here changes 
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 
@@ -43,6 +44,7 @@ CALIBRATED_AFTER = 20  # judged errors before an interval
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
 
 
+@functools.lru_cache(maxsize=64)  # (a few coverages in use; NormalDist's inverse costs microseconds a call)
 def quantiles(coverage: float) -> tuple[float, float, float]:
     """The tracked quantile levels' steps up and down, and where the quantiles start: those of normal
     errors, in mean absolute errors (sigma = scale * sqrt(pi / 2))."""

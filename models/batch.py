@@ -174,7 +174,7 @@ def prepare(
         y[given] = _matrix([items[k] for k in given], "y", [ys[k] for k in given], c.output_size)
 
     slot_of = np.asarray(slots, dtype=np.int64)
-    unique, rank, counts = np.unique(slot_of, return_inverse=True, return_counts=True)
+    unique, rank, counts = _runs(slot_of, distinct=len(set(slots)) == len(slots))
     if len(unique) == len(items):  # one observation per stream: no padding
         position = np.zeros(len(items), dtype=np.int64)
     else:  # position of each item within its stream's run, in request order
@@ -190,6 +190,17 @@ def prepare(
     learn_pad[rank, position] = learn
     ts = _timestamps(fleet, items, unique, rank, position, t_max, stamps) if c.elapsed_input else None
     return FleetBatch(fleet, items, unique, rank, position, x_pad, y_pad, has_y_pad, counts, learn_pad, ts)
+
+
+def _runs(slot_of: np.ndarray, distinct: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(slot_of, return_inverse=True, return_counts=True)``; for ``distinct`` slots (one observation
+    per stream, the most frequent call) without its cost."""
+    if not distinct:
+        return np.unique(slot_of, return_inverse=True, return_counts=True)
+    order = np.argsort(slot_of)
+    rank = np.empty(len(slot_of), dtype=np.intp)
+    rank[order] = np.arange(len(slot_of))
+    return slot_of[order], rank, np.ones(len(slot_of), dtype=np.intp)
 
 
 def _timestamps(

@@ -117,29 +117,24 @@ class Fleet:
         judged but not learnt from; ``ts`` (n, T): the observations' timestamps (``elapsed_input``).
         """
         n, t_max = x.shape[:2]
-        out = Outcome(
-            steps=np.zeros((n, t_max), dtype=np.int64),
-            predictions=np.zeros((n, t_max, y.shape[2])),
-            losses=np.full((n, t_max), np.nan),
-            updated=np.zeros((n, t_max), dtype=bool),
-            scores=np.full((n, t_max), np.nan),
-            intervals=np.full((n, t_max, y.shape[2], 2), np.nan),
-        )
-        horizon = self.config.horizon
-        if horizon > 1:
-            out.forecasts = np.full((n, t_max, horizon, y.shape[2]), np.nan)
-            out.forecast_intervals = np.full((n, t_max, horizon, y.shape[2], 2), np.nan)
-        k1, done = self.config.k1, 0
+        horizon, k1, done = self.config.horizon, self.config.k1, 0
         judged_before, inside_before = self.slots.an_count[slots], int(self.slots.iv_inside[slots].sum())
+        out: Outcome | None = None
         while done < t_max:
             active = lengths > done
-            rows = Rows(slots[active])
+            every = done == 0  # (every run has an observation)
+            rows = Rows(slots if every else slots[active])
             first = rows.take(self.slots.steps) + 1
             # A block ends at the first k1 boundary: the weights cannot change inside it.
             to_boundary = (first + k1 - 1) // k1 * k1 - first + 1
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
             if horizon > 1:  # forecasts roll forward from the state after each reading: one at a time
                 size = 1
+            if every and size == t_max and horizon == 1:  # one block holds every observation (most often one each)
+                taken = inputs.seen(self.config, self.slots, rows, x, ts)
+                out = self.mode.block(rows, first, taken, y, has_y, learn)
+                break
+            out = out or _outcome(n, t_max, y.shape[2], horizon)
             block = slice(done, done + size)
             taken = inputs.seen(
                 self.config, self.slots, rows, x[active, block], None if ts is None else ts[active, block]
@@ -152,6 +147,7 @@ class Fleet:
                 out.forecasts[active, done], out.forecast_intervals[active, done] = ahead, bands
             done += size
         self._count_judged(slots, judged_before, inside_before)
+        assert out is not None
         return out
 
     def _count_judged(self, slots: np.ndarray, judged_before: np.ndarray, inside_before: int) -> None:
@@ -265,12 +261,12 @@ class Fleet:
         if self.partial_targets:
             mask = np.ones_like(target, dtype=bool) if present is None else present
             s.ring_present.reshape(-1, target.shape[-1])[ring.numpy()] = mask.reshape(-1, target.shape[-1])
-        errors = np.where(finite, np.abs(pred - truth).mean(axis=-1), 0.0)
+        errors = np.where(finite, _output_mean(np.abs(pred - truth)), 0.0)
         _add_in_order(s.err_abs, rows.slots, errors)
         _add_in_order(s.err_sq, rows.slots, errors * errors)
         rows.put(s.err_count, rows.take(s.err_count) + finite.sum(axis=1))
         paired = finite & np.isfinite(naive).all(axis=-1)
-        _add_in_order(s.base_abs, rows.slots, np.where(paired, np.abs(naive - truth).mean(axis=-1), 0.0))
+        _add_in_order(s.base_abs, rows.slots, np.where(paired, _output_mean(np.abs(naive - truth)), 0.0))
         _add_in_order(s.base_paired, rows.slots, np.where(paired, errors, 0.0))
         rows.put(s.base_count, rows.take(s.base_count) + paired.sum(axis=1))
         self._record_per_output(rows, finite, paired, pred, truth, naive)
@@ -313,6 +309,28 @@ class Fleet:
         s.loss_ewma[sl], s.loss_count[sl] = ewmas, counts
 
 
+def _outcome(n: int, size: int, outputs: int, horizon: int) -> Outcome:
+    """An empty outcome of ``n`` runs of up to ``size`` observations, filled block by block."""
+    out = Outcome(
+        steps=np.zeros((n, size), dtype=np.int64),
+        predictions=np.zeros((n, size, outputs)),
+        losses=np.full((n, size), np.nan),
+        updated=np.zeros((n, size), dtype=bool),
+        scores=np.full((n, size), np.nan),
+        intervals=np.full((n, size, outputs, 2), np.nan),
+    )
+    if horizon > 1:
+        out.forecasts = np.full((n, size, horizon, outputs), np.nan)
+        out.forecast_intervals = np.full((n, size, horizon, outputs, 2), np.nan)
+    return out
+
+
+def _output_mean(values: np.ndarray) -> np.ndarray:
+    """The mean over outputs (the last axis). Of one output, numpy's ``mean`` is ``0.0 + value`` (-0.0 becomes
+    0.0; every other value itself): the same bits at a fraction of its cost."""
+    return values[..., 0] + 0.0 if values.shape[-1] == 1 else values.mean(axis=-1)
+
+
 def _cat_steps(steps: list[Tensor]) -> Tensor:
     """Per-step (n, 1, ...) tensors as one (n, T, ...) tensor."""
     return steps[0] if len(steps) == 1 else torch.cat(steps, dim=1)
@@ -320,4 +338,7 @@ def _cat_steps(steps: list[Tensor]) -> Tensor:
 
 def _add_in_order(total: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
     """``total[slots] += values`` summed along each row in order, so blocks and single steps agree bitwise."""
+    if values.shape[1] == 1:  # (one step: the one addition the accumulation would make)
+        total[slots] += values[:, 0]
+        return
     total[slots] = np.add.accumulate(np.concatenate([total[slots][:, None], values], axis=1), axis=1)[:, -1]

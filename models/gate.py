@@ -94,21 +94,28 @@ def blend(
         fresh = np.where(np.isnan(now), err, fresh)  # a candidate without a forecast this step keeps its error
         err = fresh if every[k] else np.where(update[:, k, None, None], fresh, err)
         complete = not np.isnan(err).any()
-    seen = (count[:, None] + np.cumsum(update, axis=1) - update) > 0  # (n, T): judged before each step
-    rows.put(slots.gate_err, np.nan_to_num(err[..., :weights], nan=0.0))
+    # (n, T): judged before each step
+    seen = (count > 0)[:, None] if size == 1 else (count[:, None] + np.cumsum(update, axis=1) - update) > 0
+    rows.put(slots.gate_err, _known(err[..., :weights]))
     rows.put(slots.gate_count, count + update.sum(axis=1))
     if seasonal is not None:
         rows.put(slots.gate_season_err, err[..., weights:seasons_end])
     if drifts:
         rows.put(slots.gate_drift_err, err[..., -2])
         rows.put(slots.gate_revert_err, err[..., -1])
-    picked = np.take_along_axis(candidates, choice[..., None], axis=-1)[..., 0]
+    flat = candidates.reshape(-1, candidates.shape[-1])
+    picked = flat[np.arange(choice.size), choice.reshape(-1)].reshape(choice.shape)  # (take_along_axis, cheaper)
     # Before any target was judged the network has learnt nothing: the naive forecast is reported (a fresh
     # network's first output, in units known from one reading, was off by tens of typical errors, and the
     # intervals, which start from the first error, stayed that wide for a hundred steps).
     unproven = np.where(seen[..., None], raw, naive)
     chosen = np.where(seen[..., None] & np.isfinite(picked), picked, unproven)
     return np.where(usable[..., None], chosen, raw)
+
+
+def _known(err: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(err, nan=0.0)``, at a fraction of its cost where every error is finite (most calls)."""
+    return np.where(np.isnan(err), 0.0, err) if not np.isinf(err).any() else np.nan_to_num(err, nan=0.0)
 
 
 def _drifting(

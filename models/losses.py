@@ -26,6 +26,8 @@ def step_loss(name: str, diff: Array) -> Array:
     else:  # huber, delta 1
         a = abs(diff)
         per_dim = xp.where(a < 1, 0.5 * diff * diff, a - 0.5)
+    if xp is np and per_dim.shape[-1] == 1:  # the mean of one, bit for bit (numpy's mean costs microseconds)
+        return per_dim[..., 0] + 0.0
     return per_dim.mean(-1)
 
 

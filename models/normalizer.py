@@ -33,6 +33,11 @@ class Moments:
         False are left out. The result's last index is the final state."""
         if not values.shape[1]:
             return self.as_history()
+        if values.shape[1] == 1:
+            return self._one(values[:, 0], valid[:, 0])
+        return self._many(values, valid)
+
+    def _many(self, values: np.ndarray, valid: np.ndarray) -> Moments:
         first = valid.argmax(axis=1)
         starts = (self.count == 0) & valid.any(axis=1)
         picked = values[np.arange(len(values)), first]
@@ -42,6 +47,16 @@ class Moments:
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         count = np.add.accumulate(np.concatenate([self.count[:, None], valid], axis=1, dtype=np.float64), axis=1)
         return Moments(shift, s1, s2, count)
+
+    def _one(self, value: np.ndarray, valid: np.ndarray) -> Moments:
+        """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
+        without the machinery that finds each row's first valid value and accumulates along the block."""
+        shift = np.where(((self.count == 0) & valid)[:, None], value, self.shift)
+        delta = np.where(valid[:, None], value - shift, 0.0)
+        s1, s2 = _two(self.s1), _two(self.s2)
+        np.add(self.s1, delta, out=s1[:, 1])
+        np.add(self.s2, delta * delta, out=s2[:, 1])
+        return Moments(shift, s1, s2, np.stack([self.count, self.count + valid], axis=1))
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
@@ -59,3 +74,10 @@ class Moments:
         std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
         std = np.maximum(std, _RELATIVE_FLOOR * np.maximum(np.abs(mean), 1.0))
         return mean, np.where(self.count[..., None] >= 2, std, 1.0)
+
+
+def _two(start: np.ndarray) -> np.ndarray:
+    """A history of two states (n, 2, d) whose first is ``start`` (n, d); the second to be written."""
+    history = np.empty((start.shape[0], 2, *start.shape[1:]))
+    history[:, 0] = start
+    return history

@@ -56,15 +56,19 @@ def anchors(
     before = slots.season[sl]
     period = np.repeat(before[:, None], length, axis=1)  # (n, T): the period at each step
     if config.detects_season:
+        low, high = int(steps[:, 0].min()), int(steps[:, -1].max())
         for at in DETECT_AT:
+            if not low <= at <= high:  # no stream's block holds that step (most blocks)
+                continue
             k = at - steps[:, 0]  # the block index of that step
             for i in np.flatnonzero((k >= 0) & (k < length)):
                 found = detect(_readings(ring, int(sl[i]), x[i], int(steps[i, 0]), at, size))
                 period[i, k[i] :] = found
         slots.season[sl] = period[:, -1]
-    forecasts = np.full(x.shape, np.nan)
     seasonal = (period > 1) & (steps - period >= 1)
-    if seasonal.any():
+    if not seasonal.any():
+        forecasts = np.full(x.shape, np.nan)
+    else:
         s = np.where(seasonal, period, 1)
         one_back, two_back = (
             _reading(ring, sl, x, steps, steps + 1 - s, size),
@@ -83,7 +87,7 @@ def _reading(
     """The readings of steps ``at`` (n, T): from the block ``x`` where they are in it, else from the ring."""
     first = steps[:, :1]
     inside = at >= first
-    from_block = np.take_along_axis(x, np.clip(at - first, 0, None)[..., None], axis=1)
+    from_block = x[np.arange(len(x))[:, None], np.clip(at - first, 0, None)]
     from_ring = ring[sl[:, None], (np.maximum(at, 1) - 1) % size]
     return np.where(inside[..., None], from_block, from_ring)
 

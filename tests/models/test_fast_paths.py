@@ -1,0 +1,89 @@
+"""The shortcuts the learning core takes for its most frequent calls (one observation per stream, one
+output) give the bits of the general code they stand in for: every result must be independent of how
+observations are grouped (tests/models/test_grouping.py), and these take the values that grouping tests
+rarely meet: -0.0, infinities, NaN, subnormals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tbptt.models.batch import _runs
+from tbptt.models.fleet import _add_in_order, _output_mean
+from tbptt.models.gate import _known
+from tbptt.models.losses import step_loss
+from tbptt.models.normalizer import Moments
+
+# (inf - inf and the like are part of the point: numpy's warnings about them are not)
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+EDGES = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, 1e308, -1e308, 1.0, -2.5, 1e-300]
+
+
+def values(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Random values of every magnitude, with the edges mixed in."""
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(shape) * 10.0 ** rng.integers(-300, 300, shape)
+    flat = v.reshape(-1)
+    at = rng.choice(flat.size, size=min(flat.size, 4 * len(EDGES)), replace=False)
+    flat[at] = np.resize(EDGES, len(at))
+    return v
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.int64), b.view(np.int64))
+
+
+@pytest.mark.parametrize("shape", [(500, 1), (40, 3, 1), (1, 1)])
+def test_the_mean_of_one_output_is_numpys_mean(shape: tuple[int, ...]) -> None:
+    v = values(shape)
+    assert same_bits(_output_mean(v), v.mean(axis=-1))
+
+
+@pytest.mark.parametrize("name", ["mse", "l1", "huber"])
+def test_a_step_loss_of_one_output_is_the_mean_numpy_computes(name: str) -> None:
+    diff = values((300, 2, 1))
+    a = abs(diff)
+    per_dim = {"mse": diff * diff, "l1": a, "huber": np.where(a < 1, 0.5 * diff * diff, a - 0.5)}[name]
+    assert same_bits(step_loss(name, diff), per_dim.mean(-1))
+    assert same_bits(step_loss(name, torch.from_numpy(diff)).numpy(), torch.from_numpy(per_dim).mean(-1).numpy())
+
+
+def test_one_value_per_slot_accumulates_as_a_block_of_one() -> None:
+    rng = np.random.default_rng(1)
+    n, d = 64, 3
+    count = rng.integers(0, 3, n).astype(np.float64)  # fresh slots (0) and seen ones
+    moments = Moments(values((n, d), 2), values((n, d), 3), np.abs(values((n, d), 4)), count)
+    v, valid = values((n, 1, d), 5), rng.random((n, 1)) < 0.7
+    one, many = moments.accumulate(v, valid), moments._many(v, valid)
+    for a, b in zip((one.shift, one.s1, one.s2, one.count), (many.shift, many.s1, many.s2, many.count)):
+        assert same_bits(a, b)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_one_step_adds_as_the_ordered_sum(width: int) -> None:
+    total, slots = values((50,), 6), np.array([0, 3, 7, 8, 49])
+    step = values((len(slots), 1) if width == 1 else (len(slots), 1, width), 7)
+    expected = total.copy() if width == 1 else np.tile(total[:, None], (1, width))
+    before = expected[slots]
+    expected[slots] = np.add.accumulate(np.concatenate([before[:, None], step], axis=1), axis=1)[:, -1]
+    got = total.copy() if width == 1 else np.tile(total[:, None], (1, width))
+    _add_in_order(got, slots, step)
+    assert same_bits(got, expected)
+
+
+def test_errors_known_or_not_as_nan_to_num_puts_them() -> None:
+    for seed in range(3):
+        err = values((20, 2, 5), seed)
+        assert same_bits(_known(err), np.nan_to_num(err, nan=0.0))
+    finite = np.where(np.isfinite(err), err, np.nan)
+    assert same_bits(_known(finite), np.nan_to_num(finite, nan=0.0))
+
+
+@pytest.mark.parametrize("slots", [[7], [5, 2, 9], list(range(20, 0, -1))])
+def test_distinct_slots_run_as_np_unique_says(slots: list[int]) -> None:
+    slot_of = np.array(slots, dtype=np.int64)
+    for mine, numpys in zip(_runs(slot_of, distinct=True), np.unique(slot_of, return_inverse=True, return_counts=True)):
+        assert np.array_equal(mine, numpys)
+    assert np.array_equal(_runs(np.array([3, 1, 3]), distinct=False)[2], [1, 2])
