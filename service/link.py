@@ -2,7 +2,8 @@
 
 Ray places, starts and restarts the shards (service/sharded.py), but a Ray actor call costs about a
 millisecond of latency and of CPU beyond the work (bench/README.md), which a front paid per micro-batch. So
-a shard also listens on a port of its node that the system picks, and the fronts' calls go there. The
+a shard also listens on a port of its node (the system's pick, or ``link_port`` + its index), and the
+fronts' calls go there. The
 connection is opened with the standard library's challenge-response (``multiprocessing.connection``: an
 HMAC of a random challenge) on a key the shard makes and hands out over Ray, to callers that may call it
 through Ray already: the same trust as Ray's own. Frames are that module's (a 4-byte big-endian length,
@@ -59,12 +60,16 @@ class _OwnClasses(pickle.Unpickler):
 class LinkServer:
     """The shard's end: ``handle`` answers each frame that comes, on that front's own thread."""
 
-    def __init__(self, host: str, handle: Callable[[bytes], bytes]) -> None:
+    def __init__(self, host: str, handle: Callable[[bytes], bytes], port: int = 0) -> None:
+        """Listening on ``host``:``port`` (0: a port the system picks)."""
         self.key = os.urandom(32)
         self._handle = handle
         # (no authkey here: Listener.accept would run the challenge on the accepting thread, where one caller
         # that never answers would hold every other front's connection back; each is checked on its own)
-        self._listener = Listener((host, 0))
+        try:
+            self._listener = Listener((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"the shard's link cannot listen on {host}:{port} ({exc.strerror})") from exc
         self.address: Address = self._listener.address
         threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
 

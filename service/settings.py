@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         None, description="with shards: the Ray cluster to join (ray start's address); unset: a local Ray this "
         "server starts and stops"
     )  # fmt: skip
+    link_port: int | None = Field(
+        None, ge=1, le=65535 - 127,
+        description="with shards: shard K listens for the fronts on this port + K (for firewalls between a "
+        "cluster's machines); unset: a port the system picks",
+    )  # fmt: skip
 
     # -- access ------------------------------------------------------------------------------------------
     api_keys: str = Field("", description="comma-separated tenant:key pairs; empty: no keys (loopback only)")

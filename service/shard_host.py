@@ -115,9 +115,12 @@ class ShardHost:
 
     def link(self) -> tuple[Address, bytes]:
         """Where the fronts call ``submit`` (opened at the first ask), and the key that opens it: on a local
-        Ray this machine's loopback, in a cluster this node's address."""
+        Ray this machine's loopback, in a cluster this node's address; on ``link_port`` + this shard's index
+        if set, else on a port the system picks."""
         if self._link is None:
-            self._link = LinkServer(_node_address() if self.settings.ray_address else "127.0.0.1", self._linked)
+            host = _node_address() if self.settings.ray_address else "127.0.0.1"
+            base = self.settings.link_port
+            self._link = LinkServer(host, self._linked, 0 if base is None else base + self.index)
         return self._link.address, self._link.key
 
     def _linked(self, data: bytes) -> bytes:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -799,3 +800,47 @@ def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_i
             server.stop()
     finally:
         cluster.shutdown()
+
+
+def free_ports(count: int) -> int:
+    """A port from which ``count`` consecutive ones are free now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+def test_a_shard_listens_for_the_fronts_on_the_port_it_is_given_plus_its_index(tmp_path):
+    """``link_port``: shard K on that port + K (firewalls between a cluster's machines must know them); a
+    port in use is named in the error."""
+    base = free_ports(2)
+    settings = Settings(data_dir=tmp_path / "shard", link_port=base)
+    host = ShardHost(settings, 1)
+    try:
+        (address, port), _ = host.link()
+        assert (address, port) == ("127.0.0.1", base + 1)
+        taken = ShardHost(Settings(data_dir=tmp_path / "other", link_port=base), 1)
+        try:
+            with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{base + 1}"):
+                taken.link()
+        finally:
+            taken.close()
+    finally:
+        host.close()
+    picked = ShardHost(Settings(data_dir=tmp_path / "picked"), 0)  # (unset: the system's choice)
+    try:
+        assert picked.link()[0][1] not in (0, base, base + 1)
+    finally:
+        picked.close()
+    with pytest.raises(ValueError):
+        Settings(link_port=65535)  # (shard 127 would have no port)
