@@ -3,12 +3,12 @@
 Ray places, starts and restarts the shards (service/sharded.py), but a Ray actor call costs about a
 millisecond of latency and of CPU beyond the work (bench/README.md), which a front paid per micro-batch. So
 a shard also listens on a port of its node (the system's pick, or ``link_port`` + its index), and the
-fronts' calls go there. The
-connection is opened with the standard library's challenge-response (``multiprocessing.connection``: an
-HMAC of a random challenge) on a key the shard makes and hands out over Ray, to callers that may call it
-through Ray already: the same trust as Ray's own. Frames are that module's (a 4-byte big-endian length,
-then the bytes), so the shard's side is its blocking ``Listener`` (a thread per front) and the front's is
-asyncio's streams. A call is answered on the same connection, calls in the order they were sent.
+fronts' calls go there. The connection is opened with the standard library's challenge-response
+(``multiprocessing.connection``: an HMAC of a random challenge) on a key the shard makes and hands out over
+Ray, to callers that may call it through Ray already: the same trust as Ray's own. Frames are that
+module's (a 4-byte big-endian length, then the bytes), so the shard's side is its blocking ``Listener`` (a
+thread per front) and the front's is asyncio's streams. A call is answered on the same connection, calls in
+the order they were sent.
 
 What travels is pickled (observation requests and results inside as JSON bytes: service/wire.py). Python's
 documentation allows unpickling over such a connection only after authenticating the peer, as here; and
