@@ -30,7 +30,7 @@ from .cells import make_cell, per_step
 from .config import StreamConfig
 from .horizon import roll as horizon_roll
 from .layout import Layout
-from .losses import step_loss
+from .losses import output_mean, step_loss
 from .slots import FleetSlots, Rows, ring_index, ring_rows
 from .targets import Outcome, target_mode
 from .update import Updater
@@ -261,12 +261,12 @@ class Fleet:
         if self.partial_targets:
             mask = np.ones_like(target, dtype=bool) if present is None else present
             s.ring_present.reshape(-1, target.shape[-1])[ring.numpy()] = mask.reshape(-1, target.shape[-1])
-        errors = np.where(finite, _output_mean(np.abs(pred - truth)), 0.0)
+        errors = np.where(finite, output_mean(np.abs(pred - truth)), 0.0)
         _add_in_order(s.err_abs, rows.slots, errors)
         _add_in_order(s.err_sq, rows.slots, errors * errors)
         rows.put(s.err_count, rows.take(s.err_count) + finite.sum(axis=1))
         paired = finite & np.isfinite(naive).all(axis=-1)
-        _add_in_order(s.base_abs, rows.slots, np.where(paired, _output_mean(np.abs(naive - truth)), 0.0))
+        _add_in_order(s.base_abs, rows.slots, np.where(paired, output_mean(np.abs(naive - truth)), 0.0))
         _add_in_order(s.base_paired, rows.slots, np.where(paired, errors, 0.0))
         rows.put(s.base_count, rows.take(s.base_count) + paired.sum(axis=1))
         self._record_per_output(rows, finite, paired, pred, truth, naive)
@@ -323,12 +323,6 @@ def _outcome(n: int, size: int, outputs: int, horizon: int) -> Outcome:
         out.forecasts = np.full((n, size, horizon, outputs), np.nan)
         out.forecast_intervals = np.full((n, size, horizon, outputs, 2), np.nan)
     return out
-
-
-def _output_mean(values: np.ndarray) -> np.ndarray:
-    """The mean over outputs (the last axis). Of one output, numpy's ``mean`` is ``0.0 + value`` (-0.0 becomes
-    0.0; every other value itself): the same bits at a fraction of its cost."""
-    return values[..., 0] + 0.0 if values.shape[-1] == 1 else values.mean(axis=-1)
 
 
 def _cat_steps(steps: list[Tensor]) -> Tensor:

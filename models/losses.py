@@ -26,9 +26,15 @@ def step_loss(name: str, diff: Array) -> Array:
     else:  # huber, delta 1
         a = abs(diff)
         per_dim = xp.where(a < 1, 0.5 * diff * diff, a - 0.5)
-    if xp is np and per_dim.shape[-1] == 1:  # the mean of one, bit for bit (numpy's mean costs microseconds)
-        return per_dim[..., 0] + 0.0
+    if isinstance(per_dim, np.ndarray):
+        return output_mean(per_dim)
     return per_dim.mean(-1)
+
+
+def output_mean(values: np.ndarray) -> np.ndarray:
+    """numpy's mean over outputs (the last axis). Of one output, that mean is ``0.0 + value`` (-0.0 becomes
+    0.0; every other value itself): the same bits without ``np.mean``'s microseconds of Python."""
+    return values[..., 0] + 0.0 if values.shape[-1] == 1 else values.mean(axis=-1)
 
 
 def step_loss_grad(name: str, diff: Tensor) -> Tensor:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tbptt.models.batch import _runs
-from tbptt.models.fleet import _add_in_order, _output_mean
+from tbptt.models.fleet import _add_in_order
 from tbptt.models.gate import _known
-from tbptt.models.losses import step_loss
+from tbptt.models.losses import output_mean, step_loss
 from tbptt.models.normalizer import Moments
 
 # (inf - inf and the like are part of the point: numpy's warnings about them are not)
@@ -38,7 +38,7 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 @pytest.mark.parametrize("shape", [(500, 1), (40, 3, 1), (1, 1)])
 def test_the_mean_of_one_output_is_numpys_mean(shape: tuple[int, ...]) -> None:
     v = values(shape)
-    assert same_bits(_output_mean(v), v.mean(axis=-1))
+    assert same_bits(output_mean(v), v.mean(axis=-1))
 
 
 @pytest.mark.parametrize("name", ["mse", "l1", "huber"])
