@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ from tbptt.service.settings import Settings
 from tbptt.service.shard_host import CHECKED_KEPT, ShardHost
 from tbptt.service.sharded import POLL_SECONDS, TICK_SECONDS, Joined, ShardedHub, _Remote
 from tbptt.service.wire import answers_bytes, answers_of, request_bytes
-from tests.service.server import Server
+from tests.service.server import Server, free_port
 from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
 from tests.service.test_fairness import KEY_A, KEY_B, A, assert_answered_between_slices, create_heavy_and_small
@@ -802,28 +801,10 @@ def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_i
         cluster.shutdown()
 
 
-def free_ports(count: int) -> int:
-    """A port from which ``count`` consecutive ones are free now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
-
-
 def test_a_shard_listens_for_the_fronts_on_the_port_it_is_given_plus_its_index(tmp_path):
     """``link_port``: shard K on that port + K (firewalls between a cluster's machines must know them); a
     port in use is named in the error."""
-    base = free_ports(2)
+    base = free_port() - 1  # (shard 1's port is the free one)
     settings = Settings(data_dir=tmp_path / "shard", link_port=base)
     host = ShardHost(settings, 1)
     try:
