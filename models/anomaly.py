@@ -19,6 +19,14 @@ coverage) / 2, as below it (the tracker's guarantee holds for any sequence; lo a
 errors would put them); the scale lets the band follow a stream whose errors shrink as its network learns, or
 grow after a change, within about 100 steps. Null until ``CALIBRATED_AFTER`` errors were judged.
 
+A sensor that idles (every error so far exactly 0, so the scale is 0) and then moves: an error of 0 at a
+scale of 0 moves no quantile (it says nothing of where errors fall in units of a scale), and from the first
+move the scale's plain-mean weight counts only the errors that were not 0 (``iv_moved``; the move itself takes
+the usual weight: one error may be a jump whose forecasts are exact again after it). Counted from the
+stream's start instead, the idle readings made the weight 1% and the band crept open over ~100 readings
+(covering 0.55-0.66 of them). The move's own weighting ends after ``STILL`` errors of 0 in a row (a jump's
+burst decays to exact forecasts again; a moving sensor keeps erring). bench/README.md: "Sensors that idle".
+
 Every update is a recurrence computed step by step in the same IEEE operations however observations are
 grouped, so grouping never changes a score or an interval. Nothing here changes what the network learns.
 """
@@ -40,6 +48,7 @@ SPATIAL_TOLERANCE = 0.05  # beyond every earlier target by this fraction of thei
 SPATIAL_AFTER = 100  # ... once this many were seen (a young stream has not seen its whole range)
 GAMMA = 0.2  # the interval's quantiles' step, in running mean absolute errors (0.1 lagged on short series) ...
 SCALE_ALPHA = 0.01  # ... that mean: about the last 100 judged steps
+STILL = 10  # errors of 0 in a row that end a first move's own weighting of the scale
 CALIBRATED_AFTER = 20  # judged errors before an interval
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
 
@@ -59,21 +68,41 @@ def scaled(e: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def tracked(
     band: tuple[np.ndarray, np.ndarray, np.ndarray], e: np.ndarray, u: np.ndarray, count: np.ndarray,
-    levels: tuple[float, float, float],
+    levels: tuple[float, float, float], weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The interval's state ``band`` (lo, hi, scale; (..., O)) after taking in the errors ``e`` (``u``: scaled),
     ``count`` (...) judged before them, at the ``levels`` of ``quantiles``: the quantiles step by ``GAMMA``;
     the scale is a plain mean until there are 100 errors (one first error, too small or too large, must not
-    set the band's width for hundreds of steps), then a running mean over about the last 100. A row's first
-    error starts it. The next reading's intervals and those further ahead (models/horizon.py) share it."""
+    set the band's width for hundreds of steps), then a running mean over about the last 100 (``weight``,
+    (..., O), when given: the step's weight instead, as ``moved`` gives it). A row's first error starts it.
+    The next reading's intervals and those further ahead (models/horizon.py) share it."""
     (lo, hi, scale), (upper, lower, start) = band, levels
     first, a = (count == 0)[..., None], np.abs(e)
-    weight = np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[..., None]
+    if weight is None:
+        weight = np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[..., None]
     return (
         np.where(first, -start, lo - GAMMA * np.where(u < lo, upper, -lower)),
         np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower)),
         np.where(first, a, scale + weight * (a - scale)),
     )
+
+
+def moved(
+    scale: np.ndarray, e: np.ndarray, count: np.ndarray, state: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The scale's weight for the errors ``e`` (n, O), ``count`` (n,) judged before them, and the move's state
+    (``iv_moved``, ``iv_still``: errors not 0 since a first move, 0 if none; errors of 0 in a row since) after
+    them. As the module says: from an idle output's first move, a plain mean over the errors that were not 0,
+    until ``STILL`` errors of 0 in a row. ``_calibrate_floats`` does the same in floats."""
+    so_far, still = state
+    zero, moving = e == 0, so_far > 0
+    weight = np.where(
+        moving, np.maximum(1.0 / (so_far + 1.0), SCALE_ALPHA), np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[:, None]
+    )
+    so_far = np.where(moving, so_far + ~zero, (scale == 0) & ~zero & (count > 0)[:, None])
+    still = np.where(moving & zero, still + 1, 0)
+    over = still >= STILL
+    return weight, (np.where(over, 0, so_far), np.where(over, 0, still))
 
 
 def calibrate(
@@ -90,6 +119,7 @@ def calibrate(
     mean, var, count = rows.take(s.an_mean), rows.take(s.an_var), rows.take(s.an_count)
     low, high = rows.take(s.seen_lo), rows.take(s.seen_hi)
     lo, hi, scale = rows.take(s.iv_lo), rows.take(s.iv_hi), rows.take(s.iv_scale)
+    moves = rows.take(s.iv_moved), rows.take(s.iv_still)
     inside, widths = rows.take(s.iv_inside), rows.take(s.iv_width)  # (widths: summed in step order)
     n, size = judged.shape
     scores = np.full((n, size), np.nan)
@@ -121,8 +151,12 @@ def calibrate(
         delta = a - mean
         new_mean = np.where(first, a, mean + weight * delta)
         new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
-        new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels)
+        weight_of_scale, new_moves = moved(scale, e, count, moves)
+        new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels, weight_of_scale)
+        idle = (scale == 0) & (e == 0) & (count > 0)[:, None]  # (an error of 0 at a scale of 0 moves no quantile)
+        new_lo, new_hi = np.where(idle, lo, new_lo), np.where(idle, hi, new_hi)
         keep = now[:, None]
+        moves = np.where(keep, new_moves[0], moves[0]), np.where(keep, new_moves[1], moves[1])
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
         low = np.where(keep, np.fmin(low, y), low)
@@ -130,7 +164,7 @@ def calibrate(
         count = count + now
     for name, value in (
         ("an_mean", mean), ("an_var", var), ("an_count", count), ("seen_lo", low), ("seen_hi", high),
-        ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale),
+        ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", moves[0]), ("iv_still", moves[1]),
     ):  # fmt: skip
         rows.put(s.array(name), value)
     flagged = (scores >= config.anomaly_threshold).sum(axis=1)  # (NaN compares False)
@@ -156,6 +190,7 @@ def _calibrate_floats(
     for i, slot in enumerate(sl.tolist()):
         mean, var, low, high = (s.array(name)[slot].tolist() for name in ("an_mean", "an_var", "seen_lo", "seen_hi"))
         lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
+        so_far, still = s.iv_moved[slot].tolist(), s.iv_still[slot].tolist()  # (``moved``'s state)
         count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
         flagged, bands, row_scores = 0, intervals[i].tolist(), scores[i].tolist()
         for k, (pred, target, e) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), errors[i].tolist())):
@@ -190,16 +225,26 @@ def _calibrate_floats(
                 else:
                     delta = a - mean[o]
                     mean[o], var[o] = mean[o] + weight * delta, (1 - weight) * (var[o] + weight * delta * delta)
-                    hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
-                    lo[o] = lo[o] - GAMMA * (upper if u[o] < lo[o] else -lower)
-                    scale[o] = scale[o] + weight_of_scale * (a - scale[o])
+                    zero = e[o] == 0
+                    if not (zero and scale[o] == 0):  # (an error of 0 at a scale of 0 moves no quantile)
+                        hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
+                        lo[o] = lo[o] - GAMMA * (upper if u[o] < lo[o] else -lower)
+                    if so_far[o] > 0:  # ``moved``, in floats
+                        scale[o] = scale[o] + max(1.0 / (so_far[o] + 1.0), SCALE_ALPHA) * (a - scale[o])
+                        so_far[o], still[o] = (so_far[o], still[o] + 1) if zero else (so_far[o] + 1, 0)
+                        if still[o] >= STILL:
+                            so_far[o], still[o] = 0, 0
+                    else:
+                        so_far[o] = int(scale[o] == 0 and not zero)  # (a first move)
+                        scale[o] = scale[o] + weight_of_scale * (a - scale[o])
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1
         intervals[i], scores[i] = bands, row_scores
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("seen_lo", low), ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi),
-            ("iv_scale", scale), ("an_count", count), ("iv_inside", inside), ("iv_width", width),
+            ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still), ("an_count", count),
+            ("iv_inside", inside), ("iv_width", width),
         ):  # fmt: skip
             s.array(name)[slot] = value
         s.anomalies[slot] += flagged

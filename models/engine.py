@@ -47,7 +47,7 @@ ADDED_LATER = frozenset({
     "pending_anchor", "gate_season_err", "an_mean", "an_var", "an_count", "seen_lo", "seen_hi", "iv_lo", "iv_hi",
     "iv_scale", "anomalies", "iv_inside", "iv_width", "hz_made", "hz_lo", "hz_hi", "hz_scale", "hz_count",
     "out_abs", "out_sq", "out_count", "out_base_abs", "out_base_paired", "out_base_count", "gate_drift",
-    "gate_drift_err", "gate_revert", "gate_revert_n", "gate_revert_err",
+    "gate_drift_err", "gate_revert", "gate_revert_n", "gate_revert_err", "iv_moved", "iv_still",
 })  # fmt: skip
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.

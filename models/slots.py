@@ -188,6 +188,8 @@ class FleetSlots(SlotArrays):
     iv_lo: np.ndarray  # (O,) the interval's offsets from the prediction ...
     iv_hi: np.ndarray
     iv_scale: np.ndarray  # (O,) ... the scale of their units, a running mean absolute error
+    iv_moved: np.ndarray  # (O,) errors not 0 since an idle output's first move (0: none) ...
+    iv_still: np.ndarray  # (O,) ... and errors of 0 in a row since (models/anomaly.py's ``moved``)
     hz_made: np.ndarray  # (H, H-1, O) models/horizon.py: the last H steps' forecasts for 2..H ahead
     hz_lo: np.ndarray  # (H-1, O) per horizon, the interval's offsets, scale and judged count
     hz_hi: np.ndarray
@@ -270,6 +272,8 @@ class FleetSlots(SlotArrays):
             "iv_lo": ArraySpec((out,), f64),
             "iv_hi": ArraySpec((out,), f64),
             "iv_scale": ArraySpec((out,), f64),
+            "iv_moved": ArraySpec((out,), i64),
+            "iv_still": ArraySpec((out,), i64),
             "anomalies": ArraySpec((), i64),
             "iv_inside": ArraySpec((), i64),
             "iv_width": ArraySpec((), f64),

@@ -217,3 +217,77 @@ def test_a_stream_s_first_error_does_not_set_its_intervals_width(first_change):
     widths = [hi - lo for (lo, hi), _ in later]
     assert 2.5 < np.mean(widths) < 4.5, np.mean(widths)  # a random walk's steps: N(0, 1), 90% within +-1.64
     assert np.mean([lo <= y <= hi for (lo, hi), y in later]) == pytest.approx(0.9, abs=0.06)
+
+
+def idle_then(kind: str, idle: int, rng: np.random.Generator) -> np.ndarray:
+    """A sensor that reports 0 for ``idle`` readings, then 300 of a noisy sine, a random walk or noise."""
+    draws = rng.standard_normal(300)
+    moving = {"sine": np.sin(np.arange(300) * 2 * np.pi / 24) + 0.1 * draws, "walk": np.cumsum(draws)}
+    return np.concatenate([np.zeros(idle), moving.get(kind, draws)])
+
+
+@pytest.mark.parametrize("kind", ["sine", "walk", "noise"])
+@pytest.mark.parametrize("idle", [100, 1000])
+def test_an_idle_sensor_s_intervals_cover_its_first_moving_readings(kind, idle):
+    """After idling at 0 (every error 0, so the scale 0) the band crept open at 1% a step, the weight of a
+    running mean counted from the stream's start, and its quantiles had stepped onto 0: the first 100
+    moving readings were covered 0.55-0.66 (bench.anomaly --idle). From the first move the scale is a plain
+    mean of the errors that were not 0, and the idle readings moved no quantile."""
+    values = idle_then(kind, idle, np.random.default_rng(idle))
+    _, results = forecast(values)
+    bands = [r.interval[0] for r in results[idle : idle + 100]]  # each for the reading after its own
+    covered = np.mean([lo <= y <= hi for (lo, hi), y in zip(bands, values[idle + 1 : idle + 101])])
+    assert covered >= 0.85, covered
+
+
+def square_wave(jumps: int, flat: int = 60, size: float = 48.0) -> np.ndarray:
+    """Flat stretches of ``flat`` readings, alternately 20 and 20 + ``size``: forecast exactly between jumps."""
+    return np.concatenate([np.full(flat, 20.0 + size * (k % 2)) for k in range(jumps + 1)])
+
+
+def test_a_jump_after_idling_does_not_open_the_band_as_a_sensor_that_moves():
+    """A first jump and an idle sensor's first move look alike; what follows tells them apart. Exact
+    forecasts after a jump end the move's own weighting (``STILL`` errors of 0 in a row), so each later jump
+    takes the running mean's 1% and the band stays a small fraction of the jump. Weighting every jump as a
+    fresh move (a plain mean over the few errors that were not 0) made it wider than the jump itself; and
+    the move itself takes the usual weight, not the whole error (a band of ~4 jumps after the first)."""
+    values = square_wave(jumps=8)
+    engine, results = forecast(values)
+    widths = np.array([hi - lo for (lo, hi) in (r.interval[0] for r in results[100:])])
+    assert widths.max() < 0.25 * 48.0, widths.max()
+    assert engine.metrics("s").coverage > 0.9  # exact forecasts between jumps: inside
+
+
+def test_idle_sensors_give_the_same_bits_alone_and_in_a_crowd():
+    """The move's state in numpy (six streams) and in floats (one): the same intervals, scores and counts,
+    for sensors that idle and move, jump, or start with errors of 0."""
+    rng = np.random.default_rng(11)
+    series = [idle_then("noise", 40, rng), idle_then("walk", 60, rng), square_wave(jumps=4), np.zeros(300)]
+    series += [np.concatenate([np.zeros(30), square_wave(jumps=3)]), 5 + rng.standard_normal(300)]
+    size = min(len(s) for s in series)
+    crowd = Engine()
+    names = [f"s{k}" for k in range(len(series))]
+    for name in names:
+        crowd.add_stream(name, StreamConfig(input_size=1, target="next"))
+    together = [crowd.observe_many([(n, [float(s[k])], None) for n, s in zip(names, series)]) for k in range(size)]
+    for i, values in enumerate(series):
+        alone, results = forecast(values[:size])
+        assert [(r.anomaly, r.interval) for r in results] == [(step[i].anomaly, step[i].interval) for step in together]
+        assert alone.metrics("s") == crowd.metrics(names[i])
+
+
+@pytest.mark.parametrize(("kind", "cut"), [("noise", 60), ("jump", 45)])  # moving; exact forecasts counting
+def test_a_move_s_state_continues_through_a_restart(kind, cut):
+    """Saved while its scale follows a first move (20 errors that were not 0 since, or 4 of 0 in a row after
+    a jump), an idle sensor continues bit for bit."""
+    rng = np.random.default_rng(5)
+    moving = 5 + rng.standard_normal(100) if kind == "noise" else square_wave(jumps=2, flat=30)
+    values = np.concatenate([np.zeros(40), moving])
+    _, straight = forecast(values)
+    engine, first = forecast(values[:cut])
+    restarted = Engine()
+    restarted.load_state_dict("s", engine.state_dict("s"))
+    rest = [restarted.observe_many([("s", [float(v)], None)])[0] for v in values[cut:]]
+    assert [(r.prediction, r.anomaly, r.interval) for r in first + rest] == [
+        (r.prediction, r.anomaly, r.interval) for r in straight
+    ]
