@@ -7,7 +7,9 @@ by the statistics as they stand: they do not move), the network steps on from a 
 state, and what is reported follows the gate's current choice (models/gate.py) among the same candidates
 (the previous forecast standing for the last reading; the seasonal naive forecast from the readings kept,
 and the forecasts before it where the season reaches past t; the network's own; the drift, added once more
-each step ahead; the reversion, pulling each step's forecast toward the level once more).
+each step ahead; the reversion, pulling each step's forecast toward the level once more). Before anything
+was judged, the last value, as for the next reading (a fresh network rolled forward started the h-ahead
+intervals' scale from errors of no meaning).
 
 Intervals: per horizon h, the quantile tracker of the next reading's (models/anomaly.py) fed with h-step
 errors: each step keeps its forecasts for 2..H ahead (``hz_made``), and reading t judges those made at
@@ -105,7 +107,8 @@ class _Choice:
         picked = np.where(self.drifting, forecasts[:, h - 2] + self.drift, picked)  # the last forecast + drift
         pulled = forecasts[:, h - 2] + self.pull * (self.level - forecasts[:, h - 2])  # ... or toward the level
         picked = np.where(self.reverting, pulled, picked)
-        return np.where(self.seen & np.isfinite(picked), picked, raw)
+        unproven = np.where(self.seen, raw, forecasts[:, h - 2])  # (nothing judged: the last value, as gate.blend)
+        return np.where(self.seen & np.isfinite(picked), picked, unproven)
 
     def _seasonal(self, forecasts: np.ndarray, h: int) -> np.ndarray:
         """The seasonal naive forecast of reading t+h made from t+h-1 (n, O): reading t+h-1 (here its

@@ -52,6 +52,14 @@ def test_forecasts_are_the_network_rolled_on_its_own_forecasts(residual):
     assert [f[0] for f in results[-1].forecast] == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
+def test_before_anything_is_judged_every_forecast_ahead_is_the_last_reading():
+    """At a stream's first reading the next reading's forecast is the reading itself (a fresh network knows
+    nothing, models/gate.py); the forecasts further ahead were the fresh network rolled on it (4.87, 4.73, 4.59
+    after a reading of 5.01), and their errors started the h-ahead intervals' scale. The same rule holds now."""
+    results = observe(StreamConfig(input_size=1, target="next", horizon=4), wavy(3))
+    assert [f[0] for f in results[0].forecast] == [wavy(3)[0]] * 4
+
+
 def test_rolling_forward_changes_nothing_the_stream_learns_or_reports():
     series = wavy(300)
     plain = observe(StreamConfig(input_size=1, target="next", dtype="float64"), series, per_call=50)
