@@ -19,7 +19,8 @@ chose nothing (needs river and statsmodels); with ``--fresh``: on its series fir
 with ``--holdout``: on those first run after the gate's drift candidate; with ``--wheels DIR``: on the
 series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sensors DIR``: on the sensor-like
 series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: sensors that idle at 0, then
-move (``idle_then_moving``; bench/README.md, "Sensors that idle, then move").
+move (``idle_then_moving``, with ``--horizon H`` the intervals 1..H ahead too; bench/README.md, "Sensors that
+idle, then move").
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def main() -> None:
         for chosen, named in sensor_series(args.sensors).items():
             groups[f"more of sktime's wheel, {chosen}"] = {name: list(v) for name, v in named.items()}
     if args.idle:
-        idle_then_moving()
+        idle_then_moving(horizon=max(args.horizon, 1))
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:
@@ -176,10 +177,11 @@ def main() -> None:
                     write_nab(rows, [float(k in marked) for k in range(len(rows))], args.feed / kind / f"{name}.csv")
 
 
-def idle_then_moving(seed: int = 0) -> None:
+def idle_then_moving(seed: int = 0, horizon: int = 1) -> None:
     """Per case (idle 100, 300 or 1,000 readings of 0, then 600 of a noisy sine, a random walk or noise): how
     many of the first 50 and the next 50 moving readings are flagged, how many alert episodes those open
-    (service/episodes.py), and the share of the first 100 moving readings inside their intervals (nominal 0.9).
+    (service/episodes.py), and the share of the first 100 moving readings inside their intervals (nominal 0.9);
+    with ``horizon`` H > 1, that share for the intervals made 1..H readings ahead.
     The first moving reading is the event; on 2026-12-04, 8-20 of the first 50 were flagged, opening 1-2
     episodes, and 55-66% covered; since 2026-12-05 (the scale restarts at the move), 89-92% covered
     (bench/README.md, "Sensors that idle, then move")."""
@@ -189,14 +191,20 @@ def idle_then_moving(seed: int = 0) -> None:
             draws = rng.standard_normal(600)
             move = {"sine": np.sin(np.arange(600) * 2 * np.pi / 24) + 0.1 * draws, "walk": np.cumsum(draws)}
             values = np.concatenate([np.zeros(idle), move.get(kind, draws)])
-            _, results = forecast(values)
+            _, results = forecast(values, horizon)
             flagged = [bool(r.anomalous) for r in results[idle:]]
             opened = episodes([step for step, flag in enumerate(flagged[:100]) if flag])
-            bands = [r.interval[0] for r in results[idle : idle + 100]]  # each for the reading after its own
-            covered = np.mean([lo <= y <= hi for (lo, hi), y in zip(bands, values[idle + 1 : idle + 101])])
+            covered = []
+            for h in range(1, horizon + 1):  # the band made h readings before each of the first 100 moving ones
+                made = results[idle - h + 1 : idle - h + 101]
+                bands = [r.interval if h == 1 else r.forecast_intervals[h - 1] for r in made]
+                inside = [
+                    b is not None and b[0][0] <= y <= b[0][1] for b, y in zip(bands, values[idle + 1 : idle + 101])
+                ]
+                covered.append(f"{np.mean(inside):.2f}")
             print(f"idle {idle:5d}, then {kind:5s}: flagged {sum(flagged[:50]):2d} of the first 50 moving readings, "
                   f"{sum(flagged[50:100]):2d} of the next 50, opening {opened} alert episodes; the first 100's "
-                  f"intervals cover {covered:.2f}")  # fmt: skip
+                  f"intervals cover {', '.join(covered)}" + (f" (h = 1..{horizon})" if horizon > 1 else ""))  # fmt: skip
 
 
 def episodes(steps: list[int]) -> int:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import core, fairness, interval_peers, shard_rounds, shard_scaling
+from bench import anomaly, core, fairness, interval_peers, shard_rounds, shard_scaling
 from bench.labelled import roc_area
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -18,6 +18,14 @@ def test_the_core_benchmark_runs():
     # Resident memory need not grow for 20 small streams: in a process that has run other tests, the
     # allocator reuses pages those freed (this asserted per_stream > 0 and failed now and then in CI's run).
     assert rate > 0 and needed > 0 and math.isfinite(per_stream)
+
+
+def test_the_idle_sensors_benchmark_prints_each_horizons_coverage(capsys):
+    anomaly.idle_then_moving(horizon=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 9 and all(line.endswith("(h = 1..2)") for line in lines)
+    for line in lines:  # the next reading's intervals cover the first 100 moving readings (models/anomaly.py)
+        assert float(line.split("cover ")[1].split(",")[0]) >= 0.85, line
 
 
 def test_the_shard_scaling_benchmark_runs():
