@@ -291,3 +291,17 @@ def test_a_move_s_state_continues_through_a_restart(kind, cut):
     assert [(r.prediction, r.anomaly, r.interval) for r in first + rest] == [
         (r.prediction, r.anomaly, r.interval) for r in straight
     ]
+
+
+def test_a_state_saved_before_the_move_s_arrays_loads_and_repairs_an_idle_sensor_from_there():
+    """A checkpoint written before ``iv_moved`` and ``iv_still`` existed loads (they start at 0), and an idle
+    sensor restored from it is repaired at its first move as one that never stopped."""
+    values = idle_then("noise", 300, np.random.default_rng(8))
+    _, straight = forecast(values)
+    engine, first = forecast(values[:200])  # idling: no move yet, the arrays all 0
+    state = engine.state_dict("s")
+    old = {**state, "tensors": {k: v for k, v in state["tensors"].items() if k not in ("iv_moved", "iv_still")}}
+    restored = Engine()
+    restored.load_state_dict("s", old)
+    rest = [restored.observe_many([("s", [float(v)], None)])[0] for v in values[200:]]
+    assert [(r.anomaly, r.interval) for r in first + rest] == [(r.anomaly, r.interval) for r in straight]
