@@ -151,16 +151,15 @@ def calibrate(
         delta = a - mean
         new_mean = np.where(first, a, mean + weight * delta)
         new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
+        keep = now[:, None]
         if moves[0].any() or not scale.all():
             weight_of_scale, new_moves = moved(scale, e, count, moves)
             new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels, weight_of_scale)
             idle = (scale == 0) & (e == 0) & (count > 0)[:, None]  # (an error of 0 at a scale of 0 moves no quantile)
             new_lo, new_hi = np.where(idle, lo, new_lo), np.where(idle, hi, new_hi)
-            keep = now[:, None]
             moves = np.where(keep, new_moves[0], moves[0]), np.where(keep, new_moves[1], moves[1])
         else:  # no output moves or idles: the usual weights, and the moves' state stays 0 (the same bits, cheaper)
             new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels)
-            keep = now[:, None]
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
         low = np.where(keep, np.fmin(low, y), low)
