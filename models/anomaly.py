@@ -89,20 +89,21 @@ def tracked(
 
 def moved(
     scale: np.ndarray, e: np.ndarray, count: np.ndarray, state: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The scale's weight for the errors ``e`` (n, O), ``count`` (n,) judged before them, and the move's state
-    (``iv_moved``, ``iv_still``: errors not 0 since a first move, 0 if none; errors of 0 in a row since) after
-    them. As the module says: from an idle output's first move, a plain mean over the errors that were not 0,
-    until ``STILL`` errors of 0 in a row. ``_calibrate_floats`` does the same in floats."""
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """For the errors ``e`` (n, O), ``count`` (n,) judged before them: the scale's weight, where an output idles
+    (an error of 0 at a scale of 0: its quantiles stay), and the move's state (``iv_moved``, ``iv_still``:
+    errors not 0 since a first move, 0 if none; errors of 0 in a row since) after them. As the module says:
+    from an idle output's first move, a plain mean over the errors that were not 0, until ``STILL`` errors of
+    0 in a row. ``_calibrate_floats`` does the same in floats."""
     so_far, still = state
-    zero, moving = e == 0, so_far > 0
+    zero, moving, unscaled, judged = e == 0, so_far > 0, scale == 0, (count > 0)[:, None]
     weight = np.where(
         moving, np.maximum(1.0 / (so_far + 1.0), SCALE_ALPHA), np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[:, None]
     )
-    so_far = np.where(moving, so_far + ~zero, (scale == 0) & ~zero & (count > 0)[:, None])
+    so_far = np.where(moving, so_far + ~zero, unscaled & ~zero & judged)
     still = np.where(moving & zero, still + 1, 0)
     over = still >= STILL
-    return weight, (np.where(over, 0, so_far), np.where(over, 0, still))
+    return weight, unscaled & zero & judged, (np.where(over, 0, so_far), np.where(over, 0, still))
 
 
 def calibrate(
@@ -153,9 +154,8 @@ def calibrate(
         new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
         keep = now[:, None]
         if moves[0].any() or not scale.all():
-            weight_of_scale, new_moves = moved(scale, e, count, moves)
+            weight_of_scale, idle, new_moves = moved(scale, e, count, moves)
             new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels, weight_of_scale)
-            idle = (scale == 0) & (e == 0) & (count > 0)[:, None]  # (an error of 0 at a scale of 0 moves no quantile)
             new_lo, new_hi = np.where(idle, lo, new_lo), np.where(idle, hi, new_hi)
             moves = np.where(keep, new_moves[0], moves[0]), np.where(keep, new_moves[1], moves[1])
         else:  # no output moves or idles: the usual weights, and the moves' state stays 0 (the same bits, cheaper)
