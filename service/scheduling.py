@@ -51,6 +51,7 @@ class Schedule(Generic[J]):
         self.slice_seconds = slice_seconds
         self.waiting: list[J] = []  # come, not served yet (some held back behind their tenant's batch)
         self.running: list[tuple[Slices, list[J]]] = []  # batches not wholly applied, with their jobs
+        self._deferred = False  # the last round left the unfinished batches' slices to this one
 
     @property
     def idle(self) -> bool:
@@ -60,8 +61,17 @@ class Schedule(Generic[J]):
         self.waiting.append(job)
 
     def round(self) -> None:
-        """The waiting jobs that may go, then one more slice of every unfinished batch."""
-        self._process()
+        """The waiting jobs that may go, then one more slice of every unfinished batch.
+
+        A round that served new jobs leaves the batches left unfinished before it to the next round, unless
+        the round before did so too: a shard answers a round's jobs when the round ends, so a small request
+        then waits for its own slice, not for one more of another tenant's heavy batch as well, and an
+        unfinished batch still gets a slice every other round at least."""
+        unfinished = len(self.running)
+        if self._process() and unfinished and not self._deferred:
+            self._deferred = True
+            return
+        self._deferred = False
         running, self.running = self.running, []
         for slices, jobs in running:
             if not self._slice(slices, jobs):
@@ -77,9 +87,10 @@ class Schedule(Generic[J]):
         """The tenants with a request in an unfinished batch that is not answered yet."""
         return {job.tenant for _, jobs in self.running for job in jobs if job.tenant is not None and not job.answered}
 
-    def _process(self) -> None:
+    def _process(self) -> bool:
         """The waiting jobs of tenants with no unfinished batch, in order: calls one by one, consecutive
-        observation jobs as one batch. A batch left unfinished holds back its tenants' later jobs."""
+        observation jobs as one batch. A batch left unfinished holds back its tenants' later jobs. Whether
+        any job was served."""
         busy = self._busy()
         held: list[J] = []
         batch: list[J] = []
@@ -103,7 +114,9 @@ class Schedule(Generic[J]):
             self._answer([(job, value)])
         if batch:
             self._begin(batch)
+        served = len(held) < len(self.waiting)
         self.waiting = held
+        return served
 
     def _begin(self, jobs: list[J]) -> set[str | None]:
         """Start a batch and run its first slice; the tenants it still holds."""
