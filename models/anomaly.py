@@ -108,12 +108,13 @@ def moved(
 
 def calibrate(
     config: StreamConfig, slots: FleetSlots, rows: Rows, shown: np.ndarray, truth: np.ndarray, judged: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For reported predictions ``shown`` (n, T, O) whose targets ``truth`` are known where ``judged``
-    (n, T): the score of each judged step (n, T; NaN: none) and each prediction's interval (n, T, O, 2;
-    NaN: none), the interval from the errors before its own; then the state takes in the judged errors,
-    and the stream's counts the anomalies (scores at ``config.anomaly_threshold`` or above) and what the
-    intervals covered."""
+    (n, T): the score of each judged step (n, T; NaN: none), each prediction's interval (n, T, O, 2;
+    NaN: none), the interval from the errors before its own, and the score of the error alone (n, T: before
+    the spatial rule; a season cleans what it flags, models/season.py); then the state takes in the judged
+    errors, and the stream's counts the anomalies (scores at ``config.anomaly_threshold`` or above) and what
+    the intervals covered."""
     if len(rows) * shown.shape[-1] <= FEW:
         return _calibrate_floats(config, slots, rows, shown, truth, judged)
     s = slots
@@ -123,7 +124,7 @@ def calibrate(
     moves = rows.take(s.iv_moved), rows.take(s.iv_still)
     inside, widths = rows.take(s.iv_inside), rows.take(s.iv_width)  # (widths: summed in step order)
     n, size = judged.shape
-    scores = np.full((n, size), np.nan)
+    scores, errs = np.full((n, size), np.nan), np.full((n, size), np.nan)
     intervals = np.full((*shown.shape, 2), np.nan)
     levels = quantiles(config.coverage)
     errors = truth - shown
@@ -138,6 +139,7 @@ def calibrate(
         a = np.abs(e)
         z = (a - mean) / np.maximum(np.sqrt(var), 1e-12 * np.maximum(np.abs(mean), 1.0))
         score = (0.5 + 0.5 * z / (1 + np.abs(z))).max(axis=-1)
+        errs[:, k] = np.where(now & (count >= WARM), score, np.nan)
         span = high - low
         beyond = ((y > high + SPATIAL_TOLERANCE * span) | (y < low - SPATIAL_TOLERANCE * span)).any(axis=-1)
         score = np.where(beyond & (count >= SPATIAL_AFTER), 1.0, score)
@@ -174,19 +176,19 @@ def calibrate(
     rows.put(s.anomalies, rows.take(s.anomalies) + flagged)
     rows.put(s.iv_inside, inside)
     rows.put(s.iv_width, widths)
-    return scores, intervals
+    return scores, intervals, errs
 
 
 def _calibrate_floats(
     config: StreamConfig, slots: FleetSlots, rows: Rows, shown: np.ndarray, truth: np.ndarray, judged: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``calibrate`` for a few streams and outputs, in Python floats: the same IEEE double operations in the
     same order, so either path gives the same bits (tests/models/test_fleet.py runs a stream alone and in
     a crowd)."""
     s, sl = slots, rows.slots
     upper, lower, start = quantiles(config.coverage)
     n, size, outputs = shown.shape
-    scores = np.full((n, size), np.nan)
+    scores, errs = np.full((n, size), np.nan), np.full((n, size), np.nan)
     intervals = np.full((n, size, outputs, 2), np.nan)
     errors = truth - shown
     usable = (judged & np.isfinite(errors).all(axis=-1)).tolist()
@@ -195,7 +197,7 @@ def _calibrate_floats(
         lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
         so_far, still = s.iv_moved[slot].tolist(), s.iv_still[slot].tolist()  # (``moved``'s state)
         count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
-        flagged, bands, row_scores = 0, intervals[i].tolist(), scores[i].tolist()
+        flagged, bands, row_scores, row_errs = 0, intervals[i].tolist(), scores[i].tolist(), errs[i].tolist()
         for k, (pred, target, e) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), errors[i].tolist())):
             ready = count >= CALIBRATED_AFTER
             if ready:
@@ -210,6 +212,8 @@ def _calibrate_floats(
                 span = high[o] - low[o]
                 beyond = beyond or target[o] > high[o] + SPATIAL_TOLERANCE * span
                 beyond = beyond or target[o] < low[o] - SPATIAL_TOLERANCE * span
+            if count >= WARM:
+                row_errs[k] = score
             if beyond and count >= SPATIAL_AFTER:
                 score = 1.0
             if count >= WARM:
@@ -243,7 +247,7 @@ def _calibrate_floats(
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1
-        intervals[i], scores[i] = bands, row_scores
+        intervals[i], scores[i], errs[i] = bands, row_scores, row_errs
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("seen_lo", low), ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi),
             ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still), ("an_count", count),
@@ -251,4 +255,4 @@ def _calibrate_floats(
         ):  # fmt: skip
             s.array(name)[slot] = value
         s.anomalies[slot] += flagged
-    return scores, intervals
+    return scores, intervals, errs

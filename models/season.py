@@ -13,7 +13,14 @@ readings, from the autocorrelation of the changes of its first input; the highes
 at most a third of the readings, if it reaches ``THRESHOLD``, is the period (1: none), used from that
 step's forecast on; the one found at 1,024 readings stays.
 
-Readings are kept in a ring per stream (``history``: the reading of step t at row ``(t - 1) % R``).
+Readings are kept in a ring per stream (``history``: the reading of step t at row ``(t - 1) % R``). A
+reading whose error alone was judged anomalous (its score before the spatial rule, models/anomaly.py) on a
+stream whose detected period is at least ``MIN_CLEANED_PERIOD`` is kept there as the seasonal naive forecast
+of it from the ring (``clean``): otherwise one spike comes back a season later as two forecast jumps, each a
+false alarm, and the errors they add hide the next spike. (Not a reading that is only beyond the range
+seen: a growing season's new highs, which its forecast nearly made, are the season itself.) Blocks are cut
+so that no forecast or detection of a block reads a reading of the same block that may yet be cleaned
+(``block_limit``): what a stream computes does not depend on how its readings are grouped into calls.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from .slots import FleetSlots, Rows
 
 DETECT_AT = (48, 64, 128, 256, 512, DETECTION_WINDOW)
 THRESHOLD = 0.3  # the least autocorrelation that counts as a season
+# Shorter periods' "season" is the local slope: carried through an anomaly of several readings, it
+# extrapolates a trend (measured: bench/README.md, "A spike's echo a season later").
+MIN_CLEANED_PERIOD = 4
 
 
 def detect(readings: np.ndarray) -> int:
@@ -45,11 +55,14 @@ def detect(readings: np.ndarray) -> int:
 
 
 def anchors(
-    config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray,
+    kept: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The seasonal naive forecasts (n, T, I) made at ``steps`` (n, T), the block's readings ``x`` included
     (NaN where a stream has no season yet, or too few readings), and where the period changed (n, T); the
-    readings join the ring, and the periods found at detection points are stored."""
+    readings as the ring keeps them (``kept``, from ``kept_first``; None: ``x``) join the ring and are what
+    the detections read, and the periods found at detection points are stored."""
+    kept = x if kept is None else kept
     size = config.history_length
     length = steps.shape[1]
     ring, sl = slots.history, rows.slots
@@ -62,7 +75,7 @@ def anchors(
                 continue
             k = at - steps[:, 0]  # the block index of that step
             for i in np.flatnonzero((k >= 0) & (k < length)):
-                found = detect(_readings(ring, int(sl[i]), x[i], int(steps[i, 0]), at, size))
+                found = detect(_readings(ring, int(sl[i]), kept[i], int(steps[i, 0]), at, size))
                 period[i, k[i] :] = found
         slots.season[sl] = period[:, -1]
     seasonal = (period > 1) & (steps - period >= 1)
@@ -71,12 +84,12 @@ def anchors(
     else:
         s = np.where(seasonal, period, 1)
         one_back, two_back = (
-            _reading(ring, sl, x, steps, steps + 1 - s, size),
-            _reading(ring, sl, x, steps, steps - s, size),
+            _reading(ring, sl, kept, steps, steps + 1 - s, size),
+            _reading(ring, sl, kept, steps, steps - s, size),
         )
         forecasts = np.where(seasonal[..., None], x + one_back - two_back, np.nan)
     keep = min(length, size)  # only the last R readings are kept
-    ring[sl[:, None], (steps[:, -keep:] - 1) % size] = x[:, -keep:]
+    ring[sl[:, None], (steps[:, -keep:] - 1) % size] = kept[:, -keep:]
     changed = period != np.concatenate([before[:, None], period[:, :-1]], axis=1)
     return forecasts, changed
 
@@ -97,3 +110,58 @@ def _readings(ring: np.ndarray, slot: int, x: np.ndarray, first: int, last: int,
     before = np.arange(1, min(first, last + 1))
     kept = ring[slot, (before - 1) % size, 0]
     return np.concatenate([kept, x[: last - first + 1, 0]])
+
+
+def block_limit(slots: FleetSlots, rows: Rows, first: np.ndarray) -> int:
+    """The most readings a block from steps ``first`` (n,) may hold: fewer than a period whose anomalous
+    readings are cleaned (so that its forecasts read only readings of earlier blocks, as cleaned), and up to
+    a detection point but not past it, which is a block of its own (its detection reads the readings before
+    it as cleaned, and its first, cleaned by ``kept_first``; the period it finds may be short)."""
+    periods = slots.season[rows.slots]
+    cleaned = periods >= MIN_CLEANED_PERIOD
+    limit = int(periods[cleaned].min()) - 1 if cleaned.any() else DETECTION_WINDOW
+    for at in DETECT_AT:
+        ahead = at - first  # readings before the detection point
+        if (ahead == 0).any():
+            return 1
+        later = ahead[ahead > 0]
+        if later.size:
+            limit = min(limit, int(later.min()))
+    return limit
+
+
+def kept_first(
+    config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray, flagged: np.ndarray
+) -> np.ndarray:
+    """The block's readings ``x`` (n, T, I) as the ring keeps them: the first cleaned where ``flagged`` (n,)
+    (its error judged anomalous before the block's forecasts are made), as ``clean`` cleans the others."""
+    at = flagged & _cleanable(slots, rows.slots, steps[:, 0])
+    if not at.any():
+        return x
+    kept = x.copy()
+    kept[at, 0] = _cleaned(slots, rows.slots[at], steps[at, 0], config.history_length)
+    return kept
+
+
+def clean(config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, flagged: np.ndarray) -> None:
+    """Keep in the ring each reading of the block but its first (``kept_first``) whose error was judged
+    anomalous (``flagged`` (n, T)) as the seasonal naive forecast of it from the ring: the kept reading before it plus
+    the change one season earlier (in order: a run of anomalous readings is carried through)."""
+    for k in range(1, steps.shape[1]):
+        at = flagged[:, k] & _cleanable(slots, rows.slots, steps[:, k])
+        if at.any():
+            sl, t = rows.slots[at], steps[at, k]
+            slots.history[sl, (t - 1) % config.history_length] = _cleaned(slots, sl, t, config.history_length)
+
+
+def _cleanable(slots: FleetSlots, sl: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Whether the readings of steps ``t`` (m,) had a seasonal forecast to be cleaned to (made at t - 1)."""
+    period = slots.season[sl]
+    return (period >= MIN_CLEANED_PERIOD) & (t - 1 - period >= 1)
+
+
+def _cleaned(slots: FleetSlots, sl: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
+    """The seasonal naive forecast (m, I) of the readings of steps ``t`` (m,) from the ring, as ``anchors``
+    makes one (the same operations in the same order)."""
+    ring, period = slots.history, slots.season[sl]
+    return ring[sl, (t - 2) % size] + ring[sl, (t - 1 - period) % size] - ring[sl, (t - 2 - period) % size]

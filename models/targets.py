@@ -122,7 +122,7 @@ class Explicit(TargetMode):
         else:
             pred, target, warm = base + yhat, y - base, based
         shown = self._reported(rows, pred, naive, y, finite)
-        scores, intervals = anomaly.calibrate(self.config, self.slots, rows, shown, y, finite)
+        scores, intervals, _ = anomaly.calibrate(self.config, self.slots, rows, shown, y, finite)
         learnt = has_y & self._learnt(learn, scores)
         losses = fleet.resolve(rows, steps, yhat, shown, target, y, learnt, finite, warm, naive)
         updated = np.zeros_like(has_y)
@@ -153,6 +153,7 @@ class Forecast(TargetMode):
         n, size = x.shape[:2]
         steps = first[:, None] + np.arange(size)
         losses, scores = np.full((n, size), np.nan), np.full((n, size), np.nan)
+        errs = np.full((n, size), np.nan)  # the scores of the errors alone (models/season.py cleans by them)
         updated = np.zeros((n, size), dtype=bool)
         # A reading with a filled entry (models/inputs.py) is judged by nothing and learnt from for its
         # readings only: judging or learning the filled values would judge or learn the imputation.
@@ -161,7 +162,7 @@ class Forecast(TargetMode):
         pending = first > 1
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
-            losses[pending, 0], updated[pending, 0], scores[pending, 0] = self._resolve_pending(
+            losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0] = self._resolve_pending(
                 sub,
                 first[pending] - 1,
                 x[pending, :1],
@@ -174,11 +175,19 @@ class Forecast(TargetMode):
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = real[:, 1:]
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
-        seasonal = season.anchors(self.config, s, rows, steps, x) if self.config.history_length else None
+        cleans = self.config.detects_season
+        threshold = self.config.anomaly_threshold
+        seasonal = None
+        if self.config.history_length:
+            kept = season.kept_first(self.config, s, rows, steps, x, errs[:, 0] >= threshold) if cleans else None
+            seasonal = season.anchors(self.config, s, rows, steps, x, kept)
         targets = np.concatenate([truth, x[:, -1:]], axis=1)  # (the last is not judged: its target is to come)
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
-        judged_scores, intervals = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
+        judged_scores, intervals, judged_errs = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
+        if cleans and size > 1:
+            errs[:, 1:] = judged_errs[:, :-1]
+            season.clean(self.config, s, rows, steps, errs >= threshold)
         learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1])  # x_{t+1} is step t's target
         ahead = None if present is None else present[:, 1:]
         if ahead is not None:
@@ -212,22 +221,22 @@ class Forecast(TargetMode):
     def _resolve_pending(
         self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray,
         present: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,), judged where ``known``
         (n, 1), learnt from where ``present`` (n, 1, I; None: whole); its loss, whether the update that step
-        completes applied, and the reading's anomaly score."""
+        completes applied, the reading's anomaly score, and that of its error alone."""
         s, sl = self.slots, rows.slots
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
         target, warm = self._pending_target(rows, x)
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
-        scores = anomaly.calibrate(self.config, s, rows, pred, x, known)[0]
+        scores, _, errs = anomaly.calibrate(self.config, s, rows, pred, x, known)
         learnt = self._learnt(learn, scores)
         if present is not None:
             learnt = learnt & present.any(axis=-1)
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive, present)
-        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0]
+        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0], errs[:, 0]
 
     def rollers(self, rows: Rows) -> tuple[Callable, Callable]:
         """For rolling forecasts forward (models/horizon.py), in the statistics as they stand: what the network
