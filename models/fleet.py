@@ -130,8 +130,8 @@ class Fleet:
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
             if horizon > 1:  # forecasts roll forward from the state after each reading: one at a time
                 size = 1
-            elif size > 1 and self.config.detects_season:  # readings the season may clean (models/season.py)
-                size = min(size, season.block_limit(self.slots, rows, first))
+            elif size > 1 and self.config.history_length:  # readings the season may clean (models/season.py)
+                size = min(size, season.block_limit(self.config, self.slots, rows, first))
             if every and size == t_max and horizon == 1:  # one block holds every observation (most often one each)
                 taken = inputs.seen(self.config, self.slots, rows, x, ts)
                 out = self.mode.block(rows, first, taken, y, has_y, learn)

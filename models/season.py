@@ -15,8 +15,8 @@ step's forecast on; the one found at 1,024 readings stays.
 
 Readings are kept in a ring per stream (``history``: the reading of step t at row ``(t - 1) % R``). A
 reading whose error alone was judged anomalous (its score before the spatial rule, models/anomaly.py) on a
-stream whose detected period is at least ``MIN_CLEANED_PERIOD`` is kept there as the seasonal naive forecast
-of it from the ring (``clean``): otherwise one spike comes back a season later as two forecast jumps, each a
+stream whose period (given or detected) is at least ``MIN_CLEANED_PERIOD`` is kept there as the seasonal
+naive forecast of it (``clean``): otherwise one spike comes back a season later as two forecast jumps, each a
 false alarm, and the errors they add hide the next spike. (Not a reading that is only beyond the range
 seen: a growing season's new highs, which its forecast nearly made, are the season itself.) Blocks are cut
 so that no forecast or detection of a block reads a reading of the same block that may yet be cleaned
@@ -57,11 +57,12 @@ def detect(readings: np.ndarray) -> int:
 def anchors(
     config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray,
     kept: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
     """The seasonal naive forecasts (n, T, I) made at ``steps`` (n, T), the block's readings ``x`` included
-    (NaN where a stream has no season yet, or too few readings), and where the period changed (n, T); the
-    readings as the ring keeps them (``kept``, from ``kept_first``; None: ``x``) join the ring and are what
-    the detections read, and the periods found at detection points are stored."""
+    (NaN where a stream has no season yet, or too few readings), where the period changed (n, T), and the
+    readings one season back each forecast read (for ``clean``; None: no forecast); the readings as the ring
+    keeps them (``kept``, from ``kept_first``; None: ``x``) join the ring and are what the detections read,
+    and the periods found at detection points are stored."""
     kept = x if kept is None else kept
     size = config.history_length
     length = steps.shape[1]
@@ -79,6 +80,7 @@ def anchors(
                 period[i, k[i] :] = found
         slots.season[sl] = period[:, -1]
     seasonal = (period > 1) & (steps - period >= 1)
+    refs = None
     if not seasonal.any():
         forecasts = np.full(x.shape, np.nan)
     else:
@@ -88,10 +90,11 @@ def anchors(
             _reading(ring, sl, kept, steps, steps - s, size),
         )
         forecasts = np.where(seasonal[..., None], x + one_back - two_back, np.nan)
+        refs = one_back, two_back
     keep = min(length, size)  # only the last R readings are kept
     ring[sl[:, None], (steps[:, -keep:] - 1) % size] = kept[:, -keep:]
     changed = period != np.concatenate([before[:, None], period[:, :-1]], axis=1)
-    return forecasts, changed
+    return forecasts, changed, refs
 
 
 def _reading(
@@ -112,7 +115,7 @@ def _readings(ring: np.ndarray, slot: int, x: np.ndarray, first: int, last: int,
     return np.concatenate([kept, x[: last - first + 1, 0]])
 
 
-def block_limit(slots: FleetSlots, rows: Rows, first: np.ndarray) -> int:
+def block_limit(config: StreamConfig, slots: FleetSlots, rows: Rows, first: np.ndarray) -> int:
     """The most readings a block from steps ``first`` (n,) may hold: fewer than a period whose anomalous
     readings are cleaned (so that its forecasts read only readings of earlier blocks, as cleaned), and up to
     a detection point but not past it, which is a block of its own (its detection reads the readings before
@@ -120,6 +123,8 @@ def block_limit(slots: FleetSlots, rows: Rows, first: np.ndarray) -> int:
     periods = slots.season[rows.slots]
     cleaned = periods >= MIN_CLEANED_PERIOD
     limit = int(periods[cleaned].min()) - 1 if cleaned.any() else DETECTION_WINDOW
+    if not config.detects_season:
+        return limit
     for at in DETECT_AT:
         ahead = at - first  # readings before the detection point
         if (ahead == 0).any():
@@ -130,38 +135,44 @@ def block_limit(slots: FleetSlots, rows: Rows, first: np.ndarray) -> int:
     return limit
 
 
-def kept_first(
-    config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray, flagged: np.ndarray
-) -> np.ndarray:
+def kept_first(slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     """The block's readings ``x`` (n, T, I) as the ring keeps them: the first cleaned where ``flagged`` (n,)
-    (its error judged anomalous before the block's forecasts are made), as ``clean`` cleans the others."""
-    at = flagged & _cleanable(slots, rows.slots, steps[:, 0])
+    (its error judged anomalous before the block's forecasts are made), as ``clean`` cleans the others, from
+    the ring (which holds the readings one season and one more back: the block has not joined it yet)."""
+    period = slots.season[rows.slots]
+    at = flagged & _cleanable(period, steps[:, 0])
     if not at.any():
         return x
+    ring, sl, t, p = slots.history, rows.slots[at], steps[at, 0], period[at]
+    size = ring.shape[1]
     kept = x.copy()
-    kept[at, 0] = _cleaned(slots, rows.slots[at], steps[at, 0], config.history_length)
+    kept[at, 0] = ring[sl, (t - 2) % size] + ring[sl, (t - 1 - p) % size] - ring[sl, (t - 2 - p) % size]
     return kept
 
 
-def clean(config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, flagged: np.ndarray) -> None:
+def clean(
+    slots: FleetSlots, rows: Rows, steps: np.ndarray, kept: np.ndarray,
+    refs: tuple[np.ndarray, np.ndarray] | None, flagged: np.ndarray,
+) -> None:  # fmt: skip
     """Keep in the ring each reading of the block but its first (``kept_first``) whose error was judged
-    anomalous (``flagged`` (n, T)) as the seasonal naive forecast of it from the ring: the kept reading before it plus
-    the change one season earlier (in order: a run of anomalous readings is carried through)."""
+    anomalous (``flagged`` (n, T)) as the seasonal naive forecast of it: the kept reading before it plus the
+    change one season earlier (``refs``: the readings one season back that ``anchors`` read for the forecast
+    of it, before the block joined the ring; the same operations in the same order as ``kept_first``), in
+    order, so that a run of anomalous readings is carried through."""
+    if refs is None:
+        return
+    one_back, two_back = refs
+    period, size = slots.season[rows.slots], slots.history.shape[1]
+    copied = False
     for k in range(1, steps.shape[1]):
-        at = flagged[:, k] & _cleanable(slots, rows.slots, steps[:, k])
+        at = flagged[:, k] & _cleanable(period, steps[:, k])
         if at.any():
-            sl, t = rows.slots[at], steps[at, k]
-            slots.history[sl, (t - 1) % config.history_length] = _cleaned(slots, sl, t, config.history_length)
+            kept, copied = (kept, True) if copied else (kept.copy(), True)  # (never the caller's readings)
+            kept[at, k] = kept[at, k - 1] + one_back[at, k - 1] - two_back[at, k - 1]
+            slots.history[rows.slots[at], (steps[at, k] - 1) % size] = kept[at, k]
 
 
-def _cleanable(slots: FleetSlots, sl: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Whether the readings of steps ``t`` (m,) had a seasonal forecast to be cleaned to (made at t - 1)."""
-    period = slots.season[sl]
+def _cleanable(period: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Whether the readings of steps ``t`` had a seasonal forecast to be cleaned to (made at t - 1), with a
+    period that is cleaned."""
     return (period >= MIN_CLEANED_PERIOD) & (t - 1 - period >= 1)
-
-
-def _cleaned(slots: FleetSlots, sl: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
-    """The seasonal naive forecast (m, I) of the readings of steps ``t`` (m,) from the ring, as ``anchors``
-    makes one (the same operations in the same order)."""
-    ring, period = slots.history, slots.season[sl]
-    return ring[sl, (t - 2) % size] + ring[sl, (t - 1 - period) % size] - ring[sl, (t - 2 - period) % size]

@@ -175,19 +175,18 @@ class Forecast(TargetMode):
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = real[:, 1:]
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
-        cleans = self.config.detects_season
-        threshold = self.config.anomaly_threshold
-        seasonal = None
-        if self.config.history_length:
-            kept = season.kept_first(self.config, s, rows, steps, x, errs[:, 0] >= threshold) if cleans else None
-            seasonal = season.anchors(self.config, s, rows, steps, x, kept)
+        threshold, seasonal = self.config.anomaly_threshold, None
+        if self.config.history_length:  # (a reading whose error is anomalous is kept cleaned: models/season.py)
+            kept = season.kept_first(s, rows, steps, x, errs[:, 0] >= threshold)
+            anchors, changed, refs = season.anchors(self.config, s, rows, steps, x, kept)
+            seasonal = anchors, changed
         targets = np.concatenate([truth, x[:, -1:]], axis=1)  # (the last is not judged: its target is to come)
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
         judged_scores, intervals, judged_errs = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
-        if cleans and size > 1:
+        if seasonal is not None and size > 1:
             errs[:, 1:] = judged_errs[:, :-1]
-            season.clean(self.config, s, rows, steps, errs >= threshold)
+            season.clean(s, rows, steps, kept, refs, errs >= threshold)
         learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1])  # x_{t+1} is step t's target
         ahead = None if present is None else present[:, 1:]
         if ahead is not None:

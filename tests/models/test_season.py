@@ -102,15 +102,16 @@ def _observed(x: np.ndarray, per_call: int, config: StreamConfig | None = None) 
     return results
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["detected", "given"])
 @pytest.mark.parametrize("noise", [0.0, 0.3])
-def test_a_spike_is_not_echoed_a_season_later_and_does_not_hide_the_next(noise):
+def test_a_spike_is_not_echoed_a_season_later_and_does_not_hide_the_next(noise, given):
     """A season found online, then spikes: each is flagged (the reading after it may be: the last value
     still carries the spike), and nothing one season later. Before the ring kept anomalous readings cleaned, the first
     spike came back as two forecast jumps a season later (one flagged: a false alarm), and the errors they
     added hid the two later spikes (scores 0.94, never flagged); the forecasts after them stayed off."""
     period, spikes = 11, (200, 260, 400)
     x = _spiked(600, period, spikes, noise)
-    results = _observed(x, per_call=1)
+    results = _observed(x, 1, StreamConfig(input_size=1, target="next", season=period if given else None))
     flagged = [k for k, r in enumerate(results) if r.anomalous]
     assert set(spikes) <= set(flagged) <= {at + d for at in spikes for d in (0, 1)}, flagged
     after = np.array([r.prediction[0] for r in results[420:599]]) - x[421:600]
@@ -121,19 +122,21 @@ def test_what_a_season_cleans_does_not_depend_on_how_readings_are_grouped_into_c
     """Blocks are cut so that no forecast or detection reads a reading of its own block that may yet be
     cleaned: the same bits in calls of any size, and every detection reads the same readings (spikes a few
     readings before the detection points at 256 and 512, where a block would otherwise end; a period of 5,
-    shorter than a block; one of 3, which is not cleaned)."""
+    shorter than a block; one of 3, which is not cleaned; given periods, kept in a ring of one period and one
+    reading)."""
     seen: list[bytes] = []
     monkeypatch.setattr(
         "tbptt.models.season.detect", lambda readings: seen.append(readings.tobytes()) or detect(readings)
     )
-    for period in (5, 11, 3):
+    for period, given in ((5, False), (11, False), (3, False), (5, True), (11, True)):
+        config = StreamConfig(input_size=1, target="next", season=period if given else None)
         x = _spiked(700, period, (150, 250, 350, 508, 600))
-        one = _observed(x, per_call=1)
+        one = _observed(x, 1, config)
         detected = list(seen)
         assert period < MIN_CLEANED_PERIOD or any(r.anomalous for r in one[250:]), period
         for per_call in (2, 7, 16, 64, 700):
             seen.clear()
-            grouped = _observed(x, per_call)
+            grouped = _observed(x, per_call, config)
             assert [r.prediction for r in grouped] == [r.prediction for r in one], (period, per_call)
             assert [r.anomaly for r in grouped] == [r.anomaly for r in one], (period, per_call)
             assert [r.interval for r in grouped] == [r.interval for r in one], (period, per_call)
