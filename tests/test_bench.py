@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import anomaly, core, fairness, interval_peers, shard_rounds, shard_scaling
+from bench import anomaly, core, fairness, interval_peers, shard_rounds, shard_scaling, spikes
 from bench.labelled import roc_area
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -66,3 +66,9 @@ def test_the_interval_score_charges_a_miss_twenty_times_its_distance():
 def test_our_intervals_in_the_interval_peers_benchmark_start_once_calibrated():
     bands = interval_peers.ours(np.sin(np.arange(60) / 3.0))
     assert bands.shape == (59, 2) and np.isnan(bands[:10]).all() and (bands[40:, 0] <= bands[40:, 1]).all()
+
+
+def test_the_spikes_benchmark_counts_a_spike_found_by_the_reading_after_it_and_nothing_else_near_it():
+    spiked, at = spikes.injected(np.sin(np.arange(800) / 5.0))
+    assert at == [200, 300, 400, 500, 600, 700] and spiked[200] > 1.5 and spiked[300] < -1.5
+    assert spikes.counted([201, 302, 450], at) == (1, 1)  # 201: the reading after; 302: near; 450: elsewhere

@@ -1,0 +1,79 @@
+"""Spikes injected into series nothing was chosen on: how many an operator is alerted to, and what else.
+
+    python -m bench.spikes DIR
+
+DIR holds the wheels of bench.quality's ``wheel_series`` and ``sensor_series`` (``pip download --no-deps
+pmdarima==2.1.1 sktime==1.2.0 -d DIR``); the public, fresh and held-out series need river and statsmodels.
+Every series of at least ``LEAST`` readings gets spikes of ``SIZE`` times its median absolute change (its
+mean, where that is 0), the first at a quarter of its length and then one every eighth of it, signs
+alternating. A default forecast stream reads it in runs of 500. Printed per group: the spikes flagged (the
+reading or the one after it: the last value still carries a spike), and the alerts elsewhere (not within 2
+readings after a spike), out of how many readings. bench/README.md, "A spike's echo a season later".
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.anomaly import forecast
+
+LEAST = 300  # readings a series needs to be spiked (shorter ones have hardly learnt their season)
+SIZE = 10  # a spike, in median absolute changes
+
+
+def injected(values: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """``values`` with spikes added, and where they are."""
+    spiked = np.asarray(values, dtype=float).copy()
+    change = np.abs(np.diff(spiked))
+    size = SIZE * (float(np.median(change)) or float(change.mean()) or 1.0)
+    at = list(range(len(spiked) // 4, len(spiked) - 2, max(len(spiked) // 8, 1)))
+    for k, a in enumerate(at):
+        spiked[a] += size if k % 2 == 0 else -size
+    return spiked, at
+
+
+def counted(alerts: list[int], at: list[int]) -> tuple[int, int]:
+    """The spikes ``at`` alerted to (the reading or the next), and the ``alerts`` not within 2 after one."""
+    near = {a + d for a in at for d in (0, 1, 2)}
+    flagged = set(alerts)
+    return sum(a in flagged or a + 1 in flagged for a in at), sum(k not in near for k in alerts)
+
+
+def groups(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    from bench.quality import fresh_series, holdout_series, public_series, sensor_series, wheel_series
+
+    found = {"public": public_series(), "fresh": fresh_series(), "held-out": holdout_series()}
+    found["wheels"] = wheel_series(folder)
+    for chosen, named in sensor_series(folder).items():
+        found[f"sensors, {chosen}"] = named
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="where the wheels are")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    totals = np.zeros(3, dtype=int)
+    for group, series in groups(args.folder).items():
+        row, readings, count = np.zeros(3, dtype=int), 0, 0
+        for values in series.values():
+            if len(values) < LEAST:
+                continue
+            spiked, at = injected(values)
+            _, results = forecast(list(spiked))
+            hits, elsewhere = counted([k for k, r in enumerate(results) if r.anomalous], at)
+            row += (hits, len(at), elsewhere)
+            readings, count = readings + len(spiked), count + 1
+        totals += row
+        print(f"{group:32s} {count:3d} series: spikes flagged {row[0]:3d} / {row[1]:3d}, "
+              f"alerts elsewhere {row[2]:3d} in {readings:,} readings", flush=True)  # fmt: skip
+    print(f"all: spikes flagged {totals[0]} / {totals[1]}, alerts elsewhere {totals[2]}")
+
+
+if __name__ == "__main__":
+    main()
