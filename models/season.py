@@ -163,11 +163,10 @@ def clean(
         return
     one_back, two_back = refs
     period, size = slots.season[rows.slots], slots.history.shape[1]
-    copied = False
+    kept = kept.copy()  # (never the caller's readings)
     for k in range(1, steps.shape[1]):
         at = flagged[:, k] & _cleanable(period, steps[:, k])
         if at.any():
-            kept, copied = (kept, True) if copied else (kept.copy(), True)  # (never the caller's readings)
             kept[at, k] = kept[at, k - 1] + one_back[at, k - 1] - two_back[at, k - 1]
             slots.history[rows.slots[at], (steps[at, k] - 1) % size] = kept[at, k]
 
