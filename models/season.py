@@ -55,15 +55,13 @@ def detect(readings: np.ndarray) -> int:
 
 
 def anchors(
-    config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray,
-    kept: np.ndarray | None = None,
+    config: StreamConfig, slots: FleetSlots, rows: Rows, steps: np.ndarray, x: np.ndarray, kept: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
     """The seasonal naive forecasts (n, T, I) made at ``steps`` (n, T), the block's readings ``x`` included
     (NaN where a stream has no season yet, or too few readings), where the period changed (n, T), and the
     readings one season back each forecast read (for ``clean``; None: no forecast); the readings as the ring
-    keeps them (``kept``, from ``kept_first``; None: ``x``) join the ring and are what the detections read,
+    keeps them (``kept``, from ``kept_first``) join the ring and are what the detections read,
     and the periods found at detection points are stored."""
-    kept = x if kept is None else kept
     size = config.history_length
     length = steps.shape[1]
     ring, sl = slots.history, rows.slots
