@@ -1,6 +1,6 @@
 """Spikes injected into series nothing was chosen on: how many an operator is alerted to, and what else.
 
-    python -m bench.spikes DIR
+    python -m bench.spikes DIR [--series]
 
 DIR holds the wheels of bench.quality's ``wheel_series`` and ``sensor_series`` (``pip download --no-deps
 pmdarima==2.1.1 sktime==1.2.0 -d DIR``); the public, fresh and held-out series need river and statsmodels.
@@ -8,7 +8,8 @@ Every series of at least ``LEAST`` readings gets spikes of ``SIZE`` times its me
 mean, where that is 0), the first at a quarter of its length and then one every eighth of it, signs
 alternating. A default forecast stream reads it in runs of 500. Printed per group: the spikes flagged (the
 reading or the one after it: the last value still carries a spike), and the alerts elsewhere (not within 2
-readings after a spike), out of how many readings. bench/README.md, "A spike's echo a season later".
+readings after a spike), out of how many readings; with ``--series``, the same per series, with each spike's
+score. bench/README.md, "A spike's echo a season later".
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def counted(alerts: list[int], at: list[int]) -> tuple[int, int]:
     return sum(a in flagged or a + 1 in flagged for a in at), sum(k not in near for k in alerts)
 
 
+def spiked_run(values: np.ndarray) -> tuple[int, int, int, list[float]]:
+    """``values`` with spikes, read by a default forecast stream: the spikes flagged, how many there were,
+    the alerts elsewhere, and each spike's score (the higher of the reading's and the next one's)."""
+    spiked, at = injected(values)
+    _, results = forecast(list(spiked))
+    hits, elsewhere = counted([k for k, r in enumerate(results) if r.anomalous], at)
+    scores = [max(results[a].anomaly or 0.0, results[a + 1].anomaly or 0.0) for a in at]
+    return hits, len(at), elsewhere, scores
+
+
 def groups(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     from bench.quality import fresh_series, holdout_series, public_series, sensor_series, wheel_series
 
@@ -56,19 +67,21 @@ def groups(folder: Path) -> dict[str, dict[str, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="where the wheels are")
+    parser.add_argument("--series", action="store_true", help="a line per series, with each spike's score")
     args = parser.parse_args()
     torch.set_num_threads(1)
     totals = np.zeros(3, dtype=int)
     for group, series in groups(args.folder).items():
         row, readings, count = np.zeros(3, dtype=int), 0, 0
-        for values in series.values():
+        for name, values in series.items():
             if len(values) < LEAST:
                 continue
-            spiked, at = injected(values)
-            _, results = forecast(list(spiked))
-            hits, elsewhere = counted([k for k, r in enumerate(results) if r.anomalous], at)
-            row += (hits, len(at), elsewhere)
-            readings, count = readings + len(spiked), count + 1
+            hits, spikes, elsewhere, scores = spiked_run(values)
+            row += (hits, spikes, elsewhere)
+            readings, count = readings + len(values), count + 1
+            if args.series:
+                print(f"  {name[:40]:40s} {len(values):6,d} readings: flagged {hits} / {spikes}, elsewhere "
+                      f"{elsewhere:3d}; scores {' '.join(f'{v:.3f}' for v in scores)}")  # fmt: skip
         totals += row
         print(f"{group:32s} {count:3d} series: spikes flagged {row[0]:3d} / {row[1]:3d}, "
               f"alerts elsewhere {row[2]:3d} in {readings:,} readings", flush=True)  # fmt: skip
