@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, HTTPException, Response, status
 
 from .. import limits
@@ -31,7 +29,7 @@ async def get_template(hub: HubDep, tenant: Tenant) -> Response:
     template = await hub.template(tenant)
     if template is None:
         raise HTTPException(404, "this tenant has no template: observations for unknown streams are refused (404)")
-    return Response(json.dumps(json.loads(template.body)), media_type="application/json")
+    return Response(StreamCreate.model_validate_json(template.body).model_dump_json(), media_type="application/json")
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
