@@ -15,7 +15,11 @@ damped as far as the stream's recent errors say it pays; the network learns from
 Each with ``normalize``: online standardization (``normalizer.Moments``) of the inputs and of the targets
 (of the changes, in residual mode); predictions are reported in the caller's units, and learning waits
 until a target's scale is known (two values seen). A block never crosses a k1 boundary (see ``fleet``), so
-the statistics of a whole block are computed at once, in order, bit for bit as step by step.
+the statistics of a whole block are computed at once, in order, bit for bit as step by step. A target not
+learnt from (``learn`` false, or judged anomalous where the stream does not learn from anomalies) does not
+join them: one glitch would otherwise set their scale for thousands of steps. A stream that does not learn
+from anomalies gets blocks of one observation (``fleet``), so each is judged before the next is
+standardized.
 """
 
 from __future__ import annotations
@@ -79,11 +83,14 @@ class TargetMode:
         anchors, restart = seasonal or (None, None)
         return gate.blend(self.slots, rows, pred, naive, truth, judged, anchors, restart, drifts=self.DRIFTS)
 
-    def _standardized_inputs(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, Moments | None]:
-        """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block."""
+    def _standardized_inputs(
+        self, rows: Rows, x: np.ndarray, joins: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Moments | None]:
+        """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block, which
+        the readings ``joins`` (n, T; None: all) join."""
         if not self.config.normalize:
             return x, None
-        history = self._moments("x", rows).accumulate(x, np.ones(x.shape[:2], dtype=bool))
+        history = self._moments("x", rows).accumulate(x, np.ones(x.shape[:2], dtype=bool) if joins is None else joins)
         self._store_moments("x", rows, history.final())
         mean, std = history.scale()
         return (x - mean[:, 1:]) / std[:, 1:], history
@@ -113,9 +120,9 @@ class Explicit(TargetMode):
         if self.config.from_last_target:
             based = np.isfinite(naive).all(axis=-1)  # a target before: a change to predict
             base = np.where(based[..., None], naive, 0.0)
+        joins = finite & based & learn  # the targets that join the statistics (not those not learnt from)
         if self.config.normalize:
-            history = self._moments("y", rows).accumulate(y - base, finite & based)
-            self._store_moments("y", rows, history.final())
+            history = self._moments("y", rows).accumulate(y - base, joins)
             mean, std = history.scale()
             mean, std, count = mean[:, :-1], std[:, :-1], history.count[:, :-1]  # before each target
             pred, target, warm = base + mean + std * yhat, (y - base - mean) / std, (count >= 2) & based
@@ -124,6 +131,10 @@ class Explicit(TargetMode):
         shown = self._reported(rows, pred, naive, y, finite)
         scores, intervals, _ = anomaly.calibrate(self.config, self.slots, rows, shown, y, finite)
         learnt = has_y & self._learnt(learn, scores)
+        if self.config.normalize:
+            if not self.config.learn_from_anomalies:  # (a block of one observation: models/fleet.py)
+                history = self._moments("y", rows).accumulate(y - base, joins & learnt)
+            self._store_moments("y", rows, history.final())
         losses = fleet.resolve(rows, steps, yhat, shown, target, y, learnt, finite, warm, naive)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
@@ -160,9 +171,10 @@ class Forecast(TargetMode):
         present = None if seen.missing is None else ~seen.missing  # (n, T, I): the entries that are readings
         real = np.ones((n, size), dtype=bool) if present is None else np.asarray(present.all(axis=-1))  # whole
         pending = first > 1
+        joins = learn.copy()  # the readings that join the statistics the network trains in (learnt from)
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
             sub = rows.subset(pending)
-            losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0] = self._resolve_pending(
+            resolved = self._resolve_pending(
                 sub,
                 first[pending] - 1,
                 x[pending, :1],
@@ -170,8 +182,9 @@ class Forecast(TargetMode):
                 real[pending, :1],
                 None if present is None else present[pending, :1],
             )
+            losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0], joins[pending, 0] = resolved
         rows.put(s.steps, steps[:, -1])
-        yhat, pred, target, warm = self._network(rows, steps, x, seen.extra)
+        yhat, pred, target, warm = self._network(rows, steps, x, seen.extra, joins)
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = real[:, 1:]
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
@@ -203,13 +216,13 @@ class Forecast(TargetMode):
         return Outcome(steps, shown, losses, updated, scores, intervals)
 
     def _network(
-        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Forward the block (with the network's ``extra`` inputs): the outputs, the predictions in the
         caller's units, and the targets in training units of the block's steps but its last (with ``warm``:
-        whether their scale is known)."""
+        whether their scale is known). The readings ``joins`` (n, T) join the statistics."""
         truth = x[:, 1:]
-        seen, history = self._standardized_inputs(rows, x)
+        seen, history = self._standardized_inputs(rows, x, joins)
         yhat = self.fleet.forward(rows, steps, seen, extra)
         if history is None:
             return yhat, yhat, truth, np.ones(truth.shape[:2], dtype=bool)
@@ -220,22 +233,22 @@ class Forecast(TargetMode):
     def _resolve_pending(
         self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray,
         present: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,), judged where ``known``
         (n, 1), learnt from where ``present`` (n, 1, I; None: whole); its loss, whether the update that step
-        completes applied, the reading's anomaly score, and that of its error alone."""
+        completes applied, the reading's anomaly score, that of its error alone, and whether it joins the
+        statistics (it is learnt from: judged first, so that an anomalous one can stay out)."""
         s, sl = self.slots, rows.slots
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
-        target, warm = self._pending_target(rows, x)
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores, _, errs = anomaly.calibrate(self.config, s, rows, pred, x, known)
-        learnt = self._learnt(learn, scores)
-        if present is not None:
-            learnt = learnt & present.any(axis=-1)
+        joins = self._learnt(learn, scores)
+        target, warm = self._pending_target(rows, x, joins)
+        learnt = joins if present is None else joins & present.any(axis=-1)
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive, present)
-        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0], errs[:, 0]
+        return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0], errs[:, 0], joins[:, 0]
 
     def rollers(self, rows: Rows) -> tuple[Callable, Callable]:
         """For rolling forecasts forward (models/horizon.py), in the statistics as they stand: what the network
@@ -245,9 +258,9 @@ class Forecast(TargetMode):
         mean, std = (v[:, 0] for v in self._moments("x", rows).as_history().scale())
         return (lambda prev, before: (prev - mean) / std), (lambda yhat, prev: mean + std * yhat)
 
-    def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pending step's target in training units: in the inputs' statistics, which ``x`` joins when it
-        is forwarded."""
+    def _pending_target(self, rows: Rows, x: np.ndarray, joins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pending step's target in training units: in the inputs' statistics, which ``x`` joins (where
+        ``joins``, (n, 1)) when it is forwarded."""
         if not self.config.normalize:
             return x, np.ones(x.shape[:2], dtype=bool)
         history = self._moments("x", rows).as_history()
@@ -260,7 +273,7 @@ class Residual(Forecast):
     Measured on the series under tests/models/data, changes as inputs beat levels."""
 
     def _network(
-        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         change = x[:, 1:] - x[:, :-1]  # the targets of this block's steps but its last
         since_last = np.where((steps[:, 0] > 1)[:, None], x[:, 0] - rows.take(self.slots.last_x), 0.0)
@@ -268,7 +281,7 @@ class Residual(Forecast):
         if not self.config.normalize:
             yhat = self.fleet.forward(rows, steps, changes, extra)
             return yhat, x + yhat, change, np.ones(change.shape[:2], dtype=bool)
-        history = self._moments("y", rows).accumulate(change, np.ones(change.shape[:2], dtype=bool))
+        history = self._moments("y", rows).accumulate(change, joins[:, 1:])  # (the first: _pending_target's)
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()  # index k: with the change into step k, before the next one
         yhat = self.fleet.forward(rows, steps, (changes - mean) / std, extra)
@@ -281,12 +294,12 @@ class Residual(Forecast):
         mean, std = (v[:, 0] for v in self._moments("y", rows).as_history().scale())
         return (lambda prev, before: (prev - before - mean) / std), (lambda yhat, prev: prev + mean + std * yhat)
 
-    def _pending_target(self, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pending_target(self, rows: Rows, x: np.ndarray, joins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raw = x - self.slots.last_x[rows.slots][:, None]
         known = np.ones(x.shape[:2], dtype=bool)
         if not self.config.normalize:
             return raw, known
-        history = self._moments("y", rows).accumulate(raw, known)
+        history = self._moments("y", rows).accumulate(raw, joins)
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()
         return (raw - mean[:, :1]) / std[:, :1], history.count[:, :1] >= 2
