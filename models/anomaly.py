@@ -44,6 +44,9 @@ from .slots import FleetSlots, Rows
 
 ERROR_ALPHA = 0.001  # the errors' statistics: about the last 1,000 judged steps
 WARM = 30  # judged errors before a score
+# The errors' deviation is at least this fraction of their mean (of 1 while every error was 0): relative, so
+# that a series in units where it reads ~1e-12 is judged as in any other (an absolute 1e-12 blinded it).
+DEVIATION_FLOOR = 1e-12
 SPATIAL_TOLERANCE = 0.05  # beyond every earlier target by this fraction of their range: score 1 ...
 SPATIAL_AFTER = 100  # ... once this many were seen (a young stream has not seen its whole range)
 GAMMA = 0.2  # the interval's quantiles' step, in running mean absolute errors (0.1 lagged on short series) ...
@@ -137,7 +140,7 @@ def calibrate(
             continue
         e, y = errors[:, k], truth[:, k]
         a = np.abs(e)
-        z = (a - mean) / np.maximum(np.sqrt(var), 1e-12 * np.maximum(np.abs(mean), 1.0))
+        z = (a - mean) / np.maximum(np.sqrt(var), DEVIATION_FLOOR * np.where(mean != 0, mean, 1.0))
         score = (0.5 + 0.5 * z / (1 + np.abs(z))).max(axis=-1)
         errs[:, k] = np.where(now & (count >= WARM), score, np.nan)
         span = high - low
@@ -207,7 +210,7 @@ def _calibrate_floats(
             score, beyond = -math.inf, False
             for o in range(outputs):
                 a = abs(e[o])
-                z = (a - mean[o]) / max(math.sqrt(var[o]), 1e-12 * max(abs(mean[o]), 1.0))
+                z = (a - mean[o]) / max(math.sqrt(var[o]), DEVIATION_FLOOR * (mean[o] if mean[o] != 0 else 1.0))
                 score = max(score, 0.5 + 0.5 * z / (1 + abs(z)))
                 span = high[o] - low[o]
                 beyond = beyond or target[o] > high[o] + SPATIAL_TOLERANCE * span

@@ -4,8 +4,8 @@ Raw sensor readings come in arbitrary units; the network sees ``(v - mean) / std
 shifted sums (``sum(v - shift)``, ``sum((v - shift)**2)`` with ``shift`` the first value seen, which keeps
 them accurate for large offsets). Sums are accumulated strictly in order, so a block of T values gives
 bit for bit the statistics of T single steps: how observations are grouped never changes a result.
-Until two values are seen the std is 1; a tiny std is floored relative to the mean, so a constant signal
-never divides by zero. These are numpy arrays: tiny per-block operations, where numpy's call cost is a
+Until two values are seen the std is 1; a tiny std is floored relative to the mean (to 1 when the mean
+is exactly 0), so a constant signal never divides by zero, in whatever units it comes. These are numpy arrays: tiny per-block operations, where numpy's call cost is a
 fraction of torch's.
 """
 
@@ -72,8 +72,15 @@ class Moments:
         m1 = self.s1 / n
         mean = np.where(self.count[..., None] > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
         std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
-        std = np.maximum(std, _RELATIVE_FLOOR * np.maximum(np.abs(mean), 1.0))
+        std = np.maximum(std, _RELATIVE_FLOOR * _magnitude(mean))
         return mean, np.where(self.count[..., None] >= 2, std, 1.0)
+
+
+def _magnitude(mean: np.ndarray) -> np.ndarray:
+    """What a floor is relative to: ``|mean|``, or 1 where the mean is exactly 0 (a constant 0 has no scale
+    of its own). Not ``max(|mean|, 1)``: in units where a series reads ~1e-12 that floor (1e-9) was larger
+    than its whole variation, and the network saw nothing but 0."""
+    return np.where(mean != 0, np.abs(mean), 1.0)
 
 
 def _two(start: np.ndarray) -> np.ndarray:

@@ -120,6 +120,20 @@ def test_injected_spikes_score_high_and_are_counted():
     assert engine.metrics("s").anomalies == len(flagged)
 
 
+@pytest.mark.parametrize("unit", [1e-12, 1e-15])
+def test_spikes_are_found_in_any_units(unit):
+    """The same series in units where it reads ~1e-12: the errors' deviation was floored at an absolute 1e-12,
+    larger than the errors themselves, and no spike was flagged (scores 0.89-0.91; at 1e-15, 0.502 each)."""
+    rng = np.random.default_rng(5)
+    series = 30 + 3 * np.sin(np.arange(2000) / 8) + 0.3 * rng.standard_normal(2000)
+    spikes = [600, 1100, 1500, 1800]
+    for at in spikes:
+        series[at] += 4
+    _, results = forecast(series * unit, per_call=50)
+    assert all(results[at].anomalous for at in spikes), [results[at].anomaly for at in spikes]
+    assert sum(bool(r.anomalous) for r in results) <= 3 * len(spikes)
+
+
 def test_explicit_mode_scores_each_target_as_it_comes():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((600, 2))

@@ -42,3 +42,16 @@ def test_unknown_and_constant_scales_never_divide_by_zero():
     mean, std = history.scale()
     assert std[0, :2, 0].tolist() == [1.0, 1.0]  # fewer than two values: unit scale
     assert np.all(std[0, 2:, 0] > 0) and np.all(np.isfinite((7.0 - mean) / std))
+
+
+def test_the_scale_of_a_series_is_its_own_in_any_units():
+    """The floor was 1e-9 * max(|mean|, 1): absolute below 1, so a series reading ~1e-12 (picofarads, amps)
+    had its whole variation floored away and the network saw 0. It is relative to the mean now; a constant
+    0 (no scale of its own) keeps the floor of 1e-9."""
+    values = 10 + np.random.default_rng(1).normal(size=(1, 200, 1))
+    valid = np.ones((1, 200), dtype=bool)
+    _, unit = empty(1, 1).accumulate(values, valid).scale()
+    _, tiny = empty(1, 1).accumulate(values * 1e-12, valid).scale()
+    np.testing.assert_allclose(tiny[0, 2:, 0], unit[0, 2:, 0] * 1e-12, rtol=1e-9)
+    _, zero = empty(1, 1).accumulate(np.zeros((1, 5, 1)), np.ones((1, 5), dtype=bool)).scale()
+    assert zero[0, 2:, 0].tolist() == [1e-9] * 4
