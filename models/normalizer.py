@@ -5,8 +5,8 @@ shifted sums (``sum(v - shift)``, ``sum((v - shift)**2)`` with ``shift`` the fir
 them accurate for large offsets). Sums are accumulated strictly in order, so a block of T values gives
 bit for bit the statistics of T single steps: how observations are grouped never changes a result.
 Until two values are seen the std is 1; a tiny std is floored relative to the mean (to 1 when the mean
-is exactly 0), so a constant signal never divides by zero, in whatever units it comes. These are numpy arrays: tiny per-block operations, where numpy's call cost is a
-fraction of torch's.
+is exactly 0), so a constant signal never divides by zero, in whatever units it comes. These are numpy
+arrays: tiny per-block operations, where numpy's call cost is a fraction of torch's.
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ class Forecast(TargetMode):
 
     def _pending_target(self, rows: Rows, x: np.ndarray, joins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pending step's target in training units: in the inputs' statistics, which ``x`` joins (where
-        ``joins``, (n, 1)) when it is forwarded."""
+        ``joins``, (n, 1)) when it is forwarded (``_network``; the residual mode's targets join here)."""
         if not self.config.normalize:
             return x, np.ones(x.shape[:2], dtype=bool)
         history = self._moments("x", rows).as_history()
