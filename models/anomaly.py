@@ -40,6 +40,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .config import StreamConfig
+from .normalizer import magnitude
 from .slots import FleetSlots, Rows
 
 ERROR_ALPHA = 0.001  # the errors' statistics: about the last 1,000 judged steps
@@ -140,7 +141,7 @@ def calibrate(
             continue
         e, y = errors[:, k], truth[:, k]
         a = np.abs(e)
-        z = (a - mean) / np.maximum(np.sqrt(var), DEVIATION_FLOOR * np.where(mean != 0, mean, 1.0))
+        z = (a - mean) / np.maximum(np.sqrt(var), DEVIATION_FLOOR * magnitude(mean))
         score = (0.5 + 0.5 * z / (1 + np.abs(z))).max(axis=-1)
         errs[:, k] = np.where(now & (count >= WARM), score, np.nan)
         span = high - low
@@ -210,7 +211,7 @@ def _calibrate_floats(
             score, beyond = -math.inf, False
             for o in range(outputs):
                 a = abs(e[o])
-                z = (a - mean[o]) / max(math.sqrt(var[o]), DEVIATION_FLOOR * (mean[o] if mean[o] != 0 else 1.0))
+                z = (a - mean[o]) / max(math.sqrt(var[o]), DEVIATION_FLOOR * (mean[o] or 1.0))  # (``magnitude``)
                 score = max(score, 0.5 + 0.5 * z / (1 + abs(z)))
                 span = high[o] - low[o]
                 beyond = beyond or target[o] > high[o] + SPATIAL_TOLERANCE * span

@@ -128,9 +128,10 @@ class Fleet:
             # A block ends at the first k1 boundary: the weights cannot change inside it.
             to_boundary = (first + k1 - 1) // k1 * k1 - first + 1
             size = int(min(to_boundary.min(), (lengths[active] - done).min()))
+            # One at a time: forecasts roll forward from the state after each reading, and an anomalous
+            # reading must be judged before the next is standardized (it stays out of the statistics).
             if horizon > 1 or not self.config.learn_from_anomalies:
-                size = 1  # forecasts roll forward from the state after each reading; an anomalous reading
-                # stays out of the statistics that the next one is standardized in: one at a time
+                size = 1
             elif size > 1 and self.config.history_length:  # readings the season may clean (models/season.py)
                 size = min(size, season.block_limit(self.config, self.slots, rows, first))
             if every and size == t_max and horizon == 1:  # one block holds every observation (most often one each)

@@ -72,14 +72,14 @@ class Moments:
         m1 = self.s1 / n
         mean = np.where(self.count[..., None] > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
         std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
-        std = np.maximum(std, _RELATIVE_FLOOR * _magnitude(mean))
+        std = np.maximum(std, _RELATIVE_FLOOR * magnitude(mean))
         return mean, np.where(self.count[..., None] >= 2, std, 1.0)
 
 
-def _magnitude(mean: np.ndarray) -> np.ndarray:
+def magnitude(mean: np.ndarray) -> np.ndarray:
     """What a floor is relative to: ``|mean|``, or 1 where the mean is exactly 0 (a constant 0 has no scale
     of its own). Not ``max(|mean|, 1)``: in units where a series reads ~1e-12 that floor (1e-9) was larger
-    than its whole variation, and the network saw nothing but 0."""
+    than its whole variation, and the network saw nothing but 0. (The anomaly scores' floor is the same.)"""
     return np.where(mean != 0, np.abs(mean), 1.0)
 
 
