@@ -1,6 +1,6 @@
 """Spikes injected into series nothing was chosen on: how many an operator is alerted to, and what else.
 
-    python -m bench.spikes DIR [--series]
+    python -m bench.spikes DIR [--series] [--explicit]
 
 DIR holds the wheels of bench.quality's ``wheel_series`` and ``sensor_series`` (``pip download --no-deps
 pmdarima==2.1.1 sktime==1.2.0 -d DIR``); the public, fresh and held-out series need river and statsmodels.
@@ -9,7 +9,9 @@ mean, where that is 0), the first at a quarter of its length and then one every 
 alternating. A default forecast stream reads it in runs of 500. Printed per group: the spikes flagged (the
 reading or the one after it: the last value still carries a spike), and the alerts elsewhere (not within 2
 readings after a spike), out of how many readings; with ``--series``, the same per series, with each spike's
-score. bench/README.md, "A spike's echo a season later".
+score. With ``--explicit``, the streams are explicit-mode ones instead, whose input is the previous reading and
+whose target is the reading (what a user with no other inputs would send). bench/README.md, "A spike's echo a
+season later" and "An explicit stream's first target".
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.anomaly import forecast
+from bench.anomaly import RUN, forecast
+from tbptt.models import Engine, StepResult, StreamConfig
 
 LEAST = 300  # readings a series needs to be spiked (shorter ones have hardly learnt their season)
 SIZE = 10  # a spike, in median absolute changes
@@ -44,12 +47,25 @@ def counted(alerts: list[int], at: list[int]) -> tuple[int, int]:
     return sum(a in flagged or a + 1 in flagged for a in at), sum(k not in near for k in alerts)
 
 
-def spiked_run(values: np.ndarray) -> tuple[int, int, int, list[float]]:
-    """``values`` with spikes, read by a default forecast stream: the spikes flagged, how many there were,
-    the alerts elsewhere, and each spike's score (the higher of the reading's and the next one's)."""
+def explicit(values: np.ndarray) -> list[StepResult | None]:
+    """A default explicit stream fed, in runs of ``RUN``, each reading as the target of the previous one: its
+    result for each reading (None for the first, which has no previous reading)."""
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1))
+    results: list[StepResult | None] = [None]
+    for k in range(1, len(values), RUN):
+        run = range(k, min(k + RUN, len(values)))
+        results += engine.observe_many([("s", [float(values[t - 1])], [float(values[t])]) for t in run])
+    return results
+
+
+def spiked_run(values: np.ndarray, explicit_mode: bool = False) -> tuple[int, int, int, list[float]]:
+    """``values`` with spikes, read by a default forecast stream (or an ``explicit`` one): the spikes flagged,
+    how many there were, the alerts elsewhere, and each spike's score (the higher of the reading's and the
+    next one's)."""
     spiked, at = injected(values)
-    _, results = forecast(list(spiked))
-    hits, elsewhere = counted([k for k, r in enumerate(results) if r.anomalous], at)
+    results = explicit(spiked) if explicit_mode else forecast(list(spiked))[1]
+    hits, elsewhere = counted([k for k, r in enumerate(results) if r is not None and r.anomalous], at)
     scores = [max(results[a].anomaly or 0.0, results[a + 1].anomaly or 0.0) for a in at]
     return hits, len(at), elsewhere, scores
 
@@ -68,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="where the wheels are")
     parser.add_argument("--series", action="store_true", help="a line per series, with each spike's score")
+    parser.add_argument("--explicit", action="store_true", help="explicit streams: the previous reading as input")
     args = parser.parse_args()
     torch.set_num_threads(1)
     totals = np.zeros(3, dtype=int)
@@ -76,7 +93,7 @@ def main() -> None:
         for name, values in series.items():
             if len(values) < LEAST:
                 continue
-            hits, spikes, elsewhere, scores = spiked_run(values)
+            hits, spikes, elsewhere, scores = spiked_run(values, args.explicit)
             row += (hits, spikes, elsewhere)
             readings, count = readings + len(values), count + 1
             if args.series:

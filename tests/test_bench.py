@@ -72,3 +72,12 @@ def test_the_spikes_benchmark_counts_a_spike_found_by_the_reading_after_it_and_n
     spiked, at = spikes.injected(np.sin(np.arange(800) / 5.0))
     assert at == [200, 300, 400, 500, 600, 700] and spiked[200] > 1.5 and spiked[300] < -1.5
     assert spikes.counted([201, 302, 450], at) == (1, 1)  # 201: the reading after; 302: near; 450: elsewhere
+
+
+def test_the_spikes_benchmark_s_explicit_streams_predict_each_reading_from_the_one_before():
+    values = 30 + np.sin(np.arange(600) / 5.0)
+    results = spikes.explicit(values)  # (runs of bench.anomaly.RUN = 500: two calls)
+    assert len(results) == 600 and results[0] is None
+    assert abs(results[599].prediction[0] - values[599]) < 0.5  # (the target of the last: the last reading)
+    hits, count, _, scores = spikes.spiked_run(values, explicit_mode=True)
+    assert count == 6 and hits == 6 and min(scores) >= 0.95  # (at 150, 225, ... 525)
