@@ -49,6 +49,7 @@ ADDED_LATER = frozenset({
     "out_abs", "out_sq", "out_count", "out_base_abs", "out_base_paired", "out_base_count", "gate_drift",
     "gate_drift_err", "gate_revert", "gate_revert_n", "gate_revert_err", "iv_moved", "iv_still",
 })  # fmt: skip
+MOMENT_COUNTS = frozenset({"x_count", "y_count", "dt_count"})  # per slot in states saved before 2026-12-05
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
 PREDICTION_STATE = (
@@ -359,10 +360,12 @@ class Engine:
 
 def _padded(name: str, row: Tensor, fleet: Fleet) -> Tensor:
     """A row of parameters or of their optimizer state saved before rows were padded (models/layout.py,
-    ROW_ALIGN) gets its zeros."""
+    ROW_ALIGN) gets its zeros; a statistics' count saved per slot before it was per entry is each entry's."""
     layout = fleet.layout
     if name in ("params", *optim.state_names(fleet.config)) and tuple(row.shape) == (layout.used,):
         return torch.cat([row, row.new_zeros(layout.size - layout.used)])
+    if name in MOMENT_COUNTS and row.dim() == 0:
+        return row.expand(fleet.slots.array(name).shape[1:]).clone()
     return row
 
 

@@ -4,7 +4,9 @@
 the entry is filled with that input's last reading (last observation carried forward, 0 before its first
 reading), and the network gets one more input per input, 1 where the value was filled, so that it can tell
 a filled value from a reading. The filled value is what the stream saw: it enters the inputs' statistics
-and, in forecast mode, the last value and the seasonal history. It is never a target: learning from it
+and, in forecast mode, the last value and the seasonal history; but the 0 before an input's first reading
+is no value of it: it joins no statistics, nor does the change from it to the first reading (a channel
+that starts late at 1e6 set its statistics' scale for thousands of readings). It is never a target: learning from it
 would teach the network the imputation. In forecast mode a reading with a filled entry is learnt from for
 its other entries only (the filled outputs count as no error in the step's loss, averaged over all
 outputs as ever, so they add nothing to it or to its gradient); it is not judged (no score, no interval
@@ -38,6 +40,8 @@ class Seen:
     x: np.ndarray
     extra: np.ndarray | None
     missing: np.ndarray | None
+    read: np.ndarray | None = None  # (n, T + 1, I): whether each input had a reading by the step before the
+    # block (index 0) and by each of its steps; None: every input always has (the fleet does not impute)
 
     @property
     def gaps(self) -> np.ndarray | None:
@@ -58,19 +62,21 @@ class Seen:
 def seen(config: StreamConfig, slots: FleetSlots, rows: Rows, x: np.ndarray, ts: np.ndarray | None) -> Seen:
     """The block ``x`` (n, T, I), NaN where missing, with its timestamps ``ts`` (n, T) (Unix seconds)."""
     parts = []
-    missing = None
+    missing = read = None
     if config.impute_missing:
-        x, missing = _filled(slots, rows, x)
+        x, missing, read = _filled(slots, rows, x)
         parts.append(missing.astype(np.float64))
     if config.elapsed_input:
         assert ts is not None
         parts.append(_elapsed(config, slots, rows, ts)[..., None])
     extra = None if not parts else parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    return Seen(x, extra, missing)
+    return Seen(x, extra, missing, read)
 
 
-def _filled(slots: FleetSlots, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` with each missing entry replaced by its input's last reading; and where they were missing."""
+def _filled(slots: FleetSlots, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` with each missing entry replaced by its input's last reading (0 before its first); where they
+    were missing; and ``Seen.read``. (``last_seen`` is NaN until an input's first reading; a state saved
+    before 2026-12-05 has 0 there, and goes on as then: that input counts as read.)"""
     missing = np.isnan(x)
     last = rows.take(slots.last_seen)
     if missing.any():
@@ -80,8 +86,9 @@ def _filled(slots: FleetSlots, rows: Rows, x: np.ndarray) -> tuple[np.ndarray, n
         at = np.maximum.accumulate(np.where(valid, np.arange(size + 1)[:, None], 0), axis=1)  # the last reading
         x = np.take_along_axis(filled, at, axis=1)[:, 1:]
     rows.put(slots.last_seen, x[:, -1])
+    read = ~np.isnan(np.concatenate([last[:, None], x], axis=1))
     rows.put(slots.imputed, rows.take(slots.imputed) + missing.any(axis=-1).sum(axis=1))
-    return x, missing
+    return np.where(read[:, 1:], x, 0.0), missing, read
 
 
 def _elapsed(config: StreamConfig, slots: FleetSlots, rows: Rows, ts: np.ndarray) -> np.ndarray:

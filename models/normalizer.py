@@ -5,8 +5,10 @@ shifted sums (``sum(v - shift)``, ``sum((v - shift)**2)`` with ``shift`` the fir
 them accurate for large offsets). Sums are accumulated strictly in order, so a block of T values gives
 bit for bit the statistics of T single steps: how observations are grouped never changes a result.
 Until two values are seen the std is 1; a tiny std is floored relative to the mean (to 1 when the mean
-is exactly 0), so a constant signal never divides by zero, in whatever units it comes. These are numpy
-arrays: tiny per-block operations, where numpy's call cost is a fraction of torch's.
+is exactly 0), so a constant signal never divides by zero, in whatever units it comes. Each entry is
+counted on its own: an input that has no reading yet (a channel that starts late, models/inputs.py) has no
+statistics yet, whatever the others have. These are numpy arrays: tiny per-block operations, where numpy's
+call cost is a fraction of torch's.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ _RELATIVE_FLOOR = 1e-9  # std below this fraction of the mean counts as no varia
 
 @dataclass
 class Moments:
-    """Statistics of n slots (``shift``, ``s1``, ``s2``: (n, d); ``count``: (n,)), or their history over a
-    block (``s1``, ``s2``: (n, m+1, d); ``count``: (n, m+1); index k = after the block's first k values)."""
+    """Statistics of n slots (``shift``, ``s1``, ``s2``, ``count``: (n, d)), or their history over a block
+    ((n, m+1, d); index k = after the block's first k values)."""
 
     shift: np.ndarray
     s1: np.ndarray
@@ -30,7 +32,9 @@ class Moments:
 
     def accumulate(self, values: np.ndarray, valid: np.ndarray) -> Moments:
         """The history of these statistics as ``values`` (n, m, d) arrive; rows where ``valid`` (n, m) is
-        False are left out. The result's last index is the final state."""
+        False are left out (entries, where it is (n, m, d)). The result's last index is the final state."""
+        if valid.ndim == 2:
+            valid = np.broadcast_to(valid[..., None], values.shape)
         if not values.shape[1]:
             return self.as_history()
         if values.shape[1] == 1:
@@ -40,9 +44,9 @@ class Moments:
     def _many(self, values: np.ndarray, valid: np.ndarray) -> Moments:
         first = valid.argmax(axis=1)
         starts = (self.count == 0) & valid.any(axis=1)
-        picked = values[np.arange(len(values)), first]
-        shift = np.where(starts[:, None], picked, self.shift)
-        delta = np.where(valid[..., None], values - shift[:, None], 0.0)
+        picked = np.take_along_axis(values, first[:, None], axis=1)[:, 0]
+        shift = np.where(starts, picked, self.shift)
+        delta = np.where(valid, values - shift[:, None], 0.0)
         s1 = np.add.accumulate(np.concatenate([self.s1[:, None], delta], axis=1), axis=1)
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         count = np.add.accumulate(np.concatenate([self.count[:, None], valid], axis=1, dtype=np.float64), axis=1)
@@ -51,8 +55,8 @@ class Moments:
     def _one(self, value: np.ndarray, valid: np.ndarray) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
         without the machinery that finds each row's first valid value and accumulates along the block."""
-        shift = np.where(((self.count == 0) & valid)[:, None], value, self.shift)
-        delta = np.where(valid[:, None], value - shift, 0.0)
+        shift = np.where((self.count == 0) & valid, value, self.shift)
+        delta = np.where(valid, value - shift, 0.0)
         s1, s2 = _two(self.s1), _two(self.s2)
         np.add(self.s1, delta, out=s1[:, 1])
         np.add(self.s2, delta * delta, out=s2[:, 1])
@@ -68,12 +72,12 @@ class Moments:
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of a history, each (n, m+1, d)."""
-        n = np.maximum(self.count, 1)[..., None]
+        n = np.maximum(self.count, 1)
         m1 = self.s1 / n
-        mean = np.where(self.count[..., None] > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
+        mean = np.where(self.count > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
         std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
         std = np.maximum(std, _RELATIVE_FLOOR * magnitude(mean))
-        return mean, np.where(self.count[..., None] >= 2, std, 1.0)
+        return mean, np.where(self.count >= 2, std, 1.0)
 
 
 def magnitude(mean: np.ndarray) -> np.ndarray:

@@ -141,7 +141,7 @@ class FleetSlots(SlotArrays):
     x_shift: np.ndarray  # (I,) the inputs' statistics (see normalizer.Moments) ...
     x_s1: np.ndarray
     x_s2: np.ndarray
-    x_count: np.ndarray  # ()
+    x_count: np.ndarray  # (I,)
     y_shift: np.ndarray  # (O,) ... and the targets' (of the changes, in residual mode)
     y_s1: np.ndarray
     y_s2: np.ndarray
@@ -204,7 +204,7 @@ class FleetSlots(SlotArrays):
     grad_norm: np.ndarray
     # models/inputs.py, for the streams that have them: each input's last reading (impute_missing); the last
     # timestamp and the statistics of the elapsed times (elapsed_input)
-    last_seen: np.ndarray  # (I,)
+    last_seen: np.ndarray  # (I,) NaN: no reading yet
     imputed: np.ndarray  # () readings with an entry filled
     ring_present: np.ndarray  # (k2, O) forecast mode: which outputs of each step's target are readings
     last_ts: np.ndarray  # () NaN: none yet
@@ -290,7 +290,7 @@ class FleetSlots(SlotArrays):
             "grad_norm": ArraySpec((), f64, nan),
         }
         if impute:
-            specs.update({"last_seen": ArraySpec((inp,), f64), "imputed": ArraySpec((), i64)})
+            specs.update({"last_seen": ArraySpec((inp,), f64, nan), "imputed": ArraySpec((), i64)})
         if elapsed:
             specs.update({"last_ts": ArraySpec((), f64, nan), **_moment_specs("dt", 1)})
         if partial_targets:
@@ -303,7 +303,7 @@ def _moment_specs(prefix: str, dim: int) -> dict[str, ArraySpec]:
         f"{prefix}_shift": ArraySpec((dim,), np.float64),
         f"{prefix}_s1": ArraySpec((dim,), np.float64),
         f"{prefix}_s2": ArraySpec((dim,), np.float64),
-        f"{prefix}_count": ArraySpec((), np.float64),
+        f"{prefix}_count": ArraySpec((dim,), np.float64),  # (per entry: saved per slot before 2026-12-05)
     }
 
 

@@ -84,13 +84,16 @@ class TargetMode:
         return gate.blend(self.slots, rows, pred, naive, truth, judged, anchors, restart, drifts=self.DRIFTS)
 
     def _standardized_inputs(
-        self, rows: Rows, x: np.ndarray, joins: np.ndarray | None = None
+        self, rows: Rows, x: np.ndarray, joins: np.ndarray | None = None, read: np.ndarray | None = None
     ) -> tuple[np.ndarray, Moments | None]:
         """What the network sees of ``x`` (n, T, I), and the input statistics' history over the block, which
-        the readings ``joins`` (n, T; None: all) join."""
+        the readings ``joins`` (n, T; None: all) join, each input from its first reading on (``Seen.read``)."""
         if not self.config.normalize:
             return x, None
-        history = self._moments("x", rows).accumulate(x, np.ones(x.shape[:2], dtype=bool) if joins is None else joins)
+        valid = np.ones(x.shape[:2], dtype=bool) if joins is None else joins
+        if read is not None:
+            valid = valid[..., None] & read[:, 1:]
+        history = self._moments("x", rows).accumulate(x, valid)
         self._store_moments("x", rows, history.final())
         mean, std = history.scale()
         return (x - mean[:, 1:]) / std[:, 1:], history
@@ -105,6 +108,16 @@ class TargetMode:
         for part, value in (("shift", m.shift), ("s1", m.s1), ("s2", m.s2), ("count", m.count)):
             rows.put(s.array(f"{of}_{part}"), value)
 
+    @staticmethod
+    def _learnable(known: np.ndarray, present: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """From whether each target output's scale is known (n, T, O): whether each step learns (that of
+        some output is), and which outputs count (``present``, less those whose scale is not known yet: an
+        input that started late). Without ``present`` every output's is known together."""
+        if present is None:
+            return np.asarray(known.all(axis=-1)), None
+        present = present & known
+        return np.asarray(present.any(axis=-1)), present
+
 
 class Explicit(TargetMode):
     def block(
@@ -113,7 +126,7 @@ class Explicit(TargetMode):
         fleet = self.fleet
         steps = first[:, None] + np.arange(y.shape[1])  # (n, T) network steps, one per observation
         rows.put(self.slots.steps, steps[:, -1])
-        yhat = fleet.forward(rows, steps, self._standardized_inputs(rows, seen.x)[0], seen.extra)
+        yhat = fleet.forward(rows, steps, self._standardized_inputs(rows, seen.x, read=seen.read)[0], seen.extra)
         finite = has_y & np.isfinite(y).all(axis=-1)
         naive = self._last_targets(rows, y, finite)
         base, based = np.zeros_like(y), np.ones_like(has_y)
@@ -125,7 +138,7 @@ class Explicit(TargetMode):
             history = self._moments("y", rows).accumulate(y - base, joins)
             mean, std = history.scale()
             mean, std, count = mean[:, :-1], std[:, :-1], history.count[:, :-1]  # before each target
-            pred, target, warm = base + mean + std * yhat, (y - base - mean) / std, (count >= 2) & based
+            pred, target, warm = base + mean + std * yhat, (y - base - mean) / std, (count >= 2).all(axis=-1) & based
         else:
             pred, target, warm = base + yhat, y - base, based
         shown = self._reported(rows, pred, naive, y, finite)
@@ -185,10 +198,11 @@ class Forecast(TargetMode):
                 learn[pending, :1],
                 real[pending, :1],
                 None if present is None else present[pending, :1],
+                None if seen.read is None else seen.read[pending, :1],
             )
             losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0], joins[pending, 0] = resolved
         rows.put(s.steps, steps[:, -1])
-        yhat, pred, target, warm = self._network(rows, steps, x, seen.extra, joins)
+        yhat, pred, target, known_scale = self._network(rows, steps, x, seen.extra, joins, seen.read)
         truth = x[:, 1:]  # the targets of this block's steps but its last
         known = real[:, 1:]
         judged = np.concatenate([known, np.zeros((n, 1), dtype=bool)], axis=1)
@@ -205,7 +219,7 @@ class Forecast(TargetMode):
             errs[:, 1:] = judged_errs[:, :-1]
             season.clean(s, rows, steps, kept, refs, errs >= threshold)
         learnt = self._learnt(learn[:, 1:], judged_scores[:, :-1])  # x_{t+1} is step t's target
-        ahead = None if present is None else present[:, 1:]
+        warm, ahead = self._learnable(known_scale, None if present is None else present[:, 1:])
         if ahead is not None:
             learnt = learnt & ahead.any(axis=-1)  # (a reading of nothing teaches nothing)
         losses[:, 1:] = fleet.resolve(
@@ -220,23 +234,25 @@ class Forecast(TargetMode):
         return Outcome(steps, shown, losses, updated, scores, intervals)
 
     def _network(
-        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray,
+        read: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """Forward the block (with the network's ``extra`` inputs): the outputs, the predictions in the
-        caller's units, and the targets in training units of the block's steps but its last (with ``warm``:
-        whether their scale is known). The readings ``joins`` (n, T) join the statistics."""
+        caller's units, and the targets in training units of the block's steps but its last (with whether
+        the scale of each of their outputs is known). The readings ``joins`` (n, T) join the statistics
+        (each input from its first reading on, ``Seen.read``)."""
         truth = x[:, 1:]
-        seen, history = self._standardized_inputs(rows, x, joins)
+        seen, history = self._standardized_inputs(rows, x, joins, read)
         yhat = self.fleet.forward(rows, steps, seen, extra)
         if history is None:
-            return yhat, yhat, truth, np.ones(truth.shape[:2], dtype=bool)
+            return yhat, yhat, truth, np.ones(truth.shape, dtype=bool)
         mean, std = history.scale()
         mean, std, count = mean[:, 1:], std[:, 1:], history.count[:, 1:]  # after each input
         return yhat, mean + std * yhat, (truth - mean[:, :-1]) / std[:, :-1], count[:, :-1] >= 2
 
     def _resolve_pending(
         self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray,
-        present: np.ndarray | None,
+        present: np.ndarray | None, read: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,), judged where ``known``
         (n, 1), learnt from where ``present`` (n, 1, I; None: whole); its loss, whether the update that step
@@ -249,7 +265,8 @@ class Forecast(TargetMode):
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores, _, errs = anomaly.calibrate(self.config, s, rows, pred, x, known)
         joins = self._learnt(learn, scores)
-        target, warm = self._pending_target(rows, x, joins)
+        target, known_scale = self._pending_target(rows, x, joins, read)
+        warm, present = self._learnable(known_scale, present)
         learnt = joins if present is None else joins & present.any(axis=-1)
         losses = self.fleet.resolve(rows, step[:, None], yhat, pred, target, x, learnt, known, warm, naive, present)
         return losses[:, 0], self.fleet.updater.at_boundaries(rows, step), scores[:, 0], errs[:, 0], joins[:, 0]
@@ -262,11 +279,15 @@ class Forecast(TargetMode):
         mean, std = (v[:, 0] for v in self._moments("x", rows).as_history().scale())
         return (lambda prev, before: (prev - mean) / std), (lambda yhat, prev: mean + std * yhat)
 
-    def _pending_target(self, rows: Rows, x: np.ndarray, joins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pending step's target in training units: in the inputs' statistics, which ``x`` joins (where
-        ``joins``, (n, 1)) when it is forwarded (``_network``; the residual mode's targets join here)."""
+    def _pending_target(
+        self, rows: Rows, x: np.ndarray, joins: np.ndarray, read: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pending step's target in training units, and whether the scale of each of its outputs is known
+        (n, 1, O): in the inputs' statistics, which ``x`` joins (where ``joins``, (n, 1)) when it is forwarded
+        (``_network``; the residual mode's targets join here, each input from the change from its first
+        reading on: ``read``, ``Seen.read`` of the block's first step)."""
         if not self.config.normalize:
-            return x, np.ones(x.shape[:2], dtype=bool)
+            return x, np.ones(x.shape, dtype=bool)
         history = self._moments("x", rows).as_history()
         mean, std = history.scale()
         return (x - mean[:, :1]) / std[:, :1], history.count[:, :1] >= 2
@@ -277,15 +298,20 @@ class Residual(Forecast):
     Measured on the series under tests/models/data, changes as inputs beat levels."""
 
     def _network(
-        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray,
+        read: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         change = x[:, 1:] - x[:, :-1]  # the targets of this block's steps but its last
         since_last = np.where((steps[:, 0] > 1)[:, None], x[:, 0] - rows.take(self.slots.last_x), 0.0)
         changes = np.concatenate([since_last[:, None], change], axis=1)  # (n, T, I): the inputs
+        valid = joins[:, 1:]
+        if read is not None:  # a change from the 0 before an input's first reading is no change of it
+            changes = np.where(read[:, :-1], changes, 0.0)
+            valid = valid[..., None] & read[:, 1:-1]
         if not self.config.normalize:
             yhat = self.fleet.forward(rows, steps, changes, extra)
-            return yhat, x + yhat, change, np.ones(change.shape[:2], dtype=bool)
-        history = self._moments("y", rows).accumulate(change, joins[:, 1:])  # (the first: _pending_target's)
+            return yhat, x + yhat, change, np.ones(change.shape, dtype=bool) if read is None else read[:, 1:-1]
+        history = self._moments("y", rows).accumulate(change, valid)  # (the first: _pending_target's)
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()  # index k: with the change into step k, before the next one
         yhat = self.fleet.forward(rows, steps, (changes - mean) / std, extra)
@@ -298,12 +324,14 @@ class Residual(Forecast):
         mean, std = (v[:, 0] for v in self._moments("y", rows).as_history().scale())
         return (lambda prev, before: (prev - before - mean) / std), (lambda yhat, prev: prev + mean + std * yhat)
 
-    def _pending_target(self, rows: Rows, x: np.ndarray, joins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pending_target(
+        self, rows: Rows, x: np.ndarray, joins: np.ndarray, read: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         raw = x - self.slots.last_x[rows.slots][:, None]
-        known = np.ones(x.shape[:2], dtype=bool)
         if not self.config.normalize:
-            return raw, known
-        history = self._moments("y", rows).accumulate(raw, joins)
+            return raw, np.ones(x.shape, dtype=bool) if read is None else read[:, :1]
+        valid = joins if read is None else joins[..., None] & read[:, :1]
+        history = self._moments("y", rows).accumulate(raw, valid)
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()
         return (raw - mean[:, :1]) / std[:, :1], history.count[:, :1] >= 2

@@ -173,3 +173,30 @@ def test_what_is_refused_and_why():
     assert timed.metrics("s").steps == 1  # nothing of the refused call was applied
     with pytest.raises(InvalidConfig, match="timestamps"):
         StreamConfig(input_size=1, elapsed_input=True, timestamps="any")
+
+
+@pytest.mark.parametrize("target", ["explicit", "next"])
+def test_an_input_that_starts_late_is_standardized_from_its_first_reading(target):
+    """A channel that has no reading for the first three observations was filled with 0 there, and that 0
+    joined its statistics (and, forecasting changes, the change from 0 to its first reading joined theirs):
+    at readings near 1e6 they were set by it for thousands of readings, and the errors after 1,000 readings
+    were 3.6x (explicit) and 1.09x (forecast) those of the same readings near 0, with the same blanks."""
+    rng = np.random.default_rng(5)
+    t = np.arange(2000)
+    a = 30 + 3 * np.sin(t / 8) + 0.3 * rng.standard_normal(2000)
+    b = 20 + 2 * np.cos(t / 8) + 0.3 * rng.standard_normal(2000)
+    config = StreamConfig(
+        input_size=2, target=target, impute_missing=True, output_size=1 if target == "explicit" else 2
+    )
+
+    def errors(offset: float) -> float:
+        engine = Engine()
+        engine.add_stream("s", config)
+        x = [[float(a[k] + offset), None if k < 3 else float(b[k] + offset)] for k in range(2000)]
+        y = [None if target == "next" else [a[k] + b[k] + 2 * offset] for k in range(2000)]
+        results = engine.observe_many([("s", x[k], y[k]) for k in range(2000)])
+        if target == "next":
+            return float(np.mean([abs(results[k - 1].prediction[0] - offset - a[k]) for k in range(1000, 2000)]))
+        return float(np.mean([abs(results[k].prediction[0] - 2 * offset - a[k] - b[k]) for k in range(1000, 2000)]))
+
+    assert errors(1e6) == pytest.approx(errors(0.0), rel=0.02)

@@ -10,7 +10,7 @@ from tbptt.models.normalizer import Moments
 
 
 def empty(n: int, d: int) -> Moments:
-    return Moments(np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), np.zeros(n))
+    return Moments(np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)))
 
 
 @settings(max_examples=50, deadline=None)
@@ -33,7 +33,7 @@ def test_invalid_rows_are_left_out():
     values = np.array([[[1.0], [100.0], [3.0]]])
     history = empty(1, 1).accumulate(values, np.array([[True, False, True]]))
     mean, std = history.scale()
-    assert history.count.tolist() == [[0, 1, 1, 2]]
+    assert history.count.tolist() == [[[0], [1], [1], [2]]]
     assert mean[0, -1, 0] == 2.0 and std[0, -1, 0] == 1.0
 
 
@@ -55,3 +55,20 @@ def test_the_scale_of_a_series_is_its_own_in_any_units():
     np.testing.assert_allclose(tiny[0, 2:, 0], unit[0, 2:, 0] * 1e-12, rtol=1e-9)
     _, zero = empty(1, 1).accumulate(np.zeros((1, 5, 1)), np.ones((1, 5), dtype=bool)).scale()
     assert zero[0, 2:, 0].tolist() == [1e-9] * 4
+
+
+def test_each_entry_is_counted_on_its_own():
+    """An input without a reading yet (a channel that starts late, filled with 0 before: models/inputs.py) has
+    no statistics: its first reading starts them, and the other inputs' are as if it were not there."""
+    rng = np.random.default_rng(2)
+    values = np.stack([5 + rng.normal(size=40), 1e6 + rng.normal(size=40)], axis=-1)[None]  # (1, 40, 2)
+    valid = np.ones((1, 40, 2), dtype=bool)
+    valid[0, :7, 1] = False  # the second input's first reading is the 8th
+    history = empty(1, 2).accumulate(values, valid)
+    mean, std = history.scale()
+    assert history.count[0, -1].tolist() == [40, 33]
+    np.testing.assert_allclose(mean[0, -1], [values[0, :, 0].mean(), values[0, 7:, 1].mean()], rtol=1e-12)
+    np.testing.assert_allclose(std[0, -1], [values[0, :, 0].std(), values[0, 7:, 1].std()], rtol=1e-6)
+    assert std[0, 8, 1] == 1.0 and std[0, 9, 1] > 0  # (one reading of it: a unit scale still)
+    rest = empty(1, 1).accumulate(values[:, :, :1], np.ones((1, 40), dtype=bool))
+    assert np.array_equal(rest.s2[0, :, 0], history.s2[0, :, 0])  # the same bits

@@ -81,3 +81,25 @@ def test_a_state_saved_before_rows_were_padded_loads_and_continues():
     assert [restored.observe("s", x, y) for x, y in zip(xs[30:], ys[30:])] == [
         engine.observe("s", x, y) for x, y in zip(xs[30:], ys[30:])
     ]
+
+
+@pytest.mark.parametrize("target", ["explicit", "next"])
+def test_a_state_saved_before_statistics_were_counted_per_entry_loads_and_continues(target):
+    """The statistics' counts were one per stream (shape ()) before each input's was its own; such a state
+    counts every entry as the stream did, and continues as the stream that was never saved."""
+    config = StreamConfig(input_size=2, k1=3, target=target, impute_missing=True, dtype="float64")
+    xs, ys = sequence(2, 1, 60, seed=2)
+    items = [(x, None if target == "next" else y) for x, y in zip(xs, ys)]
+    engine = Engine()
+    engine.add_stream("s", config)
+    for item in items[:30]:
+        engine.observe("s", *item)
+    saved = engine.state_dict("s")
+    old = {**saved, "tensors": dict(saved["tensors"])}
+    for name in ("x_count", "y_count"):
+        assert old["tensors"][name].shape == (2,) if name == "x_count" or target == "next" else (1,)
+        old["tensors"][name] = old["tensors"][name][0].clone()  # (every entry's count was the same)
+    restored = Engine()
+    restored.load_state_dict("s", old)
+    assert_identical(restored.state_dict("s")["tensors"], saved["tensors"])
+    assert [restored.observe("s", *item) for item in items[30:]] == [engine.observe("s", *item) for item in items[30:]]
