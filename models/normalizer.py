@@ -33,28 +33,34 @@ class Moments:
     def accumulate(self, values: np.ndarray, valid: np.ndarray) -> Moments:
         """The history of these statistics as ``values`` (n, m, d) arrive; rows where ``valid`` (n, m) is
         False are left out (entries, where it is (n, m, d)). The result's last index is the final state."""
-        if valid.ndim == 2:
-            valid = np.broadcast_to(valid[..., None], values.shape)
         if not values.shape[1]:
             return self.as_history()
-        if values.shape[1] == 1:
-            return self._one(values[:, 0], valid[:, 0])
+        if values.shape[1] == 1:  # (a row's mask as an (n, 1) column broadcasts)
+            return self._one(values[:, 0], valid[:, 0, None] if valid.ndim == 2 else valid[:, 0])
         return self._many(values, valid)
 
     def _many(self, values: np.ndarray, valid: np.ndarray) -> Moments:
+        """(``valid``: (n, m) rows, or (n, m, d) entries: the same arithmetic; rows skip finding each entry's
+        first valid value, the block's most frequent case.)"""
         first = valid.argmax(axis=1)
-        starts = (self.count == 0) & valid.any(axis=1)
-        picked = np.take_along_axis(values, first[:, None], axis=1)[:, 0]
+        if valid.ndim == 2:
+            starts = (self.count == 0) & np.asarray(valid.any(axis=1))[:, None]
+            picked = values[np.arange(len(values)), first]
+            valid = valid[..., None]
+        else:
+            starts = (self.count == 0) & valid.any(axis=1)
+            picked = np.take_along_axis(values, first[:, None], axis=1)[:, 0]
         shift = np.where(starts, picked, self.shift)
         delta = np.where(valid, values - shift[:, None], 0.0)
         s1 = np.add.accumulate(np.concatenate([self.s1[:, None], delta], axis=1), axis=1)
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
-        count = np.add.accumulate(np.concatenate([self.count[:, None], valid], axis=1, dtype=np.float64), axis=1)
-        return Moments(shift, s1, s2, count)
+        counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
+        return Moments(shift, s1, s2, np.concatenate([self.count[:, None], counted], axis=1))
 
     def _one(self, value: np.ndarray, valid: np.ndarray) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
-        without the machinery that finds each row's first valid value and accumulates along the block."""
+        without the machinery that finds each row's first valid value and accumulates along the block
+        (``valid``: (n, d), or (n, 1) for whole rows)."""
         shift = np.where((self.count == 0) & valid, value, self.shift)
         delta = np.where(valid, value - shift, 0.0)
         s1, s2 = _two(self.s1), _two(self.s2)

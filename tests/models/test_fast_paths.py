@@ -50,13 +50,18 @@ def test_a_step_loss_of_one_output_is_the_mean_numpy_computes(name: str) -> None
     assert same_bits(step_loss(name, torch.from_numpy(diff)).numpy(), torch.from_numpy(per_dim).mean(-1).numpy())
 
 
-def test_one_value_per_slot_accumulates_as_a_block_of_one() -> None:
+@pytest.mark.parametrize("entries", [True, False])
+def test_one_value_per_slot_accumulates_as_a_block_of_one(entries: bool) -> None:
+    """Per entry (an imputing stream's inputs) or per row (every other), as ``_many`` with either mask."""
     rng = np.random.default_rng(1)
     n, d = 64, 3
     count = rng.integers(0, 3, (n, d)).astype(np.float64)  # fresh entries (0) and seen ones
     moments = Moments(values((n, d), 2), values((n, d), 3), np.abs(values((n, d), 4)), count)
-    v, valid = values((n, 1, d), 5), rng.random((n, 1, d)) < 0.7
+    v, valid = values((n, 1, d), 5), rng.random((n, 1, d) if entries else (n, 1)) < 0.7
     one, many = moments.accumulate(v, valid), moments._many(v, valid)
+    wide = moments._many(v, np.broadcast_to(valid[..., None], v.shape) if not entries else valid)
+    for a, b in zip((one.shift, one.s1, one.s2, one.count), (wide.shift, wide.s1, wide.s2, wide.count)):
+        assert same_bits(a, b)
     for a, b in zip((one.shift, one.s1, one.s2, one.count), (many.shift, many.s1, many.s2, many.count)):
         assert same_bits(a, b)
 

@@ -72,3 +72,16 @@ def test_each_entry_is_counted_on_its_own():
     assert std[0, 8, 1] == 1.0 and std[0, 9, 1] > 0  # (one reading of it: a unit scale still)
     rest = empty(1, 1).accumulate(values[:, :, :1], np.ones((1, 40), dtype=bool))
     assert np.array_equal(rest.s2[0, :, 0], history.s2[0, :, 0])  # the same bits
+
+
+def test_a_rows_mask_and_the_same_mask_per_entry_give_the_same_bits():
+    rng = np.random.default_rng(3)
+    values, rows = 1e3 + rng.normal(size=(4, 30, 3)), rng.random((4, 30)) < 0.8
+    start = empty(4, 3).accumulate(values[:, :5], rows[:, :5]).final()  # (fresh rows and seen ones)
+    by_rows = start.accumulate(values[:, 5:], rows[:, 5:])
+    by_entries = start.accumulate(values[:, 5:], np.broadcast_to(rows[:, 5:, None], (4, 25, 3)))
+    for a, b in zip(
+        (by_rows.shift, by_rows.s1, by_rows.s2, by_rows.count),
+        (by_entries.shift, by_entries.s1, by_entries.s2, by_entries.count),
+    ):
+        assert np.array_equal(a, b)
