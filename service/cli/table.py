@@ -70,13 +70,18 @@ def _columns(header: list[str], spec: str | None) -> list[int]:
 
 
 def _default_inputs(header: list[str], body: list[tuple[int, list[str]]], taken: list[int]) -> list[int]:
-    """Every column that is numeric in the first row and is neither taken (targets, the time) nor a time or
-    index column."""
-    _, first = body[0]
+    """Every column whose first cell that is not empty is a number, and that is neither taken (targets, the
+    time) nor a time or index column. (Judged by the first row alone, a channel whose first cells are empty,
+    one that starts late, was left out.)"""
     return [
         c for c, name in enumerate(header)
-        if c not in taken and not TIME_LIKE.match(name.strip()) and c < len(first) and _number(first[c]) is not None
+        if c not in taken and not TIME_LIKE.match(name.strip()) and _number(_first_cell(body, c)) is not None
     ]  # fmt: skip
+
+
+def _first_cell(body: list[tuple[int, list[str]]], col: int) -> str:
+    """The column's first cell that is not empty ("" if none)."""
+    return next((row[col] for _, row in body if col < len(row) and row[col].strip()), "")
 
 
 def _values(

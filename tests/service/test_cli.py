@@ -128,6 +128,19 @@ def test_replay_leaves_time_and_index_columns_out_and_says_which_it_used(server,
     assert Path(tmp_path / "q.png").stat().st_size > 10_000
 
 
+def test_replay_takes_a_column_whose_first_cells_are_empty_as_an_input(tmp_path):
+    """A channel that starts late: judged by the first row alone, it was left out of the inputs."""
+    from tbptt.service.cli import table
+
+    path = tmp_path / "late.csv"
+    path.write_text("time,pressure,temp,note,dead\n" + "".join(
+        f"{k},{'' if k < 3 else 1013 + k * 0.1},{20 + k * 0.01},{'' if k < 2 else 'ok'},\n" for k in range(10)
+    ))  # fmt: skip
+    read = table.read(path, None, None)
+    assert read.x_names == ["pressure", "temp"]  # (text and empty columns: not inputs)
+    assert read.xs[0] == [None, 20.0] and read.xs[3] == [1013.3, 20.03] and read.gaps == 3
+
+
 def test_replay_sends_empty_cells_as_missing_readings_and_a_time_column_as_ts(server, tmp_path):
     """A sensor's CSV as exported: a time column without an offset (read as UTC) and a channel that went dead
     for a while (empty cells). The stream is created imputing them; every reading keeps its time."""
