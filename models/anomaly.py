@@ -149,8 +149,8 @@ def calibrate(
         score = np.where(beyond & (count >= SPATIAL_AFTER), 1.0, score)
         scores[:, k] = np.where(now & (count >= WARM), score, np.nan)
         u = scaled(e, scale)
-        held = ((y >= band[..., 0]) & (y <= band[..., 1])).all(axis=-1)  # the interval as reported (see floats)
-        inside = inside + (now & ready & held)
+        held = ((y >= band[..., 0]) & (y <= band[..., 1])).sum(axis=-1)  # outputs inside the interval as reported
+        inside = inside + np.where(now & ready, held, 0)
         widths = np.where(now & ready, widths + (scale * (hi - lo)).mean(axis=-1), widths)
         # the statistics take in this step's errors
         first = (count == 0)[:, None]
@@ -225,7 +225,7 @@ def _calibrate_floats(
                 flagged += score >= config.anomaly_threshold
             u = [v / c if c > 0 else (0.0 if v == 0 else math.copysign(math.inf, v)) for v, c in zip(e, scale)]
             if ready:  # the interval as reported: with a scale of 0 it is [p, p], whatever the quantiles are
-                inside += all(low_end <= y <= high_end for y, (low_end, high_end) in zip(target, bands[k]))
+                inside += sum(low_end <= y <= high_end for y, (low_end, high_end) in zip(target, bands[k]))
                 width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
             weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
             weight_of_scale = max(1.0 / (count + 1.0), SCALE_ALPHA)  # tracked's, in floats

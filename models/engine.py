@@ -241,6 +241,7 @@ class Engine:
         s, slot = stream.fleet.slots, stream.slot
         n = int(s.err_count[slot])
         covered = int(s.an_count[slot]) - CALIBRATED_AFTER  # judged steps that had an interval
+        outputs = s.iv_lo.shape[-1]  # (each output has its own interval, at the stream's coverage)
         return StreamMetrics(
             steps=int(s.steps[slot]),
             updates=int(s.updates[slot]),
@@ -256,7 +257,7 @@ class Engine:
             vs_baseline=float(s.base_paired[slot] / s.base_abs[slot]) if s.base_abs[slot] > 0 else None,
             season=int(s.season[slot]) if s.season[slot] > 1 else None,
             anomalies=int(s.anomalies[slot]),
-            coverage=int(s.iv_inside[slot]) / covered if covered > 0 else None,
+            coverage=int(s.iv_inside[slot]) / (covered * outputs) if covered > 0 else None,
             interval_width=float(s.iv_width[slot]) / covered if covered > 0 else None,
             outputs=_per_output(s, slot),
             imputed=int(s.imputed[slot]) if stream.config.impute_missing else 0,

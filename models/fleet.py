@@ -158,7 +158,7 @@ class Fleet:
         judged = self.slots.an_count[slots]
         self.judged += int((judged - judged_before).sum())
         had_interval = np.maximum(judged - CALIBRATED_AFTER, 0) - np.maximum(judged_before - CALIBRATED_AFTER, 0)
-        self.covered += int(had_interval.sum())
+        self.covered += int(had_interval.sum()) * self.slots.iv_lo.shape[-1]  # (each output has its interval)
         self.inside += int(self.slots.iv_inside[slots].sum()) - inside_before
 
     def forward(self, rows: Rows, steps: np.ndarray, seen: np.ndarray, extra: np.ndarray | None) -> np.ndarray:

@@ -196,7 +196,7 @@ class FleetSlots(SlotArrays):
     hz_scale: np.ndarray
     hz_count: np.ndarray  # (H-1,)
     anomalies: np.ndarray  # () judged steps that scored at the threshold or above
-    iv_inside: np.ndarray  # () judged steps whose target was inside its interval ...
+    iv_inside: np.ndarray  # () judged targets' outputs inside their intervals (one per step before 2026-12-05) ...
     iv_width: np.ndarray  # () ... and the sum of the intervals' mean widths
     loss_count: np.ndarray  # losses seen, and their EWMA
     loss_ewma: np.ndarray

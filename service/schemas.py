@@ -532,7 +532,9 @@ class MetricsPublic(BaseModel):
         description="the alert episodes those anomalies opened: alerts that no other within the stream's "
         "episode_gap observations before them preceded (GET /v1/anomalies?openings=true lists them)"
     )
-    coverage: float | None = Field(description="the fraction of targets inside their intervals, since calibrated")
+    coverage: float | None = Field(
+        description="the fraction of target values (each output's) inside their intervals, since calibrated"
+    )
     interval_width: float | None = Field(description="the intervals' mean width (averaged over outputs)")
     outputs: list[OutputMetricsPublic] = Field(
         description="the prequential errors of each output, in its own units (those above average them)"

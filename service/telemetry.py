@@ -37,10 +37,10 @@ class Telemetry:
             registry=r,
         )  # fmt: skip
         self.interval_targets = Counter(
-            "tbptt_interval_targets", "Judged targets that had a prediction interval", registry=r
+            "tbptt_interval_targets", "Judged target values (one per output) that had a prediction interval", registry=r
         )
         self.interval_hits = Counter(
-            "tbptt_interval_hits", "Judged targets inside their prediction interval (coverage: hits / targets)",
+            "tbptt_interval_hits", "Judged target values inside their prediction interval (coverage: hits / targets)",
             registry=r,
         )  # fmt: skip
         self.write_failures = Counter("tbptt_store_write_failures", "Store writes that failed", registry=r)
