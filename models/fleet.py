@@ -240,13 +240,15 @@ class Fleet:
         warm: np.ndarray,
         naive: np.ndarray,
         present: np.ndarray | None = None,
+        counted: np.ndarray | None = None,
     ) -> np.ndarray:
         """Record the targets of network ``steps`` (n, T); the per-step losses in training units (NaN: none).
 
         ``target`` is in training units, ``truth`` in the caller's; learning waits until the target's scale
         is known (``warm``). A non-finite target is kept: the update that would use it is skipped. ``naive``
         is the naive forecast of each step (the last value or the last target; NaN where there is none):
-        its errors are the baseline of the stream's metrics, which count the steps ``finite`` says.
+        its errors are the baseline of the stream's metrics, which count the steps ``finite`` says (``counted``
+        (n, T), where given: those; an explicit stream's first target is not judged, models/targets.py).
         ``present`` (n, T, O), for a fleet whose targets may be partial (models/inputs.py): which outputs of
         each target are readings. The others count as no error in its loss (still averaged over all O
         outputs), so they neither add to it nor to its gradient.
@@ -265,6 +267,7 @@ class Fleet:
         if self.partial_targets:
             mask = np.ones_like(target, dtype=bool) if present is None else present
             s.ring_present.reshape(-1, target.shape[-1])[ring.numpy()] = mask.reshape(-1, target.shape[-1])
+        finite = finite if counted is None else counted
         errors = np.where(finite, output_mean(np.abs(pred - truth)), 0.0)
         _add_in_order(s.err_abs, rows.slots, errors)
         _add_in_order(s.err_sq, rows.slots, errors * errors)

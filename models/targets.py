@@ -152,7 +152,7 @@ class Explicit(TargetMode):
             if not self.config.learn_from_anomalies:  # (a block of one observation: models/fleet.py)
                 history = self._moments("y", rows).accumulate(y - base, joins & learnt)
             self._store_moments("y", rows, history.final())
-        losses = fleet.resolve(rows, steps, yhat, shown, target, y, learnt, finite, warm, naive)
+        losses = fleet.resolve(rows, steps, yhat, shown, target, y, learnt, finite, warm, naive, counted=judged)
         updated = np.zeros_like(has_y)
         updated[:, -1] = fleet.updater.at_boundaries(rows, steps[:, -1])
         return Outcome(steps, shown, losses, updated, scores, intervals)
@@ -184,9 +184,13 @@ class Forecast(TargetMode):
         errs = np.full((n, size), np.nan)  # the scores of the errors alone (models/season.py cleans by them)
         updated = np.zeros((n, size), dtype=bool)
         # A reading with a filled entry (models/inputs.py) is judged by nothing and learnt from for its
-        # readings only: judging or learning the filled values would judge or learn the imputation.
+        # readings only: judging or learning the filled values would judge or learn the imputation. Nor is
+        # one predicted before every input had a reading: its error, a distance from 0, hid spikes and
+        # widened the intervals for thousands of readings.
         present = None if seen.missing is None else ~seen.missing  # (n, T, I): the entries that are readings
         real = np.ones((n, size), dtype=bool) if present is None else np.asarray(present.all(axis=-1))  # whole
+        if seen.read is not None:  # predicted from the 0 before an input's first reading: it knew nothing of it
+            real = real & seen.read[:, :-1].all(axis=-1)
         pending = first > 1
         joins = learn.copy()  # the readings that join the statistics the network trains in (learnt from)
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward

@@ -5,7 +5,6 @@ of the prediction intervals, and plot them."""
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -44,13 +43,12 @@ def run(args: argparse.Namespace) -> None:
     predictions = [r["prediction"] for r in judged]
     intervals = [r["interval"] for r in judged]
     flagged = [bool(r["anomalous"]) for r in (results[1:] if forecast else results)]  # per truth row
-    mae, rmse = _errors(predictions, truth)
     print(f"{args.stream}: {len(results)} observations from {args.file.name}")
+    carried = _carried([_row(x, len(table.x_names)) for x in table.xs] if forecast else truth)
+    naive = carried[1:-1] if forecast else carried[:-1]  # (forecast: the last readings, empty cells carried)
+    (mae, rmse), (baseline, _) = _errors(predictions, truth, naive), _errors(naive, truth, naive)
     print(f"prequential MAE {mae:.6g}  RMSE {rmse:.6g}")
-    naive = truth if not forecast else [_row(x, len(table.x_names)) for x in table.xs]
-    last = [abs(a - b) for prev, nxt in itertools.pairwise(naive) for a, b in zip(prev, nxt) if a == a and b == b]
-    if last:
-        baseline = sum(last) / len(last)
+    if baseline == baseline:
         name = "last-value" if forecast else "last-target"
         print(f"{name} forecast MAE {baseline:.6g}  (ratio {mae / baseline if baseline else math.inf:.3f})")
     _report_anomalies(flagged, 1 if forecast else 0, config["episode_gap"])
@@ -72,13 +70,13 @@ def _report_anomalies(flagged: list[bool], first_row: int, gap: int) -> None:
 
 
 def _report_intervals(intervals: list[list[list[float]] | None], truth: list[list[float]], nominal: float) -> None:
-    """The empirical coverage and mean width of the intervals the predictions had (once calibrated), over
-    the targets known whole."""
+    """The empirical coverage (each output's value against its own interval) and mean width of the intervals
+    the predictions had (once calibrated), over the targets known whole."""
     pairs = [(band, true) for band, true in zip(intervals, truth) if band is not None and not any(t != t for t in true)]
     if not pairs:
         print("intervals: none yet (they come once the stream has judged 20 predictions)")
         return
-    inside = sum(all(lo <= t <= hi for (lo, hi), t in zip(band, true)) for band, true in pairs)
+    inside = sum(sum(lo <= t <= hi for (lo, hi), t in zip(band, true)) / len(band) for band, true in pairs)
     width = sum(sum(hi - lo for lo, hi in band) / len(band) for band, _ in pairs) / len(pairs)
     print(f"intervals: coverage {inside / len(pairs):.3f} (nominal {nominal:g}) over {len(pairs)} predictions, "
           f"mean width {width:.6g}")  # fmt: skip
@@ -127,8 +125,22 @@ def _row(values: Sequence[float | None] | None, width: int) -> list[float]:
     return [v for v in values if v is not None]
 
 
-def _errors(predictions: list[list[float]], truth: list[list[float]]) -> tuple[float, float]:
-    errors = [abs(p - t) for pred, true in zip(predictions, truth) for p, t in zip(pred, true) if t == t]
+def _carried(rows: list[list[float]]) -> list[list[float]]:
+    """The last known value of each column before each row, and after the last (NaN: none yet)."""
+    last, out = [math.nan] * len(rows[0]), []
+    for row in rows:
+        out.append(list(last))
+        last = [v if v == v else before for v, before in zip(row, last)]
+    return [*out, last]
+
+
+def _errors(predictions: list[list[float]], truth: list[list[float]], naive: list[list[float]]) -> tuple[float, float]:
+    """MAE and RMSE over the rows that the server judges: a whole target, and a naive forecast of every value
+    (the first target, or a reading predicted before every input had one, was predicted knowing nothing of it)."""
+    errors = [
+        abs(p - t) for pred, true, base in zip(predictions, truth, naive)
+        if all(t == t for t in true) and all(b == b for b in base) for p, t in zip(pred, true)
+    ]  # fmt: skip
     if not errors:
         return math.nan, math.nan
     return sum(errors) / len(errors), math.sqrt(sum(e * e for e in errors) / len(errors))

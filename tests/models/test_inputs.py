@@ -200,3 +200,30 @@ def test_an_input_that_starts_late_is_standardized_from_its_first_reading(target
         return float(np.mean([abs(results[k].prediction[0] - 2 * offset - a[k] - b[k]) for k in range(1000, 2000)]))
 
     assert errors(1e6) == pytest.approx(errors(0.0), rel=0.02)
+
+
+def test_a_reading_predicted_before_every_input_had_a_reading_is_not_judged():
+    """The reading after a channel's first blank was predicted from the 0 filled in for it; its error (the
+    channel's distance from 0, here ~1,013) was judged, and it widened the intervals twofold and hid spikes
+    for the rest of the stream (scores 0.53-0.73); with the blank, the stream now reports what it does
+    without it."""
+    rng = np.random.default_rng(7)
+    t = np.arange(3000)
+    pressure = 1013 + 5 * np.sin(t / 40) + 0.3 * rng.standard_normal(3000)
+    temp = 20 + 2 * np.cos(t / 25) + 0.1 * rng.standard_normal(3000)
+    spikes = [1000, 1600, 2200, 2700]
+    pressure[spikes] += 3
+
+    def replayed(blank: bool) -> tuple[Engine, list]:
+        engine = Engine()
+        engine.add_stream("s", StreamConfig(input_size=2, target="next", impute_missing=True))
+        rows = [[None if blank and k == 0 else float(pressure[k]), float(temp[k])] for k in range(3000)]
+        results = []
+        for k in range(0, 3000, 500):
+            results += engine.observe_many([("s", x, None) for x in rows[k : k + 500]])
+        return engine, results
+
+    (whole, as_read), (blanked, after_blank) = replayed(False), replayed(True)
+    assert blanked.metrics("s").mae == pytest.approx(whole.metrics("s").mae, rel=0.02)
+    assert blanked.metrics("s").interval_width == pytest.approx(whole.metrics("s").interval_width, rel=0.05)
+    assert [after_blank[k].anomaly for k in spikes] == pytest.approx([as_read[k].anomaly for k in spikes], abs=0.01)

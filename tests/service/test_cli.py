@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.service.server import Server, free_port
@@ -111,6 +112,32 @@ def test_replay_reports_the_anomalies_and_the_intervals_coverage(server, tmp_pat
     assert Path(tmp_path / "b.png").stat().st_size > 10_000
 
 
+def test_replay_judges_the_model_and_the_last_value_on_the_same_predictions(server, tmp_path):
+    """A target near 1e6: the first prediction, made before any target was known, was in the model's MAE
+    but has no last-target forecast to compare with, and replay printed a ratio of ~1,200. Two outputs: a
+    step counted as covered only when both were inside, and 0.9 intervals read ~0.81."""
+    rng = np.random.default_rng(3)
+    x = np.sin(np.arange(600) / 8)
+    y = 1e6 + 30 + 3 * x + 0.3 * rng.standard_normal(600)
+    path = tmp_path / "offset.csv"
+    path.write_text("x,y\n" + "".join(f"{a:.6f},{b:.4f}\n" for a, b in zip(x, y)))
+    explicit = tbptt("replay", str(path), "--y", "y", "--stream", "offset", "--url", server.url, "--api-key", KEY,
+                     "--plot", str(tmp_path / "o.png"))  # fmt: skip
+    assert explicit.returncode == 0, explicit.stderr
+    ratio = next(line for line in explicit.stdout.splitlines() if line.startswith("last-target forecast MAE"))
+    assert float(ratio.split("ratio ")[1].rstrip(")")) < 1.0, ratio
+    two = tmp_path / "two.csv"
+    rows = 5 + rng.standard_normal((600, 2))
+    two.write_text("a,b\n" + "".join(f"{a:.4f},{b:.4f}\n" for a, b in rows))
+    forecast = tbptt("replay", str(two), "--stream", "two", "--url", server.url, "--api-key", KEY,
+                     "--plot", str(tmp_path / "t.png"))  # fmt: skip
+    assert forecast.returncode == 0, forecast.stderr
+    intervals = next(line for line in forecast.stdout.splitlines() if line.startswith("intervals:"))
+    metrics = httpx.get(f"{server.url}/v1/streams/two/metrics", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert float(intervals.split()[2]) == pytest.approx(metrics["coverage"], abs=0.005)
+    assert metrics["coverage"] == pytest.approx(0.9, abs=0.04)  # (579 predictions, 2 outputs)
+
+
 def test_replay_leaves_time_and_index_columns_out_and_says_which_it_used(server, tmp_path):
     path = tmp_path / "plant.csv"
     rows = "".join(f"{k},{2000 + k},{20 + (k % 7) * 0.5},{(k % 5) * 0.1}\n" for k in range(60))
@@ -176,7 +203,9 @@ def test_replay_sends_a_row_without_target_cells_without_a_target(server, tmp_pa
                    "--plot", str(tmp_path / "g.png"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = httpx.get(f"{server.url}/v1/streams/plant-gaps/metrics", headers={"Authorization": f"Bearer {KEY}"})
-    assert metrics.json()["steps"] == 60 and metrics.json()["prequential"]["n"] == 45
+    assert (
+        metrics.json()["steps"] == 60 and metrics.json()["prequential"]["n"] == 44
+    )  # 45 targets, the first not judged
 
 
 def test_the_metrics_folders_of_killed_serving_processes_are_removed_at_the_next_start(tmp_path):

@@ -347,10 +347,11 @@ def test_metrics_shape_and_values(client):
         "baseline_mae",
         "vs_baseline",
     }
-    assert (m["steps"], m["updates"], m["skipped_updates"], m["last_seq"], m["prequential"]["n"]) == (20, 5, 0, 20, 20)
+    # (20 targets; the first, predicted knowing nothing of the targets, is not judged)
+    assert (m["steps"], m["updates"], m["skipped_updates"], m["last_seq"], m["prequential"]["n"]) == (20, 5, 0, 20, 19)
     assert m["grad_norm"] > 0 and m["loss"]["ewma"] > 0 and m["prequential"]["rmse"] >= m["prequential"]["mae"]
     (output,) = m["outputs"]  # one output: its errors are the stream's
-    assert output == {**m["prequential"], "n": 20}
+    assert output == {**m["prequential"], "n": 19}
 
 
 # -- model files ----------------------------------------------------------------------------------------------
