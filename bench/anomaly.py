@@ -1,7 +1,7 @@
 """Anomaly scores and prediction intervals on defaults (models/anomaly.py).
 
     python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR [--feed FEED_DIR]] [--horizon H] [--public]
-                            [--fresh] [--holdout] [--wheels DIR] [--sensors DIR] [--idle]
+                            [--fresh] [--holdout] [--wheels DIR] [--sensors DIR] [--idle] [--glitch]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
 through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
@@ -20,7 +20,8 @@ with ``--holdout``: on those first run after the gate's drift candidate; with ``
 series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sensors DIR``: on the sensor-like
 series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: sensors that idle at 0, then
 move (``idle_then_moving``, with ``--horizon H`` the intervals 1..H ahead too; bench/README.md, "Sensors that
-idle, then move").
+idle, then move"); with ``--glitch``: one absurd reading in a default stream of each mode (``glitched``;
+bench/README.md, "A glitch on defaults").
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--wheels", type=Path, help="series in two wheels (bench.quality's WHEELS puts them there)")
     parser.add_argument("--sensors", type=Path, help="more series in sktime's wheel (bench.quality's sensor_series)")
     parser.add_argument("--idle", action="store_true", help="sensors that idle at 0, then move")
+    parser.add_argument("--glitch", action="store_true", help="one absurd reading in default streams")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -157,6 +159,8 @@ def main() -> None:
             groups[f"more of sktime's wheel, {chosen}"] = {name: list(v) for name, v in named.items()}
     if args.idle:
         idle_then_moving(horizon=max(args.horizon, 1))
+    if args.glitch:
+        glitched()
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:
@@ -205,6 +209,42 @@ def idle_then_moving(seed: int = 0, horizon: int = 1) -> None:
             print(f"idle {idle:5d}, then {kind:5s}: flagged {sum(flagged[:50]):2d} of the first 50 moving readings, "
                   f"{sum(flagged[50:100]):2d} of the next 50, opening {opened} alert episodes; the first 100's "
                   f"intervals cover {', '.join(covered)}" + (f" (h = 1..{horizon})" if horizon > 1 else ""))  # fmt: skip
+
+
+GLITCHES = ((1e6, 300), (1e3, 300), (37.0, 300), (1e6, 5), (0.0, 1500))  # (value, reading): 37 is 12 deviations
+
+
+def glitched(seed: int = 11, n: int = 3000) -> None:
+    """A sensor glitch on default streams (forecast, levels as inputs, explicit with the sine as input): a sine
+    plus noise 0.3 around 10 with one reading replaced; per case the mean absolute error against the clean
+    series over readings 2,000-3,000, as a multiple of the same stream's without the glitch (and of the last
+    value's). Until 2026-12-05 one reading of 1e6 set the running statistics' scale for the stream's life."""
+    rng = np.random.default_rng(seed)
+    signal = np.sin(np.arange(n) / 8)
+    clean = 10 + 3 * signal + 0.3 * rng.standard_normal(n)
+    naive = np.abs(clean[1999:-1] - clean[2000:]).mean()
+    for mode in ("forecast", "levels", "explicit"):
+        base = _glitch_errors(mode, signal, clean, clean)
+        cases = []
+        for value, at in GLITCHES:
+            values = clean.copy()
+            values[at] = value
+            err = _glitch_errors(mode, signal, values, clean)
+            cases.append(f"{value:g} at {at}: {err / base:.2f}x ({err / naive:.2f})")
+        print(f"{mode:8s} (clean {base / naive:.2f} of the last value's): " + "; ".join(cases), flush=True)
+
+
+def _glitch_errors(mode: str, signal: np.ndarray, values: np.ndarray, clean: np.ndarray) -> float:
+    engine = Engine()
+    if mode == "explicit":
+        engine.add_stream("s", StreamConfig(input_size=1))
+        results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(signal, values)])
+        predicted = [r.prediction[0] for r in results[2000:]]
+    else:
+        engine.add_stream("s", StreamConfig(input_size=1, target="next", residual=mode == "forecast"))
+        results = engine.observe_many([("s", [float(v)], None) for v in values])
+        predicted = [r.prediction[0] for r in results[1999:-1]]
+    return float(np.abs(np.array(predicted) - clean[2000:]).mean())
 
 
 def episodes(steps: list[int]) -> int:

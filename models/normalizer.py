@@ -5,7 +5,13 @@ shifted sums (``sum(v - shift)``, ``sum((v - shift)**2)`` with ``shift`` the fir
 them accurate for large offsets). Sums are accumulated strictly in order, so a block of T values gives
 bit for bit the statistics of T single steps: how observations are grouped never changes a result.
 Until two values are seen the std is 1; a tiny std is floored relative to the mean (to 1 when the mean
-is exactly 0), so a constant signal never divides by zero, in whatever units it comes. Each entry is
+is exactly 0), so a constant signal never divides by zero, in whatever units it comes. Statistics of
+changes (``clip``) take a value more than ``CLIP`` deviations from the mean (once ``WARM`` values are seen)
+at that distance: the sums cover the stream's life, so one sensor glitch of 1e6 among readings that vary by
+1 set the scale for thousands of readings, and the network's share of every forecast shrank to nothing.
+Statistics of levels take every value whole: there a glitch and a level that moves for good (a flag that
+flips, a new setpoint) look alike until later readings, and clipping the new level value after value
+biased the sums for good; among changes, a new level is one outlying change and a glitch two. Each entry is
 counted on its own: an input that has no reading yet (a channel that starts late, models/inputs.py) has no
 statistics yet, whatever the others have. These are numpy arrays: tiny per-block operations, where numpy's
 call cost is a fraction of torch's.
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _RELATIVE_FLOOR = 1e-9  # std below this fraction of the mean counts as no variation
+CLIP, WARM = 8.0, 20  # a value enters the sums at most CLIP deviations from the mean, once WARM are seen
 
 
 @dataclass
@@ -30,18 +37,41 @@ class Moments:
     s2: np.ndarray
     count: np.ndarray
 
-    def accumulate(self, values: np.ndarray, valid: np.ndarray) -> Moments:
+    def accumulate(self, values: np.ndarray, valid: np.ndarray, clip: bool = False) -> Moments:
         """The history of these statistics as ``values`` (n, m, d) arrive; rows where ``valid`` (n, m) is
-        False are left out (entries, where it is (n, m, d)). The result's last index is the final state."""
+        False are left out (entries, where it is (n, m, d)); ``clip``: values that are changes, far ones
+        clipped. The result's last index is the final state."""
         if not values.shape[1]:
             return self.as_history()
         if values.shape[1] == 1:  # (a row's mask as an (n, 1) column broadcasts)
-            return self._one(values[:, 0], valid[:, 0, None] if valid.ndim == 2 else valid[:, 0])
-        return self._many(values, valid)
+            return self._one(values[:, 0], valid[:, 0, None] if valid.ndim == 2 else valid[:, 0], clip)
+        return self._many(values, valid, clip)
 
-    def _many(self, values: np.ndarray, valid: np.ndarray) -> Moments:
+    def _many(self, values: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """(``valid``: (n, m) rows, or (n, m, d) entries: the same arithmetic; rows skip finding each entry's
-        first valid value, the block's most frequent case.)"""
+        first valid value, the block's most frequent case.) Summed whole, then checked: where a value would
+        have been clipped (rare), the block is taken value by value, so that grouping never changes a bit."""
+        history = self._summed(values, valid)
+        if not clip:
+            return history
+        mask = valid[..., None] if valid.ndim == 2 else valid
+        delta = np.where(mask, values - history.shift[:, None], 0.0)
+        if _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], history.count[:, :-1], mask) is None:
+            return history
+        return self._stepwise(values, valid)
+
+    def _stepwise(self, values: np.ndarray, valid: np.ndarray) -> Moments:
+        """``_many`` as m blocks of one value."""
+        states = [self]
+        for k in range(values.shape[1]):
+            mask = valid[:, k, None] if valid.ndim == 2 else valid[:, k]
+            states.append(states[-1]._one(values[:, k], mask, clip=True).final())
+        return Moments(
+            states[-1].shift, *(np.stack([getattr(m, part) for m in states], axis=1) for part in ("s1", "s2", "count"))
+        )
+
+    def _summed(self, values: np.ndarray, valid: np.ndarray) -> Moments:
+        """The history as if no value were clipped."""
         first = valid.argmax(axis=1)
         if valid.ndim == 2:
             starts = (self.count == 0) & np.asarray(valid.any(axis=1))[:, None]
@@ -57,12 +87,15 @@ class Moments:
         counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
         return Moments(shift, s1, s2, np.concatenate([self.count[:, None], counted], axis=1))
 
-    def _one(self, value: np.ndarray, valid: np.ndarray) -> Moments:
+    def _one(self, value: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
         without the machinery that finds each row's first valid value and accumulates along the block
         (``valid``: (n, d), or (n, 1) for whole rows)."""
         shift = np.where((self.count == 0) & valid, value, self.shift)
         delta = np.where(valid, value - shift, 0.0)
+        beyond = _beyond(delta, self.s1, self.s2, self.count, valid) if clip else None
+        if beyond is not None:
+            delta = np.where(beyond, _clipped(delta, self.s1, self.s2, self.count), delta)
         s1, s2 = _two(self.s1), _two(self.s2)
         np.add(self.s1, delta, out=s1[:, 1])
         np.add(self.s2, delta * delta, out=s2[:, 1])
@@ -84,6 +117,32 @@ class Moments:
         std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
         std = np.maximum(std, _RELATIVE_FLOOR * magnitude(mean))
         return mean, np.where(self.count >= 2, std, 1.0)
+
+
+def _beyond(
+    delta: np.ndarray, s1: np.ndarray, s2: np.ndarray, count: np.ndarray, valid: np.ndarray
+) -> np.ndarray | None:
+    """Where a valid ``delta`` (a value less the shift) lies more than ``CLIP`` deviations from the mean of the
+    statistics ``s1``, ``s2``, ``count`` before it, those being warm and varying; None: nowhere (the rule)."""
+    if delta.size == 1:  # one stream's one value, the most frequent call: in floats, numpy's arithmetic
+        c, a, b, d = float(count.flat[0]), float(s1.flat[0]), float(s2.flat[0]), float(delta.flat[0])
+        n = max(c, 1.0)
+        m1 = a / n
+        var, off = b / n - m1 * m1, d - m1
+        return np.ones_like(valid) if valid.all() and c >= WARM and var > 0 and off * off > CLIP * CLIP * var else None
+    n = np.maximum(count, 1)
+    m1 = s1 / n
+    var, off = s2 / n - m1 * m1, delta - m1
+    beyond = valid & (off * off > CLIP * CLIP * var) & (var > 0) & (count >= WARM)
+    return beyond if beyond.any() else None
+
+
+def _clipped(delta: np.ndarray, s1: np.ndarray, s2: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``delta`` moved to ``CLIP`` deviations from the mean, on its side."""
+    n = np.maximum(count, 1)
+    m1 = s1 / n
+    sd = np.sqrt(np.maximum(s2 / n - m1 * m1, 0.0))
+    return np.where(delta > m1, m1 + CLIP * sd, m1 - CLIP * sd)
 
 
 def magnitude(mean: np.ndarray) -> np.ndarray:

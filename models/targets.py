@@ -135,7 +135,8 @@ class Explicit(TargetMode):
             base = np.where(based[..., None], naive, 0.0)
         joins = finite & based & learn  # the targets that join the statistics (not those not learnt from)
         if self.config.normalize:
-            history = self._moments("y", rows).accumulate(y - base, joins)
+            clip = self.config.from_last_target  # (changes of the target; levels otherwise: models/normalizer.py)
+            history = self._moments("y", rows).accumulate(y - base, joins, clip)
             mean, std = history.scale()
             mean, std, count = mean[:, :-1], std[:, :-1], history.count[:, :-1]  # before each target
             pred, target, warm = base + mean + std * yhat, (y - base - mean) / std, (count >= 2).all(axis=-1) & based
@@ -150,7 +151,7 @@ class Explicit(TargetMode):
         learnt = has_y & self._learnt(learn, scores)
         if self.config.normalize:
             if not self.config.learn_from_anomalies:  # (a block of one observation: models/fleet.py)
-                history = self._moments("y", rows).accumulate(y - base, joins & learnt)
+                history = self._moments("y", rows).accumulate(y - base, joins & learnt, clip)
             self._store_moments("y", rows, history.final())
         losses = fleet.resolve(rows, steps, yhat, shown, target, y, learnt, finite, warm, naive, counted=judged)
         updated = np.zeros_like(has_y)
@@ -315,7 +316,7 @@ class Residual(Forecast):
         if not self.config.normalize:
             yhat = self.fleet.forward(rows, steps, changes, extra)
             return yhat, x + yhat, change, np.ones(change.shape, dtype=bool) if read is None else read[:, 1:-1]
-        history = self._moments("y", rows).accumulate(change, valid)  # (the first: _pending_target's)
+        history = self._moments("y", rows).accumulate(change, valid, clip=True)  # (the first: _pending_target's)
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()  # index k: with the change into step k, before the next one
         yhat = self.fleet.forward(rows, steps, (changes - mean) / std, extra)
@@ -335,7 +336,7 @@ class Residual(Forecast):
         if not self.config.normalize:
             return raw, np.ones(x.shape, dtype=bool) if read is None else read[:, :1]
         valid = joins if read is None else joins[..., None] & read[:, :1]
-        history = self._moments("y", rows).accumulate(raw, valid)
+        history = self._moments("y", rows).accumulate(raw, valid, clip=True)
         self._store_moments("y", rows, history.final())
         mean, std = history.scale()
         return (raw - mean[:, :1]) / std[:, :1], history.count[:, :1] >= 2

@@ -50,20 +50,50 @@ def test_a_step_loss_of_one_output_is_the_mean_numpy_computes(name: str) -> None
     assert same_bits(step_loss(name, torch.from_numpy(diff)).numpy(), torch.from_numpy(per_dim).mean(-1).numpy())
 
 
+@pytest.mark.parametrize("clip", [True, False])
 @pytest.mark.parametrize("entries", [True, False])
-def test_one_value_per_slot_accumulates_as_a_block_of_one(entries: bool) -> None:
-    """Per entry (an imputing stream's inputs) or per row (every other), as ``_many`` with either mask."""
+def test_one_value_per_slot_accumulates_as_a_block_of_one(entries: bool, clip: bool) -> None:
+    """Per entry (an imputing stream's inputs) or per row (every other), as ``_many`` with either mask; with
+    ``clip`` (statistics of changes), warm entries some of whose values lie far out."""
     rng = np.random.default_rng(1)
     n, d = 64, 3
-    count = rng.integers(0, 3, (n, d)).astype(np.float64)  # fresh entries (0) and seen ones
-    moments = Moments(values((n, d), 2), values((n, d), 3), np.abs(values((n, d), 4)), count)
+    count = rng.choice([0.0, 1.0, 2.0, 30.0], (n, d))  # fresh entries (0), seen ones, and warm ones
+    s1 = values((n, d), 3)
+    moments = Moments(values((n, d), 2), s1, s1 * s1 / np.maximum(count, 1) + np.abs(values((n, d), 4)), count)
     v, valid = values((n, 1, d), 5), rng.random((n, 1, d) if entries else (n, 1)) < 0.7
-    one, many = moments.accumulate(v, valid), moments._many(v, valid)
-    wide = moments._many(v, np.broadcast_to(valid[..., None], v.shape) if not entries else valid)
+    v[::5] *= 1e6  # (far out where warm)
+    one, many = moments.accumulate(v, valid, clip), moments._many(v, valid, clip)
+    wide = moments._many(v, np.broadcast_to(valid[..., None], v.shape) if not entries else valid, clip)
     for a, b in zip((one.shift, one.s1, one.s2, one.count), (wide.shift, wide.s1, wide.s2, wide.count)):
         assert same_bits(a, b)
     for a, b in zip((one.shift, one.s1, one.s2, one.count), (many.shift, many.s1, many.s2, many.count)):
         assert same_bits(a, b)
+    whole = moments.accumulate(v, valid)
+    assert same_bits(whole.s2, one.s2) != clip  # (clipped somewhere: the far values are in warm entries)
+
+
+def test_one_streams_one_value_is_clipped_in_floats_as_numpy_clips_it() -> None:
+    """A single value's check runs in Python floats (numpy's per-call cost was most of it): the same
+    arithmetic, so a stream gets the same bits alone as beside another stream (numpy's check), at
+    magnitudes from 1e-12 to 1e12, near the 8-deviation edge and far beyond it."""
+    rng, clipped, one_row = np.random.default_rng(2), 0, np.ones((1, 1), dtype=bool)
+    for _ in range(500):
+        scale, count = 10.0 ** rng.uniform(-12, 12), float(rng.choice([0, 5, 19, 20, 21, 1000]))
+        seen = rng.standard_normal(max(int(count), 1)) * scale
+        seen = seen if rng.random() < 0.8 else 0.0 * seen  # (a constant signal: variance 0, nothing clipped)
+        s1, s2 = np.array([[seen.sum()]]), np.array([[(seen * seen).sum()]])
+        moments = Moments(np.array([[rng.standard_normal() * 1e3 * scale]]), s1, s2, np.array([[count]]))
+        off = rng.choice([0.5, 7.9, 8.0, 8.1, 1e6]) * rng.choice([-1, 1]) * scale
+        v = moments.shift[:, :, None] + s1[:, :, None] / max(count, 1) + off
+        beside = Moments(*(np.concatenate([part, part + 1.0]) for part in (moments.shift, s1, s2, moments.count)))
+        one, two = (
+            moments.accumulate(v, one_row, clip=True),
+            beside.accumulate(np.concatenate([v, v]), np.ones((2, 1), dtype=bool), clip=True),
+        )
+        for a, b in zip((one.shift, one.s1, one.s2, one.count), (two.shift, two.s1, two.s2, two.count)):
+            assert same_bits(a, b[:1])
+        clipped += not same_bits(one.s2, moments.accumulate(v, one_row).s2)
+    assert clipped > 50, clipped
 
 
 @pytest.mark.parametrize("width", [1, 2])

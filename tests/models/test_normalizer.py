@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -85,3 +87,39 @@ def test_a_rows_mask_and_the_same_mask_per_entry_give_the_same_bits():
         (by_entries.shift, by_entries.s1, by_entries.s2, by_entries.count),
     ):
         assert np.array_equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(1, 59), max_size=6), rows=st.booleans())
+def test_a_glitch_enters_at_eight_deviations_however_the_values_are_grouped(cuts, rows):
+    """The sums cover a stream's life: one value of 1e6 among values that vary by 1 set the std to ~1e6 /
+    sqrt(count) for as long as the stream lived. In statistics of changes, once 20 values are seen, a value
+    more than 8 deviations from the mean enters at that distance, on its side; blocks of any size give the
+    same bits (a block with such a value is taken value by value). Statistics of levels take it whole."""
+    rng = np.random.default_rng(4)
+    values = 10 + rng.normal(size=(2, 60, 2))
+    values[0, 30, 0], values[1, 45, 1], values[0, 10, 1] = 1e6, -1e6, 1e6  # the last before 20 values: whole
+    valid = rng.random((2, 60)) < 0.9 if rows else rng.random((2, 60, 2)) < 0.9
+    valid[0, [10, 30]], valid[1, 45] = True, True
+    values[~valid] = np.nan  # (a value left out may be anything)
+    one_by_one = empty(2, 2)
+    for k in range(60):
+        one_by_one = one_by_one.accumulate(values[:, k : k + 1], valid[:, k : k + 1], clip=True).final()
+    grouped, edges = empty(2, 2), [0, *sorted(set(cuts)), 60]
+    for a, b in itertools.pairwise(edges):
+        grouped = grouped.accumulate(values[:, a:b], valid[:, a:b], clip=True).final()
+    for part in ("shift", "s1", "s2", "count"):
+        assert np.array_equal(getattr(one_by_one, part), getattr(grouped, part)), part
+    mean, std = one_by_one.as_history().scale()
+    assert 9 < mean[0, 0, 0] < 11 and 0.5 < std[0, 0, 0] < 2  # the glitch at 30 entered near 8 deviations
+    assert 9 < mean[1, 0, 1] < 11 and 0.5 < std[1, 0, 1] < 2
+    assert std[0, 0, 1] > 1e4  # at the 11th value it was taken whole (too few to judge it by)
+    _, levels = empty(2, 2).accumulate(values, valid).final().as_history().scale()
+    assert levels[0, 0, 0] > 1e4 and levels[1, 0, 1] > 1e4
+
+
+def test_a_constant_signal_that_starts_to_move_is_not_clipped():
+    """Variance 0 (an idle sensor): no deviation to measure a move by, so the first move enters whole."""
+    values = np.concatenate([np.full(50, 3.0), [4.0, 5.0]])[None, :, None]
+    history = empty(1, 1).accumulate(values, np.ones((1, 52), dtype=bool), clip=True)
+    assert history.s2[0, -2, 0] == 1.0  # (4 - 3)**2: whole
