@@ -51,7 +51,7 @@ def _explain(exc: Exception, args: argparse.Namespace) -> tuple[str | None, int]
             404: " (tbptt streams list shows this key's streams)",
             429: " (rate limited: slow down with --rate)",
         }
-        return f"{url} answered {exc.status}: {_detail(exc.detail)}{hints.get(exc.status, '')}", 1
+        return f"{url} answered {exc.status}: {detail_text(exc.detail)}{hints.get(exc.status, '')}", 1
     if isinstance(exc, httpx.TransportError):
         return f"cannot reach {url} ({exc or type(exc).__name__}): is `tbptt serve` running? (--url, TBPTT_URL)", 1
     if isinstance(exc, ValidationError):
@@ -62,7 +62,8 @@ def _explain(exc: Exception, args: argparse.Namespace) -> tuple[str | None, int]
     return None, 1
 
 
-def _detail(detail: object) -> str:
+def detail_text(detail: object) -> str:
+    """A refusal's detail as one line (FastAPI's 422 list: each item's place and message)."""
     if isinstance(detail, list):  # FastAPI's 422 list
         return "; ".join(
             f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail if isinstance(d, dict)

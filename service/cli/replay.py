@@ -13,9 +13,10 @@ from typing import Any
 
 from ..client import APIError, Client
 from ..episodes import openings
+from .main import detail_text
 from .plot import plot
 from .progress import bar, pace
-from .table import Table, read
+from .table import Table, check_increasing, read
 
 
 def run(args: argparse.Namespace) -> None:
@@ -26,13 +27,17 @@ def run(args: argparse.Namespace) -> None:
     if table.gaps:
         print(f"{args.stream}: {table.gaps} rows with an empty input cell, sent as null (a missing reading)")
     with Client(args.url, args.api_key) as tbptt:
-        _ensure_stream(tbptt, args.stream, table)
+        existing = _config(tbptt, args.stream)
+        if table.stamps is not None and (existing or {}).get("timestamps", "increasing") == "increasing":
+            check_increasing(args.file, table, args.ts)
+        if existing is None:
+            _create(tbptt, args.stream, table)
         observations: list[dict[str, Any]] = [{"x": x} for x in table.xs]
         for obs, y in zip(observations, table.ys):  # (explicit mode; None: no target this row)
             obs["y"] = y
         for obs, ts in zip(observations, table.stamps or []):
             obs["ts"] = ts
-        results = _send(tbptt, args, observations)
+        results = _send(tbptt, args, observations, table.lines or [])
         config = tbptt.info(args.stream)["config"]
     # what each judged prediction is compared with (NaN: missing, not judged)
     truth = [
@@ -82,40 +87,76 @@ def _report_intervals(intervals: list[list[list[float]] | None], truth: list[lis
           f"mean width {width:.6g}")  # fmt: skip
 
 
-def _ensure_stream(tbptt: Client, stream: str, table: Table) -> None:
+def _config(tbptt: Client, stream: str) -> dict[str, Any] | None:
+    """The stream's config; None: no such stream yet."""
     try:
-        tbptt.info(stream)
+        return dict(tbptt.info(stream)["config"])
     except APIError as exc:
         if exc.status != 404:
             raise
-        body: dict[str, Any] = {"model": {"input_size": len(table.x_names)}}
-        if table.ys:
-            body["model"]["output_size"] = len(table.y_names)
-        else:
-            body["target"] = "next"
-        if table.gaps:
-            body["impute_missing"] = True
-        tbptt.create(stream, body)
+        return None
 
 
-def _send(tbptt: Client, args: argparse.Namespace, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _create(tbptt: Client, stream: str, table: Table) -> None:
+    body: dict[str, Any] = {"model": {"input_size": len(table.x_names)}}
+    if table.ys:
+        body["model"]["output_size"] = len(table.y_names)
+    else:
+        body["target"] = "next"
+    if table.gaps:
+        body["impute_missing"] = True
+    tbptt.create(stream, body)
+
+
+def _send(
+    tbptt: Client, args: argparse.Namespace, observations: list[dict[str, Any]], lines: list[int]
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     started = time.monotonic()
     with bar(len(observations)) as progress:
-        if args.websocket:
-            with tbptt.stream(args.stream) as ws:
-                for k, obs in enumerate(observations):
-                    results += ws.send(obs)
-                    pace(args.rate, k + 1, started)
-                    progress.update(1)
-        else:
-            size = max(1, min(args.batch, int(args.rate) or args.batch))
-            for start in range(0, len(observations), size):
-                chunk = observations[start : start + size]
-                results += tbptt.observe(args.stream, chunk)
-                pace(args.rate, start + len(chunk), started)
-                progress.update(len(chunk))
+        try:
+            if args.websocket:
+                with tbptt.stream(args.stream) as ws:
+                    for k, obs in enumerate(observations):
+                        results += ws.send(obs)
+                        pace(args.rate, k + 1, started)
+                        progress.update(1)
+            else:
+                size = max(1, min(args.batch, int(args.rate) or args.batch))
+                for start in range(0, len(observations), size):
+                    chunk = observations[start : start + size]
+                    results += tbptt.observe(args.stream, chunk)
+                    pace(args.rate, start + len(chunk), started)
+                    progress.update(len(chunk))
+        except APIError as exc:
+            raise _located(exc, args, lines, len(results)) from None
     return results
+
+
+def _located(exc: APIError, args: argparse.Namespace, lines: list[int], applied: int) -> APIError:
+    """A refusal in the middle of the file, its observations named by their rows (the service numbers them
+    within the request that it refused), and what of the file the stream has: a user fixes that row and
+    replays the rest, or starts afresh."""
+    if not lines or applied >= len(lines):
+        return exc
+    detail = exc.detail
+    if isinstance(detail, list):  # FastAPI's 422 list: body.observations.K.field -> row N.field
+        detail = [_row_named(d, lines, applied) for d in detail]
+    done = f"rows {lines[0]}-{lines[applied - 1]} were applied to {args.stream}" if applied else "no row was applied"
+    return APIError(
+        exc.status, f"{args.file.name}: {detail_text(detail)} (from row {lines[applied]} on nothing was; {done})"
+    )
+
+
+def _row_named(item: Any, lines: list[int], first: int) -> Any:
+    loc = item.get("loc") if isinstance(item, dict) else None
+    if not isinstance(loc, list) or "observations" not in loc:
+        return item
+    at = loc.index("observations")
+    if at + 1 < len(loc) and isinstance(loc[at + 1], int) and first + loc[at + 1] < len(lines):
+        row, rest = f"row {lines[first + loc[at + 1]]}", [str(part) for part in loc[at + 2 :]]
+        return {**item, "loc": [f"{row} {rest[0]}" if rest else row, *rest[1:]]}
+    return item
 
 
 def _row(values: Sequence[float | None] | None, width: int) -> list[float]:

@@ -26,6 +26,7 @@ class Table:
     xs: list[list[float | None]]  # None: an empty cell, a missing reading
     ys: list[list[float] | None]  # empty: no target columns (forecast the next row); None: no target this row
     stamps: list[float] | None = None  # each row's time (Unix seconds), from the --ts column
+    lines: list[int] | None = None  # each row's line in the file (1: the header), for messages
 
     @property
     def gaps(self) -> int:
@@ -51,8 +52,26 @@ def read(path: Path, x_spec: str | None, y_spec: str | None, ts_spec: str | None
     return Table(
         [header[c] for c in x_cols], [header[c] for c in y_cols], _values(path, header, body, x_cols),
         _targets(path, header, body, y_cols) if y_cols else [],
-        _stamps(path, header, body, ts_cols[0]) if ts_cols else None,
+        _stamps(path, header, body, ts_cols[0]) if ts_cols else None, [number for number, _ in body],
     )  # fmt: skip
+
+
+def check_increasing(path: Path, table: Table, column: str) -> None:
+    """Refuse, before anything is sent, a file whose times do not increase row after row: a stream that takes
+    its readings in the order of their times refuses such a row, and the rows before it would have been
+    applied (the stream half replayed)."""
+    stamps, lines = table.stamps or [], table.lines or []
+    for k in range(1, len(stamps)):
+        if not stamps[k] > stamps[k - 1]:
+            raise UsageError(
+                f"{path}, row {lines[k]}, column {column!r}: {_iso(stamps[k])} is not after row {lines[k - 1]}'s "
+                f"{_iso(stamps[k - 1])}; the stream takes readings in the order of their times (its timestamps: "
+                'increasing): sort the file, or create the stream first with "timestamps": "any"'
+            )
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _columns(header: list[str], spec: str | None) -> list[int]:

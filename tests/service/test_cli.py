@@ -196,6 +196,37 @@ def test_replay_sends_empty_cells_as_missing_readings_and_a_time_column_as_ts(se
     assert mae == pytest.approx(metrics["prequential"]["mae"], rel=1e-5)  # the same readings judged as the server
 
 
+def test_replay_refuses_times_out_of_order_before_sending_anything(server, tmp_path):
+    """A repeated time (a clock's hour twice over at the end of daylight saving) in row 5: the stream takes
+    readings in the order of their times, so the server refused that row after the first three had been
+    applied, and the message named observation 0 of a request, not a row of the file."""
+    path = tmp_path / "clock.csv"
+    times = ["10:00", "10:10", "10:20", "10:20", "10:30"]
+    path.write_text("time,temp\n" + "".join(f"2026-10-25 {t},{20 + k}\n" for k, t in enumerate(times)))
+    result = tbptt("replay", str(path), "--stream", "clock", "--ts", "time", "--url", server.url, "--api-key", KEY)
+    assert_one_line_error(result, "row 5", "'time'", "is not after row 4's", '"timestamps": "any"')
+    missing = httpx.get(f"{server.url}/v1/streams/clock", headers={"Authorization": f"Bearer {KEY}"})
+    assert missing.status_code == 404  # nothing created, nothing applied
+
+
+def test_a_refusal_in_the_middle_of_a_file_names_its_row_and_what_was_applied(server, tmp_path):
+    """A value the service refuses (beyond 1e15) in row 152: rows 2-101 went in the first request, and the
+    second request's refusal named ``observations.50``."""
+    path = tmp_path / "glitchy.csv"
+    path.write_text("temp\n" + "".join(f"{1e300 if k == 150 else 20 + k % 7}\n" for k in range(300)))
+    for more in ([], ["--websocket"]):
+        stream = f"glitchy{len(more)}"
+        result = tbptt("replay", str(path), "--stream", stream, *more, "--url", server.url, "--api-key", KEY)
+        applied = 100 if not more else 150  # (a request of 100 rows, refused whole; over a WebSocket, one a message)
+        assert_one_line_error(
+            result, "422", "glitchy.csv", f"from row {applied + 2} on nothing was", f"rows 2-{applied + 1} were applied"
+        )
+        if not more:
+            assert "row 152 x.0: Input should be less than or equal to" in result.stderr
+        info = httpx.get(f"{server.url}/v1/streams/{stream}", headers={"Authorization": f"Bearer {KEY}"}).json()
+        assert info["steps"] == applied
+
+
 def test_replay_sends_a_row_without_target_cells_without_a_target(server, tmp_path):
     path = tmp_path / "plant.csv"
     path.write_text("temp,flow\n" + "".join(f"{20 + k % 7},{'' if k % 4 == 3 else k % 5}\n" for k in range(60)))
