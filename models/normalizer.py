@@ -49,25 +49,31 @@ class Moments:
 
     def _many(self, values: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """(``valid``: (n, m) rows, or (n, m, d) entries: the same arithmetic; rows skip finding each entry's
-        first valid value, the block's most frequent case.) Summed whole, then checked: where a value would
-        have been clipped (rare), the block is taken value by value, so that grouping never changes a bit."""
+        first valid value, the block's most frequent case.) Summed whole, then checked: from the first value
+        that is clipped (rare), the rest is summed again from the state after it, so that grouping never
+        changes a bit and a long block with a glitch costs a second sum, not a step per value."""
         history = self._summed(values, valid)
         if not clip:
             return history
-        mask = valid[..., None] if valid.ndim == 2 else valid
-        delta = np.where(mask, values - history.shift[:, None], 0.0)
-        if _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], history.count[:, :-1], mask) is None:
-            return history
-        return self._stepwise(values, valid)
-
-    def _stepwise(self, values: np.ndarray, valid: np.ndarray) -> Moments:
-        """``_many`` as m blocks of one value."""
-        states = [self]
-        for k in range(values.shape[1]):
-            mask = valid[:, k, None] if valid.ndim == 2 else valid[:, k]
-            states.append(states[-1]._one(values[:, k], mask, clip=True).final())
+        parts, start, m = [], 0, values.shape[1]  # histories whose states, in turn, are the block's
+        while True:
+            mask = valid[:, start:, None] if valid.ndim == 2 else valid[:, start:]
+            delta = np.where(mask, values[:, start:] - history.shift[:, None], 0.0)
+            beyond = _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], history.count[:, :-1], mask)
+            if beyond is None:
+                parts.append(history)
+                break
+            k = int(beyond.any(axis=(0, 2)).argmax())  # the first value clipped: the states before it are right
+            parts.append(history.states(0, k + 1))
+            after = history.states(k, k + 1).final()._one(values[:, start + k], mask[:, k], clip=True).final()
+            start += k + 1
+            if start == m:
+                parts.append(after.as_history())
+                break
+            history = after._summed(values[:, start:], valid[:, start:])  # (its first state: ``after``)
         return Moments(
-            states[-1].shift, *(np.stack([getattr(m, part) for m in states], axis=1) for part in ("s1", "s2", "count"))
+            parts[-1].shift,
+            *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count")),
         )
 
     def _summed(self, values: np.ndarray, valid: np.ndarray) -> Moments:
@@ -100,6 +106,10 @@ class Moments:
         np.add(self.s1, delta, out=s1[:, 1])
         np.add(self.s2, delta * delta, out=s2[:, 1])
         return Moments(shift, s1, s2, np.stack([self.count, self.count + valid], axis=1))
+
+    def states(self, first: int, end: int) -> Moments:
+        """The states ``first`` to ``end`` (excluded) of a history."""
+        return Moments(self.shift, self.s1[:, first:end], self.s2[:, first:end], self.count[:, first:end])
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
