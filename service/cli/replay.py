@@ -140,7 +140,7 @@ def _located(exc: APIError, args: argparse.Namespace, lines: list[int], applied:
     if not lines or applied >= len(lines):
         return exc
     detail = exc.detail
-    if isinstance(detail, list):  # FastAPI's 422 list: body.observations.K.field -> row N.field
+    if isinstance(detail, list):  # FastAPI's 422 list: body.observations.K.field -> row N field
         detail = [_row_named(d, lines, applied) for d in detail]
     done = f"rows {lines[0]}-{lines[applied - 1]} were applied to {args.stream}" if applied else "no row was applied"
     return APIError(
@@ -149,6 +149,8 @@ def _located(exc: APIError, args: argparse.Namespace, lines: list[int], applied:
 
 
 def _row_named(item: Any, lines: list[int], first: int) -> Any:
+    """One item of a 422 list with observation K of a request that starts at observation ``first`` of the
+    file named by its row."""
     loc = item.get("loc") if isinstance(item, dict) else None
     if not isinstance(loc, list) or "observations" not in loc:
         return item
