@@ -52,13 +52,12 @@ class Moments:
         first valid value, the block's most frequent case.) Summed whole, then checked: from the first value
         that is clipped (rare), the rest is summed again from the state after it, so that grouping never
         changes a bit and a long block with a glitch costs a second sum, not a step per value."""
-        history = self._summed(values, valid)
+        history, delta = self._summed(values, valid)
         if not clip:
             return history
         parts, start, m = [], 0, values.shape[1]  # histories whose states, in turn, are the block's
         while True:
             mask = valid[:, start:, None] if valid.ndim == 2 else valid[:, start:]
-            delta = np.where(mask, values[:, start:] - history.shift[:, None], 0.0)
             beyond = _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], history.count[:, :-1], mask)
             if beyond is None:
                 parts.append(history)
@@ -70,14 +69,14 @@ class Moments:
             if start == m:
                 parts.append(after.as_history())
                 break
-            history = after._summed(values[:, start:], valid[:, start:])  # (its first state: ``after``)
+            history, delta = after._summed(values[:, start:], valid[:, start:])  # (its first state: ``after``)
         return Moments(
             parts[-1].shift,
             *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count")),
         )
 
-    def _summed(self, values: np.ndarray, valid: np.ndarray) -> Moments:
-        """The history as if no value were clipped."""
+    def _summed(self, values: np.ndarray, valid: np.ndarray) -> tuple[Moments, np.ndarray]:
+        """The history as if no value were clipped, and each value less the shift (0 where not valid)."""
         first = valid.argmax(axis=1)
         if valid.ndim == 2:
             starts = (self.count == 0) & np.asarray(valid.any(axis=1))[:, None]
@@ -91,7 +90,7 @@ class Moments:
         s1 = np.add.accumulate(np.concatenate([self.s1[:, None], delta], axis=1), axis=1)
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
-        return Moments(shift, s1, s2, np.concatenate([self.count[:, None], counted], axis=1))
+        return Moments(shift, s1, s2, np.concatenate([self.count[:, None], counted], axis=1)), delta
 
     def _one(self, value: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
