@@ -120,12 +120,18 @@ class Moments:
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of a history, each (n, m+1, d)."""
-        n = np.maximum(self.count, 1)
-        m1 = self.s1 / n
+        m1, var = _centred(self.s1, self.s2, self.count)
         mean = np.where(self.count > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
-        std = np.sqrt(np.maximum(self.s2 / n - m1 * m1, 0.0))
+        std = np.sqrt(np.maximum(var, 0.0))
         std = np.maximum(std, _RELATIVE_FLOOR * magnitude(mean))
         return mean, np.where(self.count >= 2, std, 1.0)
+
+
+def _centred(s1: np.ndarray, s2: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of the values less the shift, and their variance (may round below 0), from the sums."""
+    n = np.maximum(count, 1)
+    m1 = s1 / n
+    return m1, s2 / n - m1 * m1
 
 
 def _beyond(
@@ -136,21 +142,23 @@ def _beyond(
     if delta.size == 1:  # one stream's one value, the most frequent call: in floats, numpy's arithmetic
         c, a, b, d = float(count.flat[0]), float(s1.flat[0]), float(s2.flat[0]), float(delta.flat[0])
         n = max(c, 1.0)
-        m1 = a / n
-        var, off = b / n - m1 * m1, d - m1
-        return np.ones_like(valid) if valid.all() and c >= WARM and var > 0 and off * off > CLIP * CLIP * var else None
-    n = np.maximum(count, 1)
-    m1 = s1 / n
-    var, off = s2 / n - m1 * m1, delta - m1
+        mean = a / n
+        spread, far = b / n - mean * mean, d - mean
+        return (
+            np.ones_like(valid)
+            if valid.all() and c >= WARM and spread > 0 and far * far > CLIP * CLIP * spread
+            else None
+        )
+    m1, var = _centred(s1, s2, count)
+    off = delta - m1
     beyond = valid & (off * off > CLIP * CLIP * var) & (var > 0) & (count >= WARM)
     return beyond if beyond.any() else None
 
 
 def _clipped(delta: np.ndarray, s1: np.ndarray, s2: np.ndarray, count: np.ndarray) -> np.ndarray:
     """``delta`` moved to ``CLIP`` deviations from the mean, on its side."""
-    n = np.maximum(count, 1)
-    m1 = s1 / n
-    sd = np.sqrt(np.maximum(s2 / n - m1 * m1, 0.0))
+    m1, var = _centred(s1, s2, count)
+    sd = np.sqrt(np.maximum(var, 0.0))
     return np.where(delta > m1, m1 + CLIP * sd, m1 - CLIP * sd)
 
 

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> None:
             obs["y"] = y
         for obs, ts in zip(observations, table.stamps or []):
             obs["ts"] = ts
-        results = _send(tbptt, args, observations, table.lines or [])
-        config = tbptt.info(args.stream)["config"]
+        results = _send(tbptt, args, observations, table.lines)
+        config = existing or tbptt.info(args.stream)["config"]  # (a stream replay created: its defaults)
     # what each judged prediction is compared with (NaN: missing, not judged)
     truth = [
         _row(t, len(table.x_names) if forecast else len(table.y_names))
@@ -137,7 +137,7 @@ def _located(exc: APIError, args: argparse.Namespace, lines: list[int], applied:
     """A refusal in the middle of the file, its observations named by their rows (the service numbers them
     within the request that it refused), and what of the file the stream has: a user fixes that row and
     replays the rest, or starts afresh."""
-    if not lines or applied >= len(lines):
+    if applied >= len(lines):
         return exc
     detail = exc.detail
     if isinstance(detail, list):  # FastAPI's 422 list: body.observations.K.field -> row N field

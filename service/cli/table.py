@@ -25,8 +25,8 @@ class Table:
     y_names: list[str]
     xs: list[list[float | None]]  # None: an empty cell, a missing reading
     ys: list[list[float] | None]  # empty: no target columns (forecast the next row); None: no target this row
+    lines: list[int]  # each row's line in the file (1: the header), for messages
     stamps: list[float] | None = None  # each row's time (Unix seconds), from the --ts column
-    lines: list[int] | None = None  # each row's line in the file (1: the header), for messages
 
     @property
     def gaps(self) -> int:
@@ -52,7 +52,7 @@ def read(path: Path, x_spec: str | None, y_spec: str | None, ts_spec: str | None
     return Table(
         [header[c] for c in x_cols], [header[c] for c in y_cols], _values(path, header, body, x_cols),
         _targets(path, header, body, y_cols) if y_cols else [],
-        _stamps(path, header, body, ts_cols[0]) if ts_cols else None, [number for number, _ in body],
+        [number for number, _ in body], _stamps(path, header, body, ts_cols[0]) if ts_cols else None,
     )  # fmt: skip
 
 
@@ -60,7 +60,7 @@ def check_increasing(path: Path, table: Table, column: str) -> None:
     """Refuse, before anything is sent, a file whose times do not increase row after row: a stream that takes
     its readings in the order of their times refuses such a row, and the rows before it would have been
     applied (the stream half replayed)."""
-    stamps, lines = table.stamps or [], table.lines or []
+    stamps, lines = table.stamps or [], table.lines
     for k in range(1, len(stamps)):
         if not stamps[k] > stamps[k - 1]:
             raise UsageError(
