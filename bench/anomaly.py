@@ -211,7 +211,7 @@ def idle_then_moving(seed: int = 0, horizon: int = 1) -> None:
                   f"intervals cover {', '.join(covered)}" + (f" (h = 1..{horizon})" if horizon > 1 else ""))  # fmt: skip
 
 
-GLITCHES = ((1e6, 300), (1e3, 300), (37.0, 300), (1e6, 5), (0.0, 1500))  # (value, reading): 37 is 12 deviations
+GLITCHES = ((1e6, 300), (1e3, 300), (37.0, 300), (1e6, 5), (0.0, 1500), (0.0, 0))  # (value, reading): 37: 12 deviations
 
 
 def glitched(seed: int = 11, n: int = 3000) -> None:

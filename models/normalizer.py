@@ -11,7 +11,11 @@ at that distance: the sums cover the stream's life, so one sensor glitch of 1e6 
 1 set the scale for thousands of readings, and the network's share of every forecast shrank to nothing.
 Statistics of levels take every value whole: there a glitch and a level that moves for good (a flag that
 flips, a new setpoint) look alike until later readings, and clipping the new level value after value
-biased the sums for good; among changes, a new level is one outlying change and a glitch two. Each entry is
+biased the sums for good; among changes, a new level is one outlying change and a glitch two. In every
+statistic, a first value more than ``CLIP`` deviations from the next ``WARM - 1`` (a sensor's reading at boot,
+0 before 1013 hPa) is replaced by their mean when the ``WARM``-th arrives: it is the shift, which added
+nothing to the sums, so the sums are taken again around the others' mean (a history carries a shift per
+state). Each entry is
 counted on its own: an input that has no reading yet (a channel that starts late, models/inputs.py) has no
 statistics yet, whatever the others have. These are numpy arrays: tiny per-block operations, where numpy's
 call cost is a fraction of torch's.
@@ -30,7 +34,7 @@ CLIP, WARM = 8.0, 20  # a value enters the sums at most CLIP deviations from the
 @dataclass
 class Moments:
     """Statistics of n slots (``shift``, ``s1``, ``s2``, ``count``: (n, d)), or their history over a block
-    ((n, m+1, d); index k = after the block's first k values)."""
+    ((n, m+1, d), the shift too; index k = after the block's first k values)."""
 
     shift: np.ndarray
     s1: np.ndarray
@@ -50,29 +54,31 @@ class Moments:
     def _many(self, values: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """(``valid``: (n, m) rows, or (n, m, d) entries: the same arithmetic; rows skip finding each entry's
         first valid value, the block's most frequent case.) Summed whole, then checked: from the first value
-        that is clipped (rare), the rest is summed again from the state after it, so that grouping never
-        changes a bit and a long block with a glitch costs a second sum, not a step per value."""
+        that is clipped or that is an entry's ``WARM``-th (rare), the rest is summed again from the state after
+        it, so that grouping never changes a bit and a long block with a glitch costs a second sum, not a step
+        per value."""
         history, delta = self._summed(values, valid)
-        if not clip:
-            return history
         parts, start, m = [], 0, values.shape[1]  # histories whose states, in turn, are the block's
         while True:
             mask = valid[:, start:, None] if valid.ndim == 2 else valid[:, start:]
-            beyond = _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], history.count[:, :-1], mask)
-            if beyond is None:
+            before = history.count[:, :-1]
+            events = mask & (before == WARM - 1)  # (a first value may be replaced: once in an entry's life)
+            beyond = _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], before, mask) if clip else None
+            if beyond is not None:
+                events |= beyond
+            if not events.any():
                 parts.append(history)
                 break
-            k = int(beyond.any(axis=(0, 2)).argmax())  # the first value clipped: the states before it are right
+            k = int(events.any(axis=(0, 2)).argmax())  # the first such value: the states before it are right
             parts.append(history.states(0, k + 1))
-            after = history.states(k, k + 1).final()._one(values[:, start + k], mask[:, k], clip=True).final()
+            after = history.states(k, k + 1).final()._one(values[:, start + k], mask[:, k], clip).final()
             start += k + 1
             if start == m:
                 parts.append(after.as_history())
                 break
             history, delta = after._summed(values[:, start:], valid[:, start:])  # (its first state: ``after``)
         return Moments(
-            parts[-1].shift,
-            *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count")),
+            *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("shift", "s1", "s2", "count"))
         )
 
     def _summed(self, values: np.ndarray, valid: np.ndarray) -> tuple[Moments, np.ndarray]:
@@ -90,7 +96,8 @@ class Moments:
         s1 = np.add.accumulate(np.concatenate([self.s1[:, None], delta], axis=1), axis=1)
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
-        return Moments(shift, s1, s2, np.concatenate([self.count[:, None], counted], axis=1)), delta
+        count = np.concatenate([self.count[:, None], counted], axis=1)
+        return Moments(np.broadcast_to(shift[:, None], s1.shape), s1, s2, count), delta
 
     def _one(self, value: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
@@ -104,24 +111,30 @@ class Moments:
         s1, s2 = _two(self.s1), _two(self.s2)
         np.add(self.s1, delta, out=s1[:, 1])
         np.add(self.s2, delta * delta, out=s2[:, 1])
-        return Moments(shift, s1, s2, np.stack([self.count, self.count + valid], axis=1))
+        count = np.stack([self.count, self.count + valid], axis=1)
+        shifts = np.broadcast_to(shift[:, None], s1.shape)
+        reaching = _reaching(self.count, valid)
+        if reaching is not None:
+            shifts = np.stack([shift, shift], axis=1)
+            shifts[:, 1], s1[:, 1], s2[:, 1] = _replaced(shift, s1[:, 1], s2[:, 1], reaching)
+        return Moments(shifts, s1, s2, count)
 
     def states(self, first: int, end: int) -> Moments:
         """The states ``first`` to ``end`` (excluded) of a history."""
-        return Moments(self.shift, self.s1[:, first:end], self.s2[:, first:end], self.count[:, first:end])
+        return Moments(*(part[:, first:end] for part in (self.shift, self.s1, self.s2, self.count)))
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
-        return Moments(self.shift, self.s1[:, None], self.s2[:, None], self.count[:, None])
+        return Moments(*(part[:, None] for part in (self.shift, self.s1, self.s2, self.count)))
 
     def final(self) -> Moments:
         """The last state of a history."""
-        return Moments(self.shift, self.s1[:, -1], self.s2[:, -1], self.count[:, -1])
+        return Moments(*(part[:, -1] for part in (self.shift, self.s1, self.s2, self.count)))
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of a history, each (n, m+1, d)."""
         m1, var = _centred(self.s1, self.s2, self.count)
-        mean = np.where(self.count > 0, self.shift[:, None] + m1, 0.0)  # nothing seen: 0
+        mean = np.where(self.count > 0, self.shift + m1, 0.0)  # nothing seen: 0
         std = np.sqrt(np.maximum(var, 0.0))
         std = np.maximum(std, _RELATIVE_FLOOR * magnitude(mean))
         return mean, np.where(self.count >= 2, std, 1.0)
@@ -153,6 +166,31 @@ def _beyond(
     off = delta - m1
     beyond = valid & (off * off > CLIP * CLIP * var) & (var > 0) & (count >= WARM)
     return beyond if beyond.any() else None
+
+
+def _reaching(count: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """Where a valid value brings an entry's ``count`` to ``WARM``; None: nowhere (in floats for one value,
+    most calls)."""
+    if count.size == 1:
+        return np.ones_like(valid) if valid.all() and float(count.flat[0]) == WARM - 1 else None
+    reaching = valid & (count == WARM - 1)
+    return reaching if reaching.any() else None
+
+
+def _replaced(
+    shift: np.ndarray, s1: np.ndarray, s2: np.ndarray, reaching: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The state (``shift``, ``s1``, ``s2``) with a first value (the shift: it added 0 to the sums) that lies
+    more than ``CLIP`` deviations from the mean of the ``WARM - 1`` values after it replaced by that mean,
+    where the count is ``reaching`` ``WARM`` and those values vary (beyond the std's floor): then the shift moves
+    to their mean, around which their sum is 0 and their sum of squares ``WARM - 1`` times their variance.
+    Elsewhere unchanged."""
+    others = WARM - 1
+    m1 = s1 / others
+    var = s2 / others - m1 * m1
+    floor = _RELATIVE_FLOOR * magnitude(shift + m1)
+    far = reaching & (var > floor * floor) & (m1 * m1 > CLIP * CLIP * var)
+    return np.where(far, shift + m1, shift), np.where(far, 0.0, s1), np.where(far, others * var, s2)
 
 
 def _clipped(delta: np.ndarray, s1: np.ndarray, s2: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -257,14 +257,14 @@ def test_a_stream_that_does_not_learn_from_anomalies_skips_exactly_the_anomalous
     assert [r.prediction for r in learning][300:] != [r.prediction for r in results][300:]
 
 
-def glitched_errors(target: str, glitch: float | None, **config) -> float:
+def glitched_errors(target: str, glitch: float | None, at: int = 300, **config) -> float:
     """The mean absolute error of a stream over readings 500-1,200 of a sine plus noise around 10 (explicit
-    mode: the target, its input the sine), with one reading at 300 replaced by ``glitch``."""
+    mode: the target, its input the sine), with one reading, at ``at``, replaced by ``glitch``."""
     rng = np.random.default_rng(0)
     x = np.sin(np.arange(1200) / 5)
     y = 10 + 2 * x + 0.1 * rng.standard_normal(1200)
     if glitch is not None:
-        y[300] = glitch
+        y[at] = glitch
     engine = Engine()
     engine.add_stream("s", StreamConfig(input_size=1, target=target, **config))
     if target == "explicit":
@@ -291,6 +291,16 @@ def test_a_glitch_does_not_set_the_scale_of_a_stream(target, residual, learn_fro
         assert glitched < 1.1 * clean, (glitched, clean)
     else:
         assert glitched > 1.2 * clean, (glitched, clean)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_a_garbage_first_reading_does_not_set_the_scale_of_a_stream(residual):
+    """A first reading of 1,000 among readings of 10 +- 2 (a sensor's value at boot): it was the shift of the
+    readings' sums, and its change the shift of the changes' sums, for the stream's life; the errors after it
+    were 2.00x those without it (forecast), 2.45x with levels as inputs. Replaced by the mean of the next 19
+    when the 20th arrives (models/normalizer.py): 0.97x, 1.00x."""
+    clean = glitched_errors("next", None, residual=residual)
+    assert glitched_errors("next", 1e3, at=0, residual=residual) < 1.1 * clean
 
 
 def test_an_input_whose_level_moves_for_good_is_not_clipped():

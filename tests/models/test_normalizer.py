@@ -135,5 +135,45 @@ def test_a_long_block_with_a_glitch_is_summed_again_not_stepped_value_by_value(m
     one = Moments._one
     monkeypatch.setattr(Moments, "_one", lambda self, *args, **kw: steps.append(1) or one(self, *args, **kw))
     history = empty(1, 1).accumulate(values, np.ones((1, 1000), dtype=bool), clip=True)
-    assert len(steps) == 1 and history.count[0, -1, 0] == 1000
+    assert len(steps) == 2 and history.count[0, -1, 0] == 1000  # (and the 20th: a first value may be replaced)
     assert history.s2[0, -1, 0] < 1e5  # (clipped: whole, it alone would add 1e12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(1, 39), max_size=5), rows=st.booleans(), clip=st.booleans())
+def test_a_first_value_far_from_the_next_nineteen_is_replaced_by_their_mean(cuts, rows, clip):
+    """A sensor's reading at boot (0 before 1013 hPa) was the shift of every sum and stayed in them for the
+    stream's life: the std of its readings was ~1013 / sqrt(count) (x 0.5 after 4,000 readings), and of the
+    forecast's changes likewise. When the 20th value arrives, a first value more than 8 deviations from the
+    other 19 is replaced by their mean, in any statistic, however the values are grouped (every state of the
+    history as value by value); one within 8 deviations, or beside 19 values that do not vary, stays."""
+    rng = np.random.default_rng(6)
+    values = 1013 + rng.normal(size=(3, 40, 2))
+    values[0, 0, 0] = 0.0  # replaced
+    values[1, 0, 1] = 1013 + 5.0  # about 5 deviations: kept
+    values[2, :, 0], values[2, 0, 0] = 1013.0, 0.0  # beside readings that do not vary: kept
+    valid = np.ones((3, 40), dtype=bool) if rows else np.ones((3, 40, 2), dtype=bool)
+    one_by_one, states = empty(3, 2), []
+    for k in range(40):
+        history = one_by_one.accumulate(values[:, k : k + 1], valid[:, k : k + 1], clip)
+        states.append(history.scale())
+        one_by_one = history.final()
+    grouped, edges = empty(3, 2), [0, *sorted(set(cuts)), 40]
+    for a, b in itertools.pairwise(edges):
+        history = grouped.accumulate(values[:, a:b], valid[:, a:b], clip)
+        for k, (mean, std) in zip(range(a, b), zip(*(part[:, 1:].swapaxes(0, 1) for part in history.scale()))):
+            assert np.array_equal(mean, states[k][0][:, 1]) and np.array_equal(std, states[k][1][:, 1])
+        grouped = history.final()
+    for part in ("shift", "s1", "s2", "count"):
+        assert np.array_equal(getattr(one_by_one, part), getattr(grouped, part)), part
+    mean, std = one_by_one.as_history().scale()
+    replaced = values[0, :, 0].copy()
+    replaced[0] = replaced[1:20].mean()
+    assert one_by_one.count[0, 0] == 40
+    np.testing.assert_allclose(mean[0, 0, 0], replaced.mean(), rtol=1e-12)
+    np.testing.assert_allclose(std[0, 0, 0], replaced.std(), rtol=1e-9)
+    assert states[18][1][0, 1, 0] > 100 and states[19][1][0, 1, 0] < 2  # (at the 20th value, not before)
+    kept = values[1, :, 1]
+    np.testing.assert_allclose(mean[1, 0, 1], kept.mean(), rtol=1e-12)
+    np.testing.assert_allclose(std[1, 0, 1], kept.std(), rtol=1e-9)
+    assert std[2, 0, 0] > 100  # (one value off 39 identical ones: no deviation to judge it by)

@@ -63,6 +63,15 @@ CASES = {
         "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 64}, "period": 1e9, "glitch": 90,
     },
     "explicit, RNN, a glitch after the export": {"model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 64}, "glitch": 90},
+    # a first reading 1,000 off, exported before it: at the 20th reading it is replaced by the mean of the next 19
+    # (no gate: the untrained network's own predictions, which the statistics scale, are what is reported)
+    "forecast, GRU, a garbage first reading": {
+        "model": {"input_size": 1}, "target": "next", "tbptt": {"k1": 128}, "gate": False, "export_at": 0,
+        "glitch": 0,
+    },
+    "explicit, RNN, a garbage first reading": {
+        "model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 128}, "gate": False, "export_at": 0, "glitch": 0,
+    },
 }  # fmt: skip
 
 
