@@ -34,7 +34,7 @@ CLIP, WARM = 8.0, 20  # a value enters the sums at most CLIP deviations from the
 @dataclass
 class Moments:
     """Statistics of n slots (``shift``, ``s1``, ``s2``, ``count``: (n, d)), or their history over a block
-    ((n, m+1, d), the shift too; index k = after the block's first k values)."""
+    ((n, m+1, d); index k = after the block's first k values; the shift (n, 1, d) where the block kept one)."""
 
     shift: np.ndarray
     s1: np.ndarray
@@ -77,8 +77,11 @@ class Moments:
                 parts.append(after.as_history())
                 break
             history, delta = after._summed(values[:, start:], valid[:, start:])  # (its first state: ``after``)
+        if len(parts) == 1:
+            return history
+        shifts = np.concatenate([np.broadcast_to(p.shift, p.s1.shape) for p in parts], axis=1)
         return Moments(
-            *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("shift", "s1", "s2", "count"))
+            shifts, *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count"))
         )
 
     def _summed(self, values: np.ndarray, valid: np.ndarray) -> tuple[Moments, np.ndarray]:
@@ -97,7 +100,7 @@ class Moments:
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
         count = np.concatenate([self.count[:, None], counted], axis=1)
-        return Moments(np.broadcast_to(shift[:, None], s1.shape), s1, s2, count), delta
+        return Moments(shift[:, None], s1, s2, count), delta
 
     def _one(self, value: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
@@ -112,7 +115,7 @@ class Moments:
         np.add(self.s1, delta, out=s1[:, 1])
         np.add(self.s2, delta * delta, out=s2[:, 1])
         count = np.stack([self.count, self.count + valid], axis=1)
-        shifts = np.broadcast_to(shift[:, None], s1.shape)
+        shifts = shift[:, None]
         reaching = _reaching(self.count, valid)
         if reaching is not None:
             shifts = np.stack([shift, shift], axis=1)
@@ -121,7 +124,8 @@ class Moments:
 
     def states(self, first: int, end: int) -> Moments:
         """The states ``first`` to ``end`` (excluded) of a history."""
-        return Moments(*(part[:, first:end] for part in (self.shift, self.s1, self.s2, self.count)))
+        shift = self.shift if self.shift.shape[1] == 1 else self.shift[:, first:end]
+        return Moments(shift, *(part[:, first:end] for part in (self.s1, self.s2, self.count)))
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
@@ -172,7 +176,7 @@ def _reaching(count: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
     """Where a valid value brings an entry's ``count`` to ``WARM``; None: nowhere (in floats for one value,
     most calls)."""
     if count.size == 1:
-        return np.ones_like(valid) if valid.all() and float(count.flat[0]) == WARM - 1 else None
+        return np.ones_like(valid) if float(count.flat[0]) == WARM - 1 and valid.all() else None
     reaching = valid & (count == WARM - 1)
     return reaching if reaching.any() else None
 

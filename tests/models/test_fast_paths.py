@@ -21,6 +21,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 EDGES = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, 1e308, -1e308, 1.0, -2.5, 1e-300]
 
 
+def states(history: Moments) -> tuple[np.ndarray, ...]:
+    """A history's arrays, its shift as one per state (a block that kept one shift holds it once)."""
+    return (np.broadcast_to(history.shift, history.s1.shape), history.s1, history.s2, history.count)
+
+
 def values(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Random values of every magnitude, with the edges mixed in."""
     rng = np.random.default_rng(seed)
@@ -64,9 +69,9 @@ def test_one_value_per_slot_accumulates_as_a_block_of_one(entries: bool, clip: b
     v[::5] *= 1e6  # (far out where warm)
     one, many = moments.accumulate(v, valid, clip), moments._many(v, valid, clip)
     wide = moments._many(v, np.broadcast_to(valid[..., None], v.shape) if not entries else valid, clip)
-    for a, b in zip((one.shift, one.s1, one.s2, one.count), (wide.shift, wide.s1, wide.s2, wide.count)):
+    for a, b in zip(states(one), states(wide)):
         assert same_bits(a, b)
-    for a, b in zip((one.shift, one.s1, one.s2, one.count), (many.shift, many.s1, many.s2, many.count)):
+    for a, b in zip(states(one), states(many)):
         assert same_bits(a, b)
     whole = moments.accumulate(v, valid)
     assert same_bits(whole.s2, one.s2) != clip  # (clipped somewhere: the far values are in warm entries)
@@ -90,7 +95,7 @@ def test_one_streams_one_value_is_clipped_in_floats_as_numpy_clips_it() -> None:
             moments.accumulate(v, one_row, clip=True),
             beside.accumulate(np.concatenate([v, v]), np.ones((2, 1), dtype=bool), clip=True),
         )
-        for a, b in zip((one.shift, one.s1, one.s2, one.count), (two.shift, two.s1, two.s2, two.count)):
+        for a, b in zip(states(one), states(two)):
             assert same_bits(a, b[:1])
         clipped += not same_bits(one.s2, moments.accumulate(v, one_row).s2)
     assert clipped > 50, clipped
