@@ -17,6 +17,10 @@ from .errors import InvalidObservation
 from .fleet import Fleet
 from .targets import Outcome
 
+# Readings beyond this are refused (the service's schemas too): the running statistics square them, and past
+# ~1e154 the squares overflow; an input of 1e200 left an explicit stream predicting NaN for good.
+MAX_VALUE = 1e15
+
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
@@ -165,6 +169,9 @@ def prepare(
     if not finite.all():
         why = "values must be finite or null" if c.impute_missing else "values must be finite"
         raise InvalidObservation(items[int(np.argmin(finite))], "x", why)
+    bounded = ~(np.abs(x) > MAX_VALUE).any(axis=1)  # (a null, NaN, compares False)
+    if not bounded.all():
+        raise InvalidObservation(items[int(np.argmin(bounded))], "x", f"values must be within +-{MAX_VALUE:g}")
     has_y = np.fromiter((v is not None for v in ys), dtype=bool, count=len(ys))
     y = np.full((len(items), c.output_size), np.nan)
     if has_y.any():

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics
+from tbptt.models.batch import MAX_VALUE  # (the engine refuses readings beyond it too)
 from tbptt.models.config import (
     CEILINGS,
     DETECTION_WINDOW,
@@ -32,7 +33,6 @@ from tbptt.models.config import (
 from .streams import StreamInfo
 
 MAX_SAFE_INT = 2**53 - 1
-MAX_VALUE = 1e15  # observations beyond this are refused: their squares would overflow float32 training
 STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 LABEL_KEY = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,62}$"  # no ':': a filter is key:value
 LABEL_FILTER = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,62}(:.{0,256})?$"

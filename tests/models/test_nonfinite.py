@@ -57,3 +57,16 @@ def test_non_finite_inputs_are_refused_before_anything_changes():
     with pytest.raises(InvalidObservation, match="observation 1: x: values must be finite"):
         engine.observe_many([("s", [1.0, 2.0], [1.0]), ("s", [math.nan, 0.0], [1.0])])
     assert_identical(engine.state_dict("s")["tensors"], state["tensors"])
+
+
+@pytest.mark.parametrize("impute_missing", [False, True])
+def test_inputs_beyond_1e15_are_refused_before_anything_changes(impute_missing):
+    """The service refused them; the library took any finite input, and one of 1e200 overflowed the running
+    statistics' squares: an explicit stream predicted NaN from there on, for good."""
+    engine = stream(impute_missing=impute_missing)
+    state = engine.state_dict("s")
+    with pytest.raises(InvalidObservation, match=r"observation 1: x: values must be within \+-1e\+15"):
+        engine.observe_many([("s", [1.0, 2.0], [1.0]), ("s", [1e200, None if impute_missing else 0.0], [1.0])])
+    assert_identical(engine.state_dict("s")["tensors"], state["tensors"])
+    results = engine.observe_many([("s", [1e15, -1e15], [1.0]), ("s", [1.0, 2.0], [1.0])])
+    assert all(math.isfinite(v) for r in results for v in r.prediction)
