@@ -21,7 +21,7 @@ series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sen
 series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: sensors that idle at 0, then
 move (``idle_then_moving``, with ``--horizon H`` the intervals 1..H ahead too; bench/README.md, "Sensors that
 idle, then move"); with ``--glitch``: one absurd reading in a default stream of each mode (``glitched``;
-bench/README.md, "A glitch on defaults").
+bench/README.md, "A glitch on defaults"), and whether spikes after it are still flagged (``hidden``).
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ def main() -> None:
         idle_then_moving(horizon=max(args.horizon, 1))
     if args.glitch:
         glitched()
+        hidden()
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:
@@ -232,6 +233,39 @@ def glitched(seed: int = 11, n: int = 3000) -> None:
             err = _glitch_errors(mode, signal, values, clean)
             cases.append(f"{value:g} at {at}: {err / base:.2f}x ({err / naive:.2f})")
         print(f"{mode:8s} (clean {base / naive:.2f} of the last value's): " + "; ".join(cases), flush=True)
+
+
+HIDDEN_SPIKES = (500, 1000, 2000, 5000)  # spikes of +8 (16 noise deviations) after a glitch or a boot reading
+
+
+def hidden(n: int = 6000) -> None:
+    """Whether spikes are still flagged after one glitch: readings of 1013 + 5 sin + noise 0.5, spikes of +8 at
+    ``HIDDEN_SPIKES``, with no glitch, a first reading of 0 (a sensor at boot), or one reading of 2013 or 1e6
+    at 300; per mode the spikes' scores and the stream's alerts (bench/README.md, "A glitch hides the spikes
+    after it")."""
+    rng = np.random.default_rng(0)
+    signal = np.sin(np.arange(n) / 20)
+    clean = 1013 + 5 * signal + 0.5 * rng.standard_normal(n)
+    clean[list(HIDDEN_SPIKES)] += 8.0
+    for mode in ("forecast", "explicit"):
+        for name, value, at in (
+            ("none", None, 0),
+            ("0 at boot", 0.0, 0),
+            ("2013 at 300", 2013.0, 300),
+            ("1e6 at 300", 1e6, 300),
+        ):
+            values = clean.copy()
+            if value is not None:
+                values[at] = value
+            engine = Engine()
+            engine.add_stream("s", StreamConfig(input_size=1, target="next" if mode == "forecast" else "explicit"))
+            if mode == "forecast":
+                results = engine.observe_many([("s", [float(v)], None) for v in values])
+            else:
+                results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(signal, values)])
+            scores = " ".join(f"{results[k].anomaly:.3f}" for k in HIDDEN_SPIKES)
+            alerts = sum(bool(r.anomalous) for r in results)
+            print(f"{mode:8s} {name:11s} spikes at {HIDDEN_SPIKES} score {scores}; alerts {alerts}", flush=True)
 
 
 def _glitch_errors(mode: str, signal: np.ndarray, values: np.ndarray, clean: np.ndarray) -> float:

@@ -6,7 +6,10 @@ last 1,000 judged steps; plain averages until then), mapped into [0, 1) by 0.5 +
 a typical error, 0.9 one 4 deviations above the typical, 0.95 about 10. Once ``SPATIAL_AFTER`` targets were
 seen, a target beyond the range of every earlier one by more than ``SPATIAL_TOLERANCE`` of that range
 scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score is its outputs' highest,
-from statistics before the step (no look-ahead), null until ``WARM`` errors were judged.
+from statistics before the step (no look-ahead), null until ``WARM`` errors were judged. When the ``WARM``-th
+is, a first error more than ``CLIP`` deviations from the mean of the others is replaced by that mean (the first
+reading of a sensor at boot, 0 before 1013 hPa, made an error of 1,013 that the plain averages kept: spikes
+scored 0.6-0.8 for thousands of readings); ``an_first`` keeps it until then.
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
 judged errors, then a running mean over about the last 100: started at the first error alone, it let that one
@@ -40,7 +43,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .config import StreamConfig
-from .normalizer import magnitude
+from .normalizer import CLIP, magnitude
 from .slots import FleetSlots, Rows
 
 ERROR_ALPHA = 0.001  # the errors' statistics: about the last 1,000 judged steps
@@ -123,6 +126,7 @@ def calibrate(
         return _calibrate_floats(config, slots, rows, shown, truth, judged)
     s = slots
     mean, var, count = rows.take(s.an_mean), rows.take(s.an_var), rows.take(s.an_count)
+    first_error = rows.take(s.an_first)  # (until the WARM-th error: ``_without_first``)
     low, high = rows.take(s.seen_lo), rows.take(s.seen_hi)
     lo, hi, scale = rows.take(s.iv_lo), rows.take(s.iv_hi), rows.take(s.iv_scale)
     moves = rows.take(s.iv_moved), rows.take(s.iv_still)
@@ -170,10 +174,14 @@ def calibrate(
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
         low = np.where(keep, np.fmin(low, y), low)
         high = np.where(keep, np.fmax(high, y), high)
+        first_error = np.where(keep & first, a, first_error)
         count = count + now
+        if (now & (count == WARM)).any():
+            mean, var = _without_first(mean, var, first_error, (now & (count == WARM))[:, None])
     for name, value in (
-        ("an_mean", mean), ("an_var", var), ("an_count", count), ("seen_lo", low), ("seen_hi", high),
-        ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", moves[0]), ("iv_still", moves[1]),
+        ("an_mean", mean), ("an_var", var), ("an_count", count), ("an_first", first_error), ("seen_lo", low),
+        ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", moves[0]),
+        ("iv_still", moves[1]),
     ):  # fmt: skip
         rows.put(s.array(name), value)
     flagged = (scores >= config.anomaly_threshold).sum(axis=1)  # (NaN compares False)
@@ -197,7 +205,9 @@ def _calibrate_floats(
     errors = truth - shown
     usable = (judged & np.isfinite(errors).all(axis=-1)).tolist()
     for i, slot in enumerate(sl.tolist()):
-        mean, var, low, high = (s.array(name)[slot].tolist() for name in ("an_mean", "an_var", "seen_lo", "seen_hi"))
+        mean, var, low, high, first_error = (
+            s.array(name)[slot].tolist() for name in ("an_mean", "an_var", "seen_lo", "seen_hi", "an_first")
+        )
         lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
         so_far, still = s.iv_moved[slot].tolist(), s.iv_still[slot].tolist()  # (``moved``'s state)
         count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
@@ -232,7 +242,7 @@ def _calibrate_floats(
             for o in range(outputs):
                 a, y = abs(e[o]), target[o]
                 if count == 0:
-                    mean[o], var[o], hi[o], lo[o], scale[o] = a, 0.0, start, -start, a
+                    mean[o], var[o], hi[o], lo[o], scale[o], first_error[o] = a, 0.0, start, -start, a, a
                 else:
                     delta = a - mean[o]
                     mean[o], var[o] = mean[o] + weight * delta, (1 - weight) * (var[o] + weight * delta * delta)
@@ -251,12 +261,42 @@ def _calibrate_floats(
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1
+            if count == WARM:  # (``_without_first``, in floats)
+                for o in range(outputs):
+                    mean[o], var[o] = _first_replaced(mean[o], var[o], first_error[o])
         intervals[i], scores[i], errs[i] = bands, row_scores, row_errs
         for name, value in (
-            ("an_mean", mean), ("an_var", var), ("seen_lo", low), ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi),
-            ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still), ("an_count", count),
-            ("iv_inside", inside), ("iv_width", width),
+            ("an_mean", mean), ("an_var", var), ("an_first", first_error), ("seen_lo", low), ("seen_hi", high),
+            ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still),
+            ("an_count", count), ("iv_inside", inside), ("iv_width", width),
         ):  # fmt: skip
             s.array(name)[slot] = value
         s.anomalies[slot] += flagged
     return scores, intervals, errs
+
+
+def _without_first(
+    mean: np.ndarray, var: np.ndarray, first: np.ndarray, reached: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The errors' mean and variance (plain averages over ``WARM`` errors, where ``reached``) with the first
+    error, ``first``, replaced by the mean of the others if it lies more than ``CLIP`` deviations from it (the
+    others varying beyond the score's floor); ``_first_replaced`` in floats, the same operations."""
+    others = WARM - 1
+    mean_o = (WARM * mean - first) / others
+    var_o = (WARM * (var + mean * mean) - first * first) / others - mean_o * mean_o
+    floor = DEVIATION_FLOOR * magnitude(mean_o)
+    off = first - mean_o
+    far = reached & (var_o > floor * floor) & (off * off > CLIP * CLIP * var_o)
+    return np.where(far, mean_o, mean), np.where(far, others / WARM * var_o, var)
+
+
+def _first_replaced(mean: float, var: float, first: float) -> tuple[float, float]:
+    """``_without_first`` of one output's statistics, in Python floats."""
+    others = WARM - 1
+    mean_o = (WARM * mean - first) / others
+    var_o = (WARM * (var + mean * mean) - first * first) / others - mean_o * mean_o
+    floor = DEVIATION_FLOOR * (abs(mean_o) if mean_o != 0 else 1.0)
+    off = first - mean_o
+    if var_o > floor * floor and off * off > CLIP * CLIP * var_o:
+        return mean_o, others / WARM * var_o
+    return mean, var

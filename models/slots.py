@@ -182,7 +182,8 @@ class FleetSlots(SlotArrays):
     gate_revert_err: np.ndarray  # (O,) ... and its candidate's recent absolute error (NaN: not judged yet)
     an_mean: np.ndarray  # (O,) models/anomaly.py: the absolute errors' running mean and variance ...
     an_var: np.ndarray
-    an_count: np.ndarray  # () ... over this many judged steps (the intervals' too)
+    an_count: np.ndarray  # () ... over this many judged steps (the intervals' too) ...
+    an_first: np.ndarray  # (O,) ... the first of them (NaN: none, or a state saved before it was kept)
     seen_lo: np.ndarray  # (O,) the range of the targets so far (NaN: none yet)
     seen_hi: np.ndarray
     iv_lo: np.ndarray  # (O,) the interval's offsets from the prediction ...
@@ -267,6 +268,7 @@ class FleetSlots(SlotArrays):
             "an_mean": ArraySpec((out,), f64),
             "an_var": ArraySpec((out,), f64),
             "an_count": ArraySpec((), i64),
+            "an_first": ArraySpec((out,), f64, nan),
             "seen_lo": ArraySpec((out,), f64, nan),
             "seen_hi": ArraySpec((out,), f64, nan),
             "iv_lo": ArraySpec((out,), f64),
