@@ -165,13 +165,11 @@ def prepare(
     c = fleet.config
     assert c.output_size is not None
     x = _matrix(items, "x", xs, c.input_size, gaps=c.impute_missing)
-    finite = (~np.isinf(x) if c.impute_missing else np.isfinite(x)).all(axis=1)
-    if not finite.all():
-        why = "values must be finite or null" if c.impute_missing else "values must be finite"
-        raise InvalidObservation(items[int(np.argmin(finite))], "x", why)
-    bounded = ~(np.abs(x) > MAX_VALUE).any(axis=1)  # (a null, NaN, compares False)
-    if not bounded.all():
-        raise InvalidObservation(items[int(np.argmin(bounded))], "x", f"values must be within +-{MAX_VALUE:g}")
+    within = np.abs(x) <= MAX_VALUE  # (NaN, infinities and values beyond compare False; one check, cheapest)
+    if c.impute_missing:
+        within |= np.isnan(x)  # (a null: no reading this step)
+    if not within.all():
+        raise _refused(items, x, within.all(axis=1), c.impute_missing)
     has_y = np.fromiter((v is not None for v in ys), dtype=bool, count=len(ys))
     y = np.full((len(items), c.output_size), np.nan)
     if has_y.any():
@@ -227,6 +225,14 @@ def _timestamps(
         index = items[int(np.argmax(late))]
         raise InvalidObservation(index, "ts", "must be after the stream's previous observation's")
     return ts
+
+
+def _refused(items: list[int], x: np.ndarray, within: np.ndarray, gaps: bool) -> InvalidObservation:
+    """Why the first item whose inputs are not all ``within`` the bounds (or null, with ``gaps``) is refused."""
+    k = int(np.argmin(within))
+    if np.isinf(x[k]).any() or (not gaps and np.isnan(x[k]).any()):
+        return InvalidObservation(items[k], "x", "values must be finite or null" if gaps else "values must be finite")
+    return InvalidObservation(items[k], "x", f"values must be within +-{MAX_VALUE:g}")
 
 
 def _matrix(items: list[int], field: str, values: list[Any], size: int, gaps: bool = False) -> np.ndarray:
