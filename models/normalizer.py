@@ -129,11 +129,11 @@ class Moments:
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
-        return Moments(*(part[:, None] for part in (self.shift, self.s1, self.s2, self.count)))
+        return Moments(self.shift[:, None], self.s1[:, None], self.s2[:, None], self.count[:, None])
 
     def final(self) -> Moments:
         """The last state of a history."""
-        return Moments(*(part[:, -1] for part in (self.shift, self.s1, self.s2, self.count)))
+        return Moments(self.shift[:, -1], self.s1[:, -1], self.s2[:, -1], self.count[:, -1])
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of a history, each (n, m+1, d)."""
