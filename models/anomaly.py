@@ -9,7 +9,9 @@ scores 1 (Numenta HTM's "spatial anomaly", with its tolerance). A step's score i
 from statistics before the step (no look-ahead), null until ``WARM`` errors were judged. When the ``WARM``-th
 is, a first error more than ``CLIP`` deviations from the mean of the others is replaced by that mean (the first
 reading of a sensor at boot, 0 before 1013 hPa, made an error of 1,013 that the plain averages kept: spikes
-scored 0.6-0.8 for thousands of readings); ``an_first`` keeps it until then.
+scored 0.6-0.8 for thousands of readings); ``an_first`` keeps it until then. The interval's scale drops such a
+first error from its plain mean when the band starts (``CALIBRATED_AFTER``, judged on the first 20 errors):
+from it the bands were 13x too wide for 200 readings, then covered 0.88 for 800.
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
 judged errors, then a running mean over about the last 100: started at the first error alone, it let that one
@@ -176,6 +178,11 @@ def calibrate(
         high = np.where(keep, np.fmax(high, y), high)
         first_error = np.where(keep & first, a, first_error)
         count = count + now
+        if (now & (count == CALIBRATED_AFTER)).any():  # (the band starts: its scale drops a far first error)
+            far = _first_far(mean, var, first_error, CALIBRATED_AFTER) & (now & (count == CALIBRATED_AFTER))[:, None]
+            scale = np.where(
+                far & (moves[0] == 0), (CALIBRATED_AFTER * scale - first_error) / (CALIBRATED_AFTER - 1), scale
+            )
         if (now & (count == WARM)).any():
             mean, var = _without_first(mean, var, first_error, (now & (count == WARM))[:, None])
     for name, value in (
@@ -261,9 +268,13 @@ def _calibrate_floats(
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1
+            if count == CALIBRATED_AFTER:  # (``_first_far``, in floats)
+                for o in range(outputs):
+                    if so_far[o] == 0 and _first_replaced(mean[o], var[o], first_error[o], count)[2]:
+                        scale[o] = (count * scale[o] - first_error[o]) / (count - 1)
             if count == WARM:  # (``_without_first``, in floats)
                 for o in range(outputs):
-                    mean[o], var[o] = _first_replaced(mean[o], var[o], first_error[o])
+                    mean[o], var[o], _ = _first_replaced(mean[o], var[o], first_error[o])
         intervals[i], scores[i], errs[i] = bands, row_scores, row_errs
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("an_first", first_error), ("seen_lo", low), ("seen_hi", high),
@@ -281,22 +292,35 @@ def _without_first(
     """The errors' mean and variance (plain averages over ``WARM`` errors, where ``reached``) with the first
     error, ``first``, replaced by the mean of the others if it lies more than ``CLIP`` deviations from it (the
     others varying beyond the score's floor); ``_first_replaced`` in floats, the same operations."""
-    others = WARM - 1
-    mean_o = (WARM * mean - first) / others
-    var_o = (WARM * (var + mean * mean) - first * first) / others - mean_o * mean_o
+    mean_o, var_o = _others(mean, var, first, WARM)
+    far = reached & _first_far(mean, var, first, WARM)
+    return np.where(far, mean_o, mean), np.where(far, (WARM - 1) / WARM * var_o, var)
+
+
+def _others(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and variance of the ``n - 1`` errors after the first, ``first``, from the plain averages of all
+    ``n``."""
+    mean_o = (n * mean - first) / (n - 1)
+    return mean_o, (n * (var + mean * mean) - first * first) / (n - 1) - mean_o * mean_o
+
+
+def _first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> np.ndarray:
+    """Whether the first of ``n`` errors lies more than ``CLIP`` deviations from the mean of the others, which
+    vary beyond the score's floor."""
+    mean_o, var_o = _others(mean, var, first, n)
     floor = DEVIATION_FLOOR * magnitude(mean_o)
     off = first - mean_o
-    far = reached & (var_o > floor * floor) & (off * off > CLIP * CLIP * var_o)
-    return np.where(far, mean_o, mean), np.where(far, others / WARM * var_o, var)
+    return (var_o > floor * floor) & (off * off > CLIP * CLIP * var_o)
 
 
-def _first_replaced(mean: float, var: float, first: float) -> tuple[float, float]:
-    """``_without_first`` of one output's statistics, in Python floats."""
-    others = WARM - 1
-    mean_o = (WARM * mean - first) / others
-    var_o = (WARM * (var + mean * mean) - first * first) / others - mean_o * mean_o
+def _first_replaced(mean: float, var: float, first: float, n: int = WARM) -> tuple[float, float, bool]:
+    """``_without_first`` of one output's statistics, in Python floats (over ``n`` errors), and whether the first
+    was far (``_first_far``)."""
+    others = n - 1
+    mean_o = (n * mean - first) / others
+    var_o = (n * (var + mean * mean) - first * first) / others - mean_o * mean_o
     floor = DEVIATION_FLOOR * (abs(mean_o) if mean_o != 0 else 1.0)
     off = first - mean_o
     if var_o > floor * floor and off * off > CLIP * CLIP * var_o:
-        return mean_o, others / WARM * var_o
-    return mean, var
+        return mean_o, others / n * var_o, True
+    return mean, var, False

@@ -495,7 +495,27 @@ def test_a_garbage_first_reading_does_not_hide_the_spikes_after_it(target):
     for name in ("s", "t"):
         crowd.add_stream(name, StreamConfig(input_size=1, target=target))
     together = crowd.observe_many([item for pair in zip(items("s"), items("t")) for item in pair])[::2]
-    assert [r.anomaly for r in together] == [r.anomaly for r in results]
+    assert [(r.anomaly, r.interval) for r in together] == [(r.anomaly, r.interval) for r in results]
+
+
+def test_a_garbage_first_reading_does_not_set_the_width_of_the_intervals():
+    """The interval's scale, a plain mean of the errors until 100, started at the boot reading's error of 1,013:
+    the bands over readings 21-200 were 13.6x as wide as without the 0 (covering 0.98), and then covered 0.88
+    over 200-1,000 (the quantiles had shrunk while the scaled errors were tiny). When the band starts (the 20th
+    judged error) a first error more than 8 deviations from the other 19 leaves the scale's mean."""
+    values = booted_at_zero(1000)
+    clean = values.copy()
+    clean[0] = clean[1]
+
+    def bands(series: np.ndarray) -> tuple[float, float]:
+        _, results = forecast(series, per_call=50)
+        width = np.mean([r.interval[0][1] - r.interval[0][0] for r in results[21:200]])
+        inside = np.mean([r.interval[0][0] <= v <= r.interval[0][1] for r, v in zip(results[199:999], series[200:])])
+        return float(width), float(inside)
+
+    (width, inside), (clean_width, _) = bands(values), bands(clean)
+    assert width < 1.3 * clean_width, (width, clean_width)
+    assert abs(inside - 0.9) < 0.015, inside
 
 
 def test_the_first_error_is_kept_through_a_restart_and_an_older_state_keeps_its_statistics():
