@@ -6,10 +6,11 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tbptt.models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig, batched
 from tests.factories import assert_identical, sequence
 
 CONFIGS = {
@@ -128,3 +129,21 @@ def test_a_stream_computes_the_same_bits_alone_as_beside_other_streams(config, d
     assert mixed == by_stream
     for stream in sequences:
         assert_identical(together.state_dict(stream)["tensors"], alone.state_dict(stream)["tensors"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(32, 16, 1), (1, 16, 96), (2, 16, 96), (7, 16, 21)])
+def test_a_matrix_product_into_a_strided_output_has_the_bits_of_the_matrices_alone(shape, dtype):
+    """The gradients' products are written into views of one buffer (models/update.py). Into such a strided
+    ``out`` torch sent a vector-shaped product to another kernel (float32 (32 x 16)(16 x 1) on a CPU with
+    AVX-512, 2026-12-05), and a stream's gradient alone differed from its row beside others."""
+    m, k, p = shape
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(3, k, m, dtype=dtype, generator=generator).transpose(1, 2)  # (as the inputs' transposes)
+    b = torch.randn(3, k, p, dtype=dtype, generator=generator)
+    out = torch.empty(3, m + 5, p, dtype=dtype)[:, :m]
+    batched.bmm(a, b, out=out)
+    for i in range(3):
+        alone = torch.empty(1, m + 5, p, dtype=dtype)[:, :m]
+        batched.bmm(a[i : i + 1], b[i : i + 1], out=alone)
+        assert torch.equal(out[i], alone[0]), i
