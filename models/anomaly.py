@@ -179,7 +179,7 @@ def calibrate(
         first_error = np.where(keep & first, a, first_error)
         count = count + now
         if (now & (count == CALIBRATED_AFTER)).any():  # (the band starts: its scale drops a far first error)
-            far = _first_far(mean, var, first_error, CALIBRATED_AFTER) & (now & (count == CALIBRATED_AFTER))[:, None]
+            far = first_far(mean, var, first_error, CALIBRATED_AFTER) & (now & (count == CALIBRATED_AFTER))[:, None]
             scale = np.where(
                 far & (moves[0] == 0), (CALIBRATED_AFTER * scale - first_error) / (CALIBRATED_AFTER - 1), scale
             )
@@ -268,7 +268,7 @@ def _calibrate_floats(
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
             count += 1
-            if count == CALIBRATED_AFTER:  # (``_first_far``, in floats)
+            if count == CALIBRATED_AFTER:  # (``first_far``, in floats)
                 for o in range(outputs):
                     if so_far[o] == 0 and _first_replaced(mean[o], var[o], first_error[o], count)[2]:
                         scale[o] = (count * scale[o] - first_error[o]) / (count - 1)
@@ -293,7 +293,7 @@ def _without_first(
     error, ``first``, replaced by the mean of the others if it lies more than ``CLIP`` deviations from it (the
     others varying beyond the score's floor); ``_first_replaced`` in floats, the same operations."""
     mean_o, var_o = _others(mean, var, first, WARM)
-    far = reached & _first_far(mean, var, first, WARM)
+    far = reached & first_far(mean, var, first, WARM)
     return np.where(far, mean_o, mean), np.where(far, (WARM - 1) / WARM * var_o, var)
 
 
@@ -304,7 +304,7 @@ def _others(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> tup
     return mean_o, (n * (var + mean * mean) - first * first) / (n - 1) - mean_o * mean_o
 
 
-def _first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> np.ndarray:
+def first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> np.ndarray:
     """Whether the first of ``n`` errors lies more than ``CLIP`` deviations from the mean of the others, which
     vary beyond the score's floor."""
     mean_o, var_o = _others(mean, var, first, n)
@@ -315,7 +315,7 @@ def _first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> 
 
 def _first_replaced(mean: float, var: float, first: float, n: int = WARM) -> tuple[float, float, bool]:
     """``_without_first`` of one output's statistics, in Python floats (over ``n`` errors), and whether the first
-    was far (``_first_far``)."""
+    was far (``first_far``)."""
     others = n - 1
     mean_o = (n * mean - first) / others
     var_o = (n * (var + mean * mean) - first * first) / others - mean_o * mean_o

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, quantiles, scaled, tracked
+from .anomaly import CALIBRATED_AFTER, first_far, quantiles, scaled, tracked
 from .gate import WEIGHTS
 from .inputs import Seen
 from .slots import Rows
@@ -73,8 +73,32 @@ def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.n
     count, lo, hi, scale = s.hz_count[sl], s.hz_lo[sl], s.hz_hi[sl], s.hz_scale[sl]
     new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, scaled(e, scale), count, quantiles(fleet.config.coverage))
     keep = now[..., None]
+    if (count < CALIBRATED_AFTER).any():
+        new_scale = _without_far_first(fleet, rows, e, count, scale, new_scale, keep)
     s.hz_lo[sl], s.hz_hi[sl] = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi)
     s.hz_scale[sl], s.hz_count[sl] = np.where(keep, new_scale, scale), count + now
+
+
+def _without_far_first(
+    fleet: Fleet, rows: Rows, e: np.ndarray, count: np.ndarray, scale: np.ndarray, new_scale: np.ndarray,
+    keep: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The scales ``new_scale`` (n, H-1, O) after the errors ``e``, with a far first error dropped where a horizon's
+    band starts (its ``CALIBRATED_AFTER``-th error), as the next reading's band drops one (models/anomaly.py):
+    a sensor's garbage first reading made every horizon's first error huge, and the bands 10x too wide for
+    hundreds of readings. Until then each horizon keeps its first |e| and the plain variance of its |e|s (the
+    scale is their plain mean)."""
+    s, sl = fleet.slots, rows.slots
+    var, first_error, a = s.hz_var[sl], s.hz_first[sl], np.abs(e)
+    first, weight = (count == 0)[..., None], (1.0 / (count + 1.0))[..., None]
+    delta = a - scale  # (the score's recurrence, models/anomaly.py: the same bits as its plain averages)
+    new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
+    young = keep & (count < CALIBRATED_AFTER)[..., None]
+    s.hz_var[sl] = np.where(young, new_var, var)
+    s.hz_first[sl] = first_error = np.where(keep & first, a, first_error)
+    starts = keep & (count == CALIBRATED_AFTER - 1)[..., None]
+    far = starts & first_far(new_scale, new_var, first_error, CALIBRATED_AFTER)
+    return np.where(far, (CALIBRATED_AFTER * new_scale - first_error) / (CALIBRATED_AFTER - 1), new_scale)
 
 
 class _Choice:
