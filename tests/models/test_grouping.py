@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +151,21 @@ def test_a_matrix_product_into_a_strided_output_has_the_bits_of_the_matrices_alo
         alone = torch.empty(1, m + 5, p, dtype=dtype)[:, :m]
         batched.bmm(a[i : i + 1], b[i : i + 1], out=alone)
         assert torch.equal(out[i], alone[0]), i
+
+
+OTHER_KERNELS = "MKL_ENABLE_INSTRUCTIONS"  # (MKL takes the kernels of an older CPU than the one it runs on)
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch without MKL")
+@pytest.mark.skipif(OTHER_KERNELS in os.environ, reason="already run with other kernels")
+@pytest.mark.parametrize("instructions", ["AVX2"])
+def test_grouping_changes_no_bit_with_the_kernels_of_another_cpu(instructions):
+    """MKL picks its kernels by the CPU (whatever ATEN_CPU_CAPABILITY says): products that kept their bits
+    alone and in batches on one CI machine did not on the next (AVX-512 and AMX, 2026-12-05; models/batched.py).
+    So these tests run again here with the kernels MKL gives a CPU with AVX2 only."""
+    env = {**os.environ, OTHER_KERNELS: instructions}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2], timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
