@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import math
 from statistics import NormalDist
+from typing import TypeVar
 
 import numpy as np
 
@@ -59,6 +60,7 @@ GAMMA = 0.2  # the interval's quantiles' step, in running mean absolute errors (
 SCALE_ALPHA = 0.01  # ... that mean: about the last 100 judged steps
 STILL = 10  # errors of 0 in a row that end a first move's own weighting of the scale
 CALIBRATED_AFTER = 20  # judged errors before an interval
+Values = TypeVar("Values", float, np.ndarray)
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
 
 
@@ -180,9 +182,7 @@ def calibrate(
         count = count + now
         if (now & (count == CALIBRATED_AFTER)).any():  # (the band starts: its scale drops a far first error)
             far = first_far(mean, var, first_error, CALIBRATED_AFTER) & (now & (count == CALIBRATED_AFTER))[:, None]
-            scale = np.where(
-                far & (moves[0] == 0), (CALIBRATED_AFTER * scale - first_error) / (CALIBRATED_AFTER - 1), scale
-            )
+            scale = np.where(far & (moves[0] == 0), mean_of_others(scale, first_error, CALIBRATED_AFTER), scale)
         if (now & (count == WARM)).any():
             mean, var = _without_first(mean, var, first_error, (now & (count == WARM))[:, None])
     for name, value in (
@@ -271,7 +271,7 @@ def _calibrate_floats(
             if count == CALIBRATED_AFTER:  # (``first_far``, in floats)
                 for o in range(outputs):
                     if so_far[o] == 0 and _first_replaced(mean[o], var[o], first_error[o], count)[2]:
-                        scale[o] = (count * scale[o] - first_error[o]) / (count - 1)
+                        scale[o] = mean_of_others(scale[o], first_error[o], count)
             if count == WARM:  # (``_without_first``, in floats)
                 for o in range(outputs):
                     mean[o], var[o], _ = _first_replaced(mean[o], var[o], first_error[o])
@@ -300,8 +300,14 @@ def _without_first(
 def _others(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The mean and variance of the ``n - 1`` errors after the first, ``first``, from the plain averages of all
     ``n``."""
-    mean_o = (n * mean - first) / (n - 1)
+    mean_o = mean_of_others(mean, first, n)
     return mean_o, (n * (var + mean * mean) - first * first) / (n - 1) - mean_o * mean_o
+
+
+def mean_of_others(mean: Values, first: Values, n: int) -> Values:
+    """The mean of the ``n - 1`` values after the first, ``first``, from the plain mean of all ``n`` (arrays or
+    floats: the same operations)."""
+    return (n * mean - first) / (n - 1)
 
 
 def first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> np.ndarray:
@@ -317,7 +323,7 @@ def _first_replaced(mean: float, var: float, first: float, n: int = WARM) -> tup
     """``_without_first`` of one output's statistics, in Python floats (over ``n`` errors), and whether the first
     was far (``first_far``)."""
     others = n - 1
-    mean_o = (n * mean - first) / others
+    mean_o = mean_of_others(mean, first, n)
     var_o = (n * (var + mean * mean) - first * first) / others - mean_o * mean_o
     floor = DEVIATION_FLOOR * (abs(mean_o) if mean_o != 0 else 1.0)
     off = first - mean_o

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, first_far, quantiles, scaled, tracked
+from .anomaly import CALIBRATED_AFTER, first_far, mean_of_others, quantiles, scaled, tracked
 from .gate import WEIGHTS
 from .inputs import Seen
 from .slots import Rows
@@ -98,7 +98,7 @@ def _without_far_first(
     s.hz_first[sl] = first_error = np.where(keep & first, a, first_error)
     starts = keep & (count == CALIBRATED_AFTER - 1)[..., None]
     far = starts & first_far(new_scale, new_var, first_error, CALIBRATED_AFTER)
-    return np.where(far, (CALIBRATED_AFTER * new_scale - first_error) / (CALIBRATED_AFTER - 1), new_scale)
+    return np.where(far, mean_of_others(new_scale, first_error, CALIBRATED_AFTER), new_scale)
 
 
 class _Choice:
