@@ -6,7 +6,6 @@ import itertools
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,19 +152,31 @@ def test_a_matrix_product_into_a_strided_output_has_the_bits_of_the_matrices_alo
         assert torch.equal(out[i], alone[0]), i
 
 
-OTHER_KERNELS = "MKL_ENABLE_INSTRUCTIONS"  # (MKL takes the kernels of an older CPU than the one it runs on)
+PRODUCTS = """
+import tbptt.models, hashlib, os, torch
+generator, digest = torch.Generator().manual_seed(0), hashlib.sha256()
+for n, m, k, p in [(3, 32, 16, 1), (3, 1, 16, 96), (5, 16, 32, 96), (40, 1, 32, 96)]:
+    a, b = torch.randn(n, m, k, generator=generator), torch.randn(n, k, p, generator=generator)
+    digest.update(torch.bmm(a, b).numpy().tobytes())
+    digest.update(torch.bmm(torch.randn(n, k, m, generator=generator).transpose(1, 2), b).numpy().tobytes())
+print(os.environ["MKL_CBWR"], digest.hexdigest())
+"""
+
+
+def products_digest(**env: str) -> str:
+    """MKL's branch once tbptt.models is imported, and the bits of a few batched products, in a fresh
+    interpreter with ``env`` besides this one's own (less MKL's settings)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MKL_")}
+    run = subprocess.run(
+        [sys.executable, "-c", PRODUCTS], capture_output=True, text=True, check=True, env={**clean, **env}
+    )
+    return run.stdout.strip()
 
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch without MKL")
-@pytest.mark.skipif(OTHER_KERNELS in os.environ, reason="already run with other kernels")
-@pytest.mark.parametrize("instructions", ["AVX2"])
-def test_grouping_changes_no_bit_with_the_kernels_of_another_cpu(instructions):
-    """MKL picks its kernels by the CPU (whatever ATEN_CPU_CAPABILITY says): products that kept their bits
-    alone and in batches on one CI machine did not on the next (AVX-512 and AMX, 2026-12-05; models/batched.py).
-    So these tests run again here with the kernels MKL gives a CPU with AVX2 only."""
-    env = {**os.environ, OTHER_KERNELS: instructions}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2], timeout=600,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:]
+def test_matrix_products_have_the_bits_of_mkl_s_avx2_branch_on_any_newer_cpu():
+    """MKL picks its kernels by the CPU, and the bits a stream got on one CI machine were not those it got on
+    the next (AVX-512 with AMX; models/batched.py). Importing tbptt.models sets MKL's reproducible AVX2 branch
+    (MKL_CBWR, unless set already): the products here have the bits MKL gives a CPU with AVX2 only."""
+    assert products_digest() == products_digest(MKL_ENABLE_INSTRUCTIONS="AVX2", MKL_CBWR="AVX2")
+    assert products_digest(MKL_CBWR="COMPATIBLE").startswith("COMPATIBLE ")  # (a setting of one's own is kept)
