@@ -165,7 +165,7 @@ def calibrate(
         weight = np.maximum(1.0 / (count + 1.0), ERROR_ALPHA)[:, None]
         delta = a - mean
         new_mean = np.where(first, a, mean + weight * delta)
-        new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
+        new_var = np.where(first, 0.0, running_var(var, delta, weight))
         keep = now[:, None]
         if moves[0].any() or not scale.all():
             weight_of_scale, idle, new_moves = moved(scale, e, count, moves)
@@ -252,7 +252,7 @@ def _calibrate_floats(
                     mean[o], var[o], hi[o], lo[o], scale[o], first_error[o] = a, 0.0, start, -start, a, a
                 else:
                     delta = a - mean[o]
-                    mean[o], var[o] = mean[o] + weight * delta, (1 - weight) * (var[o] + weight * delta * delta)
+                    mean[o], var[o] = mean[o] + weight * delta, running_var(var[o], delta, weight)
                     zero = e[o] == 0
                     if not (zero and scale[o] == 0):  # (an error of 0 at a scale of 0 moves no quantile)
                         hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
@@ -302,6 +302,12 @@ def _others(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> tup
     ``n``."""
     mean_o = mean_of_others(mean, first, n)
     return mean_o, (n * (var + mean * mean) - first * first) / (n - 1) - mean_o * mean_o
+
+
+def running_var(var: Values, delta: Values, weight: Values | float) -> Values:
+    """The variance ``var`` after a value ``delta`` from the mean, taken with ``weight`` (1 / (count + 1): a
+    plain variance; a floor on it: a running one), in the same operations for arrays and floats."""
+    return (1 - weight) * (var + weight * delta * delta)
 
 
 def mean_of_others(mean: Values, first: Values, n: int) -> Values:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, first_far, mean_of_others, quantiles, scaled, tracked
+from .anomaly import CALIBRATED_AFTER, first_far, mean_of_others, quantiles, running_var, scaled, tracked
 from .gate import WEIGHTS
 from .inputs import Seen
 from .slots import Rows
@@ -92,7 +92,7 @@ def _without_far_first(
     var, first_error, a = s.hz_var[sl], s.hz_first[sl], np.abs(e)
     first, weight = (count == 0)[..., None], (1.0 / (count + 1.0))[..., None]
     delta = a - scale  # (the score's recurrence, models/anomaly.py: the same bits as its plain averages)
-    new_var = np.where(first, 0.0, (1 - weight) * (var + weight * delta * delta))
+    new_var = np.where(first, 0.0, running_var(var, delta, weight))
     young = keep & (count < CALIBRATED_AFTER)[..., None]
     s.hz_var[sl] = np.where(young, new_var, var)
     s.hz_first[sl] = first_error = np.where(keep & first, a, first_error)

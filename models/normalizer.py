@@ -144,7 +144,7 @@ class Moments:
         return mean, np.where(self.count >= 2, std, 1.0)
 
 
-def _centred(s1: np.ndarray, s2: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _centred(s1: np.ndarray, s2: np.ndarray, count: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     """The mean of the values less the shift, and their variance (may round below 0), from the sums."""
     n = np.maximum(count, 1)
     m1 = s1 / n
@@ -190,8 +190,7 @@ def _replaced(
     to their mean, around which their sum is 0 and their sum of squares ``WARM - 1`` times their variance.
     Elsewhere unchanged."""
     others = WARM - 1
-    m1 = s1 / others
-    var = s2 / others - m1 * m1
+    m1, var = _centred(s1, s2, others)
     floor = _RELATIVE_FLOOR * magnitude(shift + m1)
     far = reaching & (var > floor * floor) & (m1 * m1 > CLIP * CLIP * var)
     return np.where(far, shift + m1, shift), np.where(far, 0.0, s1), np.where(far, others * var, s2)
