@@ -6,6 +6,7 @@
     python -m bench.service --shards 2 [--quick]      # only the sharded server against the single process
     python -m bench.service --shards 2 --workers 2    # ... with 2 fronts, a) and b) against a bare app with 2
     python -m bench.service --shards 8 --workers 4 --load 4    # ... with more load: wrk threads, client processes
+    python -m bench.service --shards 1 2 4 8 --workers 1 1 2 4 --load 4 --quick    # each layout, one baseline
 
 Throughput (issue "service throughput"):
   a) single-observation POSTs, 16 connections, round robin over 1,000 streams: observations/s against a bare
@@ -340,28 +341,42 @@ def timestamps(seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
 
 
 def sharded(
-    shards: int, seconds: float, rounds: int, workers: int = 1, load: int = 2
+    layouts: list[tuple[int, int]], seconds: float, rounds: int, load: int = 2
 ) -> list[tuple[str, str, str, str]]:
-    """a), b) and c) on the sharded server (``workers`` fronts) and the single process, alternated; the bare
-    app (one process, and ``workers`` of them) and the textbook loop as in ``run``. ``load``: wrk's threads
-    and the WebSocket client processes (c) gets twice as many connections), so that on a machine with many
-    cores the load, not the server, is never what limits a figure."""
+    """a), b) and c) on the sharded server, one layout (shards, fronts) after another, and on the single
+    process, alternated; the bare app (one process, and as many as each layout's fronts) and the textbook
+    loop as in ``run``. The single process is measured once a round for all layouts, so that a machine lent
+    for minutes measures 1, 2, 4 and 8 shards in one command. ``load``: wrk's threads and the WebSocket
+    client processes (c) gets twice as many connections), so that on a machine with many cores the load,
+    not the server, is never what limits a figure."""
     torch.set_num_threads(1)
     config = {"model": {"input_size": STREAM_INPUT}}
     textbook_config = {"model": {"input_size": STREAM_INPUT, "hidden_size": 32}, "tbptt": {"k1": 16}, "loss": "mse",
                        "optimizer": {"name": "adam", "lr": 0.001}}  # fmt: skip
-    m: dict[str, list[float]] = {k: [] for k in ("many",)}
-    for kind in ("single", "sharded"):
-        m.update({f"{kind} a": [], f"{kind} b": [], f"{kind} c": [], f"{kind} floor": [], f"{kind} echo": []})
-    fronts = {"single": 1, "sharded": workers}
+    kinds: dict[str, dict[str, str] | None] = {"single": None}
+    fronts = {"single": 1}
+    labels = {"single": "one process"}
+    for shards, workers in layouts:
+        kind = f"{shards}x{workers}"
+        kinds[kind] = {"TBPTT_SHARDS": str(shards), "TBPTT_WORKERS": str(workers)}
+        fronts[kind] = workers
+        labels[kind] = f"{shards} shard{'s' if shards > 1 else ''}, " + (
+            "one front" if workers == 1 else f"{workers} fronts"
+        )
+    m: dict[str, list[float]] = {"many": []}
+    for kind in kinds:
+        m.update({f"{kind} {figure}": [] for figure in "abc"})
+    floors: dict[int, list[float]] = {n: [] for n in set(fronts.values())}
+    echoes: dict[int, list[float]] = {n: [] for n in floors}
     for k in range(rounds):
-        for kind in ("single", "sharded") if workers > 1 else ("single",):
-            with bare(fronts[kind]) as (url, _):
-                m[f"{kind} floor"].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
-                m[f"{kind} echo"].append(ws_rate(url, 100, seconds, processes=load))
+        for n in floors:
+            with bare(n) as (url, _):
+                floors[n].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
+                echoes[n].append(ws_rate(url, 100, seconds, processes=load))
         m["many"].append(textbook_rate(1000, 16, rounds=1))
-        for kind in ("single", "sharded") if k % 2 == 0 else ("sharded", "single"):
-            env = {"TBPTT_SHARDS": str(shards), "TBPTT_WORKERS": str(workers)} if kind == "sharded" else None
+        order = list(kinds) if k % 2 == 0 else list(reversed(kinds))  # drift hits every server alike
+        for kind in order:
+            env = kinds[kind]
             with tbptt(env) as (url, _):
                 create_streams(url, 1000, config)
                 m[f"{kind} a"].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
@@ -370,25 +385,25 @@ def sharded(
                 create_streams(url, 1000, textbook_config)
                 cross = lua_fixed("/v1/observations", cross_bodies(1000, 8))
                 m[f"{kind} c"].append(wrk(url, cross, seconds, connections=2 * load, threads=load)["rate"] * 1000)
-    if workers == 1:
-        m["sharded floor"], m["sharded echo"] = m["single floor"], m["single echo"]
-    r = {k: statistics.median(v) for k, v in m.items()}
+    r = {key: statistics.median(values) for key, values in m.items()}
+    floor = {n: statistics.median(v) for n, v in floors.items()}
+    echo = {n: statistics.median(v) for n, v in echoes.items()}
     rows = []
-    fronts_label = "one front" if workers == 1 else f"{workers} fronts"
-    for kind, label in (("single", "one process"), ("sharded", f"{shards} shards, {fronts_label}")):
-        bare_label = "bare FastAPI" if fronts[kind] == 1 else f"bare FastAPI x{fronts[kind]}"
-        floor, echo = r[f"{kind} floor"], r[f"{kind} echo"]
+    for kind in kinds:
+        n = fronts[kind]
+        shards_label = labels[kind]
+        bare_label = "bare FastAPI" if n == 1 else f"bare FastAPI x{n}"
         rows += [
-            (f"a) 1-observation POSTs, {label}", f"{r[f'{kind} a']:,.0f} obs/s", f"{bare_label} {floor:,.0f} req/s",
-             f"{r[f'{kind} a'] / floor:.2f}x"),
-            (f"b) WebSocket, 100 clients, {label}", f"{r[f'{kind} b']:,.0f} msg/s", f"{bare_label} echo {echo:,.0f} msg/s",
-             f"{r[f'{kind} b'] / echo:.2f}x"),
-            (f"c) cross-stream batches, {label}", f"{r[f'{kind} c']:,.0f} obs/s", f"textbook loop {r['many']:,.0f} steps/s",
-             f"{r[f'{kind} c'] / r['many']:.1f}x"),
+            (f"a) 1-observation POSTs, {shards_label}", f"{r[f'{kind} a']:,.0f} obs/s",
+             f"{bare_label} {floor[n]:,.0f} req/s", f"{r[f'{kind} a'] / floor[n]:.2f}x"),
+            (f"b) WebSocket, 100 clients, {shards_label}", f"{r[f'{kind} b']:,.0f} msg/s",
+             f"{bare_label} echo {echo[n]:,.0f} msg/s", f"{r[f'{kind} b'] / echo[n]:.2f}x"),
+            (f"c) cross-stream batches, {shards_label}", f"{r[f'{kind} c']:,.0f} obs/s",
+             f"textbook loop {r['many']:,.0f} steps/s", f"{r[f'{kind} c'] / r['many']:.1f}x"),
         ]  # fmt: skip
-    for figure in "abc":
-        rows.append((f"{figure}) {shards} shards, {fronts_label}, against one process", "", "",
-                     f"{r[f'sharded {figure}'] / r[f'single {figure}']:.2f}x"))  # fmt: skip
+        if kind != "single":
+            rows += [(f"{figure}) {shards_label}, against one process", "", "",
+                      f"{r[f'{kind} {figure}'] / r[f'single {figure}']:.2f}x") for figure in "abc"]  # fmt: skip
     return rows
 
 
@@ -396,8 +411,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--timestamps", action="store_true", help="only the cost of timestamps")
-    parser.add_argument("--shards", type=int, help="only the sharded server (this many shards) against one process")
-    parser.add_argument("--workers", type=int, default=1, help="with --shards: the sharded server's front processes")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        nargs="+",
+        help="only the sharded server (this many shards; several: each) against one process",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="with --shards: the sharded server's front processes (one count for all, or one per --shards)",
+    )
     parser.add_argument(
         "--load",
         type=int,
@@ -409,7 +435,10 @@ def main() -> None:
         sys.exit("bench.service needs wrk: apt-get install wrk")
     seconds, rounds = (4, 1) if args.quick else (10, 3)
     if args.shards:
-        rows = sharded(args.shards, seconds, rounds, args.workers, args.load)
+        if len(args.workers) not in (1, len(args.shards)):
+            parser.error("--workers takes one count, or one per --shards")
+        workers = args.workers * len(args.shards) if len(args.workers) == 1 else args.workers
+        rows = sharded(list(zip(args.shards, workers)), seconds, rounds, args.load)
     elif args.timestamps:
         rows = timestamps(seconds, rounds)
     else:
