@@ -41,6 +41,7 @@ from tbptt.models.anomaly import CALIBRATED_AFTER, GAMMA, SCALE_ALPHA
 from tbptt.service.episodes import openings
 
 RUN = 500
+ALPHA = 0.1  # the intervals' miss rate at the default coverage 0.9 (spelled out: 1 - 0.9 is not 0.1 in floating point)
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "models" / "data"
 
 
@@ -84,9 +85,10 @@ def forecast(values: Sequence[float], horizon: int = 1) -> tuple[Engine, list[St
     return engine, results
 
 
-def ahead(series: list[float], horizon: int) -> list[tuple[float, float, float]]:
+def ahead(series: list[float], horizon: int) -> list[tuple[float, float, float, float]]:
     """A default forecast stream with ``horizon``: per h, (its MAE h readings ahead / the last value's,
-    the coverage of its h-ahead intervals once calibrated, their mean width / the last value's h-step MAE)."""
+    the coverage of its h-ahead intervals once calibrated, their mean width / the last value's h-step MAE,
+    their mean interval score / the same MAE)."""
     values = np.array(series)
     _, results = forecast(values, horizon)
     start = len(values) // 5  # the first 20% learn (as bench.quality scores the last 80%)
@@ -97,10 +99,19 @@ def ahead(series: list[float], horizon: int) -> list[tuple[float, float, float]]
         naive = np.mean([abs(values[t] - values[t + h]) for t in steps])
         bands = [(results[t].forecast_intervals[h - 1], values[t + h]) for t in steps]
         bands = [(band[0], v) for band, v in bands if band is not None]
-        inside = np.mean([lo <= v <= hi for (lo, hi), v in bands]) if bands else math.nan
-        width = np.mean([hi - lo for (lo, hi), _ in bands]) if bands else math.nan
-        out.append((ours / naive, inside, width / naive))
+        inside, width, score = scores(np.array([b for b, _ in bands]), np.array([v for _, v in bands])) if bands else (
+            math.nan, math.nan, math.nan)  # fmt: skip
+        out.append((ours / naive, inside, width / naive, score / naive))
     return out
+
+
+def scores(bands: np.ndarray, targets: np.ndarray) -> tuple[float, float, float]:
+    """(coverage, mean width, mean interval score) of 0.9 ``bands`` (N, 2) for ``targets`` (N,). The interval
+    score (Gneiting and Raftery 2007): the width, plus 2 / 0.1 times the distance by which a target missed; lower
+    is better, and a band can lower its expected score only by covering what it claims."""
+    lo, hi = bands[:, 0], bands[:, 1]
+    interval_score = (hi - lo) + 2 / ALPHA * np.maximum(lo - targets, 0) + 2 / ALPHA * np.maximum(targets - hi, 0)
+    return float(np.mean((lo <= targets) & (targets <= hi))), float(np.mean(hi - lo)), float(np.mean(interval_score))
 
 
 def write_nab(rows: list[list[str]], scores: list[float], target: Path) -> None:
@@ -313,17 +324,20 @@ def report(name: str, series: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 def report_ahead(name: str, series: dict[str, list[float]], horizon: int) -> None:
-    """Per series a line of ``ahead``'s figures per h; then, per h, the mean coverage and the mean distance
-    of coverage from 0.9."""
-    coverage = []
+    """Per series a line of ``ahead``'s figures per h; then, per h, the mean coverage, the mean distance of
+    coverage from 0.9 and the geometric mean of the interval scores (each / the last value's h-step MAE)."""
+    coverage, scores = [], []
     for label, values in series.items():
         rows = ahead(values, horizon)
-        coverage.append([c for _, c, _ in rows])
-        print(f"{label:40s} h: MAE / last value's, coverage, width / last value's MAE: " + "; ".join(
-            f"{h}: {r:.3f} {c:.3f} {w:.2f}" for h, (r, c, w) in enumerate(rows, 1)), flush=True)  # fmt: skip
-    cov = np.array(coverage, dtype=float)  # (series, H)
+        coverage.append([c for _, c, _, _ in rows])
+        scores.append([s for *_, s in rows])
+        print(f"{label:40s} h: MAE / last value's, coverage, width and interval score / last value's MAE: " + "; ".join(
+            f"{h}: {r:.3f} {c:.3f} {w:.2f} {s:.3f}" for h, (r, c, w, s) in enumerate(rows, 1)), flush=True)  # fmt: skip
+    cov, score = np.array(coverage, dtype=float), np.array(scores, dtype=float)  # (series, H)
+    geo = [math.exp(np.log(column[np.isfinite(column) & (column > 0)]).mean()) for column in score.T]
     print(f"{name}, h = 1..{horizon}: coverage: mean " + ", ".join(f"{c:.3f}" for c in np.nanmean(cov, axis=0))
-          + "; distance from 0.9: mean " + ", ".join(f"{d:.3f}" for d in np.nanmean(np.abs(cov - 0.9), axis=0)))  # fmt: skip
+          + "; distance from 0.9: mean " + ", ".join(f"{d:.3f}" for d in np.nanmean(np.abs(cov - 0.9), axis=0))
+          + "; interval score / last value's MAE: geo-mean " + ", ".join(f"{g:.3f}" for g in geo))  # fmt: skip
 
 
 if __name__ == "__main__":

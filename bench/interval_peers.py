@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.anomaly import TESTS, forecast, read
+from bench.anomaly import TESTS, forecast, read, scores
 from bench.quality import last_changes
 
-COVERAGE, ALPHA = 0.9, 0.1  # (ALPHA spelled out: 1 - 0.9 is not 0.1 in floating point)
+COVERAGE = 0.9
 FROM = 30  # intervals scored for the readings after the first FROM + 1
 Bands = np.ndarray  # (N - 1, 2): the interval for reading t + 1, made after reading t (NaN: none)
 
@@ -77,13 +77,6 @@ METHODS: dict[str, Callable[[np.ndarray], Bands]] = {
     "... window 100": lambda s: jackknife_on_changes(s, window=100),
     "jackknife, last value": jackknife_last_value,
 }
-
-
-def scores(bands: Bands, targets: np.ndarray) -> tuple[float, float, float]:
-    """(coverage, mean width, mean interval score) of ``bands`` for ``targets``."""
-    lo, hi = bands[:, 0], bands[:, 1]
-    interval_score = (hi - lo) + 2 / ALPHA * np.maximum(lo - targets, 0) + 2 / ALPHA * np.maximum(targets - hi, 0)
-    return float(np.mean((lo <= targets) & (targets <= hi))), float(np.mean(hi - lo)), float(np.mean(interval_score))
 
 
 def compare(name: str, series: dict[str, np.ndarray]) -> None:
