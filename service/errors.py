@@ -11,7 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from tbptt.models import CoreError, StreamNotFound
 from tbptt.models.errors import rebuilt
@@ -128,6 +129,9 @@ def status_and_detail(exc: ServiceError | CoreError) -> tuple[int, Any]:
     return (404 if isinstance(exc, StreamNotFound) else 422), str(exc)
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     @app.exception_handler(CoreError)
@@ -138,6 +142,13 @@ def install(app: FastAPI) -> None:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
         headers = exc.headers() if isinstance(exc, Unavailable) else None
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """The client went before its request's body was complete (or the body paused past TBPTT_BODY_TIMEOUT
+        and the protocol answered 408): nobody is there to answer, and it is no error of the server's, which
+        logged a traceback for it. 499 (nginx's "client closed request") is what the request metrics count."""
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,6 +4,11 @@ slow or greedy on purpose.
 - A request's headers must arrive within ``TBPTT_HEADER_TIMEOUT`` seconds (uvicorn arms no timer before a
   request is complete: bare connects and half-sent headers would otherwise be held forever) and fit in
   ``TBPTT_MAX_HEADER_BYTES`` (408 and 431 beyond, then the connection is closed).
+- A request's body may pause at most ``TBPTT_BODY_TIMEOUT`` seconds (408, then closed): a request in flight
+  holds a place of ``TBPTT_MAX_CONNECTIONS``, and a body that stopped coming (a sensor whose link died
+  mid-upload leaves a half-open connection; or a client on purpose) held it for good, until as many of
+  them as the limit locked every client out. Pauses that the server makes (reading paused while the app
+  has not taken what came, or a pipelined request waiting its turn) do not count.
 - ``TBPTT_MAX_CONNECTIONS`` bounds the requests in flight and the open WebSockets (uvicorn's own limit
   counts every open connection, so connections that never finish their headers locked out every client,
   and it let WebSocket upgrades through uncounted). Beyond it: 503 with Retry-After.
@@ -34,14 +39,18 @@ def _response(status: str, detail: str, retry_after: int | None = None) -> bytes
 
 class GuardedProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_header_bytes: int = 64 * 1024
     max_active: int = 1024
 
     @classmethod
-    def configured(cls, header_timeout: float, max_header_bytes: int, max_active: int) -> type[GuardedProtocol]:
+    def configured(
+        cls, header_timeout: float, max_header_bytes: int, max_active: int, body_timeout: float = 30.0
+    ) -> type[GuardedProtocol]:
         return type(
             "GuardedProtocol", (cls,),
-            {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes, "max_active": max_active},
+            {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes, "max_active": max_active,
+             "body_timeout": body_timeout},
         )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -50,6 +59,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._in_headers = False
+        self._in_body = False  # a request's headers are in, its body is not complete
+        self._body_seen = 0.0  # when its body last moved (the loop's clock)
+        self._body_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -61,12 +73,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._end_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
+        if self._in_body:  # (most requests come whole in one read: no timer for them)
+            self._body_seen = self.loop.time()
+            if self._body_deadline is None:
+                self._body_deadline = self.loop.call_at(self._body_seen + self.body_timeout, self._body_paused)
         # Checked after parsing: a chunk may hold the end of the headers and a body, which is no header.
         # What the parser holds meanwhile is at most the limit plus one read (64 KiB).
         if self._in_headers and self._header_bytes > self.max_header_bytes:
@@ -87,6 +104,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse("503 Service Unavailable", "too many connections (TBPTT_MAX_CONNECTIONS)", retry_after=1)
             return
         super().on_headers_complete()
+        self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())  # (a WebSocket has none)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._end_body()
 
     def _expect_headers(self) -> None:
         self._in_headers, self._header_bytes = True, 0
@@ -97,6 +119,29 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline = None
         if self._in_headers and not self.transport.is_closing():
             self._refuse("408 Request Timeout", f"headers not received within {self.header_timeout:g} s")
+
+    def _body_paused(self) -> None:
+        """The body's timer: 408 if it has not moved for ``body_timeout`` while the server was reading it."""
+        self._body_deadline = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the server's own pause: the client waits on us, not we on it
+            self._body_seen = self.loop.time()
+        if self.loop.time() - self._body_seen < self.body_timeout:  # (it moved since the timer was set)
+            self._body_deadline = self.loop.call_at(self._body_seen + self.body_timeout, self._body_paused)
+            return
+        self._end_body()
+        detail = f"the request's body paused for more than {self.body_timeout:g} s (TBPTT_BODY_TIMEOUT)"
+        if self.cycle is not None and self.cycle.response_started:  # (an answer is on its way: no second one)
+            self.transport.close()
+        else:
+            self._refuse("408 Request Timeout", detail)
+
+    def _end_body(self) -> None:
+        self._in_body = False
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:

@@ -545,6 +545,49 @@ def test_slow_and_greedy_connections_never_lock_out_a_client(tmp_path):
         assert s.stop() == 0
 
 
+def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
+    """A request in flight holds one of TBPTT_MAX_CONNECTIONS' places until its body is complete. A sensor whose
+    link died mid-upload (a half-open connection: no FIN ever comes) or a client that stops on purpose held it
+    for good: as many of them as the limit locked every tenant out with 503s. A body that pauses longer than
+    TBPTT_BODY_TIMEOUT is answered 408 and its connection closed; one that keeps coming, however slowly, is
+    served."""
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="1").start()
+    stalled: list[socket.socket] = []
+    try:
+        assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
+        head = (
+            f"POST /v1/streams/s/observations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY_A}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+        ).encode()
+        for _ in range(4):  # every place: headers and a first byte of the body, then nothing more
+            conn = socket.create_connection(("127.0.0.1", s.port))
+            conn.sendall(head + b"{")
+            stalled.append(conn)
+        time.sleep(0.3)
+        assert httpx.get(f"{s.url}/healthz", timeout=10).status_code == 503  # the places are taken ...
+        steady = socket.create_connection(("127.0.0.1", s.port))
+        stalled.append(steady)
+        for conn in stalled[:4]:  # ... until the body has paused for TBPTT_BODY_TIMEOUT
+            conn.settimeout(10)
+            answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408") and b"TBPTT_BODY_TIMEOUT" in answer, answer[:200]
+            assert conn.recv(4096) == b""  # and closed
+        served = httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=A, timeout=10)
+        assert served.status_code == 200, served.text
+        steady.sendall(head)  # a body that keeps coming, a byte every 0.4 s for 4.4 s, is never cut off
+        for byte in b'{"x": 2.0}\n':
+            time.sleep(0.4)
+            steady.sendall(bytes([byte]))
+        steady.settimeout(10)
+        assert steady.recv(4096).startswith(b"HTTP/1.1 200")
+        assert 'status="499"' in httpx.get(f"{s.url}/metrics", headers=A).text  # counted, not an error ...
+    finally:
+        for conn in stalled:
+            conn.close()
+        assert s.stop() == 0
+    assert "Traceback" not in s.output(), s.output()[-2000:]  # ... whose traceback the log showed for each
+
+
 def test_a_tenant_holds_at_most_its_memory_budget_and_deleting_gives_it_back(tmp_path):
     """Stream counts alone let one tenant hold gigabytes (a maximal stream: ~160 MiB); the budget is in bytes."""
     from tbptt.models import Engine
