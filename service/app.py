@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors, fastjson, limits
-from .auth import Authenticate, Keys
+from .auth import Authenticate, Keys, tenant_places
 from .browser import BrowserGuard
 from .gcpolicy import park_long_lived
 from .hub import Hub
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
     # Innermost: sensors' one-observation POSTs go past FastAPI's router, inside every middleware below.
     app.add_middleware(ObservationLane, route=lane_route(observations.router.routes), handlers=app.exception_handlers)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
-    app.add_middleware(Authenticate, keys=keys)
+    app.add_middleware(Authenticate, keys=keys, places=tenant_places(settings, keys))
     app.add_middleware(BrowserGuard, settings=settings, keyless=not keys)
     app.add_middleware(limits.BodyLimit, settings=settings)
     origins = [o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()]

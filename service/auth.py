@@ -65,6 +65,9 @@ class Keys:
         """The keys themselves, for the log filter that redacts them (never for anything else)."""
         return [key for key, _ in self._by_digest.values()]
 
+    def tenants(self) -> set[str]:
+        return {tenant for _, tenant in self._by_digest.values()}
+
     def tenant(self, key: str) -> str | None:
         found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
         if found is not None and hmac.compare_digest(found[0].encode(), key.encode()):
@@ -96,11 +99,29 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class Authenticate:
-    """ASGI middleware: sets ``scope["state"]["tenant"]`` for /v1, or answers 401 (HTTP) or 403 (WebSocket)."""
+TENANT_SHARE = 3 / 4  # of TBPTT_MAX_CONNECTIONS, what one tenant may hold where there are others
 
-    def __init__(self, app: ASGIApp, keys: Keys) -> None:
-        self.app, self.keys = app, keys
+
+def tenant_places(settings: Settings, keys: Keys) -> int | None:
+    """How many of TBPTT_MAX_CONNECTIONS' places (requests in flight, open WebSockets) one tenant may hold; None:
+    no limit of its own. Counted together, one tenant's sensors, each with a WebSocket open, took every place
+    and locked every other tenant out; with one tenant (or none: everyone is "default") there is nobody to keep
+    places for."""
+    if settings.max_connections_per_tenant:
+        return settings.max_connections_per_tenant
+    if len(keys.tenants()) < 2:
+        return None
+    return max(1, int(settings.max_connections * TENANT_SHARE))
+
+
+class Authenticate:
+    """ASGI middleware: sets ``scope["state"]["tenant"]`` for /v1, or answers 401 (HTTP) or 403 (WebSocket);
+    and holds each tenant to its ``places`` (``tenant_places``): beyond them 503 with Retry-After, or a
+    WebSocket closed with 1013 (try again later)."""
+
+    def __init__(self, app: ASGIApp, keys: Keys, places: int | None = None) -> None:
+        self.app, self.keys, self.places = app, keys, places
+        self._held: dict[str, int] = {}  # tenant -> its requests in flight and open WebSockets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not scope["path"].startswith("/v1/"):
@@ -111,7 +132,33 @@ class Authenticate:
             await self._refuse(scope, receive, send)
             return
         scope.setdefault("state", {})["tenant"] = tenant
-        await self.app(scope, receive, send)
+        if self.places is None:
+            await self.app(scope, receive, send)
+            return
+        held = self._held.get(tenant, 0)
+        if held >= self.places:
+            await self._busy(tenant, scope, receive, send)
+            return
+        self._held[tenant] = held + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self._held[tenant] - 1
+            if left:
+                self._held[tenant] = left
+            else:
+                del self._held[tenant]
+
+    async def _busy(self, tenant: str, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # (a close reason is at most 123 bytes; a tenant's name at most 64)
+            reason = f"{tenant}: too many connections (TBPTT_MAX_CONNECTIONS_PER_TENANT)"
+            await refuse_websocket(scope, receive, send, reason, code=status.WS_1013_TRY_AGAIN_LATER)
+            return
+        detail = (
+            f"tenant {tenant} holds {self.places} requests in flight and WebSockets open, its most "
+            "(TBPTT_MAX_CONNECTIONS_PER_TENANT); try again shortly"
+        )
+        await JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
 
     def _tenant(self, scope: Scope) -> str | None:
         headers = dict(scope["headers"])
@@ -138,14 +185,16 @@ class Authenticate:
         await response(scope, receive, send)
 
 
-async def refuse_websocket(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
-    """Close a WebSocket with 1008 (policy violation) and ``reason``. Accepted first: a handshake refused
-    with 403 reaches a browser's script as 1006 with no reason at all."""
+async def refuse_websocket(
+    scope: Scope, receive: Receive, send: Send, reason: str, code: int = status.WS_1008_POLICY_VIOLATION
+) -> None:
+    """Close a WebSocket with ``code`` (1008: policy violation) and ``reason``. Accepted first: a handshake
+    refused with 403 reaches a browser's script as 1006 with no reason at all."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept", "subprotocol": subprotocol(scope)})
-    await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION, "reason": reason})
+    await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 def subprotocol(scope: Scope) -> str | None:

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1024, ge=1, description="requests in flight and open WebSockets (503 beyond); open connections: 4x this"
     )
+    max_connections_per_tenant: int = Field(
+        0,
+        ge=0,
+        description="requests in flight and open WebSockets of one tenant (503 beyond); 0: three quarters of "
+        "max_connections where the keys name two tenants or more, else no limit of its own",
+    )
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers (408)")
     body_timeout: float = Field(30.0, gt=0, description="seconds a request's body may pause (408)")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's headers at most (431 beyond)")

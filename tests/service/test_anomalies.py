@@ -198,8 +198,10 @@ def test_the_alerts_websocket_sends_the_backlog_then_each_alert_once_per_tenant(
         before = c.get("/v1/anomalies", headers=A).json()["anomalies"]
         assert before
         with (
-            c.websocket_connect("/v1/anomalies/watch?since=0", headers=A) as alpha,
-            c.websocket_connect("/v1/anomalies/watch", headers=B) as beta,
+            c.websocket_connect(
+                "/v1/anomalies/watch?since=0", headers=dict(A)
+            ) as alpha,  # (it adds its handshake headers to the dict)
+            c.websocket_connect("/v1/anomalies/watch", headers=dict(B)) as beta,
         ):
             assert alpha.receive_json() == {"anomalies": before}  # the backlog first
             c.post("/v1/streams/s/observations", json={"observations": [{"x": v} for v in values[200:]]}, headers=A)

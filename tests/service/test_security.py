@@ -10,6 +10,7 @@ import socket
 import statistics
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 import httpx
 import pytest
@@ -27,8 +28,11 @@ RAY = importlib.util.find_spec("ray") is not None
 
 KEY_A, KEY_B = "a-secret-key-0123456789", "b-secret-key-9876543210"
 KEYS = f"alpha:{KEY_A},beta:{KEY_B}"
-A, B = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"}
-WRONG = {"Authorization": "Bearer not-a-key-not-a-key"}
+# Read-only: Starlette's TestClient.websocket_connect adds its handshake headers to the dict it is given, and a
+# Sec-WebSocket-Key left in B by one test made a later test's real handshake fail ("multiple values").
+A = MappingProxyType({"Authorization": f"Bearer {KEY_A}"})
+B = MappingProxyType({"Authorization": f"Bearer {KEY_B}"})
+WRONG = MappingProxyType({"Authorization": "Bearer not-a-key-not-a-key"})
 
 
 def client_with(tmp_path: Path, **settings) -> TestClient:
@@ -99,12 +103,18 @@ def test_auth_matrix_over_every_route(tmp_path, shards):
         for route in sockets:
             path = path_of(route)
             for headers in ({}, WRONG):
-                with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect(path, headers=headers) as ws:
+                with (
+                    pytest.raises(WebSocketDisconnect) as refused,
+                    c.websocket_connect(path, headers=dict(headers)) as ws,
+                ):
                     ws.receive_text()
                 assert refused.value.code == 1008 and "API key" in refused.value.reason  # a browser sees why
         c.delete("/v1/streams/s", headers=B)
         for route in [r for r in sockets if "{stream_id}" in r.path]:  # beta's key: alpha's stream is not beta's
-            with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect(path_of(route), headers=B) as ws:
+            with (
+                pytest.raises(WebSocketDisconnect) as refused,
+                c.websocket_connect(path_of(route), headers=dict(B)) as ws,
+            ):
                 ws.receive_text()
             assert refused.value.code == 1008 and "not found" in refused.value.reason
         assert c.get("/v1/streams/s", headers=A).json()["id"] == "s"  # untouched by all of the above
@@ -511,7 +521,13 @@ def test_slow_and_greedy_connections_never_lock_out_a_client(tmp_path):
 
     from websockets.sync.client import connect
 
-    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_MAX_CONNECTIONS="8", TBPTT_HEADER_TIMEOUT="1").start()
+    s = Server(
+        tmp_path / "data",
+        TBPTT_API_KEYS=KEYS,
+        TBPTT_MAX_CONNECTIONS="8",
+        TBPTT_MAX_CONNECTIONS_PER_TENANT="8",
+        TBPTT_HEADER_TIMEOUT="1",
+    ).start()
     slow: list[socket.socket] = []
     try:
         assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
@@ -551,7 +567,8 @@ def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
     for good: as many of them as the limit locked every tenant out with 503s. A body that pauses longer than
     TBPTT_BODY_TIMEOUT is answered 408 and its connection closed; one that keeps coming, however slowly, is
     served."""
-    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="1").start()
+    one_tenant = f"alpha:{KEY_A}"  # (with others, a tenant holds at most three quarters of the places)
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=one_tenant, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="1").start()
     stalled: list[socket.socket] = []
     try:
         assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
@@ -586,6 +603,49 @@ def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
             conn.close()
         assert s.stop() == 0
     assert "Traceback" not in s.output(), s.output()[-2000:]  # ... whose traceback the log showed for each
+
+
+def test_one_tenants_connections_never_take_every_place_from_the_others(tmp_path):
+    """TBPTT_MAX_CONNECTIONS counts every tenant's requests in flight and open WebSockets together: a tenant
+    whose sensors each keep a WebSocket open (no abuse needed) took every place, and every other tenant got
+    503. With keys for two tenants or more a tenant holds at most three quarters of the places (or
+    TBPTT_MAX_CONNECTIONS_PER_TENANT): beyond it its own requests are told to come back, the others' served."""
+    from contextlib import ExitStack
+
+    from websockets.exceptions import ConnectionClosed
+
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=KEYS, TBPTT_MAX_CONNECTIONS="8").start()
+    try:
+        for headers in (A, B):
+            assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=headers).status_code
+        with ExitStack() as stack:
+            for _ in range(6):  # three quarters of 8
+                stack.enter_context(connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=A))
+            busy = httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=A, timeout=10)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
+            assert "alpha" in busy.json()["detail"] and "TBPTT_MAX_CONNECTIONS_PER_TENANT" in busy.json()["detail"]
+            with connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=A) as seventh:
+                with pytest.raises(ConnectionClosed) as closed:
+                    seventh.recv(timeout=10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013  # try again later
+                assert "TBPTT_MAX_CONNECTIONS_PER_TENANT" in closed.value.rcvd.reason
+            for _ in range(2):  # the other tenant is served, WebSockets and requests alike
+                stack.enter_context(connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=B))
+            served = httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=B, timeout=10)
+            assert served.status_code == 503  # (every place taken now: the global limit, as before)
+        time.sleep(0.3)
+        assert httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=A).status_code == 200
+    finally:
+        assert s.stop() == 0
+    one = Server(tmp_path / "one", TBPTT_API_KEYS=f"alpha:{KEY_A}", TBPTT_MAX_CONNECTIONS="8").start()
+    try:  # one tenant alone has every place: there is nobody to keep them for
+        assert httpx.put(f"{one.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
+        with ExitStack() as stack:
+            for _ in range(7):
+                stack.enter_context(connect(f"{one.ws_url}/v1/streams/s/ws", additional_headers=A))
+            assert httpx.post(f"{one.url}/v1/streams/s/observations", json={"x": 1.0}, headers=A).status_code == 200
+    finally:
+        assert one.stop() == 0
 
 
 def test_a_tenant_holds_at_most_its_memory_budget_and_deleting_gives_it_back(tmp_path):
