@@ -9,6 +9,10 @@ slow or greedy on purpose.
   mid-upload leaves a half-open connection; or a client on purpose) held it for good, until as many of
   them as the limit locked every client out. Pauses that the server makes (reading paused while the app
   has not taken what came, or a pipelined request waiting its turn) do not count.
+- A response its client stops reading is dropped after ``TBPTT_BODY_TIMEOUT`` seconds of it: what does not
+  fit the socket waits in the server's memory, and a client that stopped (or a half-open connection, which
+  never reads again) kept it there for good, past the keep-alive timeout (20 unread downloads of a 17 MB
+  model held 354 MB; the open-connection cap allowed thousands).
 - ``TBPTT_MAX_CONNECTIONS`` bounds the requests in flight and the open WebSockets (uvicorn's own limit
   counts every open connection, so connections that never finish their headers locked out every client,
   and it let WebSocket upgrades through uncounted). Beyond it: 503 with Retry-After.
@@ -19,7 +23,11 @@ slow or greedy on purpose.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import socket
+import struct
+import termios
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -62,6 +70,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_body = False  # a request's headers are in, its body is not complete
         self._body_seen = 0.0  # when its body last moved (the loop's clock)
         self._body_deadline: asyncio.TimerHandle | None = None
+        self._unread_deadline: asyncio.TimerHandle | None = None  # set while the client does not read on
+        self._unread_left = 0  # what the transport held for it when the timer was set
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -74,7 +84,52 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         self._end_body()
+        self._cancel_unread()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:  # the transport holds more than its high-water mark: the client lags
+        super().pause_writing()
+        if self._unread_deadline is None:
+            self._unread_left = self._unsent()
+            self._unread_deadline = self.loop.call_later(self.body_timeout, self._unread)
+
+    def resume_writing(self) -> None:  # it read on
+        super().resume_writing()
+        self._cancel_unread()
+
+    def _unread(self) -> None:
+        """Nothing read for ``body_timeout`` (the server's buffer for it no smaller): reset the connection,
+        dropping what waits for it in the server's buffer and the kernel's (``close`` waits for a flush that
+        never comes, as uvicorn's keep-alive timeout did; ``abort`` alone leaves the kernel's megabytes to
+        trickle out). A client that reads, however slowly, is given another ``body_timeout``."""
+        self._unread_deadline = None
+        if not self.flow.write_paused:
+            return
+        left = self._unsent()
+        if left < self._unread_left:  # it read some: a slow link, not a stopped client
+            self._unread_left = left
+            self._unread_deadline = self.loop.call_later(self.body_timeout, self._unread)
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:  # a reset: the kernel's buffer goes too (a plain close sends it all first)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    def _unsent(self) -> int:
+        """Bytes not yet taken by the client: the transport's buffer, and the kernel's queue where it says
+        (Linux's SIOCOUTQ; the transport's buffer shrinks only once the kernel's has room for a third of
+        itself, megabytes, which a slow client may take minutes to read)."""
+        left = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        try:
+            return left + struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (AttributeError, OSError, ValueError):  # (no socket, or no such ioctl here)
+            return left
+
+    def _cancel_unread(self) -> None:
+        if self._unread_deadline is not None:
+            self._unread_deadline.cancel()
+            self._unread_deadline = None
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:

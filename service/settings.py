@@ -122,7 +122,9 @@ class Settings(BaseSettings):
         "max_connections where the keys name two tenants or more, else no limit of its own",
     )
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers (408)")
-    body_timeout: float = Field(30.0, gt=0, description="seconds a request's body may pause (408)")
+    body_timeout: float = Field(
+        30.0, gt=0, description="seconds a request's body may pause (408), or a response wait for its client to read"
+    )
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's headers at most (431 beyond)")
     rate_limit: float = Field(0.0, ge=0, description="requests per second per tenant (429 beyond); 0: no limit")
     rate_burst: int = Field(100, ge=1, description="requests a tenant may send at once before the rate applies")

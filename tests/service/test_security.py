@@ -568,7 +568,7 @@ def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
     TBPTT_BODY_TIMEOUT is answered 408 and its connection closed; one that keeps coming, however slowly, is
     served."""
     one_tenant = f"alpha:{KEY_A}"  # (with others, a tenant holds at most three quarters of the places)
-    s = Server(tmp_path / "data", TBPTT_API_KEYS=one_tenant, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="1").start()
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=one_tenant, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="2").start()
     stalled: list[socket.socket] = []
     try:
         assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
@@ -603,6 +603,47 @@ def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
             conn.close()
         assert s.stop() == 0
     assert "Traceback" not in s.output(), s.output()[-2000:]  # ... whose traceback the log showed for each
+
+
+def test_a_response_its_client_stops_reading_is_dropped_after_the_body_timeout(tmp_path):
+    """A response that does not fit the socket waits in the server's memory for its client to read on. A client
+    that stopped (or a half-open connection: it never will) kept it there for good, past the keep-alive
+    timeout: 20 unread downloads of a 17 MB model held 354 MB, and the open-connection cap (4x
+    TBPTT_MAX_CONNECTIONS) allowed thousands. After TBPTT_BODY_TIMEOUT without reading, the connection is
+    dropped with what it still held."""
+    s = Server(tmp_path / "data", TBPTT_BODY_TIMEOUT="2").start()
+    try:
+        config = {"model": {"input_size": 1024, "hidden_size": 256, "num_layers": 4}, "dtype": "float64"}
+        assert httpx.put(f"{s.url}/v1/streams/big", json=config).status_code == 201
+        size = len(httpx.get(f"{s.url}/v1/streams/big/model", timeout=30).content)
+        reader = socket.create_connection(("127.0.0.1", s.port))
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.sendall(b"GET /v1/streams/big/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(4)  # not reading, for longer than the body timeout
+        reader.settimeout(1)
+        received, ended, deadline = 0, False, time.monotonic() + 5
+        while not ended and time.monotonic() < deadline:  # (a 4 KiB window reads slowly: time, not bytes, bounds it)
+            try:
+                chunk = reader.recv(1 << 20)
+            except ConnectionResetError:
+                chunk = b""
+            except TimeoutError:
+                continue
+            received, ended = received + len(chunk), not chunk
+        reader.close()
+        assert ended and received < size / 2, (received, size)  # what the sockets held, then the end
+        slow = socket.create_connection(("127.0.0.1", s.port))  # a client that reads on, however slowly, is served
+        slow.sendall(b"GET /v1/streams/big/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        slow.settimeout(10)
+        received, started = 0, time.monotonic()
+        while time.monotonic() < started + 4:  # 64 KiB every 0.1 s: far below what the server would send, but
+            received += len(slow.recv(64 * 1024))  # each second it takes some (TCP opens its window by 64 KiB
+            time.sleep(0.1)  # segments here: a reader of a few KiB a second takes nothing for seconds)
+        assert received > 0 and len(slow.recv(64 * 1024)) > 0  # still open, still coming
+        slow.close()
+        assert httpx.get(f"{s.url}/v1/streams/big/model", timeout=30).status_code == 200
+    finally:
+        assert s.stop() == 0
 
 
 def test_one_tenants_connections_never_take_every_place_from_the_others(tmp_path):
