@@ -619,7 +619,7 @@ def test_a_response_its_client_stops_reading_is_dropped_after_the_body_timeout(t
         reader = socket.create_connection(("127.0.0.1", s.port))
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         reader.sendall(b"GET /v1/streams/big/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        time.sleep(4)  # not reading, for longer than the body timeout
+        time.sleep(3)  # not reading, for longer than the body timeout
         reader.settimeout(1)
         received, ended, deadline = 0, False, time.monotonic() + 5
         while not ended and time.monotonic() < deadline:  # (a 4 KiB window reads slowly: time, not bytes, bounds it)
@@ -636,7 +636,7 @@ def test_a_response_its_client_stops_reading_is_dropped_after_the_body_timeout(t
         slow.sendall(b"GET /v1/streams/big/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         slow.settimeout(10)
         received, started = 0, time.monotonic()
-        while time.monotonic() < started + 4:  # 64 KiB every 0.1 s: far below what the server would send, but
+        while time.monotonic() < started + 3:  # 64 KiB every 0.1 s: far below what the server would send, but
             received += len(slow.recv(64 * 1024))  # each second it takes some (TCP opens its window by 64 KiB
             time.sleep(0.1)  # segments here: a reader of a few KiB a second takes nothing for seconds)
         assert received > 0 and len(slow.recv(64 * 1024)) > 0  # still open, still coming
