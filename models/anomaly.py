@@ -297,9 +297,9 @@ def _without_first(
     return np.where(far, mean_o, mean), np.where(far, (WARM - 1) / WARM * var_o, var)
 
 
-def _others(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _others(mean: Values, var: Values, first: Values, n: int) -> tuple[Values, Values]:
     """The mean and variance of the ``n - 1`` errors after the first, ``first``, from the plain averages of all
-    ``n``."""
+    ``n`` (arrays or floats: the same operations)."""
     mean_o = mean_of_others(mean, first, n)
     return mean_o, (n * (var + mean * mean) - first * first) / (n - 1) - mean_o * mean_o
 
@@ -328,11 +328,9 @@ def first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> n
 def _first_replaced(mean: float, var: float, first: float, n: int = WARM) -> tuple[float, float, bool]:
     """``_without_first`` of one output's statistics, in Python floats (over ``n`` errors), and whether the first
     was far (``first_far``)."""
-    others = n - 1
-    mean_o = mean_of_others(mean, first, n)
-    var_o = (n * (var + mean * mean) - first * first) / others - mean_o * mean_o
+    mean_o, var_o = _others(mean, var, first, n)
     floor = DEVIATION_FLOOR * (abs(mean_o) if mean_o != 0 else 1.0)
     off = first - mean_o
     if var_o > floor * floor and off * off > CLIP * CLIP * var_o:
-        return mean_o, others / n * var_o, True
+        return mean_o, (n - 1) / n * var_o, True
     return mean, var, False
