@@ -9,10 +9,14 @@ slow or greedy on purpose.
   mid-upload leaves a half-open connection; or a client on purpose) held it for good, until as many of
   them as the limit locked every client out. Pauses that the server makes (reading paused while the app
   has not taken what came, or a pipelined request waiting its turn) do not count.
+- Nor may it come slower than ``TBPTT_BODY_MIN_RATE`` bytes a second on average (Apache's ``RequestReadTimeout
+  ... MinRate``): it has ``TBPTT_BODY_TIMEOUT`` seconds, plus a second for each ``TBPTT_BODY_MIN_RATE`` bytes
+  that came. A body sent a byte every few seconds never paused for long, and held its place for days.
 - A response its client stops reading is dropped after ``TBPTT_BODY_TIMEOUT`` seconds of it: what does not
   fit the socket waits in the server's memory, and a client that stopped (or a half-open connection, which
   never reads again) kept it there for good, past the keep-alive timeout (20 unread downloads of a 17 MB
-  model held 354 MB; the open-connection cap allowed thousands).
+  model held 354 MB; the open-connection cap allowed thousands). A client that reads on, but slower than
+  ``TBPTT_BODY_MIN_RATE`` (a few bytes now and then), is dropped as the body's rule says.
 - ``TBPTT_MAX_CONNECTIONS`` bounds the requests in flight and the open WebSockets (uvicorn's own limit
   counts every open connection, so connections that never finish their headers locked out every client,
   and it let WebSocket upgrades through uncounted). Beyond it: 503 with Retry-After.
@@ -25,14 +29,40 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import math
 import socket
 import struct
 import termios
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 OPEN_PER_LIMIT = 4  # open connections allowed per TBPTT_MAX_CONNECTIONS (idle keep-alives, slow senders)
+
+
+@dataclass
+class _Pace:
+    """A transfer's pace since ``since`` (the loop's clock): the bytes ``moved``, when they last ``moved_at``, the
+    seconds ``waived`` (the server's own pauses) and when it was ``checked`` last."""
+
+    since: float = 0.0
+    moved: int = 0
+    moved_at: float = 0.0
+    waived: float = 0.0
+    checked: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.moved_at = self.checked = self.since
+
+    def add(self, size: int, now: float) -> None:
+        self.moved, self.moved_at = self.moved + size, now
+
+    def due(self, timeout: float, min_rate: float) -> float:
+        """When its time is up: ``timeout`` seconds without moving, or its average below ``min_rate`` bytes a second
+        after the first ``timeout`` seconds (0: no minimum); the server's own pauses count for neither."""
+        paced = self.since + self.waived + timeout + self.moved / min_rate if min_rate > 0 else math.inf
+        return min(self.moved_at + timeout, paced)
 
 
 def _response(status: str, detail: str, retry_after: int | None = None) -> bytes:
@@ -48,17 +78,19 @@ def _response(status: str, detail: str, retry_after: int | None = None) -> bytes
 class GuardedProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    body_min_rate: float = 500.0  # bytes a second (0: none)
     max_header_bytes: int = 64 * 1024
     max_active: int = 1024
 
     @classmethod
     def configured(
-        cls, header_timeout: float, max_header_bytes: int, max_active: int, body_timeout: float = 30.0
-    ) -> type[GuardedProtocol]:
+        cls, header_timeout: float, max_header_bytes: int, max_active: int, body_timeout: float = 30.0,
+        body_min_rate: float = 500.0,
+    ) -> type[GuardedProtocol]:  # fmt: skip
         return type(
             "GuardedProtocol", (cls,),
             {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes, "max_active": max_active,
-             "body_timeout": body_timeout},
+             "body_timeout": body_timeout, "body_min_rate": body_min_rate},
         )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -68,10 +100,12 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._in_headers = False
         self._in_body = False  # a request's headers are in, its body is not complete
-        self._body_seen = 0.0  # when its body last moved (the loop's clock)
+        self._body_started = 0.0  # when its headers were in (the loop's clock) ...
+        self._body_pace = _Pace()  # ... and since then, for a body not in one read: the bytes, when, our pauses
         self._body_deadline: asyncio.TimerHandle | None = None
         self._unread_deadline: asyncio.TimerHandle | None = None  # set while the client does not read on
         self._unread_left = 0  # what the transport held for it when the timer was set
+        self._unread_pace = _Pace()  # since the client stopped keeping up: the bytes it took, when
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -91,6 +125,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().pause_writing()
         if self._unread_deadline is None:
             self._unread_left = self._unsent()
+            self._unread_pace = _Pace(self.loop.time())
             self._unread_deadline = self.loop.call_later(self.body_timeout, self._unread)
 
     def resume_writing(self) -> None:  # it read on
@@ -98,17 +133,21 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_unread()
 
     def _unread(self) -> None:
-        """Nothing read for ``body_timeout`` (the server's buffer for it no smaller): reset the connection,
+        """Nothing read for ``body_timeout`` (the server's buffer for it no smaller), or read slower than
+        ``body_min_rate`` since it fell behind: reset the connection,
         dropping what waits for it in the server's buffer and the kernel's (``close`` waits for a flush that
         never comes, as uvicorn's keep-alive timeout did; ``abort`` alone leaves the kernel's megabytes to
-        trickle out). A client that reads, however slowly, is given another ``body_timeout``."""
+        trickle out)."""
         self._unread_deadline = None
         if not self.flow.write_paused:
             return
-        left = self._unsent()
-        if left < self._unread_left:  # it read some: a slow link, not a stopped client
+        now, left = self.loop.time(), self._unsent()
+        if left < self._unread_left:  # it read some: a slow link, not a stopped client, unless too slow
+            self._unread_pace.add(self._unread_left - left, now)
             self._unread_left = left
-            self._unread_deadline = self.loop.call_later(self.body_timeout, self._unread)
+        due = self._unread_pace.due(self.body_timeout, self.body_min_rate)
+        if now < due:
+            self._unread_deadline = self.loop.call_at(due, self._unread)
             return
         sock = self.transport.get_extra_info("socket")
         if sock is not None:  # a reset: the kernel's buffer goes too (a plain close sends it all first)
@@ -136,9 +175,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         super().data_received(data)
         if self._in_body:  # (most requests come whole in one read: no timer for them)
-            self._body_seen = self.loop.time()
+            if self._body_deadline is None:  # (its first read that left it incomplete)
+                self._body_pace = _Pace(self._body_started)
+            self._body_pace.add(len(data), self.loop.time())
             if self._body_deadline is None:
-                self._body_deadline = self.loop.call_at(self._body_seen + self.body_timeout, self._body_paused)
+                self._body_deadline = self.loop.call_at(self._body_due(), self._body_paused)
         # Checked after parsing: a chunk may hold the end of the headers and a body, which is no header.
         # What the parser holds meanwhile is at most the limit plus one read (64 KiB).
         if self._in_headers and self._header_bytes > self.max_header_bytes:
@@ -160,6 +201,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())  # (a WebSocket has none)
+        self._body_started = self.loop.time()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -176,21 +218,34 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse("408 Request Timeout", f"headers not received within {self.header_timeout:g} s")
 
     def _body_paused(self) -> None:
-        """The body's timer: 408 if it has not moved for ``body_timeout`` while the server was reading it."""
+        """The body's timer: 408 if it has not moved for ``body_timeout``, or came slower than ``body_min_rate``,
+        while the server was reading it."""
         self._body_deadline = None
         if not self._in_body or self.transport.is_closing():
             return
+        now, pace = self.loop.time(), self._body_pace
         if self.flow.read_paused:  # the server's own pause: the client waits on us, not we on it
-            self._body_seen = self.loop.time()
-        if self.loop.time() - self._body_seen < self.body_timeout:  # (it moved since the timer was set)
-            self._body_deadline = self.loop.call_at(self._body_seen + self.body_timeout, self._body_paused)
+            pace.waived += now - max(pace.moved_at, pace.checked)
+            pace.moved_at = now
+        pace.checked = now
+        if now < self._body_due():  # (it moved since the timer was set, fast enough)
+            self._body_deadline = self.loop.call_at(self._body_due(), self._body_paused)
             return
         self._end_body()
-        detail = f"the request's body paused for more than {self.body_timeout:g} s (TBPTT_BODY_TIMEOUT)"
+        if now - pace.moved_at >= self.body_timeout:
+            detail = f"the request's body paused for more than {self.body_timeout:g} s (TBPTT_BODY_TIMEOUT)"
+        else:
+            detail = (
+                f"the request's body came slower than {self.body_min_rate:g} bytes/s after its first "
+                f"{self.body_timeout:g} s (TBPTT_BODY_MIN_RATE)"
+            )
         if self.cycle is not None and self.cycle.response_started:  # (an answer is on its way: no second one)
             self.transport.close()
         else:
             self._refuse("408 Request Timeout", detail)
+
+    def _body_due(self) -> float:
+        return self._body_pace.due(self.body_timeout, self.body_min_rate)
 
     def _end_body(self) -> None:
         self._in_body = False

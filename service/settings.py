@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         30.0, gt=0, description="seconds a request's body may pause (408), or a response wait for its client to read"
     )
+    body_min_rate: float = Field(
+        500.0,
+        ge=0,
+        description="bytes a second a request's body must come at (408), and a response's client read at (dropped), "
+        "on average, after the first body_timeout seconds; 0: no minimum",
+    )
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's headers at most (431 beyond)")
     rate_limit: float = Field(0.0, ge=0, description="requests per second per tenant (429 beyond); 0: no limit")
     rate_burst: int = Field(100, ge=1, description="requests a tenant may send at once before the rate applies")

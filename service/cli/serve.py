@@ -72,7 +72,11 @@ def serve_app(app: FastAPI, settings: Settings, sockets: list[socket.socket] | N
         ws_max_size=settings.max_ws_message_bytes,  # close 1009 beyond
         # 503 beyond max_connections, 408 and 431 for slow and huge headers: see protocol.py
         http=GuardedProtocol.configured(
-            settings.header_timeout, settings.max_header_bytes, settings.max_connections, settings.body_timeout
+            settings.header_timeout,
+            settings.max_header_bytes,
+            settings.max_connections,
+            settings.body_timeout,
+            settings.body_min_rate,
         ),
     )
 

@@ -565,10 +565,13 @@ def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
     """A request in flight holds one of TBPTT_MAX_CONNECTIONS' places until its body is complete. A sensor whose
     link died mid-upload (a half-open connection: no FIN ever comes) or a client that stops on purpose held it
     for good: as many of them as the limit locked every tenant out with 503s. A body that pauses longer than
-    TBPTT_BODY_TIMEOUT is answered 408 and its connection closed; one that keeps coming, however slowly, is
-    served."""
+    TBPTT_BODY_TIMEOUT is answered 408 and its connection closed; one that keeps coming, slowly (here above a
+    TBPTT_BODY_MIN_RATE of 1 byte/s), is served."""
     one_tenant = f"alpha:{KEY_A}"  # (with others, a tenant holds at most three quarters of the places)
-    s = Server(tmp_path / "data", TBPTT_API_KEYS=one_tenant, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="2").start()
+    s = Server(
+        tmp_path / "data", TBPTT_API_KEYS=one_tenant, TBPTT_MAX_CONNECTIONS="4", TBPTT_BODY_TIMEOUT="2",
+        TBPTT_BODY_MIN_RATE="1",
+    ).start()  # fmt: skip
     stalled: list[socket.socket] = []
     try:
         assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=A).status_code == 201
@@ -603,6 +606,65 @@ def test_a_body_that_stops_coming_is_answered_408_and_frees_its_place(tmp_path):
             conn.close()
         assert s.stop() == 0
     assert "Traceback" not in s.output(), s.output()[-2000:]  # ... whose traceback the log showed for each
+
+
+def test_a_body_or_a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_faster_one_served(tmp_path):
+    """A body that never pauses for TBPTT_BODY_TIMEOUT but comes a byte at a time held its place for as long as
+    its client liked (a megabyte at a byte every 20 s: 240 days), as a client that reads a response a few bytes
+    at a time pinned it in the server's memory. Each has TBPTT_BODY_TIMEOUT seconds, plus one for every
+    TBPTT_BODY_MIN_RATE bytes that moved (Apache's MinRate): a trickle is cut off, a slow link served."""
+    rate = 100_000  # bytes/s (the default, 500, as a test: minutes of trickling)
+    s = Server(tmp_path / "data", TBPTT_BODY_TIMEOUT="2", TBPTT_BODY_MIN_RATE=str(rate)).start()
+    try:
+        assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
+        post = "POST /v1/streams/s/observations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        trickle = socket.create_connection(("127.0.0.1", s.port))
+        trickle.sendall(f"{post}Content-Length: 1000\r\n\r\n{{".encode())
+        trickle.settimeout(0.3)
+        started, answer = time.monotonic(), b""
+        while not answer and time.monotonic() < started + 10:  # a byte every 0.3 s: never a pause of 2 s
+            try:
+                trickle.sendall(b" ")
+                answer = trickle.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:  # (closed under a send)
+                break
+        assert answer.startswith(b"HTTP/1.1 408") and b"TBPTT_BODY_MIN_RATE" in answer, answer[:300]
+        assert time.monotonic() - started < 6  # its 2 s and 0.01 s for its bytes, then the next check
+        trickle.close()
+        # 500 KB at about 200 KB/s: longer than the timeout, faster than the rate (2 s + 5 s for its bytes)
+        body = b'{"x": [1.0]}' + b" " * 500_000
+        steady = socket.create_connection(("127.0.0.1", s.port))
+        steady.sendall(f"{post}Content-Length: {len(body)}\r\n\r\n".encode())
+        for k in range(0, len(body), 20_000):
+            steady.sendall(body[k : k + 20_000])
+            time.sleep(0.1)
+        steady.settimeout(10)
+        assert steady.recv(4096).startswith(b"HTTP/1.1 200")
+        steady.close()
+        config = {"model": {"input_size": 1024, "hidden_size": 256, "num_layers": 4}, "dtype": "float64"}
+        assert httpx.put(f"{s.url}/v1/streams/big", json=config).status_code == 201
+        size = len(httpx.get(f"{s.url}/v1/streams/big/model", timeout=30).content)
+        reader = socket.create_connection(("127.0.0.1", s.port))
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (the window opens a few KiB at a time)
+        reader.sendall(b"GET /v1/streams/big/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        reader.settimeout(1)
+        received, ended, started = 0, False, time.monotonic()
+        while not ended and time.monotonic() < started + 15:  # 4 KiB every 0.1 s: ~40 KB/s, below the rate
+            try:
+                chunk = reader.recv(4096)
+            except ConnectionResetError:
+                chunk = b""
+            except TimeoutError:
+                continue
+            received, ended = received + len(chunk), not chunk
+            time.sleep(0.1)
+        reader.close()
+        assert ended and received < size / 2, (received, size, time.monotonic() - started)
+        assert len(httpx.get(f"{s.url}/v1/streams/big/model", timeout=30).content) == size  # a fast one is served
+    finally:
+        assert s.stop() == 0
 
 
 def test_a_response_its_client_stops_reading_is_dropped_after_the_body_timeout(tmp_path):
