@@ -17,11 +17,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors, fastjson, limits
-from .auth import Authenticate, Keys, tenant_places
+from .auth import Authenticate, Keys
 from .browser import BrowserGuard
 from .gcpolicy import park_long_lived
 from .hub import Hub
 from .lane import ObservationLane, lane_route
+from .places import tenant_places
 from .ratelimit import RateLimit
 from .routes import anomalies, dashboard, health, model, observations, streams, templates
 from .settings import Settings

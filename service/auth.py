@@ -17,12 +17,16 @@ import ipaddress
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette import status
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .places import Places
 
 log = logging.getLogger(__name__)
 
@@ -99,29 +103,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
-TENANT_SHARE = 3 / 4  # of TBPTT_MAX_CONNECTIONS, what one tenant may hold where there are others
-
-
-def tenant_places(settings: Settings, keys: Keys) -> int | None:
-    """How many of TBPTT_MAX_CONNECTIONS' places (requests in flight, open WebSockets) one tenant may hold; None:
-    no limit of its own. Counted together, one tenant's sensors, each with a WebSocket open, took every place
-    and locked every other tenant out; with one tenant (or none: everyone is "default") there is nobody to keep
-    places for."""
-    if settings.max_connections_per_tenant:
-        return settings.max_connections_per_tenant
-    if len(keys.tenants()) < 2:
-        return None
-    return max(1, int(settings.max_connections * TENANT_SHARE))
-
-
 class Authenticate:
     """ASGI middleware: sets ``scope["state"]["tenant"]`` for /v1, or answers 401 (HTTP) or 403 (WebSocket);
-    and holds each tenant to its ``places`` (``tenant_places``): beyond them 503 with Retry-After, or a
+    and holds each tenant to its ``places`` (service/places.py): beyond them 503 with Retry-After, or a
     WebSocket closed with 1013 (try again later)."""
 
-    def __init__(self, app: ASGIApp, keys: Keys, places: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, keys: Keys, places: Places | None = None) -> None:
         self.app, self.keys, self.places = app, keys, places
-        self._held: dict[str, int] = {}  # tenant -> its requests in flight and open WebSockets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not scope["path"].startswith("/v1/"):
@@ -135,29 +123,22 @@ class Authenticate:
         if self.places is None:
             await self.app(scope, receive, send)
             return
-        held = self._held.get(tenant, 0)
-        if held >= self.places:
-            await self._busy(tenant, scope, receive, send)
+        refusal = self.places.refusal(tenant)
+        if refusal is not None:
+            await self._busy(tenant, refusal, scope, receive, send)
             return
-        self._held[tenant] = held + 1
+        self.places.take(tenant)
         try:
             await self.app(scope, receive, send)
         finally:
-            left = self._held[tenant] - 1
-            if left:
-                self._held[tenant] = left
-            else:
-                del self._held[tenant]
+            self.places.give_back(tenant)
 
-    async def _busy(self, tenant: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _busy(self, tenant: str, refusal: str, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # (a close reason is at most 123 bytes; a tenant's name at most 64)
             reason = f"{tenant}: too many connections (TBPTT_MAX_CONNECTIONS_PER_TENANT)"
             await refuse_websocket(scope, receive, send, reason, code=status.WS_1013_TRY_AGAIN_LATER)
             return
-        detail = (
-            f"tenant {tenant} holds {self.places} requests in flight and WebSockets open, its most "
-            "(TBPTT_MAX_CONNECTIONS_PER_TENANT); try again shortly"
-        )
+        detail = f"{refusal} (TBPTT_MAX_CONNECTIONS_PER_TENANT); try again shortly"
         await JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
 
     def _tenant(self, scope: Scope) -> str | None:

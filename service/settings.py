@@ -119,7 +119,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="requests in flight and open WebSockets of one tenant (503 beyond); 0: three quarters of "
-        "max_connections where the keys name two tenants or more, else no limit of its own",
+        "max_connections where the keys name two tenants or more, else no limit of its own; what one tenant at "
+        "it leaves is guaranteed to the others in equal shares",
     )
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers (408)")
     body_timeout: float = Field(

@@ -16,10 +16,13 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect
 
 from tbptt.service.auth import Keys, check_exposure
+from tbptt.service.places import TENANT_SHARE, Places
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
 from tests.service.server import Server
@@ -749,6 +752,56 @@ def test_one_tenants_connections_never_take_every_place_from_the_others(tmp_path
             assert httpx.post(f"{one.url}/v1/streams/s/observations", json={"x": 1.0}, headers=A).status_code == 200
     finally:
         assert one.stop() == 0
+
+
+def test_two_tenants_together_never_take_the_places_a_third_is_guaranteed(tmp_path):
+    """Three quarters of the places each: two tenants whose sensors keep WebSockets open took every place
+    between them (6 + 2 of 8), and the third got 503. Each tenant is guaranteed the places one tenant at its cap
+    leaves, split among the others (here 1), and takes more only while the others' unused guarantees stay free."""
+    from contextlib import ExitStack
+
+    from websockets.exceptions import ConnectionClosed
+
+    key_c = "c-secret-key-5555566666"
+    c = {"Authorization": f"Bearer {key_c}"}
+    s = Server(tmp_path / "data", TBPTT_API_KEYS=f"{KEYS},gamma:{key_c}", TBPTT_MAX_CONNECTIONS="8").start()
+    try:
+        for headers in (A, B, c):
+            assert httpx.put(f"{s.url}/v1/streams/s", json={"model": {"input_size": 1}}, headers=dict(headers))
+        with ExitStack() as stack:
+            for headers, places in ((A, 6), (B, 1)):  # alpha at its cap, beta at its guarantee
+                for _ in range(places):
+                    stack.enter_context(connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=dict(headers)))
+            with connect(f"{s.ws_url}/v1/streams/s/ws", additional_headers=dict(B)) as more:
+                with pytest.raises(ConnectionClosed) as closed:
+                    more.recv(timeout=10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            busy = httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=B, timeout=10)
+            assert busy.status_code == 503 and "kept for the other tenants" in busy.json()["detail"], busy.text
+            served = httpx.post(f"{s.url}/v1/streams/s/observations", json={"x": 1.0}, headers=c, timeout=10)
+            assert served.status_code == 200, served.text  # gamma's place was kept
+    finally:
+        assert s.stop() == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=200), st.integers(2, 40), st.integers(2, 4))
+def test_every_tenant_can_take_its_guaranteed_places_whatever_the_others_hold(moves, total, tenants):
+    """Whatever the other tenants took and gave back, a tenant below its guarantee may take a place and finds
+    one free among every place, and no tenant goes past its cap."""
+    places = Places(total, max(1, int(total * TENANT_SHARE)), tenants)
+    held = dict.fromkeys(range(tenants), 0)
+    for who, taking in moves:
+        who %= tenants
+        if taking and places.refusal(str(who)) is None:
+            places.take(str(who))
+            held[who] += 1
+        elif not taking and held[who]:
+            places.give_back(str(who))
+            held[who] -= 1
+        assert max(held.values()) <= places.cap  # and a tenant below its guarantee finds a place free:
+        assert sum(held.values()) + sum(max(0, places.guaranteed - h) for h in held.values()) <= total
+        for t in range(tenants):
+            assert held[t] >= places.guaranteed or places.refusal(str(t)) is None
 
 
 def test_a_tenant_holds_at_most_its_memory_budget_and_deleting_gives_it_back(tmp_path):
