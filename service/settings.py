@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )  # fmt: skip
     ray_address: str | None = Field(
         None, description="with shards: the Ray cluster to join (ray start's address); unset: a local Ray this "
-        "server starts and stops"
+        "server starts and stops, whatever other Ray runs on the machine (Ray's own RAY_ADDRESS is not read)"
     )  # fmt: skip
     link_port: int | None = Field(
         None, ge=1, le=65535 - 127,

@@ -108,8 +108,9 @@ class Shards:
 
         s = settings
         started = not ray.is_initialized()
-        if started:
-            ray.init(address=s.ray_address, include_dashboard=False, logging_level=logging.WARNING, namespace=namespace)
+        if started:  # ("local": a Ray of its own; with no address Ray joins the cluster started last on the machine)
+            address = s.ray_address or "local"
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, namespace=namespace)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         offered = ray.cluster_resources()
         actor = ray.remote(ShardHost)

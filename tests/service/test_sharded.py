@@ -757,6 +757,27 @@ def test_a_single_process_directory_rebalanced_into_shards_is_served_by_them(tmp
         assert server.stop() == 0
 
 
+def test_without_an_address_a_sharded_server_starts_a_ray_of_its_own_whatever_else_runs_here(tmp_path):
+    """Without TBPTT_RAY_ADDRESS a sharded server starts a local Ray of its own, and stops it. ``ray.init()``
+    without an address joins the Ray cluster started last on the machine (``ray start``, which a user of Ray
+    may have running; or RAY_ADDRESS in their shell) instead: the server put its shards in that cluster, and
+    when the cluster went, its streams answered 503 for good."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # (as `ray start --head` records it)
+    try:
+        server = Server(tmp_path / "data", RAY_ADDRESS=cluster.address, **SHARDED).start()
+        assert httpx.put(f"{server.url}/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
+    finally:
+        cluster.shutdown()
+    try:
+        answer = httpx.post(f"{server.url}/v1/streams/s/observations", json={"x": 1.0}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert httpx.get(f"{server.url}/readyz", timeout=10).json()["shards"] == ["ok", "ok"]
+    finally:
+        assert server.stop() == 0
+
+
 def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_it_returns(tmp_path):
     """Two Ray nodes on this machine (Ray's own test utility), each holding one shard's data (the custom
     resource ``tbptt-shard-K``): removing one node's processes makes only its shard's streams 503; once a
