@@ -23,10 +23,24 @@ def measure(request: pytest.FixtureRequest) -> Callable[..., bool]:
     assert request.node.get_closest_marker("measurement"), "a test that measures is marked measurement"
 
     def record(what: str, value: float, goal: float, unit: str = "") -> bool:
-        _MEASURED.append((request.node.nodeid, what, value, goal, unit, value <= goal))
+        # (in the test's report: pytest-xdist carries reports, not a worker's globals, to the terminal)
+        request.node.user_properties.append(("measured", (what, value, goal, unit, value <= goal)))
         return value <= goal
 
     return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _MEASURED.extend((report.nodeid, *figure) for name, figure in report.user_properties if name == "measured")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start Ray run one after another on one pytest-xdist worker: ``ray.init()`` without an
+    address joins the cluster started last on the machine, so two workers' local Rays would join each other."""
+    for item in items:
+        if item.path.name == "test_sharded.py" or "2 shards" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
