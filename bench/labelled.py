@@ -1,6 +1,7 @@
 """Anomaly scores on labelled series that chose nothing: ours against river's detectors (bench.anomaly_peers).
 
     python -m bench.labelled DIR
+    python -m bench.labelled --csv DIR    # every DIR/*.csv of value,is_anomaly (bench/gutentag_series.py writes them)
 
 DIR holds aeon 1.6.0's wheel (``pip download --no-deps aeon==1.6.0 -d DIR``; nothing is installed), which
 ships two univariate series with labelled anomalies: the UCR anomaly archive's InternalBleeding16 (KDD
@@ -11,6 +12,12 @@ highest score after the learning part falls, a hit if within 100 readings of a l
 archive's own measure), and the area under the ROC curve of the scores against the labels there; and
 ours' alerts, the episodes they open, and whether each labelled region is near an alert and an opening.
 First run on 2026-12-04, after every default had been chosen (the score was chosen on NAB).
+
+With ``--csv DIR``: series of several labelled regions each (runs of anomalous readings). Per series and
+detector, the ROC area of the scores; ours' alerts at its default threshold, the regions they find (an alert
+within the region or ``AFTER`` readings after it) and the alerts elsewhere (beyond ``SETTLE`` readings after
+every region); and each peer at the same alert budget (its highest-scored readings, as many as ours alerted
+on: river's detectors have no threshold of ours' meaning), found and elsewhere likewise. Totals at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ SERIES = {  # name: (file in the wheel, readings to learn from before judging)
 }
 PEERS = ("pad_unclipped", "sad", "gaussian")
 NEAR = 100  # a highest score this close to a labelled reading is a hit
+AFTER = 10  # --csv: an alert this soon after a region finds it ...
+SETTLE = 50  # ... and one this soon after a region is not elsewhere (a detector's aftermath)
 
 
 def labelled(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
@@ -81,12 +90,71 @@ def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
     )
 
 
+def regions_of(label: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of anomalous readings."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], label, [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> tuple[int, int]:
+    """The regions an alert at ``alerts`` finds (within it or ``AFTER`` readings after), and the alerts beyond
+    ``SETTLE`` readings after every region."""
+    found = sum(bool(((alerts >= a) & (alerts < b + AFTER)).any()) for a, b in regions)
+    near = np.zeros(len(alerts), dtype=bool)
+    for a, b in regions:
+        near |= (alerts >= a) & (alerts < b + SETTLE)
+    return found, int((~near).sum())
+
+
+def from_csv(folder: Path) -> None:
+    """``--csv``: ours and river's detectors on every ``folder``/*.csv (``value,is_anomaly``)."""
+    paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
+    if not paths:
+        raise SystemExit(f"no .csv under {folder}")
+    names = ("ours", *PEERS)
+    totals = {name: [0, 0, []] for name in names}  # found, elsewhere, ROC areas
+    regions_in_all = 0
+    for path in paths:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        values = [float(r["value"]) for r in rows]
+        label = np.array([int(r["is_anomaly"]) for r in rows])
+        regions = regions_of(label)
+        regions_in_all += len(regions)
+        _, results = forecast(values)
+        alerts = np.array([k for k, r in enumerate(results) if r.anomalous], dtype=int)
+        budget = len(alerts)
+        line = [f"{path.stem:10s} {len(regions)} regions"]
+        for name in names:
+            if name == "ours":
+                score = np.array([r.anomaly if r.anomaly is not None else 0.0 for r in results])
+                flagged = alerts
+            else:
+                score = np.array(scores(DETECTORS[name], values))
+                flagged = np.sort(np.argsort(-score, kind="stable")[:budget])  # (the same alert budget as ours)
+            found, elsewhere = found_and_elsewhere(flagged, regions)
+            area = roc_area(score, label)
+            totals[name][0] += found
+            totals[name][1] += elsewhere
+            totals[name][2].append(area)
+            line.append(f"{name} {found}/{elsewhere} {area:.3f}")
+        print("  ".join(line), flush=True)
+    print(f"{len(paths)} series, {regions_in_all} regions: detector, regions found, alerts elsewhere, mean ROC area")
+    for name, (found, elsewhere, areas) in totals.items():
+        budget_note = "its default threshold" if name == "ours" else "ours' alert count per series"
+        print(f"  {name:14s} {found:4d} / {regions_in_all}  {elsewhere:5d}  {np.mean(areas):.4f}  ({budget_note})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}")
+    parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}; with --csv, the series' folder")
+    parser.add_argument("--csv", action="store_true", help="the folder holds value,is_anomaly CSVs")
     args = parser.parse_args()
-    series = labelled(args.folder)
     torch.set_num_threads(1)
+    if args.csv:
+        from_csv(args.folder)
+        return
+    series = labelled(args.folder)
     for name, (values, label, learn) in series.items():
         anomalous = np.flatnonzero(label)
         print(f"{name}: {len(values)} readings, {len(anomalous)} labelled anomalous, the first {learn} to learn from")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import anomaly, core, fairness, interval_peers, shard_rounds, shard_scaling, spikes
+from bench import anomaly, core, fairness, interval_peers, labelled, shard_rounds, shard_scaling, spikes
 from bench.labelled import roc_area
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -55,6 +55,21 @@ def test_the_roc_area_counts_ties_as_half():
     assert roc_area(np.array([0.1, 0.2, 0.9]), np.array([0, 0, 1])) == 1.0
     assert roc_area(np.array([0.9, 0.2, 0.1]), np.array([0, 0, 1])) == 0.0
     assert roc_area(np.array([0.1, 0.2, 0.3, 0.3]), np.array([0, 0, 1, 0])) == 2.5 / 3
+
+
+def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_csv_files(tmp_path, capsys):
+    """bench.labelled --csv: a region is found by an alert within it or 10 readings after; an alert up to 50
+    readings after a region is its aftermath, not elsewhere."""
+    regions = labelled.regions_of(np.array([0, 1, 1, 0, 0, 1, 0]))
+    assert regions == [(1, 3), (5, 6)]
+    assert labelled.found_and_elsewhere(np.array([2, 40, 200]), [(1, 3), (100, 110)]) == (1, 1)  # 40: aftermath
+    values = 10 + np.sin(np.arange(700) / 5.0)
+    values[600] += 8.0
+    with open(tmp_path / "one.csv", "w") as f:
+        f.write("value,is_anomaly\n" + "".join(f"{v!r},{int(k == 600)}\n" for k, v in enumerate(values.tolist())))
+    labelled.from_csv(tmp_path)
+    out = capsys.readouterr().out
+    assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
 
 
 def test_the_interval_score_charges_a_miss_twenty_times_its_distance():
