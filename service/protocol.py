@@ -175,10 +175,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         super().data_received(data)
         if self._in_body:  # (most requests come whole in one read: no timer for them)
-            if self._body_deadline is None:  # (its first read that left it incomplete)
+            first = self._body_deadline is None  # (its first read that left it incomplete)
+            if first:
                 self._body_pace = _Pace(self._body_started)
             self._body_pace.add(len(data), self.loop.time())
-            if self._body_deadline is None:
+            if first:
                 self._body_deadline = self.loop.call_at(self._body_due(), self._body_paused)
         # Checked after parsing: a chunk may hold the end of the headers and a body, which is no header.
         # What the parser holds meanwhile is at most the limit plus one read (64 KiB).
