@@ -106,12 +106,13 @@ def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> t
     return found, int((~near).sum())
 
 
-def from_csv(folder: Path) -> None:
-    """``--csv``: ours and river's detectors on every ``folder``/*.csv (``value,is_anomaly``)."""
+def from_csv(folder: Path, peers: tuple[str, ...] = PEERS) -> None:
+    """``--csv``: ours and river's detectors (``peers``: they need river) on every ``folder``/*.csv
+    (``value,is_anomaly``)."""
     paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     if not paths:
         raise SystemExit(f"no .csv under {folder}")
-    names = ("ours", *PEERS)
+    names = ("ours", *peers)
     totals = {name: [0, 0, []] for name in names}  # found, elsewhere, ROC areas
     regions_in_all = 0
     for path in paths:

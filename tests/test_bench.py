@@ -67,7 +67,7 @@ def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_c
     values[600] += 8.0
     with open(tmp_path / "one.csv", "w") as f:
         f.write("value,is_anomaly\n" + "".join(f"{v!r},{int(k == 600)}\n" for k, v in enumerate(values.tolist())))
-    labelled.from_csv(tmp_path)
+    labelled.from_csv(tmp_path, peers=())  # (river's detectors need river, which the tests do not install)
     out = capsys.readouterr().out
     assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
 
