@@ -100,8 +100,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._in_headers = False
         self._in_body = False  # a request's headers are in, its body is not complete
-        self._body_started = 0.0  # when its headers were in (the loop's clock) ...
-        self._body_pace = _Pace()  # ... and since then, for a body not in one read: the bytes, when, our pauses
+        self._body_pace = _Pace()  # for a body not in one read: the bytes since its headers, when, our pauses
         self._body_deadline: asyncio.TimerHandle | None = None
         self._unread_deadline: asyncio.TimerHandle | None = None  # set while the client does not read on
         self._unread_left = 0  # what the transport held for it when the timer was set
@@ -175,12 +174,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         super().data_received(data)
         if self._in_body:  # (most requests come whole in one read: no timer for them)
-            first = self._body_deadline is None  # (its first read that left it incomplete)
-            if first:
-                self._body_pace = _Pace(self._body_started)
-            self._body_pace.add(len(data), self.loop.time())
-            if first:
-                self._body_deadline = self.loop.call_at(self._body_due(), self._body_paused)
+            now = self.loop.time()
+            if self._body_deadline is None:  # its first read that left it incomplete: the one its headers ended in
+                self._body_pace = _Pace(now)
+                self._body_deadline = self.loop.call_at(now + self.body_timeout, self._body_paused)
+            self._body_pace.add(len(data), now)
         # Checked after parsing: a chunk may hold the end of the headers and a body, which is no header.
         # What the parser holds meanwhile is at most the limit plus one read (64 KiB).
         if self._in_headers and self._header_bytes > self.max_header_bytes:
@@ -202,7 +200,6 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())  # (a WebSocket has none)
-        self._body_started = self.loop.time()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
