@@ -69,6 +69,12 @@ def roc_area(score: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[positive].sum() - hits * (hits + 1) / 2) / (hits * misses))
 
 
+def regions_of(label: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of anomalous readings."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], label, [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
 def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
     """Ours' alerts after the learning part (a default stream's anomalous readings), the alert episodes they
     open (the service's rule, service/episodes.py, at the default episode_gap), and the labelled regions (runs
@@ -78,8 +84,7 @@ def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
     every = [step for step, result in enumerate(results) if result.anomalous]
     opened = openings(every, StreamConfig(input_size=1).episode_gap)
     flags, opening = [np.array([s for s in steps if s >= learn], dtype=int) for steps in (every, opened)]
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], label, [0]])))
-    regions = list(zip(edges[::2], edges[1::2]))  # [start, end) of each run of anomalous readings
+    regions = regions_of(label)
     near = [
         sum(bool(len(at)) and bool((np.abs(at[:, None] - np.arange(a, b)[None, :]) <= NEAR).any()) for a, b in regions)
         for at in (flags, opening)
@@ -88,12 +93,6 @@ def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
         f"{len(flags)} flags opening {len(opening)} episodes; labelled regions near a flag {near[0]}/{len(regions)}, "
         f"near an opening {near[1]}/{len(regions)}"
     )
-
-
-def regions_of(label: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of anomalous readings."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], label, [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> tuple[int, int]:

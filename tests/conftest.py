@@ -36,8 +36,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start Ray run one after another on one pytest-xdist worker: ``ray.init()`` without an
-    address joins the cluster started last on the machine, so two workers' local Rays would join each other."""
+    """Tests that start Ray run one after another on one pytest-xdist worker. Before 8a9da9d a server's
+    ``ray.init()`` joined the cluster started last on the machine (the two-node test's, say); servers now start
+    Rays of their own, but local Rays started side by side are untried here, and CI must not be where they are
+    first tried."""
     for item in items:
         if item.path.name == "test_sharded.py" or "2 shards" in item.nodeid:
             item.add_marker(pytest.mark.xdist_group("ray"))
