@@ -13,6 +13,14 @@ scored 0.6-0.8 for thousands of readings); ``an_first`` keeps it until then. The
 first error from its plain mean when the band starts (``CALIBRATED_AFTER``, judged on the first 20 errors):
 from it the bands were 13x too wide for 200 readings, then covered 0.88 for 800.
 
+A later glitch (a reading of 1e6 among readings of 10) makes an error that, taken whole, kept every spike under
+the threshold for ~20,000 readings, and a reading that kept the spatial rule blind for good. ``hold``: an error
+so large that it alone would double the statistics' deviation is taken whole (the readings after it stay as
+quiet as after any large error), while the statistics and range without it are kept beside; if no other such
+error follows within ``HELD`` (a glitch's echo, the forecast made from it, held with it), they become those
+kept beside. Bounding what an error enters as instead flagged heavy-tailed errors and the aftermath of true
+changes twice as often (bench/README.md, "A lone huge error, held and taken back").
+
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
 judged errors, then a running mean over about the last 100: started at the first error alone, it let that one
 error, too small or too large, set the band's width for hundreds of steps) and lo, hi tracking the (1 -
@@ -60,7 +68,12 @@ GAMMA = 0.2  # the interval's quantiles' step, in running mean absolute errors (
 SCALE_ALPHA = 0.01  # ... that mean: about the last 100 judged steps
 STILL = 10  # errors of 0 in a row that end a first move's own weighting of the scale
 CALIBRATED_AFTER = 20  # judged errors before an interval
+# An error more than sqrt(HUGE) (~55) deviations above the errors' mean would alone double their running
+# deviation; from WARM on, one is held for HELD judged errors (``hold``), and taken back if it stayed alone.
+HUGE = 3 / ERROR_ALPHA
+HELD = 100
 Values = TypeVar("Values", float, np.ndarray)
+HELD_STATE = ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_left")  # ``hold``'s, in FleetSlots
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
 
 
@@ -96,6 +109,47 @@ def tracked(
         np.where(first, start, hi + GAMMA * np.where(u > hi, upper, -lower)),
         np.where(first, a, scale + weight * (a - scale)),
     )
+
+
+def huge(a: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Whether the absolute errors ``a`` lie more than sqrt(``HUGE``) deviations above the errors' ``mean``, where
+    their variance ``var`` lies beyond the score's floor; ``_huge`` in floats, the same operations."""
+    floor, off = DEVIATION_FLOOR * magnitude(mean), a - mean
+    return (var > floor * floor) & (off > 0) & (off * off > HUGE * var)
+
+
+def _huge(a: float, mean: float, var: float) -> bool:
+    floor, off = DEVIATION_FLOOR * (abs(mean) if mean != 0 else 1.0), a - mean
+    return var > floor * floor and off > 0 and off * off > HUGE * var
+
+
+def hold(
+    held: tuple[np.ndarray, ...], a: np.ndarray, y: np.ndarray, before: tuple[np.ndarray, ...], weight: np.ndarray,
+    count: np.ndarray,
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:  # fmt: skip
+    """A glitch (a reading of 1e6 among readings of 10) taken whole into the errors' statistics kept every later
+    spike under the threshold for ~20,000 readings, and its reading in the targets' range kept the spatial rule
+    blind for good; taken in at a bound, heavy-tailed errors and the aftermath of true changes (which the whole
+    entry keeps quiet) flagged twice as often. So a ``huge`` error (``count``, (n,), judged before it, at least
+    ``WARM``) is still taken whole, but the statistics and range ``before`` it (an_mean, an_var, seen_lo,
+    seen_hi: (n, O)) are kept beside, ``held`` (qt_mean, qt_var, qt_lo, qt_hi, qt_left), taking every later
+    error ``a`` and target ``y`` with the same ``weight``. Another huge one among the next ``HELD`` ends the
+    hold (a change, not a glitch), but for the first after it, a glitch's echo (the forecast made from it),
+    which is held with it;
+    otherwise after the ``HELD``-th the statistics become those kept beside. Returns the held state after this
+    error and where the statistics become it."""
+    (h_mean, h_var, h_lo, h_hi, left), (mean, var, low, high) = held, before
+    holding, outlying = left > 0, huge(a, h_mean, h_var)
+    starts = ~holding & (count >= WARM)[:, None] & huge(a, mean, var)
+    follows = holding & ~((left < HELD) & outlying)
+    takes = follows & ~outlying  # (an echo is held with the error it echoes)
+    delta = a - h_mean
+    h_mean = np.where(starts, mean, np.where(takes, h_mean + weight * delta, h_mean))
+    h_var = np.where(starts, var, np.where(takes, running_var(h_var, delta, weight), h_var))
+    h_lo = np.where(starts, low, np.where(follows, np.fmin(h_lo, y), h_lo))
+    h_hi = np.where(starts, high, np.where(follows, np.fmax(h_hi, y), h_hi))
+    left = np.where(starts, HELD, np.where(follows, left - 1, 0))
+    return (h_mean, h_var, h_lo, h_hi, left), follows & (left == 0)
 
 
 def moved(
@@ -134,6 +188,7 @@ def calibrate(
     low, high = rows.take(s.seen_lo), rows.take(s.seen_hi)
     lo, hi, scale = rows.take(s.iv_lo), rows.take(s.iv_hi), rows.take(s.iv_scale)
     moves = rows.take(s.iv_moved), rows.take(s.iv_still)
+    aside = tuple(rows.take(s.array(name)) for name in HELD_STATE)
     inside, widths = rows.take(s.iv_inside), rows.take(s.iv_width)  # (widths: summed in step order)
     n, size = judged.shape
     scores, errs = np.full((n, size), np.nan), np.full((n, size), np.nan)
@@ -166,7 +221,12 @@ def calibrate(
         delta = a - mean
         new_mean = np.where(first, a, mean + weight * delta)
         new_var = np.where(first, 0.0, running_var(var, delta, weight))
+        new_low, new_high = np.fmin(low, y), np.fmax(high, y)
         keep = now[:, None]
+        new_aside, back = hold(aside, a, y, (mean, var, low, high), weight, count)
+        new_mean, new_var = np.where(back, new_aside[0], new_mean), np.where(back, new_aside[1], new_var)
+        new_low, new_high = np.where(back, new_aside[2], new_low), np.where(back, new_aside[3], new_high)
+        aside = tuple(np.where(keep, new, old) for new, old in zip(new_aside, aside))
         if moves[0].any() or not scale.all():
             weight_of_scale, idle, new_moves = moved(scale, e, count, moves)
             new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels, weight_of_scale)
@@ -176,8 +236,7 @@ def calibrate(
             new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels)
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
-        low = np.where(keep, np.fmin(low, y), low)
-        high = np.where(keep, np.fmax(high, y), high)
+        low, high = np.where(keep, new_low, low), np.where(keep, new_high, high)
         first_error = np.where(keep & first, a, first_error)
         count = count + now
         if (now & (count == CALIBRATED_AFTER)).any():  # (the band starts: its scale drops a far first error)
@@ -188,7 +247,7 @@ def calibrate(
     for name, value in (
         ("an_mean", mean), ("an_var", var), ("an_count", count), ("an_first", first_error), ("seen_lo", low),
         ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", moves[0]),
-        ("iv_still", moves[1]),
+        ("iv_still", moves[1]), *zip(HELD_STATE, aside),
     ):  # fmt: skip
         rows.put(s.array(name), value)
     flagged = (scores >= config.anomaly_threshold).sum(axis=1)  # (NaN compares False)
@@ -217,6 +276,7 @@ def _calibrate_floats(
         )
         lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
         so_far, still = s.iv_moved[slot].tolist(), s.iv_still[slot].tolist()  # (``moved``'s state)
+        h_mean, h_var, h_lo, h_hi, left = (s.array(name)[slot].tolist() for name in HELD_STATE)  # (``hold``'s)
         count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
         flagged, bands, row_scores, row_errs = 0, intervals[i].tolist(), scores[i].tolist(), errs[i].tolist()
         for k, (pred, target, e) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), errors[i].tolist())):
@@ -248,6 +308,7 @@ def _calibrate_floats(
             weight_of_scale = max(1.0 / (count + 1.0), SCALE_ALPHA)  # tracked's, in floats
             for o in range(outputs):
                 a, y = abs(e[o]), target[o]
+                before = mean[o], var[o], low[o], high[o]
                 if count == 0:
                     mean[o], var[o], hi[o], lo[o], scale[o], first_error[o] = a, 0.0, start, -start, a, a
                 else:
@@ -267,6 +328,19 @@ def _calibrate_floats(
                         scale[o] = scale[o] + weight_of_scale * (a - scale[o])
                 low[o] = y if low[o] != low[o] else min(low[o], y)
                 high[o] = y if high[o] != high[o] else max(high[o], y)
+                if left[o] > 0:  # ``hold``, in floats
+                    outlying = _huge(a, h_mean[o], h_var[o])
+                    if left[o] < HELD and outlying:
+                        left[o] = 0
+                    else:
+                        if not outlying:  # (an echo is held with the error it echoes)
+                            d = a - h_mean[o]
+                            h_mean[o], h_var[o] = h_mean[o] + weight * d, running_var(h_var[o], d, weight)
+                        h_lo[o], h_hi[o], left[o] = min(h_lo[o], y), max(h_hi[o], y), left[o] - 1
+                        if left[o] == 0:
+                            mean[o], var[o], low[o], high[o] = h_mean[o], h_var[o], h_lo[o], h_hi[o]
+                elif count >= WARM and _huge(a, before[0], before[1]):
+                    (h_mean[o], h_var[o], h_lo[o], h_hi[o]), left[o] = before, HELD
             count += 1
             if count == CALIBRATED_AFTER:  # (``first_far``, in floats)
                 for o in range(outputs):
@@ -279,7 +353,7 @@ def _calibrate_floats(
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("an_first", first_error), ("seen_lo", low), ("seen_hi", high),
             ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still),
-            ("an_count", count), ("iv_inside", inside), ("iv_width", width),
+            ("an_count", count), ("iv_inside", inside), ("iv_width", width), *zip(HELD_STATE, (h_mean, h_var, h_lo, h_hi, left)),
         ):  # fmt: skip
             s.array(name)[slot] = value
         s.anomalies[slot] += flagged

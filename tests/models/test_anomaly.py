@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, InvalidConfig, StreamConfig
-from tbptt.models.anomaly import CALIBRATED_AFTER, WARM
+from tbptt.models.anomaly import CALIBRATED_AFTER, ERROR_ALPHA, HELD, WARM, hold
 from tests.factories import RAW, assert_identical, sequence
 from tests.reference import reference
 
@@ -528,3 +528,72 @@ def test_the_first_error_is_kept_through_a_restart_and_an_older_state_keeps_its_
     older = restarted_at(values, 12, saved_without=("an_first",))
     assert [r.anomaly for r in older[:31]] == [r.anomaly for r in straight[:31]]  # (scores begin at 31)
     assert not older[1000].anomalous and straight[1000].anomalous
+
+
+def glitched_at_300(size: int = 1100) -> np.ndarray:
+    """``booted_at_zero``'s readings without the 0 at boot, one reading of 1e6 at 300 instead."""
+    values = booted_at_zero(size)
+    values[0], values[300] = values[1], 1e6
+    return values
+
+
+@pytest.mark.parametrize("target", ["next", "explicit"])
+def test_a_glitch_does_not_hide_the_spikes_after_it(target):
+    """One reading of 1e6 at 300 entered the errors' statistics whole (a deviation of ~60,000 against errors of
+    ~0.5) and the targets' range for good: the spikes at 500 and 1,000 scored 0.47 and 0.48, and every spike
+    for ~20,000 readings after. Held for ``HELD`` errors (the forecast made from it, its echo, with it) and then
+    taken back, it leaves both as they were: the readings after it stay quiet while it is held, and the spikes
+    are flagged. A stream beside another (numpy's path) gives the same bits as alone (Python floats')."""
+    values = glitched_at_300()
+    signal = np.sin(np.arange(len(values)) / 20)
+
+    def items(name: str) -> list:
+        if target == "next":
+            return [(name, [float(v)], None) for v in values]
+        return [(name, [float(a)], [float(b)]) for a, b in zip(signal, values)]
+
+    engine = Engine()
+    engine.add_stream("s", StreamConfig(input_size=1, target=target))
+    results = engine.observe_many(items("s"))
+    assert results[300].anomalous and results[500].anomalous and results[1000].anomalous
+    assert not any(r.anomalous for r in results[302 : 300 + HELD + 1])  # the glitch's aftermath, while held
+    crowd = Engine()
+    for name in ("s", "t"):
+        crowd.add_stream(name, StreamConfig(input_size=1, target=target))
+    together = crowd.observe_many([item for pair in zip(items("s"), items("t")) for item in pair])[::2]
+    assert [(r.anomaly, r.interval) for r in together] == [(r.anomaly, r.interval) for r in results]
+
+
+def held_through(errors: list[float]) -> tuple[list[bool], float]:
+    """``hold`` over absolute ``errors`` after 1,000 judged ones of mean 1 and deviation 0.5: where the statistics
+    became those kept beside, and their mean at the end."""
+    one = np.ones((1, 1))
+    before = (one, 0.25 * one, 0 * one, one)  # the statistics and the range, as the stream has them
+    held = (*before, np.zeros((1, 1), dtype=np.int64))
+    backs = []
+    for a in errors:
+        held, back = hold(held, a * one, 0.5 * one, before, ERROR_ALPHA * one, np.array([1000]))
+        backs.append(bool(back[0, 0]))
+    return backs, float(held[0][0, 0])
+
+
+def test_a_lone_huge_error_is_taken_back_and_one_followed_by_another_is_kept():
+    """Held: an error more than ~55 deviations above the mean (one that alone would double the running
+    deviation), not one 50 out. Taken back after ``HELD`` more errors, the one right after it (its echo) held
+    with it; another huge one after that ends the hold: the errors' scale changed, the statistics keep it."""
+    assert not any(held_through([1 + 0.5 * 50] + [1.0] * HELD)[0])
+    backs, mean = held_through([1e6, 1e6] + [1.0] * (HELD - 1))
+    assert backs == [False] * HELD + [True] and mean == 1.0
+    assert not any(held_through([1e6, 1e6, 1e6] + [1.0] * HELD)[0])
+    assert not any(held_through([1e6, 1.0, 1e6] + [1.0] * HELD)[0])  # (an echo only right after it)
+
+
+def test_a_held_glitch_continues_through_a_restart_and_an_older_state_holds_none():
+    """Saved while a glitch is held, a stream takes it back as one never stopped; a state saved before the hold's
+    arrays existed loads with none held."""
+    values = glitched_at_300()
+    _, straight = forecast(values)
+    got = restarted_at(values, 350)
+    assert [(r.anomaly, r.interval) for r in got] == [(r.anomaly, r.interval) for r in straight]
+    older = restarted_at(values, 200, saved_without=("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_left"))
+    assert [(r.anomaly, r.interval) for r in older] == [(r.anomaly, r.interval) for r in straight]
