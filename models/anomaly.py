@@ -16,9 +16,10 @@ from it the bands were 13x too wide for 200 readings, then covered 0.88 for 800.
 A later glitch (a reading of 1e6 among readings of 10) makes an error that, taken whole, kept every spike under
 the threshold for ~20,000 readings, and a reading that kept the spatial rule blind for good. ``hold``: an error
 so large that it alone would double the statistics' deviation is taken whole (the readings after it stay as
-quiet as after any large error), while the statistics and range without it are kept beside; if no other such
-error follows within ``HELD`` (a glitch's echo, the forecast made from it, held with it), they become those
-kept beside. Bounding what an error enters as instead flagged heavy-tailed errors and the aftermath of true
+quiet as after any large error), while the statistics, range and interval's scale without it are kept beside
+(the intervals are made in that scale meanwhile: the glitch made them thousands of typical errors wide for
+hundreds of readings); if no other such error follows within ``HELD`` (a glitch's echo, the forecast made from
+it, held with it), they become those kept beside. Bounding what an error enters as instead flagged heavy-tailed errors and the aftermath of true
 changes twice as often (bench/README.md, "A lone huge error, held and taken back").
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
@@ -73,7 +74,7 @@ CALIBRATED_AFTER = 20  # judged errors before an interval
 HUGE = 3 / ERROR_ALPHA
 HELD = 100
 Values = TypeVar("Values", float, np.ndarray)
-HELD_STATE = ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_left")  # ``hold``'s, in FleetSlots
+HELD_STATE = ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale", "qt_left")  # ``hold``'s, in FleetSlots
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
 
 
@@ -124,21 +125,24 @@ def _huge(a: float, mean: float, var: float) -> bool:
 
 
 def hold(
-    held: tuple[np.ndarray, ...], a: np.ndarray, y: np.ndarray, before: tuple[np.ndarray, ...], weight: np.ndarray,
-    count: np.ndarray,
+    held: tuple[np.ndarray, ...], a: np.ndarray, y: np.ndarray, before: tuple[np.ndarray, ...],
+    weights: tuple[np.ndarray, np.ndarray], count: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:  # fmt: skip
     """A glitch (a reading of 1e6 among readings of 10) taken whole into the errors' statistics kept every later
     spike under the threshold for ~20,000 readings, and its reading in the targets' range kept the spatial rule
     blind for good; taken in at a bound, heavy-tailed errors and the aftermath of true changes (which the whole
     entry keeps quiet) flagged twice as often. So a ``huge`` error (``count``, (n,), judged before it, at least
-    ``WARM``) is still taken whole, but the statistics and range ``before`` it (an_mean, an_var, seen_lo,
-    seen_hi: (n, O)) are kept beside, ``held`` (qt_mean, qt_var, qt_lo, qt_hi, qt_left), taking every later
-    error ``a`` and target ``y`` with the same ``weight``. Another huge one among the next ``HELD`` ends the
+    ``WARM``) is still taken whole, but the statistics, range and interval's scale ``before`` it (an_mean,
+    an_var, seen_lo, seen_hi, iv_scale: (n, O)) are kept beside, ``held`` (qt_mean, qt_var, qt_lo, qt_hi,
+    qt_scale, qt_left), taking every later error ``a`` and target ``y`` with the same ``weights`` (the
+    statistics', the scale's). While held, the interval is made in the scale kept beside (``unit``): the glitch
+    made bands thousands of typical errors wide for hundreds of readings. Another huge one among the next ``HELD`` ends the
     hold (a change, not a glitch), but for the first after it, a glitch's echo (the forecast made from it),
     which is held with it;
     otherwise after the ``HELD``-th the statistics become those kept beside. Returns the held state after this
     error and where the statistics become it."""
-    (h_mean, h_var, h_lo, h_hi, left), (mean, var, low, high) = held, before
+    (h_mean, h_var, h_lo, h_hi, h_scale, left), (mean, var, low, high, scale) = held, before
+    weight, weight_of_scale = weights
     holding, outlying = left > 0, huge(a, h_mean, h_var)
     starts = ~holding & (count >= WARM)[:, None] & huge(a, mean, var)
     follows = holding & ~((left < HELD) & outlying)
@@ -148,8 +152,14 @@ def hold(
     h_var = np.where(starts, var, np.where(takes, running_var(h_var, delta, weight), h_var))
     h_lo = np.where(starts, low, np.where(follows, np.fmin(h_lo, y), h_lo))
     h_hi = np.where(starts, high, np.where(follows, np.fmax(h_hi, y), h_hi))
+    h_scale = np.where(starts, scale, np.where(takes, h_scale + weight_of_scale * (a - h_scale), h_scale))
     left = np.where(starts, HELD, np.where(follows, left - 1, 0))
-    return (h_mean, h_var, h_lo, h_hi, left), follows & (left == 0)
+    return (h_mean, h_var, h_lo, h_hi, h_scale, left), follows & (left == 0)
+
+
+def unit(scale: np.ndarray, held: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The scale an interval is made in: the one kept beside where an output holds a huge error (``hold``)."""
+    return np.where(held[-1] > 0, held[-2], scale)
 
 
 def moved(
@@ -197,7 +207,8 @@ def calibrate(
     errors = truth - shown
     for k in range(size):  # every step has an interval
         ready = count >= CALIBRATED_AFTER
-        band = shown[:, k, :, None] + scale[..., None] * np.stack([lo, hi], axis=-1)
+        in_units = unit(scale, aside)
+        band = shown[:, k, :, None] + in_units[..., None] * np.stack([lo, hi], axis=-1)
         intervals[:, k] = np.where(ready[:, None, None], band, np.nan)
         now = judged[:, k] & np.isfinite(errors[:, k]).all(axis=-1)
         if not now.any():
@@ -211,10 +222,10 @@ def calibrate(
         beyond = ((y > high + SPATIAL_TOLERANCE * span) | (y < low - SPATIAL_TOLERANCE * span)).any(axis=-1)
         score = np.where(beyond & (count >= SPATIAL_AFTER), 1.0, score)
         scores[:, k] = np.where(now & (count >= WARM), score, np.nan)
-        u = scaled(e, scale)
+        u = scaled(e, in_units)
         held = ((y >= band[..., 0]) & (y <= band[..., 1])).sum(axis=-1)  # outputs inside the interval as reported
         inside = inside + np.where(now & ready, held, 0)
-        widths = np.where(now & ready, widths + (scale * (hi - lo)).mean(axis=-1), widths)
+        widths = np.where(now & ready, widths + (in_units * (hi - lo)).mean(axis=-1), widths)
         # the statistics take in this step's errors
         first = (count == 0)[:, None]
         weight = np.maximum(1.0 / (count + 1.0), ERROR_ALPHA)[:, None]
@@ -223,17 +234,19 @@ def calibrate(
         new_var = np.where(first, 0.0, running_var(var, delta, weight))
         new_low, new_high = np.fmin(low, y), np.fmax(high, y)
         keep = now[:, None]
-        new_aside, back = hold(aside, a, y, (mean, var, low, high), weight, count)
-        new_mean, new_var = np.where(back, new_aside[0], new_mean), np.where(back, new_aside[1], new_var)
-        new_low, new_high = np.where(back, new_aside[2], new_low), np.where(back, new_aside[3], new_high)
-        aside = tuple(np.where(keep, new, old) for new, old in zip(new_aside, aside))
         if moves[0].any() or not scale.all():
             weight_of_scale, idle, new_moves = moved(scale, e, count, moves)
             new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels, weight_of_scale)
             new_lo, new_hi = np.where(idle, lo, new_lo), np.where(idle, hi, new_hi)
             moves = np.where(keep, new_moves[0], moves[0]), np.where(keep, new_moves[1], moves[1])
         else:  # no output moves or idles: the usual weights, and the moves' state stays 0 (the same bits, cheaper)
-            new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels)
+            weight_of_scale = np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[..., None]  # (``tracked``'s)
+            new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, u, count, levels, weight_of_scale)
+        new_aside, back = hold(aside, a, y, (mean, var, low, high, scale), (weight, weight_of_scale), count)
+        new_mean, new_var = np.where(back, new_aside[0], new_mean), np.where(back, new_aside[1], new_var)
+        new_low, new_high = np.where(back, new_aside[2], new_low), np.where(back, new_aside[3], new_high)
+        new_scale = np.where(back, new_aside[4], new_scale)
+        aside = tuple(np.where(keep, new, old) for new, old in zip(new_aside, aside))
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
         low, high = np.where(keep, new_low, low), np.where(keep, new_high, high)
@@ -276,13 +289,14 @@ def _calibrate_floats(
         )
         lo, hi, scale = (s.array(name)[slot].tolist() for name in ("iv_lo", "iv_hi", "iv_scale"))
         so_far, still = s.iv_moved[slot].tolist(), s.iv_still[slot].tolist()  # (``moved``'s state)
-        h_mean, h_var, h_lo, h_hi, left = (s.array(name)[slot].tolist() for name in HELD_STATE)  # (``hold``'s)
+        h_mean, h_var, h_lo, h_hi, h_scale, left = (s.array(name)[slot].tolist() for name in HELD_STATE)
         count, inside, width = int(s.an_count[slot]), int(s.iv_inside[slot]), float(s.iv_width[slot])
         flagged, bands, row_scores, row_errs = 0, intervals[i].tolist(), scores[i].tolist(), errs[i].tolist()
         for k, (pred, target, e) in enumerate(zip(shown[i].tolist(), truth[i].tolist(), errors[i].tolist())):
             ready = count >= CALIBRATED_AFTER
+            units = [h if held > 0 else c for c, h, held in zip(scale, h_scale, left)]  # (``unit``)
             if ready:
-                bands[k] = [[p + c * a, p + c * b] for p, c, a, b in zip(pred, scale, lo, hi)]
+                bands[k] = [[p + c * a, p + c * b] for p, c, a, b in zip(pred, units, lo, hi)]
             if not usable[i][k]:
                 continue
             score, beyond = -math.inf, False
@@ -300,15 +314,15 @@ def _calibrate_floats(
             if count >= WARM:
                 row_scores[k] = score
                 flagged += score >= config.anomaly_threshold
-            u = [v / c if c > 0 else (0.0 if v == 0 else math.copysign(math.inf, v)) for v, c in zip(e, scale)]
+            u = [v / c if c > 0 else (0.0 if v == 0 else math.copysign(math.inf, v)) for v, c in zip(e, units)]
             if ready:  # the interval as reported: with a scale of 0 it is [p, p], whatever the quantiles are
                 inside += sum(low_end <= y <= high_end for y, (low_end, high_end) in zip(target, bands[k]))
-                width = width + sum(c * (b - a) for c, a, b in zip(scale, lo, hi)) / outputs
+                width = width + sum(c * (b - a) for c, a, b in zip(units, lo, hi)) / outputs
             weight = max(1.0 / (count + 1.0), ERROR_ALPHA)
             weight_of_scale = max(1.0 / (count + 1.0), SCALE_ALPHA)  # tracked's, in floats
             for o in range(outputs):
                 a, y = abs(e[o]), target[o]
-                before = mean[o], var[o], low[o], high[o]
+                before, scale_before, w_scale = (mean[o], var[o], low[o], high[o]), scale[o], weight_of_scale
                 if count == 0:
                     mean[o], var[o], hi[o], lo[o], scale[o], first_error[o] = a, 0.0, start, -start, a, a
                 else:
@@ -319,7 +333,8 @@ def _calibrate_floats(
                         hi[o] = hi[o] + GAMMA * (upper if u[o] > hi[o] else -lower)
                         lo[o] = lo[o] - GAMMA * (upper if u[o] < lo[o] else -lower)
                     if so_far[o] > 0:  # ``moved``, in floats
-                        scale[o] = scale[o] + max(1.0 / (so_far[o] + 1.0), SCALE_ALPHA) * (a - scale[o])
+                        w_scale = max(1.0 / (so_far[o] + 1.0), SCALE_ALPHA)
+                        scale[o] = scale[o] + w_scale * (a - scale[o])
                         so_far[o], still[o] = (so_far[o], still[o] + 1) if zero else (so_far[o] + 1, 0)
                         if still[o] >= STILL:
                             so_far[o], still[o] = 0, 0
@@ -336,11 +351,13 @@ def _calibrate_floats(
                         if not outlying:  # (an echo is held with the error it echoes)
                             d = a - h_mean[o]
                             h_mean[o], h_var[o] = h_mean[o] + weight * d, running_var(h_var[o], d, weight)
+                            h_scale[o] = h_scale[o] + w_scale * (a - h_scale[o])
                         h_lo[o], h_hi[o], left[o] = min(h_lo[o], y), max(h_hi[o], y), left[o] - 1
                         if left[o] == 0:
                             mean[o], var[o], low[o], high[o] = h_mean[o], h_var[o], h_lo[o], h_hi[o]
+                            scale[o] = h_scale[o]
                 elif count >= WARM and _huge(a, before[0], before[1]):
-                    (h_mean[o], h_var[o], h_lo[o], h_hi[o]), left[o] = before, HELD
+                    (h_mean[o], h_var[o], h_lo[o], h_hi[o]), h_scale[o], left[o] = before, scale_before, HELD
             count += 1
             if count == CALIBRATED_AFTER:  # (``first_far``, in floats)
                 for o in range(outputs):
@@ -353,7 +370,7 @@ def _calibrate_floats(
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("an_first", first_error), ("seen_lo", low), ("seen_hi", high),
             ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still),
-            ("an_count", count), ("iv_inside", inside), ("iv_width", width), *zip(HELD_STATE, (h_mean, h_var, h_lo, h_hi, left)),
+            ("an_count", count), ("iv_inside", inside), ("iv_width", width), *zip(HELD_STATE, (h_mean, h_var, h_lo, h_hi, h_scale, left)),
         ):  # fmt: skip
             s.array(name)[slot] = value
         s.anomalies[slot] += flagged

@@ -186,10 +186,11 @@ class FleetSlots(SlotArrays):
     an_first: np.ndarray  # (O,) ... the first of them (NaN: none, or a state saved before it was kept)
     seen_lo: np.ndarray  # (O,) the range of the targets so far (NaN: none yet)
     seen_hi: np.ndarray
-    qt_mean: np.ndarray  # (O,) while a lone huge error is held (models/anomaly.py): an_mean, an_var, seen_lo and
+    qt_mean: np.ndarray  # (O,) while a lone huge error is held (models/anomaly.py): an_mean, an_var, seen_lo,
     qt_var: np.ndarray  # seen_hi as they would be without it ...
     qt_lo: np.ndarray
     qt_hi: np.ndarray
+    qt_scale: np.ndarray  # (O,) ... and iv_scale (the intervals are made in it while one is held) ...
     qt_left: np.ndarray  # (O,) ... and the judged errors left until it is taken back (0: none held)
     iv_lo: np.ndarray  # (O,) the interval's offsets from the prediction ...
     iv_hi: np.ndarray
@@ -278,7 +279,7 @@ class FleetSlots(SlotArrays):
             "an_first": ArraySpec((out,), f64, nan),
             "seen_lo": ArraySpec((out,), f64, nan),
             "seen_hi": ArraySpec((out,), f64, nan),
-            **{name: ArraySpec((out,), f64) for name in ("qt_mean", "qt_var", "qt_lo", "qt_hi")},
+            **{name: ArraySpec((out,), f64) for name in ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale")},
             "qt_left": ArraySpec((out,), i64),
             "iv_lo": ArraySpec((out,), f64),
             "iv_hi": ArraySpec((out,), f64),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, InvalidConfig, StreamConfig
-from tbptt.models.anomaly import CALIBRATED_AFTER, ERROR_ALPHA, HELD, WARM, hold
+from tbptt.models.anomaly import CALIBRATED_AFTER, ERROR_ALPHA, HELD, SCALE_ALPHA, WARM, hold
 from tests.factories import RAW, assert_identical, sequence
 from tests.reference import reference
 
@@ -543,7 +543,9 @@ def test_a_glitch_does_not_hide_the_spikes_after_it(target):
     ~0.5) and the targets' range for good: the spikes at 500 and 1,000 scored 0.47 and 0.48, and every spike
     for ~20,000 readings after. Held for ``HELD`` errors (the forecast made from it, its echo, with it) and then
     taken back, it leaves both as they were: the readings after it stay quiet while it is held, and the spikes
-    are flagged. A stream beside another (numpy's path) gives the same bits as alone (Python floats')."""
+    are flagged. The intervals, made in the scale kept beside while it is held, stay as wide as before it (the
+    scale took it too: 2,700x as wide over the next 1,000 readings). A stream beside another (numpy's path)
+    gives the same bits as alone (Python floats')."""
     values = glitched_at_300()
     signal = np.sin(np.arange(len(values)) / 20)
 
@@ -557,6 +559,8 @@ def test_a_glitch_does_not_hide_the_spikes_after_it(target):
     results = engine.observe_many(items("s"))
     assert results[300].anomalous and results[500].anomalous and results[1000].anomalous
     assert not any(r.anomalous for r in results[302 : 300 + HELD + 1])  # the glitch's aftermath, while held
+    widths = np.array([r.interval[0][1] - r.interval[0][0] for r in results[200:]])
+    assert widths[100:].max() < 2 * widths[:100].max(), (widths[100:].max(), widths[:100].max())
     crowd = Engine()
     for name in ("s", "t"):
         crowd.add_stream(name, StreamConfig(input_size=1, target=target))
@@ -568,11 +572,11 @@ def held_through(errors: list[float]) -> tuple[list[bool], float]:
     """``hold`` over absolute ``errors`` after 1,000 judged ones of mean 1 and deviation 0.5: where the statistics
     became those kept beside, and their mean at the end."""
     one = np.ones((1, 1))
-    before = (one, 0.25 * one, 0 * one, one)  # the statistics and the range, as the stream has them
+    before = (one, 0.25 * one, 0 * one, one, one)  # the statistics, range and scale, as the stream has them
     held = (*before, np.zeros((1, 1), dtype=np.int64))
     backs = []
     for a in errors:
-        held, back = hold(held, a * one, 0.5 * one, before, ERROR_ALPHA * one, np.array([1000]))
+        held, back = hold(held, a * one, 0.5 * one, before, (ERROR_ALPHA * one, SCALE_ALPHA * one), np.array([1000]))
         backs.append(bool(back[0, 0]))
     return backs, float(held[0][0, 0])
 
