@@ -200,6 +200,7 @@ def calibrate(
     moves = rows.take(s.iv_moved), rows.take(s.iv_still)
     aside = tuple(rows.take(s.array(name)) for name in HELD_STATE)
     inside, widths = rows.take(s.iv_inside), rows.take(s.iv_width)  # (widths: summed in step order)
+    taken_back = np.zeros((shown.shape[0], shown.shape[-1]), dtype=bool)  # (n, O): where a hold was taken back
     n, size = judged.shape
     scores, errs = np.full((n, size), np.nan), np.full((n, size), np.nan)
     intervals = np.full((*shown.shape, 2), np.nan)
@@ -247,6 +248,7 @@ def calibrate(
         new_low, new_high = np.where(back, new_aside[2], new_low), np.where(back, new_aside[3], new_high)
         new_scale = np.where(back, new_aside[4], new_scale)
         aside = tuple(np.where(keep, new, old) for new, old in zip(new_aside, aside))
+        taken_back |= keep & back
         mean, var = np.where(keep, new_mean, mean), np.where(keep, new_var, var)
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
         low, high = np.where(keep, new_low, low), np.where(keep, new_high, high)
@@ -263,6 +265,8 @@ def calibrate(
         ("iv_still", moves[1]), *zip(HELD_STATE, aside),
     ):  # fmt: skip
         rows.put(s.array(name), value)
+    if taken_back.any():  # the bands further ahead are made in the scales kept beside since (models/horizon.py)
+        rows.put(s.hz_scale, np.where(taken_back[:, None], rows.take(s.qt_hz_scale), rows.take(s.hz_scale)))
     flagged = (scores >= config.anomaly_threshold).sum(axis=1)  # (NaN compares False)
     rows.put(s.anomalies, rows.take(s.anomalies) + flagged)
     rows.put(s.iv_inside, inside)
@@ -356,6 +360,7 @@ def _calibrate_floats(
                         if left[o] == 0:
                             mean[o], var[o], low[o], high[o] = h_mean[o], h_var[o], h_lo[o], h_hi[o]
                             scale[o] = h_scale[o]
+                            s.hz_scale[slot][:, o] = s.qt_hz_scale[slot][:, o]  # (as the numpy path's)
                 elif count >= WARM and _huge(a, before[0], before[1]):
                     (h_mean[o], h_var[o], h_lo[o], h_hi[o]), h_scale[o], left[o] = before, scale_before, HELD
             count += 1

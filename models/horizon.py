@@ -14,6 +14,9 @@ intervals' scale from errors of no meaning).
 Intervals: per horizon h, the quantile tracker of the next reading's (models/anomaly.py) fed with h-step
 errors: each step keeps its forecasts for 2..H ahead (``hz_made``), and reading t judges those made at
 t-h for h ahead, before the step's own forecasts are made. Null until a horizon has judged CALIBRATED_AFTER.
+While the next reading holds a huge error (models/anomaly.py's ``hold``: a glitch), each horizon's band is made
+in a scale kept beside (``_held``), as the next reading's is: a reading of 1e6 among readings of 1013 had made
+the bands 2 and 3 readings ahead 2,000x too wide over the next 1,000 readings.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .anomaly import CALIBRATED_AFTER, first_far, mean_of_others, quantiles, running_var, scaled, tracked
+from .anomaly import (
+    CALIBRATED_AFTER,
+    HELD,
+    HUGE,
+    SCALE_ALPHA,
+    first_far,
+    mean_of_others,
+    quantiles,
+    running_var,
+    scaled,
+    tracked,
+)
 from .gate import WEIGHTS
 from .inputs import Seen
 from .slots import Rows
@@ -50,7 +64,7 @@ def roll(
         raw = output(network(seen(prev, forecasts[:, h - 3] if h > 2 else x)), prev)
         forecasts[:, h - 1] = raw if choose is None else choose(forecasts, h, raw)
     s.hz_made[sl, step % horizon] = forecasts[:, 1:]
-    scale, lo, hi = s.hz_scale[sl], s.hz_lo[sl], s.hz_hi[sl]
+    scale, lo, hi = _unit(fleet, rows), s.hz_lo[sl], s.hz_hi[sl]
     ready = (s.hz_count[sl] >= CALIBRATED_AFTER)[..., None, None]  # (n, H-1, 1, 1)
     later = forecasts[:, 1:, :, None] + scale[..., None] * np.stack([lo, hi], axis=-1)
     intervals = np.concatenate([next_interval[:, None], np.where(ready, later, np.nan)], axis=1)
@@ -68,15 +82,43 @@ def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.n
     now = ((step[:, None] - ahead) >= 1) & np.isfinite(e).all(axis=-1)  # (n, H-1)
     if gaps is not None:
         now &= ~gaps[:, None]
+    count, lo, hi, scale = s.hz_count[sl], s.hz_lo[sl], s.hz_hi[sl], s.hz_scale[sl]
+    keep = now[..., None]
+    unit = _held(fleet, rows, e, count, keep)  # (a hold may start at a reading that judges nothing ahead)
     if not now.any():
         return
-    count, lo, hi, scale = s.hz_count[sl], s.hz_lo[sl], s.hz_hi[sl], s.hz_scale[sl]
-    new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, scaled(e, scale), count, quantiles(fleet.config.coverage))
-    keep = now[..., None]
+    new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, scaled(e, unit), count, quantiles(fleet.config.coverage))
     if (count < CALIBRATED_AFTER).any():
         new_scale = _without_far_first(fleet, rows, e, count, scale, new_scale, keep)
     s.hz_lo[sl], s.hz_hi[sl] = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi)
     s.hz_scale[sl], s.hz_count[sl] = np.where(keep, new_scale, scale), count + now
+
+
+def _held(fleet: Fleet, rows: Rows, e: np.ndarray, count: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The scales (n, H-1, O) that this reading's h-step errors ``e`` are scaled in, the horizons' ``count``
+    judged before them, taken in where ``keep``: each output's own (``hz_scale``), or while its next reading
+    holds a huge error (``qt_left``, after this reading's), those kept beside (``qt_hz_scale``): copied when the
+    hold starts, before this reading's errors (the glitch's own), they take each later error but the ones more
+    than sqrt(``HUGE``) of them out (the forecasts made from the glitch), with the scales' own weights. When
+    the hold is taken back, calibrate makes them the horizons' scales; when it ends for a change, the scales
+    that took every error are used again."""
+    s, sl = fleet.slots, rows.slots
+    left, on, kept, scale = s.qt_left[sl], s.qt_hz_on[sl], s.qt_hz_scale[sl], s.hz_scale[sl]
+    starts = ((left == HELD) & ~on)[:, None]
+    on = (on & (left > 0))[:, None] | starts
+    kept = np.where(starts, scale, kept)
+    a = np.abs(e)
+    takes = keep & on & ~starts & (a * a <= HUGE * kept * kept)
+    weight = np.maximum(1.0 / (count + 1.0), SCALE_ALPHA)[..., None]  # (``tracked``'s)
+    unit = np.where(on, kept, scale)
+    s.qt_hz_scale[sl], s.qt_hz_on[sl] = np.where(takes, kept + weight * (a - kept), kept), on[:, 0]
+    return unit
+
+
+def _unit(fleet: Fleet, rows: Rows) -> np.ndarray:
+    """The scales (n, H-1, O) the bands further ahead are made in (``_held``)."""
+    s, sl = fleet.slots, rows.slots
+    return np.where(s.qt_hz_on[sl][:, None], s.qt_hz_scale[sl], s.hz_scale[sl])
 
 
 def _without_far_first(

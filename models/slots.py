@@ -204,6 +204,8 @@ class FleetSlots(SlotArrays):
     hz_count: np.ndarray  # (H-1,)
     hz_var: np.ndarray  # (H-1, O) ... and until it is CALIBRATED_AFTER, the |e|s' plain variance ...
     hz_first: np.ndarray  # (H-1, O) ... and the first |e| (NaN: none, or a state saved before it was kept)
+    qt_hz_scale: np.ndarray  # (H-1, O) ... and hz_scale kept beside while the next reading holds a huge error ...
+    qt_hz_on: np.ndarray  # (O,) ... since its hold started (models/horizon.py)
     anomalies: np.ndarray  # () judged steps that scored at the threshold or above
     iv_inside: np.ndarray  # () judged targets' outputs inside their intervals (one per step before 2026-12-05) ...
     iv_width: np.ndarray  # () ... and the sum of the intervals' mean widths
@@ -298,6 +300,8 @@ class FleetSlots(SlotArrays):
             "hz_count": ArraySpec((horizon - 1,), i64),
             "hz_var": ArraySpec((horizon - 1, out), f64),
             "hz_first": ArraySpec((horizon - 1, out), f64, nan),
+            "qt_hz_scale": ArraySpec((horizon - 1, out), f64),
+            "qt_hz_on": ArraySpec((out,), np.bool_),
             "loss_count": ArraySpec((), i64),
             "loss_ewma": ArraySpec((), f64, nan),
             "last_update_loss": ArraySpec((), f64, nan),
