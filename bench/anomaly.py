@@ -21,7 +21,8 @@ series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sen
 series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: sensors that idle at 0, then
 move (``idle_then_moving``, with ``--horizon H`` the intervals 1..H ahead too; bench/README.md, "Sensors that
 idle, then move"); with ``--glitch``: one absurd reading in a default stream of each mode (``glitched``;
-bench/README.md, "A glitch on defaults"), and whether spikes after it are still flagged (``hidden``).
+bench/README.md, "A glitch on defaults"), whether spikes after it are still flagged (``hidden``), and how wide the
+bands are after it (``held_bands``).
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def main() -> None:
     if args.glitch:
         glitched()
         hidden()
+        held_bands()
     for name, series in groups.items():
         report(name, series)
         if args.horizon > 1:
@@ -277,6 +279,45 @@ def hidden(n: int = 6000) -> None:
             scores = " ".join(f"{results[k].anomaly:.3f}" for k in HIDDEN_SPIKES)
             alerts = sum(bool(r.anomalous) for r in results)
             print(f"{mode:8s} {name:11s} spikes at {HIDDEN_SPIKES} score {scores}; alerts {alerts}", flush=True)
+
+
+def held_bands(n: int = 2100) -> None:
+    """The bands after one reading of 1e6 at 300 among ``hidden``'s readings (its spikes at 500, 1,000, 2,000),
+    against the same stream's without it: per mode and h, the mean width over readings 302-1,300 as a multiple
+    of the clean stream's, and the coverage over 302-2,000 beside the clean stream's; forecast streams with
+    horizon 3, explicit ones h = 1 (bench/README.md, "A lone huge error, held and taken back": 2,000x wide
+    before)."""
+    rng = np.random.default_rng(0)
+    signal = np.sin(np.arange(n) / 20)
+    clean = 1013 + 5 * signal + 0.5 * rng.standard_normal(n)
+    clean[[500, 1000, 2000]] += 8.0
+    glitch = clean.copy()
+    glitch[300] = 1e6
+    for mode in ("forecast", "explicit"):
+        (clean_bands, glitch_bands) = (_bands(mode, signal, values) for values in (clean, glitch))
+        cases = []
+        for h, ((w_clean, c_clean), (w_glitch, c_glitch)) in enumerate(zip(clean_bands, glitch_bands), start=1):
+            cases.append(f"h = {h}: width {w_glitch / w_clean:.2f}x, coverage {c_glitch:.3f} ({c_clean:.3f})")
+        print(f"{mode:8s} bands after 1e6 at 300, against none: " + "; ".join(cases), flush=True)
+
+
+def _bands(mode: str, signal: np.ndarray, values: np.ndarray) -> list[tuple[float, float]]:
+    """Per h: the mean width of the bands for readings 302-1,300 and the share of readings 302-2,000 inside."""
+    engine, n = Engine(), len(values)
+    if mode == "explicit":
+        engine.add_stream("s", StreamConfig(input_size=1))
+        results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(signal, values)])
+        made = [{k: r.interval for k, r in enumerate(results)}]  # (a result's interval is for its own target)
+    else:
+        engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=3))
+        results = engine.observe_many([("s", [float(v)], None) for v in values])
+        made = [{k + h: r.forecast_intervals[h - 1] for k, r in enumerate(results[: n - h])} for h in (1, 2, 3)]
+    out = []
+    for bands in made:
+        width = np.mean([bands[k][0][1] - bands[k][0][0] for k in range(302, 1301)])
+        inside = np.mean([bands[k][0][0] <= values[k] <= bands[k][0][1] for k in range(302, 2001)])
+        out.append((float(width), float(inside)))
+    return out
 
 
 def _glitch_errors(mode: str, signal: np.ndarray, values: np.ndarray, clean: np.ndarray) -> float:
