@@ -19,8 +19,9 @@ so large that it alone would double the statistics' deviation is taken whole (th
 quiet as after any large error), while the statistics, range and interval's scale without it are kept beside
 (the intervals are made in that scale meanwhile: the glitch made them thousands of typical errors wide for
 hundreds of readings); if no other such error follows within ``HELD`` (a glitch's echo, the forecast made from
-it, held with it), they become those kept beside. Bounding what an error enters as instead flagged heavy-tailed errors and the aftermath of true
-changes twice as often (bench/README.md, "A lone huge error, held and taken back").
+it, held with it), they become those kept beside. Bounding what an error enters as instead flagged
+heavy-tailed errors and the aftermath of true changes twice as often (bench/README.md, "A lone huge error,
+held and taken back").
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
 judged errors, then a running mean over about the last 100: started at the first error alone, it let that one
@@ -136,11 +137,10 @@ def hold(
     an_var, seen_lo, seen_hi, iv_scale: (n, O)) are kept beside, ``held`` (qt_mean, qt_var, qt_lo, qt_hi,
     qt_scale, qt_left), taking every later error ``a`` and target ``y`` with the same ``weights`` (the
     statistics', the scale's). While held, the interval is made in the scale kept beside (``unit``): the glitch
-    made bands thousands of typical errors wide for hundreds of readings. Another huge one among the next ``HELD`` ends the
-    hold (a change, not a glitch), but for the first after it, a glitch's echo (the forecast made from it),
-    which is held with it;
-    otherwise after the ``HELD``-th the statistics become those kept beside. Returns the held state after this
-    error and where the statistics become it."""
+    made bands thousands of typical errors wide for hundreds of readings. Another huge one among the next
+    ``HELD`` ends the hold (a change, not a glitch), but for the first after it, a glitch's echo (the forecast
+    made from it), which is held with it; otherwise after the ``HELD``-th the statistics become those kept
+    beside. Returns the held state after this error and where the statistics become it."""
     (h_mean, h_var, h_lo, h_hi, h_scale, left), (mean, var, low, high, scale) = held, before
     weight, weight_of_scale = weights
     holding, outlying = left > 0, huge(a, h_mean, h_var)
@@ -375,7 +375,8 @@ def _calibrate_floats(
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("an_first", first_error), ("seen_lo", low), ("seen_hi", high),
             ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", so_far), ("iv_still", still),
-            ("an_count", count), ("iv_inside", inside), ("iv_width", width), *zip(HELD_STATE, (h_mean, h_var, h_lo, h_hi, h_scale, left)),
+            ("an_count", count), ("iv_inside", inside), ("iv_width", width),
+            *zip(HELD_STATE, (h_mean, h_var, h_lo, h_hi, h_scale, left)),
         ):  # fmt: skip
             s.array(name)[slot] = value
         s.anomalies[slot] += flagged
