@@ -479,7 +479,13 @@ def test_a_garbage_first_reading_does_not_hide_the_spikes_after_it(target):
     0.59 and 0.65 (0.83 at 5,000), unflagged. Replaced by the mean of the next 29 when the 30th is judged: the
     same scores as without the 0. A stream beside another (numpy's path) gives the same bits as alone (Python
     floats')."""
-    values = booted_at_zero()
+    results = alone_and_in_a_crowd(booted_at_zero(), target)
+    assert results[1000].anomalous and results[2000].anomalous, (results[1000].anomaly, results[2000].anomaly)
+
+
+def alone_and_in_a_crowd(values: np.ndarray, target: str) -> list:
+    """The results of a default stream of ``target`` mode reading ``values`` (explicit: with a sine as input),
+    alone (Python floats' path), once checked to be the same bits beside another stream (numpy's)."""
     signal = np.sin(np.arange(len(values)) / 20)
 
     def items(name: str) -> list:
@@ -490,12 +496,12 @@ def test_a_garbage_first_reading_does_not_hide_the_spikes_after_it(target):
     engine = Engine()
     engine.add_stream("s", StreamConfig(input_size=1, target=target))
     results = engine.observe_many(items("s"))
-    assert results[1000].anomalous and results[2000].anomalous, (results[1000].anomaly, results[2000].anomaly)
     crowd = Engine()
     for name in ("s", "t"):
         crowd.add_stream(name, StreamConfig(input_size=1, target=target))
     together = crowd.observe_many([item for pair in zip(items("s"), items("t")) for item in pair])[::2]
     assert [(r.anomaly, r.interval) for r in together] == [(r.anomaly, r.interval) for r in results]
+    return results
 
 
 def test_a_garbage_first_reading_does_not_set_the_width_of_the_intervals():
@@ -546,26 +552,11 @@ def test_a_glitch_does_not_hide_the_spikes_after_it(target):
     are flagged. The intervals, made in the scale kept beside while it is held, stay as wide as before it (the
     scale took it too: 2,700x as wide over the next 1,000 readings). A stream beside another (numpy's path)
     gives the same bits as alone (Python floats')."""
-    values = glitched_at_300()
-    signal = np.sin(np.arange(len(values)) / 20)
-
-    def items(name: str) -> list:
-        if target == "next":
-            return [(name, [float(v)], None) for v in values]
-        return [(name, [float(a)], [float(b)]) for a, b in zip(signal, values)]
-
-    engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target=target))
-    results = engine.observe_many(items("s"))
+    results = alone_and_in_a_crowd(glitched_at_300(), target)
     assert results[300].anomalous and results[500].anomalous and results[1000].anomalous
     assert not any(r.anomalous for r in results[302 : 300 + HELD + 1])  # the glitch's aftermath, while held
     widths = np.array([r.interval[0][1] - r.interval[0][0] for r in results[200:]])
     assert widths[100:].max() < 2 * widths[:100].max(), (widths[100:].max(), widths[:100].max())
-    crowd = Engine()
-    for name in ("s", "t"):
-        crowd.add_stream(name, StreamConfig(input_size=1, target=target))
-    together = crowd.observe_many([item for pair in zip(items("s"), items("t")) for item in pair])[::2]
-    assert [(r.anomaly, r.interval) for r in together] == [(r.anomaly, r.interval) for r in results]
 
 
 def held_through(errors: list[float]) -> tuple[list[bool], float]:
