@@ -2,6 +2,7 @@
 
     python -m bench.anomaly [--nab NAB_DATA_DIR --out OUT_DIR [--feed FEED_DIR]] [--horizon H] [--public]
                             [--fresh] [--holdout] [--wheels DIR] [--sensors DIR] [--idle] [--glitch]
+                            [--csv DIR]
 
 Always: the intervals on the four series shipped with the tests. With ``--nab``: every NAB series goes
 through a default forecast stream (``input_size`` 1, nothing else set, nothing tuned per series), one
@@ -21,8 +22,9 @@ series in two downloaded wheels (bench.quality's ``wheel_series``); with ``--sen
 series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: sensors that idle at 0, then
 move (``idle_then_moving``, with ``--horizon H`` the intervals 1..H ahead too; bench/README.md, "Sensors that
 idle, then move"); with ``--glitch``: one absurd reading in a default stream of each mode (``glitched``;
-bench/README.md, "A glitch on defaults"), whether spikes after it are still flagged (``hidden``), and how wide the
-bands are after it (``held_bands``).
+bench/README.md, "A glitch on defaults"), whether spikes after it are still flagged (``hidden``), and how wide
+the bands are after it (``held_bands``); with ``--csv DIR``: on the ``value`` column of every DIR/*.csv
+(``csv_series``: GutenTAG's series, bench/gutentag_series.py).
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--sensors", type=Path, help="more series in sktime's wheel (bench.quality's sensor_series)")
     parser.add_argument("--idle", action="store_true", help="sensors that idle at 0, then move")
     parser.add_argument("--glitch", action="store_true", help="one absurd reading in default streams")
+    parser.add_argument("--csv", type=Path, help="every DIR/*.csv's value column (bench/gutentag_series.py's)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -169,6 +172,8 @@ def main() -> None:
 
         for chosen, named in sensor_series(args.sensors).items():
             groups[f"more of sktime's wheel, {chosen}"] = {name: list(v) for name, v in named.items()}
+    if args.csv is not None:
+        groups[f"the series in {args.csv}"] = csv_series(args.csv)
     if args.idle:
         idle_then_moving(horizon=max(args.horizon, 1))
     if args.glitch:
@@ -193,6 +198,20 @@ def main() -> None:
             for (name, rows), alerts, first in zip(nab.items(), flagged, opened):
                 for kind, marked in (("alerts", set(alerts)), ("openings", set(first))):
                     write_nab(rows, [float(k in marked) for k in range(len(rows))], args.feed / kind / f"{name}.csv")
+
+
+def csv_series(folder: Path) -> dict[str, list[float]]:
+    """``--csv``: the ``value`` column of every ``folder``/*.csv, by name (gt_2 before gt_10), for series no
+    setting was chosen on (GutenTAG's, bench/gutentag_series.py; bench/README.md, "A lone huge error, held and
+    taken back": the intervals' judges)."""
+    paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
+    if not paths:
+        raise SystemExit(f"no .csv under {folder}")
+    series = {}
+    for path in paths:
+        with open(path) as f:
+            series[path.stem] = [float(row["value"]) for row in csv.DictReader(f)]
+    return series
 
 
 def idle_then_moving(seed: int = 0, horizon: int = 1) -> None:

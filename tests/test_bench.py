@@ -72,6 +72,18 @@ def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_c
     assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
 
 
+def test_the_intervals_benchmark_reads_the_value_column_of_csv_files_in_their_order(tmp_path, capsys):
+    """bench.anomaly --csv: every file's value column, gt_2 before gt_10, through the intervals' report."""
+    values = 10 + np.sin(np.arange(300) / 5.0)
+    for name in ("gt_10", "gt_2"):
+        with open(tmp_path / f"{name}.csv", "w") as f:
+            f.write("value,is_anomaly\n" + "".join(f"{v!r},0\n" for v in values.tolist()))
+    series = anomaly.csv_series(tmp_path)
+    assert list(series) == ["gt_2", "gt_10"] and series["gt_2"] == values.tolist()
+    anomaly.report("the CSVs", series)
+    assert "the CSVs: coverage: mean" in capsys.readouterr().out
+
+
 def test_the_interval_score_charges_a_miss_twenty_times_its_distance():
     """bench.interval_peers' measure of a 0.9 interval: its width, plus 2 / 0.1 times how far a target misses."""
     bands = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
