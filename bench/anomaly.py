@@ -270,15 +270,21 @@ def glitched(seed: int = 11, n: int = 3000) -> None:
 HIDDEN_SPIKES = (500, 1000, 2000, 5000)  # spikes of +8 (16 noise deviations) after a glitch or a boot reading
 
 
+def spiked_pressure(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sine (n,) and the readings of 1013 + 5 sin + noise 0.5 with spikes of +8 at the ``HIDDEN_SPIKES``
+    before ``n`` (the same draws for every ``n``: a shorter run is a prefix of a longer one)."""
+    signal = np.sin(np.arange(n) / 20)
+    clean = 1013 + 5 * signal + 0.5 * np.random.default_rng(0).standard_normal(n)
+    clean[[k for k in HIDDEN_SPIKES if k < n]] += 8.0
+    return signal, clean
+
+
 def hidden(n: int = 6000) -> None:
     """Whether spikes are still flagged after one glitch: readings of 1013 + 5 sin + noise 0.5, spikes of +8 at
     ``HIDDEN_SPIKES``, with no glitch, a first reading of 0 (a sensor at boot), or one reading of 2013 or 1e6
     at 300; per mode the spikes' scores and the stream's alerts (bench/README.md, "A glitch hides the spikes
     after it")."""
-    rng = np.random.default_rng(0)
-    signal = np.sin(np.arange(n) / 20)
-    clean = 1013 + 5 * signal + 0.5 * rng.standard_normal(n)
-    clean[list(HIDDEN_SPIKES)] += 8.0
+    signal, clean = spiked_pressure(n)
     for mode in ("forecast", "explicit"):
         for name, value, at in (
             ("none", None, 0),
@@ -306,10 +312,7 @@ def held_bands(n: int = 2100) -> None:
     of the clean stream's, and the coverage over 302-2,000 beside the clean stream's; forecast streams with
     horizon 3, explicit ones h = 1 (bench/README.md, "A lone huge error, held and taken back": 2,000x wide
     before)."""
-    rng = np.random.default_rng(0)
-    signal = np.sin(np.arange(n) / 20)
-    clean = 1013 + 5 * signal + 0.5 * rng.standard_normal(n)
-    clean[[500, 1000, 2000]] += 8.0
+    signal, clean = spiked_pressure(n)
     glitch = clean.copy()
     glitch[300] = 1e6
     for mode in ("forecast", "explicit"):
