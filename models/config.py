@@ -93,6 +93,10 @@ class StreamConfig:
     anomaly_threshold: float = 0.95  # a result is anomalous when its score reaches this (models/anomaly.py)
     coverage: float = 0.9  # the long-run fraction of targets inside their prediction intervals
     learn_from_anomalies: bool = True  # False: a target whose score reaches anomaly_threshold is not learnt from
+    # forecast streams of at most DETECTS_UP_TO inputs: a reading's anomaly score is also the score of how unlike
+    # every earlier stretch of readings the last ones are (models/pattern.py; ~32 KiB and about 100 us a
+    # reading per input, so off unless asked for)
+    patterns: bool = False
     # the service's alerts: one opens an episode when none of the stream's episode_gap observations before it
     # was anomalous (a sensor waking up raises one episode, not a storm of alerts); the network never sees it
     episode_gap: int = 25
@@ -128,6 +132,10 @@ class StreamConfig:
     @property
     def detects_season(self) -> bool:
         return self.season is None and self.target == "next" and self.gate and self.input_size <= DETECTS_UP_TO
+
+    @property
+    def watches_patterns(self) -> bool:
+        return self.patterns  # (only forecast streams of at most DETECTS_UP_TO inputs may: ``_validate``)
 
     @property
     def history_length(self) -> int:
@@ -205,6 +213,13 @@ def _validate(c: StreamConfig) -> None:
         raise InvalidConfig(f"horizon must be <= {MAX_HORIZON}, got {c.horizon}", "horizon")
     if c.horizon > 1 and c.target != "next":
         raise InvalidConfig("horizon needs target 'next': it rolls the forecast of the next reading forward", "horizon")
+    if c.patterns is True and c.target != "next":
+        raise InvalidConfig("patterns needs target 'next': it compares stretches of the readings", "patterns")
+    if c.patterns is True and c.input_size > DETECTS_UP_TO:
+        raise InvalidConfig(
+            f"patterns keeps ~1,000 readings of each input: at most {DETECTS_UP_TO} inputs, got {c.input_size}",
+            "patterns",
+        )
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
     _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
     _int_at_least("episode_gap", c.episode_gap, 1)
@@ -218,6 +233,7 @@ def _validate(c: StreamConfig) -> None:
         "from_last_target",
         "gate",
         "learn_from_anomalies",
+        "patterns",
         "impute_missing",
         "elapsed_input",
     ):

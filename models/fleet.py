@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import gate, inputs, optim, season
+from . import gate, inputs, optim, pattern, season
 from .anomaly import CALIBRATED_AFTER
 from .batched import baddbmm
 from .cells import make_cell, per_step
@@ -63,6 +63,7 @@ class Fleet:
             impute=config.impute_missing,
             elapsed=config.elapsed_input,
             partial_targets=self.partial_targets,
+            kept=pattern.KEPT if config.watches_patterns else 0,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots, self.partial_targets)
         self.mode = target_mode(self)

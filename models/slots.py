@@ -223,11 +223,23 @@ class FleetSlots(SlotArrays):
     dt_s1: np.ndarray
     dt_s2: np.ndarray
     dt_count: np.ndarray
+    # models/pattern.py, for the forecast streams that keep patterns: the last readings, their windows' means,
+    # deviations and dot products with the latest, the level they are taken from, and the distances' statistics
+    pt_kept: np.ndarray  # (K, I) less pt_center (NaN: none yet)
+    pt_mean: np.ndarray  # (K, I)
+    pt_dev: np.ndarray  # (K, I)
+    pt_dot: np.ndarray  # (K, I)
+    pt_center: np.ndarray  # (I,)
+    pt_seen: np.ndarray  # ()
+    pt_d_mean: np.ndarray  # ()
+    pt_d_var: np.ndarray  # ()
+    pt_d_count: np.ndarray  # ()
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
         seen: int | None = None, impute: bool = False, elapsed: bool = False, partial_targets: bool = False,
+        kept: int = 0,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -313,6 +325,14 @@ class FleetSlots(SlotArrays):
             specs.update({"last_ts": ArraySpec((), f64, nan), **_moment_specs("dt", 1)})
         if partial_targets:
             specs["ring_present"] = ArraySpec((k2, out), np.bool_)
+        if kept:  # (``kept``: the readings models/pattern.py keeps, 0 for a stream that keeps no patterns)
+            specs.update(
+                {name: ArraySpec((kept, inp), f64, nan) for name in ("pt_kept", "pt_mean", "pt_dev", "pt_dot")}
+            )
+            specs.update({"pt_center": ArraySpec((inp,), f64), "pt_seen": ArraySpec((), i64)})
+            specs.update(
+                {"pt_d_mean": ArraySpec((), f64), "pt_d_var": ArraySpec((), f64), "pt_d_count": ArraySpec((), i64)}
+            )
         super().__init__(specs)
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import anomaly, gate, season
+from . import anomaly, gate, pattern, season
 from .inputs import Seen
 from .normalizer import Moments
 from .slots import Rows
@@ -192,6 +192,7 @@ class Forecast(TargetMode):
         real = np.ones((n, size), dtype=bool) if present is None else np.asarray(present.all(axis=-1))  # whole
         if seen.read is not None:  # predicted from the 0 before an input's first reading: it knew nothing of it
             real = real & seen.read[:, :-1].all(axis=-1)
+        window = self._window_scores(rows, x, present)  # (of the readings alone: judged before anything else)
         pending = first > 1
         joins = learn.copy()  # the readings that join the statistics the network trains in (learnt from)
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
@@ -204,6 +205,7 @@ class Forecast(TargetMode):
                 real[pending, :1],
                 None if present is None else present[pending, :1],
                 None if seen.read is None else seen.read[pending, :1],
+                None if window is None else window[pending, :1],
             )
             losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0], joins[pending, 0] = resolved
         rows.put(s.steps, steps[:, -1])
@@ -219,6 +221,8 @@ class Forecast(TargetMode):
         targets = np.concatenate([truth, x[:, -1:]], axis=1)  # (the last is not judged: its target is to come)
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
         judged_scores, intervals, judged_errs = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
+        if window is not None and size > 1:
+            judged_scores[:, :-1] = pattern.combined(s, rows, judged_scores[:, :-1], window[:, 1:], threshold)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
         if seasonal is not None and size > 1:
             errs[:, 1:] = judged_errs[:, :-1]
@@ -237,6 +241,13 @@ class Forecast(TargetMode):
             rows.put(s.pending_anchor, seasonal[0][:, -1])
         rows.put(s.last_x, x[:, -1])
         return Outcome(steps, shown, losses, updated, scores, intervals)
+
+    def _window_scores(self, rows: Rows, x: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
+        """models/pattern.py's score of each reading (n, T) (its readings only: a filled entry is none), or None
+        for a stream that keeps no patterns."""
+        if not self.config.watches_patterns:
+            return None
+        return pattern.scores(self.slots, rows, x if present is None else np.where(present, x, np.nan))
 
     def _network(
         self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray,
@@ -257,18 +268,21 @@ class Forecast(TargetMode):
 
     def _resolve_pending(
         self, rows: Rows, step: np.ndarray, x: np.ndarray, learn: np.ndarray, known: np.ndarray,
-        present: np.ndarray | None, read: np.ndarray | None,
+        present: np.ndarray | None, read: np.ndarray | None, window: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """The reading ``x`` (n, 1, I) is the target of the pending ``step`` (n,), judged where ``known``
-        (n, 1), learnt from where ``present`` (n, 1, I; None: whole); its loss, whether the update that step
-        completes applied, the reading's anomaly score, that of its error alone, and whether it joins the
-        statistics (it is learnt from: judged first, so that an anomalous one can stay out)."""
+        (n, 1), learnt from where ``present`` (n, 1, I; None: whole), with its ``window`` score (n, 1; None:
+        none kept); its loss, whether the update that step completes applied, the reading's anomaly score,
+        that of its error alone, and whether it joins the statistics (it is learnt from: judged first, so
+        that an anomalous one can stay out)."""
         s, sl = self.slots, rows.slots
         yhat, pred = s.pending_yhat[sl][:, None], s.pending_pred[sl][:, None]
         naive = s.last_x[sl][:, None]  # the reading before: the last-value forecast
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores, _, errs = anomaly.calibrate(self.config, s, rows, pred, x, known)
+        if window is not None:
+            scores = pattern.combined(s, rows, scores, window, self.config.anomaly_threshold)
         joins = self._learnt(learn, scores)
         target, known_scale = self._pending_target(rows, x, joins, read)
         warm, present = self._learnable(known_scale, present)

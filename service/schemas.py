@@ -235,6 +235,13 @@ class StreamCreate(_Strict):
         description="false: a target judged anomalous is scored and reported but not learnt from (an outage "
         "does not teach the network that outages are normal)",
     )
+    patterns: bool = Field(
+        CORE_DEFAULTS.patterns,
+        description="forecast mode, at most 4 inputs: each reading's anomaly score is also how unlike every "
+        "stretch of 32 readings in the last 1,000 the latest 32 are (their shapes compared), so that a flat "
+        "platform, a changed frequency or a changed shape, which the forecast soon follows, is flagged too; "
+        "keeps ~32 KiB per input and costs about as much as the stream's step",
+    )
     episode_gap: int = Field(
         CORE_DEFAULTS.episode_gap,
         ge=1,
@@ -275,8 +282,8 @@ class StreamCreate(_Strict):
             target=self.target, normalize=self.normalize, residual=self.residual,
             from_last_target=self.from_last_target, gate=self.gate, season=self.season, horizon=self.horizon,
             anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
-            learn_from_anomalies=self.learn_from_anomalies, episode_gap=self.episode_gap, dtype=self.dtype, seed=self.seed,
-            timestamps=self.timestamps, impute_missing=self.impute_missing, elapsed_input=self.elapsed_input,
+            learn_from_anomalies=self.learn_from_anomalies, patterns=self.patterns, episode_gap=self.episode_gap,
+            dtype=self.dtype, seed=self.seed, timestamps=self.timestamps, impute_missing=self.impute_missing, elapsed_input=self.elapsed_input,
         )  # fmt: skip
 
     @classmethod
@@ -293,7 +300,7 @@ class StreamCreate(_Strict):
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
             horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
-            episode_gap=c.episode_gap,
+            patterns=c.patterns, episode_gap=c.episode_gap,
             dtype=c.dtype, seed=c.seed, timestamps=c.timestamps, impute_missing=c.impute_missing,
             elapsed_input=c.elapsed_input, labels=labels or {},
         )  # fmt: skip

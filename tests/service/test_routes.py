@@ -35,6 +35,7 @@ DEFAULTS = {
     "anomaly_threshold": 0.95,
     "coverage": 0.9,
     "learn_from_anomalies": True,
+    "patterns": False,
     "episode_gap": 25,
     "dtype": "float32",
     "seed": 0,
