@@ -69,19 +69,20 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
     return float(np.mean(inside)), float(np.mean(widths))
 
 
-def run(values: list[float]) -> tuple[list[float], float, float]:
-    """A default forecast stream over ``values``: each reading's anomaly score (0 where there is none yet),
-    its intervals' coverage once calibrated, and their mean width."""
-    engine, results = forecast(values)
+def run(values: list[float], patterns: bool = False) -> tuple[list[float], float, float]:
+    """A default forecast stream (with ``patterns``) over ``values``: each reading's anomaly score (0 where
+    there is none yet), its intervals' coverage once calibrated, and their mean width."""
+    engine, results = forecast(values, patterns=patterns)
     m = engine.metrics("s")
     assert m.coverage is not None and m.interval_width is not None
     return [r.anomaly if r.anomaly is not None else 0.0 for r in results], m.coverage, m.interval_width
 
 
-def forecast(values: Sequence[float], horizon: int = 1) -> tuple[Engine, list[StepResult]]:
-    """A default forecast stream (with ``horizon``) fed ``values`` in runs of ``RUN``: it, and its results."""
+def forecast(values: Sequence[float], horizon: int = 1, patterns: bool = False) -> tuple[Engine, list[StepResult]]:
+    """A default forecast stream (with ``horizon``, ``patterns``) fed ``values`` in runs of ``RUN``: it, and
+    its results."""
     engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon))
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon, patterns=patterns))
     results: list[StepResult] = []
     for k in range(0, len(values), RUN):
         results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--idle", action="store_true", help="sensors that idle at 0, then move")
     parser.add_argument("--glitch", action="store_true", help="one absurd reading in default streams")
     parser.add_argument("--csv", type=Path, help="every DIR/*.csv's value column (bench/gutentag_series.py's)")
+    parser.add_argument("--patterns", action="store_true", help="streams with patterns on (models/pattern.py)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -181,12 +183,13 @@ def main() -> None:
         hidden()
         held_bands()
     for name, series in groups.items():
-        report(name, series)
+        report(name, series, args.patterns)
         if args.horizon > 1:
             report_ahead(name, series, args.horizon)
     if args.nab is not None:
         nab = {f"{path.parent.name}/{path.stem}": read(path) for path in sorted(args.nab.glob("*/*.csv"))}
-        scores = report("NAB's 58 series", {name: [float(r[1]) for r in rows] for name, rows in nab.items()})
+        nab_values = {name: [float(r[1]) for r in rows] for name, rows in nab.items()}
+        scores = report("NAB's 58 series", nab_values, args.patterns)
         for name, rows in nab.items():
             write_nab(rows, scores[name], args.out / f"{name}.csv")
         defaults = StreamConfig(input_size=1)
@@ -366,12 +369,12 @@ def read(path: Path) -> list[list[str]]:
         return list(csv.reader(f))[1:]
 
 
-def report(name: str, series: dict[str, list[float]]) -> dict[str, list[float]]:
+def report(name: str, series: dict[str, list[float]], patterns: bool = False) -> dict[str, list[float]]:
     """Per series a line: its intervals' coverage and width beside the last value's; then a summary. Each
-    series' anomaly scores."""
+    series' anomaly scores (streams with ``patterns``)."""
     coverages, ratios, scores = [], [], {}
     for label, values in series.items():
-        scores[label], coverage, width = run(values)
+        scores[label], coverage, width = run(values, patterns)
         naive_coverage, naive_width = naive_interval(np.array(values))
         ratio = width / naive_width if width and naive_width else math.nan
         coverages.append(coverage)

@@ -105,9 +105,9 @@ def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> t
     return found, int((~near).sum())
 
 
-def from_csv(folder: Path, peers: tuple[str, ...] = PEERS) -> None:
-    """``--csv``: ours and river's detectors (``peers``: they need river) on every ``folder``/*.csv
-    (``value,is_anomaly``)."""
+def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False) -> None:
+    """``--csv``: ours (streams with ``patterns``) and river's detectors (``peers``: they need river) on every
+    ``folder``/*.csv (``value,is_anomaly``)."""
     paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     if not paths:
         raise SystemExit(f"no .csv under {folder}")
@@ -121,7 +121,7 @@ def from_csv(folder: Path, peers: tuple[str, ...] = PEERS) -> None:
         label = np.array([int(r["is_anomaly"]) for r in rows])
         regions = regions_of(label)
         regions_in_all += len(regions)
-        _, results = forecast(values)
+        _, results = forecast(values, patterns=patterns)
         alerts = np.array([k for k, r in enumerate(results) if r.anomalous], dtype=int)
         budget = len(alerts)
         line = [f"{path.stem:10s} {len(regions)} regions"]
@@ -149,10 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}; with --csv, the series' folder")
     parser.add_argument("--csv", action="store_true", help="the folder holds value,is_anomaly CSVs")
+    parser.add_argument("--patterns", action="store_true", help="--csv: ours with patterns on (models/pattern.py)")
+    parser.add_argument("--no-peers", action="store_true", help="--csv: ours only (river not needed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.csv:
-        from_csv(args.folder)
+        from_csv(args.folder, () if args.no_peers else PEERS, args.patterns)
         return
     series = labelled(args.folder)
     for name, (values, label, learn) in series.items():
