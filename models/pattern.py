@@ -43,7 +43,8 @@ STATE = ("pt_kept", "pt_mean", "pt_dev", "pt_dot", "pt_center", "pt_seen", "pt_d
 def scores(slots: FleetSlots, rows: Rows, x: np.ndarray) -> np.ndarray:
     """The window score (n, T) of each reading of ``x`` (n, T, I), in order; NaN where none (a reading with a
     missing entry, or too few readings or distances so far). The stream's windows take the readings in."""
-    state = [rows.take(slots.array(name)) for name in STATE]
+    taken = [rows.take(slots.array(name)) for name in STATE]
+    state = list(taken)
     n, size = x.shape[:2]
     out = np.full((n, size), np.nan)
     whole = np.isfinite(x).all(axis=-1)
@@ -62,8 +63,9 @@ def scores(slots: FleetSlots, rows: Rows, x: np.ndarray) -> np.ndarray:
             for array, new in zip(state, (*windows, *statistics)):
                 array[live] = new
             out[live, k] = score
-    for name, value in zip(STATE, state):
-        rows.put(slots.array(name), value)
+    for name, value, before in zip(STATE, state, taken):
+        if value is not before or rows.span is None:  # (a view changed in place needs no copy back)
+            rows.put(slots.array(name), value)
     return out
 
 
@@ -75,15 +77,16 @@ def _take_in(
     window's mean, deviation and dot products with the earlier windows. The readings and the windows' means
     are kept less ``center``: a level taken afresh with the products."""
     seen = seen + 1
-    kept = np.concatenate([kept[:, 1:], (x - center)[:, None]], axis=1)
+    _shift(kept, x - center)  # (in place: the state is rewritten, not copied, at every reading)
     latest = kept[:, -WINDOW:]  # (m, W, I): NaN before the first whole window
     window_mean = latest.mean(axis=1)
     window_dev = np.sqrt(((latest - window_mean[:, None]) ** 2).mean(axis=1))
-    mean = np.concatenate([mean[:, 1:], window_mean[:, None]], axis=1)
-    dev = np.concatenate([dev[:, 1:], window_dev[:, None]], axis=1)
+    _shift(mean, window_mean)
+    _shift(dev, window_dev)
     # lag L (position KEPT - 1 - L): + x_t x_{t-L} - x_{t-W} x_{t-L-W}
-    step = kept[:, -1:] * kept[:, WINDOW:] - kept[:, KEPT - 1 - WINDOW : KEPT - WINDOW] * kept[:, : KEPT - WINDOW]
-    dot = np.concatenate([dot[:, :WINDOW], dot[:, WINDOW:] + step], axis=1)
+    later, product = dot[:, WINDOW:], kept[:, WINDOW:] * kept[:, -1:]
+    later += product
+    later -= np.multiply(kept[:, : KEPT - WINDOW], kept[:, KEPT - 1 - WINDOW : KEPT - WINDOW], out=product)
     afresh = (seen >= WINDOW) & ((seen - WINDOW) % REACH == 0)  # (the first whole window: every REACH after)
     if afresh.any():  # the level moves to the latest window's mean; every whole window's product afresh
         rows = np.flatnonzero(afresh)
@@ -101,6 +104,12 @@ def _take_in(
         earlier = np.take_along_axis(kept[rows], ends[..., None], axis=1)  # (r, W, I)
         dot[rows, at] = _summed(earlier * kept[rows, -WINDOW:])
     return kept, mean, dev, dot, center, seen
+
+
+def _shift(array: np.ndarray, newest: np.ndarray) -> None:
+    """Every position one earlier, in place (the earliest drops out), and ``newest`` last."""
+    array[:, :-1] = array[:, 1:]
+    array[:, -1] = newest
 
 
 def _products(kept: np.ndarray) -> np.ndarray:
@@ -131,10 +140,18 @@ def _distance(state: tuple[np.ndarray, ...]) -> np.ndarray:
     floor = FLOOR * spread  # (m, I)
     latest_dev = _at_least(dev[:, -1], floor)
     earlier_dev = _at_least(dev[:, NEAREST], floor[:, None])
-    cross = (dot[:, NEAREST] - WINDOW * mean[:, -1][:, None] * mean[:, NEAREST]) / (latest_dev[:, None] * earlier_dev)
-    squared = (
-        WINDOW * (dev[:, -1] / latest_dev)[:, None] ** 2 + WINDOW * (dev[:, NEAREST] / earlier_dev) ** 2 - 2 * cross
-    ).sum(axis=-1)  # (m, lags): the inputs' squared distances added; NaN where the earlier window is not whole
+    # W (d_t / s_t)^2 + W (d_j / s_j)^2 - 2 (dot_j - W m_t m_j) / (s_t s_j): in place, over ~1,000 windows
+    terms = np.divide(dev[:, NEAREST], earlier_dev)
+    terms *= terms
+    terms *= WINDOW
+    terms += (WINDOW * (dev[:, -1] / latest_dev) ** 2)[:, None]
+    cross = np.multiply(mean[:, NEAREST], (WINDOW * mean[:, -1])[:, None])
+    np.subtract(dot[:, NEAREST], cross, out=cross)
+    cross /= earlier_dev
+    cross /= latest_dev[:, None]
+    cross *= 2
+    terms -= cross
+    squared = terms.sum(axis=-1)  # (m, lags): the inputs' squared distances added; NaN: not a whole window
     candidates = np.minimum(seen - WINDOW, REACH) - WINDOW  # whole earlier windows at lags WINDOW + 1 ..
     nearest = np.fmin.reduce(squared, axis=1)  # (NaN only where every one is)
     return np.where(candidates >= FEWEST, np.sqrt(np.maximum(nearest, 0.0)), np.nan)
@@ -144,7 +161,8 @@ def _at_least(deviation: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """A window's deviation, floored; 1 where both are 0 (a flat window of a flat stream: its standardized
     readings are all 0, as its deviation says)."""
     floored = np.fmax(deviation, floor)
-    return np.where(floored > 0, floored, 1.0)
+    np.copyto(floored, 1.0, where=~(floored > 0))
+    return floored
 
 
 def _judged(
