@@ -72,6 +72,21 @@ def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_c
     assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
 
 
+def test_the_labelled_benchmark_runs_ours_with_patterns_when_asked(tmp_path, capsys):
+    """bench.labelled --csv --patterns: a platform in a wave, which the forecast follows, found only with them."""
+    rng = np.random.default_rng(0)
+    values = np.sin(2 * np.pi * np.arange(1_700) / 40) + 0.05 * rng.standard_normal(1_700)
+    values[1_500:1_560] = values[1_500] + 0.05 * rng.standard_normal(60)
+    with open(tmp_path / "flat.csv", "w") as f:
+        f.write(
+            "value,is_anomaly\n" + "".join(f"{v!r},{int(1_500 <= k < 1_560)}\n" for k, v in enumerate(values.tolist()))
+        )
+    for patterns, found in ((False, "0/"), (True, "1/")):
+        labelled.from_csv(tmp_path, peers=(), patterns=patterns)
+        out = capsys.readouterr().out
+        assert f"flat       1 regions  ours {found}" in out, out
+
+
 def test_the_intervals_benchmark_reads_the_value_column_of_csv_files_in_their_order(tmp_path, capsys):
     """bench.anomaly --csv: every file's value column, gt_2 before gt_10, through the intervals' report."""
     values = 10 + np.sin(np.arange(300) / 5.0)
