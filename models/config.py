@@ -94,8 +94,8 @@ class StreamConfig:
     coverage: float = 0.9  # the long-run fraction of targets inside their prediction intervals
     learn_from_anomalies: bool = True  # False: a target whose score reaches anomaly_threshold is not learnt from
     # forecast streams of at most DETECTS_UP_TO inputs: a reading's anomaly score is also the score of how unlike
-    # every earlier stretch of readings the last ones are (models/pattern.py; ~32 KiB and about 100 us a
-    # reading per input, so off unless asked for)
+    # every earlier stretch of readings the last ones are (models/pattern.py; ~32 KiB per input, and about as
+    # much time as the rest of the stream's step: off unless asked for)
     patterns: bool = False
     # the service's alerts: one opens an episode when none of the stream's episode_gap observations before it
     # was anomalous (a sensor waking up raises one episode, not a storm of alerts); the network never sees it
@@ -132,10 +132,6 @@ class StreamConfig:
     @property
     def detects_season(self) -> bool:
         return self.season is None and self.target == "next" and self.gate and self.input_size <= DETECTS_UP_TO
-
-    @property
-    def watches_patterns(self) -> bool:
-        return self.patterns  # (only forecast streams of at most DETECTS_UP_TO inputs may: ``_validate``)
 
     @property
     def history_length(self) -> int:

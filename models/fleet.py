@@ -63,7 +63,7 @@ class Fleet:
             impute=config.impute_missing,
             elapsed=config.elapsed_input,
             partial_targets=self.partial_targets,
-            kept=pattern.KEPT if config.watches_patterns else 0,
+            kept=pattern.KEPT if config.patterns else 0,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots, self.partial_targets)
         self.mode = target_mode(self)

@@ -245,7 +245,7 @@ class Forecast(TargetMode):
     def _window_scores(self, rows: Rows, x: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
         """models/pattern.py's score of each reading (n, T) (its readings only: a filled entry is none), or None
         for a stream that keeps no patterns."""
-        if not self.config.watches_patterns:
+        if not self.config.patterns:
             return None
         return pattern.scores(self.slots, rows, x if present is None else np.where(present, x, np.nan))
 
