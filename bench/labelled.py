@@ -75,12 +75,12 @@ def regions_of(label: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def episodes_found(values: np.ndarray, label: np.ndarray, learn: int) -> str:
+def episodes_found(values: np.ndarray, label: np.ndarray, learn: int, patterns: bool = False) -> str:
     """Ours' alerts after the learning part (a default stream's anomalous readings), the alert episodes they
     open (the service's rule, service/episodes.py, at the default episode_gap), and the labelled regions (runs
     of anomalous readings) within ``NEAR`` readings of an alert, and of an opening: the feed's openings
-    should find every region its alerts find."""
-    _, results = forecast(values)
+    should find every region its alerts find (streams with ``patterns``)."""
+    _, results = forecast(values, patterns=patterns)
     every = [step for step, result in enumerate(results) if result.anomalous]
     opened = openings(every, StreamConfig(input_size=1).episode_gap)
     flags, opening = [np.array([s for s in steps if s >= learn], dtype=int) for steps in (every, opened)]
@@ -149,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}; with --csv, the series' folder")
     parser.add_argument("--csv", action="store_true", help="the folder holds value,is_anomaly CSVs")
-    parser.add_argument("--patterns", action="store_true", help="--csv: ours with patterns on (models/pattern.py)")
+    parser.add_argument("--patterns", action="store_true", help="ours with patterns on (models/pattern.py)")
     parser.add_argument("--no-peers", action="store_true", help="--csv: ours only (river not needed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -160,10 +160,10 @@ def main() -> None:
     for name, (values, label, learn) in series.items():
         anomalous = np.flatnonzero(label)
         print(f"{name}: {len(values)} readings, {len(anomalous)} labelled anomalous, the first {learn} to learn from")
-        detectors = {"ours": lambda v: run(v)[0]} | {
+        detectors = {"ours": lambda v: run(v, args.patterns)[0]} | {
             peer: (lambda v, peer=peer: scores(DETECTORS[peer], v)) for peer in PEERS
         }
-        print(f"  ours' alerts   {episodes_found(values, label, learn)}")
+        print(f"  ours' alerts   {episodes_found(values, label, learn, args.patterns)}")
         for detector, score_of in detectors.items():
             score = np.array(score_of(list(values)))[learn:]
             top = learn + int(np.argmax(score))
