@@ -66,17 +66,19 @@ def prometheus(client: TestClient) -> dict[str, float]:
     return {line.split()[0]: float(line.split()[1]) for line in lines if line and not line.startswith("#")}
 
 
-def test_scores_and_intervals_continue_after_a_restart(tmp_path):
-    """Stopped after 200 readings and started again, the stream scores the next 100 as if never stopped."""
-    values = readings()
+@pytest.mark.parametrize("patterns", [False, True])
+def test_scores_and_intervals_continue_after_a_restart(tmp_path, patterns):
+    """Stopped after 200 readings and started again, the stream scores the next 200 as if never stopped (with
+    ``patterns``, its windows' state too: their scores start at about reading 275)."""
+    values, config = readings(400), {**FORECAST, "patterns": patterns}
     with app_client(Settings(data_dir=tmp_path / "straight")) as c:
         wait_ready(c)
-        c.put("/v1/streams/s", json=FORECAST)
+        c.put("/v1/streams/s", json=config)
         expected = post(c, values)
     settings = Settings(data_dir=tmp_path / "restarted")
     with app_client(settings) as c:
         wait_ready(c)
-        c.put("/v1/streams/s", json=FORECAST)
+        c.put("/v1/streams/s", json=config)
         got = post(c, values[:200])
     with app_client(settings) as c:
         wait_ready(c)

@@ -854,11 +854,16 @@ def test_a_shard_listens_for_the_fronts_on_the_port_it_is_given_plus_its_index(t
 
 def _calls() -> list[tuple[str, str, Any]]:
     """Calls over most routes, errors included: a forecast stream with a horizon and spikes (alerts), a
-    season given, missing entries, an explicit LSTM of two outputs that learns from some targets only."""
+    season given and patterns kept, missing entries, an explicit LSTM of two outputs that learns from some targets only."""
     forecast = {"model": {"input_size": 1}, "target": "next"}
     streams = {
         "h": {**forecast, "horizon": 3, "labels": {"kind": "h"}},
-        "season": {**forecast, "season": 7, "model": {"input_size": 1, "cell": "rnn", "num_layers": 2}},
+        "season": {
+            **forecast,
+            "season": 7,
+            "model": {"input_size": 1, "cell": "rnn", "num_layers": 2},
+            "patterns": True,
+        },
         "gaps": {"model": {"input_size": 3}, "target": "next", "impute_missing": True},
         "lstm": {"model": {"input_size": 2, "output_size": 2, "cell": "lstm"}, "learn_from_anomalies": False},
     }
