@@ -217,7 +217,7 @@ def calibrate(
         e, y = errors[:, k], truth[:, k]
         a = np.abs(e)
         z = (a - mean) / np.maximum(np.sqrt(var), DEVIATION_FLOOR * magnitude(mean))
-        score = (0.5 + 0.5 * z / (1 + np.abs(z))).max(axis=-1)
+        score = squashed(z).max(axis=-1)
         errs[:, k] = np.where(now & (count >= WARM), score, np.nan)
         span = high - low
         beyond = ((y > high + SPATIAL_TOLERANCE * span) | (y < low - SPATIAL_TOLERANCE * span)).any(axis=-1)
@@ -307,7 +307,7 @@ def _calibrate_floats(
             for o in range(outputs):
                 a = abs(e[o])
                 z = (a - mean[o]) / max(math.sqrt(var[o]), DEVIATION_FLOOR * (mean[o] or 1.0))  # (``magnitude``)
-                score = max(score, 0.5 + 0.5 * z / (1 + abs(z)))
+                score = max(score, squashed(z))
                 span = high[o] - low[o]
                 beyond = beyond or target[o] > high[o] + SPATIAL_TOLERANCE * span
                 beyond = beyond or target[o] < low[o] - SPATIAL_TOLERANCE * span
@@ -399,6 +399,12 @@ def _others(mean: Values, var: Values, first: Values, n: int) -> tuple[Values, V
     ``n`` (arrays or floats: the same operations)."""
     mean_o = mean_of_others(mean, first, n)
     return mean_o, (n * (var + mean * mean) - first * first) / (n - 1) - mean_o * mean_o
+
+
+def squashed(z: Values) -> Values:
+    """A z in [0, 1): 0.5 + 0.5 z / (1 + |z|), the scores' map (0.5: a typical value), in the same operations for
+    arrays and floats (models/pattern.py maps its distances' z by it too)."""
+    return 0.5 + 0.5 * z / (1 + abs(z))
 
 
 def running_var(var: Values, delta: Values, weight: Values | float) -> Values:

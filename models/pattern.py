@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anomaly import DEVIATION_FLOOR, ERROR_ALPHA, running_var
+from .anomaly import DEVIATION_FLOOR, ERROR_ALPHA, running_var, squashed
 from .normalizer import magnitude
 from .slots import FleetSlots, Rows
 
@@ -35,8 +35,6 @@ WARM = 200  # distances in the statistics before the score is reported
 FEWEST = 10  # earlier windows needed before a distance is taken
 KEPT = REACH + WINDOW + 1  # readings kept: the earliest window's first reading, and the one before it
 NEAREST = slice(WINDOW, KEPT - 1 - WINDOW)  # positions of the windows compared: lags WINDOW + 1 .. REACH
-
-
 STATE = ("pt_kept", "pt_mean", "pt_dev", "pt_dot", "pt_center", "pt_seen", "pt_d_mean", "pt_d_var", "pt_d_count")
 
 
@@ -172,7 +170,7 @@ def _judged(
     after it (as models/anomaly.py judges and takes in the errors)."""
     now = np.isfinite(distance)
     z = FACTOR * (distance - mean) / np.maximum(np.sqrt(var), DEVIATION_FLOOR * magnitude(mean))
-    score = np.where(now & (count >= WARM), 0.5 + 0.5 * z / (1 + np.abs(z)), np.nan)
+    score = np.where(now & (count >= WARM), squashed(z), np.nan)
     weight = np.maximum(1.0 / (count + 1.0), ERROR_ALPHA)
     delta = distance - mean
     first = count == 0
