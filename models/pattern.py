@@ -35,6 +35,9 @@ WARM = 200  # distances in the statistics before the score is reported
 FEWEST = 10  # earlier windows needed before a distance is taken
 KEPT = REACH + WINDOW + 1  # readings kept: the earliest window's first reading, and the one before it
 NEAREST = slice(WINDOW, KEPT - 1 - WINDOW)  # positions of the windows compared: lags WINDOW + 1 .. REACH
+# Streams scored together: their windows' arrays (~1,000 lags each) stay in a core's cache, 1.6x faster for
+# 1,000 streams than all at once; each stream's arithmetic is its own, so the same bits either way
+CHUNK = 64
 STATE = ("pt_kept", "pt_mean", "pt_dev", "pt_dot", "pt_center", "pt_seen", "pt_d_mean", "pt_d_var", "pt_d_count")
 
 
@@ -42,7 +45,23 @@ def scores(slots: FleetSlots, rows: Rows, x: np.ndarray) -> np.ndarray:
     """The window score (n, T) of each reading of ``x`` (n, T, I), in order; NaN where none (a reading with a
     missing entry, or too few readings or distances so far). The stream's windows take the readings in."""
     taken = [rows.take(slots.array(name)) for name in STATE]
-    state = list(taken)
+    out = np.full(x.shape[:2], np.nan)
+    for start in range(0, len(x), CHUNK):
+        views = [array[start : start + CHUNK] for array in taken]
+        state = list(views)
+        out[start : start + CHUNK] = _scored(state, x[start : start + CHUNK])
+        for view, value in zip(views, state):
+            if value is not view:  # (arrays changed in place need no copy)
+                view[...] = value
+    if rows.span is None:  # (else ``taken`` are views of the slots, written through)
+        for name, array in zip(STATE, taken):
+            rows.put(slots.array(name), array)
+    return out
+
+
+def _scored(state: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``scores`` for a few streams whose ``state`` (``STATE``'s arrays, replaced in the list where not
+    changed in place) takes in their readings ``x`` (m, T, I)."""
     n, size = x.shape[:2]
     out = np.full((n, size), np.nan)
     whole = np.isfinite(x).all(axis=-1)
@@ -56,14 +75,11 @@ def scores(slots: FleetSlots, rows: Rows, x: np.ndarray) -> np.ndarray:
         windows = _take_in(kept, mean, dev, dot, center, seen, x[live, k])
         score, statistics = _judged(_distance(windows), d_mean, d_var, d_count)
         if every:
-            state, out[:, k] = [*windows, *statistics], score
+            state[:], out[:, k] = [*windows, *statistics], score
         else:
             for array, new in zip(state, (*windows, *statistics)):
                 array[live] = new
             out[live, k] = score
-    for name, value, before in zip(STATE, state, taken):
-        if value is not before or rows.span is None:  # (a view changed in place needs no copy back)
-            rows.put(slots.array(name), value)
     return out
 
 
@@ -149,7 +165,8 @@ def _distance(state: tuple[np.ndarray, ...]) -> np.ndarray:
     cross /= latest_dev[:, None]
     cross *= 2
     terms -= cross
-    squared = terms.sum(axis=-1)  # (m, lags): the inputs' squared distances added; NaN: not a whole window
+    # (m, lags): the inputs' squared distances added (one input: its own, a pass saved); NaN: not a whole window
+    squared = terms[..., 0] if terms.shape[-1] == 1 else terms.sum(axis=-1)
     candidates = np.minimum(seen - WINDOW, REACH) - WINDOW  # whole earlier windows at lags WINDOW + 1 ..
     nearest = np.fmin.reduce(squared, axis=1)  # (NaN only where every one is)
     return np.where(candidates >= FEWEST, np.sqrt(np.maximum(nearest, 0.0)), np.nan)
@@ -159,7 +176,8 @@ def _at_least(deviation: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """A window's deviation, floored; 1 where both are 0 (a flat window of a flat stream: its standardized
     readings are all 0, as its deviation says)."""
     floored = np.fmax(deviation, floor)
-    np.copyto(floored, 1.0, where=~(floored > 0))
+    if not (floor > 0).all():  # (else every one is: fmax takes the floor over a NaN too)
+        np.copyto(floored, 1.0, where=~(floored > 0))
     return floored
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tbptt.models import Engine, StreamConfig
+from tbptt.models import Engine, StreamConfig, pattern
 from tbptt.models.errors import InvalidConfig
 from tbptt.models.pattern import FACTOR, FEWEST, FLOOR, KEPT, REACH, WARM, WINDOW, scores
 from tbptt.models.slots import FleetSlots, Rows
@@ -93,6 +93,25 @@ def test_the_window_score_does_not_depend_on_how_readings_are_grouped_or_who_els
     while sum(blocks) < values.shape[1]:
         blocks.append(int(min(rng.integers(1, 8), values.shape[1] - sum(blocks))))
     assert np.array_equal(fed(values, blocks), alone, equal_nan=True)
+
+
+def test_streams_scored_a_few_at_a_time_score_as_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CHUNK`` streams at a time (for the cache), across chunks' edges, in slots apart (copies, put back) and
+    together (views), with a reading missing here and there: the same bits as every stream at once."""
+    n = 2 * pattern.CHUNK + 5
+    values = np.stack([series(seed % 7, length=1_100) + seed for seed in range(n)])
+    values[::9, 700] = np.nan
+
+    def through(spread: int) -> np.ndarray:
+        s, rows = slots(spread * n), Rows(np.arange(0, spread * n, spread))
+        return np.concatenate([scores(s, rows, values[:, k : k + 5, None]) for k in range(0, 1_100, 5)], axis=1)
+
+    chunked = [through(1), through(2)]
+    monkeypatch.setattr(pattern, "CHUNK", n)
+    at_once = through(1)
+    assert np.isfinite(at_once).sum() > n * 800
+    for got in chunked:
+        assert np.array_equal(got, at_once, equal_nan=True)
 
 
 def test_the_window_score_reads_shapes_at_any_level() -> None:
