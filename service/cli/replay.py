@@ -5,6 +5,7 @@ of the prediction intervals, and plot them."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 
 from ..client import APIError, Client
 from ..episodes import openings
-from .main import detail_text
+from .main import UsageError, detail_text
 from .plot import plot
 from .progress import bar, pace
 from .table import Table, check_increasing, read
@@ -21,6 +22,7 @@ from .table import Table, check_increasing, read
 
 def run(args: argparse.Namespace) -> None:
     table = read(args.file, args.x, args.y, args.ts)
+    settings = _settings(args.config)
     forecast = not table.ys
     target = "the next row's inputs" if forecast else ", ".join(table.y_names)
     print(f"{args.stream}: inputs {', '.join(table.x_names)}; target {target}")
@@ -28,17 +30,17 @@ def run(args: argparse.Namespace) -> None:
         print(f"{args.stream}: {table.gaps} rows with an empty input cell, sent as null (a missing reading)")
     with Client(args.url, args.api_key) as tbptt:
         existing = _config(tbptt, args.stream)
-        if table.stamps is not None and (existing or {}).get("timestamps", "increasing") == "increasing":
+        if table.stamps is not None and (existing or settings or {}).get("timestamps", "increasing") == "increasing":
             check_increasing(args.file, table, args.ts)
-        if existing is None:
-            _create(tbptt, args.stream, table)
+        if existing is None or settings is not None:  # (the stream that exists answers whether it has them)
+            _create(tbptt, args.stream, table, settings or {})
         observations: list[dict[str, Any]] = [{"x": x} for x in table.xs]
         for obs, y in zip(observations, table.ys):  # (explicit mode; None: no target this row)
             obs["y"] = y
         for obs, ts in zip(observations, table.stamps or []):
             obs["ts"] = ts
         results = _send(tbptt, args, observations, table.lines)
-        config = existing or tbptt.info(args.stream)["config"]  # (a stream replay created: its defaults)
+        config = existing if existing is not None and settings is None else tbptt.info(args.stream)["config"]
     # what each judged prediction is compared with (NaN: missing, not judged)
     truth = [
         _row(t, len(table.x_names) if forecast else len(table.y_names))
@@ -97,15 +99,68 @@ def _config(tbptt: Client, stream: str) -> dict[str, Any] | None:
         return None
 
 
-def _create(tbptt: Client, stream: str, table: Table) -> None:
-    body: dict[str, Any] = {"model": {"input_size": len(table.x_names)}}
+def _settings(given: str | None) -> dict[str, Any] | None:
+    """``--config``: a JSON object, inline or from the file after ``@``; None: not given."""
+    if given is None:
+        return None
+    try:
+        text = Path(given[1:]).read_text() if given.startswith("@") else given
+        settings = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--config: not a JSON object ({exc})") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"--config: not a JSON object (a {type(settings).__name__})")
+    return settings
+
+
+def _create(tbptt: Client, stream: str, table: Table, settings: dict[str, Any]) -> None:
+    """The stream, as the columns make it with ``settings`` over them (the service answers 409 if it exists
+    with other settings)."""
+    tbptt.create(stream, _body(table, settings))
+
+
+def _body(table: Table, settings: dict[str, Any]) -> dict[str, Any]:
+    """The columns' settings with ``settings`` over them; a ``UsageError`` where those contradict the columns
+    (the stream would be created, then refuse the file, or learn from it what it does not hold)."""
+    columns: dict[str, Any] = {
+        "model": {"input_size": len(table.x_names)},
+        "target": "explicit" if table.ys else "next",
+    }
     if table.ys:
-        body["model"]["output_size"] = len(table.y_names)
-    else:
-        body["target"] = "next"
+        columns["model"]["output_size"] = len(table.y_names)
     if table.gaps:
-        body["impute_missing"] = True
-    tbptt.create(stream, body)
+        columns["impute_missing"] = True
+    body = _merged(columns, settings)
+    for path, wanted in _leaves(columns):
+        given = _at(body, path)
+        if given is not None and given != wanted:
+            raise UsageError(f"--config sets {'.'.join(path)} to {json.dumps(given)}, but the file's columns make it "
+                             f"{json.dumps(wanted)}: leave it out, or choose the columns with --x and --y")  # fmt: skip
+    return body
+
+
+def _leaves(tree: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Each value of ``tree`` that is not an object, with its path."""
+    return [
+        leaf for key, value in tree.items()
+        for leaf in (_leaves(value, (*path, key)) if isinstance(value, dict) else [((*path, key), value)])
+    ]  # fmt: skip
+
+
+def _at(tree: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path``; None where there is none (what the service then says of the body is its own)."""
+    for key in path:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over``'s values over ``base``'s, objects merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
 
 
 def _send(

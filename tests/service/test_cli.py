@@ -196,6 +196,34 @@ def test_replay_sends_empty_cells_as_missing_readings_and_a_time_column_as_ts(se
     assert mae == pytest.approx(metrics["prequential"]["mae"], rel=1e-5)  # the same readings judged as the server
 
 
+def test_replay_creates_its_stream_with_the_settings_given_and_keeps_to_them(server, tmp_path):
+    """``--config``: a stream replay creates had only the settings the columns give, so a user who wanted the
+    window score (``patterns``) or another network had to create it by hand first."""
+    path = tmp_path / "pump.csv"
+    path.write_text("temp,flow\n" + "".join(f"{20 + k % 7},{k % 5}\n" for k in range(60)))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    url = ["--url", server.url, "--api-key", KEY, "--plot", str(tmp_path / "p.png")]
+    given = '{"patterns": true, "model": {"hidden_size": 16}}'
+    assert tbptt("replay", str(path), "--stream", "pump", "--config", given, *url).returncode == 0
+    info = httpx.get(f"{server.url}/v1/streams/pump", headers=auth).json()
+    assert info["config"]["patterns"] is True and info["steps"] == 60
+    assert info["config"]["model"] == {**info["config"]["model"], "input_size": 2, "hidden_size": 16}
+    assert info["config"]["target"] == "next"  # (the columns' settings, under those given)
+    (tmp_path / "pump.json").write_text(given)
+    again = tbptt("replay", str(path), "--stream", "pump", "--config", f"@{tmp_path / 'pump.json'}", *url)
+    assert again.returncode == 0, again.stderr
+    assert httpx.get(f"{server.url}/v1/streams/pump", headers=auth).json()["steps"] == 120
+    other = tbptt("replay", str(path), "--stream", "pump", "--config", '{"patterns": false}', *url)
+    assert_one_line_error(other, "409")
+    assert httpx.get(f"{server.url}/v1/streams/pump", headers=auth).json()["steps"] == 120  # nothing sent
+    for bad in ("[1]", "patterns", f"@{tmp_path / 'missing.json'}"):
+        result = tbptt("replay", str(path), "--stream", "pump2", "--config", bad, *url)
+        assert_one_line_error(result, "--config: not a JSON object")
+    contradicting = tbptt("replay", str(path), "--stream", "pump2", "--config", '{"model": {"input_size": 3}}', *url)
+    assert_one_line_error(contradicting, "--config sets model.input_size to 3, but the file's columns make it 2")
+    assert httpx.get(f"{server.url}/v1/streams/pump2", headers=auth).status_code == 404  # nothing created
+
+
 def test_replay_refuses_times_out_of_order_before_sending_anything(server, tmp_path):
     """A repeated time (a clock's hour twice over at the end of daylight saving) in row 5: the stream takes
     readings in the order of their times, so the server refused that row after the first three had been
