@@ -21,21 +21,8 @@ from tbptt.models.config import CHANGEABLE
 
 from . import limits
 from .errors import Conflict, Invalid
+from .mergepatch import merge_patch
 from .schemas import BODY_FIELDS, StreamCreate
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396: an object patches member by member (null removes one: here, back to its default); anything
-    else replaces the target whole."""
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
 
 
 def patched(config: CoreConfig, labels: dict[str, str], patch: dict[str, Any]) -> tuple[CoreConfig, dict[str, str]]:

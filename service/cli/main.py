@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--websocket", action="store_true", help="one WebSocket message per observation")
     replay.add_argument("--plot", type=Path, help="the PNG to write (default: STREAM.png)")
     replay.add_argument("--config", help="the stream's settings, as PUT /v1/streams/{id} takes them (JSON, or @FILE), "
-                        "over those the columns give, e.g. '{\"patterns\": true}'; a stream that exists must have "
+                        "merged over those the columns give, e.g. '{\"patterns\": true}'; a stream that exists must have "
                         "them (default: the columns' only, or the existing stream's)")  # fmt: skip
     replay.set_defaults(run=_lazy("replay", "run"))
 

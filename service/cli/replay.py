@@ -14,6 +14,7 @@ from typing import Any
 
 from ..client import APIError, Client
 from ..episodes import openings
+from ..mergepatch import merge_patch
 from .main import UsageError, detail_text
 from .plot import plot
 from .progress import bar, pace
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
         if table.stamps is not None and (existing or settings or {}).get("timestamps", "increasing") == "increasing":
             check_increasing(args.file, table, args.ts)
         if existing is None or settings is not None:  # (the stream that exists answers whether it has them)
-            _create(tbptt, args.stream, table, settings or {})
+            tbptt.create(args.stream, _body(table, settings or {}))
         observations: list[dict[str, Any]] = [{"x": x} for x in table.xs]
         for obs, y in zip(observations, table.ys):  # (explicit mode; None: no target this row)
             obs["y"] = y
@@ -113,15 +114,10 @@ def _settings(given: str | None) -> dict[str, Any] | None:
     return settings
 
 
-def _create(tbptt: Client, stream: str, table: Table, settings: dict[str, Any]) -> None:
-    """The stream, as the columns make it with ``settings`` over them (the service answers 409 if it exists
-    with other settings)."""
-    tbptt.create(stream, _body(table, settings))
-
-
 def _body(table: Table, settings: dict[str, Any]) -> dict[str, Any]:
-    """The columns' settings with ``settings`` over them; a ``UsageError`` where those contradict the columns
-    (the stream would be created, then refuse the file, or learn from it what it does not hold)."""
+    """The stream's settings: the columns', ``settings`` merged over them (a JSON merge patch, as a tenant's
+    template is merged); a ``UsageError`` where those contradict the columns (the stream would be created, then
+    refuse the file, or learn from it what it does not hold)."""
     columns: dict[str, Any] = {
         "model": {"input_size": len(table.x_names)},
         "target": "explicit" if table.ys else "next",
@@ -130,7 +126,7 @@ def _body(table: Table, settings: dict[str, Any]) -> dict[str, Any]:
         columns["model"]["output_size"] = len(table.y_names)
     if table.gaps:
         columns["impute_missing"] = True
-    body = _merged(columns, settings)
+    body = merge_patch(columns, settings)
     for path, wanted in _leaves(columns):
         given = _at(body, path)
         if given is not None and given != wanted:
@@ -152,15 +148,6 @@ def _at(tree: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         tree = tree.get(key) if isinstance(tree, dict) else None
     return tree
-
-
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over``'s values over ``base``'s, objects merged key by key."""
-    merged = dict(base)
-    for key, value in over.items():
-        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merged(merged[key], value) if both else value
-    return merged
 
 
 def _send(
