@@ -18,8 +18,8 @@ the threshold for ~20,000 readings, and a reading that kept the spatial rule bli
 so large that it alone would double the statistics' deviation is taken whole (the readings after it stay as
 quiet as after any large error), while the statistics, range and interval's scale without it are kept beside
 (the intervals are made in that scale meanwhile: the glitch made them thousands of typical errors wide for
-hundreds of readings); if no other such error follows within ``HELD`` (a glitch's echo, the forecast made from
-it, held with it), they become those kept beside. Bounding what an error enters as instead flagged
+hundreds of readings); if no other such error follows within ``HELD`` (a glitch's echoes, the forecast made
+from it and the network's answer to the change back from it, held with it), they become those kept beside. Bounding what an error enters as instead flagged
 heavy-tailed errors and the aftermath of true changes twice as often (bench/README.md, "A lone huge error,
 held and taken back").
 
@@ -74,6 +74,10 @@ CALIBRATED_AFTER = 20  # judged errors before an interval
 # deviation; from WARM on, one is held for HELD judged errors (``hold``), and taken back if it stayed alone.
 HUGE = 3 / ERROR_ALPHA
 HELD = 100
+# The judged errors just after a held one that are held with it whatever their size: a forecast stream's glitch
+# is echoed by the forecast made from it and by the network's answer to the change back from it (a glitch at
+# reading 100 or 150 of a sine made a second huge error that ended the hold: every later spike missed)
+ECHOES = 2
 Values = TypeVar("Values", float, np.ndarray)
 HELD_STATE = ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale", "qt_left")  # ``hold``'s, in FleetSlots
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
@@ -138,14 +142,14 @@ def hold(
     qt_scale, qt_left), taking every later error ``a`` and target ``y`` with the same ``weights`` (the
     statistics', the scale's). While held, the interval is made in the scale kept beside (``unit``): the glitch
     made bands thousands of typical errors wide for hundreds of readings. Another huge one among the next
-    ``HELD`` ends the hold (a change, not a glitch), but for the first after it, a glitch's echo (the forecast
-    made from it), which is held with it; otherwise after the ``HELD``-th the statistics become those kept
+    ``HELD`` ends the hold (a change, not a glitch), but for the first ``ECHOES`` after it, a glitch's echoes
+    (the forecast made from it, the network's answer to the change back), held with it; otherwise after the ``HELD``-th the statistics become those kept
     beside. Returns the held state after this error and where the statistics become it."""
     (h_mean, h_var, h_lo, h_hi, h_scale, left), (mean, var, low, high, scale) = held, before
     weight, weight_of_scale = weights
     holding, outlying = left > 0, huge(a, h_mean, h_var)
     starts = ~holding & (count >= WARM)[:, None] & huge(a, mean, var)
-    follows = holding & ~((left < HELD) & outlying)
+    follows = holding & ~((left <= HELD - ECHOES) & outlying)
     takes = follows & ~outlying  # (an echo is held with the error it echoes)
     delta = a - h_mean
     h_mean = np.where(starts, mean, np.where(takes, h_mean + weight * delta, h_mean))
@@ -349,7 +353,7 @@ def _calibrate_floats(
                 high[o] = y if high[o] != high[o] else max(high[o], y)
                 if left[o] > 0:  # ``hold``, in floats
                     outlying = _huge(a, h_mean[o], h_var[o])
-                    if left[o] < HELD and outlying:
+                    if left[o] <= HELD - ECHOES and outlying:
                         left[o] = 0
                     else:
                         if not outlying:  # (an echo is held with the error it echoes)

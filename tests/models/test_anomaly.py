@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tbptt.models import Engine, InvalidConfig, StreamConfig
-from tbptt.models.anomaly import CALIBRATED_AFTER, ERROR_ALPHA, HELD, SCALE_ALPHA, WARM, hold
+from tbptt.models.anomaly import CALIBRATED_AFTER, ECHOES, ERROR_ALPHA, HELD, SCALE_ALPHA, WARM, hold
 from tests.factories import RAW, assert_identical, sequence
 from tests.reference import reference
 
@@ -574,13 +574,27 @@ def held_through(errors: list[float]) -> tuple[list[bool], float]:
 
 def test_a_lone_huge_error_is_taken_back_and_one_followed_by_another_is_kept():
     """Held: an error more than ~55 deviations above the mean (one that alone would double the running
-    deviation), not one 50 out. Taken back after ``HELD`` more errors, the one right after it (its echo) held
-    with it; another huge one after that ends the hold: the errors' scale changed, the statistics keep it."""
+    deviation), not one 50 out. Taken back after ``HELD`` more errors, the ``ECHOES`` right after it (its echoes)
+    held with it; another huge one after those ends the hold: the errors' scale changed, the statistics keep it."""
     assert not any(held_through([1 + 0.5 * 50] + [1.0] * HELD)[0])
-    backs, mean = held_through([1e6, 1e6] + [1.0] * (HELD - 1))
+    backs, mean = held_through([1e6] * (1 + ECHOES) + [1.0] * (HELD - ECHOES))
     assert backs == [False] * HELD + [True] and mean == 1.0
-    assert not any(held_through([1e6, 1e6, 1e6] + [1.0] * HELD)[0])
-    assert not any(held_through([1e6, 1.0, 1e6] + [1.0] * HELD)[0])  # (an echo only right after it)
+    assert not any(held_through([1e6] * (2 + ECHOES) + [1.0] * HELD)[0])
+    assert not any(held_through([1e6] + [1.0] * ECHOES + [1e6] + [1.0] * HELD)[0])  # (echoes only right after it)
+
+
+def test_a_glitch_the_network_answers_does_not_hide_the_spikes_after_it():
+    """A reading of 1e4 at 150 of a sine: the forecast made from it erred by ~1e4 (held, its echo), then the
+    network's answer to the change back from it forecast 2,516 for a reading of 21: a second huge error that
+    ended the hold, so the glitch stayed in the statistics and the spikes at 600, 1,200 and 1,800 scored
+    0.47-0.49 (at 31, 60 or 300 the network answered less, and they were flagged)."""
+    rng = np.random.default_rng(0)
+    values = 20 + np.sin(2 * np.pi * np.arange(2_000) / 24) + 0.1 * rng.standard_normal(2_000)
+    values[[600, 1_200, 1_800]] += 3.0
+    values[150] = 1e4
+    results = alone_and_in_a_crowd(values, "next")
+    assert results[150].anomalous and results[151].anomaly > 0.9
+    assert results[600].anomalous and results[1_200].anomalous and results[1_800].anomalous
 
 
 def test_a_held_glitch_continues_through_a_restart_and_an_older_state_holds_none():
