@@ -19,9 +19,9 @@ so large that it alone would double the statistics' deviation is taken whole (th
 quiet as after any large error), while the statistics, range and interval's scale without it are kept beside
 (the intervals are made in that scale meanwhile: the glitch made them thousands of typical errors wide for
 hundreds of readings); if no other such error follows within ``HELD`` (a glitch's echoes, the forecast made
-from it and the network's answer to the change back from it, held with it), they become those kept beside. Bounding what an error enters as instead flagged
-heavy-tailed errors and the aftermath of true changes twice as often (bench/README.md, "A lone huge error,
-held and taken back").
+from it and the network's answer to the change back from it, held with it), they become those kept beside.
+Bounding what an error enters as instead flagged heavy-tailed errors and the aftermath of true changes twice
+as often (bench/README.md, "A lone huge error, held and taken back").
 
 Interval: per output, ``prediction + scale * [lo, hi]``, with scale the mean of |e| (plain until there are 100
 judged errors, then a running mean over about the last 100: started at the first error alone, it let that one
@@ -143,8 +143,9 @@ def hold(
     statistics', the scale's). While held, the interval is made in the scale kept beside (``unit``): the glitch
     made bands thousands of typical errors wide for hundreds of readings. Another huge one among the next
     ``HELD`` ends the hold (a change, not a glitch), but for the first ``ECHOES`` after it, a glitch's echoes
-    (the forecast made from it, the network's answer to the change back), held with it; otherwise after the ``HELD``-th the statistics become those kept
-    beside. Returns the held state after this error and where the statistics become it."""
+    (the forecast made from it, the network's answer to the change back), held with it; otherwise after the
+    ``HELD``-th the statistics become those kept beside. Returns the held state after this error and where the
+    statistics become it."""
     (h_mean, h_var, h_lo, h_hi, h_scale, left), (mean, var, low, high, scale) = held, before
     weight, weight_of_scale = weights
     holding, outlying = left > 0, huge(a, h_mean, h_var)
