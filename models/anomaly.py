@@ -11,7 +11,11 @@ is, a first error more than ``CLIP`` deviations from the mean of the others is r
 reading of a sensor at boot, 0 before 1013 hPa, made an error of 1,013 that the plain averages kept: spikes
 scored 0.6-0.8 for thousands of readings); ``an_first`` keeps it until then. The interval's scale drops such a
 first error from its plain mean when the band starts (``CALIBRATED_AFTER``, judged on the first 20 errors):
-from it the bands were 13x too wide for 200 readings, then covered 0.88 for 800.
+from it the bands were 13x too wide for 200 readings, then covered 0.88 for 800. A glitch among the first
+errors, and its echoes, leave both likewise (``early_far``: more than sqrt(``HUGE``) deviations above the
+others, the hold's bar below; ``an_early`` keeps the first ``WARM`` errors and their targets until then): a
+reading of 1e4 at any of readings 1-29 of a sine, taken whole, kept every spike under the threshold for
+thousands of readings (bench/README.md, "A glitch among the first errors").
 
 A later glitch (a reading of 1e6 among readings of 10) makes an error that, taken whole, kept every spike under
 the threshold for ~20,000 readings, and a reading that kept the spatial rule blind for good. ``hold``: an error
@@ -78,6 +82,8 @@ HELD = 100
 # is echoed by the forecast made from it and by the network's answer to the change back from it (a glitch at
 # reading 100 or 150 of a sine made a second huge error that ended the hold: every later spike missed)
 ECHOES = 2
+# Of a stream's first WARM judged errors, at most this many are taken for glitches and their echoes (``early_far``)
+EARLY_FAR = 6
 Values = TypeVar("Values", float, np.ndarray)
 HELD_STATE = ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale", "qt_left")  # ``hold``'s, in FleetSlots
 FEW = 4  # up to this many (streams x outputs), Python floats step faster than numpy's calls (same arithmetic)
@@ -258,12 +264,20 @@ def calibrate(
         lo, hi, scale = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi), np.where(keep, new_scale, scale)
         low, high = np.where(keep, new_low, low), np.where(keep, new_high, high)
         first_error = np.where(keep & first, a, first_error)
+        early = np.flatnonzero(now & (count < WARM))
+        if len(early):  # (kept in place: only a young stream's rows are written)
+            s.an_early[rows.slots[early], count[early]] = a[early]
+            s.an_early_y[rows.slots[early], count[early]] = y[early]
         count = count + now
         if (now & (count == CALIBRATED_AFTER)).any():  # (the band starts: its scale drops a far first error)
             far = first_far(mean, var, first_error, CALIBRATED_AFTER) & (now & (count == CALIBRATED_AFTER))[:, None]
             scale = np.where(far & (moves[0] == 0), mean_of_others(scale, first_error, CALIBRATED_AFTER), scale)
         if (now & (count == WARM)).any():
-            mean, var = _without_first(mean, var, first_error, (now & (count == WARM))[:, None])
+            reached = now & (count == WARM)
+            mean, var, aside = _warmed(
+                (mean, var, first_error, scale), aside, moves[0] == 0, reached,
+                (s.an_early[rows.slots[reached]], s.an_early_y[rows.slots[reached]]),
+            )  # fmt: skip
     for name, value in (
         ("an_mean", mean), ("an_var", var), ("an_count", count), ("an_first", first_error), ("seen_lo", low),
         ("seen_hi", high), ("iv_lo", lo), ("iv_hi", hi), ("iv_scale", scale), ("iv_moved", moves[0]),
@@ -271,7 +285,8 @@ def calibrate(
     ):  # fmt: skip
         rows.put(s.array(name), value)
     if taken_back.any():  # the bands further ahead are made in the scales kept beside since (models/horizon.py)
-        rows.put(s.hz_scale, np.where(taken_back[:, None], rows.take(s.qt_hz_scale), rows.take(s.hz_scale)))
+        back = (taken_back & rows.take(s.qt_hz_on))[:, None]  # (not a glitch held from the first errors: ``_warmed``)
+        rows.put(s.hz_scale, np.where(back, rows.take(s.qt_hz_scale), rows.take(s.hz_scale)))
     flagged = (scores >= config.anomaly_threshold).sum(axis=1)  # (NaN compares False)
     rows.put(s.anomalies, rows.take(s.anomalies) + flagged)
     rows.put(s.iv_inside, inside)
@@ -365,17 +380,27 @@ def _calibrate_floats(
                         if left[o] == 0:
                             mean[o], var[o], low[o], high[o] = h_mean[o], h_var[o], h_lo[o], h_hi[o]
                             scale[o] = h_scale[o]
-                            s.hz_scale[slot][:, o] = s.qt_hz_scale[slot][:, o]  # (as the numpy path's)
+                            if s.qt_hz_on[slot][o]:  # (as the numpy path's)
+                                s.hz_scale[slot][:, o] = s.qt_hz_scale[slot][:, o]
                 elif count >= WARM and _huge(a, before[0], before[1]):
                     (h_mean[o], h_var[o], h_lo[o], h_hi[o]), h_scale[o], left[o] = before, scale_before, HELD
+            if count < WARM:
+                s.an_early[slot, count] = [abs(v) for v in e]
+                s.an_early_y[slot, count] = target
             count += 1
             if count == CALIBRATED_AFTER:  # (``first_far``, in floats)
                 for o in range(outputs):
                     if so_far[o] == 0 and _first_replaced(mean[o], var[o], first_error[o], count)[2]:
                         scale[o] = mean_of_others(scale[o], first_error[o], count)
-            if count == WARM:  # (``_without_first``, in floats)
-                for o in range(outputs):
-                    mean[o], var[o], _ = _first_replaced(mean[o], var[o], first_error[o])
+            if count == WARM:  # (once a stream: the numpy path's own operations, on its row)
+                new_mean, new_var, held = _warmed(
+                    tuple(np.array([v]) for v in (mean, var, first_error, scale)),
+                    tuple(np.array([v]) for v in (h_mean, h_var, h_lo, h_hi, h_scale, left)),
+                    np.array([[v == 0 for v in so_far]]), np.ones(1, dtype=bool),
+                    (s.an_early[[slot]], s.an_early_y[[slot]]),
+                )  # fmt: skip
+                mean, var = new_mean[0].tolist(), new_var[0].tolist()
+                h_mean, h_var, h_lo, h_hi, h_scale, left = (v[0].tolist() for v in held)
         intervals[i], scores[i], errs[i] = bands, row_scores, row_errs
         for name, value in (
             ("an_mean", mean), ("an_var", var), ("an_first", first_error), ("seen_lo", low), ("seen_hi", high),
@@ -388,12 +413,99 @@ def _calibrate_floats(
     return scores, intervals, errs
 
 
+def _warmed(
+    state: tuple[np.ndarray, ...], aside: tuple[np.ndarray, ...], unmoved: np.ndarray, reached: np.ndarray,
+    early: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:  # fmt: skip
+    """Once ``WARM`` errors are judged (where ``reached``, (n,)): the errors' mean and variance from ``state``
+    (an_mean, an_var, an_first, iv_scale; (n, O)) without a far first error
+    (``_without_first``), and ``hold``'s state ``aside`` (n, O each) with a glitch among the first errors held
+    as ``hold`` holds a later one, from where it came: the statistics, range and scale without it and its echoes
+    (``early_far`` in the first errors and targets ``early``, each (m, WARM, O) for the m rows reached: they are
+    replaced by the mean of the others, a target that lies beyond the others' range by ``SPATIAL_TOLERANCE`` of
+    it leaves the range, the scale is the errors' mean where ``unmoved``) kept beside, to be taken back unless
+    another huge error comes. Before the ``WARM``-th error no hold can start (there are no statistics to judge
+    by), so a glitch among them was taken whole: one reading of 1e4 at any of readings 1-29 of a sine kept
+    every spike under the threshold for thousands of readings."""
+    mean, var, first, scale = state
+    rows = np.flatnonzero(reached)
+    errors, targets = early
+    far = early_far(errors)
+    glitched = far.any(axis=1)  # (m, O)
+    cleaned_mean, cleaned_var, cleaned = replaced(errors, far)
+    clean_mean, clean_var = _without_first(cleaned_mean, cleaned_var, cleaned[:, 0], np.ones_like(glitched))
+    others = np.where(far, np.nan, targets)
+    kept_low, kept_high = np.fmin.reduce(others, axis=1), np.fmax.reduce(others, axis=1)
+    span = kept_high - kept_low
+    beyond = far & ((targets > (kept_high + SPATIAL_TOLERANCE * span)[:, None]) | (
+        targets < (kept_low - SPATIAL_TOLERANCE * span)[:, None]))  # fmt: skip
+    inside = np.where(beyond, np.nan, targets)
+    since = WARM - 1 - np.argmax(far, axis=1)  # (the errors judged after the glitch)
+    clean = (
+        clean_mean, clean_var, np.fmin.reduce(inside, axis=1), np.fmax.reduce(inside, axis=1),
+        np.where(unmoved[rows], clean_mean, scale[rows]), HELD - since,
+    )  # fmt: skip
+    aside = tuple(value.copy() for value in aside)
+    for value, new in zip(aside, clean):
+        value[rows] = np.where(glitched, new, value[rows])
+    mean, var = _without_first(mean, var, first, reached[:, None])
+    return mean, var, aside
+
+
+def early_far(errors: np.ndarray) -> np.ndarray:
+    """Which of a stream's first absolute errors ``errors`` (m, n, O) are a glitch's and its echoes': more than
+    sqrt(``HUGE``) deviations above the mean of the others (``huge``: the bar ``hold`` holds an error at from
+    ``WARM`` on). Found as Rosner's generalized ESD test finds outliers: for r = 1 to ``EARLY_FAR`` the r largest
+    set aside and the r-th tested against the rest; the largest r whose r-th is far marks all r (tested one at a
+    time, a glitch's echo, as large as the glitch, hides it). None where an error is unknown (NaN: a state saved
+    before they were kept)."""
+    m, n, outputs = errors.shape
+    order = np.argsort(errors, axis=1, kind="stable")
+    ascending = np.take_along_axis(errors, order, axis=1)
+    found = np.zeros((m, outputs), dtype=np.int64)
+    for r in range(1, EARLY_FAR + 1):
+        rest_mean, rest_var = plain(ascending[:, : n - r])
+        found = np.where(huge(ascending[:, n - r], rest_mean, rest_var), r, found)
+    found = np.where(np.isnan(errors).any(axis=1), 0, found)
+    place = np.argsort(order, axis=1)  # (each error's place in ascending order)
+    far = place >= (n - found)[:, None, :]
+    at = np.arange(n)[None, :, None]
+    spread = np.where(far, at, -1).max(axis=1) - np.where(far, at, n).min(axis=1)  # (m, O)
+    return far & (spread <= ECHOES)[:, None, :]
+
+
+def plain(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The plain mean and variance over k of ``values`` (m, k, O), summed in order: a row's bits are the same
+    whatever rows are beside it (the float path passes one)."""
+    k = values.shape[1]
+    total = np.zeros_like(values[:, 0])
+    for j in range(k):
+        total = total + values[:, j]
+    mean, spread = total / k, np.zeros_like(total)
+    for j in range(k):
+        off = values[:, j] - mean
+        spread = spread + off * off
+    return mean, spread / k
+
+
+def replaced(errors: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``errors`` (m, n, O) with those ``far`` replaced by the mean of the others: their plain mean and variance,
+    and the errors."""
+    n = errors.shape[1]
+    total = np.zeros_like(errors[:, 0])
+    for j in range(n):
+        total = total + np.where(far[:, j], 0.0, errors[:, j])
+    others = total / np.maximum(n - far.sum(axis=1), 1)
+    cleaned = np.where(far, others[:, None], errors)
+    return (*plain(cleaned), cleaned)
+
+
 def _without_first(
     mean: np.ndarray, var: np.ndarray, first: np.ndarray, reached: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The errors' mean and variance (plain averages over ``WARM`` errors, where ``reached``) with the first
     error, ``first``, replaced by the mean of the others if it lies more than ``CLIP`` deviations from it (the
-    others varying beyond the score's floor); ``_first_replaced`` in floats, the same operations."""
+    others varying beyond the score's floor)."""
     mean_o, var_o = _others(mean, var, first, WARM)
     far = reached & first_far(mean, var, first, WARM)
     return np.where(far, mean_o, mean), np.where(far, (WARM - 1) / WARM * var_o, var)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import gate, inputs, optim, pattern, season
-from .anomaly import CALIBRATED_AFTER
+from .anomaly import CALIBRATED_AFTER, WARM
 from .batched import baddbmm
 from .cells import make_cell, per_step
 from .config import StreamConfig
@@ -64,6 +64,7 @@ class Fleet:
             elapsed=config.elapsed_input,
             partial_targets=self.partial_targets,
             kept=pattern.KEPT if config.patterns else 0,
+            warm=WARM,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots, self.partial_targets)
         self.mode = target_mode(self)

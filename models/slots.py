@@ -184,6 +184,8 @@ class FleetSlots(SlotArrays):
     an_var: np.ndarray
     an_count: np.ndarray  # () ... over this many judged steps (the intervals' too) ...
     an_first: np.ndarray  # (O,) ... the first of them (NaN: none, or a state saved before it was kept)
+    an_early: np.ndarray  # (WARM, O) ... the first WARM of them and their targets (NaN: not yet, or a state
+    an_early_y: np.ndarray  # saved before they were kept)
     seen_lo: np.ndarray  # (O,) the range of the targets so far (NaN: none yet)
     seen_hi: np.ndarray
     qt_mean: np.ndarray  # (O,) while a lone huge error is held (models/anomaly.py): an_mean, an_var, seen_lo,
@@ -239,7 +241,7 @@ class FleetSlots(SlotArrays):
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
         seen: int | None = None, impute: bool = False, elapsed: bool = False, partial_targets: bool = False,
-        kept: int = 0,
+        kept: int = 0, warm: int = 0,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -291,6 +293,8 @@ class FleetSlots(SlotArrays):
             "an_var": ArraySpec((out,), f64),
             "an_count": ArraySpec((), i64),
             "an_first": ArraySpec((out,), f64, nan),
+            "an_early": ArraySpec((warm, out), f64, nan),
+            "an_early_y": ArraySpec((warm, out), f64, nan),
             "seen_lo": ArraySpec((out,), f64, nan),
             "seen_hi": ArraySpec((out,), f64, nan),
             **{name: ArraySpec((out,), f64) for name in ("qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale")},
