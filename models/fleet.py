@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import gate, inputs, optim, pattern, season
+from . import gate, inputs, normalizer, optim, pattern, season
 from .anomaly import CALIBRATED_AFTER, WARM
 from .batched import baddbmm
 from .cells import make_cell, per_step
@@ -65,6 +65,7 @@ class Fleet:
             partial_targets=self.partial_targets,
             kept=pattern.KEPT if config.patterns else 0,
             warm=WARM,
+            early=normalizer.WARM,
         )
         self.updater = Updater(config, self.layout, self.cell, self.slots, self.partial_targets)
         self.mode = target_mode(self)

@@ -15,9 +15,11 @@ biased the sums for good; among changes, a new level is one outlying change and 
 statistic, a first value more than ``CLIP`` deviations from the next ``WARM - 1`` (a sensor's reading at boot,
 0 before 1013 hPa) is replaced by their mean when the ``WARM``-th arrives: it is the shift, which added
 nothing to the sums, so the sums are taken again around the others' mean (a history carries a shift per
-state). Each entry is
-counted on its own: an input that has no reading yet (a channel that starts late, models/inputs.py) has no
-statistics yet, whatever the others have. These are numpy arrays: tiny per-block operations, where numpy's
+state). Statistics of changes that keep their first values (``early``: a stream's targets') clip a glitch
+among them then too (``glitch``): one reading of 1e4 among a forecast stream's first 20 had set the scale of
+its changes for its life (the network's errors 230-680x, the gate's forecasts 2x, those without it). Each
+entry is counted on its own: an input that has no reading yet (a channel that starts late, models/inputs.py)
+has no statistics yet, whatever the others have. These are numpy arrays: tiny per-block operations, where numpy's
 call cost is a fraction of torch's.
 """
 
@@ -29,6 +31,9 @@ import numpy as np
 
 _RELATIVE_FLOOR = 1e-9  # std below this fraction of the mean counts as no variation
 CLIP, WARM = 8.0, 20  # a value enters the sums at most CLIP deviations from the mean, once WARM are seen
+# ... and, when the WARM-th comes, those before it that are a glitch's (``glitch``): at most this many, within
+# this many consecutive values (a change up to a glitch and back; a glitch of two readings)
+GLITCH_VALUES, GLITCH_SPAN = 6, 3
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Moments:
     s1: np.ndarray
     s2: np.ndarray
     count: np.ndarray
+    early: np.ndarray | None = None  # (n, WARM, d): the first values less the shift (NaN: not yet); None: not kept
 
     def accumulate(self, values: np.ndarray, valid: np.ndarray, clip: bool = False) -> Moments:
         """The history of these statistics as ``values`` (n, m, d) arrive; rows where ``valid`` (n, m) is
@@ -80,9 +86,8 @@ class Moments:
         if len(parts) == 1:
             return history
         shifts = np.concatenate([np.broadcast_to(p.shift, p.s1.shape) for p in parts], axis=1)
-        return Moments(
-            shifts, *(np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count"))
-        )
+        s1, s2, count = (np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count"))
+        return Moments(shifts, s1, s2, count, parts[-1].early)
 
     def _summed(self, values: np.ndarray, valid: np.ndarray) -> tuple[Moments, np.ndarray]:
         """The history as if no value were clipped, and each value less the shift (0 where not valid)."""
@@ -100,7 +105,19 @@ class Moments:
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
         count = np.concatenate([self.count[:, None], counted], axis=1)
-        return Moments(shift[:, None], s1, s2, count), delta
+        return Moments(shift[:, None], s1, s2, count, self._kept(delta, valid, count[:, :-1])), delta
+
+    def _kept(self, delta: np.ndarray, valid: np.ndarray, before: np.ndarray) -> np.ndarray | None:
+        """``early`` with the valid ``delta`` (n, [m,] d) among an entry's first ``WARM`` written in, by the
+        count ``before`` each (a copy if any: a history may be dropped)."""
+        if self.early is None:
+            return None
+        writes = np.broadcast_to(valid, delta.shape) & (before < WARM)
+        if not writes.any():
+            return self.early
+        early, at = self.early.copy(), np.nonzero(writes)
+        early[at[0], before[at].astype(np.intp), at[-1]] = delta[at]
+        return early
 
     def _one(self, value: np.ndarray, valid: np.ndarray, clip: bool) -> Moments:
         """``_many`` of one value per slot (the most frequent block), bit for bit: the same operations,
@@ -116,24 +133,29 @@ class Moments:
         np.add(self.s2, delta * delta, out=s2[:, 1])
         count = np.stack([self.count, self.count + valid], axis=1)
         shifts = shift[:, None]
+        early = self._kept(delta, valid, self.count)
         reaching = _reaching(self.count, valid)
         if reaching is not None:
             shifts = np.stack([shift, shift], axis=1)
-            shifts[:, 1], s1[:, 1], s2[:, 1] = _replaced(shift, s1[:, 1], s2[:, 1], reaching)
-        return Moments(shifts, s1, s2, count)
+            sums = s1[:, 1], s2[:, 1]
+            if clip and early is not None:
+                sums = _early_clipped(shift, *sums, early, reaching)
+            shifts[:, 1], s1[:, 1], s2[:, 1] = _replaced(shift, *sums, reaching)
+        return Moments(shifts, s1, s2, count, early)
 
     def states(self, first: int, end: int) -> Moments:
         """The states ``first`` to ``end`` (excluded) of a history."""
         shift = self.shift if self.shift.shape[1] == 1 else self.shift[:, first:end]
-        return Moments(shift, *(part[:, first:end] for part in (self.s1, self.s2, self.count)))
+        s1, s2, count = (part[:, first:end] for part in (self.s1, self.s2, self.count))
+        return Moments(shift, s1, s2, count, self.early)
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
-        return Moments(self.shift[:, None], self.s1[:, None], self.s2[:, None], self.count[:, None])
+        return Moments(self.shift[:, None], self.s1[:, None], self.s2[:, None], self.count[:, None], self.early)
 
     def final(self) -> Moments:
         """The last state of a history."""
-        return Moments(self.shift[:, -1], self.s1[:, -1], self.s2[:, -1], self.count[:, -1])
+        return Moments(self.shift[:, -1], self.s1[:, -1], self.s2[:, -1], self.count[:, -1], self.early)
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of a history, each (n, m+1, d)."""
@@ -194,6 +216,75 @@ def _replaced(
     floor = _RELATIVE_FLOOR * magnitude(shift + m1)
     far = reaching & (var > floor * floor) & (m1 * m1 > CLIP * CLIP * var)
     return np.where(far, shift + m1, shift), np.where(far, 0.0, s1), np.where(far, others * var, s2)
+
+
+def _early_clipped(
+    shift: np.ndarray, s1: np.ndarray, s2: np.ndarray, early: np.ndarray, reaching: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sums ``s1``, ``s2`` (n, d) of the ``WARM - 1`` values after the first (less the ``shift``: the first
+    added 0) where ``reaching`` ``WARM``, with a glitch among them (``glitch``) entered at ``CLIP`` deviations
+    from the others, as a later value is (``_clipped``); summed again in order from the values kept in
+    ``early`` (n, WARM, d). Elsewhere unchanged: the same bits."""
+    rows, entries = np.nonzero(reaching)
+    values = early[rows, 1:, entries]  # (k, WARM - 1)
+    far = glitch(values, shift[rows, entries])
+    hit = far.any(axis=1)
+    if not hit.any():
+        return s1, s2
+    mean, var = _plain(values, ~far)
+    sd = np.sqrt(np.maximum(var, 0.0))[:, None]
+    values = np.where(
+        far, np.where(values > mean[:, None], mean[:, None] + CLIP * sd, mean[:, None] - CLIP * sd), values
+    )
+    total, squares = np.zeros(len(values)), np.zeros(len(values))  # (the first value's 0 first, as accumulated)
+    for v in values.T:
+        total, squares = total + v, squares + v * v
+    s1, s2 = s1.copy(), s2.copy()
+    s1[rows, entries] = np.where(hit, total, s1[rows, entries])
+    s2[rows, entries] = np.where(hit, squares, s2[rows, entries])
+    return s1, s2
+
+
+def glitch(values: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Which of an entry's first values ``values`` (k, m; less the ``shift``, (k,)) are a glitch's: more than
+    ``CLIP`` deviations from the mean of the others, which vary (beyond the std's floor), found as Rosner's
+    generalized ESD test finds outliers (up to ``GLITCH_VALUES`` set aside, the farthest from the rest's mean
+    each time, and tested against the rest; the most whose last is far: the change up from a glitch and the
+    change back hide each other from a test of one at a time), and lying within ``GLITCH_SPAN`` consecutive
+    values (far values spread wider are the stream's own); none where a value is unknown (NaN)."""
+    k, m = values.shape
+    line = np.arange(k)
+    aside, picks, found = np.zeros((k, m), dtype=bool), [], np.zeros(k, dtype=np.intp)
+    for r in range(1, GLITCH_VALUES + 1):
+        mean, _ = _plain(values, ~aside)
+        pick = np.where(aside, -1.0, np.abs(values - mean[:, None])).argmax(axis=1)
+        aside[line, pick] = True
+        picks.append(pick)
+        mean, var = _plain(values, ~aside)
+        floor = _RELATIVE_FLOOR * magnitude(shift + mean)
+        off = values[line, pick] - mean
+        found = np.where((var > floor * floor) & (off * off > CLIP * CLIP * var), r, found)
+    found = np.where(np.isnan(values).any(axis=1), 0, found)
+    far = np.zeros((k, m), dtype=bool)
+    for r, pick in enumerate(picks, start=1):
+        far[line, pick] |= found >= r
+    at = np.arange(m)[None, :]
+    spread = np.where(far, at, -1).max(axis=1) - np.where(far, at, m).min(axis=1)
+    return far & (spread < GLITCH_SPAN)[:, None]
+
+
+def _plain(values: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The plain mean and variance of the ``kept`` ``values`` of each row (k, m), summed in order (a row's bits
+    do not depend on the rows beside it)."""
+    n = np.maximum(kept.sum(axis=1), 1)
+    total = np.zeros(len(values))
+    for v, k in zip(values.T, kept.T):
+        total = total + np.where(k, v, 0.0)
+    mean, spread = total / n, np.zeros(len(values))
+    for v, k in zip(values.T, kept.T):
+        off = np.where(k, v - mean, 0.0)
+        spread = spread + off * off
+    return mean, spread / n
 
 
 def _clipped(delta: np.ndarray, s1: np.ndarray, s2: np.ndarray, count: np.ndarray) -> np.ndarray:

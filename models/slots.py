@@ -146,6 +146,7 @@ class FleetSlots(SlotArrays):
     y_s1: np.ndarray
     y_s2: np.ndarray
     y_count: np.ndarray
+    y_early: np.ndarray  # (WARM, O) the targets' first values less the shift (models/normalizer.py's ``glitch``)
     last_x: np.ndarray  # (I,) forecast: the reading a residual is added to
     pending_yhat: np.ndarray  # (O,) forecast: the output awaiting its target
     pending_pred: np.ndarray  # (O,) ... in the caller's units
@@ -241,7 +242,7 @@ class FleetSlots(SlotArrays):
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
         seen: int | None = None, impute: bool = False, elapsed: bool = False, partial_targets: bool = False,
-        kept: int = 0, warm: int = 0,
+        kept: int = 0, warm: int = 0, early: int = 0,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -255,6 +256,7 @@ class FleetSlots(SlotArrays):
             "ring_loss": ArraySpec((k2,), np.bool_),
             **_moment_specs("x", inp),
             **_moment_specs("y", out),
+            "y_early": ArraySpec((early, out), f64, nan),
             "last_x": ArraySpec((inp,), f64),
             "pending_yhat": ArraySpec((out,), f64),
             "pending_pred": ArraySpec((out,), f64),

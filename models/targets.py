@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import anomaly, gate, pattern, season
+from . import anomaly, gate, normalizer, pattern, season
 from .inputs import Seen
 from .normalizer import Moments
 from .slots import Rows
@@ -99,14 +99,19 @@ class TargetMode:
         return (x - mean[:, 1:]) / std[:, 1:], history
 
     def _moments(self, of: str, rows: Rows) -> Moments:
-        """The statistics of the inputs (``of="x"``) or of the targets (``"y"``) of these rows."""
+        """The statistics of the inputs (``of="x"``) or of the targets (``"y"``, with their first values: see
+        ``normalizer.glitch``) of these rows."""
         s = self.slots
-        return Moments(*(rows.take(s.array(f"{of}_{part}")) for part in ("shift", "s1", "s2", "count")))
+        shift, s1, s2, count = (rows.take(s.array(f"{of}_{part}")) for part in ("shift", "s1", "s2", "count"))
+        young = of == "y" and bool((count < normalizer.WARM).any())  # (only a young stream's are read or written)
+        return Moments(shift, s1, s2, count, rows.take(s.y_early) if young else None)
 
     def _store_moments(self, of: str, rows: Rows, m: Moments) -> None:
         s = self.slots
         for part, value in (("shift", m.shift), ("s1", m.s1), ("s2", m.s2), ("count", m.count)):
             rows.put(s.array(f"{of}_{part}"), value)
+        if m.early is not None:
+            rows.put(s.y_early, m.early)
 
     @staticmethod
     def _learnable(known: np.ndarray, present: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
