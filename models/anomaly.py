@@ -452,13 +452,14 @@ def _warmed(
     return mean, var, aside
 
 
-def early_far(errors: np.ndarray) -> np.ndarray:
+def early_far(errors: np.ndarray, ahead: np.ndarray | int = 0) -> np.ndarray:
     """Which of a stream's first absolute errors ``errors`` (m, n, O) are a glitch's and its echoes': more than
     sqrt(``HUGE``) deviations above the mean of the others (``huge``: the bar ``hold`` holds an error at from
     ``WARM`` on). Found as Rosner's generalized ESD test finds outliers: for r = 1 to ``EARLY_FAR`` the r largest
     set aside and the r-th tested against the rest; the largest r whose r-th is far marks all r (tested one at a
     time, a glitch's echo, as large as the glitch, hides it). None where an error is unknown (NaN: a state saved
-    before they were kept)."""
+    before they were kept). Errors of forecasts further ahead (``ahead`` readings beyond the next, per row: (m,)
+    or one for all) meet the glitch's echoes that many errors later: the forecasts made from it are judged then."""
     m, n, outputs = errors.shape
     order = np.argsort(errors, axis=1, kind="stable")
     ascending = np.take_along_axis(errors, order, axis=1)
@@ -471,7 +472,7 @@ def early_far(errors: np.ndarray) -> np.ndarray:
     far = place >= (n - found)[:, None, :]
     at = np.arange(n)[None, :, None]
     spread = np.where(far, at, -1).max(axis=1) - np.where(far, at, n).min(axis=1)  # (m, O)
-    return far & (spread <= ECHOES)[:, None, :]
+    return far & (spread <= ECHOES + np.reshape(ahead, (-1, 1)))[:, None, :]
 
 
 def plain(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

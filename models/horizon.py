@@ -16,7 +16,8 @@ errors: each step keeps its forecasts for 2..H ahead (``hz_made``), and reading 
 t-h for h ahead, before the step's own forecasts are made. Null until a horizon has judged CALIBRATED_AFTER.
 While the next reading holds a huge error (models/anomaly.py's ``hold``: a glitch), each horizon's band is made
 in a scale kept beside (``_held``), as the next reading's is: a reading of 1e6 among readings of 1013 had made
-the bands 2 and 3 readings ahead 2,000x too wide over the next 1,000 readings.
+the bands 2 and 3 readings ahead 2,000x too wide over the next 1,000 readings. A glitch among a horizon's first
+errors leaves its scale when its 30th is judged (``_without_early_glitch``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from .anomaly import (
     HELD,
     HUGE,
     SCALE_ALPHA,
+    WARM,
+    early_far,
     first_far,
     mean_of_others,
     quantiles,
+    replaced,
     running_var,
     scaled,
     tracked,
@@ -90,6 +94,8 @@ def _judge(fleet: Fleet, rows: Rows, step: np.ndarray, x: np.ndarray, gaps: np.n
     new_lo, new_hi, new_scale = tracked((lo, hi, scale), e, scaled(e, unit), count, quantiles(fleet.config.coverage))
     if (count < CALIBRATED_AFTER).any():
         new_scale = _without_far_first(fleet, rows, e, count, scale, new_scale, keep)
+    if (count < WARM).any():
+        new_scale = _without_early_glitch(fleet, rows, e, count, new_scale, now)
     s.hz_lo[sl], s.hz_hi[sl] = np.where(keep, new_lo, lo), np.where(keep, new_hi, hi)
     s.hz_scale[sl], s.hz_count[sl] = np.where(keep, new_scale, scale), count + now
 
@@ -141,6 +147,31 @@ def _without_far_first(
     starts = keep & (count == CALIBRATED_AFTER - 1)[..., None]
     far = starts & first_far(new_scale, new_var, first_error, CALIBRATED_AFTER)
     return np.where(far, mean_of_others(new_scale, first_error, CALIBRATED_AFTER), new_scale)
+
+
+def _without_early_glitch(
+    fleet: Fleet, rows: Rows, e: np.ndarray, count: np.ndarray, new_scale: np.ndarray, now: np.ndarray
+) -> np.ndarray:
+    """The scales ``new_scale`` (n, H-1, O) after the errors ``e`` judged ``now`` (n, H-1), with a glitch among a
+    horizon's first ``WARM`` errors and its echoes (models/anomaly.py's ``early_far``) replaced by the mean of
+    the others where its ``WARM``-th is judged, and then a far first error as ``_without_first`` replaces one:
+    the next reading's band holds such a glitch from where it came, but a reading of 1e4 at reading 10 of a
+    sine had left the bands 2 and 3 readings ahead 150x too wide over readings 100-300. At once, not held: a
+    band's running scale follows a change within ~100 readings anyway. Until then each horizon keeps its first
+    |e|s (``hz_early``: the scale is their plain mean)."""
+    s, sl = fleet.slots, rows.slots
+    rows_at, ahead = np.nonzero(now & (count < WARM))
+    s.hz_early[sl[rows_at], ahead, count[rows_at, ahead]] = np.abs(e[rows_at, ahead])
+    rows_at, ahead = np.nonzero(now & (count == WARM - 1))
+    if not len(rows_at):
+        return new_scale
+    errors = s.hz_early[sl[rows_at], ahead]  # (k, WARM, O)
+    far = early_far(errors, ahead + 1)  # (ahead: 0 for 2 readings ahead)
+    mean, var, cleaned = replaced(errors, far)
+    mean = np.where(first_far(mean, var, cleaned[:, 0], WARM), mean_of_others(mean, cleaned[:, 0], WARM), mean)
+    new_scale = new_scale.copy()
+    new_scale[rows_at, ahead] = np.where(far.any(axis=1), mean, new_scale[rows_at, ahead])
+    return new_scale
 
 
 class _Choice:

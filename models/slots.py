@@ -206,7 +206,8 @@ class FleetSlots(SlotArrays):
     hz_scale: np.ndarray
     hz_count: np.ndarray  # (H-1,)
     hz_var: np.ndarray  # (H-1, O) ... and until it is CALIBRATED_AFTER, the |e|s' plain variance ...
-    hz_first: np.ndarray  # (H-1, O) ... and the first |e| (NaN: none, or a state saved before it was kept)
+    hz_first: np.ndarray  # (H-1, O) ... and the first |e| (NaN: none, or a state saved before it was kept) ...
+    hz_early: np.ndarray  # (H-1, WARM, O) ... and the first WARM |e|s (NaN: not yet, or saved before they were kept)
     qt_hz_scale: np.ndarray  # (H-1, O) ... and hz_scale kept beside while the next reading holds a huge error ...
     qt_hz_on: np.ndarray  # (O,) ... since its hold started (models/horizon.py)
     anomalies: np.ndarray  # () judged steps that scored at the threshold or above
@@ -318,6 +319,7 @@ class FleetSlots(SlotArrays):
             "hz_count": ArraySpec((horizon - 1,), i64),
             "hz_var": ArraySpec((horizon - 1, out), f64),
             "hz_first": ArraySpec((horizon - 1, out), f64, nan),
+            "hz_early": ArraySpec((horizon - 1, warm, out), f64, nan),
             "qt_hz_scale": ArraySpec((horizon - 1, out), f64),
             "qt_hz_on": ArraySpec((out,), np.bool_),
             "loss_count": ArraySpec((), i64),

@@ -146,7 +146,7 @@ def test_the_first_error_ahead_is_kept_through_a_save_and_load_and_an_older_stat
     ``hz_first`` and ``hz_var`` existed loads and keeps its first error in its scale (nothing known to drop)."""
     values, config = booted_at_zero(60), StreamConfig(input_size=1, target="next", horizon=3)
     straight = observe(config, values)
-    for lacking, same in (((), True), (("hz_first", "hz_var"), False)):
+    for lacking, same in (((), True), (("hz_first", "hz_var", "hz_early"), False)):  # (older than all three)
         engine = Engine()
         engine.add_stream("s", config)
         results = observe(config, values[:10], engine=engine)
@@ -213,6 +213,28 @@ def test_a_glitch_does_not_set_the_width_of_the_bands_ahead():
             glitch_widths = np.mean(widths, axis=0)
         else:
             assert (glitch_widths < 1.3 * np.mean(widths, axis=0)).all(), (glitch_widths, np.mean(widths, axis=0))
+
+
+@pytest.mark.parametrize("at", [5, 29])
+def test_a_glitch_among_the_first_readings_does_not_set_the_width_of_the_bands_ahead(at):
+    """One reading of 1e6 among the first 30: too early for a hold, it and the forecasts made for it and from it
+    entered every horizon's scale (a plain mean until 100 errors): the h = 2, 3 bands over readings 100-300 were
+    ~150x as wide as without it. When a horizon's 30th error is judged, a glitch and its echoes among its first
+    errors (``early_far``, which meets them up to h readings apart) leave its scale; grouping changes no bit."""
+    values = booted_at_zero(400)
+    values[0] = values[1]
+    clean = values.copy()
+    values[at] = 1e6
+    config = StreamConfig(input_size=1, target="next", horizon=3)
+    results = observe(config, values, per_call=37)
+    assert [(r.forecast, r.forecast_intervals) for r in results] == [
+        (r.forecast, r.forecast_intervals) for r in observe(config, values)
+    ]
+    widths, clean_widths = (
+        np.mean([[b[0][1] - b[0][0] for b in rs[t].forecast_intervals[1:]] for t in range(100, 300)], axis=0)
+        for rs in (results, observe(config, clean, per_call=37))
+    )
+    assert (widths < 1.3 * clean_widths).all(), (widths, clean_widths)
 
 
 def test_a_glitch_held_ahead_continues_through_a_save_and_load_and_an_older_state_holds_none():
