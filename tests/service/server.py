@@ -29,7 +29,9 @@ class Server:
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 120.0) -> Server:
+        """Started, once /readyz answers 200; ``timeout`` bounds a start that never comes (a sharded server's
+        start took 4.4 s idle and over 30 s beside four busy processes: tests/service/factories.py)."""
         env = {**os.environ, **self.env}
         command = [sys.executable, "-m", "tbptt.service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                    "--data-dir", str(self.data_dir)]  # fmt: skip
