@@ -60,7 +60,7 @@ from typing import TypeVar
 import numpy as np
 
 from .config import StreamConfig
-from .normalizer import CLIP, magnitude
+from .normalizer import CLIP, magnitude, outlying, plain
 from .slots import FleetSlots, Rows
 
 ERROR_ALPHA = 0.001  # the errors' statistics: about the last 1,000 judged steps
@@ -455,50 +455,25 @@ def _warmed(
 def early_far(errors: np.ndarray, ahead: np.ndarray | int = 0) -> np.ndarray:
     """Which of a stream's first absolute errors ``errors`` (m, n, O) are a glitch's and its echoes': more than
     sqrt(``HUGE``) deviations above the mean of the others (``huge``: the bar ``hold`` holds an error at from
-    ``WARM`` on). Found as Rosner's generalized ESD test finds outliers: for r = 1 to ``EARLY_FAR`` the r largest
-    set aside and the r-th tested against the rest; the largest r whose r-th is far marks all r (tested one at a
-    time, a glitch's echo, as large as the glitch, hides it). None where an error is unknown (NaN: a state saved
-    before they were kept). Errors of forecasts further ahead (``ahead`` readings beyond the next, per row: (m,)
-    or one for all) meet the glitch's echoes that many errors later: the forecasts made from it are judged then."""
+    ``WARM`` on), at most ``EARLY_FAR`` of them (models/normalizer.py's ``outlying``: Rosner's generalized ESD;
+    tested one at a time, a glitch's echo, as large as the glitch, hides it), within the glitch and its
+    ``ECHOES``; errors of forecasts further ahead (``ahead`` readings beyond the next, per row: (m,) or one for
+    all) meet the echoes that many errors later (the forecasts made from the glitch are judged then)."""
     m, n, outputs = errors.shape
-    order = np.argsort(errors, axis=1, kind="stable")
-    ascending = np.take_along_axis(errors, order, axis=1)
-    found = np.zeros((m, outputs), dtype=np.int64)
-    for r in range(1, EARLY_FAR + 1):
-        rest_mean, rest_var = plain(ascending[:, : n - r])
-        found = np.where(huge(ascending[:, n - r], rest_mean, rest_var), r, found)
-    found = np.where(np.isnan(errors).any(axis=1), 0, found)
-    place = np.argsort(order, axis=1)  # (each error's place in ascending order)
-    far = place >= (n - found)[:, None, :]
-    at = np.arange(n)[None, :, None]
-    spread = np.where(far, at, -1).max(axis=1) - np.where(far, at, n).min(axis=1)  # (m, O)
-    return far & (spread <= ECHOES + np.reshape(ahead, (-1, 1)))[:, None, :]
-
-
-def plain(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The plain mean and variance over k of ``values`` (m, k, O), summed in order: a row's bits are the same
-    whatever rows are beside it (the float path passes one)."""
-    k = values.shape[1]
-    total = np.zeros_like(values[:, 0])
-    for j in range(k):
-        total = total + values[:, j]
-    mean, spread = total / k, np.zeros_like(total)
-    for j in range(k):
-        off = values[:, j] - mean
-        spread = spread + off * off
-    return mean, spread / k
+    reach = ECHOES + np.repeat(np.broadcast_to(ahead, (m,)), outputs)
+    far = outlying(np.moveaxis(errors, 1, -1).reshape(m * outputs, n), huge, EARLY_FAR, reach)
+    return np.moveaxis(far.reshape(m, outputs, n), -1, 1)
 
 
 def replaced(errors: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``errors`` (m, n, O) with those ``far`` replaced by the mean of the others: their plain mean and variance,
-    and the errors."""
-    n = errors.shape[1]
-    total = np.zeros_like(errors[:, 0])
-    for j in range(n):
-        total = total + np.where(far[:, j], 0.0, errors[:, j])
-    others = total / np.maximum(n - far.sum(axis=1), 1)
-    cleaned = np.where(far, others[:, None], errors)
-    return (*plain(cleaned), cleaned)
+    """``errors`` (m, n, O) with those ``far`` replaced by the mean of the others: their plain mean and variance
+    (m, O), and the errors."""
+    m, n, outputs = errors.shape
+    values, gone = (np.moveaxis(v, 1, -1).reshape(m * outputs, n) for v in (errors, far))
+    others, _ = plain(values, ~gone)
+    cleaned = np.where(gone, others[:, None], values)
+    mean, var = plain(cleaned, np.ones_like(gone))
+    return mean.reshape(m, outputs), var.reshape(m, outputs), np.moveaxis(cleaned.reshape(m, outputs, n), -1, 1)
 
 
 def _without_first(

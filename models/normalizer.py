@@ -25,6 +25,7 @@ call cost is a fraction of torch's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -231,7 +232,7 @@ def _early_clipped(
     hit = far.any(axis=1)
     if not hit.any():
         return s1, s2
-    mean, var = _plain(values, ~far)
+    mean, var = plain(values, ~far)
     sd = np.sqrt(np.maximum(var, 0.0))[:, None]
     values = np.where(
         far, np.where(values > mean[:, None], mean[:, None] + CLIP * sd, mean[:, None] - CLIP * sd), values
@@ -247,33 +248,46 @@ def _early_clipped(
 
 def glitch(values: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Which of an entry's first values ``values`` (k, m; less the ``shift``, (k,)) are a glitch's: more than
-    ``CLIP`` deviations from the mean of the others, which vary (beyond the std's floor), found as Rosner's
-    generalized ESD test finds outliers (up to ``GLITCH_VALUES`` set aside, the farthest from the rest's mean
-    each time, and tested against the rest; the most whose last is far: the change up from a glitch and the
-    change back hide each other from a test of one at a time), and lying within ``GLITCH_SPAN`` consecutive
-    values (far values spread wider are the stream's own); none where a value is unknown (NaN)."""
+    ``CLIP`` deviations from the mean of the others, which vary (beyond the std's floor), at most
+    ``GLITCH_VALUES`` of them (``outlying``: the change up from a glitch and the change back hide each other
+    from a test of one at a time), lying within ``GLITCH_SPAN`` consecutive values (far values spread wider are
+    the stream's own)."""
+
+    def far(value: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        floor, off = _RELATIVE_FLOOR * magnitude(shift + mean), value - mean
+        return (var > floor * floor) & (off * off > CLIP * CLIP * var)
+
+    return outlying(values, far, GLITCH_VALUES, GLITCH_SPAN - 1)
+
+
+def outlying(
+    values: np.ndarray, far: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], most: int,
+    reach: np.ndarray | int,
+) -> np.ndarray:  # fmt: skip
+    """Which of each row's ``values`` (k, m) are outliers, found as Rosner's generalized ESD test finds them: for
+    r = 1 to ``most`` the value farthest from the mean of those left is set aside and tested, ``far(value, mean,
+    var)`` (each (k,)), against the mean and variance of the rest; the largest r whose r-th is far marks all r
+    (one at a time, an outlier as far as another hides it). None where they lie more than ``reach`` ((k,) or
+    one for all) positions apart, nor where a value is unknown (NaN: a state saved before they were kept)."""
     k, m = values.shape
     line = np.arange(k)
     aside, picks, found = np.zeros((k, m), dtype=bool), [], np.zeros(k, dtype=np.intp)
-    for r in range(1, GLITCH_VALUES + 1):
-        mean, _ = _plain(values, ~aside)
+    for r in range(1, most + 1):
+        mean, _ = plain(values, ~aside)
         pick = np.where(aside, -1.0, np.abs(values - mean[:, None])).argmax(axis=1)
         aside[line, pick] = True
         picks.append(pick)
-        mean, var = _plain(values, ~aside)
-        floor = _RELATIVE_FLOOR * magnitude(shift + mean)
-        off = values[line, pick] - mean
-        found = np.where((var > floor * floor) & (off * off > CLIP * CLIP * var), r, found)
+        found = np.where(far(values[line, pick], *plain(values, ~aside)), r, found)
     found = np.where(np.isnan(values).any(axis=1), 0, found)
-    far = np.zeros((k, m), dtype=bool)
+    marked = np.zeros((k, m), dtype=bool)
     for r, pick in enumerate(picks, start=1):
-        far[line, pick] |= found >= r
+        marked[line, pick] |= found >= r
     at = np.arange(m)[None, :]
-    spread = np.where(far, at, -1).max(axis=1) - np.where(far, at, m).min(axis=1)
-    return far & (spread < GLITCH_SPAN)[:, None]
+    spread = np.where(marked, at, -1).max(axis=1) - np.where(marked, at, m).min(axis=1)
+    return marked & (spread <= reach)[:, None]
 
 
-def _plain(values: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def plain(values: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The plain mean and variance of the ``kept`` ``values`` of each row (k, m), summed in order (a row's bits
     do not depend on the rows beside it)."""
     n = np.maximum(kept.sum(axis=1), 1)
