@@ -205,7 +205,7 @@ def calibrate(
         return _calibrate_floats(config, slots, rows, shown, truth, judged)
     s = slots
     mean, var, count = rows.take(s.an_mean), rows.take(s.an_var), rows.take(s.an_count)
-    first_error = rows.take(s.an_first)  # (until the WARM-th error: ``_without_first``)
+    first_error = rows.take(s.an_first)  # (until the WARM-th error: ``without_first``)
     low, high = rows.take(s.seen_lo), rows.take(s.seen_hi)
     lo, hi, scale = rows.take(s.iv_lo), rows.take(s.iv_hi), rows.take(s.iv_scale)
     moves = rows.take(s.iv_moved), rows.take(s.iv_still)
@@ -419,7 +419,7 @@ def _warmed(
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:  # fmt: skip
     """Once ``WARM`` errors are judged (where ``reached``, (n,)): the errors' mean and variance from ``state``
     (an_mean, an_var, an_first, iv_scale; (n, O)) without a far first error
-    (``_without_first``), and ``hold``'s state ``aside`` (n, O each) with a glitch among the first errors held
+    (``without_first``), and ``hold``'s state ``aside`` (n, O each) with a glitch among the first errors held
     as ``hold`` holds a later one, from where it came: the statistics, range and scale without it and its echoes
     (``early_far`` in the first errors and targets ``early``, each (m, WARM, O) for the m rows reached: they are
     replaced by the mean of the others, a target that lies beyond the others' range by ``SPATIAL_TOLERANCE`` of
@@ -433,7 +433,7 @@ def _warmed(
     far = early_far(errors)
     glitched = far.any(axis=1)  # (m, O)
     cleaned_mean, cleaned_var, cleaned = replaced(errors, far)
-    clean_mean, clean_var = _without_first(cleaned_mean, cleaned_var, cleaned[:, 0], np.ones_like(glitched))
+    clean_mean, clean_var = without_first(cleaned_mean, cleaned_var, cleaned[:, 0], np.ones_like(glitched))
     others = np.where(far, np.nan, targets)
     kept_low, kept_high = np.fmin.reduce(others, axis=1), np.fmax.reduce(others, axis=1)
     span = kept_high - kept_low
@@ -448,7 +448,7 @@ def _warmed(
     aside = tuple(value.copy() for value in aside)
     for value, new in zip(aside, clean):
         value[rows] = np.where(glitched, new, value[rows])
-    mean, var = _without_first(mean, var, first, reached[:, None])
+    mean, var = without_first(mean, var, first, reached[:, None])
     return mean, var, aside
 
 
@@ -476,7 +476,7 @@ def replaced(errors: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean.reshape(m, outputs), var.reshape(m, outputs), np.moveaxis(cleaned.reshape(m, outputs, n), -1, 1)
 
 
-def _without_first(
+def without_first(
     mean: np.ndarray, var: np.ndarray, first: np.ndarray, reached: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The errors' mean and variance (plain averages over ``WARM`` errors, where ``reached``) with the first
@@ -522,7 +522,7 @@ def first_far(mean: np.ndarray, var: np.ndarray, first: np.ndarray, n: int) -> n
 
 
 def _first_replaced(mean: float, var: float, first: float, n: int = WARM) -> tuple[float, float, bool]:
-    """``_without_first`` of one output's statistics, in Python floats (over ``n`` errors), and whether the first
+    """``without_first`` of one output's statistics, in Python floats (over ``n`` errors), and whether the first
     was far (``first_far``)."""
     mean_o, var_o = _others(mean, var, first, n)
     floor = DEVIATION_FLOOR * (abs(mean_o) if mean_o != 0 else 1.0)

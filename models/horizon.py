@@ -40,6 +40,7 @@ from .anomaly import (
     running_var,
     scaled,
     tracked,
+    without_first,
 )
 from .gate import WEIGHTS
 from .inputs import Seen
@@ -154,7 +155,7 @@ def _without_early_glitch(
 ) -> np.ndarray:
     """The scales ``new_scale`` (n, H-1, O) after the errors ``e`` judged ``now`` (n, H-1), with a glitch among a
     horizon's first ``WARM`` errors and its echoes (models/anomaly.py's ``early_far``) replaced by the mean of
-    the others where its ``WARM``-th is judged, and then a far first error as ``_without_first`` replaces one:
+    the others where its ``WARM``-th is judged, and then a far first error as ``without_first`` replaces one:
     the next reading's band holds such a glitch from where it came, but a reading of 1e4 at reading 10 of a
     sine had left the bands 2 and 3 readings ahead 150x too wide over readings 100-300. At once, not held: a
     band's running scale follows a change within ~100 readings anyway. Until then each horizon keeps its first
@@ -168,7 +169,7 @@ def _without_early_glitch(
     errors = s.hz_early[sl[rows_at], ahead]  # (k, WARM, O)
     far = early_far(errors, ahead + 1)  # (ahead: 0 for 2 readings ahead)
     mean, var, cleaned = replaced(errors, far)
-    mean = np.where(first_far(mean, var, cleaned[:, 0], WARM), mean_of_others(mean, cleaned[:, 0], WARM), mean)
+    mean, _ = without_first(mean, var, cleaned[:, 0], np.ones(mean.shape, dtype=bool))
     new_scale = new_scale.copy()
     new_scale[rows_at, ahead] = np.where(far.any(axis=1), mean, new_scale[rows_at, ahead])
     return new_scale
