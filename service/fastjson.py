@@ -39,3 +39,19 @@ class JSONBody:
 
 def reply(payload: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
+
+
+def each_dumps(streams: list[str], results: list[list[Any]]) -> bytes:
+    """A cross-stream reply's ``results`` (one observation per part): per part, its stream and its result."""
+    return orjson.dumps([{"stream": stream, **r[0]} for stream, r in zip(streams, results)])
+
+
+def each_spliced(streams: list[str], pieces: list[bytes]) -> bytes:
+    """``each_dumps`` byte for byte, of results still JSON (each part's one result, as orjson wrote it:
+    service/wire.py's ``results_json``), without reading them: a sharded front passes its shards' on so."""
+    elements = []
+    for stream, piece in zip(streams, pieces):
+        if piece[:1] != b"{" or piece[:2] == b"{}":  # (a result has its seq and step: never empty)
+            raise ValueError(f"not one result: {piece[:40]!r}")
+        elements.append(b'{"stream":' + orjson.dumps(stream) + b"," + piece[1:])
+    return b"[" + b",".join(elements) + b"]"

@@ -51,6 +51,7 @@ from .alerts import Alert
 from .durability import stream_bytes
 from .engine_thread import settle
 from .errors import Unavailable
+from .fastjson import each_spliced
 from .ingest import Part, fits
 from .keygroups import Placement
 from .link import Link, dumps, loads
@@ -62,7 +63,7 @@ from .settings import Settings
 from .streams import Key, StreamInfo
 from .telemetry import Telemetry, every_front, per_shard
 from .watchers import Watchers, Watching
-from .wire import Sent, answers_of, request_bytes
+from .wire import Sent, answers_of, request_bytes, results_of
 
 log = logging.getLogger(__name__)
 
@@ -325,8 +326,9 @@ class ShardedHub(Watching):
         future = asyncio.get_running_loop().create_future()
         return await self._submit(shard, _Job(future, next(self._ids), tenant, call=(name, args, elsewhere)))
 
-    async def _apply(self, shard: int, tenant: str, request: bytes) -> list[list[Result]]:
-        """An observation request of ``tenant`` (service/wire.py's bytes) applied on the shard."""
+    async def _apply(self, shard: int, tenant: str, request: bytes) -> list[bytes]:
+        """An observation request of ``tenant`` (service/wire.py's bytes) applied on the shard: its results
+        per part, as JSON."""
         future = asyncio.get_running_loop().create_future()
         return await self._submit(shard, _Job(future, next(self._ids), tenant, payload=request))
 
@@ -495,9 +497,18 @@ class ShardedHub(Watching):
     # -- observations --------------------------------------------------------------------------------------
 
     async def observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
-        """Apply observations to one or more streams, all or none; the results per part, in order. Parts on
-        several shards: checked on every shard first, then applied on each. Unknown streams: created from
-        the tenant's template, if it has one, once every part has passed its checks."""
+        """Apply observations to one or more streams, all or none; the results per part, in order."""
+        return [results_of(piece) for piece in await self._pieces(tenant, parts)]
+
+    async def observe_each(self, tenant: str, parts: list[Part]) -> bytes:
+        """``observe`` of parts of one observation each (a cross-stream request): the reply's ``results``, JSON,
+        made of the shards' JSON unread."""
+        return each_spliced([part.stream for part in parts], await self._pieces(tenant, parts))
+
+    async def _pieces(self, tenant: str, parts: list[Part]) -> list[bytes]:
+        """``observe``'s results per part, still JSON (as the shards wrote them). Parts on several shards:
+        checked on every shard first, then applied on each. Unknown streams: created from the tenant's
+        template, if it has one, once every part has passed its checks."""
         try:
             return await self._observe(tenant, parts)
         except StreamNotFound:
@@ -535,7 +546,7 @@ class ShardedHub(Watching):
         )
         return requests
 
-    async def _observe(self, tenant: str, parts: list[Part]) -> list[list[Result]]:
+    async def _observe(self, tenant: str, parts: list[Part]) -> list[bytes]:
         by_shard = self._by_shard(tenant, [part.stream for part in parts])
         if len(by_shard) == 1:
             (shard,) = by_shard
@@ -554,12 +565,12 @@ class ShardedHub(Watching):
                     retry_after=RETRY_AFTER,
                 )
             raise failed[0]
-        results: list[list[Result]] = [[] for _ in parts]
+        pieces: list[bytes] = [b""] * len(parts)
         for ks, answer in zip(by_shard.values(), answers):
             assert isinstance(answer, list)
-            for k, part_results in zip(ks, answer):
-                results[k] = part_results
-        return results
+            for k, piece in zip(ks, answer):
+                pieces[k] = piece
+        return pieces
 
     # -- streams -------------------------------------------------------------------------------------------
 

@@ -54,8 +54,8 @@ async def post_cross_stream(request: Request) -> Response:
         Part(obs.stream, [Incoming(obs.x, obs.y, obs.seq, obs.learn, obs.ts)], ("body", "observations", i))
         for i, obs in enumerate(body.observations)
     ]
-    answers = await hub.observe(tenant, parts)
-    return reply({"results": [{"stream": part.stream, **answer[0]} for part, answer in zip(parts, answers)]})
+    results = await hub.observe_each(tenant, parts)
+    return Response(b'{"results":' + results + b"}", media_type="application/json")
 
 
 async def observe_stream(

@@ -36,7 +36,7 @@ from tbptt.service.link import dumps
 from tbptt.service.settings import Settings
 from tbptt.service.shard_host import CHECKED_KEPT, ShardHost
 from tbptt.service.sharded import POLL_SECONDS, TICK_SECONDS, Joined, ShardedHub, _Remote
-from tbptt.service.wire import answers_bytes, answers_of, request_bytes
+from tbptt.service.wire import answers_bytes, answers_of, request_bytes, results_of
 from tests.service.server import Server, free_port
 from tests.service.test_anomalies import spiked
 from tests.service.test_durability import CONFIGS, FAST_CHECKPOINTS, Client
@@ -82,9 +82,15 @@ def test_a_single_process_directory_is_not_served_with_shards(tmp_path):
         preflight(tmp_path, 2)
 
 
+def read(answers):
+    """``answers_of``, with each request's results read (they come as JSON, per part)."""
+    answered, *rest = answers_of(answers)
+    return [(job, [results_of(piece) for piece in o] if isinstance(o, list) else o) for job, o in answered], *rest
+
+
 def applied(host: ShardHost, data: bytes, watched: frozenset | None = None, front: str = "front"):
     """A request submitted to ``host`` alone, answered in that call: its answer, and the front's outbox."""
-    answered, *outbox, busy = answers_of(host.submit(front, [(0, "t", data)], watched))
+    answered, *outbox, busy = read(host.submit(front, [(0, "t", data)], watched))
     assert [job for job, _ in answered] == [0] and not busy
     return answered[0][1], *outbox
 
@@ -136,7 +142,7 @@ def test_calls_from_several_fronts_that_come_while_a_round_runs_are_applied_as_o
 
     def call(front: str, stream: str) -> None:
         data = request_bytes(("t", [Part(stream, [Incoming([1.0], None, 1)])]))
-        answers[front] = answers_of(host.submit(front, [(0, "t", data)], None))[0]
+        answers[front] = read(host.submit(front, [(0, "t", data)], None))[0]
 
     with host._lock:  # (a round running)
         fronts = [threading.Thread(target=call, args=(f"front-{s}", s)) for s in ("a", "b", "c")]
@@ -173,7 +179,7 @@ def test_a_shard_host_applies_a_batch_in_slices_and_serves_other_tenants_between
     order: list[int] = []
 
     def submit(jobs: list) -> list[int]:
-        answered, *_ = answers_of(host.submit("front", jobs, None))
+        answered, *_ = read(host.submit("front", jobs, None))
         answers.update(answered)
         order.extend(job for job, _ in answered)
         return [job for job, _ in answered]
@@ -188,7 +194,7 @@ def test_a_shard_host_applies_a_batch_in_slices_and_serves_other_tenants_between
     assert order == [3, 0, 1, 2]
     info, error = answers[2]
     assert error is None and info.steps == 301
-    (at_once,), *_ = answers_of(whole.submit("front", [(0, "heavy", heavy)], None))
+    (at_once,), *_ = read(whole.submit("front", [(0, "heavy", heavy)], None))
     assert at_once == (0, answers[0])  # bit for bit: the same floats, as JSON carries them
     for h in (host, whole):
         h.close()
@@ -201,13 +207,13 @@ def test_a_shards_work_goes_on_while_any_front_calls_even_when_the_front_that_se
     host = ShardHost(Settings(data_dir=tmp_path / "shard", engine_slice_ms=1), 0)
     host.call("create", ("t", "s", StreamConfig(input_size=1)))
     heavy = request_bytes(("t", [Part("s", [Incoming([0.01 * k], None, k + 1) for k in range(300)])]))
-    answered, *_, busy = answers_of(host.submit("killed", [(0, "t", heavy)], None))
+    answered, *_, busy = read(host.submit("killed", [(0, "t", heavy)], None))
     assert answered == [] and busy
     later = request_bytes(("t", [Part("s", [Incoming([1.0], None, 301)])]))
-    answered, *_, busy = answers_of(host.submit("other", [(0, "t", later)], None))  # held behind the batch
+    answered, *_, busy = read(host.submit("other", [(0, "t", later)], None))  # held behind the batch
     rounds = 1
     while busy and rounds < 10_000:
-        more, *_, busy = answers_of(host.submit("other", [], None))
+        more, *_, busy = read(host.submit("other", [], None))
         answered += more
         rounds += 1
     assert not busy and [(job, result[0][0]["step"]) for job, result in answered] == [(0, 301)]
