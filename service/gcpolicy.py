@@ -8,7 +8,9 @@ body, its parts, a shard's decoded request) live for the request, so at 700 most
 to the middle generation and scanned there again; the middle generation took half the collector's time in
 a sharded front. Measured on c) with 2 shards, alternated six times: 43,500-47,000 observations/s (median
 45,500) against 41,900-45,200 (42,700), the front's CPU per observation 7.8-8.4 us against 8.7-9.2; the
-single process unchanged (28,300-29,200 against 28,100-30,800, three times). A young collection then takes 0.3-1.3 ms (0.01-0.05 at 700)."""
+single process unchanged (28,300-29,200 against 28,100-30,800, three times). A young collection then takes
+0.3-1.3 ms (0.01-0.05 at 700).
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ a request's objects instead costs twice as much (encoded and read back, 500 one-
 per observation against 2.06 with these bytes inside); orjson writes and reads them in C, a float as the
 shortest text that reads back as the same double (so exactness holds), and equal bytes are an equal request
 (a shard keeps a checked request decoded by its bytes). A request's results come back as JSON per part, which
-the front of a cross-stream request passes into its reply without reading them (1,000 results: 0.85 us an
+the front of a cross-stream request passes into its reply without reading them (500 results: 0.85 us an
 observation in all, against 1.37 read in the front and written again). What refused a request (an exception,
 rare) travels as it is, pickled by the link.
 """
