@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
             await hub.joining(settings.shutdown_timeout)  # (meanwhile the other fronts take the connections)
         # A full GC pass over torch's, FastAPI's and pydantic's objects took ~80 ms with the GIL held, which
         # showed as the p99 of every request; over the streams' objects, a fifth of the time under load.
-        park_long_lived()
+        park_long_lived(sharded=isinstance(hub, ShardedHub))
         try:
             yield
         finally:

@@ -107,7 +107,7 @@ class ShardHost:
         self._arrivals: deque[_Arrival] = deque()  # calls to ``submit`` not served by a round yet
         self._link: LinkServer | None = None
         self.shard.open()
-        park_long_lived()  # as the single process does (service/gcpolicy.py)
+        park_long_lived(sharded=True)  # (service/gcpolicy.py)
 
     def ready(self) -> int:
         """Answered once the shard has recovered (the constructor returned): its index."""
