@@ -49,14 +49,14 @@ ADDED_LATER = frozenset({
     "out_abs", "out_sq", "out_count", "out_base_abs", "out_base_paired", "out_base_count", "gate_drift",
     "gate_drift_err", "gate_revert", "gate_revert_n", "gate_revert_err", "iv_moved", "iv_still",
     "an_first", "hz_var", "hz_first", "qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale", "qt_left", "qt_hz_scale",
-    "qt_hz_on", "an_early", "an_early_y", "y_early", "hz_early",
+    "qt_hz_on", "an_early", "an_early_y", "y_early", "hz_early", "x_held", "y_held",
 })  # fmt: skip
 MOMENT_COUNTS = frozenset({"x_count", "y_count", "dt_count"})  # per slot in states saved before 2026-12-05
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that
 # standardize inputs and targets, the last reading and target (what changes are measured from), the steps.
 PREDICTION_STATE = (
-    "hidden", "x_shift", "x_s1", "x_s2", "x_count", "y_shift", "y_s1", "y_s2", "y_count", "last_x", "last_y", "steps",
-    "gate_err", "gate_count", "pending_raw", "history", "season", "pending_anchor", "gate_season_err",
+    "hidden", "x_shift", "x_s1", "x_s2", "x_count", "y_shift", "y_s1", "y_s2", "y_count", "x_held", "y_held", "last_x",
+    "last_y", "steps", "gate_err", "gate_count", "pending_raw", "history", "season", "pending_anchor", "gate_season_err",
     "gate_drift", "gate_drift_err", "gate_revert", "gate_revert_n", "gate_revert_err",
 )  # fmt: skip
 

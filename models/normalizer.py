@@ -9,22 +9,25 @@ is exactly 0), so a constant signal never divides by zero, in whatever units it 
 changes (``clip``) take a value more than ``CLIP`` deviations from the mean (once ``WARM`` values are seen)
 at that distance: the sums cover the stream's life, so one sensor glitch of 1e6 among readings that vary by
 1 set the scale for thousands of readings, and the network's share of every forecast shrank to nothing.
-Statistics of levels take every value whole: there a glitch and a level that moves for good (a flag that
-flips, a new setpoint) look alike until later readings, and clipping the new level value after value
-biased the sums for good; among changes, a new level is one outlying change and a glitch two. In every
-statistic, a first value more than ``CLIP`` deviations from the next ``WARM - 1`` (a sensor's reading at boot,
-0 before 1013 hPa) is replaced by their mean when the ``WARM``-th arrives: it is the shift, which added
-nothing to the sums, so the sums are taken again around the others' mean (a history carries a shift per
-state). Statistics of changes that keep their first values (``early``: a stream's targets') clip a glitch
-among them then too (``glitch``): one reading of 1e4 among a forecast stream's first 20 had set the scale of
-its changes for its life (the network's errors 230-680x, the gate's forecasts 2x, those without it). Each
-entry is counted on its own: an input that has no reading yet (a channel that starts late, models/inputs.py)
-has no statistics yet, whatever the others have. These are numpy arrays: tiny per-block operations, where numpy's
-call cost is a fraction of torch's.
+Statistics of levels (``held``) cannot clip so: there a glitch and a level that moves for good (a flag that
+flips, a new setpoint) look alike until later readings, and clipping the new level value after value biased
+the sums for good (among changes, a new level is one outlying change and a glitch two). They hold a value
+that far out of the sums until the next readings tell which it was (``_held``): a glitch enters at ``CLIP``
+deviations, a new level whole; taken whole at once, one input of 1e6 had set an explicit stream's input scale
+for its life (its errors 2.4x, for good). In every statistic, a first value more than ``CLIP`` deviations
+from the next ``WARM - 1`` (a sensor's reading at boot, 0 before 1013 hPa) is replaced by their mean when the
+``WARM``-th arrives: it is the shift, which added nothing to the sums, so the sums are taken again around the
+others' mean (a history carries a shift per state). Statistics of changes that keep their first values
+(``early``: a stream's targets') clip a glitch among them then too (``glitch``): one reading of 1e4 among a
+forecast stream's first 20 had set the scale of its changes for its life (the network's errors 230-680x, the
+gate's forecasts 2x, those without it). Each entry is counted on its own: an input that has no reading yet (a
+channel that starts late, models/inputs.py) has no statistics yet, whatever the others have. These are numpy
+arrays: tiny per-block operations, where numpy's call cost is a fraction of torch's.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +38,7 @@ CLIP, WARM = 8.0, 20  # a value enters the sums at most CLIP deviations from the
 # ... and, when the WARM-th comes, those before it that are a glitch's (``glitch``): at most this many, within
 # this many consecutive values (a change up to a glitch and back; a glitch of two readings)
 GLITCH_VALUES, GLITCH_SPAN = 6, 3
+HOLD = GLITCH_SPAN - 1  # statistics of levels hold a far value out of the sums for up to this many values
 
 
 @dataclass
@@ -47,11 +51,14 @@ class Moments:
     s2: np.ndarray
     count: np.ndarray
     early: np.ndarray | None = None  # (n, WARM, d): the first values less the shift (NaN: not yet); None: not kept
+    held: np.ndarray | None = None  # (n, HOLD, d): far levels held out of the sums, oldest first, less the shift
+    # (NaN: none); None: statistics that hold nothing (of changes, which clip instead: see ``_held``)
 
     def accumulate(self, values: np.ndarray, valid: np.ndarray, clip: bool = False) -> Moments:
         """The history of these statistics as ``values`` (n, m, d) arrive; rows where ``valid`` (n, m) is
         False are left out (entries, where it is (n, m, d)); ``clip``: values that are changes, far ones
-        clipped. The result's last index is the final state."""
+        clipped; statistics that keep ``held`` are of levels, far ones held (``_held``). The result's last
+        index is the final state."""
         if not values.shape[1]:
             return self.as_history()
         if values.shape[1] == 1:  # (a row's mask as an (n, 1) column broadcasts)
@@ -66,17 +73,20 @@ class Moments:
         per value."""
         history, delta = self._summed(values, valid)
         parts, start, m = [], 0, values.shape[1]  # histories whose states, in turn, are the block's
+        judged = clip or self.held is not None
         while True:
             mask = valid[:, start:, None] if valid.ndim == 2 else valid[:, start:]
             before = history.count[:, :-1]
             events = mask & (before == WARM - 1)  # (a first value may be replaced: once in an entry's life)
-            beyond = _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], before, mask) if clip else None
+            beyond = _beyond(delta, history.s1[:, :-1], history.s2[:, :-1], before, mask) if judged else None
             if beyond is not None:
                 events |= beyond
-            if not events.any():
+            holding = history.held is not None and _holds_any(history.held)
+            if not holding and not events.any():
                 parts.append(history)
                 break
-            k = int(events.any(axis=(0, 2)).argmax())  # the first such value: the states before it are right
+            # the first such value (the states before it are right); while a level is held, the next value
+            k = 0 if holding else int(events.any(axis=(0, 2)).argmax())
             parts.append(history.states(0, k + 1))
             after = history.states(k, k + 1).final()._one(values[:, start + k], mask[:, k], clip).final()
             start += k + 1
@@ -88,7 +98,7 @@ class Moments:
             return history
         shifts = np.concatenate([np.broadcast_to(p.shift, p.s1.shape) for p in parts], axis=1)
         s1, s2, count = (np.concatenate([getattr(p, part) for p in parts], axis=1) for part in ("s1", "s2", "count"))
-        return Moments(shifts, s1, s2, count, parts[-1].early)
+        return Moments(shifts, s1, s2, count, parts[-1].early, parts[-1].held)
 
     def _summed(self, values: np.ndarray, valid: np.ndarray) -> tuple[Moments, np.ndarray]:
         """The history as if no value were clipped, and each value less the shift (0 where not valid)."""
@@ -106,7 +116,8 @@ class Moments:
         s2 = np.add.accumulate(np.concatenate([self.s2[:, None], delta * delta], axis=1), axis=1)
         counted = self.count[:, None] + np.cumsum(valid, axis=1)  # (whole numbers: exact in any order)
         count = np.concatenate([self.count[:, None], counted], axis=1)
-        return Moments(shift[:, None], s1, s2, count, self._kept(delta, valid, count[:, :-1])), delta
+        early = self._kept(delta, valid, count[:, :-1])
+        return Moments(shift[:, None], s1, s2, count, early, self.held), delta
 
     def _kept(self, delta: np.ndarray, valid: np.ndarray, before: np.ndarray) -> np.ndarray | None:
         """``early`` with the valid ``delta`` (n, [m,] d) among an entry's first ``WARM`` written in, by the
@@ -126,13 +137,18 @@ class Moments:
         (``valid``: (n, d), or (n, 1) for whole rows)."""
         shift = np.where((self.count == 0) & valid, value, self.shift)
         delta = np.where(valid, value - shift, 0.0)
-        beyond = _beyond(delta, self.s1, self.s2, self.count, valid) if clip else None
-        if beyond is not None:
-            delta = np.where(beyond, _clipped(delta, self.s1, self.s2, self.count), delta)
+        held = self.held
+        beyond = _beyond(delta, self.s1, self.s2, self.count, valid) if clip or held is not None else None
         s1, s2 = _two(self.s1), _two(self.s2)
-        np.add(self.s1, delta, out=s1[:, 1])
-        np.add(self.s2, delta * delta, out=s2[:, 1])
-        count = np.stack([self.count, self.count + valid], axis=1)
+        if held is not None and (beyond is not None or _holds_any(held)):
+            s1[:, 1], s2[:, 1], counted, held = _held(self.s1, self.s2, self.count, delta, valid, beyond, held)
+        else:
+            if beyond is not None:
+                delta = np.where(beyond, _clipped(delta, self.s1, self.s2, self.count), delta)
+            np.add(self.s1, delta, out=s1[:, 1])
+            np.add(self.s2, delta * delta, out=s2[:, 1])
+            counted = self.count + valid
+        count = np.stack([self.count, counted], axis=1)
         shifts = shift[:, None]
         early = self._kept(delta, valid, self.count)
         reaching = _reaching(self.count, valid)
@@ -142,21 +158,22 @@ class Moments:
             if clip and early is not None:
                 sums = _early_clipped(shift, *sums, early, reaching)
             shifts[:, 1], s1[:, 1], s2[:, 1] = _replaced(shift, *sums, reaching)
-        return Moments(shifts, s1, s2, count, early)
+        return Moments(shifts, s1, s2, count, early, held)
 
     def states(self, first: int, end: int) -> Moments:
         """The states ``first`` to ``end`` (excluded) of a history."""
         shift = self.shift if self.shift.shape[1] == 1 else self.shift[:, first:end]
         s1, s2, count = (part[:, first:end] for part in (self.s1, self.s2, self.count))
-        return Moments(shift, s1, s2, count, self.early)
+        return Moments(shift, s1, s2, count, self.early, self.held)
 
     def as_history(self) -> Moments:
         """These statistics as a history of one state."""
-        return Moments(self.shift[:, None], self.s1[:, None], self.s2[:, None], self.count[:, None], self.early)
+        s1, s2, count = self.s1[:, None], self.s2[:, None], self.count[:, None]
+        return Moments(self.shift[:, None], s1, s2, count, self.early, self.held)
 
     def final(self) -> Moments:
         """The last state of a history."""
-        return Moments(self.shift[:, -1], self.s1[:, -1], self.s2[:, -1], self.count[:, -1], self.early)
+        return Moments(self.shift[:, -1], self.s1[:, -1], self.s2[:, -1], self.count[:, -1], self.early, self.held)
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of a history, each (n, m+1, d)."""
@@ -180,19 +197,82 @@ def _beyond(
     """Where a valid ``delta`` (a value less the shift) lies more than ``CLIP`` deviations from the mean of the
     statistics ``s1``, ``s2``, ``count`` before it, those being warm and varying; None: nowhere (the rule)."""
     if delta.size == 1:  # one stream's one value, the most frequent call: in floats, numpy's arithmetic
-        c, a, b, d = float(count.flat[0]), float(s1.flat[0]), float(s2.flat[0]), float(delta.flat[0])
-        n = max(c, 1.0)
-        mean = a / n
-        spread, far = b / n - mean * mean, d - mean
-        return (
-            np.ones_like(valid)
-            if valid.all() and c >= WARM and spread > 0 and far * far > CLIP * CLIP * spread
-            else None
-        )
+        far = _far(float(delta.flat[0]), float(s1.flat[0]), float(s2.flat[0]), float(count.flat[0]))
+        return np.ones_like(valid) if valid.all() and far else None
     m1, var = _centred(s1, s2, count)
     off = delta - m1
-    beyond = valid & (off * off > CLIP * CLIP * var) & (var > 0) & (count >= WARM)
+    far = off * off > CLIP * CLIP * var
+    if not far.any():  # (the usual answer, in a third of the operations)
+        return None
+    beyond = valid & far & (var > 0) & (count >= WARM)
     return beyond if beyond.any() else None
+
+
+def _holds_any(held: np.ndarray) -> bool:
+    """Whether any entry holds a level (its oldest held is first: one test of it per entry; in floats for one)."""
+    if held.shape[0] * held.shape[2] == 1:
+        first = float(held.flat[0])
+        return first == first
+    return bool((held[:, 0] == held[:, 0]).any())
+
+
+def _held(
+    s1: np.ndarray, s2: np.ndarray, count: np.ndarray, delta: np.ndarray, valid: np.ndarray,
+    beyond: np.ndarray | None, held: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The sums and count (n, d) after one value less the shift, ``delta``, and what is held after it, in
+    statistics of levels, where a glitch and a level that moves for good look alike until the readings after
+    them: a value ``beyond`` (``CLIP`` deviations from the mean, once ``WARM`` are in) is held out of the sums.
+    The next value decides: back within, or on the other side, and the held ones were a glitch's (up to
+    ``HOLD`` readings): they enter at ``CLIP`` deviations, on their side, as a far change does; one more as far
+    on the same side once ``HOLD`` are held, and the level moved: they enter whole. Either way the value is
+    then judged against the sums as they are. An entry without a value keeps what it holds. Entries that
+    neither hold nor are beyond take the value whole, as ``_one`` does; the others are rare, so in Python floats
+    (the same arithmetic as numpy's, bit for bit)."""
+    valid = np.broadcast_to(valid, s1.shape)
+    far = np.zeros(s1.shape, dtype=bool) if beyond is None else np.broadcast_to(beyond, s1.shape)
+    involved = valid & (far | (held[:, 0] == held[:, 0]))
+    whole = np.where(involved, 0.0, delta)
+    new1, new2, counted, held = s1 + whole, s2 + whole * whole, count + (valid & ~involved), held.copy()
+    for i, j in zip(*np.nonzero(involved)):
+        a, b, c, d = float(s1[i, j]), float(s2[i, j]), float(count[i, j]), float(delta[i, j])
+        queue = [h for h in held[i, :, j].tolist() if h == h]
+        take = True  # whether ``d`` is judged and, unless far, enters
+        if queue:
+            mean = a / max(c, 1.0)
+            level = _far(d, a, b, c) and (d - mean) * (queue[0] - mean) > 0
+            if level and len(queue) < HOLD:
+                queue.append(d)
+                take = False
+            else:
+                for h in queue:
+                    h = h if level else _clip_to(h, a, b, c)
+                    a, b, c = a + h, b + h * h, c + 1.0
+                queue = []
+        if take:
+            if _far(d, a, b, c):
+                queue = [d]
+            else:
+                a, b, c = a + d, b + d * d, c + 1.0
+        new1[i, j], new2[i, j], counted[i, j] = a, b, c
+        held[i, :, j] = queue + [np.nan] * (HOLD - len(queue))
+    return new1, new2, counted, held
+
+
+def _far(delta: float, s1: float, s2: float, count: float) -> bool:
+    """``_beyond`` of one value in floats."""
+    n = max(count, 1.0)
+    mean = s1 / n
+    spread, off = s2 / n - mean * mean, delta - mean
+    return count >= WARM and spread > 0 and off * off > CLIP * CLIP * spread
+
+
+def _clip_to(delta: float, s1: float, s2: float, count: float) -> float:
+    """``_clipped`` of one value in floats."""
+    n = max(count, 1.0)
+    mean = s1 / n
+    sd = math.sqrt(max(s2 / n - mean * mean, 0.0))
+    return mean + CLIP * sd if delta > mean else mean - CLIP * sd
 
 
 def _reaching(count: np.ndarray, valid: np.ndarray) -> np.ndarray | None:

@@ -100,11 +100,18 @@ class TargetMode:
 
     def _moments(self, of: str, rows: Rows) -> Moments:
         """The statistics of the inputs (``of="x"``) or of the targets (``"y"``, with their first values: see
-        ``normalizer.glitch``) of these rows."""
+        ``normalizer.glitch``) of these rows; those of levels with the far values they hold."""
         s = self.slots
         shift, s1, s2, count = (rows.take(s.array(f"{of}_{part}")) for part in ("shift", "s1", "s2", "count"))
         young = of == "y" and bool((count < normalizer.WARM).any())  # (only a young stream's are read or written)
-        return Moments(shift, s1, s2, count, rows.take(s.y_early) if young else None)
+        held = rows.take(s.array(f"{of}_held")) if self._of_levels(of) else None
+        return Moments(shift, s1, s2, count, rows.take(s.y_early) if young else None, held)
+
+    def _of_levels(self, of: str) -> bool:
+        """Whether the inputs' (``of="x"``) or the targets' statistics are of levels (else of changes): the
+        inputs' always (a residual forecast stream keeps none), an explicit stream's targets unless it predicts
+        the change from the last target."""
+        return of == "x" or (self.config.target != "next" and not self.config.from_last_target)
 
     def _store_moments(self, of: str, rows: Rows, m: Moments) -> None:
         s = self.slots
@@ -112,6 +119,8 @@ class TargetMode:
             rows.put(s.array(f"{of}_{part}"), value)
         if m.early is not None:
             rows.put(s.y_early, m.early)
+        if m.held is not None:
+            rows.put(s.array(f"{of}_held"), m.held)
 
     @staticmethod
     def _learnable(known: np.ndarray, present: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -8,13 +8,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tbptt.models.normalizer import WARM, Moments, glitch
+from tbptt.models.normalizer import HOLD, WARM, Moments, glitch
 
 
-def empty(n: int, d: int, early: bool = False) -> Moments:
-    """No values yet (``early``: keeping the first ones, as a stream's targets' statistics do)."""
+def empty(n: int, d: int, early: bool = False, levels: bool = False) -> Moments:
+    """No values yet (``early``: keeping the first ones, as a stream's targets' statistics do; ``levels``:
+    holding far values, as statistics of levels do)."""
     kept = np.full((n, WARM, d), np.nan) if early else None
-    return Moments(np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), kept)
+    held = np.full((n, HOLD, d), np.nan) if levels else None
+    return Moments(np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), np.zeros((n, d)), kept, held)
 
 
 @settings(max_examples=50, deadline=None)
@@ -97,7 +99,8 @@ def test_a_glitch_enters_at_eight_deviations_however_the_values_are_grouped(cuts
     """The sums cover a stream's life: one value of 1e6 among values that vary by 1 set the std to ~1e6 /
     sqrt(count) for as long as the stream lived. In statistics of changes, once 20 values are seen, a value
     more than 8 deviations from the mean enters at that distance, on its side; blocks of any size give the
-    same bits (a block with such a value is taken value by value). Statistics of levels take it whole."""
+    same bits (a block with such a value is taken value by value). Statistics that neither clip nor hold (the
+    next test) take it whole."""
     rng = np.random.default_rng(4)
     values = 10 + rng.normal(size=(2, 60, 2))
     values[0, 30, 0], values[1, 45, 1], values[0, 10, 1] = 1e6, -1e6, 1e6  # the last before 20 values: whole
@@ -119,6 +122,49 @@ def test_a_glitch_enters_at_eight_deviations_however_the_values_are_grouped(cuts
     assert std[0, 0, 1] > 1e4  # at the 11th value it was taken whole (too few to judge it by, none kept)
     _, levels = empty(2, 2).accumulate(values, valid).final().as_history().scale()
     assert levels[0, 0, 0] > 1e4 and levels[1, 0, 1] > 1e4
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(1, 79), max_size=6), rows=st.booleans())
+def test_a_far_level_is_held_until_the_next_tells_a_glitch_from_a_new_level_however_grouped(cuts, rows):
+    """Statistics of levels took every value whole: one input of 1e6 set an explicit stream's input scale for
+    its life. A value more than 8 deviations out is held out of the sums (the network's input is standardized
+    without it); the next decides: back within (or out on the other side) and it was a glitch, which enters at
+    8 deviations as a far change does; a glitch of two readings likewise; a third as far on the same side and
+    the level moved: the held ones enter whole, so a new level's sums end as those taken whole. A missing
+    value decides nothing. Blocks of any size give every state of the history bit for bit."""
+    rng = np.random.default_rng(9)
+    values = 10 + rng.normal(size=(2, 80, 2))
+    values[0, 30, 0] = 1e6  # a glitch
+    values[0, [50, 51], 0] = -1e4  # a glitch of two readings
+    values[1, 40:, 0] = 1e3  # a level that moves for good
+    values[0, 35, 1], values[0, 36, 1] = 1e5, -1e5  # out, then out on the other side: both glitches'
+    values[1, 60, 1] = 1e4  # a glitch whose next value is missing: the one after decides
+    valid = rng.random((2, 80)) < 0.9 if rows else rng.random((2, 80, 2)) < 0.9
+    valid[0, [30, 31, 35, 36, 37, 50, 51, 52]], valid[1, 40:44], valid[1, [60, 62]] = True, True, True
+    valid[1, 61] = False
+    values[~valid] = np.nan  # (a value left out may be anything)
+    one_by_one, states = empty(2, 2, levels=True), []
+    for k in range(80):
+        history = one_by_one.accumulate(values[:, k : k + 1], valid[:, k : k + 1])
+        states.append(history.scale())
+        one_by_one = history.final()
+    grouped, edges = empty(2, 2, levels=True), [0, *sorted(set(cuts)), 80]
+    for a, b in itertools.pairwise(edges):
+        history = grouped.accumulate(values[:, a:b], valid[:, a:b])
+        for k, (mean, std) in zip(range(a, b), zip(*(part[:, 1:].swapaxes(0, 1) for part in history.scale()))):
+            assert np.array_equal(mean, states[k][0][:, 1]) and np.array_equal(std, states[k][1][:, 1])
+        grouped = history.final()
+    for part in ("shift", "s1", "s2", "count", "held"):
+        assert np.array_equal(getattr(one_by_one, part), getattr(grouped, part), equal_nan=True), part
+    mean, std = one_by_one.as_history().scale()
+    assert 9 < mean[0, 0, 0] < 11 and std[0, 0, 0] < 3  # the glitches entered near 8 deviations
+    assert 9 < mean[0, 0, 1] < 11 and std[0, 0, 1] < 3 and 9 < mean[1, 0, 1] < 11 and std[1, 0, 1] < 3
+    assert states[30][1][0, 1, 0] == states[29][1][0, 1, 0]  # (held: not in the scale its own input is seen in)
+    whole = empty(2, 2).accumulate(values, valid).final()  # (nothing held: every value whole)
+    assert np.array_equal(one_by_one.s1[1, 0], whole.s1[1, 0]) and np.array_equal(one_by_one.s2[1, 0], whole.s2[1, 0])
+    assert one_by_one.count[1, 0] == (valid[1] if rows else valid[1, :, 0]).sum()
+    assert np.isnan(one_by_one.held).all()
 
 
 def test_a_constant_signal_that_starts_to_move_is_not_clipped():
