@@ -251,15 +251,17 @@ GLITCHES = ((1e6, 300), (1e3, 300), (37.0, 300), (1e6, 5), (0.0, 1500), (0.0, 0)
 
 
 def glitched(seed: int = 11, n: int = 3000) -> None:
-    """A sensor glitch on default streams (forecast, levels as inputs, explicit with the sine as input): a sine
-    plus noise 0.3 around 10 with one reading replaced; per case the mean absolute error against the clean
-    series over readings 2,000-3,000, as a multiple of the same stream's without the glitch (and of the last
-    value's). Until 2026-12-05 one reading of 1e6 set the running statistics' scale for the stream's life."""
+    """A sensor glitch on default streams (forecast, levels as inputs, explicit with the sine as input, and
+    explicit with the reading before as input, the glitch in it: "input"): a sine plus noise 0.3 around 10 with
+    one reading replaced; per case the mean absolute error against the clean series over readings 2,000-3,000,
+    as a multiple of the same stream's without the glitch (and of the last value's). Until 2026-12-05 one
+    reading of 1e6 set the running statistics' scale for the stream's life; in an explicit stream's input
+    until 2026-12-06."""
     rng = np.random.default_rng(seed)
     signal = np.sin(np.arange(n) / 8)
     clean = 10 + 3 * signal + 0.3 * rng.standard_normal(n)
     naive = np.abs(clean[1999:-1] - clean[2000:]).mean()
-    for mode in ("forecast", "levels", "explicit"):
+    for mode in ("forecast", "levels", "explicit", "input"):
         base = _glitch_errors(mode, signal, clean, clean)
         cases = []
         for value, at in GLITCHES:
@@ -351,6 +353,10 @@ def _glitch_errors(mode: str, signal: np.ndarray, values: np.ndarray, clean: np.
         engine.add_stream("s", StreamConfig(input_size=1))
         results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(signal, values)])
         predicted = [r.prediction[0] for r in results[2000:]]
+    elif mode == "input":  # (the target the clean reading: the glitch is the input's alone)
+        engine.add_stream("s", StreamConfig(input_size=1))
+        results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(values[:-1], clean[1:])])
+        predicted = [r.prediction[0] for r in results[1999:]]
     else:
         engine.add_stream("s", StreamConfig(input_size=1, target="next", residual=mode == "forecast"))
         results = engine.observe_many([("s", [float(v)], None) for v in values])
