@@ -155,7 +155,7 @@ class Moments:
         if reaching is not None:
             shifts = np.stack([shift, shift], axis=1)
             sums = s1[:, 1], s2[:, 1]
-            if clip and early is not None:
+            if (clip or held is not None) and early is not None:
                 sums = _early_clipped(shift, *sums, early, reaching)
             shifts[:, 1], s1[:, 1], s2[:, 1] = _replaced(shift, *sums, reaching)
         return Moments(shifts, s1, s2, count, early, held)

@@ -99,13 +99,13 @@ class TargetMode:
         return (x - mean[:, 1:]) / std[:, 1:], history
 
     def _moments(self, of: str, rows: Rows) -> Moments:
-        """The statistics of the inputs (``of="x"``) or of the targets (``"y"``, with their first values: see
-        ``normalizer.glitch``) of these rows; those of levels with the far values they hold."""
+        """The statistics of the inputs (``of="x"``) or of the targets (``"y"``) of these rows, with their first
+        values (see ``normalizer.glitch``); those of levels with the far values they hold."""
         s = self.slots
         shift, s1, s2, count = (rows.take(s.array(f"{of}_{part}")) for part in ("shift", "s1", "s2", "count"))
-        young = of == "y" and bool((count < normalizer.WARM).any())  # (only a young stream's are read or written)
+        young = bool((count < normalizer.WARM).any())  # (only a young stream's first values are read or written)
         held = rows.take(s.array(f"{of}_held")) if self._of_levels(of) else None
-        return Moments(shift, s1, s2, count, rows.take(s.y_early) if young else None, held)
+        return Moments(shift, s1, s2, count, rows.take(s.array(f"{of}_early")) if young else None, held)
 
     def _of_levels(self, of: str) -> bool:
         """Whether the inputs' (``of="x"``) or the targets' statistics are of levels (else of changes): the
@@ -118,7 +118,7 @@ class TargetMode:
         for part, value in (("shift", m.shift), ("s1", m.s1), ("s2", m.s2), ("count", m.count)):
             rows.put(s.array(f"{of}_{part}"), value)
         if m.early is not None:
-            rows.put(s.y_early, m.early)
+            rows.put(s.array(f"{of}_early"), m.early)
         if m.held is not None:
             rows.put(s.array(f"{of}_held"), m.held)
 
