@@ -149,8 +149,8 @@ class FleetSlots(SlotArrays):
     y_count: np.ndarray
     y_early: np.ndarray  # (WARM, O) the targets' first values less the shift (models/normalizer.py's ``glitch``)
     x_early: np.ndarray  # (WARM, I) the inputs' first values less the shift (as ``y_early``)
-    x_held: np.ndarray  # (HOLD, I) far levels held out of the inputs' statistics (normalizer.Moments.held) ...
-    y_held: np.ndarray  # (HOLD, O) ... and the targets' (explicit levels: ``from_last_target`` false)
+    x_held: np.ndarray  # (HOLD + 1, I) far levels held out of the inputs' statistics (normalizer.Moments.held) ...
+    y_held: np.ndarray  # (HOLD + 1, O) ... and the targets' (explicit levels: ``from_last_target`` false)
     last_x: np.ndarray  # (I,) forecast: the reading a residual is added to
     pending_yhat: np.ndarray  # (O,) forecast: the output awaiting its target
     pending_pred: np.ndarray  # (O,) ... in the caller's units
@@ -263,8 +263,8 @@ class FleetSlots(SlotArrays):
             **_moment_specs("y", out),
             "y_early": ArraySpec((early, out), f64, nan),
             "x_early": ArraySpec((early, inp), f64, nan),
-            "x_held": ArraySpec((HOLD, inp), f64, nan),
-            "y_held": ArraySpec((HOLD, out), f64, nan),
+            "x_held": ArraySpec((HOLD + 1, inp), f64, nan),
+            "y_held": ArraySpec((HOLD + 1, out), f64, nan),
             "last_x": ArraySpec((inp,), f64),
             "pending_yhat": ArraySpec((out,), f64),
             "pending_pred": ArraySpec((out,), f64),
