@@ -23,7 +23,8 @@ series of sktime's wheel (bench.quality's ``sensor_series``); with ``--idle``: s
 move (``idle_then_moving``, with ``--horizon H`` the intervals 1..H ahead too; bench/README.md, "Sensors that
 idle, then move"); with ``--glitch``: one absurd reading in a default stream of each mode (``glitched``;
 bench/README.md, "A glitch on defaults"), whether spikes after it are still flagged (``hidden``), and how wide
-the bands are after it (``held_bands``); with ``--csv DIR``: on the ``value`` column of every DIR/*.csv
+the bands are after it (``held_bands``), and an explicit stream's input in new units for good (``moved``);
+with ``--csv DIR``: on the ``value`` column of every DIR/*.csv
 (``csv_series``: GutenTAG's series, bench/gutentag_series.py).
 """
 
@@ -182,6 +183,7 @@ def main() -> None:
         glitched()
         hidden()
         held_bands()
+        moved()
     for name, series in groups.items():
         report(name, series, args.patterns)
         if args.horizon > 1:
@@ -309,6 +311,26 @@ def hidden(n: int = 6000) -> None:
             scores = " ".join(f"{results[k].anomaly:.3f}" for k in HIDDEN_SPIKES)
             alerts = sum(bool(r.anomalous) for r in results)
             print(f"{mode:8s} {name:11s} spikes at {HIDDEN_SPIKES} score {scores}; alerts {alerts}", flush=True)
+
+
+def moved(n: int = 12000, at: int = 3000) -> None:
+    """Not a glitch: an explicit stream's input that changes units for good at reading ``at`` (20 +- 1 read as
+    68 +- 1.8, C to F; the target, 3 sin of the reading before, the same); its errors per 1,000 readings from
+    2,000 on, as a multiple of the same stream's whose input never changed (bench/README.md, "A glitch in a
+    level": the inputs' statistics are sums over the stream's life)."""
+    rng = np.random.default_rng(0)
+    signal = np.sin(np.arange(n) / 5)
+    steady = 20 + signal + 0.05 * rng.standard_normal(n)
+    target = 3 * np.roll(signal, 1) + 0.05 * rng.standard_normal(n)
+    errors = []
+    for x in (steady, np.where(np.arange(n) >= at, 32 + 1.8 * steady, steady)):
+        engine = Engine()
+        engine.add_stream("s", StreamConfig(input_size=1))
+        results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(x, target)])
+        error = np.abs(np.array([r.prediction[0] for r in results]) - target)
+        errors.append([error[a : a + 1000].mean() for a in range(2000, n, 1000)])
+    ratios = " ".join(f"{m / s:.2f}x" for s, m in zip(*errors))
+    print(f"input in new units from {at}: errors per 1,000 readings from 2,000, against never: {ratios}", flush=True)
 
 
 def held_bands(n: int = 2100) -> None:
