@@ -359,6 +359,30 @@ def test_an_input_whose_level_moves_for_good_is_not_clipped():
     assert errors(flag) < 1.05 * steady
 
 
+def test_an_input_that_changes_units_for_good_is_seen_in_its_new_scale():
+    """An explicit stream whose input is read in new units from reading 2,000 on (20 +- 1, then 68 +- 1.8; the
+    target as before): its statistics over the stream's life kept both levels' variance, and the network saw
+    the input's variation ~12x smaller; the errors were 5-6.5x those of the stream whose input never changed
+    for the 10,000 readings after (5.6x over readings 9,000-12,000). Statistics of levels that halve
+    (``HORIZON``) forget the old units: 2-6x up to 4,000-6,000 readings after the change, then 0.95-1.14x."""
+    rng = np.random.default_rng(0)
+    n, cut = 12000, 2000
+    signal = np.sin(np.arange(n) / 5)
+    x = 20 + signal + 0.05 * rng.standard_normal(n)
+    y = 3 * np.roll(signal, 1) + 0.05 * rng.standard_normal(n)
+
+    def errors(read: np.ndarray) -> float:
+        engine = Engine()
+        engine.add_stream("s", StreamConfig(input_size=1))
+        results = engine.observe_many([("s", [float(a)], [float(b)]) for a, b in zip(read, y)])
+        return float(np.mean([abs(r.prediction[0] - t) for r, t in zip(results[9000:], y[9000:])]))
+
+    steady = errors(x)
+    x[cut:] = 32 + 1.8 * x[cut:]
+    moved = errors(x)
+    assert moved < 1.5 * steady, (moved, steady)
+
+
 def test_an_observation_not_learnt_from_leaves_the_statistics_as_they_were():
     """``learn: false`` (as an anomaly on a stream that does not learn from them): the target's value is still
     reported and what the next prediction starts from, but it joins no statistic the network trains in."""

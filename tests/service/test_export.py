@@ -72,6 +72,11 @@ CASES = {
     "explicit, RNN, a garbage first reading": {
         "model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 128}, "gate": False, "export_at": 0, "glitch": 0,
     },
+    # 1,490 readings: the inputs' sums reach a count of 1,400 after the export and are halved (updates at 500,
+    # 1,000, 1,500)
+    "explicit, RNN, the inputs' sums halved after the export": {
+        "model": {"input_size": 3, "cell": "rnn"}, "tbptt": {"k1": 500}, "export_at": 1010, "length": 1490,
+    },
 }  # fmt: skip
 
 
@@ -80,9 +85,9 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
     config = dict(CASES[case])
     export_at, period = config.pop("export_at", 70), config.pop("period", 10 * math.pi)
     trend, reverts, glitch = config.pop("trend", 0.0), config.pop("reverts", False), config.pop("glitch", None)
-    inputs = config["model"]["input_size"]
+    length, inputs = config.pop("length", 110), config["model"]["input_size"]
     explicit = config.get("target") != "next"
-    x = series(110, inputs, seed=len(case), period=period) + trend * np.abs(np.arange(110) - 55)[:, None]
+    x = series(length, inputs, seed=len(case), period=period) + trend * np.abs(np.arange(length) - 55)[:, None]
     if glitch is not None:
         x[glitch] += 1000.0
     y = x.sum(axis=1, keepdims=True) / 3 + 1.0
@@ -102,7 +107,7 @@ def test_the_readme_function_reproduces_the_services_predictions_from_an_export(
     judged = int(load_tensors(exported.read_bytes())["stream.gate_count"])
     gated = config.get("gate", True) and export_at > 1  # (forecast mode judges from the second reading on)
     assert judged > 0 if gated else judged == 0  # the gate's state is part of it
-    after = [observation(k) for k in range(export_at, 110)]
+    after = [observation(k) for k in range(export_at, length)]
     results = client.post("/v1/streams/s/observations", json={"observations": after}).json()["results"]
     assert not any(r["updated"] for r in results)
     served = np.array([r["prediction"] for r in results])
