@@ -317,7 +317,8 @@ def moved(n: int = 12000, at: int = 3000) -> None:
     """Not a glitch: an explicit stream's input that changes units for good at reading ``at`` (20 +- 1 read as
     68 +- 1.8, C to F; the target, 3 sin of the reading before, the same); its errors per 1,000 readings from
     2,000 on, as a multiple of the same stream's whose input never changed (bench/README.md, "A glitch in a
-    level": the inputs' statistics are sums over the stream's life)."""
+    level": over the stream's life the input was seen ~12x smaller than its new variation; "Levels that
+    forget")."""
     rng = np.random.default_rng(0)
     signal = np.sin(np.arange(n) / 5)
     steady = 20 + signal + 0.05 * rng.standard_normal(n)
