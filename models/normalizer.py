@@ -15,15 +15,16 @@ the sums for good (among changes, a new level is one outlying change and a glitc
 that far out of the sums until the next readings tell which it was (``_held``): a glitch enters at ``CLIP``
 deviations, a new level whole; taken whole at once, one input of 1e6 had set an explicit stream's input scale
 for its life (its errors 2.4x, for good). And they forget (``_forgotten``): a level left for good (an input
-read in new units) is no stream's own any more, as a glitch is none. In every statistic, a first value more than ``CLIP`` deviations
-from the next ``WARM - 1`` (a sensor's reading at boot, 0 before 1013 hPa) is replaced by their mean when the
-``WARM``-th arrives: it is the shift, which added nothing to the sums, so the sums are taken again around the
-others' mean (a history carries a shift per state). Statistics of changes that keep their first values
-(``early``: a stream's targets') clip a glitch among them then too (``glitch``): one reading of 1e4 among a
-forecast stream's first 20 had set the scale of its changes for its life (the network's errors 230-680x, the
-gate's forecasts 2x, those without it). Each entry is counted on its own: an input that has no reading yet (a
-channel that starts late, models/inputs.py) has no statistics yet, whatever the others have. These are numpy
-arrays: tiny per-block operations, where numpy's call cost is a fraction of torch's.
+read in new units) is no stream's own any more, as a glitch is none. In every statistic, a first value more
+than ``CLIP`` deviations from the next ``WARM - 1`` (a sensor's reading at boot, 0 before 1013 hPa) is
+replaced by their mean when the ``WARM``-th arrives: it is the shift, which added nothing to the sums, so the
+sums are taken again around the others' mean (a history carries a shift per state). Statistics of changes
+that keep their first values (``early``: a stream's targets') clip a glitch among them then too (``glitch``):
+one reading of 1e4 among a forecast stream's first 20 had set the scale of its changes for its life (the
+network's errors 230-680x, the gate's forecasts 2x, those without it). Each entry is counted on its own: an
+input that has no reading yet (a channel that starts late, models/inputs.py) has no statistics yet, whatever
+the others have. These are numpy arrays: tiny per-block operations, where numpy's call cost is a fraction of
+torch's.
 """
 
 from __future__ import annotations
