@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -221,15 +222,12 @@ def test_a_long_block_of_levels_is_summed_in_linear_time(monkeypatch):
     assert HORIZON <= history.count[0, -1, 0] < 2 * HORIZON and sum(summed) < 2 * 20000, sum(summed)
 
 
-_ONE_BY_ONE: dict[bool, tuple[Moments, list]] = {}
-
-
-@settings(max_examples=25, deadline=None)
-@given(cuts=st.lists(st.integers(1, 3199), max_size=6), rows=st.booleans())
-def test_statistics_of_levels_halve_however_grouped(cuts, rows):
-    """Blocks of any size give every state of statistics of levels that halve (``HORIZON``), with a level that
-    moves for good, a glitch held as the count reaches the halving point (the held value and the next enter
-    together: the count passes ``2 * HORIZON`` by one), and values missing."""
+@functools.cache
+def levels_one_by_one(rows: bool) -> tuple[np.ndarray, np.ndarray, Moments, list]:
+    """3,200 readings of two slots of two inputs: an input that moves for good at 1,500, a glitch held as the
+    count reaches the halving point (the held value and the next enter together: the count passes
+    ``2 * HORIZON`` by one), values missing (``rows``: whole rows, else entries); and their statistics of
+    levels taken one value at a time: the final state and each step's (mean, std) history."""
     rng = np.random.default_rng(6)
     values = 20 + rng.normal(size=(2, 3200, 2))
     values[:, 1500:, 0] = 32 + 1.8 * values[:, 1500:, 0]
@@ -238,14 +236,20 @@ def test_statistics_of_levels_halve_however_grouped(cuts, rows):
     values[0, at, 1] = 1e6  # (that entry's 1,400th value: held; the next decides)
     valid[0, at : at + 2] = True
     values[~valid] = np.nan
-    if rows not in _ONE_BY_ONE:
-        one, states = empty(2, 2, levels=True), []
-        for k in range(3200):
-            history = one.accumulate(values[:, k : k + 1], valid[:, k : k + 1])
-            states.append(history.scale())
-            one = history.final()
-        _ONE_BY_ONE[rows] = one, states
-    one_by_one, states = _ONE_BY_ONE[rows]
+    one, states = empty(2, 2, levels=True), []
+    for k in range(3200):
+        history = one.accumulate(values[:, k : k + 1], valid[:, k : k + 1])
+        states.append(history.scale())
+        one = history.final()
+    return values, valid, one, states
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(1, 3199), max_size=6), rows=st.booleans())
+def test_statistics_of_levels_halve_however_grouped(cuts, rows):
+    """Blocks of any size give every state of statistics of levels that halve (``HORIZON``): a level that moves
+    for good, a glitch held across a halving, values missing (``levels_one_by_one``)."""
+    values, valid, one_by_one, states = levels_one_by_one(rows)
     grouped, edges = empty(2, 2, levels=True), [0, *sorted(set(cuts)), 3200]
     for a, b in itertools.pairwise(edges):
         history = grouped.accumulate(values[:, a:b], valid[:, a:b])
