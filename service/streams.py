@@ -136,57 +136,48 @@ def record_results(
                 runs[id(owners[item])] = [row]
             else:
                 run.append(row)
-        # Python lists: one conversion per part, then cheap reads per row (the common case: one row a stream)
-        steps, updated, losses, scores = (
-            part.steps.tolist(),
-            part.updated.tolist(),
-            part.losses.tolist(),
-            part.scores.tolist(),
-        )
-        flags, no_horizon = part.anomalous.tolist(), part.forecasts is None
+        # the part's results as their logs keep them, one record each (one per shape: a fleet's streams share it)
+        kept: dict[np.dtype, np.ndarray] = {}
+        steps, updated = part.steps.tolist(), part.updated.tolist()
         for rows in runs.values():
             last = rows[-1]
             k = part.items[last]
             state = owners[k]
             state.last_seq, state.steps, state.events, state.last_active = seqs[k], steps[last], 0, now
+            for row in rows:
+                ts = stamps[part.items[row]]
+                if ts is not None:
+                    state.last_ts = ts
+                state.updates += updated[row]
+            log = state.results
+            records = kept.get(log.dtype)
+            if records is None:
+                records = kept[log.dtype] = _records(part, log, seqs, items, stamps)
             if len(rows) <= APPENDED_ROWS:
                 for row in rows:
-                    k = part.items[row]
-                    ts = stamps[k]
-                    if ts is not None:
-                        state.last_ts = ts
-                    state.updates += updated[row]
-                    state.results.append(
-                        seqs[k], steps[row], part.predictions[row], losses[row], updated[row], scores[row],
-                        part.intervals[row], *((None, None) if no_horizon else _ahead(part, row)),
-                        NAN if ts is None else ts, items[k][1], items[k][2], flags[row],
-                    )  # fmt: skip
-                continue
-            at = np.array(rows)
-            ks = [part.items[row] for row in rows]
-            given = [stamps[k] for k in ks if stamps[k] is not None]
-            if given:
-                state.last_ts = given[-1]
-            state.updates += int(part.updated[at].sum())
-            state.results.extend(
-                np.array([seqs[k] for k in ks], dtype=np.int64), part.steps[at], part.predictions[at],
-                part.losses[at], part.updated[at], part.scores[at], part.intervals[at], *_ahead(part, at),
-                np.array([NAN if stamps[k] is None else stamps[k] for k in ks]), np.array([items[k][1] for k in ks]),
-                _targets([items[k][2] for k in ks], state.results.targets), part.anomalous[at],
-            )  # fmt: skip
+                    log.put_one(records[row])
+            else:
+                log.put(records[rows])
 
 
-def _targets(ys: list[Any], width: int) -> np.ndarray:
-    """Targets as rows (NaN: none)."""
-    rows = np.full((len(ys), width), NAN)
-    for row, y in enumerate(ys):
-        if y is not None:
-            rows[row] = y
-    return rows
-
-
-def _ahead(part: Columns, at: int | np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The forecasts and their intervals of rows ``at`` (streams with a horizon), else (None, None)."""
-    if part.forecasts is None or part.forecast_intervals is None:
-        return None, None
-    return part.forecasts[at], part.forecast_intervals[at]
+def _records(
+    part: Columns, log: ResultLog, seqs: list[int], items: Sequence[Sequence[Any]], stamps: Sequence[float | None]
+) -> np.ndarray:
+    """Every row of ``part`` as a record of ``log``'s type: its result, with the observation that got it."""
+    ks = part.items
+    records = np.empty(len(ks), log.dtype)
+    records["seq"], records["step"] = [seqs[k] for k in ks], part.steps
+    records["loss"], records["score"], records["updated"], records["flag"] = (
+        part.losses, part.scores, part.updated, part.anomalous,
+    )  # fmt: skip
+    records["pred"], records["band"] = part.predictions, part.intervals
+    records["ts"] = [NAN if stamps[k] is None else stamps[k] for k in ks]
+    records["x"] = [items[k][1] for k in ks]  # (a missing reading, None, as NaN)
+    if log.targets:
+        none = [NAN] * log.targets
+        records["y"] = [none if items[k][2] is None else items[k][2] for k in ks]
+    if log.horizon > 1:
+        given = part.forecasts is not None and part.forecast_intervals is not None
+        records["ahead"] = part.forecasts if given else NAN
+        records["ahead_band"] = part.forecast_intervals if given else NAN
+    return records

@@ -52,9 +52,18 @@ def test_seqs_continue_from_the_stream_and_within_the_batch():
     assert [key for key, _, _ in plan.items] == ["t/s"] * 4
 
 
+def kept_result(s: StreamState) -> None:
+    """Seq 2 of ``s``, kept: prediction 0.5 for x = [0, 1], no loss, score or interval."""
+    nan = np.full(1, np.nan)
+    s.results.extend(
+        np.array([2]), np.array([2]), np.array([[0.5]]), nan, np.array([False]), nan, np.full((1, 1, 2), np.nan),
+        x=np.array([[0.0, 1.0]]),
+    )  # fmt: skip
+
+
 def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
     s = state(last_seq=3, steps=3)
-    s.results.append(2, 2, np.array([0.5]), np.nan, False, np.nan, np.full((1, 2), np.nan), x=[0.0, 1.0])
+    kept_result(s)
     plan = Plan()
     plan.add("job", [s], [Part("s", [obs(seq=2), obs(seq=4), obs(seq=4)])])
     assert plan.seqs == [4]  # one new observation
@@ -81,7 +90,7 @@ def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
 )
 def test_a_seq_reused_with_other_values_is_a_conflict_not_a_duplicate(repeat, why):
     s = state(last_seq=3, steps=3)
-    s.results.append(2, 2, np.array([0.5]), np.nan, False, np.nan, np.full((1, 2), np.nan), x=[0.0, 1.0])
+    kept_result(s)
     plan = Plan()
     plan.add("earlier", [s], [Part("s", [obs(seq=4)])])
     with pytest.raises(Conflict) as refused:
