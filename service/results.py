@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import NotRequired, TypedDict
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tbptt.models import StreamConfig as CoreConfig
 
@@ -127,25 +128,34 @@ class ResultLog:
         self.count = 0
 
     def extend(
-        self, seq: np.ndarray, step: np.ndarray, prediction: np.ndarray, loss: np.ndarray, updated: np.ndarray,
-        score: np.ndarray, band: np.ndarray, ahead: np.ndarray | None = None, ahead_band: np.ndarray | None = None,
-        ts: np.ndarray | None = None, x: np.ndarray | None = None, y: np.ndarray | None = None,
-        flag: np.ndarray | None = None,
+        self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
+        score: ArrayLike, band: ArrayLike, ahead: ArrayLike | None = None, ahead_band: ArrayLike | None = None,
+        ts: ArrayLike | None = None, x: ArrayLike | None = None, y: ArrayLike | None = None,
+        flag: ArrayLike | None = None,
     ) -> None:  # fmt: skip
-        """Append m results (arrays of length m; ``prediction`` (m, O), ``band`` (m, O, 2), with a horizon
-        ``ahead`` (m, H, O) and ``ahead_band`` (m, H, O, 2); NaN loss, score, band: none) and the
-        observations that got them (``ts`` (m,), ``x`` (m, I), ``y`` (m, O); None or NaN: none), dropping
-        the oldest."""
-        rows = np.empty(len(seq), self.dtype)
+        """Append m results (``records``' arguments), dropping the oldest."""
+        self.put(self.records(seq, step, prediction, loss, updated, score, band, ahead, ahead_band, ts, x, y, flag))
+
+    def records(
+        self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
+        score: ArrayLike, band: ArrayLike, ahead: ArrayLike | None = None, ahead_band: ArrayLike | None = None,
+        ts: ArrayLike | None = None, x: ArrayLike | None = None, y: ArrayLike | None = None,
+        flag: ArrayLike | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """m results as records of this log (columns of length m; ``prediction`` (m, O), ``band`` (m, O, 2),
+        with a horizon ``ahead`` (m, H, O) and ``ahead_band`` (m, H, O, 2); NaN loss, score, band: none) with
+        the observations that got them (``ts`` (m,), ``x`` (m, I), ``y`` (m, O); None or NaN: none; a None
+        reading in ``x``: NaN)."""
+        rows = np.empty(len(seq), self.dtype)  # type: ignore[arg-type]
         rows["seq"], rows["step"], rows["loss"], rows["score"] = seq, step, loss, score
         rows["pred"], rows["band"], rows["updated"] = prediction, band, updated
         for name, values in (("ts", ts), ("x", x), ("y", y)):
             rows[name] = NAN if values is None else values
-        rows["flag"] = score >= self.threshold if flag is None else flag
+        rows["flag"] = rows["score"] >= self.threshold if flag is None else flag
         if self.horizon > 1:
             rows["ahead"] = NAN if ahead is None else ahead
             rows["ahead_band"] = NAN if ahead_band is None else ahead_band
-        self.put(rows)
+        return rows
 
     def put(self, rows: np.ndarray) -> None:
         """Append records of this log's ``dtype``, oldest first, dropping the oldest kept."""

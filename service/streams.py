@@ -164,20 +164,10 @@ def _records(
     part: Columns, log: ResultLog, seqs: list[int], items: Sequence[Sequence[Any]], stamps: Sequence[float | None]
 ) -> np.ndarray:
     """Every row of ``part`` as a record of ``log``'s type: its result, with the observation that got it."""
-    ks = part.items
-    records = np.empty(len(ks), log.dtype)
-    records["seq"], records["step"] = [seqs[k] for k in ks], part.steps
-    records["loss"], records["score"], records["updated"], records["flag"] = (
-        part.losses, part.scores, part.updated, part.anomalous,
+    ks, none = part.items, [NAN] * log.targets
+    return log.records(
+        [seqs[k] for k in ks], part.steps, part.predictions, part.losses, part.updated, part.scores, part.intervals,
+        part.forecasts, part.forecast_intervals, [NAN if stamps[k] is None else stamps[k] for k in ks],
+        [items[k][1] for k in ks], [none if items[k][2] is None else items[k][2] for k in ks] if log.targets else None,
+        part.anomalous,
     )  # fmt: skip
-    records["pred"], records["band"] = part.predictions, part.intervals
-    records["ts"] = [NAN if stamps[k] is None else stamps[k] for k in ks]
-    records["x"] = [items[k][1] for k in ks]  # (a missing reading, None, as NaN)
-    if log.targets:
-        none = [NAN] * log.targets
-        records["y"] = [none if items[k][2] is None else items[k][2] for k in ks]
-    if log.horizon > 1:
-        given = part.forecasts is not None and part.forecast_intervals is not None
-        records["ahead"] = part.forecasts if given else NAN
-        records["ahead_band"] = part.forecast_intervals if given else NAN
-    return records

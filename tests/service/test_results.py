@@ -9,16 +9,20 @@ from tbptt.service.results import ResultLog
 
 
 def filled(log: ResultLog, seqs: list[int]) -> None:
-    """One result a seq, appended in runs of 1 to 4 (``put_one`` and ``extend`` both), values from the seq."""
+    """One result a seq, appended in runs of 1 to 4 (one by one, and together), values from the seq."""
     at = 0
     while at < len(seqs):
         run = np.array(seqs[at : at + 1 + at % 4])
         m, s = len(run), run.astype(float)
-        log.extend(
+        records = log.records(
             run, run + 100, s[:, None] / 10, s / 100, run % 2 == 0, np.where(run % 3 == 0, np.nan, s / 1000),
             np.stack([s - 1, s + 1], axis=1)[:, None, :], ts=1e9 + s, x=np.stack([s, -s], axis=1),
             y=np.where((run % 5 == 0)[:, None], np.nan, s[:, None] * 2),
         )  # fmt: skip
+        if m == 1:
+            log.put_one(records[0])
+        else:
+            log.put(records)
         at += m
 
 
