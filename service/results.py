@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 from tbptt.models import StreamConfig as CoreConfig
 
 NAN = float("nan")
+Readings = ArrayLike | Sequence[Sequence[float | None]]  # (m, I): a None (a missing reading) is NaN
 
 
 class Result(TypedDict):
@@ -130,7 +131,7 @@ class ResultLog:
     def extend(
         self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
         score: ArrayLike, band: ArrayLike, ahead: ArrayLike | None = None, ahead_band: ArrayLike | None = None,
-        ts: ArrayLike | None = None, x: ArrayLike | None = None, y: ArrayLike | None = None,
+        ts: ArrayLike | None = None, x: Readings | None = None, y: ArrayLike | None = None,
         flag: ArrayLike | None = None,
     ) -> None:  # fmt: skip
         """Append m results (``records``' arguments), dropping the oldest."""
@@ -139,7 +140,7 @@ class ResultLog:
     def records(
         self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
         score: ArrayLike, band: ArrayLike, ahead: ArrayLike | None = None, ahead_band: ArrayLike | None = None,
-        ts: ArrayLike | None = None, x: ArrayLike | None = None, y: ArrayLike | None = None,
+        ts: ArrayLike | None = None, x: Readings | None = None, y: ArrayLike | None = None,
         flag: ArrayLike | None = None,
     ) -> np.ndarray:  # fmt: skip
         """m results as records of this log (columns of length m; ``prediction`` (m, O), ``band`` (m, O, 2),
@@ -229,8 +230,7 @@ class ResultLog:
 
     def history(self, limit: int) -> list[Observed]:
         """The most recent ``limit`` results with their observations, oldest first."""
-        n = min(limit, self.count)
-        rows = self._rows[(self._start + np.arange(self.count - n, self.count)) % max(self._size, 1)]
+        rows = self._ordered(self._rows, limit)
         xs, ys = rows["x"], rows["y"]
         unkept = (np.isnan(xs).all(axis=1) & (not self.gaps)).tolist()  # (a checkpoint from before they were)
         untargeted = (np.isnan(ys).all(axis=1) if self.targets else np.ones(len(rows), dtype=bool)).tolist()
@@ -257,11 +257,12 @@ class ResultLog:
             arrays.get("anomalous"),
         )  # fmt: skip
 
-    def _ordered(self, array: np.ndarray) -> np.ndarray:
-        if not self.count:
+    def _ordered(self, array: np.ndarray, newest: int | None = None) -> np.ndarray:
+        """``array``'s kept rows, oldest first (``newest``: only that many of the last)."""
+        n = self.count if newest is None else min(newest, self.count)
+        if not n:
             return array[:0]
-        idx = (self._start + np.arange(self.count)) % self._size
-        return array[idx]
+        return array[(self._start + np.arange(self.count - n, self.count)) % self._size]
 
     def _results(self, rows: np.ndarray, duplicate: bool = False) -> list[Result]:
         """``rows`` (records of this log) as results are answered (NaN: none)."""
