@@ -18,19 +18,25 @@ def step_macs(config: StreamConfig) -> int:
     """Multiply-adds of one live step: every layer's gates and the output head."""
     assert config.output_size is not None
     hidden, gates = config.hidden_size, GATES[config.cell]
-    layers = sum(gates * hidden * ((config.network_inputs if layer == 0 else hidden) + hidden)
-                 for layer in range(config.num_layers))  # fmt: skip
-    return layers + hidden * config.output_size
+    # the first layer reads the network's inputs, every later one the layer below (a schedule costs every
+    # observation of a batch: a closed form, not a loop over layers)
+    first = gates * hidden * (config.network_inputs + hidden)
+    return first + (config.num_layers - 1) * gates * hidden * 2 * hidden + hidden * config.output_size
 
 
 def update_macs(config: StreamConfig) -> int:
     """Multiply-adds of one TBPTT update: forward and backward through the last k2 steps (an upper bound:
     with k1 == k2 the live forward is reused)."""
+    return _update_macs(config, step_macs(config))
+
+
+def _update_macs(config: StreamConfig, step: int) -> int:
     assert config.k2 is not None
-    return BACKWARD_FACTOR * config.k2 * step_macs(config)
+    return BACKWARD_FACTOR * config.k2 * step
 
 
 def observation_macs(config: StreamConfig, updates: bool) -> int:
     """Multiply-adds of one observation: its live step, the forecasts rolled forward (a horizon H: H - 1
     more steps), and the update it completes, if it does."""
-    return config.horizon * step_macs(config) + (update_macs(config) if updates else 0)
+    step = step_macs(config)
+    return config.horizon * step + (_update_macs(config, step) if updates else 0)
