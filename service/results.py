@@ -79,11 +79,6 @@ class ResultLog:
     (NaN: none), with a horizon H > 1 the forecasts (H, O) and their intervals (H, O, 2), the updated flag and
     the anomalous flag (the score reached the threshold of its time)."""
 
-    @staticmethod
-    def max_bytes(capacity: int, output_size: int, horizon: int = 1, input_size: int = 1, targets: int = 1) -> int:
-        """What a full log holds (``capacity`` records)."""
-        return capacity * row_type(output_size, horizon, input_size, targets).itemsize
-
     @property
     def full_bytes(self) -> int:
         """What the kept results hold once ``capacity`` are kept."""
@@ -127,15 +122,6 @@ class ResultLog:
         self._rows = np.empty(0, self.dtype)
         self._start = 0  # index of the oldest result
         self.count = 0
-
-    def extend(
-        self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
-        score: ArrayLike, band: ArrayLike, ahead: ArrayLike | None = None, ahead_band: ArrayLike | None = None,
-        ts: ArrayLike | None = None, x: Readings | None = None, y: ArrayLike | None = None,
-        flag: ArrayLike | None = None,
-    ) -> None:  # fmt: skip
-        """Append m results (``records``' arguments), dropping the oldest."""
-        self.put(self.records(seq, step, prediction, loss, updated, score, band, ahead, ahead_band, ts, x, y, flag))
 
     def records(
         self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
@@ -251,11 +237,11 @@ class ResultLog:
         m = len(arrays["seq"])
         score = arrays.get("anomaly", np.full(m, np.nan))
         band = arrays.get("interval", np.full((m, self.output_size, 2), np.nan))
-        self.extend(
+        self.put(self.records(
             arrays["seq"], arrays["step"], arrays["prediction"], arrays["loss"], arrays["updated"], score, band,
             arrays.get("forecast"), arrays.get("forecast_interval"), arrays.get("ts"), arrays.get("x"), arrays.get("y"),
             arrays.get("anomalous"),
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def _ordered(self, array: np.ndarray, newest: int | None = None) -> np.ndarray:
         """``array``'s kept rows, oldest first (``newest``: only that many of the last)."""

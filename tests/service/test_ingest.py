@@ -55,10 +55,10 @@ def test_seqs_continue_from_the_stream_and_within_the_batch():
 def kept_result(s: StreamState) -> None:
     """Seq 2 of ``s``, kept: prediction 0.5 for x = [0, 1], no loss, score or interval."""
     nan = np.full(1, np.nan)
-    s.results.extend(
+    s.results.put(s.results.records(
         np.array([2]), np.array([2]), np.array([[0.5]]), nan, np.array([False]), nan, np.full((1, 1, 2), np.nan),
         x=np.array([[0.0, 1.0]]),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_duplicates_within_and_before_the_batch_are_answered_not_applied():
