@@ -25,6 +25,7 @@ from tbptt.models import CoreError, StreamNotFound
 from .alerts import openings_of
 from .auth import subprotocol
 from .browser import origin_allowed
+from .deadline import moving_deadline
 from .deps import AnyHub, HubDep, StreamId, Tenant
 from .errors import LimitReached, ServiceError, StreamReplaced, status_and_detail, validation_errors
 from .routes.anomalies import MAX_ALERTS
@@ -54,14 +55,14 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
     info = await _accept_known(websocket, hub, tenant, stream_id, create=True)
     if info is None:
         return
-    s, loop = hub.settings, asyncio.get_running_loop()
+    s = hub.settings
     waiting_for = "a message"
     try:
         # One deadline per connection, moved at each phase: far cheaper than a wait_for (a task) per message.
-        async with asyncio.timeout(None) as deadline:
+        async with moving_deadline() as deadline:
             while True:
                 waiting_for = "a message"
-                deadline.reschedule(loop.time() + s.ws_idle_seconds)
+                deadline.move(s.ws_idle_seconds)
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
@@ -69,14 +70,14 @@ async def stream_socket(websocket: WebSocket, stream_id: StreamId, hub: HubDep, 
                 if len(text or data or "") > s.max_ws_message_bytes:
                     await websocket.close(TOO_BIG, f"messages are limited to {s.max_ws_message_bytes} bytes")
                     return
-                deadline.reschedule(None)  # the engine's own work is not the client's idleness
+                deadline.move(None)  # the engine's own work is not the client's idleness
                 try:
                     reply = await _answer(hub, tenant, stream_id, text, data, info.incarnation)
                 except StreamReplaced as exc:  # deleted: never attach to a stream created later with its id
                     await websocket.close(POLICY_VIOLATION, str(exc)[:120])
                     return
                 waiting_for = "the client to read"  # a client that stops reading is dropped
-                deadline.reschedule(loop.time() + s.ws_send_timeout)
+                deadline.move(s.ws_send_timeout)
                 await websocket.send_text(reply)
     except TimeoutError:
         if waiting_for == "a message":
