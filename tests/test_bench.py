@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench import anomaly, core, fairness, interval_peers, labelled, shard_rounds, shard_scaling, spikes
+from bench import anomaly, checkpoints, core, fairness, interval_peers, labelled, shard_rounds, shard_scaling, spikes
 from bench.labelled import roc_area
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -30,6 +30,11 @@ def test_the_idle_sensors_benchmark_prints_each_horizons_coverage(capsys):
 
 def test_the_shard_scaling_benchmark_runs():
     assert shard_scaling.total_rate(shards=2, seconds=0.2, streams=10) > 0
+
+
+def test_the_checkpoint_benchmark_measures_checkpoints_that_grow_with_the_results_kept():
+    (few, few_bytes, *few_times), (more, more_bytes, *more_times) = checkpoints.measure(streams=3, kept=[5, 60])
+    assert (few, more) == (5, 60) and more_bytes > few_bytes and min(*few_times, *more_times) > 0
 
 
 def test_the_shard_rounds_benchmark_runs():
