@@ -35,6 +35,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -226,6 +228,7 @@ class ShardedHub(Watching):
     async def _start(self) -> None:
         try:
             self._shards = await asyncio.to_thread(self._launch)
+            _sigterm_back_to_python()
             self._remotes = [_Remote(k, handle) for k, handle in enumerate(self._shards.handles)]
             self._tasks = [asyncio.ensure_future(self._serve(remote)) for remote in self._remotes]
             for remote in self._remotes:
@@ -694,3 +697,15 @@ def _claimed(
 
 def _total(usages: Iterable[Usage]) -> Usage:
     return sum(usages, Usage(0, 0, 0))
+
+
+def _sigterm_back_to_python() -> None:
+    """``ray.init`` puts abseil's failure handler in front of SIGTERM's (ray-project/ray#64830): it prints a stack
+    trace and arms a 3 s alarm that aborts the process (SIGABRT, exit -6, the final checkpoints cut short) unless
+    it has exited by then, and a graceful shutdown that waits for requests in flight or for the shards' final
+    checkpoints takes longer (a CI run's did). Python's handler set again (on the main thread: only it may; the
+    event loop's under uvicorn) takes abseil out of SIGTERM's way."""
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGTERM)
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -761,6 +762,31 @@ def test_a_single_process_directory_rebalanced_into_shards_is_served_by_them(tmp
             assert [r["step"] for r in answer["results"]] == list(range(31, 61))
     finally:
         assert server.stop() == 0
+
+
+def test_a_sharded_server_exits_0_after_a_graceful_shutdown_longer_than_rays_3_s_alarm(tmp_path):
+    """``ray.init`` put abseil's failure handler in front of SIGTERM's, which arms a 3 s alarm that aborts the
+    process (ray-project/ray#64830): a sharded server whose shutdown took longer (a CI run's: the shards' final
+    checkpoints on a busy machine) exited -6, a crash to an orchestrator. Here a request whose body never comes
+    holds the shutdown for half of TBPTT_SHUTDOWN_TIMEOUT."""
+    server = Server(tmp_path / "data", **SHARDED, TBPTT_SHUTDOWN_TIMEOUT="10").start()
+    with socket.create_connection(("127.0.0.1", server.port)) as held:
+        # Behind a request that is answered: once its answer is back, the server has begun the second one
+        # (uvicorn starts a pipelined request as the one before it completes), and waits for its body.
+        held.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"POST /v1/streams/s/observations HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        held.settimeout(30)
+        answered = b""
+        while b"\r\n\r\n" not in answered:
+            answered += held.recv(4096)
+        assert answered.startswith(b"HTTP/1.1 200"), answered
+        began = time.monotonic()
+        assert server.stop(60) == 0, server.output()
+        assert time.monotonic() - began >= 4, "the shutdown did not wait for the request: nothing was tested"
+    assert "SIGTERM received" not in server.output_all(), "abseil's handler still ran"
 
 
 def test_without_an_address_a_sharded_server_starts_a_ray_of_its_own_whatever_else_runs_here(tmp_path):
