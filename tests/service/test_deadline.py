@@ -1,4 +1,5 @@
-"""service/deadline.py: a deadline moved at every phase of a connection, enforced as asyncio.timeout's.
+"""service/deadline.py: a deadline moved at every phase of a connection, enforced as asyncio.timeout's; on
+asyncio's loop and on uvloop's, which the server runs.
 
 No test waits for a deadline to *not* pass under a clock race: each moves its deadlines before its first
 await, so a busy machine can only make the waits longer, never change what must happen."""
@@ -9,12 +10,21 @@ import asyncio
 import time
 
 import pytest
+import uvloop
 
 from tbptt.service.deadline import moving_deadline
 
+RUN = asyncio.run
+
+
+@pytest.fixture(autouse=True, params=[asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def _loop(request, monkeypatch):
+    monkeypatch.setattr(f"{__name__}.RUN", request.param)
+
 
 def _run(block) -> list[dict]:
-    """Run ``block`` on a fresh loop; what the loop's exception handler was handed meanwhile."""
+    """Run ``block`` on a fresh loop (each test: asyncio's, then uvloop's); what the loop's exception handler was
+    handed meanwhile."""
     errors: list[dict] = []
 
     async def main() -> None:
@@ -22,7 +32,7 @@ def _run(block) -> list[dict]:
         await block()
         await asyncio.sleep(0.2)  # (time for a stray timer to fire)
 
-    asyncio.run(main())
+    RUN(main())
     return errors
 
 
