@@ -4,8 +4,10 @@ metadata, nothing executable): the engine's state of the stream, its recent resu
 from __future__ import annotations
 
 import json
+import logging
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,11 @@ from tbptt.models import Engine
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models.config import CHANGEABLE
 
+from . import runs
+from .results import run_type
 from .streams import StreamState
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 2
 
@@ -33,19 +39,26 @@ SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.int64: "
 class Snapshot:
     """A checkpoint as safetensors bytes in pieces: the header, then one buffer per dtype. Taken on the
     engine thread (copies, tens of milliseconds); the checkpoint writer hashes and writes the pieces as they
-    are, never holding the interpreter lock for long (one ``bytes`` of it all would: 0.1 s per 80 MB)."""
+    are, never holding the interpreter lock for long (one ``bytes`` of it all would: 0.1 s per 80 MB).
+    One that refers to its results in runs (service/runs.py) comes with the ``runs`` to write with it (step
+    of the first result, of the last, records) and ``results_from``, the first step it needs."""
 
     pieces: list[memoryview]
+    runs: list[tuple[int, int, bytes]] = field(default_factory=list)
+    results_from: int | None = None  # None: its results are inline (a stream handed to another shard)
 
 
-def pack(engine: Engine, stream: StreamState) -> Snapshot:
+def pack(engine: Engine, stream: StreamState, inline: bool = True) -> Snapshot:
     """Everything needed to continue the stream exactly, as safetensors: the engine's and the results'
-    arrays grouped into one buffer per dtype (a few tensors, not dozens: much faster to write)."""
+    arrays grouped into one buffer per dtype (a few tensors, not dozens: much faster to write). Not
+    ``inline``: the results as the steps they are, with the runs that are new (``stream.pending_runs``: the
+    stream's runs once they are written)."""
     state = engine.state_dict(stream.key)
     arrays = {f"engine.{name}": t for name, t in state["tensors"].items()}
-    arrays.update(
-        {f"results.{name}": torch.from_numpy(np.ascontiguousarray(a)) for name, a in stream.results.arrays().items()}
-    )
+    if inline:
+        arrays.update(
+            {f"results.{k}": torch.from_numpy(np.ascontiguousarray(a)) for k, a in stream.results.arrays().items()}
+        )
     buffers: dict[str, list[torch.Tensor]] = {}
     filled: dict[str, int] = {}  # per dtype, the elements its buffer holds so far: where the next one starts
     layout = []
@@ -69,7 +82,15 @@ def pack(engine: Engine, stream: StreamState) -> Snapshot:
         "alerted": [stream.last_alert, stream.episode, stream.episodes],
         "layout": layout,
     }
-    return _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
+    if inline:
+        return _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
+    kept = stream.results.span()
+    new, stream.pending_runs = runs.plan(stream.runs, kept, run_type(stream.results.dtype).itemsize)
+    first, last = kept or (stream.steps + 1, stream.steps)
+    meta["results"] = {"from": first, "to": last, "fields": runs.describe(run_type(stream.results.dtype))}
+    snapshot = _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
+    written = [(run.first, run.last, stream.results.run(run.first, run.last)) for run in new]
+    return Snapshot(snapshot.pieces, written, first)
 
 
 def _safetensors(tensors: dict[str, torch.Tensor], meta: str) -> Snapshot:
@@ -104,9 +125,14 @@ def summary(data: bytes, stream: StreamState) -> None:
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 
-def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
-    """Restore a checkpoint into the engine and ``stream``; raises ValueError (``UnusableCheckpoint``, or the engine's ``InvalidState``) if it does not fit (and then
-    leaves the engine without the stream)."""
+RunReader = Callable[[int, int], list[tuple[int, int, bytes]]]  # (first step, last) -> the runs covering them
+
+
+def unpack(data: bytes, engine: Engine, stream: StreamState, read_runs: RunReader | None = None) -> None:
+    """Restore a checkpoint into the engine and ``stream``; raises ValueError (``UnusableCheckpoint``, or the
+    engine's ``InvalidState``) if it does not fit (and then leaves the engine without the stream). A
+    checkpoint whose results are in runs reads them with ``read_runs`` (the store's, verified: a run lost to
+    corruption loses its results and the older ones, never the stream)."""
     meta = _meta(data, stream)
     try:
         tensors = load_tensors(data)
@@ -124,7 +150,17 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     stream.config = CoreConfig.from_dict(meta["config"])  # with the changes made until then
     stream.results = stream.results.emptied()
     stream.results.threshold = stream.config.anomaly_threshold
-    stream.results.load(results)
+    stream.runs = []  # (inline: the next checkpoint writes them all as runs)
+    if "results" not in meta:
+        stream.results.load(results)
+    else:
+        first, last = meta["results"]["from"], meta["results"]["to"]
+        found = read_runs(first, last) if read_runs is not None and first <= last else []
+        dtype = runs.described(meta["results"]["fields"])
+        stream.results.load_runs([(records, dtype) for _, _, records in found], last)
+        stream.runs = [runs.Run(start, end) for start, end, _ in found]
+        if first <= last and stream.results.span() != (max(first, last - stream.results.capacity + 1), last):
+            log.error("%s: results of steps %d-%d were lost; kept: %s", stream.key, first, last, stream.results.span())
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
     _alerted(meta, stream)

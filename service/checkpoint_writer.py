@@ -15,6 +15,7 @@ import hashlib
 import logging
 import queue
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +31,19 @@ log = logging.getLogger(__name__)
 PART_BYTES = 1 << 20  # about 15 ms of writing here: what a log append may wait for
 
 INSERT = (
-    "INSERT OR REPLACE INTO checkpoints (uid, step, ord, mark, data, digest, blob) "
-    "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
+    "INSERT OR REPLACE INTO checkpoints (uid, step, ord, mark, data, digest, blob, results_from) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
 )  # a stream deleted while its checkpoint was written gets none
 REPLACED = (
     "DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ? AND step = ? AND ord = ? AND copy = 0)"
 )
 PART = "INSERT INTO parts (blob, part, data) VALUES (?, ?, ?)"
 DELETED = "DELETE FROM parts WHERE blob = ? AND NOT EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
+RUN = (
+    "INSERT OR REPLACE INTO results (uid, first, last, data, crc) "
+    "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM streams WHERE uid = ?)"
+)
+MERGED = "DELETE FROM results WHERE uid = ? AND first > ? AND first <= ?"  # the runs a new one took in
 
 
 @dataclass
@@ -53,6 +59,7 @@ class Job:
 
     def __post_init__(self) -> None:
         self.nbytes = sum(piece.nbytes for *_, data in self.rows for piece in _pieces(data))
+        self.nbytes += sum(len(run) for *_, data in self.rows for *_, run in _runs(data))
 
 
 class CheckpointWriter:
@@ -110,26 +117,37 @@ class CheckpointWriter:
     def _write(self, db: Any, job: Job) -> None:
         """Small jobs in one transaction; larger ones in parts, about ``PART_BYTES`` per transaction (a
         stream's, or several small streams'), then one transaction that makes them visible and keeps the
-        newest two per stream."""
+        newest two per stream. The runs of results the checkpoints refer to go first, likewise (a run
+        written without its checkpoint is harmless: its results are those of its steps)."""
         pieces = [_pieces(data) for *_, data in job.rows]
-        inline = sum(piece.nbytes for row in pieces for piece in row) <= PART_BYTES
+        runs = [(uid, *run) for uid, *_, data in job.rows for run in _runs(data)]
+        nbytes = sum(piece.nbytes for row in pieces for piece in row)
+        inline = nbytes <= PART_BYTES
+        runs_apart = nbytes + sum(len(run[-1]) for run in runs) > PART_BYTES
+        written = [(uid, first, last, data, zlib.crc32(data), uid) for uid, first, last, data in runs]
         rows = []
         parts: list[tuple[int, int, memoryview]] = []  # (blob, index, data) of those too large to go inline
-        for (uid, step, order, _), views in zip(job.rows, pieces):
+        for (uid, step, order, data), views in zip(job.rows, pieces):
             digest = hashlib.sha256()
             for view in views:
                 digest.update(view)  # (hashlib lets go of the interpreter lock for large buffers)
+            results_from = data.results_from if isinstance(data, Snapshot) else None
             if inline:
-                rows.append((uid, step, order, job.mark, b"".join(views), digest.hexdigest(), None, uid))
+                rows.append((uid, step, order, job.mark, b"".join(views), digest.hexdigest(), None, results_from, uid))
                 continue
             blob, self._next_blob = self._next_blob, self._next_blob + 1
             chunks = (view[at : at + PART_BYTES] for view in views for at in range(0, view.nbytes, PART_BYTES))
             parts += [(blob, k, chunk) for k, chunk in enumerate(chunks)]
-            rows.append((uid, step, order, job.mark, b"", digest.hexdigest(), blob, uid))
+            rows.append((uid, step, order, job.mark, b"", digest.hexdigest(), blob, results_from, uid))
+        if runs_apart:
+            for batch in _batches([(k, 0, memoryview(row[3])) for k, row in enumerate(written)]):
+                transaction(db, self._faults, _runs_written([written[k] for k, _, _ in batch]), point="results")
+            written = []
         for batch in _batches(parts):  # (64 streams of 66 kB: 5 transactions, not 64)
             transaction(db, self._faults, [(PART, batch)], point="part")
         uids = [uid for uid, *_ in job.rows]
         statements: list[tuple[str, list[tuple]]] = [
+            *_runs_written(written),
             (REPLACED, [(uid, step, order) for uid, step, order, _ in job.rows]),
             (INSERT, rows),
             *prune(uids),
@@ -152,5 +170,14 @@ def _batches(parts: list[tuple[int, int, memoryview]]) -> Iterator[list[tuple[in
         yield batch
 
 
+def _runs_written(rows: list[tuple[int, int, int, bytes, int, int]]) -> list[tuple[str, list[tuple]]]:
+    """The statements that write these runs (uid, first, last, records, CRC, uid) and delete those they took in."""
+    return [(RUN, rows), (MERGED, [(uid, first, last) for uid, first, last, *_ in rows])] if rows else []
+
+
 def _pieces(data: bytes | Snapshot) -> list[memoryview]:
     return data.pieces if isinstance(data, Snapshot) else [memoryview(data)]
+
+
+def _runs(data: bytes | Snapshot) -> list[tuple[int, int, bytes]]:
+    return data.runs if isinstance(data, Snapshot) else []

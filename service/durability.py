@@ -122,7 +122,7 @@ class Durability:
         after which the state loaded may lack records."""
         for checkpoint in self.store.checkpoints(state.uid):
             try:
-                unpack(checkpoint.data, self.engine, state)
+                unpack(checkpoint.data, self.engine, state, functools.partial(self.store.runs, state.uid))
             except ValueError as exc:
                 log.error(
                     "checkpoint of %s at step %d unusable (%s): trying an older one", state.key, checkpoint.step, exc
@@ -137,7 +137,7 @@ class Durability:
             log.error(state.damaged)
             raise Unavailable(state.damaged)
         state.config = state.origin  # from its creation: the log has every change since
-        state.results = state.results.emptied()
+        state.results, state.runs = state.results.emptied(), []
         state.last_alert = state.episode = None
         state.episodes = 0
         state.results.threshold = state.origin.anomaly_threshold
@@ -178,7 +178,7 @@ class Durability:
             return
         for state in states:
             state.pending = state.counters
-        rows = [(st.uid, st.steps, st.events, pack(self.engine, st)) for st in states]
+        rows = [(st.uid, st.steps, st.events, pack(self.engine, st, inline=False)) for st in states]
         self.writer.submit(Job(rows, self.store.last_batch, list(states), evict))
 
     def written(self, busy: frozenset[int] = frozenset()) -> None:
@@ -190,10 +190,12 @@ class Durability:
                 log.warning("checkpoint of %d streams failed: %s", len(job.owners), job.error)
             for state in job.owners:
                 held, state.pending = state.pending, None
+                runs, state.pending_runs = state.pending_runs, None
                 assert held is not None
                 if job.error is not None:
                     continue
                 state.checkpointed(job.mark, held)
+                state.runs = runs or []  # (None: the checkpoint carried its results, an older version's)
                 unchanged = state.counters[:2] == held[:2] and state.uid not in busy
                 current = self.registry.find(state.tenant, state.id) is state  # not deleted meanwhile
                 if job.evict and unchanged and state.loaded and current:
@@ -398,12 +400,12 @@ class Durability:
 
 def groups(states: list[StreamState]) -> Iterator[list[StreamState]]:
     """``states`` in groups of at most ``CHECKPOINT_GROUP`` streams and, unless a stream is larger alone,
-    ``GROUP_BYTES`` of checkpoint (model state and kept results): one transaction each, so that one pass is
-    never much over its budget."""
+    ``GROUP_BYTES`` of checkpoint (model state and the results since the stream's newest run): one
+    transaction each, so that one pass is never much over its budget."""
     group: list[StreamState] = []
     size = 0
     for state in states:
-        nbytes = state.state_bytes - state.results.full_bytes + state.results.nbytes  # what is held now
+        nbytes = state.state_bytes - state.results.full_bytes + _unwritten_bytes(state)
         if group and (len(group) == CHECKPOINT_GROUP or size + nbytes > GROUP_BYTES):
             yield group
             group, size = [], 0
@@ -411,3 +413,12 @@ def groups(states: list[StreamState]) -> Iterator[list[StreamState]]:
         size += nbytes
     if group:
         yield group
+
+
+def _unwritten_bytes(state: StreamState) -> int:
+    """What a checkpoint of the stream writes of its results: those kept since its newest run."""
+    kept = state.results.span()
+    if kept is None:
+        return 0
+    written = max(state.runs[-1].last if state.runs else 0, kept[0] - 1)
+    return max(0, kept[1] - written) * state.results.dtype.itemsize

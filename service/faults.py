@@ -3,6 +3,7 @@
 - ``die_in_checkpoint=N``: the process dies (SIGKILL) in the middle of its N-th checkpoint write, after the
   row is written and before the commit;
 - ``die_in_part=N``: likewise in the N-th part of a large checkpoint (service/checkpoint_writer.py);
+- ``die_in_results=N``: likewise in the N-th transaction of runs of results a large checkpoint writes first;
 - ``die_in_update=N``: the process dies in the middle of the engine's N-th TBPTT update, after its
   gradient and before its optimizer step;
 - ``disk_full_while=PATH``: every store write fails as on a full disk while the file PATH exists.
@@ -23,7 +24,7 @@ class Faults:
         options = dict(item.split("=", 1) for item in (spec or "").split(",") if item)
         self._die = {
             point: int(options[f"die_in_{point}"])
-            for point in ("checkpoint", "part", "update")
+            for point in ("checkpoint", "part", "results", "update")
             if f"die_in_{point}" in options
         }
         self._seen = dict.fromkeys(self._die, 0)

@@ -225,6 +225,35 @@ class ResultLog:
             for result, x, y, no_x, no_y in zip(self._results(rows), xs.tolist(), ys.tolist(), unkept, untargeted)
         ]
 
+    def span(self) -> tuple[int, int] | None:
+        """The steps of the oldest and the newest result kept (every step between them is kept), if any."""
+        if not self.count:
+            return None
+        return int(self._rows["step"][self._start]), int(
+            self._rows["step"][(self._start + self.count - 1) % self._size]
+        )
+
+    def run(self, first: int, last: int) -> bytes:
+        """The kept results of steps ``first`` to ``last`` as records of ``run_type`` (a checkpoint writes
+        them once, service/runs.py)."""
+        oldest = self._rows["step"][self._start]
+        at = self._start + np.arange(first - oldest, last - oldest + 1)
+        return self._rows[at % self._size].astype(run_type(self.dtype)).tobytes()
+
+    def load_runs(self, runs: Sequence[tuple[bytes, np.dtype]], last: int) -> None:
+        """From ``runs`` (bytes of records of their ``dtype``, oldest first; runs may overlap): the results of
+        the steps up to ``last`` that are kept without a gap up to it (a run lost leaves the older ones out)."""
+        if not runs:
+            return
+        rows = np.concatenate([_converted(np.frombuffer(data, dtype), self.dtype) for data, dtype in runs])
+        steps, at = np.unique(rows["step"], return_index=True)  # (where runs overlap, their results are the same)
+        steps, at = steps[steps <= last], at[steps <= last]
+        if not len(steps) or steps[-1] != last:
+            return
+        gaps = np.flatnonzero(np.diff(steps) != 1)
+        start = gaps[-1] + 1 if len(gaps) else 0
+        self.put(rows[at[start:]])
+
     def arrays(self) -> dict[str, np.ndarray]:
         """In order, a plain array per field, for a checkpoint."""
         rows = self._ordered(self._rows)
@@ -283,6 +312,25 @@ class ResultLog:
         rows = np.empty(size, self.dtype)
         rows[: self.count] = self._ordered(self._rows)
         self._rows, self._size, self._start = rows, size, 0
+
+
+@functools.lru_cache(maxsize=64)
+def run_type(dtype: np.dtype) -> np.dtype:
+    """``dtype``'s fields without the padding that aligns them: as runs are written (no bytes of the process's
+    memory on disk, a third fewer bytes)."""
+    assert dtype.fields is not None
+    return np.dtype([(name, dtype.fields[name][0]) for name in dtype.names or ()])
+
+
+def _converted(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``rows`` as records of ``dtype``, field by field (a run written before a field existed: none there)."""
+    out = np.empty(len(rows), dtype)
+    for name in dtype.names or ():
+        if rows.dtype.names and name in rows.dtype.names:
+            out[name] = rows[name]
+        else:
+            out[name] = False if dtype.fields[name][0] == np.bool_ else NAN  # type: ignore[index]
+    return out
 
 
 def _same_target(kept: np.ndarray, y: Sequence[float] | None) -> bool:

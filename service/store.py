@@ -5,6 +5,9 @@
   to the other; each remembers ``mark``, the last log batch written before it. A large one's bytes are in
   ``parts`` (``blob``: its parts' id), written in transactions of their own by the checkpoint writer
   (service/checkpoint_writer.py), so that no log append waits for more than one part.
+- ``results``: the streams' kept results in runs of steps, each written once (service/runs.py); a checkpoint
+  refers to the steps it holds (``results_from``: the first; NULL: they are in its bytes), and a run no kept
+  checkpoint needs goes when its checkpoint is pruned. A run has a CRC: a corrupt one loses those results.
 - ``templates``: per tenant, the stream settings that an observation for an unknown stream creates it with.
 - ``alerts``: the tenants' alerts feeds (service/alerts.py), one row per anomalous observation, the newest
   ``alerts_retained`` per tenant.
@@ -59,10 +62,15 @@ CREATE TABLE IF NOT EXISTS alerts (
     data TEXT NOT NULL, UNIQUE (uid, step)
 );
 CREATE INDEX IF NOT EXISTS alerts_of_tenant ON alerts (tenant, id);
+CREATE TABLE IF NOT EXISTS results (
+    uid INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL,
+    PRIMARY KEY (uid, first)
+);
 CREATE TABLE IF NOT EXISTS templates (tenant TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 KEPT_CHECKPOINTS = 2
 ORPHAN_PARTS = "DELETE FROM parts WHERE blob NOT IN (SELECT blob FROM checkpoints WHERE blob IS NOT NULL)"
+ORPHAN_RUNS = "DELETE FROM results WHERE uid NOT IN (SELECT uid FROM streams)"
 BUSY_SECONDS = 60.0  # a write waits this long for the other connection's transaction (one part, or a log append)
 INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages can be given back with incremental_vacuum
 WAL_LIMIT = 64 << 20  # bytes the WAL file keeps after a checkpoint
@@ -195,7 +203,9 @@ class Store:
         self._add_duplicates()
         self._add_labels()
         self._add_blobs()
+        self._add_results_from()
         self._db.execute(ORPHAN_PARTS)  # a checkpoint whose writing a crash interrupted
+        self._db.execute(ORPHAN_RUNS)  # a stream's, deleted while its checkpoint was written
         self.last_batch = self._db.execute("SELECT COALESCE(MAX(batch), 0) FROM log").fetchone()[0]
 
     def _give_disk_back(self) -> None:
@@ -233,6 +243,12 @@ class Store:
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")]
         if "blob" not in columns:
             self._db.execute("ALTER TABLE checkpoints ADD COLUMN blob INTEGER")
+
+    def _add_results_from(self) -> None:
+        """Stores made before results were written in runs get the column (NULL: the results are inline)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")]
+        if "results_from" not in columns:
+            self._db.execute("ALTER TABLE checkpoints ADD COLUMN results_from INTEGER")
 
     def _add_duplicates(self) -> None:
         """Stores made before duplicate counts were durable get the column."""
@@ -289,6 +305,7 @@ class Store:
                 ("DELETE FROM streams WHERE uid = ?", [(uid,)]),
                 ("DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ?)", [(uid,)]),
                 ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)]),
+                ("DELETE FROM results WHERE uid = ?", [(uid,)]),
                 ("DELETE FROM alerts WHERE uid = ?", [(uid,)]),
             ]
         )
@@ -337,8 +354,8 @@ class Store:
             if row is not None and self._verified(uid, *row) is not None:
                 sound.append((uid, *row[:3]))
         copy = (
-            "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest, blob) "
-            "SELECT uid, step, ord, copy + 1, ?, data, digest, blob FROM checkpoints "
+            "INSERT INTO checkpoints (uid, step, ord, copy, mark, data, digest, blob, results_from) "
+            "SELECT uid, step, ord, copy + 1, ?, data, digest, blob, results_from FROM checkpoints "
             "WHERE uid = ? AND step = ? AND ord = ? AND copy = ?"
         )
         copied = [uid for uid, *_ in sound]
@@ -471,6 +488,26 @@ class Store:
             log.warning("deleting the corrupt checkpoint of stream uid %d failed: %s", uid, exc)
         return None
 
+    def runs(self, uid: int, first: int, last: int) -> list[tuple[int, int, bytes]]:
+        """The stream's runs of results that hold any of steps ``first`` to ``last``, oldest first: (first
+        step, last step, records). One that fails its CRC is logged and deleted (its results are lost; the
+        checkpoint that refers to them still restores the stream's state)."""
+        rows = self._db.execute(
+            "SELECT first, last, data, crc FROM results WHERE uid = ? AND last >= ? AND first <= ? ORDER BY first",
+            (uid, first, last),
+        )
+        found = []
+        for start, end, data, crc in rows.fetchall():
+            if zlib.crc32(data) == crc:
+                found.append((start, end, data))
+                continue
+            log.error("results of stream uid %d, steps %d-%d, are corrupt: they are lost", uid, start, end)
+            try:
+                self._write([("DELETE FROM results WHERE uid = ? AND first = ?", [(uid, start)])])
+            except StoreUnavailable as exc:  # (kept, then: the next reading finds it again)
+                log.warning("deleting the corrupt results of stream uid %d failed: %s", uid, exc)
+        return found
+
     def batches(self, after: int) -> Iterator[tuple[int, Observations | Event]]:
         """The log after batch ``after``, in order."""
         rows = self._db.execute("SELECT batch, kind, data, crc FROM log WHERE batch > ? ORDER BY batch", (after,))
@@ -523,8 +560,9 @@ def in_transaction(db: sqlite3.Connection, faults: Faults, body: Callable[[], T]
 
 
 def prune(uids: Sequence[int]) -> list[tuple[str, list[tuple]]]:
-    """The statements that keep the newest KEPT_CHECKPOINTS checkpoints of each of ``uids``, and the parts
-    no kept checkpoint of theirs refers to (a stream's parts belong to its checkpoints only)."""
+    """The statements that keep the newest KEPT_CHECKPOINTS checkpoints of each of ``uids``, the parts no kept
+    checkpoint of theirs refers to (a stream's parts belong to its checkpoints only), and the runs of results
+    older than any kept checkpoint holds."""
     keep = "SELECT step, ord, copy FROM checkpoints WHERE uid = ? ORDER BY step DESC, ord DESC, copy DESC LIMIT ?"
     return [
         (
@@ -536,6 +574,10 @@ def prune(uids: Sequence[int]) -> list[tuple[str, list[tuple]]]:
         (
             f"DELETE FROM checkpoints WHERE uid = ? AND (step, ord, copy) NOT IN ({keep})",
             [(uid, uid, KEPT_CHECKPOINTS) for uid in uids],
+        ),
+        (
+            "DELETE FROM results WHERE uid = ? AND last < (SELECT MIN(results_from) FROM checkpoints WHERE uid = ?)",
+            [(uid, uid) for uid in uids],
         ),
     ]
 

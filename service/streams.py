@@ -17,6 +17,7 @@ from tbptt.models import Columns, Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .results import ResultLog
+from .runs import Run
 
 Key = tuple[str, str]  # (tenant, stream id)
 NAN = float("nan")
@@ -75,6 +76,8 @@ class StreamState:
     newest_mark: int = 0  # the log batch of the newest checkpoint (or of the creation)
     fallback_mark: int = 0  # recovery may need the log after this batch (the older checkpoint's)
     fallback_state: tuple[int, int] = (0, 0)  # (steps, events) the older checkpoint holds (creation: (0, 0))
+    runs: list[Run] = field(default_factory=list)  # its results' runs in the store (service/runs.py) ...
+    pending_runs: list[Run] | None = None  # ... and what they are once the checkpoint being written is committed
     damaged: str | None = None  # why it cannot be restored, if so
     state_bytes: int = 0  # the memory it may hold (model state and a full result log): the tenant's budget
 

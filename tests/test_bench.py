@@ -32,9 +32,11 @@ def test_the_shard_scaling_benchmark_runs():
     assert shard_scaling.total_rate(shards=2, seconds=0.2, streams=10) > 0
 
 
-def test_the_checkpoint_benchmark_measures_checkpoints_that_grow_with_the_results_kept():
-    (few, few_bytes, *few_times), (more, more_bytes, *more_times) = checkpoints.measure(streams=3, kept=[5, 60])
-    assert (few, more) == (5, 60) and more_bytes > few_bytes and min(*few_times, *more_times) > 0
+def test_the_checkpoint_benchmark_measures_whole_rings_that_grow_with_the_results_kept_and_runs_that_do_not():
+    (few, few_whole, few_runs), (more, more_whole, more_runs) = checkpoints.measure(streams=3, kept=[5, 60], added=5)
+    assert (few, more) == (15, 70) and more_whole.nbytes > few_whole.nbytes  # (two more checkpoints' added)
+    assert more_runs.nbytes < more_whole.nbytes and more_runs.nbytes < few_runs.nbytes + 100
+    assert min(c.pack for c in (few_whole, few_runs, more_whole, more_runs)) > 0
 
 
 def test_the_shard_rounds_benchmark_runs():

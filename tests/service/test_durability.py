@@ -135,6 +135,18 @@ class Client:
             exported = load_tensors(httpx.get(f"{self.server.url}/v1/streams/{stream}/model").content)
             for name, value in engine.export_weights(stream).items():
                 assert torch.equal(exported[name], value), f"{stream}: {name} differs from the uncrashed run"
+            self.assert_results_kept(stream)
+
+    def assert_results_kept(self, stream: str) -> None:
+        """Every acknowledged result is still kept (the server keeps the last 5,000) as it was answered, with
+        the observation that got it: through the checkpoints' runs of results (service/runs.py) and the log."""
+        url = f"{self.server.url}/v1/streams/{stream}/predictions"
+        history = httpx.get(url, params={"limit": 5_000}).json()["results"]
+        assert [r["seq"] for r in history] == sorted(self.acked[stream])[-5_000:], stream
+        for kept in history:
+            x, y, _ = self.acked[stream][kept["seq"]]
+            assert {k: v for k, v in kept.items() if k not in ("x", "y")} == self.results[stream][kept["seq"]]
+            assert (kept["x"], kept["y"]) == (x, y), stream
 
     def assert_duplicates_recognized(self) -> None:
         for stream in self.configs:
