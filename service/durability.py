@@ -42,6 +42,7 @@ WRITER_BACKLOG = 64 << 20  # ... unless none waits: then on, while the writer ho
 CHECKPOINT_GROUP = 64  # streams checkpointed per transaction at most ...
 GROUP_BYTES = 16 << 20  # ... and about this much state: a pass stays within its budget with large streams
 REPLAY_CHUNK = 20_000  # observations per engine call while recovering
+RELEASED_BYTES = 64 << 20  # kept results that left memory (held in runs) before the heap is trimmed
 
 
 def stream_bytes(config: CoreConfig, settings: Settings) -> int:
@@ -86,9 +87,11 @@ class Durability:
         self._trimmed = 0  # log batches up to here are gone
         self._housekept = 0.0
         self._unfinished = False  # the last pass left work for later
+        self._released = 0  # bytes of kept results that left memory since it was last handed back to the OS
 
     def new_state(self, uid: int, tenant: str, stream: str, config: CoreConfig, created_at: str) -> StreamState:
         results = ResultLog.of(self.settings.results_retained, config)
+        results.older = functools.partial(self.store.runs, uid)
         state = StreamState(uid, tenant, stream, config, created_at, results)
         state.state_bytes = stream_bytes(config, self.settings)
         state.checkpoint_time -= phase(uid) * self.settings.checkpoint_seconds
@@ -206,13 +209,16 @@ class Durability:
                     continue
                 state.checkpointed(job.mark, held)
                 state.runs = runs or []  # (None: the checkpoint carried its results, an older version's)
+                if state.runs:
+                    self._released += state.results.release(state.runs[-1].last)
                 unchanged = state.counters[:2] == held[:2] and state.uid not in busy
                 current = self.registry.find(state.tenant, state.id) is state  # not deleted meanwhile
                 if job.evict and unchanged and state.loaded and current:
                     self._unload(state)
                     unloaded = True
-        if unloaded:  # their memory, and the snapshots' the writer let go of, back to the OS
+        if unloaded or self._released >= RELEASED_BYTES:  # their memory, and the snapshots', back to the OS
             self.engine.release_memory()
+            self._released = 0
 
     def checkpoint_all(self) -> None:
         """Every stream changed since its checkpoint, committed when this returns (at shutdown)."""

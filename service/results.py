@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import NotRequired, TypedDict
 
@@ -14,8 +14,11 @@ from numpy.typing import ArrayLike
 
 from tbptt.models import StreamConfig as CoreConfig
 
+from .runs import RUN_BYTES
+
 NAN = float("nan")
 Readings = ArrayLike | Sequence[Sequence[float | None]]  # (m, I): a None (a missing reading) is NaN
+RunReader = Callable[[int, int], list[tuple[int, int, bytes]]]  # (first step, last) -> the runs covering them
 
 
 class Result(TypedDict):
@@ -77,7 +80,8 @@ class ResultLog:
     ``row_type``: seq, step, loss (NaN: none), anomaly score (NaN: none), ts (Unix seconds; NaN: none),
     prediction (O,), interval (O, 2) (NaN: none), x (I,) (NaN: not kept, or a missing reading), y (targets,)
     (NaN: none), with a horizon H > 1 the forecasts (H, O) and their intervals (H, O, 2), the updated flag and
-    the anomalous flag (the score reached the threshold of its time)."""
+    the anomalous flag (the score reached the threshold of its time). Memory holds the newest of them (a ring);
+    once the older ones are in committed runs of the store, they are read back from there (``release``)."""
 
     @property
     def full_bytes(self) -> int:
@@ -85,9 +89,9 @@ class ResultLog:
         return self.capacity * self.dtype.itemsize
 
     @property
-    def nbytes(self) -> int:
-        """What the kept results hold now (a checkpoint carries them)."""
-        return self.count * self.dtype.itemsize
+    def held_bytes(self) -> int:
+        """What the results held in memory take (``release``)."""
+        return self._size * self.dtype.itemsize
 
     @classmethod
     def of(cls, capacity: int, config: CoreConfig) -> ResultLog:
@@ -100,10 +104,12 @@ class ResultLog:
         )  # fmt: skip
 
     def emptied(self) -> ResultLog:
-        """An empty log of the same shape."""
-        return ResultLog(
+        """An empty log of the same shape (and the same runs to read older results from)."""
+        log = ResultLog(
             self.capacity, self.output_size, self.threshold, self.horizon, self.input_size, self.targets, self.gaps
         )
+        log.older = self.older
+        return log
 
     def __init__(
         self, capacity: int, output_size: int, threshold: float, horizon: int = 1, input_size: int = 1,
@@ -121,7 +127,13 @@ class ResultLog:
         self._size = 0  # allocated records: grows by doubling up to capacity, so quiet streams stay small
         self._rows = np.empty(0, self.dtype)
         self._start = 0  # index of the oldest result
-        self.count = 0
+        self.count = 0  # results held in memory
+        # Results kept but no longer held in memory (``release``) are in the stream's runs in the store
+        # (service/runs.py): steps ``disk_first`` up to the oldest one held, read back by ``older``.
+        self.older: RunReader | None = None
+        self.disk_first: int | None = None
+        self.held = max(16, RUN_BYTES // run_type(self.dtype).itemsize)  # what a new run may take in: held
+        self._read: tuple[tuple[int, int], np.ndarray] | None = None  # the last read of them, until released
 
     def records(
         self, seq: ArrayLike, step: ArrayLike, prediction: ArrayLike, loss: ArrayLike, updated: ArrayLike,
@@ -171,17 +183,28 @@ class ResultLog:
 
     def find(self, seq: int) -> Result | None:
         """The result of ``seq`` if still kept."""
+        row = self._row(seq)
+        return None if row is None else self._results(row, duplicate=True)[0]
+
+    def _row(self, seq: int) -> np.ndarray | None:
+        """``seq``'s record (an array of one), if kept: in memory, or in the runs (a retry of an old one)."""
         k = self._index(seq)
-        return None if k is None else self._results(self._rows[k : k + 1], duplicate=True)[0]
+        if k is not None:
+            return self._rows[k : k + 1]
+        if not self.count or seq >= self._rows["seq"][self._start]:
+            return None
+        older = self._read_disk()
+        k = int(np.searchsorted(older["seq"], seq))
+        return older[k : k + 1] if k < len(older) and older["seq"][k] == seq else None
 
     def repeats(self, seq: int, x: Sequence[float | None], y: Sequence[float] | None, ts: float | None) -> bool | None:
         """Whether an observation with these values is a genuine retry of the kept ``seq`` (the same x, y and
         ts), None if ``seq`` is not kept. A result loaded from a checkpoint that predates kept observations
         cannot be compared: any values repeat it."""
-        k = self._index(seq)
-        if k is None:
+        found = self._row(seq)
+        if found is None:
             return None
-        row = self._rows[k]
+        row = found[0]
         if np.isnan(row["x"]).all() and not self.gaps:
             return True
         kept_ts = float(row["ts"])
@@ -210,13 +233,17 @@ class ResultLog:
         """The result kept just before ``seq``'s (``seq`` itself need not be kept)."""
         earlier = sum(int(np.searchsorted(seqs, seq)) for _, seqs in self._segments())
         if not earlier:
-            return None
+            older = self._read_disk()
+            k = int(np.searchsorted(older["seq"], seq))
+            return self._results(older[k - 1 : k])[0] if k else None
         k = (self._start + earlier - 1) % self._size
         return self._results(self._rows[k : k + 1])[0]
 
     def history(self, limit: int) -> list[Observed]:
         """The most recent ``limit`` results with their observations, oldest first."""
         rows = self._ordered(self._rows, limit)
+        if limit > self.count:
+            rows = np.concatenate([self._read_disk()[-(limit - self.count) :], rows])
         xs, ys = rows["x"], rows["y"]
         unkept = (np.isnan(xs).all(axis=1) & (not self.gaps)).tolist()  # (a checkpoint from before they were)
         untargeted = (np.isnan(ys).all(axis=1) if self.targets else np.ones(len(rows), dtype=bool)).tolist()
@@ -227,36 +254,79 @@ class ResultLog:
 
     def span(self) -> tuple[int, int] | None:
         """The steps of the oldest and the newest result kept (every step between them is kept), if any."""
+        held = self._held()
+        if held is None:
+            return None
+        first = held[0] if self.disk_first is None else self.disk_first
+        return max(first, held[1] - self.capacity + 1), held[1]
+
+    def _held(self) -> tuple[int, int] | None:
+        """The steps of the oldest and the newest result held in memory, if any."""
         if not self.count:
             return None
-        return int(self._rows["step"][self._start]), int(
-            self._rows["step"][(self._start + self.count - 1) % self._size]
-        )
+        steps = self._rows["step"]
+        return int(steps[self._start]), int(steps[(self._start + self.count - 1) % self._size])
 
     def run(self, first: int, last: int) -> bytes:
         """The kept results of steps ``first`` to ``last`` as records of ``run_type`` (a checkpoint writes
         them once, service/runs.py)."""
-        oldest = self._rows["step"][self._start]
-        at = self._start + np.arange(first - oldest, last - oldest + 1)
-        return self._rows[at % self._size].astype(run_type(self.dtype)).tobytes()
+        oldest = int(self._rows["step"][self._start])
+        at = self._start + np.arange(max(first, oldest) - oldest, last - oldest + 1)
+        rows = self._rows[at % self._size]
+        if first < oldest:  # (runs take in only what is held: not reached while ``held`` covers RUN_BYTES)
+            older = self._read_disk()
+            rows = np.concatenate([older[older["step"] >= first], rows])
+        return rows.astype(run_type(self.dtype)).tobytes()
 
     def load_runs(self, runs: Sequence[tuple[bytes, np.dtype]], last: int) -> None:
         """From ``runs`` (bytes of records of their ``dtype``, oldest first; runs may overlap): the results of
-        the steps up to ``last`` that are kept without a gap up to it (a run lost leaves the older ones out)."""
-        if not runs:
-            return
-        rows = np.concatenate([_converted(np.frombuffer(data, dtype), self.dtype) for data, dtype in runs])
-        steps, at = np.unique(rows["step"], return_index=True)  # (where runs overlap, their results are the same)
-        steps, at = steps[steps <= last], at[steps <= last]
-        if not len(steps) or steps[-1] != last:
-            return
-        gaps = np.flatnonzero(np.diff(steps) != 1)
-        start = gaps[-1] + 1 if len(gaps) else 0
-        self.put(rows[at[start:]])
+        the steps up to ``last`` that are kept without a gap up to it (a run lost leaves the older ones out).
+        Those older than the newest ``held`` stay in the runs only, if they are of this version's type."""
+        rows = _assembled(runs, self.dtype, last)
+        if len(rows) > self.held and self.older is not None and all(d == run_type(self.dtype) for _, d in runs):
+            self.disk_first = int(rows["step"][0])
+            rows = rows[-self.held :]
+        self.put(rows)
+
+    def release(self, written: int) -> int:
+        """Results up to step ``written`` are in committed runs: hold in memory only the newest ``held`` and
+        those after it (the rest are read back from the runs when asked for: a retry of an old seq, a long
+        ``/predictions``). A stream's memory at a steady state: what a checkpoint adds, not all it keeps.
+        The bytes given back."""
+        held = self._held()
+        if held is None or self.older is None:
+            return 0
+        keep = max(self.held, held[1] - written)
+        if self.count <= keep or self._size <= 2 * keep:
+            return 0  # (nothing to give back)
+        before = self.held_bytes
+        if self.disk_first is None:
+            self.disk_first = held[0]
+        self._read = None
+        rows = self._ordered(self._rows, keep)
+        self._rows, self._size, self._start, self.count = np.empty(2 * keep, self.dtype), 2 * keep, 0, keep
+        self._rows[:keep] = rows
+        return before - self.held_bytes
+
+    def _read_disk(self) -> np.ndarray:
+        """The results kept but not held, oldest first (a run found corrupt now loses its results and the
+        older ones). Kept until the next ``release``: retries of old seqs read the store once, not each."""
+        kept, held = self.span(), self._held()
+        if kept is None or held is None or kept[0] >= held[0] or self.older is None:
+            return self._rows[:0]
+        if self._read is not None and self._read[0] == (kept[0], held[0]):
+            return self._read[1]
+        dtype = run_type(self.dtype)
+        rows = _assembled([(data, dtype) for *_, data in self.older(kept[0], held[0] - 1)], self.dtype, held[0] - 1)
+        rows = rows[rows["step"] >= kept[0]]
+        if len(rows) < held[0] - kept[0]:
+            self.disk_first = int(rows["step"][0]) if len(rows) else None
+        self._read = ((kept[0], held[0]), rows)
+        return rows
 
     def arrays(self) -> dict[str, np.ndarray]:
         """In order, a plain array per field, for a checkpoint."""
-        rows = self._ordered(self._rows)
+        rows = np.concatenate([self._read_disk(), self._ordered(self._rows)])
         names = CHECKPOINT_NAMES + (AHEAD_NAMES if self.horizon > 1 else ())
         return {name: np.ascontiguousarray(rows[field]) for name, field in names}
 
@@ -312,6 +382,20 @@ class ResultLog:
         rows = np.empty(size, self.dtype)
         rows[: self.count] = self._ordered(self._rows)
         self._rows, self._size, self._start = rows, size, 0
+
+
+def _assembled(runs: Sequence[tuple[bytes, np.dtype]], dtype: np.dtype, last: int) -> np.ndarray:
+    """The records of ``runs`` (bytes of records of their dtype, oldest first; runs may overlap) as ``dtype``:
+    those of the steps up to ``last`` that are there without a gap up to it, oldest first."""
+    if not runs:
+        return np.empty(0, dtype)
+    rows = np.concatenate([_converted(np.frombuffer(data, kind), dtype) for data, kind in runs])
+    steps, at = np.unique(rows["step"], return_index=True)  # (where runs overlap, their results are the same)
+    steps, at = steps[steps <= last], at[steps <= last]
+    if not len(steps) or steps[-1] != last:
+        return rows[:0]
+    gaps = np.flatnonzero(np.diff(steps) != 1)
+    return rows[at[gaps[-1] + 1 if len(gaps) else 0 :]]
 
 
 @functools.lru_cache(maxsize=64)

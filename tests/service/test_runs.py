@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tbptt.models import StreamConfig
 from tbptt.service import checkpoint, durability
+from tbptt.service.errors import Conflict
 from tbptt.service.ingest import Incoming, Part
 from tbptt.service.runs import RUN_BYTES, Run, plan
 from tbptt.service.settings import Settings
@@ -49,18 +50,18 @@ def test_runs_cover_the_kept_results_each_written_a_few_times_at_most(capacity, 
     assert max(writes.values()) <= math.log2(per) + 1
 
 
-def shard_on(data_dir, **settings) -> Shard:
-    shard = Shard(Settings(data_dir=data_dir, results_retained=KEPT, **settings), Telemetry(None))
+def shard_on(data_dir, kept: int = KEPT) -> Shard:
+    shard = Shard(Settings(data_dir=data_dir, results_retained=kept), Telemetry(None))
     shard.open()
     return shard
 
 
+def reading(k: int) -> Incoming:
+    return Incoming([math.sin(0.1 * k + j) for j in range(8)], [math.cos(0.1 * k)], k + 1)  # seq k + 1
+
+
 def feed(shard: Shard, start: int, count: int) -> list[dict]:
-    readings = [
-        Incoming([math.sin(0.1 * k + j) for j in range(8)], [math.cos(0.1 * k)], None)
-        for k in range(start, start + count)
-    ]
-    (answer,) = shard.apply([("t", [Part("s", readings)])])
+    (answer,) = shard.apply([("t", [Part("s", [reading(k) for k in range(start, start + count)])])])
     return answer[0]
 
 
@@ -90,9 +91,9 @@ def kept_as_answered(history: list[dict], answers: list[dict], count: int = KEPT
     ] == [{**a, "duplicate": False} for a in answers[len(answers) - len(history) :]]
 
 
-def filled(data_dir, batches: int = BATCHES, size: int = SIZE) -> tuple[Shard, list[dict]]:
+def filled(data_dir, batches: int = BATCHES, size: int = SIZE, kept: int = KEPT) -> tuple[Shard, list[dict]]:
     """A stream of 8 inputs fed ``batches`` batches, checkpointed after each."""
-    shard = shard_on(data_dir)
+    shard = shard_on(data_dir, kept)
     shard.create("t", "s", StreamConfig(input_size=8, dtype="float64"))
     answers: list[dict] = []
     for k in range(batches):
@@ -193,3 +194,27 @@ def test_a_deleted_stream_leaves_no_runs(tmp_path):
     shard.delete("t", "s")
     assert stored(data, "SELECT count(*) FROM results") == [(0,)]
     shard.close(failed=False)
+
+
+def test_memory_holds_the_newest_results_and_the_runs_answer_for_older_ones(tmp_path):
+    """Once in committed runs, results older than the newest ``held`` leave memory (a full ring of 5,000 with
+    8 inputs held 0.7 MiB a stream): retries of old seqs, long ``/predictions`` and a hand-over to another
+    shard read them back from the runs, as they were answered."""
+    kept = 5_000  # (the default)
+    shard, answers = filled(tmp_path / "data", batches=60, size=100, kept=kept)
+    log = shard.registry.find("t", "s").results
+    assert log.held_bytes <= 2 * (log.held + 100) * log.dtype.itemsize < log.full_bytes / 4  # not all 5,000
+    assert kept_as_answered(shard.predictions("t", "s", kept), answers, kept)
+    old = answers[-kept]  # the oldest kept: in a run only
+    (retried,) = shard.apply([("t", [Part("s", [reading(old["seq"] - 1)])])])
+    assert retried[0] == [{**old, "duplicate": True}]
+    changed = Incoming([9.0] * 8, [9.0], old["seq"])
+    (conflict,) = shard.apply([("t", [Part("s", [changed])])])
+    assert isinstance(conflict, Conflict) and "values differ" in str(conflict)
+    (gone,) = shard.apply([("t", [Part("s", [reading(old["seq"] - 2)])])])  # the one before: no longer kept
+    assert isinstance(gone, Conflict) and "no observation with that seq is kept" in str(gone)
+    other = shard_on(tmp_path / "other", kept)  # handed over whole, as ``tbptt rebalance`` does
+    other.adopt(shard.handover("t", "s"))
+    assert kept_as_answered(other.predictions("t", "s", kept), answers, kept)
+    for each in (shard, other):
+        each.close(failed=False)
