@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,14 +124,11 @@ def summary(data: bytes, stream: StreamState) -> None:
     stream.duplicates = max(stream.duplicates, meta["duplicates"])  # the store's count may be newer
 
 
-RunReader = Callable[[int, int], list[tuple[int, int, bytes]]]  # (first step, last) -> the runs covering them
-
-
-def unpack(data: bytes, engine: Engine, stream: StreamState, read_runs: RunReader | None = None) -> None:
+def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     """Restore a checkpoint into the engine and ``stream``; raises ValueError (``UnusableCheckpoint``, or the
     engine's ``InvalidState``) if it does not fit (and then leaves the engine without the stream). A
-    checkpoint whose results are in runs reads them with ``read_runs`` (the store's, verified: a run lost to
-    corruption loses its results and the older ones, never the stream)."""
+    checkpoint whose results are in runs reads them with the stream's ``results.older`` (the store's,
+    verified: a run lost to corruption loses its results and the older ones, never the stream)."""
     meta = _meta(data, stream)
     try:
         tensors = load_tensors(data)
@@ -155,6 +151,7 @@ def unpack(data: bytes, engine: Engine, stream: StreamState, read_runs: RunReade
         stream.results.load(results)
     else:
         first, last = meta["results"]["from"], meta["results"]["to"]
+        read_runs = stream.results.older
         found = read_runs(first, last) if read_runs is not None and first <= last else []
         dtype = runs.described(meta["results"]["fields"])
         stream.results.load_runs([(records, dtype) for _, _, records in found], last)

@@ -135,7 +135,7 @@ class Durability:
         after which the state loaded may lack records."""
         for checkpoint in self.store.checkpoints(state.uid):
             try:
-                unpack(checkpoint.data, self.engine, state, functools.partial(self.store.runs, state.uid))
+                unpack(checkpoint.data, self.engine, state)
             except ValueError as exc:
                 log.error(
                     "checkpoint of %s at step %d unusable (%s): trying an older one", state.key, checkpoint.step, exc

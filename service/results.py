@@ -401,7 +401,7 @@ def _assembled(runs: Sequence[tuple[bytes, np.dtype]], dtype: np.dtype, last: in
 @functools.lru_cache(maxsize=64)
 def run_type(dtype: np.dtype) -> np.dtype:
     """``dtype``'s fields without the padding that aligns them: as runs are written (no bytes of the process's
-    memory on disk, a third fewer bytes)."""
+    memory on disk)."""
     assert dtype.fields is not None
     return np.dtype([(name, dtype.fields[name][0]) for name in dtype.names or ()])
 
