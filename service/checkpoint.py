@@ -81,13 +81,14 @@ def pack(engine: Engine, stream: StreamState, inline: bool = True) -> Snapshot:
         "alerted": [stream.last_alert, stream.episode, stream.episodes],
         "layout": layout,
     }
-    if inline:
-        return _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
-    kept = stream.results.span()
-    new, stream.pending_runs = runs.plan(stream.runs, kept, run_type(stream.results.dtype).itemsize)
-    first, last = kept or (stream.steps + 1, stream.steps)
-    meta["results"] = {"from": first, "to": last, "fields": runs.describe(run_type(stream.results.dtype))}
+    if not inline:
+        kept = stream.results.span()
+        new, stream.pending_runs = runs.plan(stream.runs, kept, run_type(stream.results.dtype).itemsize)
+        first, last = kept or (stream.steps + 1, stream.steps)
+        meta["results"] = {"from": first, "to": last, "fields": runs.describe(run_type(stream.results.dtype))}
     snapshot = _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
+    if inline:
+        return snapshot
     written = [(run.first, run.last, stream.results.run(run.first, run.last)) for run in new]
     return Snapshot(snapshot.pieces, written, first)
 

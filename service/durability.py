@@ -29,6 +29,7 @@ from .errors import ServiceError, StorageFull, Unavailable
 from .modelfile import read_weights
 from .registry import StreamRegistry
 from .results import ResultLog
+from .runs import unwritten_from
 from .settings import Settings
 from .store import CorruptLog, Event, Store, StoreUnavailable
 from .streams import StreamState, record_results
@@ -436,5 +437,4 @@ def _unwritten_bytes(state: StreamState) -> int:
     kept = state.results.span()
     if kept is None:
         return 0
-    written = max(state.runs[-1].last if state.runs else 0, kept[0] - 1)
-    return max(0, kept[1] - written) * state.results.dtype.itemsize
+    return max(0, kept[1] + 1 - unwritten_from(state.runs, kept[0])) * state.results.dtype.itemsize

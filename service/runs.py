@@ -47,7 +47,7 @@ def plan(written: Sequence[Run], kept: tuple[int, int] | None, row_bytes: int) -
         return [], []
     first, last = kept
     runs = [run for run in written if run.last >= first]
-    start = max(runs[-1].last + 1, first) if runs else first
+    start = unwritten_from(runs, first)
     if start > last:
         return [], runs
     new = Run(start, last)
@@ -61,6 +61,11 @@ def plan(written: Sequence[Run], kept: tuple[int, int] | None, row_bytes: int) -
     per = max(1, RUN_BYTES // row_bytes)
     pieces = [Run(at, min(at + per - 1, new.last)) for at in range(new.first, new.last + 1, per)]
     return pieces, runs + pieces
+
+
+def unwritten_from(written: Sequence[Run], first: int) -> int:
+    """The first step of the kept results (from ``first``) that no run in ``written`` holds yet."""
+    return max(written[-1].last + 1, first) if written else first
 
 
 def describe(dtype: np.dtype) -> list[list[Any]]:
