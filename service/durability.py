@@ -251,7 +251,9 @@ class Durability:
             if st.loaded and st.dirty and now - st.last_active < s.idle_seconds and now - st.checkpoint_time >= s.checkpoint_seconds
         ]  # fmt: skip
         quiet = [st for st in free if not st.dirty and not st.damaged and st.checkpoint_step >= 0]
-        quiet = [st for st in quiet if st.needs_log]  # quiet, yet holding the log back for an older checkpoint
+        # quiet for a period since its newest checkpoint, yet holding the log back for an older one (sooner, most
+        # streams under load would be copied between two observations: a second write of every checkpoint)
+        quiet = [st for st in quiet if st.needs_log and now - st.checkpoint_time >= s.checkpoint_seconds]
         for action, states in ((self._evict, idle), (self.checkpoint, due), (self._copy_newest, quiet)):
             for group in groups(states):
                 if time.monotonic() - now > budget and not self._may_go_on(busy, unhurried):
