@@ -151,7 +151,8 @@ class StreamConfig:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # every field is a plain value but ``betas``: no need for ``asdict``'s deep copies (a checkpoint asks)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["betas"] = list(self.betas)
         return data
 

@@ -328,6 +328,17 @@ class Engine:
             "tensors": {name: arrays.row(name, stream.slot) for name in arrays.names()},
         }
 
+    def state_views(self, stream_id: str) -> dict:
+        """``state_dict`` with numpy views of the stream's rows instead of copies (a checkpoint copies them
+        once, into its buffers): valid only until the engine next runs."""
+        stream = self._get(stream_id)
+        arrays = stream.fleet.slots
+        return {
+            "version": STATE_VERSION,
+            "config": stream.config.to_dict(),
+            "arrays": {name: arrays.view(name, stream.slot) for name in arrays.names()},
+        }
+
     def load_state_dict(self, stream_id: str, state: dict) -> None:
         """Create the stream ``stream_id`` (replacing any) from a ``state_dict``."""
         for key in ("version", "config", "tensors"):

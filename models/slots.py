@@ -95,6 +95,11 @@ class SlotArrays:
         value = getattr(self, name)[slot]
         return value.clone() if isinstance(value, Tensor) else torch.from_numpy(np.array(value))
 
+    def view(self, name: str, slot: int) -> np.ndarray:
+        """One row as a numpy view, no copy: valid until the arrays next change (a caller that keeps it copies)."""
+        value = getattr(self, name)[slot]
+        return value.detach().numpy() if isinstance(value, Tensor) else value
+
     def set_row(self, name: str, slot: int, value: Tensor) -> None:
         spec = self._specs[name]
         if tuple(value.shape) != spec.shape:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors.torch import load as load_tensors
 
 from tbptt.models import Engine
@@ -31,7 +30,8 @@ class UnusableCheckpoint(ValueError):
 
 
 # safetensors' names of the dtypes a checkpoint holds
-SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.int64: "I64", torch.bool: "BOOL"}
+SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "int64": "I64", "bool": "BOOL"}
+DTYPE_NAMES = {np.dtype(name): name for name in SAFETENSORS_DTYPES}  # (numpy's ``dtype.name`` is slow Python)
 
 
 @dataclass(frozen=True)
@@ -52,21 +52,19 @@ def pack(engine: Engine, stream: StreamState, inline: bool = True) -> Snapshot:
     arrays grouped into one buffer per dtype (a few tensors, not dozens: much faster to write). Not
     ``inline``: the results as the steps they are, with the runs that are new (``stream.pending_runs``: the
     stream's runs once they are written)."""
-    state = engine.state_dict(stream.key)
-    arrays = {f"engine.{name}": t for name, t in state["tensors"].items()}
+    state = engine.state_views(stream.key)
+    arrays = {f"engine.{name}": a for name, a in state["arrays"].items()}
     if inline:
-        arrays.update(
-            {f"results.{k}": torch.from_numpy(np.ascontiguousarray(a)) for k, a in stream.results.arrays().items()}
-        )
-    buffers: dict[str, list[torch.Tensor]] = {}
+        arrays.update({f"results.{k}": a for k, a in stream.results.arrays().items()})
+    groups: dict[str, list[np.ndarray]] = {}
     filled: dict[str, int] = {}  # per dtype, the elements its buffer holds so far: where the next one starts
     layout = []
-    for name, tensor in arrays.items():
-        dtype = str(tensor.dtype).removeprefix("torch.")
+    for name, array in arrays.items():
+        dtype = DTYPE_NAMES[array.dtype]
         offset = filled.get(dtype, 0)
-        layout.append([name, dtype, list(tensor.shape), offset])
-        buffers.setdefault(dtype, []).append(tensor.reshape(-1))
-        filled[dtype] = offset + tensor.numel()
+        layout.append([name, dtype, list(array.shape), offset])
+        groups.setdefault(dtype, []).append(array.reshape(-1))
+        filled[dtype] = offset + array.size
     meta = {
         "version": CHECKPOINT_VERSION,
         "engine_version": state["version"],
@@ -86,31 +84,31 @@ def pack(engine: Engine, stream: StreamState, inline: bool = True) -> Snapshot:
         new, stream.pending_runs = runs.plan(stream.runs, kept, run_type(stream.results.dtype).itemsize)
         first, last = kept or (stream.steps + 1, stream.steps)
         meta["results"] = {"from": first, "to": last, "fields": runs.describe(run_type(stream.results.dtype))}
-    snapshot = _safetensors({dtype: torch.cat(group) for dtype, group in buffers.items()}, json.dumps(meta))
+    # one copy of every row, into one buffer per dtype (the views are the engine's, which runs on after this)
+    snapshot = _safetensors({dtype: np.concatenate(group) for dtype, group in groups.items()}, json.dumps(meta))
     if inline:
         return snapshot
     written = [(run.first, run.last, stream.results.run(run.first, run.last)) for run in new]
     return Snapshot(snapshot.pieces, written, first)
 
 
-def _safetensors(tensors: dict[str, torch.Tensor], meta: str) -> Snapshot:
+def _safetensors(buffers: dict[str, np.ndarray], meta: str) -> Snapshot:
     """The safetensors format (an 8-byte header length, a JSON header padded to 8 bytes, the data), with
-    the tensors widest dtype first so that each starts aligned."""
-    order = sorted(tensors, key=lambda name: -tensors[name].element_size())
+    the buffers widest dtype first so that each starts aligned."""
+    order = sorted(buffers, key=lambda name: -buffers[name].itemsize)
     header: dict[str, Any] = {"__metadata__": {"meta": meta}}
     at = 0
     for name in order:
-        tensor = tensors[name]
-        size = tensor.numel() * tensor.element_size()
+        buffer = buffers[name]
         header[name] = {
-            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [at, at + size],
+            "dtype": SAFETENSORS_DTYPES[DTYPE_NAMES[buffer.dtype]],
+            "shape": list(buffer.shape),
+            "data_offsets": [at, at + buffer.nbytes],
         }
-        at += size
+        at += buffer.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    data = [tensors[name].contiguous().view(torch.uint8).numpy().data for name in order]
+    data = [buffers[name].view(np.uint8).data for name in order]
     return Snapshot([memoryview(struct.pack("<Q", len(text)) + text), *data])
 
 
