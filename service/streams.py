@@ -91,7 +91,7 @@ class StreamState:
     @property
     def dirty(self) -> bool:
         """Changed since its last checkpoint."""
-        return (self.steps, self.events) != (self.checkpoint_step, self.checkpoint_events)
+        return self.steps != self.checkpoint_step or self.events != self.checkpoint_events
 
     @property
     def needs_log(self) -> bool:
