@@ -339,6 +339,25 @@ class Engine:
             "arrays": {name: arrays.view(name, stream.slot) for name in arrays.names()},
         }
 
+    def stacked_states(self, stream_ids: Sequence[str]) -> list[tuple[list[int], dict]]:
+        """The streams' states, copied together per fleet: for each fleet, the positions in ``stream_ids`` of
+        its streams and their states as ``state_views`` gives them, each array's rows stacked (``configs``: one
+        per stream). One copy per array and fleet, not per array and stream."""
+        streams = [self._get(stream_id) for stream_id in stream_ids]
+        by_fleet: dict[int, list[int]] = {}
+        for k, stream in enumerate(streams):
+            by_fleet.setdefault(id(stream.fleet), []).append(k)
+        stacked = []
+        for positions in by_fleet.values():
+            arrays = streams[positions[0]].fleet.slots
+            state = {
+                "version": STATE_VERSION,
+                "configs": [streams[k].config.to_dict() for k in positions],
+                "arrays": arrays.gather([streams[k].slot for k in positions]),
+            }
+            stacked.append((positions, state))
+        return stacked
+
     def load_state_dict(self, stream_id: str, state: dict) -> None:
         """Create the stream ``stream_id`` (replacing any) from a ``state_dict``."""
         for key in ("version", "config", "tensors"):

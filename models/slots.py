@@ -100,6 +100,12 @@ class SlotArrays:
         value = getattr(self, name)[slot]
         return value.detach().numpy() if isinstance(value, Tensor) else value
 
+    def gather(self, slots: list[int]) -> dict[str, np.ndarray]:
+        """Copies of some rows of every array, stacked, as numpy (one copy per array, not per array and row)."""
+        at = np.array(slots, dtype=np.int64)
+        arrays = ((name, getattr(self, name)) for name in self._specs)
+        return {name: (a.detach().numpy() if isinstance(a, Tensor) else a)[at] for name, a in arrays}
+
     def set_row(self, name: str, slot: int, value: Tensor) -> None:
         spec = self._specs[name]
         if tuple(value.shape) != spec.shape:

@@ -23,7 +23,7 @@ from tbptt.models import CoreError, Engine, InvalidObservation
 from tbptt.models import StreamConfig as CoreConfig
 
 from .alerts import AlertFeed, alerts_of
-from .checkpoint import pack, summary, unpack
+from .checkpoint import pack_many, summary, unpack
 from .checkpoint_writer import CheckpointWriter, Job
 from .errors import ServiceError, StorageFull, Unavailable
 from .modelfile import read_weights
@@ -195,7 +195,7 @@ class Durability:
             return
         for state in states:
             state.pending = state.counters
-        rows = [(st.uid, st.steps, st.events, pack(self.engine, st, inline=False)) for st in states]
+        rows = [(st.uid, st.steps, st.events, data) for st, data in zip(states, pack_many(self.engine, states))]
         self.writer.submit(Job(rows, self.store.last_batch, list(states), evict))
 
     def written(self, busy: frozenset[int] = frozenset()) -> None:

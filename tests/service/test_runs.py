@@ -169,13 +169,13 @@ def feed_twin(tmp_path, count: int) -> list[dict]:
 
 def test_a_checkpoint_from_before_runs_is_read_and_its_results_written_as_runs(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    inline = checkpoint.pack
-    monkeypatch.setattr(durability, "pack", lambda engine, state, inline=True: checkpoint.pack(engine, state))
+    batched = checkpoint.pack_many
+    monkeypatch.setattr(durability, "pack_many", lambda engine, states: [checkpoint.pack(engine, st) for st in states])
     shard, answers = filled(data)  # checkpoints as an older version wrote them
     shard.close(failed=False)
     assert stored(data, "SELECT count(*), min(results_from) FROM checkpoints") == [(2, None)]
     assert stored(data, "SELECT count(*) FROM results") == [(0,)]
-    monkeypatch.setattr(durability, "pack", inline)
+    monkeypatch.setattr(durability, "pack_many", batched)
     shard = shard_on(data)
     assert kept_as_answered(shard.predictions("t", "s", KEPT), answers)
     answers += feed(shard, TOTAL, SIZE)
@@ -218,3 +218,33 @@ def test_memory_holds_the_newest_results_and_the_runs_answer_for_older_ones(tmp_
     assert kept_as_answered(other.predictions("t", "s", kept), answers, kept)
     for each in (shard, other):
         each.close(failed=False)
+
+
+def test_streams_packed_together_get_the_bytes_each_gets_alone_and_keep_them_as_the_engine_runs_on(tmp_path):
+    """pack_many copies the rows of a fleet's streams together (one operation per array): the same checkpoint
+    as each stream packed alone, in the order asked, whatever fleets they are in, and a copy, not a view."""
+    shard = shard_on(tmp_path / "data")
+    configs = [
+        StreamConfig(input_size=3),
+        StreamConfig(input_size=1, cell="lstm", dtype="float64"),
+        StreamConfig(input_size=3, lr=0.003),  # the first one's fleet
+        StreamConfig(input_size=2, target="next", horizon=3),
+    ]
+    for k, config in enumerate(configs):
+        shard.create("t", f"s{k}", config)
+        xs = [[float((j * (k + 2)) % 7)] * config.input_size for j in range(40 + 13 * k)]
+        y = None if config.target == "next" else [0.5]
+        shard.apply([("t", [Part(f"s{k}", [Incoming(x, y, None) for x in xs])])])
+    states = [shard.loaded("t", f"s{k}") for k in (3, 0, 2, 1)]
+
+    def whole(snapshot: checkpoint.Snapshot) -> tuple:
+        return b"".join(snapshot.pieces), snapshot.runs, snapshot.results_from
+
+    packed = checkpoint.pack_many(shard.engine, states)
+    together = [whole(s) for s in packed]
+    assert together == [whole(checkpoint.pack_many(shard.engine, [state])[0]) for state in states]
+    assert len({data for data, *_ in together}) == 4
+    shard.apply([("t", [Part(f"s{k}", [Incoming([1.0] * c.input_size, None, None)]) for k, c in enumerate(configs)])])
+    assert [whole(s) for s in checkpoint.pack_many(shard.engine, states)] != together  # they ran on ...
+    assert [whole(s) for s in packed] == together  # ... and what was packed did not
+    shard.close(failed=False)
