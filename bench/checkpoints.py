@@ -79,7 +79,8 @@ def measure(streams: int, kept: list[int], added: int = 60) -> list[tuple[int, C
 
         def checkpoint_all(inline: bool) -> Cost:
             d = shard.durability
-            durability.pack = lambda engine, state, inline=None, kind=inline: checkpoint.pack(engine, state, kind)
+            whole = lambda engine, group: [checkpoint.pack(engine, state) for state in group]  # noqa: E731
+            durability.pack_many = whole if inline else checkpoint.pack_many
             try:
                 d.writer.flush()
                 d.written()
@@ -91,7 +92,7 @@ def measure(streams: int, kept: list[int], added: int = 60) -> list[tuple[int, C
                 d.written()
                 written = time.perf_counter()
             finally:
-                durability.pack = checkpoint.pack
+                durability.pack_many = checkpoint.pack_many
             return Cost(nbytes / streams, (packed - began) / streams, (written - packed) / streams)
 
         def steady(inline: bool, target: int) -> Cost:

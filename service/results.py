@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NotRequired, TypedDict
+from typing import NotRequired, Protocol, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -18,7 +18,12 @@ from .runs import RUN_BYTES
 
 NAN = float("nan")
 Readings = ArrayLike | Sequence[Sequence[float | None]]  # (m, I): a None (a missing reading) is NaN
-RunReader = Callable[[int, int], list[tuple[int, int, bytes]]]  # (first step, last) -> the runs covering them
+
+
+class RunReader(Protocol):
+    """(first step, last) -> the runs covering them, as ``Store.runs`` (``records=False``: their steps only)."""
+
+    def __call__(self, first: int, last: int, records: bool = True) -> list[tuple[int, int, bytes]]: ...
 
 
 class Result(TypedDict):
@@ -278,15 +283,22 @@ class ResultLog:
             rows = np.concatenate([older[older["step"] >= first], rows])
         return rows.astype(run_type(self.dtype)).tobytes()
 
-    def load_runs(self, runs: Sequence[tuple[bytes, np.dtype]], last: int) -> None:
+    def load_runs(
+        self, runs: Sequence[tuple[bytes, np.dtype]], last: int, unread: tuple[int, int] | None = None
+    ) -> None:
         """From ``runs`` (bytes of records of their ``dtype``, oldest first; runs may overlap): the results of
         the steps up to ``last`` that are kept without a gap up to it (a run lost leaves the older ones out).
-        Those older than the newest ``held`` stay in the runs only, if they are of this version's type."""
+        Those older than the newest ``held`` stay in the runs only, if they are of this version's type; so do
+        those of steps ``unread`` (first, last step), which were not read (the runs read hold the steps after)."""
         rows = _assembled(runs, self.dtype, last)
-        if len(rows) > self.held and self.older is not None and all(d == run_type(self.dtype) for _, d in runs):
+        if self.older is None or not all(d == run_type(self.dtype) for _, d in runs):
+            self.put(rows)
+            return
+        if unread is not None and len(rows) and rows["step"][0] <= unread[1] + 1:  # read from there, no gap
+            self.disk_first = unread[0]
+        elif len(rows) > self.held:
             self.disk_first = int(rows["step"][0])
-            rows = rows[-self.held :]
-        self.put(rows)
+        self.put(rows[-self.held :] if self.disk_first is not None else rows)
 
     def release(self, written: int) -> int:
         """Results up to step ``written`` are in committed runs: hold in memory only the newest ``held`` and

@@ -488,10 +488,14 @@ class Store:
             log.warning("deleting the corrupt checkpoint of stream uid %d failed: %s", uid, exc)
         return None
 
-    def runs(self, uid: int, first: int, last: int) -> list[tuple[int, int, bytes]]:
+    def runs(self, uid: int, first: int, last: int, records: bool = True) -> list[tuple[int, int, bytes]]:
         """The stream's runs of results that hold any of steps ``first`` to ``last``, oldest first: (first
         step, last step, records). One that fails its CRC is logged and deleted (its results are lost; the
-        checkpoint that refers to them still restores the stream's state)."""
+        checkpoint that refers to them still restores the stream's state). Not ``records``: their steps only
+        (records empty, unread and unchecked)."""
+        if not records:
+            spans = "SELECT first, last FROM results WHERE uid = ? AND last >= ? AND first <= ? ORDER BY first"
+            return [(start, end, b"") for start, end in self._db.execute(spans, (uid, first, last))]
         rows = self._db.execute(
             "SELECT first, last, data, crc FROM results WHERE uid = ? AND last >= ? AND first <= ? ORDER BY first",
             (uid, first, last),
