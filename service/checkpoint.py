@@ -190,7 +190,7 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
             # are read whole, converted.
             newest = max(first, last - stream.results.held + 1) if dtype == run_type(stream.results.dtype) else first
             found = read_runs(newest, last)
-            unread = (first, found[0][0] - 1) if found and first < found[0][0] else None
+            unread = (first, newest - 1) if first < newest else None  # (kept, unless the runs read start later)
             stream.runs = [runs.Run(start, end) for start, end, _ in read_runs(first, last, records=False)]
         stream.results.load_runs([(records, dtype) for _, _, records in found], last, unread)
         if first <= last and stream.results.span() != (max(first, last - stream.results.capacity + 1), last):

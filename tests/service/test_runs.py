@@ -253,6 +253,14 @@ def test_a_restored_stream_reads_the_runs_of_its_newest_results_and_the_older_on
     history = shard.predictions("t", "s", kept)
     assert [r["step"] for r in history] == list(range(last + 1, 6_001))  # those after the corrupt run
     assert kept_as_answered(history, answers, 6_000 - last)
+    checkpoint_now(shard, evict=True)  # and the run that holds the oldest result memory would hold goes:
+    newest = 6_000 - state.results.held + 1
+    first, last = stored(data, f"SELECT first, last FROM results WHERE first <= {newest} AND last >= {newest}")[0]
+    db = sqlite3.connect(data / "tbptt.sqlite3")
+    db.execute("DELETE FROM results WHERE first = ?", (first,))
+    db.commit()
+    db.close()
+    assert shard.loaded("t", "s").results.span() == (last + 1, 6_000)  # no claim to the older ones, before any read
     shard.close(failed=False)
 
 
