@@ -328,21 +328,10 @@ class Engine:
             "tensors": {name: arrays.row(name, stream.slot) for name in arrays.names()},
         }
 
-    def state_views(self, stream_id: str) -> dict:
-        """``state_dict`` with numpy views of the stream's rows instead of copies (a checkpoint copies them
-        once, into its buffers): valid only until the engine next runs."""
-        stream = self._get(stream_id)
-        arrays = stream.fleet.slots
-        return {
-            "version": STATE_VERSION,
-            "config": stream.config.to_dict(),
-            "arrays": {name: arrays.view(name, stream.slot) for name in arrays.names()},
-        }
-
     def stacked_states(self, stream_ids: Sequence[str]) -> list[tuple[list[int], dict]]:
         """The streams' states, copied together per fleet: for each fleet, the positions in ``stream_ids`` of
-        its streams and their states as ``state_views`` gives them, each array's rows stacked (``configs``: one
-        per stream). One copy per array and fleet, not per array and stream."""
+        its streams and their states as ``state_dict`` gives them, but each array's rows stacked, as numpy
+        (``configs``: one per stream). One copy per array and fleet, not per array and stream (a checkpoint's)."""
         streams = [self._get(stream_id) for stream_id in stream_ids]
         by_fleet: dict[int, list[int]] = {}
         for k, stream in enumerate(streams):

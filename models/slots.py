@@ -95,11 +95,6 @@ class SlotArrays:
         value = getattr(self, name)[slot]
         return value.clone() if isinstance(value, Tensor) else torch.from_numpy(np.array(value))
 
-    def view(self, name: str, slot: int) -> np.ndarray:
-        """One row as a numpy view, no copy: valid until the arrays next change (a caller that keeps it copies)."""
-        value = getattr(self, name)[slot]
-        return value.detach().numpy() if isinstance(value, Tensor) else value
-
     def gather(self, slots: list[int]) -> dict[str, np.ndarray]:
         """Copies of some rows of every array, stacked, as numpy (one copy per array, not per array and row)."""
         at = np.array(slots, dtype=np.int64)

@@ -53,11 +53,11 @@ def pack(engine: Engine, stream: StreamState) -> Snapshot:
     """Everything needed to continue the stream exactly, as safetensors, its results inline (a stream handed
     to another shard): the engine's and the results' arrays grouped into one buffer per dtype (a few
     tensors, not dozens: much faster to write)."""
-    state = engine.state_views(stream.key)
-    arrays = {f"engine.{name}": np.asarray(a)[None] for name, a in state["arrays"].items()}
+    ((_, state),) = engine.stacked_states([stream.key])
+    arrays = {f"engine.{name}": rows for name, rows in state["arrays"].items()}
     arrays.update({f"results.{k}": a[None] for k, a in stream.results.arrays().items()})
-    layout, buffers = _stacked(arrays)  # (one copy of every row: the views are the engine's, which runs on)
-    meta = _meta_text(stream, state["version"], state["config"], json.dumps(layout))
+    layout, buffers = _stacked(arrays)
+    meta = _meta_text(stream, state["version"], state["configs"][0], json.dumps(layout))
     return _safetensors({dtype: rows[0] for dtype, rows in buffers.items()}, meta)
 
 
@@ -66,14 +66,14 @@ def pack_many(engine: Engine, streams: Sequence[StreamState]) -> list[Snapshot]:
     (``stream.pending_runs``: the stream's runs once they are written). The rows of the streams of a fleet
     are copied together, one operation per array, not one per stream and array (a checkpoint's 91 arrays
     at 8 inputs: 300 us a stream alone, measured in bench/README.md)."""
-    snapshots: list[Snapshot | None] = [None] * len(streams)
+    snapshots: dict[int, Snapshot] = {}
     for positions, state in engine.stacked_states([st.key for st in streams]):
         layout, buffers = _stacked({f"engine.{name}": rows for name, rows in state["arrays"].items()})
         layout_text = json.dumps(layout)  # (the same for every stream of a fleet)
         for i, k in enumerate(positions):
             own = {dtype: rows[i] for dtype, rows in buffers.items()}
             snapshots[k] = _with_runs(streams[k], state["version"], state["configs"][i], layout_text, own)
-    return [snapshot for snapshot in snapshots if snapshot is not None]
+    return [snapshots[k] for k in range(len(streams))]
 
 
 def _with_runs(
