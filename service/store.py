@@ -493,13 +493,13 @@ class Store:
         step, last step, records). One that fails its CRC is logged and deleted (its results are lost; the
         checkpoint that refers to them still restores the stream's state). Not ``records``: their steps only
         (records empty, unread and unchecked)."""
+        covering = "FROM results WHERE uid = ? AND last >= ? AND first <= ? ORDER BY first"
         if not records:
-            spans = "SELECT first, last FROM results WHERE uid = ? AND last >= ? AND first <= ? ORDER BY first"
-            return [(start, end, b"") for start, end in self._db.execute(spans, (uid, first, last))]
-        rows = self._db.execute(
-            "SELECT first, last, data, crc FROM results WHERE uid = ? AND last >= ? AND first <= ? ORDER BY first",
-            (uid, first, last),
-        )
+            return [
+                (start, end, b"")
+                for start, end in self._db.execute(f"SELECT first, last {covering}", (uid, first, last))
+            ]
+        rows = self._db.execute(f"SELECT first, last, data, crc {covering}", (uid, first, last))
         found = []
         for start, end, data, crc in rows.fetchall():
             if zlib.crc32(data) == crc:
