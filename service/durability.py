@@ -278,11 +278,15 @@ class Durability:
             return
         needed = self._needed_from(busy)
         if needed > self._trimmed:
-            try:
-                self.store.trim(needed)
+            unfed = [st for st in self.registry if st.pristine and st.created_mark < needed]  # (none busy: they
+            try:  # hold ``needed`` at their creation mark)
+                self.store.trim(needed, [st.uid for st in unfed])
                 self._trimmed = needed
             except StoreUnavailable as exc:
                 log.warning("log trim failed: %s", exc)
+                return
+            for st in unfed:  # (their records, from the first on, come after the trim)
+                st.created_mark = st.newest_mark = st.fallback_mark = needed
 
     def _looked_at(self) -> tuple[list[StreamState], bool]:
         """The streams this pass looks at (the current sweep's next ``SWEEP_STREAMS``, those still registered:
@@ -351,6 +355,7 @@ class Durability:
         """Register every stored stream; those with records after their checkpoint are restored and
         replayed now, the others on their first request. The number of observations replayed."""
         by_uid: dict[int, StreamState] = {}
+        self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         for row in self.store.streams():
             config = CoreConfig.from_dict(json.loads(row.config))
             state = self.new_state(row.uid, row.tenant, row.stream, config, row.created_at)
@@ -361,6 +366,7 @@ class Durability:
             state.fallback_mark = kept[1].mark if len(kept) > 1 else row.mark
             state.fallback_state = (kept[1].step, kept[1].ord) if len(kept) > 1 else (0, 0)
             newest = kept[0] if kept else None
+            state.fresh = newest is None and row.mark >= self._trimmed  # (the replay below applies what it was sent)
             if newest is not None:  # its counters, without loading its tensors
                 try:
                     summary(newest.data, state)
@@ -369,7 +375,6 @@ class Durability:
                     log.error("checkpoint of %s unreadable: %s", state.key, exc)
             self.registry.add(state)
             by_uid[row.uid] = state
-        self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         try:  # from the oldest state any stream might have to restart from: records it holds are skipped
             return self._replay(by_uid, max(self._trimmed, self._replay_from(by_uid.values())))
         except CorruptLog as exc:

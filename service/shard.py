@@ -344,7 +344,7 @@ class Shard:
         assert self.store is not None
         state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
         self.engine.add_stream(state.key, config)
-        state.loaded = True
+        state.loaded = state.fresh = True
         self.registry.add(state)
         self.telemetry.streams(len(self.registry))
         return state.info(), True

@@ -362,10 +362,16 @@ class Store:
         self._write([(copy, [(self.last_batch, *key) for key in sound]), *prune(copied)], point="checkpoint")
         return self.last_batch, copied
 
-    def trim(self, needed_from: int) -> None:
+    def trim(self, needed_from: int, unfed: Sequence[int] = ()) -> None:
         """Drop the log batches up to ``needed_from``: no stream needs them to recover. The newest batch always
-        stays: batch numbers are counted from it, and a reused number would hide later records from recovery."""
-        self._write([("DELETE FROM log WHERE batch <= ?", [(min(needed_from, self.last_batch - 1),)])])
+        stays: batch numbers are counted from it, and a reused number would hide later records from recovery.
+        The streams ``unfed`` (uids; no record of theirs in the log, and no checkpoint needed) are marked as
+        created after ``needed_from``, in the same transaction: recovery refuses to start a stream afresh whose
+        creation lies before the trim (its history could be gone), and theirs is not."""
+        self._write([
+            ("DELETE FROM log WHERE batch <= ?", [(min(needed_from, self.last_batch - 1),)]),
+            ("UPDATE streams SET mark = ? WHERE uid = ? AND mark < ?", [(needed_from, uid, needed_from) for uid in unfed]),
+        ])  # fmt: skip
 
     def trimmed_through(self) -> int:
         """The last batch no longer in the log (everything up to it was trimmed)."""

@@ -337,3 +337,46 @@ def test_a_large_fleet_is_swept_a_bounded_number_of_streams_a_pass_and_the_log_t
         assert len(scans) == [0, 0, 1, 1][k]  # what the trim needs: every stream looked at, at the sweep's end
     assert checkpointed[:3] == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5, 6, 8, 9], [*range(7), *range(8, 12)]]
     shard.close(failed=False)
+
+
+def test_a_stream_never_fed_is_not_checkpointed_and_starts_afresh_after_the_log_is_trimmed_past_its_creation(
+    tmp_path, monkeypatch
+):
+    """Every stream of a fleet created in advance was checkpointed in its first period, fed or not (63 KiB a
+    stream of 8 inputs: 10,000 streams, ~600 MiB in their first minute) though its state is what its config
+    makes. It is not now; once the log is trimmed past its creation, its creation mark moves with the trim, so
+    that a restart does not take it for a stream whose history was lost."""
+    config = StreamConfig(input_size=1, dtype="float64")
+    shard = Shard(Settings(data_dir=tmp_path / "data", checkpoint_seconds=10.0), Telemetry(None))
+    shard.open()
+    shard.create("t", "unfed", config)
+    shard.create("t", "fed", config)
+    for k in range(3):
+        shard.apply([("t", [Part("fed", [Incoming([float(k)], None, None)])])])
+    d, unfed = shard.durability, shard.registry.find("t", "unfed")
+    created = unfed.created_mark
+    d.checkpoint(shard.loaded("t", "fed"))
+    d.writer.flush()
+    d.written()
+    later = time.monotonic() + 10.5  # a period on: the quiet fed stream is copied, the log trimmed
+    monkeypatch.setattr(durability, "time", SimpleNamespace(monotonic=lambda: later))
+    d.housekeeping()
+    d.writer.flush()
+    d.written()
+    assert shard.store.trimmed_through() > created  # the log it was created after is gone ...
+    assert list(shard.store.checkpoints(unfed.uid)) == []  # ... and it has no checkpoint
+    shard.close(failed=True)  # (a crash: nothing written at shutdown)
+
+    again = shard_on(tmp_path / "data")
+    reference = shard_on(tmp_path / "reference")
+    reference.create("t", "unfed", config)
+    first = ("t", [Part("unfed", [Incoming([0.5], [0.25], 1)])])
+    (answer,) = again.apply([first])
+    (expected,) = reference.apply([first])
+    assert answer[0][0]["step"] == 1 and answer[0][0]["prediction"] == expected[0][0]["prediction"]
+    again.close(failed=True)  # fed after the trim, then a crash: its record is replayed from the moved mark
+    once_more = shard_on(tmp_path / "data")
+    assert once_more.info("t", "unfed").steps == 1 and once_more.info("t", "fed").steps == 3
+    assert once_more.predictions("t", "unfed", 1) == reference.predictions("t", "unfed", 1)
+    once_more.close(failed=False)
+    reference.close(failed=False)
