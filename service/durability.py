@@ -117,8 +117,13 @@ class Durability:
         """Log a reset, an import or a change of config (with the stream's new ``labels``, JSON, if they
         change too) after the stream's last observation."""
         event = Event(state.uid, state.steps, state.events + 1, kind, payload)
-        self.write(lambda s: s.append(event, labels=None if labels is None else (state.uid, labels)))
+        first = [state.uid] if state.fresh else []
+        number = self.write(
+            lambda s: s.append(event, labels=None if labels is None else (state.uid, labels), first=first)
+        )
         state.events += 1
+        if first:
+            state.fed(number)
 
     def apply_event(self, state: StreamState, kind: str, payload: bytes) -> None:
         if kind == "reset":
@@ -151,7 +156,8 @@ class Durability:
             state.checkpoint_updates = state.updates
             state.loaded = True
             return checkpoint.mark
-        if state.created_mark < self._trimmed:  # its early log is gone: a fresh start would be a silent reset
+        if state.created_mark < self._trimmed and not state.fresh:  # its early log is gone: a fresh start would
+            # be a silent reset (not for a stream never fed: it has no history)
             state.damaged = f"stream {state.id!r} cannot be restored: its checkpoints are unreadable"
             log.error(state.damaged)
             raise Unavailable(state.damaged)
@@ -278,15 +284,11 @@ class Durability:
             return
         needed = self._needed_from(busy)
         if needed > self._trimmed:
-            unfed = [st for st in self.registry if st.pristine and st.created_mark < needed]  # (none busy: they
-            try:  # hold ``needed`` at their creation mark)
-                self.store.trim(needed, [st.uid for st in unfed])
+            try:
+                self.store.trim(needed)
                 self._trimmed = needed
             except StoreUnavailable as exc:
                 log.warning("log trim failed: %s", exc)
-                return
-            for st in unfed:  # (their records, from the first on, come after the trim)
-                st.created_mark = st.newest_mark = st.fallback_mark = needed
 
     def _looked_at(self) -> tuple[list[StreamState], bool]:
         """The streams this pass looks at (the current sweep's next ``SWEEP_STREAMS``, those still registered:
@@ -355,7 +357,6 @@ class Durability:
         """Register every stored stream; those with records after their checkpoint are restored and
         replayed now, the others on their first request. The number of observations replayed."""
         by_uid: dict[int, StreamState] = {}
-        self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         for row in self.store.streams():
             config = CoreConfig.from_dict(json.loads(row.config))
             state = self.new_state(row.uid, row.tenant, row.stream, config, row.created_at)
@@ -366,7 +367,7 @@ class Durability:
             state.fallback_mark = kept[1].mark if len(kept) > 1 else row.mark
             state.fallback_state = (kept[1].step, kept[1].ord) if len(kept) > 1 else (0, 0)
             newest = kept[0] if kept else None
-            state.fresh = newest is None and row.mark >= self._trimmed  # (the replay below applies what it was sent)
+            state.fresh = not row.fed
             if newest is not None:  # its counters, without loading its tensors
                 try:
                     summary(newest.data, state)
@@ -375,6 +376,7 @@ class Durability:
                     log.error("checkpoint of %s unreadable: %s", state.key, exc)
             self.registry.add(state)
             by_uid[row.uid] = state
+        self._trimmed = self.store.trimmed_through()  # a stream whose whole history is not here cannot start afresh
         try:  # from the oldest state any stream might have to restart from: records it holds are skipped
             return self._replay(by_uid, max(self._trimmed, self._replay_from(by_uid.values())))
         except CorruptLog as exc:

@@ -210,7 +210,10 @@ class Shard:
             [s.uid for s in plan.owners], plan.steps, plan.seqs, [item[1] for item in plan.items],
             [item[2] for item in plan.items], [learns(item) for item in plan.items], plan.stamps,
         )  # fmt: skip
-        self.durability.write(lambda store: store.append(record, counts))
+        first = list({s.uid: s for s in plan.owners if s.fresh}.values())  # (each once)
+        number = self.durability.write(lambda store: store.append(record, counts, first=[s.uid for s in first]))
+        for state in first:
+            state.fed(number)
 
     def tick(self, idle: Callable[[], bool] = never) -> None:
         """Housekeeping (``idle()``: whether nothing waits for this shard now)."""
@@ -364,11 +367,14 @@ class Shard:
         checkpoint, committed (``holds`` tells whether it got that far), and evicted."""
         h, d = handover, self.durability
         labels = json.dumps(h.labels)
-        uid = d.write(lambda s: s.add_stream(h.tenant, h.stream, json.dumps(h.origin.to_dict()), h.created_at, labels))
+        fed = h.counters != (0, 0)  # (a stream as created needs no history)
+        uid = d.write(
+            lambda s: s.add_stream(h.tenant, h.stream, json.dumps(h.origin.to_dict()), h.created_at, labels, fed)
+        )
         rows = [(h.tenant, uid, step, body) for _, step, body in h.alerts]
         d.write(lambda s: s.add_alerts(rows, [id_ for id_, _, _ in h.alerts]))
         state = d.new_state(uid, h.tenant, h.stream, h.origin, h.created_at)
-        state.labels = dict(h.labels)
+        state.labels, state.fresh = dict(h.labels), not fed
         assert self.store is not None
         state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
         unpack(h.state, self.engine, state)

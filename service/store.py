@@ -47,7 +47,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     uid INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, id TEXT NOT NULL, config TEXT NOT NULL,
     created_at TEXT NOT NULL, mark INTEGER NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0,
-    labels TEXT NOT NULL DEFAULT '{}', UNIQUE (tenant, id)
+    labels TEXT NOT NULL DEFAULT '{}', fed INTEGER NOT NULL DEFAULT 1, UNIQUE (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     uid INTEGER NOT NULL, step INTEGER NOT NULL, ord INTEGER NOT NULL, copy INTEGER NOT NULL DEFAULT 0,
@@ -93,9 +93,10 @@ class StreamRow:
     stream: str
     config: str  # JSON
     created_at: str
-    mark: int  # the last log batch before the stream existed
+    mark: int  # the last log batch before the stream's history (its creation, or its first record if fed since)
     duplicates: int  # retries it has answered (not in the log: nothing is applied)
     labels: str  # JSON
+    fed: int  # 1 once a record of it (an observation or an event) was logged; 0: it is as created
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class Store:
         self._add_copies()
         self._add_duplicates()
         self._add_labels()
+        self._add_fed()
         self._add_blobs()
         self._add_results_from()
         self._db.execute(ORPHAN_PARTS)  # a checkpoint whose writing a crash interrupted
@@ -262,6 +264,13 @@ class Store:
         if "labels" not in columns:
             self._db.execute("ALTER TABLE streams ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
 
+    def _add_fed(self) -> None:
+        """Stores made before unfed streams went without checkpoints get the column (every stream: fed, as
+        was assumed then: its history needs the log or a checkpoint)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(streams)")]
+        if "fed" not in columns:
+            self._db.execute("ALTER TABLE streams ADD COLUMN fed INTEGER NOT NULL DEFAULT 1")
+
     def close(self) -> None:
         self._closing.set()
         if self._syncer is not None:
@@ -274,11 +283,18 @@ class Store:
 
     # -- writes: each is one transaction; a failure leaves the store as it was ----------------------------
 
-    def add_stream(self, tenant: str, stream: str, config: str, created_at: str, labels: str = "{}") -> int:
-        """The new stream's uid (``config`` and ``labels``: JSON)."""
-        row = (tenant, stream, config, created_at, self.last_batch, labels)
+    def add_stream(
+        self, tenant: str, stream: str, config: str, created_at: str, labels: str = "{}", fed: bool = False
+    ) -> int:
+        """The new stream's uid (``config`` and ``labels``: JSON; ``fed``: it holds more than its config makes)."""
+        row = (tenant, stream, config, created_at, self.last_batch, labels, int(fed))
         uid = self._write(
-            [("INSERT INTO streams (tenant, id, config, created_at, mark, labels) VALUES (?, ?, ?, ?, ?, ?)", [row])]
+            [
+                (
+                    "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [row],
+                )
+            ]
         )
         assert uid is not None
         return uid
@@ -319,10 +335,13 @@ class Store:
         batch: Observations | Event,
         duplicates: dict[int, int] | None = None,
         labels: tuple[int, str] | None = None,
+        first: Sequence[int] = (),
     ) -> int:
         """One log row (group commit for a whole engine batch), with the streams' new ``duplicates`` counts
-        (uid -> count) and a stream's new ``labels`` ((uid, JSON): a change of its config changes both) in
-        the same transaction; its batch number."""
+        (uid -> count), a stream's new ``labels`` ((uid, JSON): a change of its config changes both) and the
+        streams whose first record this is (``first``, uids: marked fed, their history starting after the
+        batch before this one, wherever the log was trimmed to while they had none) in the same transaction;
+        its batch number."""
         if isinstance(batch, Event):
             kind, data = batch.kind, _encode_event(batch)
         else:
@@ -330,7 +349,12 @@ class Store:
         number = self.last_batch + 1
         rows = [(number, kind, data, zlib.crc32(data))]
         relabel = [("UPDATE streams SET labels = ? WHERE uid = ?", [(labels[1], labels[0])])] if labels else []
-        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates), *relabel])
+        fed = (
+            [("UPDATE streams SET fed = 1, mark = ? WHERE uid = ?", [(number - 1, uid) for uid in first])]
+            if first
+            else []
+        )
+        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates), *relabel, *fed])
         self.last_batch = number
         return number
 
@@ -362,16 +386,10 @@ class Store:
         self._write([(copy, [(self.last_batch, *key) for key in sound]), *prune(copied)], point="checkpoint")
         return self.last_batch, copied
 
-    def trim(self, needed_from: int, unfed: Sequence[int] = ()) -> None:
+    def trim(self, needed_from: int) -> None:
         """Drop the log batches up to ``needed_from``: no stream needs them to recover. The newest batch always
-        stays: batch numbers are counted from it, and a reused number would hide later records from recovery.
-        The streams ``unfed`` (uids; no record of theirs in the log, and no checkpoint needed) are marked as
-        created after ``needed_from``, in the same transaction: recovery refuses to start a stream afresh whose
-        creation lies before the trim (its history could be gone), and theirs is not."""
-        self._write([
-            ("DELETE FROM log WHERE batch <= ?", [(min(needed_from, self.last_batch - 1),)]),
-            ("UPDATE streams SET mark = ? WHERE uid = ? AND mark < ?", [(needed_from, uid, needed_from) for uid in unfed]),
-        ])  # fmt: skip
+        stays: batch numbers are counted from it, and a reused number would hide later records from recovery."""
+        self._write([("DELETE FROM log WHERE batch <= ?", [(min(needed_from, self.last_batch - 1),)])])
 
     def trimmed_through(self) -> int:
         """The last batch no longer in the log (everything up to it was trimmed)."""
@@ -454,7 +472,7 @@ class Store:
 
     def streams(self) -> list[StreamRow]:
         rows = self._db.execute(
-            "SELECT uid, tenant, id, config, created_at, mark, duplicates, labels FROM streams ORDER BY uid"
+            "SELECT uid, tenant, id, config, created_at, mark, duplicates, labels, fed FROM streams ORDER BY uid"
         )
         return [StreamRow(*row) for row in rows]
 

@@ -72,15 +72,14 @@ class StreamState:
     checkpoint_time: float = field(default_factory=time.monotonic)
     pending: tuple[int, int, int] | None = None  # (steps, events, updates) of a checkpoint being written
     last_active: float = field(default_factory=time.monotonic)
-    created_mark: int = 0  # the last log batch before the stream existed
+    created_mark: int = 0  # the last log batch before its history (its creation; its first record's, if fed after)
     newest_mark: int = 0  # the log batch of the newest checkpoint (or of the creation)
     fallback_mark: int = 0  # recovery may need the log after this batch (the older checkpoint's)
     fallback_state: tuple[int, int] = (0, 0)  # (steps, events) the older checkpoint holds (creation: (0, 0))
     runs: list[Run] = field(default_factory=list)  # its results' runs in the store (service/runs.py) ...
     pending_runs: list[Run] | None = None  # ... and what they are once the checkpoint being written is committed
     damaged: str | None = None  # why it cannot be restored, if so
-    # its state is known to be its creation's until it is sent something: created here, or found at a restart with
-    # no checkpoint and its whole log (a checkpoint is then only a copy of its config: see ``pristine``)
+    # no record of it logged yet (an observation or an event; its row's ``fed`` says so after a restart): as created
     fresh: bool = False
     state_bytes: int = 0  # the memory it may hold (model state and a full result log): the tenant's budget
 
@@ -93,9 +92,9 @@ class StreamState:
 
     @property
     def pristine(self) -> bool:
-        """Never sent an observation, a reset or an import, and known to be (``fresh``): its state is what its
-        config and seed make, so it needs neither a checkpoint nor the log (63 KiB a stream of 8 inputs, written
-        for every stream of a fleet created in advance, fed or not, in its first period)."""
+        """Never sent an observation, a reset, an import or a change of config (``fresh``): its state is what
+        its config and seed make, so it needs neither a checkpoint nor the log (63 KiB a stream of 8 inputs,
+        written for every stream of a fleet created in advance, fed or not, in its first period)."""
         return self.fresh and self.steps == 0 and self.events == 0
 
     @property
@@ -121,6 +120,12 @@ class StreamState:
         self.fallback_mark, self.newest_mark = self.newest_mark, mark
         self.checkpoint_step, self.checkpoint_events, self.checkpoint_updates = held
         self.checkpoint_time = time.monotonic()
+
+    def fed(self, batch: int) -> None:
+        """Its first record was logged in ``batch`` (the store marked it fed in the same transaction): its history
+        starts there, wherever the log was trimmed to while it had none."""
+        self.fresh = False
+        self.created_mark = self.newest_mark = self.fallback_mark = batch - 1
 
     @property
     def tenant_key(self) -> Key:

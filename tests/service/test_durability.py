@@ -741,6 +741,7 @@ def test_a_store_from_before_checkpoint_copies_opens_with_its_checkpoints(tmp_pa
     store = Store(data)
     (checkpoint,) = store.checkpoints(1)
     assert (checkpoint.step, checkpoint.mark, checkpoint.data) == (5, 3, b"\x00")
+    assert store.streams()[0].fed == 1  # (streams from before unfed ones went without checkpoints: fed, to be safe)
     store.copy_newest([1])
     assert [c.step for c in store.checkpoints(1)] == [5, 5]  # two copies of the newest state
     store.close()

@@ -350,6 +350,7 @@ def test_a_stream_never_fed_is_not_checkpointed_and_starts_afresh_after_the_log_
     shard = Shard(Settings(data_dir=tmp_path / "data", checkpoint_seconds=10.0), Telemetry(None))
     shard.open()
     shard.create("t", "unfed", config)
+    shard.create("t", "reset", config)
     shard.create("t", "fed", config)
     for k in range(3):
         shard.apply([("t", [Part("fed", [Incoming([float(k)], None, None)])])])
@@ -374,9 +375,11 @@ def test_a_stream_never_fed_is_not_checkpointed_and_starts_afresh_after_the_log_
     (answer,) = again.apply([first])
     (expected,) = reference.apply([first])
     assert answer[0][0]["step"] == 1 and answer[0][0]["prediction"] == expected[0][0]["prediction"]
-    again.close(failed=True)  # fed after the trim, then a crash: its record is replayed from the moved mark
+    again.reset("t", "reset", hidden=True, weights=True)  # an event is a first record too
+    again.close(failed=True)  # fed after the trim, then a crash: what it was sent is replayed, not refused
     once_more = shard_on(tmp_path / "data")
     assert once_more.info("t", "unfed").steps == 1 and once_more.info("t", "fed").steps == 3
+    assert once_more.loaded("t", "reset").events == 1
     assert once_more.predictions("t", "unfed", 1) == reference.predictions("t", "unfed", 1)
     once_more.close(failed=False)
     reference.close(failed=False)
