@@ -346,7 +346,8 @@ class Shard:
         state.labels = dict(labels)
         assert self.store is not None
         state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
-        state.fresh = True  # into the engine on its first request: a fleet created in advance takes no memory yet
+        self.engine.add_stream(state.key, config)
+        state.loaded = state.fresh = True
         self.registry.add(state)
         self.telemetry.streams(len(self.registry))
         return state.info(), True

@@ -117,8 +117,7 @@ def test_the_engine_thread_goes_on_while_a_checkpoint_is_written_and_the_log_sta
         (answer,) = shard.apply([("t", [Part("other", [Incoming([float(k)], None, None)])])])
         assert answer[0][0]["step"] == k + 1
         shard.tick()
-    # (made on its first request from its config, step 0: no checkpoint; its history starts after batch 0)
-    assert (state.checkpoint_step, state.fallback_mark) == (0, 0) and list(shard.store.checkpoints(state.uid)) == []
+    assert (state.checkpoint_step, state.fallback_mark) == (-1, 0) and list(shard.store.checkpoints(state.uid)) == []
     assert shard.store.trimmed_through() == 0
     release.set()
     shard._writer.flush()
