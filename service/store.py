@@ -288,14 +288,8 @@ class Store:
     ) -> int:
         """The new stream's uid (``config`` and ``labels``: JSON; ``fed``: it holds more than its config makes)."""
         row = (tenant, stream, config, created_at, self.last_batch, labels, int(fed))
-        uid = self._write(
-            [
-                (
-                    "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [row],
-                )
-            ]
-        )
+        insert = "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        uid = self._write([(insert, [row])])
         assert uid is not None
         return uid
 
@@ -349,12 +343,9 @@ class Store:
         number = self.last_batch + 1
         rows = [(number, kind, data, zlib.crc32(data))]
         relabel = [("UPDATE streams SET labels = ? WHERE uid = ?", [(labels[1], labels[0])])] if labels else []
-        fed = (
-            [("UPDATE streams SET fed = 1, mark = ? WHERE uid = ?", [(number - 1, uid) for uid in first])]
-            if first
-            else []
-        )
-        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates), *relabel, *fed])
+        fed = "UPDATE streams SET fed = 1, mark = ? WHERE uid = ?"
+        feeding = [(fed, [(number - 1, uid) for uid in first])] if first else []
+        self._write([("INSERT INTO log VALUES (?, ?, ?, ?)", rows), *_counting(duplicates), *relabel, *feeding])
         self.last_batch = number
         return number
 

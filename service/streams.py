@@ -79,7 +79,8 @@ class StreamState:
     runs: list[Run] = field(default_factory=list)  # its results' runs in the store (service/runs.py) ...
     pending_runs: list[Run] | None = None  # ... and what they are once the checkpoint being written is committed
     damaged: str | None = None  # why it cannot be restored, if so
-    # no record of it logged yet (an observation or an event; its row's ``fed`` says so after a restart): as created
+    # no record of it logged yet (an observation or an event; its row's ``fed`` says so after a restart): it is as
+    # created, steps and events 0
     fresh: bool = False
     state_bytes: int = 0  # the memory it may hold (model state and a full result log): the tenant's budget
 
@@ -91,16 +92,11 @@ class StreamState:
         self.origin = self.config
 
     @property
-    def pristine(self) -> bool:
-        """Never sent an observation, a reset, an import or a change of config (``fresh``): its state is what
-        its config and seed make, so it needs neither a checkpoint nor the log (63 KiB a stream of 8 inputs,
-        written for every stream of a fleet created in advance, fed or not, in its first period)."""
-        return self.fresh and self.steps == 0 and self.events == 0
-
-    @property
     def dirty(self) -> bool:
-        """Changed since its last checkpoint (a pristine stream never is)."""
-        return (self.steps != self.checkpoint_step or self.events != self.checkpoint_events) and not self.pristine
+        """Changed since its last checkpoint. A ``fresh`` stream never is: its state is what its config and seed
+        make, so it needs neither a checkpoint nor the log (63 KiB a stream of 8 inputs, written for every stream
+        of a fleet created in advance, fed or not, in its first period)."""
+        return (self.steps != self.checkpoint_step or self.events != self.checkpoint_events) and not self.fresh
 
     @property
     def needs_log(self) -> bool:
