@@ -31,7 +31,7 @@ from .registry import StreamRegistry
 from .results import ResultLog
 from .runs import unwritten_from
 from .settings import Settings
-from .store import CorruptLog, Event, Store, StoreUnavailable
+from .store import CorruptLog, Event, Observations, Store, StoreUnavailable
 from .streams import StreamState, record_results
 from .telemetry import Telemetry
 
@@ -117,13 +117,20 @@ class Durability:
         """Log a reset, an import or a change of config (with the stream's new ``labels``, JSON, if they
         change too) after the stream's last observation."""
         event = Event(state.uid, state.steps, state.events + 1, kind, payload)
-        first = [state.uid] if state.fresh else []
-        number = self.write(
-            lambda s: s.append(event, labels=None if labels is None else (state.uid, labels), first=first)
-        )
+        self.append([state], event, labels=None if labels is None else (state.uid, labels))
         state.events += 1
-        if first:
+
+    def append(
+        self, states: Iterable[StreamState], batch: Observations | Event, duplicates: dict[int, int] | None = None,
+        labels: tuple[int, str] | None = None,
+    ) -> int:  # fmt: skip
+        """Log ``batch``, whose records are those of ``states`` (``Store.append``); those that had none logged yet
+        are marked fed in the same transaction. Its batch number."""
+        first = list({st.uid: st for st in states if st.fresh}.values())  # (each once)
+        number = self.write(lambda s: s.append(batch, duplicates, labels, [st.uid for st in first]))
+        for state in first:
             state.fed(number)
+        return number
 
     def apply_event(self, state: StreamState, kind: str, payload: bytes) -> None:
         if kind == "reset":

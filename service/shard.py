@@ -210,10 +210,7 @@ class Shard:
             [s.uid for s in plan.owners], plan.steps, plan.seqs, [item[1] for item in plan.items],
             [item[2] for item in plan.items], [learns(item) for item in plan.items], plan.stamps,
         )  # fmt: skip
-        first = list({s.uid: s for s in plan.owners if s.fresh}.values())  # (each once)
-        number = self.durability.write(lambda store: store.append(record, counts, first=[s.uid for s in first]))
-        for state in first:
-            state.fed(number)
+        self.durability.append(plan.owners, record, counts)
 
     def tick(self, idle: Callable[[], bool] = never) -> None:
         """Housekeeping (``idle()``: whether nothing waits for this shard now)."""
