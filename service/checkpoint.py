@@ -146,8 +146,7 @@ def _safetensors(buffers: dict[str, np.ndarray], meta: str) -> Snapshot:
 
 def summary(data: bytes, stream: StreamState) -> None:
     """Set the stream's counters from a checkpoint's metadata, without loading its tensors."""
-    meta = _meta(data, stream)
-    stream.config = CoreConfig.from_dict(meta["config"])  # with the changes made until then
+    meta, stream.config = _meta(data, stream)  # (its config: with the changes made until then)
     stream.results.threshold = stream.config.anomaly_threshold
     stream.last_seq, stream.steps, stream.last_ts = meta["last_seq"], meta["steps"], meta.get("last_ts")
     stream.updates, stream.events = meta["updates"], meta["events"]
@@ -160,7 +159,7 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     engine's ``InvalidState``) if it does not fit (and then leaves the engine without the stream). A
     checkpoint whose results are in runs reads them with the stream's ``results.older`` (the store's,
     verified: a run lost to corruption loses its results and the older ones, never the stream)."""
-    meta = _meta(data, stream)
+    meta, config = _meta(data, stream)
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error types for malformed bytes
@@ -174,7 +173,7 @@ def unpack(data: bytes, engine: Engine, stream: StreamState) -> None:
     state = {"version": meta["engine_version"], "config": meta["config"], "tensors": engine_tensors}
     engine.load_state_dict(stream.key, state)
     results = {k.removeprefix("results."): v.numpy() for k, v in arrays.items() if k.startswith("results.")}
-    stream.config = CoreConfig.from_dict(meta["config"])  # with the changes made until then
+    stream.config = config  # with the changes made until then
     stream.results = stream.results.emptied()
     stream.results.threshold = stream.config.anomaly_threshold
     stream.runs = []  # (inline: the next checkpoint writes them all as runs)
@@ -209,8 +208,9 @@ def _alerted(meta: dict[str, Any], stream: StreamState) -> None:
     stream.episodes = alerted[2] if len(alerted) > 2 else 0
 
 
-def _meta(data: bytes, stream: StreamState) -> dict[str, Any]:
-    """The checkpoint's metadata (in the safetensors header: JSON after an 8-byte length), checked."""
+def _meta(data: bytes, stream: StreamState) -> tuple[dict[str, Any], CoreConfig]:
+    """The checkpoint's metadata (in the safetensors header: JSON after an 8-byte length), checked, and the
+    config it holds (parsed once: a restore and every stream's recovery read it)."""
     try:
         length = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8 : 8 + length])["__metadata__"]["meta"])
@@ -218,7 +218,8 @@ def _meta(data: bytes, stream: StreamState) -> dict[str, Any]:
         raise UnusableCheckpoint(f"unreadable checkpoint: {exc}") from exc
     if meta.get("version") != CHECKPOINT_VERSION:
         raise UnusableCheckpoint(f"unsupported checkpoint version {meta.get('version')!r}")
-    fixed = [name for name in CoreConfig.from_dict(meta["config"]).differing(stream.origin) if name not in CHANGEABLE]
+    config = CoreConfig.from_dict(meta["config"])
+    fixed = [name for name in config.differing(stream.origin) if name not in CHANGEABLE]
     if fixed:  # what a PATCH may change can differ: the checkpoint's config is the one it continues with
         raise UnusableCheckpoint(f"checkpoint config differs from the stream's in {', '.join(fixed)}")
-    return meta
+    return meta, config
