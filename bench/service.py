@@ -1,6 +1,6 @@
 """The service under load, started the way users start it, each figure against a baseline of the same run.
 
-    python -m bench.service            # about 10 minutes; needs wrk (apt-get install wrk)
+    python -m bench.service            # about 14 minutes; needs wrk (apt-get install wrk)
     python -m bench.service --quick    # one short round, about 4 minutes
     python -m bench.service --timestamps [--quick]    # only the cost of timestamps
     python -m bench.service --shards 2 [--quick]      # only the sharded server against the single process
