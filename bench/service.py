@@ -22,9 +22,10 @@ Throughput (issue "service throughput"):
   e) resident memory per stream at 10,000 streams.
 Durability (issue "durability"): the load of a) with TBPTT_FSYNC=interval and =never, against no log.
 Timestamps (issue "sensor fleets"): a) and c) with an RFC 3339 ts on every observation, against without.
-Shards (issue "shards"): a), b) and c) with --shards N (Ray actors; --workers M fronts, default one) against
-the single process, alternated, with a) and b) against the bare app as well (uvicorn --workers M for the
-sharded server: the same number of front processes), and c) against the textbook loop.
+Shards (issue "shards"): a) (at 16 and 64 connections), b) and c) with --shards N (Ray actors; --workers M
+fronts, default one) against the single process, alternated, with a) and b) against the bare app as well
+(uvicorn --workers M for the sharded server: the same number of front processes), and c) against the textbook
+loop.
 """
 
 from __future__ import annotations
@@ -375,13 +376,17 @@ def sharded(
         )
     m: dict[str, list[float]] = {"many": []}
     for kind in kinds:
-        m.update({f"{kind} {figure}": [] for figure in "abc"})
+        m.update({f"{kind} {figure}": [] for figure in ("a", "a64", "b", "c")})
     floors: dict[int, list[float]] = {n: [] for n in set(fronts.values())}
+    floors64: dict[int, list[float]] = {n: [] for n in floors}
     echoes: dict[int, list[float]] = {n: [] for n in floors}
     for k in range(rounds):
         for n in floors:
             with bare(n) as (url, _):
                 floors[n].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
+                floors64[n].append(
+                    wrk(url, lua_single(1000), seconds, connections=MANY_CONNECTIONS, threads=load)["rate"]
+                )
                 echoes[n].append(ws_rate(url, 100, seconds, processes=load))
         m["many"].append(textbook_rate(1000, 16, rounds=1))
         order = list(kinds) if k % 2 == 0 else list(reversed(kinds))  # drift hits every server alike
@@ -390,6 +395,9 @@ def sharded(
             with tbptt(env) as (url, _):
                 create_streams(url, 1000, config)
                 m[f"{kind} a"].append(wrk(url, lua_single(1000), seconds, threads=load)["rate"])
+                m[f"{kind} a64"].append(
+                    wrk(url, lua_single(1000), seconds, connections=MANY_CONNECTIONS, threads=load)["rate"]
+                )
                 m[f"{kind} b"].append(ws_rate(url, 100, seconds, processes=load))
             with tbptt(env) as (url, _):
                 create_streams(url, 1000, textbook_config)
@@ -397,6 +405,7 @@ def sharded(
                 m[f"{kind} c"].append(wrk(url, cross, seconds, connections=2 * load, threads=load)["rate"] * 1000)
     r = {key: statistics.median(values) for key, values in m.items()}
     floor = {n: statistics.median(v) for n, v in floors.items()}
+    floor64 = {n: statistics.median(v) for n, v in floors64.items()}
     echo = {n: statistics.median(v) for n, v in echoes.items()}
     rows = []
     for kind in kinds:
@@ -406,6 +415,8 @@ def sharded(
         rows += [
             (f"a) 1-observation POSTs, {shards_label}", f"{r[f'{kind} a']:,.0f} obs/s",
              f"{bare_label} {floor[n]:,.0f} req/s", f"{r[f'{kind} a'] / floor[n]:.2f}x"),
+            (f"   the same, {MANY_CONNECTIONS} connections", f"{r[f'{kind} a64']:,.0f} obs/s",
+             f"{bare_label} {floor64[n]:,.0f} req/s", f"{r[f'{kind} a64'] / floor64[n]:.2f}x"),
             (f"b) WebSocket, 100 clients, {shards_label}", f"{r[f'{kind} b']:,.0f} msg/s",
              f"{bare_label} echo {echo[n]:,.0f} msg/s", f"{r[f'{kind} b'] / echo[n]:.2f}x"),
             (f"c) cross-stream batches, {shards_label}", f"{r[f'{kind} c']:,.0f} obs/s",
