@@ -74,12 +74,14 @@ class Fleet:
 
     # -- slots ---------------------------------------------------------------------------------------------
 
-    def add(self, seed: int) -> int:
+    def add(self, seed: int | None) -> int:
+        """A fresh slot, its weights drawn from ``seed`` (None: left at zero, for a state about to be loaded)."""
         capacity = self.slots.capacity
         slot = self.slots.allocate()
         if self.slots.capacity != capacity:  # reallocated
             self.layout.forget_views()
-        self.slots.params[slot] = self.layout.initial_row(seed, self.config.torch_dtype)
+        if seed is not None:
+            self.slots.params[slot] = self.layout.initial_row(seed, self.config.torch_dtype)
         return slot
 
     def compact(self) -> dict[int, int]:
