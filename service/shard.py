@@ -305,9 +305,28 @@ class Shard:
     def create_many(
         self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]
     ) -> list[tuple[StreamInfo, bool]]:
-        """Create many streams (``create`` each); all or nothing for conflicts and quotas, checked first."""
+        """Create many streams (as ``create`` each); all or nothing for conflicts and quotas, checked first, and for
+        the store, written in one transaction."""
         self.check_create_many(tenant, streams)
-        return [self.create(tenant, stream, config, labels) for stream, config, labels in streams]
+        new: dict[str, tuple[CoreConfig, dict[str, str]]] = {}  # the streams to create, each once
+        for stream, config, labels in streams:
+            if stream not in new and self.registry.find(tenant, stream) is None:
+                new[stream] = (config, labels)
+        created_at = now_iso()
+        rows = [
+            (tenant, stream, json.dumps(config.to_dict()), created_at, json.dumps(labels))
+            for stream, (config, labels) in new.items()
+        ]
+        uids = self.durability.write(lambda s: s.add_streams(rows))
+        made = {
+            stream: self._register(uid, tenant, stream, config, labels, created_at)
+            for (stream, (config, labels)), uid in zip(new.items(), uids)
+        }
+        answers = []
+        for stream, config, labels in streams:
+            state = made.pop(stream, None)  # (a stream named again is answered as ``create`` answers it)
+            answers.append((state.info(), True) if state is not None else self.create(tenant, stream, config, labels))
+        return answers
 
     def check_create_many(self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]) -> None:
         """``create_many``'s checks, creating nothing: conflicts, then the quotas for the new streams."""
@@ -336,10 +355,17 @@ class Shard:
             return state.info(), False
         self.registry.check_room(tenant, stream_bytes(config, self.settings), elsewhere=self.elsewhere)
         created_at = now_iso()
-        d = self.durability
         text = json.dumps(labels)
-        uid = d.write(lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at, text))
-        state = d.new_state(uid, tenant, stream, config, created_at)
+        uid = self.durability.write(
+            lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at, text)
+        )
+        return self._register(uid, tenant, stream, config, labels, created_at).info(), True
+
+    def _register(
+        self, uid: int, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str], created_at: str
+    ) -> StreamState:
+        """A stream the store has just added: in the engine and the registry."""
+        state = self.durability.new_state(uid, tenant, stream, config, created_at)
         state.labels = dict(labels)
         assert self.store is not None
         state.created_mark = state.newest_mark = state.fallback_mark = self.store.last_batch
@@ -347,7 +373,7 @@ class Shard:
         state.loaded = state.fresh = True
         self.registry.add(state)
         self.telemetry.streams(len(self.registry))
-        return state.info(), True
+        return state
 
     def handover(self, tenant: str, stream: str) -> Handover:
         """The stream, whole, for another shard to ``adopt``."""

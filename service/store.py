@@ -293,6 +293,22 @@ class Store:
         assert uid is not None
         return uid
 
+    def add_streams(self, rows: list[tuple[str, str, str, str, str]]) -> list[int]:
+        """New streams' uids, in order, from ``(tenant, stream, config, created_at, labels)`` rows (``add_stream``'s),
+        in one transaction: all or none (a commit per stream was a sixth of a bulk creation's time)."""
+        insert = "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, 0)"
+        mark = self.last_batch
+
+        def run() -> list[int]:
+            uids = []
+            for tenant, stream, config, created_at, labels in rows:
+                uid = self._db.execute(insert, (tenant, stream, config, created_at, mark, labels)).lastrowid
+                assert uid is not None
+                uids.append(uid)
+            return uids
+
+        return in_transaction(self._db, self._faults, run)
+
     def set_template(self, tenant: str, body: str | None) -> None:
         """The tenant's template (a stream's PUT body, JSON), or none."""
         if body is None:

@@ -3,6 +3,8 @@ one request, through the real server."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import httpx
 import pytest
 
@@ -110,6 +112,30 @@ def test_a_bulk_create_over_the_quota_creates_nothing(tmp_path):
         assert refused.status_code == 403 and ids(c) == []
         assert c.post("/v1/streams", json={"streams": [{"id": f"s{k}"} for k in range(3)]}).status_code == 200
         assert c.post("/v1/streams/s9/observations", json={"x": 1.0}).status_code == 403  # no room to create it
+
+
+def test_a_bulk_create_the_store_refuses_halfway_creates_nothing(tmp_path):
+    """The store refuses the third stream's row (a trigger, as a full disk refuses a write): none of the four is
+    created, in memory or on disk, and the same request later creates them all (it was a commit per stream,
+    which left the first two behind)."""
+    with app_client(Settings(data_dir=tmp_path / "data")) as c:
+        wait_ready(c)
+        c.put("/v1/template", json=TEMPLATE)
+        with sqlite3.connect(tmp_path / "data" / "tbptt.sqlite3") as db:
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON streams WHEN NEW.id = 'c' "
+                "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+            )
+        body = {"streams": [{"id": name} for name in "abcd"]}
+        refused = c.post("/v1/streams", json=body)
+        assert refused.status_code == 507 and "full" in refused.json()["detail"] and ids(c) == []
+        with sqlite3.connect(tmp_path / "data" / "tbptt.sqlite3") as db:
+            db.execute("DROP TRIGGER refuse")
+        made = c.post("/v1/streams", json=body).json()["streams"]
+        assert [(s["id"], s["created"]) for s in made] == [(name, True) for name in "abcd"]
+    with app_client(Settings(data_dir=tmp_path / "data")) as c:  # restarted: each once
+        wait_ready(c)
+        assert ids(c) == list("abcd")
 
 
 def test_the_template_and_the_streams_it_created_survive_kill_9(tmp_path):
