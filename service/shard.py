@@ -259,10 +259,10 @@ class Shard:
             state = self.loaded(tenant, part.stream)  # (loading evicts nothing: eviction is housekeeping's)
             check(state, part)
             states.append(state)
-        if template is not None:
-            for part, found in zip(parts, states):
-                if found is None and self.registry.find(tenant, part.stream) is None:
-                    self.create(tenant, part.stream, template.config, template.labels)
+        if template is not None:  # (all at once: within the quotas together, in one transaction)
+            unknown = dict.fromkeys(part.stream for part, found in zip(parts, states) if found is None)
+            if unknown:
+                self.create_many(tenant, [(stream, template.config, template.labels) for stream in unknown])
         return [self.loaded(tenant, p.stream) if s is None else s for p, s in zip(parts, states)]
 
     def template(self, tenant: str) -> Template | None:

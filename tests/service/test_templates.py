@@ -114,6 +114,22 @@ def test_a_bulk_create_over_the_quota_creates_nothing(tmp_path):
         assert c.post("/v1/streams/s9/observations", json={"x": 1.0}).status_code == 403  # no room to create it
 
 
+def test_observations_for_more_new_streams_than_the_quota_leaves_create_none(tmp_path):
+    """The template's streams of one request are created together, within the quotas together: a refused
+    request creates nothing (it created the streams that fitted, one by one, before the one that did not)."""
+    with app_client(Settings(data_dir=tmp_path / "data", max_streams_per_tenant=3)) as c:
+        wait_ready(c)
+        c.put("/v1/template", json=TEMPLATE)
+        four = {"observations": [{"stream": f"s{k}", "x": 1.0} for k in range(4)]}
+        refused = c.post("/v1/observations", json=four)
+        assert refused.status_code == 403 and "TBPTT_MAX_STREAMS_PER_TENANT" in refused.text and ids(c) == []
+        three = {"observations": [{"stream": f"s{k % 3}", "x": float(k)} for k in range(6)]}  # each twice
+        applied = c.post("/v1/observations", json=three)
+        assert applied.status_code == 200 and [r["step"] for r in applied.json()["results"]] == [1, 1, 1, 2, 2, 2]
+        assert ids(c) == ["s0", "s1", "s2"]
+        assert c.post("/v1/observations", json=three).status_code == 200  # at the quota, its streams still served
+
+
 def test_a_bulk_create_the_store_refuses_halfway_creates_nothing(tmp_path):
     """The store refuses the third stream's row (a trigger, as a full disk refuses a write): none of the four is
     created, in memory or on disk, and the same request later creates them all (it was a commit per stream,
