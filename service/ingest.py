@@ -15,7 +15,7 @@ from tbptt.models import Results
 from tbptt.models import StreamConfig as CoreConfig
 
 from .errors import Conflict, Invalid, StreamReplaced
-from .results import Result, ahead_of, calibrated, rfc3339
+from .results import Result, ResultLog, ahead_of, calibrated, rfc3339
 from .schemas import MAX_SAFE_INT as MAX_SEQ
 from .streams import Key, StreamState
 
@@ -58,6 +58,19 @@ class Part:
     loc: Loc = ("body",)
     indexed: bool = False
     incarnation: int | None = None  # when set: only for this incarnation of the stream (a WebSocket's own)
+
+
+def admits(states: Sequence[StreamState], parts: list[Part]) -> None:
+    """Raise what planning this request would (``Plan.add``: seqs and timestamps in order, retries that repeat),
+    planned alone, keeping nothing: asked before a request creates streams, so that a refused one creates none.
+    Alone it is never stricter than in its micro-batch, whose earlier requests only move the streams' last seq
+    and timestamp on."""
+    Plan().add(None, list(states), parts)
+
+
+def provisional(tenant: str, stream: str, config: CoreConfig, retained: int) -> StreamState:
+    """A stream as it would be created, for ``admits`` (no uid yet: nothing of it is kept)."""
+    return StreamState(-1, tenant, stream, config, "", ResultLog.of(retained, config))
 
 
 def check(state: StreamState, part: Part) -> None:

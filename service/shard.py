@@ -35,7 +35,7 @@ from .datadir import DataDirLock
 from .durability import Durability, never, stream_bytes
 from .errors import Invalid, StorageFull, StreamConflict, Unavailable
 from .faults import Faults
-from .ingest import Part, Plan, check, fits, learns
+from .ingest import Part, Plan, admits, check, fits, learns, provisional
 from .keygroups import check_unsharded
 from .modelfile import read_weights, write_weights
 from .patching import Template, patched
@@ -259,9 +259,16 @@ class Shard:
             state = self.loaded(tenant, part.stream)  # (loading evicts nothing: eviction is housekeeping's)
             check(state, part)
             states.append(state)
-        if template is not None:  # (all at once: within the quotas together, in one transaction)
-            unknown = dict.fromkeys(part.stream for part, found in zip(parts, states) if found is None)
+        if template is not None:  # (all at once, if the request would be planned: within the quotas together)
+            unknown = {
+                part.stream: provisional(tenant, part.stream, template.config, self.settings.results_retained)
+                for part, found in zip(parts, states)
+                if found is None
+            }
             if unknown:
+                whole = [unknown[p.stream] if found is None else found for p, found in zip(parts, states)]
+                limits.check_rollout(whole, parts, self.settings)
+                admits(whole, parts)
                 self.create_many(tenant, [(stream, template.config, template.labels) for stream in unknown])
         return [self.loaded(tenant, p.stream) if s is None else s for p, s in zip(parts, states)]
 

@@ -49,12 +49,13 @@ from prometheus_client.metrics_core import Metric
 from tbptt.models import StreamConfig as CoreConfig
 from tbptt.models import StreamMetrics, StreamNotFound
 
+from . import limits
 from .alerts import Alert
 from .durability import stream_bytes
 from .engine_thread import settle
 from .errors import Unavailable
 from .fastjson import each_spliced
-from .ingest import Part, fits
+from .ingest import Part, admits, fits, provisional
 from .keygroups import Placement
 from .link import Link, dumps, loads
 from .outboxes import BEHIND, LEASE_SECONDS
@@ -536,6 +537,11 @@ class ShardedHub(Watching):
             (new if part.stream in unknown and part.incarnation is None else known).append(part)
         for part in new:
             fits(template.config, part)
+        if new:  # (as the single process: a request its plan would refuse creates nothing)
+            retained = self.settings.results_retained
+            states = {p.stream: provisional(tenant, p.stream, template.config, retained) for p in new}
+            limits.check_rollout([states[p.stream] for p in new], new, self.settings)
+            admits([states[p.stream] for p in new], new)
         if known:
             await self._check(tenant, self._by_shard(tenant, [p.stream for p in known]), known)
         streams = dict.fromkeys(part.stream for part in new)

@@ -45,6 +45,11 @@ def observations_create_streams_from_the_template(client) -> None:
     mixed = {"observations": [{"stream": "boiler-5", "x": 1.0}, {"stream": "boiler-1", "x": [1.0, 2.0]}]}
     assert client.post("/v1/observations", json=mixed).status_code == 422  # another part is refused ...
     assert "boiler-5" not in ids(client, "boiler-")  # ... so the request creates nothing
+    backwards = {"observations": [{"x": 1.0, "ts": 10}, {"x": 2.0, "ts": 5}]}  # refused when planned: 409s
+    assert client.post("/v1/streams/boiler-6/observations", json=backwards).status_code == 409
+    reused = {"observations": [{"stream": "boiler-7", "x": 1.0, "seq": 5}, {"stream": "boiler-7", "x": 2.0, "seq": 3}]}
+    assert client.post("/v1/observations", json=reused).status_code == 409
+    assert ids(client, "boiler-") == ["boiler-1", "boiler-2", "boiler-3"]  # created nothing (they did, once)
     assert client.delete("/v1/template").status_code == 204
     assert client.post("/v1/streams/boiler-5/observations", json={"x": 1.0}).status_code == 404
     assert client.post("/v1/streams/boiler-1/observations", json={"x": 1.0}).status_code == 200  # it stays
