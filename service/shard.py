@@ -291,8 +291,12 @@ class Shard:
         """What ``begin`` checks of a request, applying nothing: a request whose streams live on several
         shards is checked on each before any applies it. The streams it admitted, for ``begin``: they stay
         admitted until a stream's config or incarnation changes, which only a call other than an apply or
-        a read does (service/shard_host.py keeps them until then), or it is evicted or damaged."""
-        return self._admitted(tenant, parts)
+        a read does (service/shard_host.py keeps them until then), or it is evicted or damaged. Planned too (seqs
+        and timestamps in order, retries that repeat: ``admits``), so that a part its shard's plan would refuse
+        refuses the request before another shard applies its own parts."""
+        states = self._admitted(tenant, parts)
+        admits(states, parts)
+        return states
 
     def _still_admitted(self, tenant: str, parts: list[Part], states: list[StreamState]) -> bool:
         """``check``'s streams are still those of the request, in the engine and whole (what the

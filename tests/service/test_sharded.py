@@ -583,6 +583,11 @@ def test_a_request_across_shards_is_checked_on_every_shard_before_any_applies_it
     answered = httpx.post(f"{url}/v1/observations", json={"observations": good}).json()["results"]
     assert [r["stream"] for r in answered] == ["a", "b", "e", "c"]
     assert [r["seq"] for r in answered] == [1, 1, 1, 1]
+    # refused when planned (a seq reused with other values, on shard 0): checked whole first all the same
+    reused = [{"stream": "a", "x": [5.0], "seq": 2}, {"stream": "c", "x": [9.0], "seq": 1}]
+    refused = httpx.post(f"{url}/v1/observations", json={"observations": reused})
+    assert refused.status_code == 409 and refused.json()["detail"][0]["loc"] == ["body", "observations", 1, "seq"]
+    assert [httpx.get(f"{url}/v1/streams/{s}").json()["steps"] for s in ("a", "b", "e", "c")] == [1, 1, 1, 1]
 
 
 def test_quotas_and_listings_cover_every_shard(sharded):
