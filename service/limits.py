@@ -115,7 +115,16 @@ class BodyLimit:
 def check_rollout(states: list[StreamState], parts: list[Part], settings: Settings) -> None:
     """A stream with a horizon H rolls each observation's forecasts H - 1 steps forward: a request may roll
     at most TBPTT_MAX_BATCH steps in all (else a 422), so that its work stays that of a full batch."""
-    rolled = sum(len(part.observations) * (state.config.horizon - 1) for state, part in zip(states, parts))
+    check_rolled(rollout(states, parts), settings)
+
+
+def rollout(states: list[StreamState], parts: list[Part]) -> int:
+    """The steps that ``parts`` of a request, for ``states``, roll forecasts forward (``check_rollout``)."""
+    return sum(len(part.observations) * (state.config.horizon - 1) for state, part in zip(states, parts))
+
+
+def check_rolled(rolled: int, settings: Settings) -> None:
+    """``check_rollout`` of a request that rolls ``rolled`` steps (a sharded front sums its shards')."""
     if rolled > settings.max_batch:
         raise Invalid(
             ("body",),

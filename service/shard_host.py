@@ -30,6 +30,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from . import limits
 from .applying import Applying
 from .engine_thread import _domain
 from .gcpolicy import park_long_lived
@@ -211,8 +212,7 @@ class ShardHost:
         self.shard.elsewhere = elsewhere
         try:
             if name == "check":  # (a request as ``apply`` takes it: service/wire.py's bytes)
-                self._check(args[0])
-                return None, None
+                return self._check(args[0]), None
             if name in ("lease", "release"):  # (the fronts' one lease lives on shard 0: service/sharded.py)
                 return getattr(self.lease, "take" if name == "lease" else "release")(*args), None
             value = getattr(self.shard, name)(*args)
@@ -224,14 +224,17 @@ class ShardHost:
         finally:
             self.shard.elsewhere = None
 
-    def _check(self, data: bytes) -> None:
+    def _check(self, data: bytes) -> int:
         """``Shard.check`` of the request; if it passes, the request is kept decoded for its apply (the next
         call but few, unless another shard refused it) with the streams it was admitted to: equal bytes
-        decode to an equal request, so a kept one is always right, and the oldest go."""
+        decode to an equal request, so a kept one is always right, and the oldest go. The steps its parts here
+        roll forecasts forward (the front sums every shard's: ``limits.check_rollout``)."""
         request = request_of(data)
-        self._checked[data] = (request, self.shard.check(*request), self._changes)
+        states = self.shard.check(*request)
+        self._checked[data] = (request, states, self._changes)
         while len(self._checked) > CHECKED_KEPT:
             del self._checked[next(iter(self._checked))]
+        return limits.rollout(states, request[1])
 
     def families(self) -> list[Metric]:
         """This shard's Prometheus metrics (service/telemetry.py's ``per_shard`` labels them)."""

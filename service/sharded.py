@@ -537,22 +537,29 @@ class ShardedHub(Watching):
             (new if part.stream in unknown and part.incarnation is None else known).append(part)
         for part in new:
             fits(template.config, part)
+        rolled = 0  # (the steps the new streams' parts roll forecasts forward)
         if new:  # (as the single process: a request its plan would refuse creates nothing)
             retained = self.settings.results_retained
             states = {p.stream: provisional(tenant, p.stream, template.config, retained) for p in new}
-            limits.check_rollout([states[p.stream] for p in new], new, self.settings)
+            rolled = limits.rollout([states[p.stream] for p in new], new)
+            limits.check_rolled(rolled, self.settings)
             admits([states[p.stream] for p in new], new)
         if known:
-            await self._check(tenant, self._by_shard(tenant, [p.stream for p in known]), known)
+            await self._check(tenant, self._by_shard(tenant, [p.stream for p in known]), known, rolled)
         streams = dict.fromkeys(part.stream for part in new)
         await self.create_many(tenant, [(stream, template.config, template.labels) for stream in streams])
 
-    async def _check(self, tenant: str, by_shard: dict[int, list[int]], parts: list[Part]) -> dict[int, bytes]:
-        """Each shard's share of a request checked there, nothing applied; those shares, encoded."""
+    async def _check(
+        self, tenant: str, by_shard: dict[int, list[int]], parts: list[Part], rolled: int = 0
+    ) -> dict[int, bytes]:
+        """Each shard's share of a request checked there, nothing applied; those shares, encoded. The steps the
+        shares roll forecasts forward are summed (with ``rolled``, counted elsewhere) against the request's
+        limit, as one process counts them (each shard sees its share only)."""
         requests = {shard: request_bytes((tenant, [parts[k] for k in ks])) for shard, ks in by_shard.items()}
-        await asyncio.gather(
+        shares = await asyncio.gather(
             *(self._call(shard, "check", request, tenant=tenant) for shard, request in requests.items())
         )
+        limits.check_rolled(rolled + sum(shares), self.settings)
         return requests
 
     async def _observe(self, tenant: str, parts: list[Part]) -> list[bytes]:

@@ -121,7 +121,7 @@ def test_a_shard_host_keeps_checked_requests_for_their_apply_and_only_the_newest
     host.call("create", ("t", "s", StreamConfig(input_size=1)))
     requests = [request_bytes(("t", [Part("s", [Incoming([float(k)], None, k + 1)])])) for k in range(100)]
     for data in requests:
-        assert host.call("check", (data,)) == (None, None)
+        assert host.call("check", (data,)) == (0, None)  # (passed; no forecasts rolled forward)
     first, *_ = applied(host, requests[0])  # long gone from what is kept: decoded again
     last, *_ = applied(host, requests[-1])  # kept: not decoded again
     assert [first[0][0]["seq"], last[0][0]["seq"]] == [1, 100]
@@ -236,7 +236,7 @@ def test_an_apply_trusts_its_check_until_a_call_could_change_the_verdict(tmp_pat
 
     def checked_then_applied(data: bytes, between=lambda: None):
         checks.clear()
-        assert host.call("check", (data,)) == (None, None)
+        assert host.call("check", (data,)) == (0, None)  # (passed; no forecasts rolled forward)
         between()
         outcome, *_ = applied(host, data)
         return outcome, len(checks)
@@ -588,6 +588,17 @@ def test_a_request_across_shards_is_checked_on_every_shard_before_any_applies_it
     refused = httpx.post(f"{url}/v1/observations", json={"observations": reused})
     assert refused.status_code == 409 and refused.json()["detail"][0]["loc"] == ["body", "observations", 1, "seq"]
     assert [httpx.get(f"{url}/v1/streams/{s}").json()["steps"] for s in ("a", "b", "e", "c")] == [1, 1, 1, 1]
+    # forecasts rolled forward: counted over the whole request, as one process counts them (160 x 63 steps,
+    # 5,040 on each shard, against TBPTT_MAX_BATCH 10,000)
+    forecasting = {"model": {"input_size": 1}, "target": "next", "horizon": 64}
+    for stream in ("roll-1", "roll-3"):  # (on shards 0 and 1)
+        assert httpx.put(f"{url}/v1/streams/{stream}", json=forecasting).status_code == 201
+    rolling = [{"stream": stream, "x": float(k)} for k in range(80) for stream in ("roll-1", "roll-3")]
+    refused = httpx.post(f"{url}/v1/observations", json={"observations": rolling})
+    assert refused.status_code == 422 and "10,080 steps" in refused.text
+    assert [httpx.get(f"{url}/v1/streams/{s}").json()["steps"] for s in ("roll-1", "roll-3")] == [0, 0]
+    for stream in ("roll-1", "roll-3"):
+        assert httpx.delete(f"{url}/v1/streams/{stream}").status_code == 204
 
 
 def test_quotas_and_listings_cover_every_shard(sharded):
