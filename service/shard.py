@@ -447,6 +447,20 @@ class Shard:
         self.registry.remove(state)
         self.telemetry.streams(len(self.registry))
 
+    def discard(self, tenant: str, streams: list[str]) -> list[str]:
+        """Delete those of ``streams`` still as created (nothing logged for them: no observation acknowledged),
+        in one transaction; the ones deleted. A sharded front takes back with it what a bulk creation created
+        here when another shard refused its own part."""
+        found = (self.registry.find(tenant, stream) for stream in streams)
+        states = [state for state in found if state is not None and state.fresh]
+        self.durability.write(lambda s: s.delete_streams([st.uid for st in states]))
+        for state in states:
+            if state.loaded:
+                self.engine.remove_stream(state.key)
+            self.registry.remove(state)
+        self.telemetry.streams(len(self.registry))
+        return [state.id for state in states]
+
     def patch(self, tenant: str, stream: str, changes: dict[str, Any]) -> tuple[StreamInfo, int]:
         """Apply a merge patch of the stream's config (service/patching.py): logged with the observations
         and durable before it answers. The info after it, and the step from which it applies."""

@@ -56,7 +56,7 @@ READS = frozenset({
     "check", "check_create_many", "info", "streams", "predictions", "metrics", "export_model", "usage", "feed",
     "template", "missing", "lease", "release",
 })  # fmt: skip
-CALLS = READS | {"create", "create_many", "delete", "patch", "reset", "import_model", "set_template"}
+CALLS = READS | {"create", "create_many", "delete", "discard", "patch", "reset", "import_model", "set_template"}
 
 
 @dataclass(slots=True)
@@ -218,6 +218,9 @@ class ShardHost:
             value = getattr(self.shard, name)(*args)
             if name == "delete":
                 self.outboxes.gone((args[0], args[1]), but=front)
+            if name == "discard":
+                for stream in value:
+                    self.outboxes.gone((args[0], stream), but=front)
             return value, None
         except Exception as exc:
             return None, _domain(exc)

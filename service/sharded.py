@@ -611,12 +611,29 @@ class ShardedHub(Watching):
                                  _claimed(streams, by_shard, shard, self.settings)])  # fmt: skip
                 await self._call(shard, "check_create_many", tenant, [streams[k] for k in ks], elsewhere=others)
             created: list[tuple[StreamInfo, bool]] = [None] * len(streams)  # type: ignore[list-item]
-            for shard, ks in by_shard.items():  # (each counting what the shards before it created)
-                others = await self._elsewhere(tenant, shard)
-                answer = await self._call(shard, "create_many", tenant, [streams[k] for k in ks], elsewhere=others)
-                for k, one in zip(ks, answer):
-                    created[k] = one
+            done: list[int] = []  # the shards that created their part
+            try:
+                for shard, ks in by_shard.items():  # (each counting what the shards before it created)
+                    others = await self._elsewhere(tenant, shard)
+                    answer = await self._call(shard, "create_many", tenant, [streams[k] for k in ks], elsewhere=others)
+                    for k, one in zip(ks, answer):
+                        created[k] = one
+                    done.append(shard)
+            except Exception:  # (a shard's store refused: the others' new streams are taken back, as one process)
+                await self._discard(tenant, {k: [streams[i][0] for i in by_shard[k] if created[i][1]] for k in done})
+                raise
             return created
+
+    async def _discard(self, tenant: str, by_shard: dict[int, list[str]]) -> None:
+        """Take back what a bulk creation created on these shards: each stream still as created (one that was
+        fed meanwhile stays: what was acknowledged of it is never dropped). Best effort: a shard that cannot is
+        logged."""
+        for shard, streams in by_shard.items():
+            if streams:
+                try:
+                    await self._call(shard, "discard", tenant, streams)
+                except Exception as exc:  # (the creation's own error is what the client is told)
+                    log.warning("shard %d kept %d streams of a refused bulk creation: %s", shard, len(streams), exc)
 
     async def template(self, tenant: str) -> Template | None:
         return await self._call(TEMPLATES, "template", tenant)

@@ -326,13 +326,20 @@ class Store:
 
     def delete_stream(self, uid: int) -> None:
         """Its row and checkpoints (its log records go with the next trims); the pages freed are given back."""
+        self.delete_streams([uid])
+
+    def delete_streams(self, uids: list[int]) -> None:
+        """``delete_stream`` of each, in one transaction."""
+        if not uids:
+            return
+        rows = [(uid,) for uid in uids]
         self._write(
             [
-                ("DELETE FROM streams WHERE uid = ?", [(uid,)]),
-                ("DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ?)", [(uid,)]),
-                ("DELETE FROM checkpoints WHERE uid = ?", [(uid,)]),
-                ("DELETE FROM results WHERE uid = ?", [(uid,)]),
-                ("DELETE FROM alerts WHERE uid = ?", [(uid,)]),
+                ("DELETE FROM streams WHERE uid = ?", rows),
+                ("DELETE FROM parts WHERE blob IN (SELECT blob FROM checkpoints WHERE uid = ?)", rows),
+                ("DELETE FROM checkpoints WHERE uid = ?", rows),
+                ("DELETE FROM results WHERE uid = ?", rows),
+                ("DELETE FROM alerts WHERE uid = ?", rows),
             ]
         )
         try:

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -218,6 +219,16 @@ def test_a_shards_work_goes_on_while_any_front_calls_even_when_the_front_that_se
         answered += more
         rounds += 1
     assert not busy and [(job, result[0][0]["step"]) for job, result in answered] == [(0, 301)]
+    host.close()
+
+
+def test_a_shard_takes_back_only_streams_still_as_created(tmp_path):
+    """``discard`` (a refused bulk creation taken back) never drops a stream something was acknowledged for."""
+    host = ShardHost(Settings(data_dir=tmp_path / "shard"), 0)
+    host.call("create_many", ("t", [(name, StreamConfig(input_size=1), {}) for name in ("fed", "new")]))
+    host.shard.apply([("t", [Part("fed", [Incoming([0.5], None, 1)])])])
+    assert host.call("discard", ("t", ["fed", "new", "unknown"])) == (["new"], None)
+    assert host.shard.missing("t", ["fed", "new"]) == ["new"] and host.shard.info("t", "fed").steps == 1
     host.close()
 
 
@@ -599,6 +610,28 @@ def test_a_request_across_shards_is_checked_on_every_shard_before_any_applies_it
     assert [httpx.get(f"{url}/v1/streams/{s}").json()["steps"] for s in ("roll-1", "roll-3")] == [0, 0]
     for stream in ("roll-1", "roll-3"):
         assert httpx.delete(f"{url}/v1/streams/{stream}").status_code == 204
+
+
+def test_a_bulk_creation_a_shard_refuses_creates_nothing_on_the_others(sharded):
+    """Shard 1's store refuses one of its rows (a trigger, as a full disk refuses a write) after shard 0 created
+    its part: what shard 0 created is taken back, so the request creates nothing, as in one process."""
+    url, names = sharded.url, ["bulk-0", "bulk-1", "bulk-2", "bulk-3"]  # (shards 0, 0, 1, 1: shard 0's first)
+    store = sharded.data_dir / "shards" / "1" / "tbptt.sqlite3"
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON streams WHEN NEW.id = 'bulk-3' "
+            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+    body = {"streams": [{"id": name, "model": {"input_size": 1}} for name in names]}
+    refused = httpx.post(f"{url}/v1/streams", json=body)
+    assert refused.status_code == 507, refused.text
+    assert httpx.get(f"{url}/v1/streams", params={"prefix": "bulk-"}).json()["streams"] == []
+    with sqlite3.connect(store) as db:
+        db.execute("DROP TRIGGER refuse")
+    made = httpx.post(f"{url}/v1/streams", json=body).json()["streams"]
+    assert [(s["id"], s["created"]) for s in made] == [(name, True) for name in names]
+    for name in names:
+        assert httpx.delete(f"{url}/v1/streams/{name}").status_code == 204
 
 
 def test_quotas_and_listings_cover_every_shard(sharded):
