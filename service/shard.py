@@ -316,61 +316,49 @@ class Shard:
     def create_many(
         self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]
     ) -> list[tuple[StreamInfo, bool]]:
-        """Create many streams (as ``create`` each); all or nothing for conflicts and quotas, checked first, and for
-        the store, written in one transaction."""
+        """Create many streams: each one's info, and whether it was created (False: it exists with the same config
+        and labels). All or nothing: conflicts and quotas checked first, the new streams written in one
+        transaction."""
         self.check_create_many(tenant, streams)
-        new: dict[str, tuple[CoreConfig, dict[str, str]]] = {}  # the streams to create, each once
-        for stream, config, labels in streams:
-            if stream not in new and self.registry.find(tenant, stream) is None:
-                new[stream] = (config, labels)
+        new = {
+            stream: (config, labels) for stream, config, labels in streams if self.registry.find(tenant, stream) is None
+        }
         created_at = now_iso()
         rows = [
             (tenant, stream, json.dumps(config.to_dict()), created_at, json.dumps(labels))
             for stream, (config, labels) in new.items()
         ]
-        uids = self.durability.write(lambda s: s.add_streams(rows))
-        made = {
-            stream: self._register(uid, tenant, stream, config, labels, created_at)
-            for (stream, (config, labels)), uid in zip(new.items(), uids)
-        }
+        uids = self.durability.write(lambda s: s.add_streams(rows)) if rows else []
+        for (stream, (config, labels)), uid in zip(new.items(), uids):
+            self._register(uid, tenant, stream, config, labels, created_at)
         answers = []
-        for stream, config, labels in streams:
-            state = made.pop(stream, None)  # (a stream named again is answered as ``create`` answers it)
-            answers.append((state.info(), True) if state is not None else self.create(tenant, stream, config, labels))
+        for stream, _, _ in streams:
+            answers.append((self.registry.get(tenant, stream).info(), stream in new))
+            new.pop(stream, None)  # (a stream named again is answered as existing)
         return answers
 
     def check_create_many(self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]) -> None:
-        """``create_many``'s checks, creating nothing: conflicts, then the quotas for the new streams."""
-        room, seen = 0, set()
+        """``create_many``'s checks, creating nothing: conflicts (with a stream, or with the same one named
+        before), then the quotas for the new streams."""
+        room = 0
+        seen: dict[str, tuple[CoreConfig, dict[str, str]]] = {}  # each new stream's first naming
         for stream, config, labels in streams:
             state = self.registry.find(tenant, stream)
-            if state is not None and (state.config != config or state.labels != labels):
-                raise StreamConflict(stream, "config" if state.config != config else "labels")
+            before = (state.config, state.labels) if state is not None else seen.get(stream)
+            if before is not None and before != (config, labels):
+                raise StreamConflict(stream, "config" if before[0] != config else "labels")
             if state is None and stream not in seen:
                 room += stream_bytes(config, self.settings)
-            seen.add(stream)
+            seen[stream] = (config, labels)
         new = len([s for s in seen if self.registry.find(tenant, s) is None])
-        self.registry.check_room(tenant, room, new, self.elsewhere)
+        if new:  # (naming only streams that exist, with their config, is never over a quota)
+            self.registry.check_room(tenant, room, new, self.elsewhere)
 
     def create(
         self, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str] | None = None
     ) -> tuple[StreamInfo, bool]:
         """The stream's info, and whether it was created (False: it exists with the same config and labels)."""
-        labels = labels or {}
-        state = self.registry.find(tenant, stream)
-        if state is not None:
-            if state.config != config:
-                raise StreamConflict(stream)
-            if state.labels != labels:
-                raise StreamConflict(stream, "labels")
-            return state.info(), False
-        self.registry.check_room(tenant, stream_bytes(config, self.settings), elsewhere=self.elsewhere)
-        created_at = now_iso()
-        text = json.dumps(labels)
-        uid = self.durability.write(
-            lambda s: s.add_stream(tenant, stream, json.dumps(config.to_dict()), created_at, text)
-        )
-        return self._register(uid, tenant, stream, config, labels, created_at).info(), True
+        return self.create_many(tenant, [(stream, config, labels or {})])[0]
 
     def _register(
         self, uid: int, tenant: str, stream: str, config: CoreConfig, labels: dict[str, str], created_at: str

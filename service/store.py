@@ -287,22 +287,18 @@ class Store:
         self, tenant: str, stream: str, config: str, created_at: str, labels: str = "{}", fed: bool = False
     ) -> int:
         """The new stream's uid (``config`` and ``labels``: JSON; ``fed``: it holds more than its config makes)."""
-        row = (tenant, stream, config, created_at, self.last_batch, labels, int(fed))
-        insert = "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        uid = self._write([(insert, [row])])
-        assert uid is not None
-        return uid
+        return self.add_streams([(tenant, stream, config, created_at, labels)], fed)[0]
 
-    def add_streams(self, rows: list[tuple[str, str, str, str, str]]) -> list[int]:
+    def add_streams(self, rows: list[tuple[str, str, str, str, str]], fed: bool = False) -> list[int]:
         """New streams' uids, in order, from ``(tenant, stream, config, created_at, labels)`` rows (``add_stream``'s),
         in one transaction: all or none (a commit per stream was a sixth of a bulk creation's time)."""
-        insert = "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, 0)"
+        insert = "INSERT INTO streams (tenant, id, config, created_at, mark, labels, fed) VALUES (?, ?, ?, ?, ?, ?, ?)"
         mark = self.last_batch
 
         def run() -> list[int]:
             uids = []
             for tenant, stream, config, created_at, labels in rows:
-                uid = self._db.execute(insert, (tenant, stream, config, created_at, mark, labels)).lastrowid
+                uid = self._db.execute(insert, (tenant, stream, config, created_at, mark, labels, int(fed))).lastrowid
                 assert uid is not None
                 uids.append(uid)
             return uids

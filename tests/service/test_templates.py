@@ -117,6 +117,13 @@ def test_a_bulk_create_over_the_quota_creates_nothing(tmp_path):
         assert refused.status_code == 403 and ids(c) == []
         assert c.post("/v1/streams", json={"streams": [{"id": f"s{k}"} for k in range(3)]}).status_code == 200
         assert c.post("/v1/streams/s9/observations", json={"x": 1.0}).status_code == 403  # no room to create it
+        again = c.post("/v1/streams", json={"streams": [{"id": f"s{k}"} for k in range(3)]})  # at the quota: ...
+        assert again.status_code == 200 and [s["created"] for s in again.json()["streams"]] == [False] * 3
+        assert c.put("/v1/streams/s0", json={**TEMPLATE}).status_code == 200  # ... confirming takes no room
+    with app_client(Settings(data_dir=tmp_path / "data", max_streams_per_tenant=2)) as c:  # the limit lowered
+        wait_ready(c)
+        assert c.put("/v1/streams/s0", json={**TEMPLATE}).status_code == 200  # over it: still confirmed ...
+        assert c.put("/v1/streams/s5", json={**TEMPLATE}).status_code == 403  # ... and nothing created
 
 
 def test_observations_for_more_new_streams_than_the_quota_leaves_create_none(tmp_path):
