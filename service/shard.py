@@ -340,7 +340,7 @@ class Shard:
     def check_create_many(self, tenant: str, streams: list[tuple[str, CoreConfig, dict[str, str]]]) -> None:
         """``create_many``'s checks, creating nothing: conflicts (with a stream, or with the same one named
         before), then the quotas for the new streams."""
-        room = 0
+        room, new = 0, 0  # the new streams' memory, and how many
         seen: dict[str, tuple[CoreConfig, dict[str, str]]] = {}  # each new stream's first naming
         for stream, config, labels in streams:
             state = self.registry.find(tenant, stream)
@@ -348,9 +348,8 @@ class Shard:
             if before is not None and before != (config, labels):
                 raise StreamConflict(stream, "config" if before[0] != config else "labels")
             if state is None and stream not in seen:
-                room += stream_bytes(config, self.settings)
+                room, new = room + stream_bytes(config, self.settings), new + 1
             seen[stream] = (config, labels)
-        new = len([s for s in seen if self.registry.find(tenant, s) is None])
         if new:  # (naming only streams that exist, with their config, is never over a quota)
             self.registry.check_room(tenant, room, new, self.elsewhere)
 
@@ -428,26 +427,25 @@ class Shard:
         return [s.info() for s in page.streams], page.after, page.total
 
     def delete(self, tenant: str, stream: str) -> None:
-        state = self.registry.get(tenant, stream)
-        self.durability.write(lambda s: s.delete_stream(state.uid))
-        if state.loaded:
-            self.engine.remove_stream(state.key)
-        self.registry.remove(state)
-        self.telemetry.streams(len(self.registry))
+        self._delete([self.registry.get(tenant, stream)])
 
     def discard(self, tenant: str, streams: list[str]) -> list[str]:
-        """Delete those of ``streams`` still as created (nothing logged for them: no observation acknowledged),
-        in one transaction; the ones deleted. A sharded front takes back with it what a bulk creation created
-        here when another shard refused its own part."""
+        """Delete those of ``streams`` still as created (nothing logged for them: no observation acknowledged);
+        the ones deleted. A sharded front takes back with it what a bulk creation created here when another
+        shard refused its own part."""
         found = (self.registry.find(tenant, stream) for stream in streams)
         states = [state for state in found if state is not None and state.fresh]
-        self.durability.write(lambda s: s.delete_streams([st.uid for st in states]))
+        self._delete(states)
+        return [state.id for state in states]
+
+    def _delete(self, states: list[StreamState]) -> None:
+        """The streams, their models, logs and checkpoints, gone (one transaction)."""
+        self.durability.write(lambda s: s.delete_streams([state.uid for state in states]))
         for state in states:
             if state.loaded:
                 self.engine.remove_stream(state.key)
             self.registry.remove(state)
         self.telemetry.streams(len(self.registry))
-        return [state.id for state in states]
 
     def patch(self, tenant: str, stream: str, changes: dict[str, Any]) -> tuple[StreamInfo, int]:
         """Apply a merge patch of the stream's config (service/patching.py): logged with the observations
