@@ -24,6 +24,7 @@ standardized.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -57,7 +58,11 @@ class TargetMode:
     DRIFTS = False  # whether the gate has a drift candidate (models/gate.py)
 
     def __init__(self, fleet: Fleet) -> None:
-        self.fleet, self.config, self.slots = fleet, fleet.config, fleet.slots
+        # The fleet owns its mode; a strong reference back would make a cycle, and a fleet dropped with its
+        # last stream (its arrays, megabytes at a few hundred streams) would then wait for the cycle
+        # collector, which a serving process runs rarely (service/gcpolicy.py): its memory was not given back.
+        self.fleet = weakref.proxy(fleet)
+        self.config, self.slots = fleet.config, fleet.slots
 
     def block(
         self, rows: Rows, first: np.ndarray, seen: Seen, y: np.ndarray, has_y: np.ndarray, learn: np.ndarray

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -99,3 +102,28 @@ def test_a_mostly_empty_fleet_shrinks_and_its_streams_carry_on_exactly():
     for i in range(0, 100, 10):
         engine.remove_stream(f"s{i}")
     assert not engine._fleets
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"cell": "lstm"}, *({"target": "next", "input_size": 1, **more} for more in (
+        {"horizon": 3}, {"residual": False}, {"impute_missing": True}, {"patterns": True, "season": 4}))],
+    ids=["explicit", "lstm", "horizon", "not-residual", "impute", "patterns"],
+)  # fmt: skip
+def test_a_fleet_that_lost_its_last_stream_is_freed_at_once_not_by_the_cycle_collector(overrides):
+    """A serving process runs the cycle collector rarely (service/gcpolicy.py), so a fleet in a reference
+    cycle (with its target mode) kept its arrays long after its last stream left: a server whose streams came
+    and went kept ~50 KiB of every stream created (`python -m bench.churn`; bench/README.md, "Streams that
+    come and go")."""
+    engine, c = Engine(), config(**overrides)
+    engine.add_stream("s", c)
+    xs, ys = sequence(c.input_size, 1, 12, seed=3)
+    for x, y in zip(xs, ys):
+        engine.observe("s", x, None if c.target == "next" else y)
+    fleet = weakref.ref(engine._streams["s"].fleet)
+    gc.disable()
+    try:
+        engine.remove_stream("s")
+        assert fleet() is None
+    finally:
+        gc.enable()
