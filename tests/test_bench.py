@@ -6,7 +6,18 @@ import math
 
 import numpy as np
 
-from bench import anomaly, checkpoints, core, fairness, interval_peers, labelled, shard_rounds, shard_scaling, spikes
+from bench import (
+    anomaly,
+    checkpoints,
+    churn,
+    core,
+    fairness,
+    interval_peers,
+    labelled,
+    shard_rounds,
+    shard_scaling,
+    spikes,
+)
 from bench.labelled import roc_area
 from tbptt.service.settings import Settings
 from tests.service.factories import app_client, wait_ready
@@ -37,6 +48,12 @@ def test_the_checkpoint_benchmark_measures_whole_rings_that_grow_with_the_result
     assert (few, more) == (15, 70) and more_whole.nbytes > few_whole.nbytes  # (two more checkpoints' added)
     assert more_runs.nbytes < more_whole.nbytes and more_runs.nbytes < few_runs.nbytes + 100
     assert min(c.pack for c in (few_whole, few_runs, more_whole, more_runs)) > 0
+
+
+def test_the_churn_benchmark_runs_and_every_request_it_sends_is_accepted():
+    """(``churn`` raises on any answer but the expected one: a refused loop would measure nothing.)"""
+    result = churn.churn(seconds=2.0, warmup=1.0, clients=1)
+    assert result["created"] >= 1 and result["after_mib"] > 0
 
 
 def test_the_shard_rounds_benchmark_runs():
