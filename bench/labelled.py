@@ -2,6 +2,7 @@
 
     python -m bench.labelled DIR
     python -m bench.labelled --csv DIR    # every DIR/*.csv of value,is_anomaly (bench/gutentag_series.py writes them)
+    python -m bench.labelled --csv DIR --peers pad_unclipped sad gaussian rcf    # and Random Cut Forest (rrcf)
 
 DIR holds aeon 1.6.0's wheel (``pip download --no-deps aeon==1.6.0 -d DIR``; nothing is installed), which
 ships two univariate series with labelled anomalies: the UCR anomaly archive's InternalBleeding16 (KDD
@@ -106,7 +107,7 @@ def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> t
 
 
 def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False) -> None:
-    """``--csv``: ours (streams with ``patterns``) and river's detectors (``peers``: they need river) on every
+    """``--csv``: ours (streams with ``patterns``) and ``peers`` (bench.anomaly_peers': river's need river) on every
     ``folder``/*.csv (``value,is_anomaly``)."""
     paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     if not paths:
@@ -151,17 +152,22 @@ def main() -> None:
     parser.add_argument("--csv", action="store_true", help="the folder holds value,is_anomaly CSVs")
     parser.add_argument("--patterns", action="store_true", help="ours with patterns on (models/pattern.py)")
     parser.add_argument("--no-peers", action="store_true", help="--csv: ours only (river not needed)")
+    parser.add_argument(
+        "--peers", nargs="+", choices=sorted(DETECTORS), default=list(PEERS),
+        help=f"the detectors of bench.anomaly_peers beside ours (default: {' '.join(PEERS)}; rcf needs rrcf)",
+    )  # fmt: skip
     args = parser.parse_args()
+    peers = () if args.no_peers else tuple(args.peers)
     torch.set_num_threads(1)
     if args.csv:
-        from_csv(args.folder, () if args.no_peers else PEERS, args.patterns)
+        from_csv(args.folder, peers, args.patterns)
         return
     series = labelled(args.folder)
     for name, (values, label, learn) in series.items():
         anomalous = np.flatnonzero(label)
         print(f"{name}: {len(values)} readings, {len(anomalous)} labelled anomalous, the first {learn} to learn from")
         detectors = {"ours": lambda v: run(v, args.patterns)[0]} | {
-            peer: (lambda v, peer=peer: scores(DETECTORS[peer], v)) for peer in PEERS
+            peer: (lambda v, peer=peer: scores(DETECTORS[peer], v)) for peer in peers
         }
         print(f"  ours' alerts   {episodes_found(values, label, learn, args.patterns)}")
         for detector, score_of in detectors.items():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from bench import (
     anomaly,
+    anomaly_peers,
     checkpoints,
     churn,
     core,
@@ -94,6 +96,51 @@ def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_c
     labelled.from_csv(tmp_path, peers=())  # (river's detectors need river, which the tests do not install)
     out = capsys.readouterr().out
     assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
+
+
+def _distance_from_last() -> anomaly_peers.Step:
+    """A stand-in peer (river's and rrcf's are not installed for the tests): how far a reading is from the last."""
+    last: list[float] = []
+
+    def step(value: float) -> float:
+        score = abs(value - last[-1]) / (1 + abs(value - last[-1])) if last else 0.0
+        last[:] = [value]
+        return score
+
+    return step
+
+
+def test_a_peer_of_the_labelled_benchmark_alerts_on_its_highest_scores_as_often_as_ours(tmp_path, capsys, monkeypatch):
+    """bench.labelled --csv --peers: a peer's alerts are its highest-scored readings, as many as ours raised."""
+    monkeypatch.setitem(labelled.DETECTORS, "jump", _distance_from_last)
+    values = 10 + np.sin(np.arange(700) / 5.0)
+    values[600] += 8.0
+    with open(tmp_path / "one.csv", "w") as f:
+        f.write("value,is_anomaly\n" + "".join(f"{v!r},{int(k == 600)}\n" for k, v in enumerate(values.tolist())))
+    labelled.from_csv(tmp_path, peers=("jump",))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("one"))
+    ours, jump = line.split("ours ")[1].split()[0], line.split("jump ")[1].split()[0]
+    alerts = sum(int(n) for n in ours.split("/"))  # (a reading alerted on is found, or near the region, or elsewhere)
+    assert jump.startswith("1/") and sum(int(n) for n in jump.split("/")) <= alerts, line
+
+
+def test_the_peers_benchmark_writes_every_series_scores_in_nabs_layout_from_several_processes(tmp_path, monkeypatch):
+    """bench.anomaly_peers --processes 2: one result file per series and detector where NAB's scorer looks, a
+    score per row in the data's order (the processes fork: they see the stand-in detector)."""
+    monkeypatch.setitem(anomaly_peers.DETECTORS, "jump", _distance_from_last)
+    series = {"kindA/a.csv": [1.0, 1.0, 4.0, 1.0], "kindA/b.csv": [2.0, 2.0], "kindB/c.csv": [0.0, 3.0, 3.0]}
+    for name, values in series.items():
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"2026-01-01 00:0{k}:00,{v}\n" for k, v in enumerate(values))
+        (tmp_path / "data" / name).write_text("timestamp,value\n" + rows)
+    args = ["--nab", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--only", "jump", "--processes", "2"]
+    monkeypatch.setattr("sys.argv", ["anomaly_peers", *args])
+    anomaly_peers.main()
+    for name, values in series.items():
+        lines = (tmp_path / "out" / "jump" / name).read_text().splitlines()
+        assert lines[0] == "timestamp,value,anomaly_score" and len(lines) == len(values) + 1
+        step = _distance_from_last()
+        assert [float(line.split(",")[2]) for line in lines[1:]] == pytest.approx([step(v) for v in values], abs=1e-6)
 
 
 def test_the_labelled_benchmark_runs_ours_with_patterns_when_asked(tmp_path, capsys):
