@@ -2,6 +2,7 @@
 
     python -m bench.churn                  # 4 minutes of churn after 1 of warm-up
     python -m bench.churn --seconds 60     # shorter
+    python -m bench.churn --shards 2       # a sharded server: its front, and its shard processes summed
 
 `tbptt serve` (idle streams evicted after 5 s, checkpoints every 3 s) and four clients, each in a loop: create
 a stream (one of four configs), send it a few batches and a few WebSocket messages, sometimes watch it, PATCH
@@ -19,6 +20,7 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -85,36 +87,75 @@ class Client(threading.Thread):
             self.refused.append(f"{response.request.method} {response.request.url.path}: {response.status_code}")
 
 
-def churn(seconds: float, warmup: float, clients: int = 4) -> dict[str, float]:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a sharded server's Ray daemons and shard actors are)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # (the name may hold spaces and parentheses)
+        except OSError:  # (gone meanwhile)
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def server_rss(pid: int, sharded: bool) -> dict[str, int]:
+    """The resident memory of the server: its process, and with shards the sum of its shard actors'."""
+    memory = {"server": rss(pid)}
+    if sharded:
+        shards = []
+        for child in descendants(pid):
+            try:
+                if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"ray::ShardHost"):
+                    shards.append(rss(child))
+            except (OSError, RuntimeError):  # (gone meanwhile)
+                continue
+        if not shards:
+            raise RuntimeError("no shard process found below the server")
+        memory["shards"] = sum(shards)
+    return memory
+
+
+def churn(seconds: float, warmup: float, clients: int = 4, shards: int = 0) -> dict[str, Any]:
     env = {"TBPTT_IDLE_SECONDS": "5", "TBPTT_CHECKPOINT_SECONDS": "3", "TBPTT_LOG_LEVEL": "warning"}
+    if shards:
+        env["TBPTT_SHARDS"] = str(shards)
     with tbptt(env) as (url, process):
         started = time.monotonic()
         threads = [Client(url, k, started + warmup + seconds) for k in range(clients)]
         for thread in threads:
             thread.start()
         time.sleep(warmup)
-        before, created_before = rss(process.pid), sum(t.created for t in threads)
+        before, created_before = server_rss(process.pid, shards > 0), sum(t.created for t in threads)
         for thread in threads:
             thread.join()
-        after, created = rss(process.pid), sum(t.created for t in threads) - created_before
+        after, created = server_rss(process.pid, shards > 0), sum(t.created for t in threads) - created_before
     refused = [line for t in threads for line in t.refused]
     if refused:
         raise RuntimeError(f"{len(refused)} requests refused or failed, the first: {refused[0]}")
-    return {"created": created, "before_mib": before / 2**20, "after_mib": after / 2**20,
-            "kept_kib": (after - before) / max(created, 1) / 1024}  # fmt: skip
+    return {"created": created, "memory": {part: (before[part] / 2**20, after[part] / 2**20,
+            (after[part] - before[part]) / max(created, 1) / 1024) for part in before}}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=240.0, help="churn measured (after the warm-up)")
     parser.add_argument("--warmup", type=float, default=60.0, help="churn before the first measurement")
+    parser.add_argument("--shards", type=int, default=0, help="a sharded server (needs the [ray] extra)")
     args = parser.parse_args()
-    r = churn(args.seconds, args.warmup)
-    print(
-        f"{r['created']:.0f} streams created and deleted in {args.seconds:g} s; resident memory "
-        f"{r['before_mib']:.0f} MiB after the warm-up, {r['after_mib']:.0f} MiB at the end "
-        f"({r['after_mib'] / r['before_mib']:.2f}x): {r['kept_kib']:.1f} KiB kept per stream created"
-    )
+    r = churn(args.seconds, args.warmup, shards=args.shards)
+    print(f"{r['created']:.0f} streams created and deleted in {args.seconds:g} s; resident memory:")
+    for part, (before, after, kept) in r["memory"].items():
+        print(
+            f"  {'the server' if part == 'server' else f'its {args.shards} shard processes'}: {before:.0f} MiB "
+            f"after the warm-up, {after:.0f} MiB at the end ({after / before:.2f}x): {kept:.1f} KiB kept per "
+            "stream created"
+        )
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def server(command: list[str], env: dict[str, str] | None = None):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        # (a sharded server, with both cores busy: Ray's daemons and then every shard's start took 77 s)
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if (

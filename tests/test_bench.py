@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -55,7 +60,21 @@ def test_the_checkpoint_benchmark_measures_whole_rings_that_grow_with_the_result
 def test_the_churn_benchmark_runs_and_every_request_it_sends_is_accepted():
     """(``churn`` raises on any answer but the expected one: a refused loop would measure nothing.)"""
     result = churn.churn(seconds=2.0, warmup=1.0, clients=1)
-    assert result["created"] >= 1 and result["after_mib"] > 0
+    assert result["created"] >= 1 and list(result["memory"]) == ["server"] and result["memory"]["server"][1] > 0
+
+
+def test_a_process_started_below_another_is_among_its_descendants():
+    """(bench.churn finds a sharded server's shard actors this way: Ray's daemons start them, not the server.)"""
+    with subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"]) as child:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(churn.descendants(child.pid)) < 1:
+            time.sleep(0.05)
+        grandchildren = churn.descendants(child.pid)
+        assert child.pid in churn.descendants(os.getpid()) and len(grandchildren) == 1
+        assert set(grandchildren) < set(churn.descendants(os.getpid()))
+        for pid in grandchildren:
+            os.kill(pid, signal.SIGKILL)
+        child.wait(10)
 
 
 def test_the_shard_rounds_benchmark_runs():
