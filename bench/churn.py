@@ -152,7 +152,7 @@ def main() -> None:
     print(f"{r['created']:.0f} streams created and deleted in {args.seconds:g} s; resident memory:")
     for part, (before, after, kept) in r["memory"].items():
         print(
-            f"  {'the server' if part == 'server' else f'its {args.shards} shard processes'}: {before:.0f} MiB "
+            f"  {'its shard processes' if part == 'shards' else 'its front' if args.shards else 'the server'}: {before:.0f} MiB "
             f"after the warm-up, {after:.0f} MiB at the end ({after / before:.2f}x): {kept:.1f} KiB kept per "
             "stream created"
         )
