@@ -65,7 +65,7 @@ def test_the_churn_benchmark_runs_and_every_request_it_sends_is_accepted():
 
 def test_a_process_started_below_another_is_among_its_descendants():
     """(bench.churn finds a sharded server's shard actors this way: Ray's daemons start them, not the server.)"""
-    with subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"]) as child:
+    with subprocess.Popen([sys.executable, "-c", "import subprocess; subprocess.run(['sleep', '30'])"]) as child:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(churn.descendants(child.pid)) < 1:
             time.sleep(0.05)
@@ -102,16 +102,20 @@ def test_the_roc_area_counts_ties_as_half():
     assert roc_area(np.array([0.1, 0.2, 0.3, 0.3]), np.array([0, 0, 1, 0])) == 2.5 / 3
 
 
+def _one_spike(path) -> None:
+    """A labelled series for bench.labelled --csv: a slow wave with one labelled spike, at reading 600."""
+    values = 10 + np.sin(np.arange(700) / 5.0)
+    values[600] += 8.0
+    path.write_text("value,is_anomaly\n" + "".join(f"{v!r},{int(k == 600)}\n" for k, v in enumerate(values.tolist())))
+
+
 def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_csv_files(tmp_path, capsys):
     """bench.labelled --csv: a region is found by an alert within it or 10 readings after; an alert up to 50
     readings after a region is its aftermath, not elsewhere."""
     regions = labelled.regions_of(np.array([0, 1, 1, 0, 0, 1, 0]))
     assert regions == [(1, 3), (5, 6)]
     assert labelled.found_and_elsewhere(np.array([2, 40, 200]), [(1, 3), (100, 110)]) == (1, 1)  # 40: aftermath
-    values = 10 + np.sin(np.arange(700) / 5.0)
-    values[600] += 8.0
-    with open(tmp_path / "one.csv", "w") as f:
-        f.write("value,is_anomaly\n" + "".join(f"{v!r},{int(k == 600)}\n" for k, v in enumerate(values.tolist())))
+    _one_spike(tmp_path / "one.csv")
     labelled.from_csv(tmp_path, peers=())  # (river's detectors need river, which the tests do not install)
     out = capsys.readouterr().out
     assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
@@ -132,10 +136,7 @@ def _distance_from_last() -> anomaly_peers.Step:
 def test_a_peer_of_the_labelled_benchmark_alerts_on_its_highest_scores_as_often_as_ours(tmp_path, capsys, monkeypatch):
     """bench.labelled --csv --peers: a peer's alerts are its highest-scored readings, as many as ours raised."""
     monkeypatch.setitem(labelled.DETECTORS, "jump", _distance_from_last)
-    values = 10 + np.sin(np.arange(700) / 5.0)
-    values[600] += 8.0
-    with open(tmp_path / "one.csv", "w") as f:
-        f.write("value,is_anomaly\n" + "".join(f"{v!r},{int(k == 600)}\n" for k, v in enumerate(values.tolist())))
+    _one_spike(tmp_path / "one.csv")
     labelled.from_csv(tmp_path, peers=("jump",))
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("one"))
     ours, jump = line.split("ours ")[1].split()[0], line.split("jump ")[1].split()[0]
