@@ -176,6 +176,8 @@ def main() -> None:
         jobs = [(name, path, args.out / name / path.parent.name / path.name) for path in paths]
         with multiprocessing.Pool(args.processes) as pool:
             pool.map(score_file, jobs, chunksize=1)
+            pool.close()  # (the workers leave when the work is done; leaving the block would SIGTERM them, and
+            pool.join()  # a handler they inherited from this process may not let them go)
         print(f"{name}: {len(paths)} series -> {args.out / name}", flush=True)
 
 

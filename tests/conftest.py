@@ -7,7 +7,8 @@ itself still fails on a gross miss (a bound far beyond the goal, which only a re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -15,6 +16,20 @@ import torch
 torch.set_num_threads(1)
 
 _MEASURED: list[tuple[str, str, float, float, str, bool]] = []
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_left_as_found() -> Iterator[None]:
+    """A test that changes how this worker answers SIGTERM or SIGINT puts it back. Ray's cluster utility left
+    its own SIGTERM handler in a worker (it drains and kills a Ray node that is long gone); a process forked
+    later inherited it, and ``multiprocessing.Pool``'s SIGTERM no longer stopped it: a CI run hung ten minutes
+    in a test that never touched Ray. Restored here either way; the test that left it fails, not a later one."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    left = {signum: handler for signum, handler in before.items() if signal.getsignal(signum) != handler}
+    for signum, handler in left.items():
+        signal.signal(signum, handler)
+    assert not left, f"the test left its own handler for {', '.join(signal.Signals(s).name for s in left)}"
 
 
 @pytest.fixture

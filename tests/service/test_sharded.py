@@ -19,9 +19,10 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -46,6 +47,8 @@ from tests.service.test_fairness import KEY_A, KEY_B, A, assert_answered_between
 from tests.service.test_templates import TEMPLATE, ids, observations_create_streams_from_the_template
 
 ray = pytest.importorskip("ray", reason="the sharded server needs the [ray] extra")
+if TYPE_CHECKING:
+    from ray.cluster_utils import Cluster
 
 SHARDED = {"TBPTT_SHARDS": "2", **FAST_CHECKPOINTS}
 PLACEMENT = Placement(GROUPS, 2)
@@ -838,19 +841,29 @@ def test_a_sharded_server_exits_0_after_a_graceful_shutdown_longer_than_rays_3_s
     assert "SIGTERM received" not in server.output_all(), "abseil's handler still ran"
 
 
+@contextlib.contextmanager
+def ray_cluster(**head: Any) -> Iterator[Cluster]:
+    """Ray's cluster utility in this process, its head node started with ``head``, and shut down after. Its node
+    sets a SIGTERM handler of its own, which ``shutdown`` leaves behind: put back (tests/conftest.py says why)."""
+    from ray.cluster_utils import Cluster
+
+    handler = signal.getsignal(signal.SIGTERM)
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        signal.signal(signal.SIGTERM, handler)
+
+
 def test_without_an_address_a_sharded_server_starts_a_ray_of_its_own_whatever_else_runs_here(tmp_path):
     """Without TBPTT_RAY_ADDRESS a sharded server starts a local Ray of its own, and stops it. ``ray.init()``
     without an address joins the Ray cluster started last on the machine (``ray start``, which a user of Ray
     may have running; or RAY_ADDRESS in their shell) instead: the server put its shards in that cluster, and
     when the cluster went, its streams answered 503 for good."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # (as `ray start --head` records it)
-    try:
+    with ray_cluster(num_cpus=1) as cluster:  # (as `ray start --head` records it)
         server = Server(tmp_path / "data", RAY_ADDRESS=cluster.address, **SHARDED).start()
         assert httpx.put(f"{server.url}/v1/streams/s", json={"model": {"input_size": 1}}).status_code == 201
-    finally:
-        cluster.shutdown()
     try:
         answer = httpx.post(f"{server.url}/v1/streams/s/observations", json={"x": 1.0}, timeout=30)
         assert answer.status_code == 200, answer.text
@@ -864,10 +877,7 @@ def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_i
     resource ``tbptt-shard-K``): removing one node's processes makes only its shard's streams 503; once a
     node with its resource joins again, the shard recovers there from its log, and nothing acknowledged is
     lost."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"tbptt-shard-0": 1}})
-    try:
+    with ray_cluster(num_cpus=1, resources={"tbptt-shard-0": 1}) as cluster:
         second = cluster.add_node(num_cpus=1, resources={"tbptt-shard-1": 1})
         data = tmp_path / "data"
         server = Server(data, TBPTT_SHARDS="2", TBPTT_RAY_ADDRESS=cluster.address, **FAST_CHECKPOINTS).start()
@@ -900,8 +910,6 @@ def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_i
             client.assert_same_as_uncrashed()
         finally:
             server.stop()
-    finally:
-        cluster.shutdown()
 
 
 def test_a_shard_listens_for_the_fronts_on_the_port_it_is_given_plus_its_index(tmp_path):
