@@ -23,6 +23,7 @@ from safetensors.torch import load as load_tensors
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
+from bench.service import rss
 from tbptt.models import Engine
 from tbptt.service.schemas import StreamCreate
 from tbptt.service.store import Observations, Store
@@ -487,13 +488,6 @@ def in_memory(client: httpx.Client) -> int:
     )
 
 
-def server_rss(server: Server) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.measurement
 def test_idle_streams_are_evicted_and_give_their_memory_back(tmp_path, measure):
     """10,000 streams, 90% of them idle: memory drops after eviction, and evicted streams come back where
@@ -517,14 +511,14 @@ def test_idle_streams_are_evicted_and_give_their_memory_back(tmp_path, measure):
             for _ in range(9):  # every stream learns: a full update (k1 = 8) and Adam state
                 for start in range(0, 10_000, 2_000):
                     send(ids[start : start + 2_000])
-            everyone = server_rss(server)
+            everyone = rss(server.process.pid)
             active = ids[:1_000]
             deadline = time.monotonic() + 120  # the other 9,000 sit idle past TBPTT_IDLE_SECONDS
             while in_memory(c) > 1_000:
                 assert time.monotonic() < deadline, f"{in_memory(c)} streams still in memory"
                 send(active)
                 time.sleep(0.5)
-            evicted = server_rss(server)
+            evicted = rss(server.process.pid)
             comeback = send(["s5000", "s9999"])
             print(f"\nresident memory: {everyone / 2**20:.0f} MiB with 10,000 streams in memory, "
                   f"{evicted / 2**20:.0f} MiB once 9,000 idle ones were evicted")  # fmt: skip
