@@ -4,7 +4,8 @@
     /tmp/gt/bin/python bench/gutentag_series.py OUT [FIRST STOP]    # seeds FIRST..STOP-1, default 0..39
 
 GutenTAG pulls in pandas, scikit-learn and neurokit2, so it runs in a venv of its own and only writes files:
-OUT/gt_<seed>.csv with ``value,is_anomaly`` (GutenTAG's own labels). The protocol was fixed on 2026-12-05
+OUT/gt_<seed>.csv with ``value,is_anomaly`` (GutenTAG's own labels), and beside it gt_<seed>.json, the config
+drawn for it (each anomaly's position, length and kind). The protocol was fixed on 2026-12-05
 before any series was looked at (bench/README.md, "A later glitch, a bounded entry"): for seed s, the base
 oscillation ``BASES[s % 7]`` with amplitude 1 and noise 0.05, 5,000 readings; four anomalies at 1,500, 2,300,
 3,100 and 3,900, each plus 0-199, of a kind drawn from those GutenTAG allows on the base (``KINDS``), one
@@ -14,6 +15,7 @@ candidate; seeds 40-79 have been generated once and never run.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,7 +89,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for seed in range(first, stop):
         generator = GutenTAG(seed=seed, n_jobs=1)
-        generator.load_config_dict({"timeseries": [config(seed)]})
+        drawn = config(seed)
+        (out / f"gt_{seed}.json").write_text(json.dumps(drawn, indent=1))  # (bench.labelled counts by kind from it)
+        generator.load_config_dict({"timeseries": [drawn]})
         frame = generator.generate(return_timeseries=True)[0].timeseries
         with open(out / f"gt_{seed}.csv", "w") as f:
             f.write("value,is_anomaly\n")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -99,11 +100,33 @@ def episodes_found(values: np.ndarray, label: np.ndarray, learn: int, patterns: 
 def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> tuple[int, int]:
     """The regions an alert at ``alerts`` finds (within it or ``AFTER`` readings after), and the alerts beyond
     ``SETTLE`` readings after every region."""
-    found = sum(bool(((alerts >= a) & (alerts < b + AFTER)).any()) for a, b in regions)
+    return sum(found_each(alerts, regions)), alerts_elsewhere(alerts, regions)
+
+
+def found_each(alerts: np.ndarray, regions: list[tuple[int, int]]) -> list[bool]:
+    """Whether an alert at ``alerts`` finds each region: within it or ``AFTER`` readings after."""
+    return [bool(((alerts >= a) & (alerts < b + AFTER)).any()) for a, b in regions]
+
+
+def alerts_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> int:
+    """The alerts beyond ``SETTLE`` readings after every region."""
     near = np.zeros(len(alerts), dtype=bool)
     for a, b in regions:
         near |= (alerts >= a) & (alerts < b + SETTLE)
-    return found, int((~near).sum())
+    return int((~near).sum())
+
+
+def gutentag_kinds(path: Path, regions: list[tuple[int, int]]) -> list[str] | None:
+    """The kind of each region of a series bench/gutentag_series.py wrote (beside it, ``<name>.json``: the config
+    it was generated from; its anomalies lie in the order of their positions), or None for any other series, or
+    where the labels did not keep the anomalies apart."""
+    config = path.with_suffix(".json")
+    if not config.exists():
+        return None
+    anomalies = sorted(json.loads(config.read_text())["anomalies"], key=lambda a: a["exact-position"])
+    if len(anomalies) != len(regions):
+        return None
+    return [a["kinds"][0]["kind"] for a in anomalies]
 
 
 def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False) -> None:
@@ -114,6 +137,7 @@ def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = Fals
         raise SystemExit(f"no .csv under {folder}")
     names = ("ours", *peers)
     totals = {name: [0, 0, []] for name in names}  # found, elsewhere, ROC areas
+    by_kind: dict[str, dict[str, int]] = {}  # GutenTAG's kind: regions of it, and the regions each detector found
     regions_in_all = 0
     for path in paths:
         with open(path) as f:
@@ -122,6 +146,9 @@ def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = Fals
         label = np.array([int(r["is_anomaly"]) for r in rows])
         regions = regions_of(label)
         regions_in_all += len(regions)
+        kinds = gutentag_kinds(path, regions)
+        for kind in kinds or ():
+            by_kind.setdefault(kind, dict.fromkeys(("regions", *names), 0))["regions"] += 1
         _, results = forecast(values, patterns=patterns)
         alerts = np.array([k for k, r in enumerate(results) if r.anomalous], dtype=int)
         budget = len(alerts)
@@ -133,17 +160,24 @@ def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = Fals
             else:
                 score = np.array(scores(DETECTORS[name], values))
                 flagged = np.sort(np.argsort(-score, kind="stable")[:budget])  # (the same alert budget as ours)
-            found, elsewhere = found_and_elsewhere(flagged, regions)
+            each = found_each(flagged, regions)
+            found, beyond = sum(each), alerts_elsewhere(flagged, regions)
             area = roc_area(score, label)
             totals[name][0] += found
-            totals[name][1] += elsewhere
+            totals[name][1] += beyond
             totals[name][2].append(area)
-            line.append(f"{name} {found}/{elsewhere} {area:.3f}")
+            for kind, hit in zip(kinds or (), each):
+                by_kind[kind][name] += hit
+            line.append(f"{name} {found}/{beyond} {area:.3f}")
         print("  ".join(line), flush=True)
     print(f"{len(paths)} series, {regions_in_all} regions: detector, regions found, alerts elsewhere, mean ROC area")
     for name, (found, elsewhere, areas) in totals.items():
         budget_note = "its default threshold" if name == "ours" else "ours' alert count per series"
         print(f"  {name:14s} {found:4d} / {regions_in_all}  {elsewhere:5d}  {np.mean(areas):.4f}  ({budget_note})")
+    if by_kind:
+        print("GutenTAG's regions by kind: regions found / regions of the kind")
+        for kind, counts in sorted(by_kind.items()):
+            print(f"  {kind:10s} " + "  ".join(f"{name} {counts[name]}/{counts['regions']}" for name in names))
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -119,6 +120,16 @@ def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_c
     labelled.from_csv(tmp_path, peers=())  # (river's detectors need river, which the tests do not install)
     out = capsys.readouterr().out
     assert "one        1 regions  ours 1/" in out and "1 series, 1 regions" in out, out
+
+
+def test_the_labelled_benchmark_counts_gutentags_regions_by_the_kind_its_config_drew(tmp_path, capsys):
+    """bench.labelled --csv: beside a series bench/gutentag_series.py wrote, its config names each region's kind."""
+    _one_spike(tmp_path / "gt_0.csv")
+    config = {"anomalies": [{"exact-position": 600, "length": 1, "kinds": [{"kind": "extremum"}]}]}
+    (tmp_path / "gt_0.json").write_text(json.dumps(config))
+    labelled.from_csv(tmp_path, peers=())
+    assert "  extremum   ours 1/1" in capsys.readouterr().out
+    assert labelled.gutentag_kinds(tmp_path / "gt_0.csv", [(600, 601), (700, 701)]) is None  # (one anomaly drawn)
 
 
 def _distance_from_last() -> anomaly_peers.Step:
