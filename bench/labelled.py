@@ -97,12 +97,6 @@ def episodes_found(values: np.ndarray, label: np.ndarray, learn: int, patterns: 
     )
 
 
-def found_and_elsewhere(alerts: np.ndarray, regions: list[tuple[int, int]]) -> tuple[int, int]:
-    """The regions an alert at ``alerts`` finds (within it or ``AFTER`` readings after), and the alerts beyond
-    ``SETTLE`` readings after every region."""
-    return sum(found_each(alerts, regions)), alerts_elsewhere(alerts, regions)
-
-
 def found_each(alerts: np.ndarray, regions: list[tuple[int, int]]) -> list[bool]:
     """Whether an alert at ``alerts`` finds each region: within it or ``AFTER`` readings after."""
     return [bool(((alerts >= a) & (alerts < b + AFTER)).any()) for a, b in regions]

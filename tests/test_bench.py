@@ -115,7 +115,9 @@ def test_the_labelled_benchmark_counts_regions_found_and_alerts_elsewhere_from_c
     readings after a region is its aftermath, not elsewhere."""
     regions = labelled.regions_of(np.array([0, 1, 1, 0, 0, 1, 0]))
     assert regions == [(1, 3), (5, 6)]
-    assert labelled.found_and_elsewhere(np.array([2, 40, 200]), [(1, 3), (100, 110)]) == (1, 1)  # 40: aftermath
+    alerts, far_apart = np.array([2, 40, 200]), [(1, 3), (100, 110)]
+    assert labelled.found_each(alerts, far_apart) == [True, False]
+    assert labelled.alerts_elsewhere(alerts, far_apart) == 1  # 40: aftermath
     _one_spike(tmp_path / "one.csv")
     labelled.from_csv(tmp_path, peers=())  # (river's detectors need river, which the tests do not install)
     out = capsys.readouterr().out
