@@ -87,18 +87,24 @@ class Client(threading.Thread):
             self.refused.append(f"{response.request.method} {response.request.url.path}: {response.status_code}")
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (a sharded server's Ray daemons and shard actors are)."""
-    children: dict[int, list[int]] = {}
+def children() -> dict[int, list[int]]:
+    """Each process's children, as /proc lists them now."""
+    found: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()  # (the name may hold spaces and parentheses)
         except OSError:  # (gone meanwhile)
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a sharded server's Ray daemons and shard actors are)."""
+    below_each = children()
     found, todo = [], [pid]
     while todo:
-        below = children.get(todo.pop(), [])
+        below = below_each.get(todo.pop(), [])
         found += below
         todo += below
     return found

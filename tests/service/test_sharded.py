@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from bench.churn import children
 from tbptt.models import StreamConfig, StreamNotFound
 from tbptt.service.cli.main import main
 from tbptt.service.errors import Invalid
@@ -354,15 +355,13 @@ def front_pids(server: Server) -> list[int]:
     """The front processes of a server with several (``--workers``): the serving process's spawned ones."""
     assert server.process is not None
     pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == server.process.pid and b"spawn_main" in command:
-                pids.append(int(entry))
+    for pid in children().get(server.process.pid, []):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # (gone meanwhile)
+            continue
+        if b"spawn_main" in command:
+            pids.append(pid)
     return sorted(pids)
 
 
