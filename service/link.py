@@ -19,6 +19,7 @@ make either end run anything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -71,40 +72,74 @@ class LinkServer:
         except OSError as exc:
             raise OSError(exc.errno, f"the shard's link cannot listen on {host}:{port} ({exc.strerror})") from exc
         self.address: Address = self._listener.address
-        threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
+        self._closed = False
+        self._connections: set[Connection] = set()  # (guarded by the lock: the threads that serve them come and go)
+        self._lock = threading.Lock()
+        self._accepting = threading.Thread(target=self._accept, name="link-accept", daemon=True)
+        self._accepting.start()
+
+    def close(self) -> None:
+        """Stop listening and drop every front's connection (their calls fail, as when the process dies), so
+        that the port is free again and no thread is left behind."""
+        with self._lock:
+            self._closed = True
+        # (a thread blocked in accept is woken by a connection, not by closing the socket under it)
+        with contextlib.suppress(OSError):
+            socket.create_connection(self.address, timeout=1).close()
+        self._accepting.join(timeout=5)  # (daemon: should it not wake, it ends with the process)
+        self._listener.close()
+        with self._lock:  # (a connection is closed under the lock: its descriptor is not some other's yet)
+            for connection in self._connections:
+                with socket.socket(fileno=os.dup(connection.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)  # (wakes its thread's recv: it returns and closes it)
 
     def _accept(self) -> None:
         while True:
             try:
                 connection = self._listener.accept()
             except OSError as exc:  # (out of file descriptors, say: try again shortly)
+                if self._closed:
+                    return
                 log.warning("the shard could not accept a connection: %s", exc)
                 time.sleep(0.1)
                 continue
+            with self._lock:
+                if self._closed:
+                    connection.close()
+                    return
+                self._connections.add(connection)
             threading.Thread(target=self._serve, args=(connection,), name="link", daemon=True).start()
 
     def _serve(self, connection: Connection) -> None:
-        with connection:
+        try:
+            self._served(connection)
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+                connection.close()
+
+    def _served(self, connection: Connection) -> None:
+        """Answer the front on ``connection`` until it goes away (or the server closes)."""
+        try:
+            with socket.socket(fileno=os.dup(connection.fileno())) as sock:  # (the same socket)
+                _authenticate(sock, self.key, calling=False)
+        except Exception as exc:  # (a caller without the key, a silent one, or one that went away)
+            log.warning("a connection to the shard was refused: %s", exc)
+            return
+        while True:
             try:
-                with socket.socket(fileno=os.dup(connection.fileno())) as sock:  # (the same socket)
-                    _authenticate(sock, self.key, calling=False)
-            except Exception as exc:  # (a caller without the key, a silent one, or one that went away)
-                log.warning("a connection to the shard was refused: %s", exc)
+                data = connection.recv_bytes()
+            except (EOFError, OSError):  # the front went away
                 return
-            while True:
-                try:
-                    data = connection.recv_bytes()
-                except (EOFError, OSError):  # the front went away
-                    return
-                try:
-                    answer = self._handle(data)
-                except Exception:  # (a defect: the front sees its connection close, and opens another)
-                    log.exception("a call to the shard failed")
-                    return
-                try:
-                    connection.send_bytes(answer)
-                except OSError:
-                    return
+            try:
+                answer = self._handle(data)
+            except Exception:  # (a defect: the front sees its connection close, and opens another)
+                log.exception("a call to the shard failed")
+                return
+            try:
+                connection.send_bytes(answer)
+            except OSError:
+                return
 
 
 class Link:

@@ -245,9 +245,11 @@ class ShardHost:
             return list(self.telemetry.registry.collect())
 
     def close(self) -> None:
-        """Final checkpoints, then the store closed: a graceful stop."""
+        """Final checkpoints, then the store closed, then the fronts' link: a graceful stop."""
         with self._lock:
             self.shard.close(failed=False)
+        if self._link is not None:  # (outside the lock: a front's call waiting for it fails with the link)
+            self._link.close()
 
 
 def _node_address() -> str:

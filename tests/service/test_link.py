@@ -101,3 +101,27 @@ def test_what_a_front_and_a_shard_send_each_other_reads_back_as_it_was():
     refused = Unavailable("shard 1 is restarting; try again shortly", retry_after=2)
     back = loads(dumps({3: refused}))
     assert isinstance(back, dict) and type(back[3]) is Unavailable and back[3].retry_after == 2
+
+
+def test_a_closed_server_frees_its_port_drops_its_fronts_and_leaves_no_thread_behind():
+    earlier = set(threading.enumerate())
+    server = LinkServer("127.0.0.1", lambda data: data[::-1])
+
+    def its_threads() -> list[str]:
+        return [t.name for t in set(threading.enumerate()) - earlier if t.name in ("link", "link-accept")]
+
+    async def main() -> None:
+        front = await Link.open(server.address, server.key)
+        assert await asyncio.wait_for(front.call(b"abc"), 5) == b"cba"
+        assert sorted(its_threads()) == ["link", "link-accept"]
+        await asyncio.to_thread(server.close)
+        with pytest.raises(ConnectionError):  # (the shard's end went away, as when its process dies)
+            await asyncio.wait_for(front.call(b"def"), 5)
+        front.close()
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while its_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert its_threads() == []
+    LinkServer("127.0.0.1", lambda data: data, port=server.address[1]).close()  # (the port is free again)

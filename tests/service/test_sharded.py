@@ -913,7 +913,7 @@ def test_on_a_two_node_ray_cluster_a_lost_node_takes_only_its_shard_away_until_i
 
 def test_a_shard_listens_for_the_fronts_on_the_port_it_is_given_plus_its_index(tmp_path):
     """``link_port``: shard K on that port + K (firewalls between a cluster's machines must know them); a
-    port in use is named in the error."""
+    port in use is named in the error; a closed shard gives its port back."""
     base = free_port() - 1  # (shard 1's port is the free one)
     settings = Settings(data_dir=tmp_path / "shard", link_port=base)
     host = ShardHost(settings, 1)
@@ -928,6 +928,11 @@ def test_a_shard_listens_for_the_fronts_on_the_port_it_is_given_plus_its_index(t
             taken.close()
     finally:
         host.close()
+    again = ShardHost(Settings(data_dir=tmp_path / "again", link_port=base), 1)  # (a closed shard's port is free)
+    try:
+        assert again.link()[0] == ("127.0.0.1", base + 1)
+    finally:
+        again.close()
     picked = ShardHost(Settings(data_dir=tmp_path / "picked"), 0)  # (unset: the system's choice)
     try:
         assert picked.link()[0][1] not in (0, base, base + 1)
