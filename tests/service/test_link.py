@@ -10,6 +10,7 @@ import pickle
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
@@ -21,9 +22,23 @@ from tbptt.service.streams import Key
 from tests.service.test_security import Payload
 
 
-def test_calls_are_answered_in_the_order_they_were_sent():
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[bytes], bytes]], LinkServer]]:
+    """A shard's end on this machine's loopback, answering with the handler given; closed after the test."""
+    servers: list[LinkServer] = []
+
+    def start(handle: Callable[[bytes], bytes]) -> LinkServer:
+        servers.append(LinkServer("127.0.0.1", handle))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_calls_are_answered_in_the_order_they_were_sent(serve):
     seen: list[bytes] = []
-    server = LinkServer("127.0.0.1", lambda data: seen.append(data) or data[::-1])
+    server = serve(lambda data: seen.append(data) or data[::-1])
 
     async def main() -> list[bytes]:
         link = await Link.open(server.address, server.key)
@@ -37,14 +52,14 @@ def test_calls_are_answered_in_the_order_they_were_sent():
     assert answers == [data[::-1] for data in seen]
 
 
-def test_a_lost_connection_fails_every_call_it_carried_and_every_later_one():
+def test_a_lost_connection_fails_every_call_it_carried_and_every_later_one(serve):
     arrived = threading.Event()
 
     def handle(data: bytes) -> bytes:
         arrived.set()
         raise RuntimeError("a defect")  # (the shard's end closes the connection)
 
-    server = LinkServer("127.0.0.1", handle)
+    server = serve(handle)
 
     async def main() -> None:
         link = await Link.open(server.address, server.key)
@@ -59,19 +74,19 @@ def test_a_lost_connection_fails_every_call_it_carried_and_every_later_one():
     asyncio.run(main())
 
 
-def test_a_caller_without_the_key_is_refused_before_it_can_send():
+def test_a_caller_without_the_key_is_refused_before_it_can_send(serve):
     called = threading.Event()
-    server = LinkServer("127.0.0.1", lambda data: called.set() or data)
+    server = serve(lambda data: called.set() or data)
     with pytest.raises(AuthenticationError):
         Client(server.address, authkey=os.urandom(32))
     assert not called.is_set()
 
 
-def test_a_caller_that_never_answers_the_challenge_holds_back_no_one_and_is_dropped(monkeypatch):
+def test_a_caller_that_never_answers_the_challenge_holds_back_no_one_and_is_dropped(monkeypatch, serve):
     """The challenge runs on the caller's own thread: a silent connection (a port scanner, a stuck peer)
     does not keep a front from connecting, and is closed once the handshake's time is up."""
     monkeypatch.setattr(link, "HANDSHAKE_SECONDS", 1)
-    server = LinkServer("127.0.0.1", lambda data: data[::-1])
+    server = serve(lambda data: data[::-1])
     with socket.create_connection(server.address) as silent:
 
         async def main() -> bytes:
