@@ -98,6 +98,11 @@ class StreamConfig:
     # every earlier stretch of readings the last ones are (models/pattern.py; ~32 KiB per input, and about as
     # much time as the rest of the stream's step: off unless asked for)
     patterns: bool = False
+    # forecast streams of at most DETECTS_UP_TO inputs: a reading's anomaly score is also the score of how unlike
+    # the stream's usual spread the spread of its last 32 readings is (models/spread.py; a flat platform, a wave
+    # whose amplitude changed; ~0.3 KiB per input; a few dozen small array operations a reading, which cost one
+    # stream stepped alone ~10% of its throughput: off unless asked for)
+    spread: bool = False
     # the service's alerts: one opens an episode when none of the stream's episode_gap observations before it
     # was anomalous (a sensor waking up raises one episode, not a storm of alerts); the network never sees it
     episode_gap: int = 25
@@ -220,6 +225,13 @@ def _validate(c: StreamConfig) -> None:
             f"patterns keeps ~1,000 readings of each input: at most {DETECTS_UP_TO} inputs, got {c.input_size}",
             "patterns",
         )
+    if c.spread is True and c.target != "next":
+        raise InvalidConfig("spread needs target 'next': it judges the spread of the readings", "spread")
+    if c.spread is True and c.input_size > DETECTS_UP_TO:
+        raise InvalidConfig(
+            f"spread keeps the last 32 readings of each input: at most {DETECTS_UP_TO} inputs, got {c.input_size}",
+            "spread",
+        )
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
     _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
     _int_at_least("episode_gap", c.episode_gap, 1)
@@ -234,6 +246,7 @@ def _validate(c: StreamConfig) -> None:
         "gate",
         "learn_from_anomalies",
         "patterns",
+        "spread",
         "impute_missing",
         "elapsed_input",
     ):

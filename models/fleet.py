@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import gate, inputs, normalizer, optim, pattern, season
+from . import gate, inputs, normalizer, optim, pattern, season, spread
 from .anomaly import CALIBRATED_AFTER, WARM
 from .batched import baddbmm
 from .cells import make_cell, per_step
@@ -64,6 +64,7 @@ class Fleet:
             elapsed=config.elapsed_input,
             partial_targets=self.partial_targets,
             kept=pattern.KEPT if config.patterns else 0,
+            spread=spread.WINDOW if config.spread else 0,
             warm=WARM,
             early=normalizer.WARM,
         )

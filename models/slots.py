@@ -248,12 +248,17 @@ class FleetSlots(SlotArrays):
     pt_d_mean: np.ndarray  # ()
     pt_d_var: np.ndarray  # ()
     pt_d_count: np.ndarray  # ()
+    # models/spread.py, for the forecast streams that judge it: the last readings (NaN: none, or flagged),
+    # the readings taken, their long-run level, the statistics of the spreads' logs
+    sp_recent: np.ndarray  # (W, I)
+    sp_stats: np.ndarray  # (3, I) the level, the logs' mean and variance
+    sp_counts: np.ndarray  # (2,) readings taken, spreads judged
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
         seen: int | None = None, impute: bool = False, elapsed: bool = False, partial_targets: bool = False,
-        kept: int = 0, warm: int = 0, early: int = 0,
+        kept: int = 0, spread: int = 0, warm: int = 0, early: int = 0,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -354,6 +359,12 @@ class FleetSlots(SlotArrays):
             specs.update(
                 {"pt_d_mean": ArraySpec((), f64), "pt_d_var": ArraySpec((), f64), "pt_d_count": ArraySpec((), i64)}
             )
+        if spread:  # (``spread``: the readings models/spread.py keeps, 0 for a stream that judges none)
+            specs.update({
+                "sp_recent": ArraySpec((spread, inp), f64, nan),
+                "sp_stats": ArraySpec((3, inp), f64),
+                "sp_counts": ArraySpec((2,), i64),
+            })  # fmt: skip
         super().__init__(specs)
 
 

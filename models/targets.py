@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import anomaly, gate, normalizer, pattern, season
+from . import anomaly, gate, normalizer, pattern, season, spread
 from .inputs import Seen
 from .normalizer import Moments
 from .slots import Rows
@@ -227,6 +227,10 @@ class Forecast(TargetMode):
                 None if window is None else window[pending, :1],
             )
             losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0], joins[pending, 0] = resolved
+        readings = x if present is None else np.where(present, x, np.nan)
+        if self.config.spread and not pending.all():  # (a stream's first reading: judged by nothing)
+            first_ones = ~pending
+            spread.scores(s, rows.subset(first_ones), readings[first_ones, :1], np.zeros((first_ones.sum(), 1), bool))
         rows.put(s.steps, steps[:, -1])
         yhat, pred, target, known_scale = self._network(rows, steps, x, seen.extra, joins, seen.read)
         truth = x[:, 1:]  # the targets of this block's steps but its last
@@ -240,8 +244,11 @@ class Forecast(TargetMode):
         targets = np.concatenate([truth, x[:, -1:]], axis=1)  # (the last is not judged: its target is to come)
         shown = self._reported(rows, pred, x, targets, judged, seasonal)
         judged_scores, intervals, judged_errs = anomaly.calibrate(self.config, s, rows, shown, targets, judged)
-        if window is not None and size > 1:
-            judged_scores[:, :-1] = pattern.combined(s, rows, judged_scores[:, :-1], window[:, 1:], threshold)
+        if size > 1:
+            point = judged_scores[:, :-1]
+            other = self._other_scores(rows, readings[:, 1:], point, None if window is None else window[:, 1:])
+            if other is not None:
+                judged_scores[:, :-1] = pattern.combined(s, rows, point, other, threshold)
         scores[:, 1:] = judged_scores[:, :-1]  # a reading's result carries the score of the reading
         if seasonal is not None and size > 1:
             errs[:, 1:] = judged_errs[:, :-1]
@@ -260,6 +267,17 @@ class Forecast(TargetMode):
             rows.put(s.pending_anchor, seasonal[0][:, -1])
         rows.put(s.last_x, x[:, -1])
         return Outcome(steps, shown, losses, updated, scores, intervals)
+
+    def _other_scores(
+        self, rows: Rows, readings: np.ndarray, point: np.ndarray, window: np.ndarray | None
+    ) -> np.ndarray | None:
+        """The scores (n, T) of the ``readings`` (n, T, I; NaN: a missing entry) besides their ``point`` scores:
+        their ``window`` scores (None: none kept) and the spread scores (models/spread.py; the readings the
+        point score flagged left out), the larger where both; None where the stream keeps neither."""
+        if not self.config.spread:
+            return window
+        spreads = spread.scores(self.slots, rows, readings, point >= self.config.anomaly_threshold)
+        return spreads if window is None else np.fmax(window, spreads)
 
     def _window_scores(self, rows: Rows, x: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
         """models/pattern.py's score of each reading (n, T) (its readings only: a filled entry is none), or None
@@ -300,8 +318,10 @@ class Forecast(TargetMode):
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores, _, errs = anomaly.calibrate(self.config, s, rows, pred, x, known)
-        if window is not None:
-            scores = pattern.combined(s, rows, scores, window, self.config.anomaly_threshold)
+        readings = x if present is None else np.where(present, x, np.nan)
+        other = self._other_scores(rows, readings, scores, window)
+        if other is not None:
+            scores = pattern.combined(s, rows, scores, other, self.config.anomaly_threshold)
         joins = self._learnt(learn, scores)
         target, known_scale = self._pending_target(rows, x, joins, read)
         warm, present = self._learnable(known_scale, present)

@@ -242,6 +242,13 @@ class StreamCreate(_Strict):
         "platform, a changed frequency or a changed shape, which the forecast soon follows, is flagged too; "
         "keeps ~32 KiB per input and costs about as much as the stream's step",
     )
+    spread: bool = Field(
+        CORE_DEFAULTS.spread,
+        description="forecast mode, at most 4 inputs: each reading's anomaly score is also how unlike the "
+        "stream's usual spread the spread of its last 32 readings is (the readings the error flagged left out), "
+        "so that a flat platform or a wave whose amplitude changed, which the forecast soon follows, is flagged "
+        "too; keeps ~0.3 KiB per input",
+    )
     episode_gap: int = Field(
         CORE_DEFAULTS.episode_gap,
         ge=1,
@@ -282,7 +289,7 @@ class StreamCreate(_Strict):
             target=self.target, normalize=self.normalize, residual=self.residual,
             from_last_target=self.from_last_target, gate=self.gate, season=self.season, horizon=self.horizon,
             anomaly_threshold=self.anomaly_threshold, coverage=self.coverage,
-            learn_from_anomalies=self.learn_from_anomalies, patterns=self.patterns, episode_gap=self.episode_gap,
+            learn_from_anomalies=self.learn_from_anomalies, patterns=self.patterns, spread=self.spread, episode_gap=self.episode_gap,
             dtype=self.dtype, seed=self.seed, timestamps=self.timestamps, impute_missing=self.impute_missing, elapsed_input=self.elapsed_input,
         )  # fmt: skip
 
@@ -300,7 +307,7 @@ class StreamCreate(_Strict):
             loss=c.loss, clip_grad_norm=c.clip_grad_norm, target=c.target, normalize=c.normalize,
             residual=c.residual, from_last_target=c.from_last_target, gate=c.gate, season=c.season,
             horizon=c.horizon, anomaly_threshold=c.anomaly_threshold, coverage=c.coverage, learn_from_anomalies=c.learn_from_anomalies,
-            patterns=c.patterns, episode_gap=c.episode_gap,
+            patterns=c.patterns, spread=c.spread, episode_gap=c.episode_gap,
             dtype=c.dtype, seed=c.seed, timestamps=c.timestamps, impute_missing=c.impute_missing,
             elapsed_input=c.elapsed_input, labels=labels or {},
         )  # fmt: skip

@@ -117,21 +117,22 @@ def test_a_stream_may_refuse_to_learn_from_anomalies(client):
     assert [r["prediction"] for r in guarded_results[210:]] != [r["prediction"] for r in open_results[210:]]
 
 
-def test_a_stream_may_judge_the_shapes_of_its_readings_too(client):
-    """``patterns``: a flat platform in a wave, which the forecast follows, is flagged, and the alerts feed has
-    it; a stream that cannot keep patterns is refused, naming the field."""
+@pytest.mark.parametrize("field", ["patterns", "spread"])
+def test_a_stream_may_judge_the_shapes_or_the_spread_of_its_readings_too(client, field):
+    """``patterns`` or ``spread``: a flat platform in a wave, which the forecast follows, is flagged, and the
+    alerts feed has it; a stream that cannot judge its readings so is refused, naming the field."""
     rng = np.random.default_rng(0)
     values = np.sin(2 * np.pi * np.arange(2_200) / 40) + 0.05 * rng.standard_normal(2_200)
     values[2_000:2_060] = values[2_000] + 0.05 * rng.standard_normal(60)
-    for stream, patterns in (("shapes", True), ("errors", False)):
-        response = client.put(f"/v1/streams/{stream}", json={**FORECAST, "patterns": patterns})
-        assert response.status_code == 201 and response.json()["config"]["patterns"] is patterns
+    for stream, on in (("readings", True), ("errors", False)):
+        response = client.put(f"/v1/streams/{stream}", json={**FORECAST, field: on})
+        assert response.status_code == 201 and response.json()["config"][field] is on
         results = [r for k in range(0, 2_200, 500) for r in post(client, values[k : k + 500].tolist(), k + 1, stream)]
-        assert any(r["anomalous"] for r in results[2_000:2_060]) is patterns
+        assert any(r["anomalous"] for r in results[2_000:2_060]) is on
     feed = client.get("/v1/anomalies").json()["anomalies"]
-    assert {a["stream"] for a in feed if 2_000 < a["step"] <= 2_060} == {"shapes"}
-    refused = client.put("/v1/streams/explicit", json={"model": {"input_size": 1}, "patterns": True})
-    assert refused.status_code == 422 and "patterns" in refused.text
+    assert {a["stream"] for a in feed if 2_000 < a["step"] <= 2_060} == {"readings"}
+    refused = client.put("/v1/streams/explicit", json={"model": {"input_size": 1}, field: True})
+    assert refused.status_code == 422 and field in refused.text
 
 
 def test_an_observation_may_be_scored_without_being_learnt_from(client):

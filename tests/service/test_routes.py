@@ -36,6 +36,7 @@ DEFAULTS = {
     "coverage": 0.9,
     "learn_from_anomalies": True,
     "patterns": False,
+    "spread": False,
     "episode_gap": 25,
     "dtype": "float32",
     "seed": 0,
