@@ -70,20 +70,23 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
     return float(np.mean(inside)), float(np.mean(widths))
 
 
-def run(values: list[float], patterns: bool = False) -> tuple[list[float], float, float]:
-    """A default forecast stream (with ``patterns``) over ``values``: each reading's anomaly score (0 where
-    there is none yet), its intervals' coverage once calibrated, and their mean width."""
-    engine, results = forecast(values, patterns=patterns)
+def run(values: list[float], patterns: bool = False, spread: bool = False) -> tuple[list[float], float, float]:
+    """A default forecast stream (with ``patterns``, ``spread``) over ``values``: each reading's anomaly score (0
+    where there is none yet), its intervals' coverage once calibrated, and their mean width."""
+    engine, results = forecast(values, patterns=patterns, spread=spread)
     m = engine.metrics("s")
     assert m.coverage is not None and m.interval_width is not None
     return [r.anomaly if r.anomaly is not None else 0.0 for r in results], m.coverage, m.interval_width
 
 
-def forecast(values: Sequence[float], horizon: int = 1, patterns: bool = False) -> tuple[Engine, list[StepResult]]:
-    """A default forecast stream (with ``horizon``, ``patterns``) fed ``values`` in runs of ``RUN``: it, and
-    its results."""
+def forecast(
+    values: Sequence[float], horizon: int = 1, patterns: bool = False, spread: bool = False
+) -> tuple[Engine, list[StepResult]]:
+    """A default forecast stream (with ``horizon``, ``patterns``, ``spread``) fed ``values`` in runs of ``RUN``:
+    it, and its results."""
     engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next", horizon=horizon, patterns=patterns))
+    config = StreamConfig(input_size=1, target="next", horizon=horizon, patterns=patterns, spread=spread)
+    engine.add_stream("s", config)
     results: list[StepResult] = []
     for k in range(0, len(values), RUN):
         results += engine.observe_many([("s", [float(v)], None) for v in values[k : k + RUN]])
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--glitch", action="store_true", help="one absurd reading in default streams")
     parser.add_argument("--csv", type=Path, help="every DIR/*.csv's value column (bench/gutentag_series.py's)")
     parser.add_argument("--patterns", action="store_true", help="streams with patterns on (models/pattern.py)")
+    parser.add_argument("--spread", action="store_true", help="streams with spread on (models/spread.py)")
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -185,13 +189,13 @@ def main() -> None:
         held_bands()
         moved()
     for name, series in groups.items():
-        report(name, series, args.patterns)
+        report(name, series, args.patterns, args.spread)
         if args.horizon > 1:
             report_ahead(name, series, args.horizon)
     if args.nab is not None:
         nab = {f"{path.parent.name}/{path.stem}": read(path) for path in sorted(args.nab.glob("*/*.csv"))}
         nab_values = {name: [float(r[1]) for r in rows] for name, rows in nab.items()}
-        scores = report("NAB's 58 series", nab_values, args.patterns)
+        scores = report("NAB's 58 series", nab_values, args.patterns, args.spread)
         for name, rows in nab.items():
             write_nab(rows, scores[name], args.out / f"{name}.csv")
         defaults = StreamConfig(input_size=1)
@@ -398,12 +402,14 @@ def read(path: Path) -> list[list[str]]:
         return list(csv.reader(f))[1:]
 
 
-def report(name: str, series: dict[str, list[float]], patterns: bool = False) -> dict[str, list[float]]:
+def report(
+    name: str, series: dict[str, list[float]], patterns: bool = False, spread: bool = False
+) -> dict[str, list[float]]:
     """Per series a line: its intervals' coverage and width beside the last value's; then a summary. Each
-    series' anomaly scores (streams with ``patterns``)."""
+    series' anomaly scores (streams with ``patterns``, ``spread``)."""
     coverages, ratios, scores = [], [], {}
     for label, values in series.items():
-        scores[label], coverage, width = run(values, patterns)
+        scores[label], coverage, width = run(values, patterns, spread)
         naive_coverage, naive_width = naive_interval(np.array(values))
         ratio = width / naive_width if width and naive_width else math.nan
         coverages.append(coverage)

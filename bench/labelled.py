@@ -77,12 +77,14 @@ def regions_of(label: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def episodes_found(values: np.ndarray, label: np.ndarray, learn: int, patterns: bool = False) -> str:
+def episodes_found(
+    values: np.ndarray, label: np.ndarray, learn: int, patterns: bool = False, spread: bool = False
+) -> str:
     """Ours' alerts after the learning part (a default stream's anomalous readings), the alert episodes they
     open (the service's rule, service/episodes.py, at the default episode_gap), and the labelled regions (runs
     of anomalous readings) within ``NEAR`` readings of an alert, and of an opening: the feed's openings
     should find every region its alerts find (streams with ``patterns``)."""
-    _, results = forecast(values, patterns=patterns)
+    _, results = forecast(values, patterns=patterns, spread=spread)
     every = [step for step, result in enumerate(results) if result.anomalous]
     opened = openings(every, StreamConfig(input_size=1).episode_gap)
     flags, opening = [np.array([s for s in steps if s >= learn], dtype=int) for steps in (every, opened)]
@@ -123,8 +125,8 @@ def gutentag_kinds(path: Path, regions: list[tuple[int, int]]) -> list[str] | No
     return [a["kinds"][0]["kind"] for a in anomalies]
 
 
-def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False) -> None:
-    """``--csv``: ours (streams with ``patterns``) and ``peers`` (bench.anomaly_peers': river's need river) on every
+def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False, spread: bool = False) -> None:
+    """``--csv``: ours (streams with ``patterns``, ``spread``) and ``peers`` (bench.anomaly_peers': river's need river) on every
     ``folder``/*.csv (``value,is_anomaly``)."""
     paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     if not paths:
@@ -143,7 +145,7 @@ def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = Fals
         kinds = gutentag_kinds(path, regions)
         for kind in kinds or ():
             by_kind.setdefault(kind, dict.fromkeys(("regions", *names), 0))["regions"] += 1
-        _, results = forecast(values, patterns=patterns)
+        _, results = forecast(values, patterns=patterns, spread=spread)
         alerts = np.array([k for k, r in enumerate(results) if r.anomalous], dtype=int)
         budget = len(alerts)
         line = [f"{path.stem:10s} {len(regions)} regions"]
@@ -179,6 +181,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}; with --csv, the series' folder")
     parser.add_argument("--csv", action="store_true", help="the folder holds value,is_anomaly CSVs")
     parser.add_argument("--patterns", action="store_true", help="ours with patterns on (models/pattern.py)")
+    parser.add_argument("--spread", action="store_true", help="ours with spread on (models/spread.py)")
     parser.add_argument("--no-peers", action="store_true", help="--csv: ours only (river not needed)")
     parser.add_argument(
         "--peers", nargs="+", choices=sorted(DETECTORS), default=list(PEERS),
@@ -188,16 +191,16 @@ def main() -> None:
     peers = () if args.no_peers else tuple(args.peers)
     torch.set_num_threads(1)
     if args.csv:
-        from_csv(args.folder, peers, args.patterns)
+        from_csv(args.folder, peers, args.patterns, args.spread)
         return
     series = labelled(args.folder)
     for name, (values, label, learn) in series.items():
         anomalous = np.flatnonzero(label)
         print(f"{name}: {len(values)} readings, {len(anomalous)} labelled anomalous, the first {learn} to learn from")
-        detectors = {"ours": lambda v: run(v, args.patterns)[0]} | {
+        detectors = {"ours": lambda v: run(v, args.patterns, args.spread)[0]} | {
             peer: (lambda v, peer=peer: scores(DETECTORS[peer], v)) for peer in peers
         }
-        print(f"  ours' alerts   {episodes_found(values, label, learn, args.patterns)}")
+        print(f"  ours' alerts   {episodes_found(values, label, learn, args.patterns, args.spread)}")
         for detector, score_of in detectors.items():
             score = np.array(score_of(list(values)))[learn:]
             top = learn + int(np.argmax(score))
