@@ -218,20 +218,16 @@ def _validate(c: StreamConfig) -> None:
         raise InvalidConfig(f"horizon must be <= {MAX_HORIZON}, got {c.horizon}", "horizon")
     if c.horizon > 1 and c.target != "next":
         raise InvalidConfig("horizon needs target 'next': it rolls the forecast of the next reading forward", "horizon")
-    if c.patterns is True and c.target != "next":
-        raise InvalidConfig("patterns needs target 'next': it compares stretches of the readings", "patterns")
-    if c.patterns is True and c.input_size > DETECTS_UP_TO:
-        raise InvalidConfig(
-            f"patterns keeps ~1,000 readings of each input: at most {DETECTS_UP_TO} inputs, got {c.input_size}",
-            "patterns",
-        )
-    if c.spread is True and c.target != "next":
-        raise InvalidConfig("spread needs target 'next': it judges the spread of the readings", "spread")
-    if c.spread is True and c.input_size > DETECTS_UP_TO:
-        raise InvalidConfig(
-            f"spread keeps the last 32 readings of each input: at most {DETECTS_UP_TO} inputs, got {c.input_size}",
-            "spread",
-        )
+    for name, judges, keeps in (  # the scores of the readings themselves: forecast streams, narrow ones
+        ("patterns", "compares stretches of the readings", "~1,000 readings"),
+        ("spread", "judges the spread of the readings", "the last 32 readings"),
+    ):
+        if getattr(c, name) is True and c.target != "next":
+            raise InvalidConfig(f"{name} needs target 'next': it {judges}", name)
+        if getattr(c, name) is True and c.input_size > DETECTS_UP_TO:
+            raise InvalidConfig(
+                f"{name} keeps {keeps} of each input: at most {DETECTS_UP_TO} inputs, got {c.input_size}", name
+            )
     _in_range("anomaly_threshold", c.anomaly_threshold, 0.0, 1.0)
     _in_range("coverage", c.coverage, 0.0, 1.0, low_open=True, high_open=True)
     _int_at_least("episode_gap", c.episode_gap, 1)
