@@ -211,7 +211,8 @@ class Forecast(TargetMode):
         real = np.ones((n, size), dtype=bool) if present is None else np.asarray(present.all(axis=-1))  # whole
         if seen.read is not None:  # predicted from the 0 before an input's first reading: it knew nothing of it
             real = real & seen.read[:, :-1].all(axis=-1)
-        window = self._window_scores(rows, x, present)  # (of the readings alone: judged before anything else)
+        readings = self._readings(x, present)
+        window = self._window_scores(rows, readings)  # (of the readings alone: judged before anything else)
         pending = first > 1
         joins = learn.copy()  # the readings that join the statistics the network trains in (learnt from)
         if pending.any():  # x_t is the target of step t - 1, whose update comes before x_t's forward
@@ -227,7 +228,6 @@ class Forecast(TargetMode):
                 None if window is None else window[pending, :1],
             )
             losses[pending, 0], updated[pending, 0], scores[pending, 0], errs[pending, 0], joins[pending, 0] = resolved
-        readings = x if present is None else np.where(present, x, np.nan)
         if self.config.spread and not pending.all():  # (a stream's first reading: judged by nothing)
             first_ones = ~pending
             spread.scores(s, rows.subset(first_ones), readings[first_ones, :1], np.zeros((first_ones.sum(), 1), bool))
@@ -279,12 +279,20 @@ class Forecast(TargetMode):
         spreads = spread.scores(self.slots, rows, readings, point >= self.config.anomaly_threshold)
         return spreads if window is None else np.fmax(window, spreads)
 
-    def _window_scores(self, rows: Rows, x: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
-        """models/pattern.py's score of each reading (n, T) (its readings only: a filled entry is none), or None
-        for a stream that keeps no patterns."""
+    def _readings(self, x: np.ndarray, present: np.ndarray | None) -> np.ndarray:
+        """The readings ``x`` (n, T, I) as the scores of the readings themselves see them: a filled entry
+        (models/inputs.py) NaN, a reading with one left out. (``x`` as it is where none is filled, or where the
+        stream keeps neither such score.)"""
+        if present is None or not (self.config.patterns or self.config.spread):
+            return x
+        return np.where(present, x, np.nan)
+
+    def _window_scores(self, rows: Rows, readings: np.ndarray) -> np.ndarray | None:
+        """models/pattern.py's score of each of the ``readings`` (n, T), or None for a stream that keeps no
+        patterns."""
         if not self.config.patterns:
             return None
-        return pattern.scores(self.slots, rows, x if present is None else np.where(present, x, np.nan))
+        return pattern.scores(self.slots, rows, readings)
 
     def _network(
         self, rows: Rows, steps: np.ndarray, x: np.ndarray, extra: np.ndarray | None, joins: np.ndarray,
@@ -318,8 +326,7 @@ class Forecast(TargetMode):
         seasonal = (s.pending_anchor[sl][:, None], None) if self.config.history_length else None
         self._reported(rows, s.pending_raw[sl][:, None], naive, x, known, seasonal)  # (reported: this judges it)
         scores, _, errs = anomaly.calibrate(self.config, s, rows, pred, x, known)
-        readings = x if present is None else np.where(present, x, np.nan)
-        other = self._other_scores(rows, readings, scores, window)
+        other = self._other_scores(rows, self._readings(x, present), scores, window)
         if other is not None:
             scores = pattern.combined(s, rows, scores, other, self.config.anomaly_threshold)
         joins = self._learnt(learn, scores)
