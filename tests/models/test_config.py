@@ -63,3 +63,18 @@ def test_a_config_stored_before_from_last_target_existed_keeps_its_behaviour():
     assert StreamConfig.from_dict(stored).gate is False
     assert StreamConfig.from_dict(StreamConfig(input_size=2).to_dict()).from_last_target is True
     assert StreamConfig(input_size=2).from_last_target is True  # new streams: on
+
+
+@pytest.mark.parametrize("field", ["patterns", "spread"])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [({"input_size": 1}, "target 'next'"), ({"input_size": 5, "target": "next"}, "at most 4 inputs")],
+)
+def test_scores_of_the_readings_themselves_are_refused_where_they_would_do_nothing(
+    field: str, config: dict, message: str
+) -> None:
+    """``patterns`` and ``spread`` judge a forecast stream's readings, and keep them per input: an explicit
+    stream, or one wider than 4 inputs, is refused, naming the field."""
+    with pytest.raises(InvalidConfig, match=message) as refused:
+        StreamConfig(**config, **{field: True})
+    assert refused.value.field == field

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig, pattern
-from tbptt.models.errors import InvalidConfig
 from tbptt.models.pattern import FACTOR, FEWEST, FLOOR, KEPT, REACH, WARM, WINDOW, scores
 from tbptt.models.slots import FleetSlots, Rows
 
@@ -167,15 +166,3 @@ def test_a_stream_restored_from_its_state_goes_on_scoring_windows_as_it_would_ha
     got = [restored.observe_many([("s", [float(v)], None)])[0].anomaly for v in values[:50]]
     want = [reference.observe_many([("s", [float(v)], None)])[0].anomaly for v in values[:50]]
     assert got == want
-
-
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ({"input_size": 1, "patterns": True}, "target 'next'"),
-        ({"input_size": 5, "target": "next", "patterns": True}, "at most 4 inputs"),
-    ],
-)
-def test_patterns_are_refused_where_they_would_do_nothing(config: dict, message: str) -> None:
-    with pytest.raises(InvalidConfig, match=message):
-        StreamConfig(**config)

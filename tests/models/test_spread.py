@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tbptt.models import Engine, StreamConfig
-from tbptt.models.errors import InvalidConfig
 from tbptt.models.slots import FleetSlots, Rows
 from tbptt.models.spread import LEVEL_FLOOR, WARM, WINDOW, scores
 
@@ -128,15 +127,3 @@ def test_a_stream_restored_from_its_state_goes_on_scoring_spreads_as_it_would_ha
     want = [reference.observe_many([("s", [float(v)], None)])[0].anomaly for v in values[900:]]
     assert got == want
     assert any(a is not None and not math.isnan(a) for a in got)
-
-
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ({"input_size": 1, "spread": True}, "target 'next'"),
-        ({"input_size": 5, "target": "next", "spread": True}, "at most 4 inputs"),
-    ],
-)
-def test_spread_is_refused_where_it_would_do_nothing(config: dict, message: str) -> None:
-    with pytest.raises(InvalidConfig, match=message):
-        StreamConfig(**config)
