@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anomaly import DEVIATION_FLOOR, ERROR_ALPHA, running_var, squashed
+from .anomaly import DEVIATION_FLOOR, ERROR_ALPHA, FEW, running_var, squashed
 from .normalizer import magnitude
 from .slots import FleetSlots, Rows
 
@@ -201,8 +201,24 @@ def combined(slots: FleetSlots, rows: Rows, point: np.ndarray, window: np.ndarra
     """The anomaly scores (n, T): the larger of the point score and the window score where the point score
     judged a reading (NaN: not judged); the stream's count of anomalies takes in those only the window
     score flags."""
+    if point.size <= FEW:
+        return _combined_floats(slots, rows, point, window, threshold)
     both = np.where(np.isnan(point), point, np.fmax(point, window))
     added = ((both >= threshold) & ~(point >= threshold)).sum(axis=1)
     if added.any():
         rows.put(slots.anomalies, rows.take(slots.anomalies) + added)
+    return both
+
+
+def _combined_floats(
+    slots: FleetSlots, rows: Rows, point: np.ndarray, window: np.ndarray, threshold: float
+) -> np.ndarray:
+    """``combined`` for a few scores, in Python (numpy's calls cost more than the comparisons): ``np.fmax`` keeps
+    the point score where the window's is NaN or not larger."""
+    both = point.copy()
+    for i, (slot, points, windows) in enumerate(zip(rows.slots.tolist(), point.tolist(), window.tolist())):
+        for k, (p, w) in enumerate(zip(points, windows)):
+            if p == p and w > p:
+                both[i, k] = w
+                slots.anomalies[slot] += w >= threshold and not p >= threshold
     return both

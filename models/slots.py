@@ -253,6 +253,7 @@ class FleetSlots(SlotArrays):
     sp_recent: np.ndarray  # (W, I)
     sp_stats: np.ndarray  # (3, I) the level, the logs' mean and variance
     sp_counts: np.ndarray  # (2,) readings taken, spreads judged
+    sp_sums: np.ndarray  # (4, I) the window's centre, its readings' sums less it, of squares, their count
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
@@ -364,6 +365,7 @@ class FleetSlots(SlotArrays):
                 "sp_recent": ArraySpec((spread, inp), f64, nan),
                 "sp_stats": ArraySpec((3, inp), f64),
                 "sp_counts": ArraySpec((2,), i64),
+                "sp_sums": ArraySpec((4, inp), f64, nan),  # (NaN: to be summed afresh)
             })  # fmt: skip
         super().__init__(specs)
 

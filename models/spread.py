@@ -3,8 +3,7 @@
 The point score (models/anomaly.py) judges a reading by its forecast's error. A network follows a flat
 platform or a wave whose amplitude shrank within a reading or two, so the errors there soon look like any
 others: on 160 labelled GutenTAG series (bench/README.md, "The spread of the last readings") the point score
-found 37 of 87 platforms. This score judges the readings themselves, at the cost of a few passes over the last
-``WINDOW`` of them: the log of their standard deviation (plus ``LEVEL_FLOOR`` times the readings' long-run
+found 37 of 87 platforms. This score judges the readings themselves, the last ``WINDOW`` of them: the log of their standard deviation (plus ``LEVEL_FLOOR`` times the readings' long-run
 level, so that a flat stream's is finite), judged against its own running mean and deviation as the point
 score judges errors (both ways: a spread that collapsed or one that grew), and a reading's anomaly score is
 the larger of the two (as models/pattern.py's window score is; models/pattern.py's ``combined``).
@@ -15,63 +14,88 @@ half of its readings left out gives no score.
 
 Forecast streams (the readings are the series) of at most ``DETECTS_UP_TO`` inputs that set ``spread``: each
 input's last ``WINDOW`` readings are kept; the inputs' z (absolute) are taken at their largest. A reading with
-a missing entry is left out. Off by default: its few dozen small array operations a reading cost one stream
-stepped alone ~10% of its throughput, and 1,000 streams stepped together ~7%.
+a missing entry is left out.
+
+The window's spread comes from running sums (of its readings less a centre, and of their squares) that each
+reading updates with the one it adds and the one it drops, not from passes over the window: an update costs a
+few operations, not a few per reading kept. Every ``REFRESH`` readings the sums are taken afresh about the
+window's mean, so that rounding never accumulates and the readings stay near their centre (a sum of squares of
+readings far from their centre would cancel). A few streams of one input (``FEW``) are stepped in Python floats,
+the others in numpy: the same IEEE operations in the same order, so the scores are the same bits however a stream's
+readings are grouped (numpy's log in both).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .anomaly import ERROR_ALPHA, running_var, squashed
+from .anomaly import ERROR_ALPHA, FEW, running_var, squashed
 from .normalizer import magnitude
 from .slots import FleetSlots, Rows
 
 WINDOW = 32  # readings whose spread is judged
+REFRESH = WINDOW  # readings between the window's sums taken afresh
+# ... and sooner where the window's mean is more than this many of its spreads (floored) from the centre: a sum of
+# squares about a far centre cancels (its rounding, ~W * 1e-16 of the squares, is then ~4e-9 of the variance)
+RECENTRE = 1e3
 WARM = 200  # spreads in the statistics before the score is reported
 LEVEL_FLOOR = 1e-9  # a spread counts as at least this fraction of the readings' long-run level (1 where it is 0)
 DEVIATION_FLOOR = 1e-12  # the spreads' logs' deviation is at least this (a flat stream's are all one number)
 TINY = np.finfo(np.float64).tiny  # (a log's argument is at least this: a level of 1e-320 has a floor of 0)
-STATE = ("sp_recent", "sp_stats", "sp_counts")  # (W, I) readings; (3, I) level, mean, var; (2,) taken, count
+STATE = ("sp_recent", "sp_stats", "sp_counts", "sp_sums")  # (W, I), (3, I), (2,), (4, I): see FleetSlots
+NAN = float("nan")
 
 
 def scores(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     """The spread score (n, T) of each reading of ``x`` (n, T, I), in order, the readings ``flagged`` (n, T) by
     the point score left out of the windows; NaN where none (a reading with a missing entry, a window with too
     few readings, or too few spreads so far). The stream's windows take the readings in."""
-    recent, stats, counts = (rows.take(slots.array(name)) for name in STATE)
+    if len(rows) <= FEW and x.shape[-1] == 1:
+        return _scores_floats(slots, rows, x, flagged)
+    arrays = [rows.take(slots.array(name)) for name in STATE]
     out = np.full(x.shape[:2], np.nan)
     whole = np.isfinite(x).all(axis=-1)
     for k in range(x.shape[1]):
         live = whole[:, k]
         if live.all():  # (the state changes in place)
-            out[:, k] = _taken(recent, stats, counts, x[:, k], flagged[:, k])
+            out[:, k] = _taken(arrays, x[:, k], flagged[:, k])
         elif live.any():
-            some = recent[live], stats[live], counts[live]
-            out[live, k] = _taken(*some, x[live, k], flagged[live, k])
-            recent[live], stats[live], counts[live] = some
-    for name, array in zip(STATE, (recent, stats, counts)):
+            some = [array[live] for array in arrays]
+            out[live, k] = _taken(some, x[live, k], flagged[live, k])
+            for array, part in zip(arrays, some):
+                array[live] = part
+    for name, array in zip(STATE, arrays):
         rows.put(slots.array(name), array)
     return out
 
 
-def _taken(recent: np.ndarray, stats: np.ndarray, counts: np.ndarray, x: np.ndarray, flagged: np.ndarray) -> np.ndarray:
-    """The scores (m,) of the readings ``x`` (m, I) of a few streams, taken into their state (in place)."""
+def _taken(state: list[np.ndarray], x: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """The scores (m,) of the readings ``x`` (m, I) of a few streams, taken into their ``state`` (``STATE``'s
+    arrays, in place)."""
+    recent, stats, counts, sums = state
     counts[:, 0] += 1
     taken, count = counts[:, 0], counts[:, 1]
     level, mean, var = stats[:, 0], stats[:, 1], stats[:, 2]
     level += np.maximum(1.0 / taken, ERROR_ALPHA)[:, None] * (x - level)  # (a flagged reading too: weight 0.001)
+    new = np.where(flagged[:, None], np.nan, x) if flagged.any() else x
+    gone = recent[:, 0].copy()
     recent[:, :-1] = recent[:, 1:]
-    recent[:, -1] = x
-    if flagged.any():
-        recent[flagged, -1] = np.nan
-    kept = np.isfinite(recent[..., :1])  # (m, W, 1): the readings the window holds
-    held = np.maximum(kept.sum(axis=1), 1)  # (m, 1)
-    values = np.where(kept, recent, 0.0)
-    values -= values.sum(axis=1)[:, None] / held[:, None]
-    values *= kept
-    spread = np.sqrt((values * values).sum(axis=1) / held)
-    u = np.log(np.maximum(spread + LEVEL_FLOOR * magnitude(level), TINY))
+    recent[:, -1] = new
+    centre, held = sums[:, 0], sums[:, 3]
+    off_gone = np.where(np.isnan(gone), 0.0, gone - centre)
+    off_new = np.where(np.isnan(new), 0.0, new - centre)
+    sums[:, 1] = (sums[:, 1] - off_gone) + off_new
+    sums[:, 2] = (sums[:, 2] - off_gone * off_gone) + off_new * off_new
+    held += np.isfinite(new).astype(np.float64) - np.isfinite(gone)
+    floor = LEVEL_FLOOR * magnitude(level)
+    offset, floored = _floored(sums, floor)
+    fresh = (taken % REFRESH == 0) | np.isnan(centre[:, 0]) | (np.abs(offset) > RECENTRE * floored).any(axis=1)
+    if fresh.any():
+        sums[fresh] = _summed(recent[fresh], sums[fresh], level[fresh])
+        offset, floored = _floored(sums, floor)
+    u = np.log(np.maximum(floored, TINY))
     delta = u - mean
     z = (np.abs(delta) / np.maximum(np.sqrt(var), DEVIATION_FLOOR)).max(axis=1)
     now = (taken >= WINDOW) & (held[:, 0] * 2 >= WINDOW)
@@ -83,3 +107,88 @@ def _taken(recent: np.ndarray, stats: np.ndarray, counts: np.ndarray, x: np.ndar
         stats[:, 1] = np.where(keep, np.where(first, u, mean + step * delta), mean)
         counts[:, 1] += now
     return score
+
+
+def _floored(sums: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The windows' means less their centres and their spreads plus ``floor`` (m, I), from their ``sums``."""
+    count_held = np.maximum(sums[:, 3], 1.0)
+    offset = sums[:, 1] / count_held
+    return offset, np.sqrt(np.maximum(sums[:, 2] / count_held - offset * offset, 0.0)) + floor
+
+
+def _summed(recent: np.ndarray, sums: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The sums (k, 4, I) of the windows ``recent`` (k, W, I) taken afresh about the mean the running ``sums``
+    give (the ``level`` where they give none), in order (a cumulative sum: the order ``_summed_floats`` takes)."""
+    centre, held = sums[:, 0], sums[:, 3]
+    known = (held > 0) & np.isfinite(centre)
+    out = np.empty_like(sums)
+    out[:, 0] = np.where(known, centre + sums[:, 1] / np.maximum(held, 1.0), level)
+    off = np.where(np.isnan(recent), 0.0, recent - out[:, None, 0])
+    out[:, 1] = np.cumsum(off, axis=1)[:, -1]
+    out[:, 2] = np.cumsum(off * off, axis=1)[:, -1]
+    out[:, 3] = np.isfinite(recent).sum(axis=1)
+    return out
+
+
+def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """``scores`` for a few streams of one input, in Python floats: ``_taken``'s operations, in its order
+    (numpy's calls cost more than the arithmetic here)."""
+    out = np.full(x.shape[:2], np.nan)
+    recent_all, stats_all, counts_all, sums_all = (slots.array(name) for name in STATE)
+    for i, slot in enumerate(rows.slots.tolist()):
+        recent = recent_all[slot, :, 0]  # (a view, shifted in place)
+        level, mean, var = stats_all[slot, :, 0].tolist()
+        taken, count = counts_all[slot].tolist()
+        centre, sum1, sum2, held = sums_all[slot, :, 0].tolist()
+        row = out[i]
+        for k, (value, flag) in enumerate(zip(x[i, :, 0].tolist(), flagged[i].tolist())):
+            if not math.isfinite(value):
+                continue
+            taken += 1
+            level += max(1.0 / taken, ERROR_ALPHA) * (value - level)
+            new = NAN if flag else value
+            gone = recent[0].item()
+            recent[:-1] = recent[1:]
+            recent[-1] = new
+            off_gone = gone - centre if gone == gone else 0.0
+            off_new = new - centre if new == new else 0.0
+            sum1 = (sum1 - off_gone) + off_new
+            sum2 = (sum2 - off_gone * off_gone) + off_new * off_new
+            held += float(new == new) - (gone == gone)
+            floor = LEVEL_FLOOR * (abs(level) if level != 0 else 1.0)
+            offset, floored = _floored_float(sum1, sum2, held, floor)
+            if taken % REFRESH == 0 or centre != centre or abs(offset) > RECENTRE * floored:
+                centre, sum1, sum2, held = _summed_float(recent.tolist(), centre, sum1, held, level)
+                offset, floored = _floored_float(sum1, sum2, held, floor)
+            u = float(np.log(max(floored, TINY)))
+            delta = u - mean
+            if taken >= WINDOW and held * 2 >= WINDOW:
+                if count >= WARM:
+                    row[k] = squashed(abs(delta) / max(math.sqrt(var), DEVIATION_FLOOR))
+                step = max(1.0 / (count + 1.0), ERROR_ALPHA)
+                mean, var = (u, 0.0) if count == 0 else (mean + step * delta, running_var(var, delta, step))
+                count += 1
+        stats_all[slot, :, 0] = level, mean, var
+        counts_all[slot] = taken, count
+        sums_all[slot, :, 0] = centre, sum1, sum2, held
+    return out
+
+
+def _floored_float(sum1: float, sum2: float, held: float, floor: float) -> tuple[float, float]:
+    """``_floored`` for one stream of one input, in Python floats."""
+    count_held = max(held, 1.0)
+    offset = sum1 / count_held
+    return offset, math.sqrt(max(sum2 / count_held - offset * offset, 0.0)) + floor
+
+
+def _summed_float(
+    recent: list[float], centre: float, sum1: float, held: float, level: float
+) -> tuple[float, float, float, float]:
+    """``_summed`` for one stream's window ``recent`` of one input, in Python floats, in its order."""
+    centre = centre + sum1 / max(held, 1.0) if held > 0 and math.isfinite(centre) else level
+    offsets = [v - centre if v == v else 0.0 for v in recent]
+    new1, new2 = offsets[0], offsets[0] * offsets[0]
+    for o in offsets[1:]:
+        new1 += o
+        new2 += o * o
+    return centre, new1, new2, float(sum(v == v for v in recent))

@@ -166,3 +166,22 @@ def test_a_stream_restored_from_its_state_goes_on_scoring_windows_as_it_would_ha
     got = [restored.observe_many([("s", [float(v)], None)])[0].anomaly for v in values[:50]]
     want = [reference.observe_many([("s", [float(v)], None)])[0].anomaly for v in values[:50]]
     assert got == want
+
+
+def test_a_few_scores_combine_in_python_as_many_in_numpy() -> None:
+    """``combined`` for a few scores (Python) and for many (numpy): the same scores and counts of anomalies,
+    with scores not judged (NaN), window scores missing (NaN), larger, smaller and equal."""
+    rng = np.random.default_rng(2)
+    point = rng.choice([np.nan, 0.5, 0.94, 0.96, 0.99], size=(8, 5))
+    window = rng.choice([np.nan, 0.5, 0.94, 0.96, 0.99], size=(8, 5))
+    many = slots(8)
+    got_many = pattern.combined(many, Rows(np.arange(8)), point, window, 0.95)
+    few = slots(8)
+    for i in range(8):
+        for k in range(5):
+            got = pattern.combined(
+                few, Rows(np.array([i])), point[i : i + 1, k : k + 1], window[i : i + 1, k : k + 1], 0.95
+            )
+            assert np.array_equal(got, got_many[i : i + 1, k : k + 1], equal_nan=True)
+    assert np.array_equal(few.anomalies, many.anomalies)
+    assert many.anomalies.sum() == ((np.fmax(point, window) >= 0.95) & ~(point >= 0.95) & ~np.isnan(point)).sum() > 0
