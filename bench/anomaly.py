@@ -70,7 +70,7 @@ def naive_interval(values: np.ndarray, coverage: float = 0.9) -> tuple[float, fl
     return float(np.mean(inside)), float(np.mean(widths))
 
 
-def run(values: list[float], patterns: bool = False, spread: bool = False) -> tuple[list[float], float, float]:
+def run(values: list[float], patterns: bool = False, spread: bool | None = None) -> tuple[list[float], float, float]:
     """A default forecast stream (with ``patterns``, ``spread``) over ``values``: each reading's anomaly score (0
     where there is none yet), its intervals' coverage once calibrated, and their mean width."""
     engine, results = forecast(values, patterns=patterns, spread=spread)
@@ -80,7 +80,7 @@ def run(values: list[float], patterns: bool = False, spread: bool = False) -> tu
 
 
 def forecast(
-    values: Sequence[float], horizon: int = 1, patterns: bool = False, spread: bool = False
+    values: Sequence[float], horizon: int = 1, patterns: bool = False, spread: bool | None = None
 ) -> tuple[Engine, list[StepResult]]:
     """A default forecast stream (with ``horizon``, ``patterns``, ``spread``) fed ``values`` in runs of ``RUN``:
     it, and its results."""
@@ -147,7 +147,13 @@ def main() -> None:
     parser.add_argument("--glitch", action="store_true", help="one absurd reading in default streams")
     parser.add_argument("--csv", type=Path, help="every DIR/*.csv's value column (bench/gutentag_series.py's)")
     parser.add_argument("--patterns", action="store_true", help="streams with patterns on (models/pattern.py)")
-    parser.add_argument("--spread", action="store_true", help="streams with spread on (models/spread.py)")
+    parser.add_argument(
+        "--no-spread",
+        dest="spread",
+        action="store_false",
+        default=None,
+        help="streams without the spread score (models/spread.py)",
+    )
     args = parser.parse_args()
     if (args.nab is None) != (args.out is None):
         parser.error("--nab and --out go together")
@@ -403,7 +409,7 @@ def read(path: Path) -> list[list[str]]:
 
 
 def report(
-    name: str, series: dict[str, list[float]], patterns: bool = False, spread: bool = False
+    name: str, series: dict[str, list[float]], patterns: bool = False, spread: bool | None = None
 ) -> dict[str, list[float]]:
     """Per series a line: its intervals' coverage and width beside the last value's; then a summary. Each
     series' anomaly scores (streams with ``patterns``, ``spread``)."""

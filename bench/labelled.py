@@ -78,7 +78,7 @@ def regions_of(label: np.ndarray) -> list[tuple[int, int]]:
 
 
 def episodes_found(
-    values: np.ndarray, label: np.ndarray, learn: int, patterns: bool = False, spread: bool = False
+    values: np.ndarray, label: np.ndarray, learn: int, patterns: bool = False, spread: bool | None = None
 ) -> str:
     """Ours' alerts after the learning part (a default stream's anomalous readings), the alert episodes they
     open (the service's rule, service/episodes.py, at the default episode_gap), and the labelled regions (runs
@@ -125,7 +125,7 @@ def gutentag_kinds(path: Path, regions: list[tuple[int, int]]) -> list[str] | No
     return [a["kinds"][0]["kind"] for a in anomalies]
 
 
-def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False, spread: bool = False) -> None:
+def from_csv(folder: Path, peers: tuple[str, ...] = PEERS, patterns: bool = False, spread: bool | None = None) -> None:
     """``--csv``: ours (streams with ``patterns``, ``spread``) and ``peers`` (bench.anomaly_peers': river's need river) on every
     ``folder``/*.csv (``value,is_anomaly``)."""
     paths = sorted(folder.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
@@ -181,7 +181,13 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help=f"where aeon's wheel is: {AEON}; with --csv, the series' folder")
     parser.add_argument("--csv", action="store_true", help="the folder holds value,is_anomaly CSVs")
     parser.add_argument("--patterns", action="store_true", help="ours with patterns on (models/pattern.py)")
-    parser.add_argument("--spread", action="store_true", help="ours with spread on (models/spread.py)")
+    parser.add_argument(
+        "--no-spread",
+        dest="spread",
+        action="store_false",
+        default=None,
+        help="ours without the spread score (models/spread.py)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="--csv: ours only (river not needed)")
     parser.add_argument(
         "--peers", nargs="+", choices=sorted(DETECTORS), default=list(PEERS),

@@ -30,7 +30,7 @@ TIMESTAMP_ORDERS: tuple[str, ...] = get_args(TimestampOrder)
 
 # Fields added since configs were first stored, with the value that keeps a stored stream behaving as it
 # did (a config saved without them predates them), where that is not the default for new streams.
-BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False, "season": 1}
+BEFORE_THEIR_TIME: dict[str, Any] = {"from_last_target": False, "gate": False, "season": 1, "spread": False}
 
 # What a live stream may change (Engine.reconfigure): settings its state's layout does not depend on. The
 # rest (sizes, cell, schedule, optimizer, preprocessing, seed ...) define its network or the state it keeps.
@@ -100,9 +100,8 @@ class StreamConfig:
     patterns: bool = False
     # forecast streams of at most DETECTS_UP_TO inputs: a reading's anomaly score is also the score of how unlike
     # the stream's usual spread the spread of its last 32 readings is (models/spread.py; a flat platform, a wave
-    # whose amplitude changed; ~0.3 KiB per input; a few dozen small array operations a reading, which cost one
-    # stream stepped alone ~10% of its throughput: off unless asked for)
-    spread: bool = False
+    # whose amplitude changed; ~0.3 KiB per input); None: on for such streams, off for the others
+    spread: bool | None = None
     # the service's alerts: one opens an episode when none of the stream's episode_gap observations before it
     # was anomalous (a sensor waking up raises one episode, not a storm of alerts); the network never sees it
     episode_gap: int = 25
@@ -122,6 +121,8 @@ class StreamConfig:
             object.__setattr__(self, "output_size", self.input_size if self.target == "next" else 1)
         if self.k2 is None:
             object.__setattr__(self, "k2", self.k1)
+        if self.spread is None:
+            object.__setattr__(self, "spread", self.target == "next" and self.input_size <= DETECTS_UP_TO)
         object.__setattr__(self, "betas", tuple(self.betas))
         _validate(self)
 

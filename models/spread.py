@@ -3,26 +3,27 @@
 The point score (models/anomaly.py) judges a reading by its forecast's error. A network follows a flat
 platform or a wave whose amplitude shrank within a reading or two, so the errors there soon look like any
 others: on 160 labelled GutenTAG series (bench/README.md, "The spread of the last readings") the point score
-found 37 of 87 platforms. This score judges the readings themselves, the last ``WINDOW`` of them: the log of their standard deviation (plus ``LEVEL_FLOOR`` times the readings' long-run
-level, so that a flat stream's is finite), judged against its own running mean and deviation as the point
-score judges errors (both ways: a spread that collapsed or one that grew), and a reading's anomaly score is
-the larger of the two (as models/pattern.py's window score is; models/pattern.py's ``combined``).
+found 37 of 87 platforms. This score judges the readings themselves, the last ``WINDOW`` of them: the log of
+their standard deviation (plus ``LEVEL_FLOOR`` times the readings' long-run level, so that a flat stream's is
+finite), judged against its own running mean and deviation as the point score judges errors (both ways: a
+spread that collapsed or one that grew), and a reading's anomaly score is the larger of the two (as
+models/pattern.py's window score is; models/pattern.py's ``combined``).
 
 A window leaves out the readings the point score flagged: one absurd reading would otherwise widen the
 spread of the ``WINDOW`` readings after it, and flag them all, though each is normal. A window with more than
 half of its readings left out gives no score.
 
-Forecast streams (the readings are the series) of at most ``DETECTS_UP_TO`` inputs that set ``spread``: each
-input's last ``WINDOW`` readings are kept; the inputs' z (absolute) are taken at their largest. A reading with
-a missing entry is left out.
+Forecast streams (the readings are the series) of at most ``DETECTS_UP_TO`` inputs, unless they set ``spread``
+false (models/config.py: on by default for them): each input's last ``WINDOW`` readings are kept; the inputs'
+z (absolute) are taken at their largest. A reading with a missing entry is left out.
 
 The window's spread comes from running sums (of its readings less a centre, and of their squares) that each
 reading updates with the one it adds and the one it drops, not from passes over the window: an update costs a
 few operations, not a few per reading kept. Every ``REFRESH`` readings the sums are taken afresh about the
 window's mean, so that rounding never accumulates and the readings stay near their centre (a sum of squares of
-readings far from their centre would cancel). A few streams of one input (``FEW``) are stepped in Python floats,
-the others in numpy: the same IEEE operations in the same order, so the scores are the same bits however a stream's
-readings are grouped (numpy's log in both).
+readings far from their centre would cancel). A few streams of one input (``FEW``) are stepped in Python
+floats, the others in numpy: the same IEEE operations in the same order, so the scores are the same bits however
+a stream's readings are grouped (numpy's log in both).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _floored(sums: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _summed(recent: np.ndarray, sums: np.ndarray, level: np.ndarray) -> np.ndarray:
     """The sums (k, 4, I) of the windows ``recent`` (k, W, I) taken afresh about the mean the running ``sums``
-    give (the ``level`` where they give none), in order (a cumulative sum: the order ``_summed_floats`` takes)."""
+    give (the ``level`` where they give none), in order (a cumulative sum: the order ``_summed_float`` takes)."""
     centre, held = sums[:, 0], sums[:, 3]
     known = (held > 0) & np.isfinite(centre)
     out = np.empty_like(sums)

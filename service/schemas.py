@@ -242,12 +242,13 @@ class StreamCreate(_Strict):
         "platform, a changed frequency or a changed shape, which the forecast soon follows, is flagged too; "
         "keeps ~32 KiB per input and costs about as much as the stream's step",
     )
-    spread: bool = Field(
-        CORE_DEFAULTS.spread,
+    spread: bool | None = Field(
+        None,
         description="forecast mode, at most 4 inputs: each reading's anomaly score is also how unlike the "
         "stream's usual spread the spread of its last 32 readings is (the readings the error flagged left out), "
         "so that a flat platform or a wave whose amplitude changed, which the forecast soon follows, is flagged "
-        "too; keeps ~0.3 KiB per input",
+        "too; keeps ~0.3 KiB per input. null (the default): on for forecast streams of at most 4 inputs, off "
+        "for the others; the stream's config says which",
     )
     episode_gap: int = Field(
         CORE_DEFAULTS.episode_gap,

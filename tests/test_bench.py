@@ -176,8 +176,9 @@ def test_the_peers_benchmark_writes_every_series_scores_in_nabs_layout_from_seve
         assert [float(line.split(",")[2]) for line in lines[1:]] == pytest.approx([step(v) for v in values], abs=1e-6)
 
 
-def test_the_labelled_benchmark_runs_ours_with_patterns_when_asked(tmp_path, capsys):
-    """bench.labelled --csv --patterns: a platform in a wave, which the forecast follows, found only with them."""
+def test_the_labelled_benchmark_runs_ours_with_patterns_when_asked_and_spread_unless_told_not_to(tmp_path, capsys):
+    """bench.labelled --csv [--patterns] [--no-spread]: a platform in a wave, which the forecast follows, found
+    only with either (the spread score by default)."""
     rng = np.random.default_rng(0)
     values = np.sin(2 * np.pi * np.arange(1_700) / 40) + 0.05 * rng.standard_normal(1_700)
     values[1_500:1_560] = values[1_500] + 0.05 * rng.standard_normal(60)
@@ -185,8 +186,8 @@ def test_the_labelled_benchmark_runs_ours_with_patterns_when_asked(tmp_path, cap
         f.write(
             "value,is_anomaly\n" + "".join(f"{v!r},{int(1_500 <= k < 1_560)}\n" for k, v in enumerate(values.tolist()))
         )
-    for patterns, found in ((False, "0/"), (True, "1/")):
-        labelled.from_csv(tmp_path, peers=(), patterns=patterns)
+    for patterns, spread, found in ((False, False, "0/"), (True, False, "1/"), (False, None, "1/")):
+        labelled.from_csv(tmp_path, peers=(), patterns=patterns, spread=spread)
         out = capsys.readouterr().out
         assert f"flat       1 regions  ours {found}" in out, out
 

@@ -65,6 +65,29 @@ def test_a_config_stored_before_from_last_target_existed_keeps_its_behaviour():
     assert StreamConfig(input_size=2).from_last_target is True  # new streams: on
 
 
+@pytest.mark.parametrize(
+    ("config", "spread"),
+    [
+        ({"input_size": 1, "target": "next"}, True),
+        ({"input_size": 4, "target": "next"}, True),
+        ({"input_size": 5, "target": "next"}, False),
+        ({"input_size": 1}, False),
+    ],
+)
+def test_the_spread_score_is_on_by_default_where_it_applies_and_a_stored_config_keeps_its_own(
+    config: dict, spread: bool
+) -> None:
+    """Forecast streams of at most 4 inputs judge their readings' spread unless told not to; a stored config
+    says which it took, and one stored before the field existed (no ``spread``) keeps its behaviour: none."""
+    assert StreamConfig(**config).spread is spread
+    assert StreamConfig(**config, spread=False).spread is False
+    stored = StreamConfig(**config).to_dict()
+    assert stored["spread"] is spread
+    assert StreamConfig.from_dict(stored).spread is spread
+    del stored["spread"]  # as a data directory of an earlier version holds it
+    assert StreamConfig.from_dict(stored).spread is False
+
+
 @pytest.mark.parametrize("field", ["patterns", "spread"])
 @pytest.mark.parametrize(
     ("config", "message"),

@@ -138,7 +138,7 @@ def platform_stream(patterns: bool) -> tuple[Engine, np.ndarray]:
     values = np.sin(2 * np.pi * t / 40) + 0.05 * rng.standard_normal(3_000)
     values[2_000:2_060] = values[2_000] + 0.05 * rng.standard_normal(60)  # a platform, the noise as before
     engine = Engine()
-    engine.add_stream("s", StreamConfig(input_size=1, target="next", patterns=patterns))
+    engine.add_stream("s", StreamConfig(input_size=1, target="next", patterns=patterns, spread=False))  # (its own)
     return engine, values
 
 
@@ -152,6 +152,7 @@ def test_a_platform_the_forecast_follows_is_flagged_by_its_shape(patterns: bool)
     engine, values = platform_stream(patterns)
     flagged = anomalies(engine, values)
     assert flagged[2_000:2_060].any() == patterns  # the point score alone misses it: the forecast follows
+    # (the spread score, on by default, flags it too: tests/models/test_spread.py)
     assert not flagged[:2_000].any()
     assert engine.metrics("s").anomalies == flagged.sum()
 

@@ -125,7 +125,8 @@ def test_a_stream_may_judge_the_shapes_or_the_spread_of_its_readings_too(client,
     values = np.sin(2 * np.pi * np.arange(2_200) / 40) + 0.05 * rng.standard_normal(2_200)
     values[2_000:2_060] = values[2_000] + 0.05 * rng.standard_normal(60)
     for stream, on in (("readings", True), ("errors", False)):
-        response = client.put(f"/v1/streams/{stream}", json={**FORECAST, field: on})
+        alone = {"patterns": False, "spread": False, field: on}  # (the spread score is on by default)
+        response = client.put(f"/v1/streams/{stream}", json={**FORECAST, **alone})
         assert response.status_code == 201 and response.json()["config"][field] is on
         results = [r for k in range(0, 2_200, 500) for r in post(client, values[k : k + 500].tolist(), k + 1, stream)]
         assert any(r["anomalous"] for r in results[2_000:2_060]) is on
@@ -133,6 +134,20 @@ def test_a_stream_may_judge_the_shapes_or_the_spread_of_its_readings_too(client,
     assert {a["stream"] for a in feed if 2_000 < a["step"] <= 2_060} == {"readings"}
     refused = client.put("/v1/streams/explicit", json={"model": {"input_size": 1}, field: True})
     assert refused.status_code == 422 and field in refused.text
+
+
+def test_a_forecast_stream_judges_the_spread_of_its_readings_unless_told_not_to(client):
+    """The spread score is on by default where it applies (forecast mode, at most 4 inputs), and the config a
+    stream is answered with says so; ``null`` asks for that default."""
+    for stream, body, on in (
+        ("forecast", FORECAST, True),
+        ("asked-default", {**FORECAST, "spread": None}, True),
+        ("wide", {"model": {"input_size": 5}, "target": "next"}, False),
+        ("explicit", {"model": {"input_size": 1}}, False),
+    ):
+        response = client.put(f"/v1/streams/{stream}", json=body)
+        assert response.status_code == 201 and response.json()["config"]["spread"] is on, stream
+        assert client.get(f"/v1/streams/{stream}").json()["config"]["spread"] is on
 
 
 def test_an_observation_may_be_scored_without_being_learnt_from(client):
