@@ -5,6 +5,7 @@ WebSockets answer the same ``detail`` in a reply, or close with the codes named 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,11 +34,20 @@ class ServiceError(Exception):
 class StreamConflict(ServiceError):
     status = 409
 
-    def __init__(self, stream: str, what: str = "config") -> None:
+    def __init__(self, stream: str, what: str = "config", differences: Sequence[tuple[str, Any, Any]] = ()) -> None:
+        """``differences``: where the configs differ, as the body names the field, the stream's value and the
+        one asked (a default that changed since the stream was created is the usual cause: the message says
+        which, so that the sender can name the stream's value instead of deleting what it learnt)."""
         if what == "labels":
             super().__init__(f"stream {stream!r} exists with other labels; change them with PATCH /v1/streams/{stream}")
         else:
-            super().__init__(f"stream {stream!r} exists with another config; delete it first or use another id")
+            named = ", ".join(
+                f"{where} {json.dumps(kept)} there, {json.dumps(asked)} here" for where, kept, asked in differences
+            )
+            super().__init__(
+                f"stream {stream!r} exists with another config{f' ({named})' if named else ''}; send its config "
+                f"(GET /v1/streams/{stream}), or delete it first, or use another id"
+            )
 
 
 class StreamReplaced(ServiceError):

@@ -141,6 +141,18 @@ BODY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def differences(kept: CoreConfig, asked: CoreConfig) -> list[tuple[str, Any, Any]]:
+    """Where two configs differ: each field as this body names it (``model.input_size``), with both values."""
+    return [
+        (".".join(BODY_FIELDS.get(name, (name,))), _plain(getattr(kept, name)), _plain(getattr(asked, name)))
+        for name in kept.differing(asked)
+    ]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 class ModelSpec(_Strict):
     cell: Cell = CORE_DEFAULTS.cell
     input_size: int = Field(ge=1, le=CEILINGS["input_size"])

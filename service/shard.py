@@ -41,6 +41,7 @@ from .modelfile import read_weights, write_weights
 from .patching import Template, patched
 from .registry import StreamRegistry, Usage
 from .results import Observed, Result
+from .schemas import differences
 from .settings import Settings
 from .store import Observations, Store
 from .streams import Key, StreamInfo, StreamState, now_iso, record_results
@@ -346,7 +347,9 @@ class Shard:
             state = self.registry.find(tenant, stream)
             before = (state.config, state.labels) if state is not None else seen.get(stream)
             if before is not None and before != (config, labels):
-                raise StreamConflict(stream, "config" if before[0] != config else "labels")
+                if before[0] != config:
+                    raise StreamConflict(stream, "config", differences(before[0], config))
+                raise StreamConflict(stream, "labels")
             if state is None and stream not in seen:
                 room, new = room + stream_bytes(config, self.settings), new + 1
             seen[stream] = (config, labels)

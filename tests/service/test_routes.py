@@ -70,6 +70,19 @@ def test_put_creates_then_confirms_then_conflicts(client):
     assert client.put("/v1/streams/pump-7", json=DEFAULTS).status_code == 200  # the same, spelled out
     r = client.put("/v1/streams/pump-7", json={"model": {"input_size": 3}})
     assert r.status_code == 409 and "another config" in r.json()["detail"]
+    assert "(model.input_size 2 there, 3 here)" in r.json()["detail"]  # what to send instead
+
+
+def test_a_conflicting_put_names_a_default_that_changed_since_the_stream_was_created(client):
+    """A forecast stream created without the spread score (as before it was a default) is not confirmed by a
+    PUT that leaves it to the default now: the 409 says which field and both values, so that a sender names the
+    stream's value instead of deleting what it learnt."""
+    forecast = {"model": {"input_size": 1}, "target": "next"}
+    assert client.put("/v1/streams/old", json={**forecast, "spread": False}).status_code == 201
+    r = client.put("/v1/streams/old", json=forecast)
+    assert r.status_code == 409
+    assert "(spread false there, true here)" in r.json()["detail"] and "GET /v1/streams/old" in r.json()["detail"]
+    assert client.put("/v1/streams/old", json={**forecast, "spread": False}).status_code == 200
 
 
 def test_forecast_defaults_and_k2(client):
