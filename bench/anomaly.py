@@ -188,7 +188,7 @@ def main() -> None:
     if args.csv is not None:
         groups[f"the series in {args.csv}"] = csv_series(args.csv)
     if args.idle:
-        idle_then_moving(horizon=max(args.horizon, 1))
+        idle_then_moving(horizon=max(args.horizon, 1), spread=args.spread)
     if args.glitch:
         glitched()
         hidden()
@@ -229,7 +229,7 @@ def csv_series(folder: Path) -> dict[str, list[float]]:
     return series
 
 
-def idle_then_moving(seed: int = 0, horizon: int = 1) -> None:
+def idle_then_moving(seed: int = 0, horizon: int = 1, spread: bool | None = None) -> None:
     """Per case (idle 100, 300 or 1,000 readings of 0, then 600 of a noisy sine, a random walk or noise): how
     many of the first 50 and the next 50 moving readings are flagged, how many alert episodes those open
     (service/episodes.py), and the share of the first 100 moving readings inside their intervals (nominal 0.9);
@@ -243,7 +243,7 @@ def idle_then_moving(seed: int = 0, horizon: int = 1) -> None:
             draws = rng.standard_normal(600)
             move = {"sine": np.sin(np.arange(600) * 2 * np.pi / 24) + 0.1 * draws, "walk": np.cumsum(draws)}
             values = np.concatenate([np.zeros(idle), move.get(kind, draws)])
-            _, results = forecast(values, horizon)
+            _, results = forecast(values, horizon, spread=spread)
             flagged = [bool(r.anomalous) for r in results[idle:]]
             opened = episodes([step for step, flag in enumerate(flagged[:100]) if flag])
             covered = []
