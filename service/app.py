@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import errors, fastjson, limits
 from .auth import Authenticate, Keys
 from .browser import BrowserGuard
+from .deps import known_query
 from .gcpolicy import park_long_lived
 from .hub import Hub
 from .lane import ObservationLane, lane_route
@@ -88,8 +89,11 @@ def create_app(settings: Settings | None = None, joined: Joined | None = None) -
         ws_router,
         dashboard.router,
     )
+    # The API's own routes refuse query parameters they do not take (deps.known_query); the health checks, the
+    # sockets and the dashboard's page are left as they were.
+    unchecked = (health.router, ws_router, dashboard.router)
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=None if router in unchecked else [Depends(known_query)])
     _document(app, settings)
     # Innermost: sensors' one-observation POSTs go past FastAPI's router, inside every middleware below.
     app.add_middleware(ObservationLane, route=lane_route(observations.router.routes), handlers=app.exception_handlers)

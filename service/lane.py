@@ -8,7 +8,7 @@ parameter's validation) and the layers around them. The lane runs inside every m
 rate limits, body limits, the browser guard and the request metrics all apply as before) and calls the
 same handler with the same exception handlers; it only takes the requests whose path and id FastAPI would
 route there and accept, and leaves every other request (an invalid id included, for FastAPI's own 422) to
-the app.
+the app. A request with a query string goes to the app as well, which refuses what the route does not take.
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ class ObservationLane:
         self.direct = ExceptionMiddleware(self._handle, handlers=dict(handlers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and not scope["query_string"]
+        ):
             match = _MATCH(scope["path"])
             if match:
                 scope["route"], scope["endpoint"] = self.route, self.handler  # as the router sets them

@@ -432,3 +432,28 @@ def test_openapi_documents_every_body_with_examples(client):
     schemas = spec["components"]["schemas"]
     for name in ("StreamCreate", "Observation", "ObservationBatch", "CrossStreamBatch", "StreamReset"):
         assert schemas[name].get("examples"), name
+
+
+def test_a_query_parameter_a_route_does_not_take_is_refused_naming_those_it_does(client):
+    """``?since=5`` where only ``limit`` exists would be ignored, and the last 100 taken for those after 5: a
+    422 names it and what the endpoint takes; the parameters it takes still work (the one-observation POST
+    included: with a query string it goes past the fast lane to the router, which refuses it)."""
+    forecast = {"model": {"input_size": 1}, "target": "next"}
+    assert client.put("/v1/streams/q", json=forecast).status_code == 201
+    assert client.post("/v1/streams/q/observations", json={"x": 1.0}).status_code == 200
+    for method, url, body, takes in (
+        ("GET", "/v1/streams/q/predictions?since=5", None, "limit"),
+        ("GET", "/v1/anomalies?sinse=3", None, "limit, openings, since"),
+        ("GET", "/v1/streams?since=a", None, "cursor, label, limit, prefix"),
+        ("POST", "/v1/streams/q/observations?since=5", {"x": 2.0}, "none"),
+    ):
+        r = client.request(method, url, json=body)
+        assert r.status_code == 422, url
+        [error] = r.json()["detail"]
+        name = url.partition("?")[2].partition("=")[0]
+        assert error["loc"] == ["query", name] and error["type"] == "extra_forbidden", url
+        assert f"(this endpoint takes: {takes})" in error["msg"], error["msg"]
+    assert client.get("/v1/streams/q").json()["steps"] == 1  # (the refused POST applied nothing)
+    assert client.get("/v1/streams/q/predictions?limit=1").status_code == 200
+    assert client.get("/v1/anomalies?since=0&limit=5&openings=true").status_code == 200
+    assert client.get("/healthz?probe=1").status_code == 200  # (health checks take what they are sent)
