@@ -46,7 +46,6 @@ LEVEL_FLOOR = 1e-9  # a spread counts as at least this fraction of the readings'
 DEVIATION_FLOOR = 1e-12  # the spreads' logs' deviation is at least this (a flat stream's are all one number)
 TINY = np.finfo(np.float64).tiny  # (a log's argument is at least this: a level of 1e-320 has a floor of 0)
 STATE = ("sp_recent", "sp_stats", "sp_counts", "sp_sums")  # (W, I), (3, I), (2,), (4, I): see FleetSlots
-NAN = float("nan")
 
 
 def scores(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.ndarray) -> np.ndarray:
@@ -147,7 +146,7 @@ def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.nda
                 continue
             taken += 1
             level += max(1.0 / taken, ERROR_ALPHA) * (value - level)
-            new = NAN if flag else value
+            new = math.nan if flag else value
             gone = recent[0].item()
             recent[:-1] = recent[1:]
             recent[-1] = new
