@@ -19,6 +19,7 @@ from bench import (
     checkpoints,
     churn,
     core,
+    count_series,
     fairness,
     interval_peers,
     labelled,
@@ -132,6 +133,30 @@ def test_the_labelled_benchmark_counts_gutentags_regions_by_the_kind_its_config_
     labelled.from_csv(tmp_path, peers=())
     assert "  extremum   ours 1/1" in capsys.readouterr().out
     assert labelled.gutentag_kinds(tmp_path / "gt_0.csv", [(600, 601), (700, 701)]) is None  # (one anomaly drawn)
+
+
+def test_the_count_series_are_whole_counts_quiet_at_night_with_one_anomaly_of_each_kind_in_busy_hours(tmp_path):
+    """bench/count_series.py's protocol: whole counts, runs of zeros in the quiet half of the day that are no
+    anomaly, and four labelled regions (one of each kind) that start where the day is busy; the same seed, the
+    same files, which bench.labelled reads with their kinds."""
+    count_series.main(tmp_path, 3, 5)
+    for seed in (3, 4):
+        counts, labels, config = count_series.series(seed)
+        assert (counts == np.round(counts)).all() and (counts >= 0).all()
+        assert sorted(a["kinds"][0]["kind"] for a in config["anomalies"]) == sorted(count_series.KINDS)
+        phase = np.sin(2 * np.pi * np.arange(count_series.LENGTH) / count_series.DAY)
+        for drawn in config["anomalies"]:
+            start, length = drawn["exact-position"], drawn["length"]
+            assert phase[start] > count_series.BUSY and labels[start : start + length].all()
+        assert labels.sum() == sum(a["length"] for a in config["anomalies"])
+        quiet = (phase < 0) & (labels == 0)
+        assert (counts[quiet] == 0).mean() > 0.5  # (the nights: mostly zeros, and no anomaly)
+        written = (tmp_path / f"ct_{seed}.csv").read_text().splitlines()
+        assert written[0] == "value,is_anomaly" and written[1:] == [f"{int(v)},{a}" for v, a in zip(counts, labels)]
+        regions = labelled.regions_of(labels)
+        assert labelled.gutentag_kinds(tmp_path / f"ct_{seed}.csv", regions) == [
+            a["kinds"][0]["kind"] for a in sorted(config["anomalies"], key=lambda a: a["exact-position"])
+        ]
 
 
 def _distance_from_last() -> anomaly_peers.Step:
