@@ -50,7 +50,7 @@ ADDED_LATER = frozenset({
     "gate_drift_err", "gate_revert", "gate_revert_n", "gate_revert_err", "iv_moved", "iv_still",
     "an_first", "hz_var", "hz_first", "qt_mean", "qt_var", "qt_lo", "qt_hi", "qt_scale", "qt_left", "qt_hz_scale",
     "qt_hz_on", "an_early", "an_early_y", "y_early", "hz_early", "x_held", "y_held", "x_early",
-    "sp_sums",
+    "sp_sums", "sp_past", "sp_dstats", "sp_dcount",
 })  # fmt: skip
 MOMENT_COUNTS = frozenset({"x_count", "y_count", "dt_count"})  # per slot in states saved before 2026-12-05
 # What a stream's next prediction depends on besides its weights: the carried state, the statistics that

@@ -65,6 +65,7 @@ class Fleet:
             partial_targets=self.partial_targets,
             kept=pattern.KEPT if config.patterns else 0,
             spread=spread.WINDOW if config.spread else 0,
+            spread_past=spread.past_length(config) if config.spread else 0,
             warm=WARM,
             early=normalizer.WARM,
         )

@@ -32,6 +32,7 @@ from .slots import FleetSlots, Rows
 
 DETECT_AT = (48, 64, 128, 256, 512, DETECTION_WINDOW)
 THRESHOLD = 0.3  # the least autocorrelation that counts as a season
+LONGEST = DETECTION_WINDOW // 3  # the longest period ``detect`` finds in a full detection window
 # Shorter periods' "season" is the local slope: carried through an anomaly of several readings, it
 # extrapolates a trend (measured: bench/README.md, "A spike's echo a season later").
 MIN_CLEANED_PERIOD = 4

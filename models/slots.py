@@ -43,6 +43,10 @@ class SlotArrays:
     def names(self) -> Iterator[str]:
         return iter(self._specs)
 
+    def holds(self, name: str) -> bool:
+        """Whether the streams keep the array ``name`` (their config decides which they keep)."""
+        return name in self._specs
+
     def array(self, name: str) -> Any:
         """An array by name (state dicts, which name every array)."""
         return getattr(self, name)
@@ -254,12 +258,17 @@ class FleetSlots(SlotArrays):
     sp_stats: np.ndarray  # (3, I) the level, the logs' mean and variance
     sp_counts: np.ndarray  # (2,) readings taken, spreads judged
     sp_sums: np.ndarray  # (4, I) the window's centre, its readings' sums less it, of squares, their count
+    # ... and for a stream with a season, the logs of the last spreads (a ring, by readings taken; NaN: none) and
+    # the statistics of their differences from the one a season earlier
+    sp_past: np.ndarray  # (R, I)
+    sp_dstats: np.ndarray  # (2, I) the differences' mean and variance
+    sp_dcount: np.ndarray  # () differences judged
 
     def __init__(
         self, params: int, state: tuple[int, int], extras: int, k2: int, inp: int, out: int, optim: tuple[str, ...],
         dtype: torch.dtype, gate_weights: int, history: int = 0, season: int = 1, horizon: int = 1,
         seen: int | None = None, impute: bool = False, elapsed: bool = False, partial_targets: bool = False,
-        kept: int = 0, spread: int = 0, warm: int = 0, early: int = 0,
+        kept: int = 0, spread: int = 0, spread_past: int = 0, warm: int = 0, early: int = 0,
     ) -> None:  # fmt: skip
         f64, i64, nan = np.float64, np.int64, float("nan")
         specs = {
@@ -366,7 +375,11 @@ class FleetSlots(SlotArrays):
                 "sp_stats": ArraySpec((3, inp), f64),
                 "sp_counts": ArraySpec((2,), i64),
                 "sp_sums": ArraySpec((4, inp), f64, nan),  # (NaN: to be summed afresh)
+                "sp_dstats": ArraySpec((2, inp), f64),
+                "sp_dcount": ArraySpec((), i64),
             })  # fmt: skip
+            if spread_past:  # (``spread_past``: the spreads kept a season back, 0 for a stream without a season)
+                specs["sp_past"] = ArraySpec((spread_past, inp), f64, nan)
         super().__init__(specs)
 
 
