@@ -99,9 +99,9 @@ class StreamConfig:
     # much time as the rest of the stream's step: off unless asked for)
     patterns: bool = False
     # forecast streams of at most DETECTS_UP_TO inputs: a reading's anomaly score is also the score of how unlike
-    # the stream's usual spread the spread of its last 32 readings is, and with a season how unlike the spread a
-    # season earlier (models/spread.py; a flat platform, a wave whose amplitude changed; ~0.3 KiB per input, ~3 KiB
-    # with a detected season); None: on for such streams, off for the others
+    # the stream's usual spread the spread of its last 32 readings is, and with a season how unlike their spread and
+    # mean a season earlier (models/spread.py; a flat platform, a wave whose amplitude or level changed; ~0.3 KiB per
+    # input, ~5.7 KiB with a detected season); None: on for such streams, off for the others
     spread: bool | None = None
     # the service's alerts: one opens an episode when none of the stream's episode_gap observations before it
     # was anomalous (a sensor waking up raises one episode, not a storm of alerts); the network never sees it

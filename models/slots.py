@@ -258,10 +258,10 @@ class FleetSlots(SlotArrays):
     sp_stats: np.ndarray  # (3, I) the level, the logs' mean and variance
     sp_counts: np.ndarray  # (2,) readings taken, spreads judged
     sp_sums: np.ndarray  # (4, I) the window's centre, its readings' sums less it, of squares, their count
-    # ... and for a stream with a season, the logs of the last spreads (a ring, by readings taken; NaN: none) and
-    # the statistics of their differences from the one a season earlier
-    sp_past: np.ndarray  # (R, I)
-    sp_dstats: np.ndarray  # (2, I) the differences' mean and variance
+    # ... and for a stream with a season, the logs of the last windows' spreads and their means (a ring, by readings
+    # taken; NaN: none) and the statistics of their differences from the ones a season earlier
+    sp_past: np.ndarray  # (R, 2I) the spreads' logs, then the means
+    sp_dstats: np.ndarray  # (2, 2I) the differences' mean and variance
     sp_dcount: np.ndarray  # () differences judged
 
     def __init__(
@@ -375,11 +375,11 @@ class FleetSlots(SlotArrays):
                 "sp_stats": ArraySpec((3, inp), f64),
                 "sp_counts": ArraySpec((2,), i64),
                 "sp_sums": ArraySpec((4, inp), f64, nan),  # (NaN: to be summed afresh)
-                "sp_dstats": ArraySpec((2, inp), f64),
+                "sp_dstats": ArraySpec((2, 2 * inp), f64),
                 "sp_dcount": ArraySpec((), i64),
             })  # fmt: skip
             if spread_past:  # (``spread_past``: the spreads kept a season back, 0 for a stream without a season)
-                specs["sp_past"] = ArraySpec((spread_past, inp), f64, nan)
+                specs["sp_past"] = ArraySpec((spread_past, 2 * inp), f64, nan)
         super().__init__(specs)
 
 

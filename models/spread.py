@@ -16,8 +16,13 @@ A window shorter than the season spreads with its phase, a wave's top flat and i
 statistics of the spread count that as its usual variation, which hides a platform on the slope; the same
 phase a season earlier does not. On GutenTAG seeds 280-319 (bench/README.md, "The spread a season earlier")
 it found 112 regions against 111, with 224 alerts elsewhere against 223, and a ROC area of 0.822 against 0.798.
-The spreads a season back are kept in a ring by readings taken (a reading with a missing entry is not one), one
-more than the longest period the stream may have: ~2.7 KiB per input for a detected season.
+The window's mean is judged the same way, against the one a season earlier (its difference's deviation at least
+the spread's floor, so that rounding is not news): a wave whose level or frequency changed, which the forecast
+soon follows, keeps its shape but not its phase's mean. On GutenTAG seeds 360-399 (bench/README.md, "The mean a
+season earlier") 116 regions against 113, with 214 alerts elsewhere against 213, a ROC area of 0.845 against
+0.814. The spreads' logs and means a season back are kept in a ring by readings taken (a reading with a missing
+entry is not one), one more than the longest period the stream may have: ~5.4 KiB per input for a detected
+season.
 
 A window leaves out the readings the point score flagged: one absurd reading would otherwise widen the
 spread of the ``WINDOW`` readings after it, and flag them all, though each is normal. A window with more than
@@ -133,7 +138,9 @@ def _taken(
     z = np.abs(delta) / np.maximum(np.sqrt(var), DEVIATION_FLOOR)
     now = (taken >= WINDOW) & (held[:, 0] * 2 >= WINDOW)
     if past is not None:
-        z = np.maximum(z, _seasonal(past, taken, now, u, dstats, dcount))
+        z = np.maximum(
+            z, _seasonal(past, taken, now, np.concatenate([u, centre + offset], axis=1), floor, dstats, dcount)
+        )
     score = np.where(now & (count >= WARM), squashed(z.max(axis=1)), np.nan)
     if now.any():
         _judged(stats[:, 1:], count, now, u, delta)
@@ -156,27 +163,32 @@ def _judged(stats: np.ndarray, count: np.ndarray, now: np.ndarray, u: np.ndarray
 
 
 def _seasonal(
-    past: tuple[np.ndarray, ...], taken: np.ndarray, now: np.ndarray, u: np.ndarray, dstats: np.ndarray,
-    dcount: np.ndarray,
+    past: tuple[np.ndarray, ...], taken: np.ndarray, now: np.ndarray, q: np.ndarray, floor: np.ndarray,
+    dstats: np.ndarray, dcount: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
-    """The z (m, I) of the spreads' logs ``u`` (m, I; where ``now``) less theirs a season earlier, 0 where none
-    is judged; the ring and the statistics take them in (in place)."""
+    """The z (m, I) of the windows' ``q`` (m, 2I: the spreads' logs, then the means; where ``now``) less theirs a
+    season earlier, the larger of the two, 0 where none is judged; the ring and the statistics take them in (in
+    place). A mean's difference has a deviation of at least ``floor`` (m, I), the spread's: rounding is not news."""
     ring, slot, period = past
     size = ring.shape[1]
     back = ring[slot, (taken - period) % size]
-    ring[slot, taken % size] = u if now.all() else np.where(now[:, None], u, np.nan)
+    ring[slot, taken % size] = q if now.all() else np.where(now[:, None], q, np.nan)
     judged = now & (period > 1) & (taken > SETTLED) & np.isfinite(back).all(axis=1)
+    inputs = floor.shape[1]
     if not judged.any():
-        return np.zeros_like(u)
-    d = u - back
+        return np.zeros_like(floor)
+    d = q - back
     delta = d - dstats[:, 0]
-    z = np.abs(delta) / np.maximum(np.sqrt(dstats[:, 1]), DEVIATION_FLOOR)
+    deviation = np.sqrt(dstats[:, 1])
+    deviation[:, :inputs] = np.maximum(deviation[:, :inputs], DEVIATION_FLOOR)
+    deviation[:, inputs:] = np.maximum(deviation[:, inputs:], floor)
+    z = np.abs(delta) / deviation
     reported = judged & (dcount >= WARM)
     if not reported.all():
         z = np.where(reported[:, None], z, 0.0)
     _judged(dstats, dcount, judged, d, delta)
     dcount += judged
-    return z
+    return np.maximum(z[:, :inputs], z[:, inputs:])
 
 
 def _floored(sums: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,9 +223,9 @@ def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.nda
         level, mean, var = stats_all[slot, :, 0].tolist()
         taken, count = counts_all[slot].tolist()
         centre, sum1, sum2, held = sums_all[slot, :, 0].tolist()
-        dmean, dvar = dstats_all[slot, :, 0].tolist()
+        dmean, dvar = dstats_all[slot].tolist()  # (each [the spread's log's, the mean's])
         dcount = int(dcount_all[slot])
-        ring = None if past is None else past[0][slot, :, 0]  # (a view, written in place)
+        ring = None if past is None else past[0][slot]  # (R, 2: a view, written in place)
         period = 1 if past is None else int(past[2][i])
         row = out[i]
         for k, (value, flag) in enumerate(zip(x[i, :, 0].tolist(), flagged[i].tolist())):
@@ -240,17 +252,22 @@ def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.nda
             now = taken >= WINDOW and held * 2 >= WINDOW
             z = abs(delta) / max(math.sqrt(var), DEVIATION_FLOOR)
             if ring is not None:  # (``_seasonal``'s operations)
-                back = ring[(taken - period) % len(ring)].item()
-                ring[taken % len(ring)] = u if now else math.nan
-                if now and period > 1 and taken > SETTLED and back == back:
-                    d = u - back
-                    d_delta = d - dmean
+                q = (u, centre + offset)
+                back = ring[(taken - period) % len(ring)].tolist()
+                ring[taken % len(ring)] = q if now else math.nan
+                if now and period > 1 and taken > SETTLED and back[0] == back[0] and back[1] == back[1]:
+                    d = [q[0] - back[0], q[1] - back[1]]
+                    d_delta = [d[0] - dmean[0], d[1] - dmean[1]]
                     if dcount >= WARM:
-                        z = max(z, abs(d_delta) / max(math.sqrt(dvar), DEVIATION_FLOOR))
+                        z_log = abs(d_delta[0]) / max(math.sqrt(dvar[0]), DEVIATION_FLOOR)
+                        z_mean = abs(d_delta[1]) / max(math.sqrt(dvar[1]), floor)
+                        z = max(z, max(z_log, z_mean))
                     step = max(1.0 / (dcount + 1.0), ERROR_ALPHA)
-                    dmean, dvar = (
-                        (d, 0.0) if dcount == 0 else (dmean + step * d_delta, running_var(dvar, d_delta, step))
-                    )
+                    for j in (0, 1):
+                        dmean[j], dvar[j] = (
+                            (d[j], 0.0) if dcount == 0
+                            else (dmean[j] + step * d_delta[j], running_var(dvar[j], d_delta[j], step))
+                        )  # fmt: skip
                     dcount += 1
             if now:
                 if count >= WARM:
@@ -261,7 +278,7 @@ def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.nda
         stats_all[slot, :, 0] = level, mean, var
         counts_all[slot] = taken, count
         sums_all[slot, :, 0] = centre, sum1, sum2, held
-        dstats_all[slot, :, 0] = dmean, dvar
+        dstats_all[slot] = dmean, dvar
         dcount_all[slot] = dcount
     return out
 

@@ -258,9 +258,9 @@ class StreamCreate(_Strict):
         None,
         description="forecast mode, at most 4 inputs: each reading's anomaly score is also how unlike the "
         "stream's usual spread the spread of its last 32 readings is (the readings the error flagged left out), "
-        "and, for a stream with a season, how unlike the spread a season earlier, so that a flat platform or a "
-        "wave whose amplitude changed, which the forecast soon follows, is flagged too; keeps ~0.3 KiB per input, "
-        "~3 KiB with a detected season. null (the default): on for forecast streams of at most 4 inputs, off "
+        "and, for a stream with a season, how unlike their spread and mean a season earlier, so that a flat "
+        "platform or a wave whose amplitude or level changed, which the forecast soon follows, is flagged too; "
+        "keeps ~0.3 KiB per input, ~5.7 KiB with a detected season. null (the default): on for forecast streams of at most 4 inputs, off "
         "for the others; the stream's config says which",
     )
     episode_gap: int = Field(
