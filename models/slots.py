@@ -378,7 +378,7 @@ class FleetSlots(SlotArrays):
                 "sp_dstats": ArraySpec((2, 2 * inp), f64),
                 "sp_dcount": ArraySpec((), i64),
             })  # fmt: skip
-            if spread_past:  # (``spread_past``: the spreads kept a season back, 0 for a stream without a season)
+            if spread_past:  # (``spread_past``: the windows kept a season back, 0 for a stream without a season)
                 specs["sp_past"] = ArraySpec((spread_past, 2 * inp), f64, nan)
         super().__init__(specs)
 
