@@ -69,7 +69,7 @@ STATE = ("sp_recent", "sp_stats", "sp_counts", "sp_sums", "sp_dstats", "sp_dcoun
 
 
 def past_length(config: StreamConfig) -> int:
-    """The spreads a stream keeps for its season (0: none): one more than the longest period it may have."""
+    """The windows a stream keeps for its season (0: none): one more than the longest period it may have."""
     if config.detects_season:
         return LONGEST + 1
     return config.season + 1 if config.season is not None and config.season > 1 else 0
@@ -100,8 +100,8 @@ def scores(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.ndarray) ->
 
 
 def _past(slots: FleetSlots, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The ring of spreads (S, R, I) of streams that keep one, the ``slot`` (m,) of each stream stepped and its
-    period (m,); None where the streams keep none."""
+    """The ring of windows' spreads' logs and means (S, R, 2I) of streams that keep one, the ``slot`` (m,) of each
+    stream stepped and its period (m,); None where the streams keep none."""
     if not slots.holds("sp_past"):
         return None
     return slots.array("sp_past"), slot, slots.array("season")[slot]
@@ -111,7 +111,7 @@ def _taken(
     state: list[np.ndarray], x: np.ndarray, flagged: np.ndarray, past: tuple[np.ndarray, ...] | None
 ) -> np.ndarray:
     """The scores (m,) of the readings ``x`` (m, I) of a few streams, taken into their ``state`` (``STATE``'s
-    arrays, in place) and into their ring of spreads a season back (``_past``'s; None: none kept)."""
+    arrays, in place) and into their ring of windows a season back (``_past``'s; None: none kept)."""
     recent, stats, counts, sums, dstats, dcount = state
     counts[:, 0] += 1
     taken, count = counts[:, 0], counts[:, 1]
@@ -262,18 +262,13 @@ def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.nda
                         z_log = abs(d_delta[0]) / max(math.sqrt(dvar[0]), DEVIATION_FLOOR)
                         z_mean = abs(d_delta[1]) / max(math.sqrt(dvar[1]), floor)
                         z = max(z, max(z_log, z_mean))
-                    step = max(1.0 / (dcount + 1.0), ERROR_ALPHA)
                     for j in (0, 1):
-                        dmean[j], dvar[j] = (
-                            (d[j], 0.0) if dcount == 0
-                            else (dmean[j] + step * d_delta[j], running_var(dvar[j], d_delta[j], step))
-                        )  # fmt: skip
+                        dmean[j], dvar[j] = _judged_float(dmean[j], dvar[j], d[j], d_delta[j], dcount)
                     dcount += 1
             if now:
                 if count >= WARM:
                     row[k] = squashed(z)
-                step = max(1.0 / (count + 1.0), ERROR_ALPHA)
-                mean, var = (u, 0.0) if count == 0 else (mean + step * delta, running_var(var, delta, step))
+                mean, var = _judged_float(mean, var, u, delta, count)
                 count += 1
         stats_all[slot, :, 0] = level, mean, var
         counts_all[slot] = taken, count
@@ -281,6 +276,15 @@ def _scores_floats(slots: FleetSlots, rows: Rows, x: np.ndarray, flagged: np.nda
         dstats_all[slot] = dmean, dvar
         dcount_all[slot] = dcount
     return out
+
+
+def _judged_float(mean: float, var: float, u: float, delta: float, count: int) -> tuple[float, float]:
+    """``_judged`` for one running mean and variance in Python floats: they take in ``u``, ``delta`` from the
+    mean, after ``count`` before."""
+    if count == 0:
+        return u, 0.0
+    step = max(1.0 / (count + 1.0), ERROR_ALPHA)
+    return mean + step * delta, running_var(var, delta, step)
 
 
 def _floored_float(sum1: float, sum2: float, held: float, floor: float) -> tuple[float, float]:
